@@ -1,0 +1,37 @@
+# Weir developer entry points. Run `make help` for the list of targets.
+
+GO ?= go
+# Narrow `make bench`, e.g. make bench BENCH_PKG=./pkg/openflow/ BENCH=FlowMod
+BENCH_PKG ?= ./...
+BENCH ?= .
+
+.DEFAULT_GOAL := help
+.PHONY: help deps build test bench lint run clean
+
+help: ## List the targets.
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-6s %s\n", $$1, $$2}'
+
+deps: ## Install missing system packages (OVS, iproute2, nftables, ping, ...); needs root.
+	hack/install-deps.sh
+
+build: ## Build every command under cmd/ into bin/.
+	@pkgs="$$(if [ -d cmd ]; then $(GO) list -f '{{if eq .Name "main"}}{{.ImportPath}}{{end}}' ./cmd/...; fi)"; \
+	if [ -z "$$pkgs" ]; then echo "build: no commands under cmd/"; exit 0; fi; \
+	mkdir -p bin && echo "$(GO) build -o bin/ $$pkgs" && $(GO) build -o bin/ $$pkgs
+
+test: deps ## Run all tests with the race detector (integration tests need root).
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+bench: deps ## Run benchmarks (BENCH_PKG and BENCH narrow them).
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -timeout 30m $(BENCH_PKG)
+
+lint: ## Check formatting (gofmt) and run go vet.
+	@unformatted="$$(gofmt -l .)"; \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed for:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+
+run: ## Run the demo (go run ./cmd/weir-demo).
+	$(GO) run ./cmd/weir-demo
+
+clean: ## Remove build output.
+	rm -rf bin/

@@ -1,0 +1,179 @@
+package openflow
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"sort"
+	"sync"
+
+	"antrea.io/libOpenflow/openflow15"
+)
+
+// FlowCache remembers, per owner, the flows installed through the Switch,
+// as their encoded flow_mod ADD messages (no libOpenflow objects are kept:
+// those cost kilobytes per flow). It is what gets replayed after
+// ovs-vswitchd restarts. Owners are opaque strings ("pod/ns/name",
+// "policy/uid/rule", ...) chosen by the layer above.
+type FlowCache struct {
+	mu     sync.Mutex
+	owners map[string]map[string][]byte // owner -> Flow.Key() -> message
+}
+
+// NewFlowCache returns an empty cache.
+func NewFlowCache() *FlowCache { return &FlowCache{owners: map[string]map[string][]byte{}} }
+
+// Owners returns the owners with cached flows, sorted.
+func (c *FlowCache) Owners() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]string, 0, len(c.owners))
+	for o := range c.owners {
+		out = append(out, o)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Len returns the number of cached flows.
+func (c *FlowCache) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, fl := range c.owners {
+		n += len(fl)
+	}
+	return n
+}
+
+// OwnerLen returns the number of flows cached for owner.
+func (c *FlowCache) OwnerLen(owner string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.owners[owner])
+}
+
+// all returns every cached message.
+func (c *FlowCache) all() [][]byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out [][]byte
+	for _, fl := range c.owners {
+		for _, m := range fl {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// deleteStrictFrom turns a cached flow_mod ADD into a DELETE_STRICT for the
+// same table, priority and match: same header fields, instructions cut off.
+func deleteStrictFrom(add []byte) []byte {
+	const fixed = 48 // ofp_flow_mod up to the match
+	matchLen := int(binary.BigEndian.Uint16(add[fixed+2:]))
+	end := fixed + (matchLen+7)/8*8
+	del := append([]byte(nil), add[:end]...)
+	del[25] = openflow15.FC_DELETE_STRICT
+	binary.BigEndian.PutUint16(del[2:], uint16(end))
+	return del
+}
+
+// Install adds flows for owner atomically and caches them. Flows with the
+// same Key as an owner's cached flow replace it.
+func (s *Switch) Install(ctx context.Context, owner string, flows ...*Flow) error {
+	ops := make([]FlowOp, len(flows))
+	enc := make([][]byte, len(flows))
+	for i, f := range flows {
+		data, err := f.Encode()
+		if err != nil {
+			return fmt.Errorf("installing flows of %s: %w", owner, err)
+		}
+		enc[i] = data
+		ops[i] = FlowOp{Kind: OpAdd, Flow: f, encoded: data}
+	}
+	if err := s.Apply(ctx, ops); err != nil {
+		return fmt.Errorf("installing flows of %s: %w", owner, err)
+	}
+	s.cache.mu.Lock()
+	defer s.cache.mu.Unlock()
+	fl := s.cache.owners[owner]
+	if fl == nil {
+		fl = make(map[string][]byte, len(flows))
+		s.cache.owners[owner] = fl
+	}
+	for i, f := range flows {
+		fl[f.Key()] = enc[i]
+	}
+	return nil
+}
+
+// Sync makes owner's flows exactly flows, in one atomic bundle: flows no
+// longer wanted are deleted, new or changed ones added, unchanged ones left
+// alone (their counters keep counting).
+func (s *Switch) Sync(ctx context.Context, owner string, flows ...*Flow) error {
+	want := make(map[string][]byte, len(flows))
+	byKey := make(map[string]*Flow, len(flows))
+	for _, f := range flows {
+		data, err := f.Encode()
+		if err != nil {
+			return fmt.Errorf("syncing flows of %s: %w", owner, err)
+		}
+		k := f.Key()
+		want[k], byKey[k] = data, f
+	}
+	s.cache.mu.Lock()
+	have := s.cache.owners[owner]
+	var ops []FlowOp
+	for k, old := range have {
+		if _, ok := want[k]; !ok {
+			ops = append(ops, rawOp(OpDelete, deleteStrictFrom(old)))
+		}
+	}
+	for k, data := range want {
+		if old, ok := have[k]; !ok || string(old) != string(data) {
+			ops = append(ops, FlowOp{Kind: OpAdd, Flow: byKey[k], encoded: data})
+		}
+	}
+	s.cache.mu.Unlock()
+	if err := s.Apply(ctx, ops); err != nil {
+		return fmt.Errorf("syncing flows of %s: %w", owner, err)
+	}
+	s.cache.mu.Lock()
+	defer s.cache.mu.Unlock()
+	if len(want) == 0 {
+		delete(s.cache.owners, owner)
+	} else {
+		s.cache.owners[owner] = want
+	}
+	return nil
+}
+
+// Uninstall deletes all of owner's cached flows atomically.
+func (s *Switch) Uninstall(ctx context.Context, owner string) error {
+	return s.Sync(ctx, owner)
+}
+
+// rawOp is an op whose message is already encoded (no Flow attached).
+func rawOp(kind OpKind, msg []byte) FlowOp {
+	return FlowOp{Kind: kind, encoded: msg}
+}
+
+// replayBatch bounds one replay bundle so a huge cache does not become one
+// multi-hundred-megabyte transaction.
+const replayBatch = 20000
+
+// replayCache re-adds every cached flow, in atomic batches.
+func (s *Switch) replayCache(ctx context.Context) (int, error) {
+	msgs := s.cache.all()
+	for lo := 0; lo < len(msgs); lo += replayBatch {
+		hi := min(lo+replayBatch, len(msgs))
+		ops := make([]FlowOp, 0, hi-lo)
+		for _, m := range msgs[lo:hi] {
+			ops = append(ops, rawOp(OpAdd, m))
+		}
+		if err := s.Apply(ctx, ops); err != nil {
+			return lo, err
+		}
+	}
+	return len(msgs), nil
+}

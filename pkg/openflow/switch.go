@@ -1,0 +1,602 @@
+package openflow
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"antrea.io/libOpenflow/openflow15"
+	"antrea.io/ofnet/ofctrl"
+	"k8s.io/klog/v2"
+)
+
+// Config configures a Switch connection.
+type Config struct {
+	// MgmtSocket is the path of the bridge's OpenFlow management socket,
+	// <ovs rundir>/<bridge>.mgmt.
+	MgmtSocket string
+	// RetryInterval is the pause between reconnect attempts (default 200ms).
+	RetryInterval time.Duration
+	// RequestTimeout bounds one request/reply exchange when the caller's
+	// context has no earlier deadline (default 60s).
+	RequestTimeout time.Duration
+	// Logger receives the connection's log lines (default klog's).
+	Logger klog.Logger
+}
+
+// State is the connection state of a Switch.
+type State int32
+
+// Connection states.
+const (
+	StateConnecting State = iota
+	StateReady
+	StateClosed
+)
+
+func (s State) String() string {
+	switch s {
+	case StateConnecting:
+		return "connecting"
+	case StateReady:
+		return "ready"
+	}
+	return "closed"
+}
+
+// Switch is one OpenFlow connection to one bridge. ofnet's controller owns
+// the session (dial, hello, features, echo, reconnect); it dials an
+// in-process relay that passes its traffic through to the bridge's
+// management socket. The relay is where this package sends its own
+// requests and reads their replies in order, matched by xid — which is what
+// gives callers a real barrier and OVS's errors, both of which ofnet keeps
+// to itself. Switch is safe for concurrent use.
+type Switch struct {
+	cfg   Config
+	log   klog.Logger
+	ctrl  *ofctrl.Controller
+	relay *relay
+
+	state      atomic.Int32
+	generation atomic.Uint64 // completed handshakes
+	nextXid    atomic.Uint32
+
+	mu      sync.Mutex
+	ready   chan struct{} // closed while StateReady
+	pending map[uint32]*request
+
+	cache       *FlowCache
+	reconnected chan uint64 // generation after each replayed reconnect
+
+	closeOnce sync.Once
+	done      chan struct{}
+	wg        sync.WaitGroup
+}
+
+// Open starts connecting to the bridge and returns at once; use WaitReady
+// to wait for the first handshake. The Switch reconnects forever (until
+// Close), replaying the flow cache after each reconnect.
+func Open(cfg Config) (*Switch, error) {
+	if cfg.MgmtSocket == "" {
+		return nil, errors.New("openflow: Config.MgmtSocket is required")
+	}
+	if cfg.RetryInterval <= 0 {
+		cfg.RetryInterval = 200 * time.Millisecond
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = 60 * time.Second
+	}
+	if cfg.Logger.GetSink() == nil {
+		cfg.Logger = klog.Background()
+	}
+	s := &Switch{
+		cfg:         cfg,
+		log:         cfg.Logger.WithValues("bridgeSocket", cfg.MgmtSocket),
+		ready:       make(chan struct{}),
+		pending:     make(map[uint32]*request),
+		cache:       NewFlowCache(),
+		reconnected: make(chan uint64, 1),
+		done:        make(chan struct{}),
+	}
+	// Our xids live in the upper half so they never meet libOpenflow's
+	// process-wide counter, which ofnet's own messages use.
+	var seed [4]byte
+	_, _ = rand.Read(seed[:])
+	s.nextXid.Store(binary.BigEndian.Uint32(seed[:]) & 0x3fffffff)
+
+	r, err := newRelay(s)
+	if err != nil {
+		return nil, err
+	}
+	s.relay = r
+	s.ctrl = ofctrl.NewController(&ofnetApp{s})
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		// Connect returns only when the controller is deleted: with
+		// MaxRetry 0 ofnet retries forever instead of giving up after 10.
+		if err := s.ctrl.Connect(r.addr); err != nil && !s.isClosed() {
+			s.log.Error(err, "ofnet controller stopped")
+		}
+	}()
+	return s, nil
+}
+
+func (s *Switch) isClosed() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// State returns the current connection state.
+func (s *Switch) State() State { return State(s.state.Load()) }
+
+// Generation counts completed handshakes (1 after the first connect).
+func (s *Switch) Generation() uint64 { return s.generation.Load() }
+
+// WaitReady blocks until the switch is connected (or ctx ends).
+func (s *Switch) WaitReady(ctx context.Context) error {
+	for {
+		s.mu.Lock()
+		ready := s.ready
+		s.mu.Unlock()
+		if s.State() == StateReady {
+			return nil
+		}
+		select {
+		case <-ready:
+		case <-s.done:
+			return ErrClosed
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for OpenFlow connection to %s: %w", s.cfg.MgmtSocket, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Reconnected delivers the connection generation each time the switch came
+// back after a disconnect and the flow cache was replayed. The layer above
+// uses it to re-check state it keeps outside the cache. Only the latest
+// generation is kept if nobody reads.
+func (s *Switch) Reconnected() <-chan uint64 { return s.reconnected }
+
+// Cache returns the switch's flow cache.
+func (s *Switch) Cache() *FlowCache { return s.cache }
+
+// Close stops the connection and the reconnect loop.
+func (s *Switch) Close() {
+	s.closeOnce.Do(func() {
+		close(s.done)
+		s.state.Store(int32(StateClosed))
+		s.relay.close()
+		s.failPending(ErrClosed)
+		s.ctrl.Delete()
+		s.wg.Wait()
+	})
+}
+
+// ofnetApp adapts ofnet's callbacks to the Switch.
+type ofnetApp struct{ s *Switch }
+
+func (a *ofnetApp) SwitchConnected(sw *ofctrl.OFSwitch) {
+	s := a.s
+	gen := s.generation.Add(1)
+	s.log.Info("OpenFlow connection ready", "dpid", sw.DPID().String(), "generation", gen)
+	s.mu.Lock()
+	if s.State() != StateReady {
+		s.state.Store(int32(StateReady))
+		close(s.ready)
+	}
+	s.mu.Unlock()
+	if gen > 1 {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.replay(gen)
+		}()
+	}
+}
+
+func (a *ofnetApp) SwitchDisconnected(sw *ofctrl.OFSwitch) {
+	s := a.s
+	s.mu.Lock()
+	if s.State() == StateReady {
+		s.state.Store(int32(StateConnecting))
+		s.ready = make(chan struct{})
+	}
+	s.mu.Unlock()
+	s.failPending(ErrNotConnected)
+	if !s.isClosed() {
+		s.log.Info("OpenFlow connection lost, reconnecting", "dpid", sw.DPID().String())
+	}
+}
+
+func (a *ofnetApp) PacketRcvd(*ofctrl.OFSwitch, *ofctrl.PacketIn)               {}
+func (a *ofnetApp) MultipartReply(*ofctrl.OFSwitch, *openflow15.MultipartReply) {}
+func (a *ofnetApp) FlowGraphEnabledOnSwitch() bool                              { return false }
+func (a *ofnetApp) TLVMapEnabledOnSwitch() bool                                 { return false }
+func (a *ofnetApp) PortStatusRcvd(*openflow15.PortStatus)                       {}
+
+// MaxRetry 0 tells ofnet never to give up dialing.
+func (a *ofnetApp) MaxRetry() int { return 0 }
+
+// RetryInterval is ofnet's pause before each dial.
+func (a *ofnetApp) RetryInterval() time.Duration { return a.s.cfg.RetryInterval }
+
+// replay reinstalls every cached flow after a reconnect.
+func (s *Switch) replay(gen uint64) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	start := time.Now()
+	n, err := s.replayCache(ctx)
+	if err != nil {
+		s.log.Error(err, "Replaying flows after reconnect failed", "generation", gen)
+		return
+	}
+	s.log.Info("Replayed flows after reconnect", "flows", n, "generation", gen, "duration", time.Since(start))
+	select {
+	case <-s.reconnected:
+	default:
+	}
+	s.reconnected <- gen
+}
+
+// --- requests and replies ---
+
+// request collects the replies to one batch of messages, completed by the
+// barrier reply that follows them.
+type request struct {
+	xids     []uint32
+	flows    map[uint32]*Flow // xid -> flow, to name the culprit of an error
+	ops      map[uint32]string
+	errs     []*OVSError
+	replies  [][]byte // raw multipart replies
+	done     chan struct{}
+	finalErr error
+}
+
+// outMsg is one message to send: encoded bytes (xid patched at send time).
+type outMsg struct {
+	data []byte
+	flow *Flow
+	op   string
+	// bundleID, if non-zero, wraps data in an OFPT_BUNDLE_ADD_MESSAGE.
+	bundleID uint32
+}
+
+func (s *Switch) allocXid() uint32 { return 0x80000000 | (s.nextXid.Add(1) & 0x7fffffff) }
+
+// roundTrip sends msgs followed by a barrier and waits for the barrier
+// reply; OVS handles a connection's messages in order, so by then every
+// error or reply to msgs has arrived.
+func (s *Switch) roundTrip(ctx context.Context, msgs []outMsg) (*request, error) {
+	if s.isClosed() {
+		return nil, ErrClosed
+	}
+	if s.State() != StateReady {
+		return nil, ErrNotConnected
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.RequestTimeout)
+		defer cancel()
+	}
+	req := &request{done: make(chan struct{}), flows: map[uint32]*Flow{}, ops: map[uint32]string{}}
+	size := 8
+	for _, m := range msgs {
+		size += len(m.data)
+		if m.bundleID != 0 {
+			size += 16
+		}
+	}
+	buf := make([]byte, 0, size)
+	for _, m := range msgs {
+		xid := s.allocXid()
+		req.xids = append(req.xids, xid)
+		if m.flow != nil {
+			req.flows[xid] = m.flow
+		}
+		req.ops[xid] = m.op
+		if m.bundleID != 0 {
+			buf = appendBundleAdd(buf, xid, m.bundleID, m.data)
+		} else {
+			start := len(buf)
+			buf = append(buf, m.data...)
+			binary.BigEndian.PutUint32(buf[start+4:], xid)
+		}
+	}
+	barrier := s.allocXid()
+	req.xids = append(req.xids, barrier)
+	buf = append(buf, openflow15.VERSION, openflow15.Type_BarrierRequest, 0, 8, 0, 0, 0, 0)
+	binary.BigEndian.PutUint32(buf[len(buf)-4:], barrier)
+
+	s.mu.Lock()
+	for _, x := range req.xids {
+		s.pending[x] = req
+	}
+	s.mu.Unlock()
+	if err := s.relay.writeToSwitch(buf); err != nil {
+		s.forget(req)
+		return nil, fmt.Errorf("sending to %s: %w", s.cfg.MgmtSocket, err)
+	}
+	select {
+	case <-req.done:
+		if req.finalErr != nil {
+			return nil, req.finalErr
+		}
+		return req, nil
+	case <-ctx.Done():
+		s.forget(req)
+		return nil, fmt.Errorf("waiting for ovs-vswitchd reply: %w", ctx.Err())
+	}
+}
+
+func (s *Switch) forget(req *request) {
+	s.mu.Lock()
+	for _, x := range req.xids {
+		delete(s.pending, x)
+	}
+	s.mu.Unlock()
+}
+
+func (s *Switch) failPending(err error) {
+	s.mu.Lock()
+	reqs := map[*request]bool{}
+	for x, r := range s.pending {
+		reqs[r] = true
+		delete(s.pending, x)
+	}
+	s.mu.Unlock()
+	for r := range reqs {
+		r.finalErr = err
+		close(r.done)
+	}
+}
+
+// handleReply is called by the relay, in stream order, for each message
+// from the switch. It returns true if the message answered one of our
+// requests (and so is not passed on to ofnet).
+func (s *Switch) handleReply(msg []byte) bool {
+	xid := binary.BigEndian.Uint32(msg[4:8])
+	s.mu.Lock()
+	req, ok := s.pending[xid]
+	if !ok {
+		s.mu.Unlock()
+		return false
+	}
+	switch msg[1] {
+	case openflow15.Type_Error:
+		req.errs = append(req.errs, parseError(msg, req.flows[xid], req.ops[xid]))
+	case openflow15.Type_MultiPartReply:
+		req.replies = append(req.replies, append([]byte(nil), msg...))
+	case openflow15.Type_BarrierReply:
+		for _, x := range req.xids {
+			delete(s.pending, x)
+		}
+		s.mu.Unlock()
+		close(req.done)
+		return true
+	}
+	s.mu.Unlock()
+	return true
+}
+
+func parseError(msg []byte, flow *Flow, op string) *OVSError {
+	e := &OVSError{Flow: flow, Op: op}
+	if len(msg) >= 12 {
+		e.Type = binary.BigEndian.Uint16(msg[8:10])
+		e.Code = binary.BigEndian.Uint16(msg[10:12])
+	}
+	if e.Type == ErrTypeExperimenter && len(msg) >= 16 {
+		e.Experimenter = binary.BigEndian.Uint32(msg[12:16])
+	}
+	return e
+}
+
+// firstError returns the request's first OVS error, if any.
+func (r *request) firstError() error {
+	if len(r.errs) == 0 {
+		return nil
+	}
+	return r.errs[0]
+}
+
+// Barrier returns once every message sent before it has been processed.
+func (s *Switch) Barrier(ctx context.Context) error {
+	_, err := s.roundTrip(ctx, nil)
+	return err
+}
+
+// --- relay ---
+
+// relay passes ofnet's session through to the bridge and taps the replies.
+type relay struct {
+	s        *Switch
+	addr     string
+	listener *net.UnixListener
+
+	mu      sync.Mutex
+	sw      net.Conn // connection to ovs-vswitchd
+	ctrl    net.Conn // ofnet's side
+	writeMu sync.Mutex
+
+	dialFailures atomic.Uint64
+}
+
+func newRelay(s *Switch) (*relay, error) {
+	var id [8]byte
+	_, _ = rand.Read(id[:])
+	// An abstract socket: no file to clean up; peers are checked by PID.
+	addr := "@weir-openflow-" + hex.EncodeToString(id[:])
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: addr, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("openflow relay listen: %w", err)
+	}
+	r := &relay{s: s, addr: addr, listener: l}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		r.acceptLoop()
+	}()
+	return r, nil
+}
+
+func (r *relay) acceptLoop() {
+	for {
+		c, err := r.listener.AcceptUnix()
+		if err != nil {
+			return // closed
+		}
+		if !samePID(c) {
+			r.s.log.Info("Rejected OpenFlow relay connection from another process")
+			c.Close()
+			continue
+		}
+		sw, err := net.DialTimeout("unix", r.s.cfg.MgmtSocket, 5*time.Second)
+		if err != nil {
+			n := r.dialFailures.Add(1)
+			r.s.log.V(2).Info("Dialing bridge management socket failed, will retry", "attempt", n, "err", err)
+			c.Close() // ofnet sees the session fail and dials again
+			continue
+		}
+		r.mu.Lock()
+		if r.s.isClosed() {
+			r.mu.Unlock()
+			sw.Close()
+			c.Close()
+			return
+		}
+		r.sw, r.ctrl = sw, c
+		r.mu.Unlock()
+		r.s.wg.Add(2)
+		go func() { defer r.s.wg.Done(); r.pumpToSwitch(c, sw) }()
+		go func() { defer r.s.wg.Done(); r.pumpFromSwitch(sw, c) }()
+	}
+}
+
+// samePID reports whether the peer of c is this process.
+func samePID(c *net.UnixConn) bool {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var cred *syscall.Ucred
+	_ = raw.Control(func(fd uintptr) {
+		cred, err = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
+	})
+	return err == nil && cred != nil && int(cred.Pid) == os.Getpid()
+}
+
+// readMessage reads one OpenFlow message (header length framing).
+func readMessage(r io.Reader, hdr []byte) ([]byte, error) {
+	if _, err := io.ReadFull(r, hdr[:8]); err != nil {
+		return nil, err
+	}
+	n := int(binary.BigEndian.Uint16(hdr[2:4]))
+	if n < 8 {
+		return nil, fmt.Errorf("bad OpenFlow message length %d", n)
+	}
+	msg := make([]byte, n)
+	copy(msg, hdr[:8])
+	if _, err := io.ReadFull(r, msg[8:]); err != nil {
+		return nil, err
+	}
+	return msg, nil
+}
+
+// pumpToSwitch forwards ofnet's messages whole, so they interleave with
+// ours only at message boundaries.
+func (r *relay) pumpToSwitch(ctrl, sw net.Conn) {
+	defer r.drop(ctrl, sw)
+	hdr := make([]byte, 8)
+	for {
+		msg, err := readMessage(ctrl, hdr)
+		if err != nil {
+			return
+		}
+		r.writeMu.Lock()
+		_, err = sw.Write(msg)
+		r.writeMu.Unlock()
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (r *relay) pumpFromSwitch(sw, ctrl net.Conn) {
+	defer r.drop(ctrl, sw)
+	br := bufio.NewReaderSize(sw, 64<<10)
+	hdr := make([]byte, 8)
+	for {
+		msg, err := readMessage(br, hdr)
+		if err != nil {
+			return
+		}
+		if r.s.handleReply(msg) {
+			continue
+		}
+		if _, err := ctrl.Write(msg); err != nil {
+			return
+		}
+	}
+}
+
+// drop tears down one relayed session; ofnet notices and reconnects.
+func (r *relay) drop(ctrl, sw net.Conn) {
+	ctrl.Close()
+	sw.Close()
+	r.mu.Lock()
+	if r.sw == sw {
+		r.sw, r.ctrl = nil, nil
+	}
+	r.mu.Unlock()
+}
+
+func (r *relay) writeToSwitch(b []byte) error {
+	r.mu.Lock()
+	sw := r.sw
+	r.mu.Unlock()
+	if sw == nil {
+		return ErrNotConnected
+	}
+	r.writeMu.Lock()
+	defer r.writeMu.Unlock()
+	_, err := sw.Write(b)
+	return err
+}
+
+func (r *relay) close() {
+	r.listener.Close()
+	r.mu.Lock()
+	sw, ctrl := r.sw, r.ctrl
+	r.mu.Unlock()
+	if sw != nil {
+		sw.Close()
+		ctrl.Close()
+	}
+}
+
+// DialFailures counts failed dials of the management socket (the Switch
+// keeps dialing while ovs-vswitchd is down).
+func (s *Switch) DialFailures() uint64 { return s.relay.dialFailures.Load() }
