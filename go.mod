@@ -23,5 +23,6 @@ require (
 	github.com/contiv/libovsdb v0.0.0-20170227191248-d0061a53e358 // indirect
 	github.com/go-logr/logr v1.4.2 // indirect
 	github.com/orcaman/concurrent-map/v2 v2.0.1 // indirect
+	github.com/ovn-org/libovsdb v0.7.0 // indirect
 	golang.org/x/sys v0.25.0 // indirect
 )
