@@ -64,33 +64,30 @@ func (op FlowOp) String() string {
 	return fmt.Sprintf("flow_mod delete cookie=%#x/%#x", op.Cookie, op.CookieMask)
 }
 
-// encode returns the op's flow_mod bytes (xid 0).
-func (op FlowOp) encode() ([]byte, error) {
+// appendTo appends the op's flow_mod (xid 0) to buf.
+func (op FlowOp) appendTo(buf []byte) ([]byte, error) {
 	if op.encoded != nil {
-		return op.encoded, nil
+		return append(buf, op.encoded...), nil
 	}
 	if op.Kind == OpDeleteByCookie {
 		fm := openflow15.NewFlowMod()
 		fm.Command = openflow15.FC_DELETE
 		fm.TableId = openflow15.OFPTT_ALL
 		fm.Cookie, fm.CookieMask = op.Cookie, op.CookieMask
-		return fm.MarshalBinary()
+		data, err := fm.MarshalBinary()
+		return append(buf, data...), err
 	}
 	if op.Flow == nil {
 		return nil, fmt.Errorf("%s: no flow", op)
 	}
-	if op.Kind == OpAdd {
-		return op.Flow.Encode()
-	}
-	cmd := uint8(openflow15.FC_MODIFY_STRICT)
-	if op.Kind == OpDelete {
+	cmd := uint8(openflow15.FC_ADD)
+	switch op.Kind {
+	case OpModify:
+		cmd = openflow15.FC_MODIFY_STRICT
+	case OpDelete:
 		cmd = openflow15.FC_DELETE_STRICT
 	}
-	fm, err := op.Flow.FlowMod(cmd)
-	if err != nil {
-		return nil, err
-	}
-	return fm.MarshalBinary()
+	return op.Flow.appendFlowMod(buf, cmd)
 }
 
 const bundleFlags = openflow15.OFPBCT_ATOMIC | openflow15.OFPBCT_ORDERED
@@ -105,26 +102,6 @@ func bundleControl(bundleID uint32, typ uint16) []byte {
 	return b
 }
 
-// appendBundleAdd appends an OFPT_BUNDLE_ADD_MESSAGE carrying inner; the
-// inner message gets the same xid so errors OVS reports for it at commit
-// time name the same request.
-func appendBundleAdd(buf []byte, xid, bundleID uint32, inner []byte) []byte {
-	start := len(buf)
-	buf = append(buf, openflow15.VERSION, openflow15.Type_BundleAddMessage, 0, 0, 0, 0, 0, 0,
-		0, 0, 0, 0, 0, 0, 0, 0)
-	binary.BigEndian.PutUint16(buf[start+2:], uint16(16+len(inner)))
-	binary.BigEndian.PutUint32(buf[start+4:], xid)
-	binary.BigEndian.PutUint32(buf[start+8:], bundleID)
-	binary.BigEndian.PutUint16(buf[start+14:], bundleFlags)
-	inStart := len(buf)
-	buf = append(buf, inner...)
-	binary.BigEndian.PutUint32(buf[inStart+4:], xid)
-	return buf
-}
-
-// maxMessageLen is OpenFlow's 16-bit message length limit.
-const maxMessageLen = 0xffff - 16
-
 // Apply applies ops atomically in one OpenFlow bundle: either every op
 // takes effect or none does, and no packet sees a partial state. If OVS
 // rejects an op, Apply returns that op's *OVSError (naming the flow).
@@ -133,59 +110,83 @@ const maxMessageLen = 0xffff - 16
 // commit the others, so Apply adds all messages, waits for a barrier, and
 // commits only if none was rejected (otherwise it discards the bundle).
 func (s *Switch) Apply(ctx context.Context, ops []FlowOp) error {
+	return s.apply(ctx, ops, nil)
+}
+
+// apply is Apply; keep, if set, receives each op's encoded message.
+func (s *Switch) apply(ctx context.Context, ops []FlowOp, keep func(i int, msg []byte)) error {
 	if len(ops) == 0 {
 		return nil
 	}
-	bundleID := s.allocXid() // any unique number; xids are unique
-	msgs := make([]outMsg, 0, len(ops)+1)
-	msgs = append(msgs, outMsg{data: bundleControl(bundleID, openflow15.OFPBCT_OPEN_REQUEST), op: "bundle open"})
-	for _, op := range ops {
-		data, err := op.encode()
+	sn, err := s.newSender(len(ops) + 1)
+	if err != nil {
+		return err
+	}
+	bundleID := sn.req.firstXid // unique while the request lives
+	if err := sn.add("bundle open", nil, 0, appendRaw(bundleControl(bundleID, openflow15.OFPBCT_OPEN_REQUEST))); err != nil {
+		sn.abort()
+		return err
+	}
+	for i, op := range ops {
+		err := sn.add(op.String(), op.Flow, bundleID, func(buf []byte) ([]byte, error) {
+			start := len(buf)
+			buf, err := op.appendTo(buf)
+			if err == nil && keep != nil {
+				keep(i, append([]byte(nil), buf[start:]...))
+			}
+			return buf, err
+		})
 		if err != nil {
+			sn.abort()
 			return fmt.Errorf("encoding %s: %w", op, err)
 		}
-		if len(data) > maxMessageLen {
-			return fmt.Errorf("%s: message of %d bytes exceeds OpenFlow's limit", op, len(data))
-		}
-		msgs = append(msgs, outMsg{data: data, flow: op.Flow, op: op.String(), bundleID: bundleID})
 	}
-	req, err := s.roundTrip(ctx, msgs)
+	req, err := sn.finish(ctx)
 	if err != nil {
 		return err
 	}
 	if addErr := req.firstError(); addErr != nil {
-		if _, err := s.roundTrip(ctx, []outMsg{{data: bundleControl(bundleID, openflow15.OFPBCT_DISCARD_REQUEST), op: "bundle discard"}}); err != nil && !errors.Is(err, ErrNotConnected) {
+		if _, err := s.roundTrip(ctx, "bundle discard", bundleControl(bundleID, openflow15.OFPBCT_DISCARD_REQUEST)); err != nil && !errors.Is(err, ErrNotConnected) {
 			s.log.Error(err, "Discarding rejected bundle failed", "bundle", bundleID)
 		}
 		return addErr
 	}
-	req, err = s.roundTrip(ctx, []outMsg{{data: bundleControl(bundleID, openflow15.OFPBCT_COMMIT_REQUEST), op: "bundle commit"}})
+	// A commit-time failure reports the failing inner message first (with
+	// its own xid, which belongs to the add request), then the bundle's
+	// OFPBFC_MSG_FAILED. Keep the add request listening until the commit is
+	// answered so the culprit is named.
+	s.mu.Lock()
+	s.pending[req] = struct{}{}
+	s.mu.Unlock()
+	defer s.forget(req)
+	commit, err := s.roundTrip(ctx, "bundle commit", bundleControl(bundleID, openflow15.OFPBCT_COMMIT_REQUEST))
 	if err != nil {
 		return err
 	}
-	// A commit-time failure reports the failing message first, then the
-	// bundle's own OFPBFC_MSG_FAILED; the former names the flow.
-	for _, e := range req.errs {
-		if e.Flow != nil {
-			return e
-		}
+	s.mu.Lock()
+	inner := req.firstError()
+	s.mu.Unlock()
+	if inner != nil {
+		return inner
 	}
-	return req.firstError()
+	return commit.firstError()
 }
 
 // ApplyUnbundled sends ops as plain flow_mods followed by one barrier. It
 // is not atomic; errors of all ops are joined. Useful where atomicity is not
 // wanted and for comparison in benchmarks.
 func (s *Switch) ApplyUnbundled(ctx context.Context, ops []FlowOp) error {
-	msgs := make([]outMsg, 0, len(ops))
+	sn, err := s.newSender(len(ops))
+	if err != nil {
+		return err
+	}
 	for _, op := range ops {
-		data, err := op.encode()
-		if err != nil {
+		if err := sn.add(op.String(), op.Flow, 0, op.appendTo); err != nil {
+			sn.abort()
 			return fmt.Errorf("encoding %s: %w", op, err)
 		}
-		msgs = append(msgs, outMsg{data: data, flow: op.Flow, op: op.String()})
 	}
-	req, err := s.roundTrip(ctx, msgs)
+	req, err := sn.finish(ctx)
 	if err != nil {
 		return err
 	}

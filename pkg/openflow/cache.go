@@ -82,16 +82,11 @@ func deleteStrictFrom(add []byte) []byte {
 // same Key as an owner's cached flow replace it.
 func (s *Switch) Install(ctx context.Context, owner string, flows ...*Flow) error {
 	ops := make([]FlowOp, len(flows))
-	enc := make([][]byte, len(flows))
 	for i, f := range flows {
-		data, err := f.Encode()
-		if err != nil {
-			return fmt.Errorf("installing flows of %s: %w", owner, err)
-		}
-		enc[i] = data
-		ops[i] = FlowOp{Kind: OpAdd, Flow: f, encoded: data}
+		ops[i] = Add(f)
 	}
-	if err := s.Apply(ctx, ops); err != nil {
+	enc := make([][]byte, len(flows))
+	if err := s.apply(ctx, ops, func(i int, msg []byte) { enc[i] = msg }); err != nil {
 		return fmt.Errorf("installing flows of %s: %w", owner, err)
 	}
 	s.cache.mu.Lock()

@@ -597,8 +597,10 @@ func bitMask(start, end, width int) (uint64, error) {
 	return ((uint64(1) << n) - 1) << start, nil
 }
 
-// FlowMod encodes the flow as an OpenFlow 1.5 flow_mod with the given
-// command (openflow15.FC_ADD, FC_MODIFY_STRICT, FC_DELETE_STRICT).
+// FlowMod returns the flow as a libOpenflow flow_mod object with the given
+// command (openflow15.FC_ADD, FC_MODIFY_STRICT, FC_DELETE_STRICT), for code
+// that wants libOpenflow's types. The Switch itself sends the identical
+// bytes from a direct encoder (appendFlowMod), which is much cheaper.
 func (f *Flow) FlowMod(command uint8) (*openflow15.FlowMod, error) {
 	fm := openflow15.NewFlowMod()
 	fm.Command = command
@@ -654,14 +656,7 @@ func encodeMatch(m matchEntry) (*openflow15.MatchField, error) {
 
 // Encode returns the flow_mod ADD message bytes (xid 0), the compact form
 // kept by the flow cache and sent in bundles.
-func (f *Flow) Encode() ([]byte, error) {
-	fm, err := f.FlowMod(openflow15.FC_ADD)
-	if err != nil {
-		return nil, err
-	}
-	fm.Header.Xid = 0
-	return fm.MarshalBinary()
-}
+func (f *Flow) Encode() ([]byte, error) { return f.appendFlowMod(nil, openflow15.FC_ADD) }
 
 // Key identifies the flow within the switch: table, priority and match.
 // Two flows with the same Key replace each other.

@@ -67,7 +67,7 @@ func (s *Switch) DumpFlows(ctx context.Context, filter FlowFilter) ([]FlowStats,
 	if err != nil {
 		return nil, fmt.Errorf("encoding flow stats request: %w", err)
 	}
-	req, err := s.roundTrip(ctx, []outMsg{{data: data, op: "flow stats request"}})
+	req, err := s.roundTrip(ctx, "flow stats request", data)
 	if err != nil {
 		return nil, err
 	}

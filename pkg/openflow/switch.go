@@ -74,7 +74,7 @@ type Switch struct {
 
 	mu      sync.Mutex
 	ready   chan struct{} // closed while StateReady
-	pending map[uint32]*request
+	pending map[*request]struct{}
 
 	cache       *FlowCache
 	reconnected chan uint64 // generation after each replayed reconnect
@@ -104,7 +104,7 @@ func Open(cfg Config) (*Switch, error) {
 		cfg:         cfg,
 		log:         cfg.Logger.WithValues("bridgeSocket", cfg.MgmtSocket),
 		ready:       make(chan struct{}),
-		pending:     make(map[uint32]*request),
+		pending:     make(map[*request]struct{}),
 		cache:       NewFlowCache(),
 		reconnected: make(chan uint64, 1),
 		done:        make(chan struct{}),
@@ -264,114 +264,203 @@ func (s *Switch) replay(gen uint64) {
 
 // --- requests and replies ---
 
-// request collects the replies to one batch of messages, completed by the
-// barrier reply that follows them.
+// request collects the replies to one batch of messages. Its messages carry
+// the consecutive xids firstXid..firstXid+n-1, the last being the barrier
+// whose reply completes the request.
 type request struct {
-	xids     []uint32
-	flows    map[uint32]*Flow // xid -> flow, to name the culprit of an error
-	ops      map[uint32]string
+	firstXid uint32
+	n        uint32
+	flows    []*Flow  // per message, to name the culprit of an error
+	ops      []string // per message, what it was
 	errs     []*OVSError
 	replies  [][]byte // raw multipart replies
 	done     chan struct{}
 	finalErr error
+	finished bool // done is closed; guarded by Switch.mu
 }
 
-// outMsg is one message to send: encoded bytes (xid patched at send time).
-type outMsg struct {
-	data []byte
-	flow *Flow
-	op   string
-	// bundleID, if non-zero, wraps data in an OFPT_BUNDLE_ADD_MESSAGE.
-	bundleID uint32
+// finishLocked completes the request; s.mu must be held.
+func (r *request) finishLocked(err error) {
+	if r.finished {
+		return
+	}
+	r.finished, r.finalErr = true, err
+	close(r.done)
 }
 
-func (s *Switch) allocXid() uint32 { return 0x80000000 | (s.nextXid.Add(1) & 0x7fffffff) }
+func (r *request) owns(xid uint32) bool { return xid-r.firstXid < r.n }
 
-// roundTrip sends msgs followed by a barrier and waits for the barrier
-// reply; OVS handles a connection's messages in order, so by then every
-// error or reply to msgs has arrived.
-func (s *Switch) roundTrip(ctx context.Context, msgs []outMsg) (*request, error) {
+// sender streams one request's messages to the switch in chunks, so that
+// ovs-vswitchd works on the first chunk while the next one is encoded.
+type sender struct {
+	s   *Switch
+	req *request
+	buf []byte
+	// sent counts messages given to add (the next one's offset from firstXid).
+	sent uint32
+}
+
+// flushSize is the chunk written to the socket at a time.
+const flushSize = 256 << 10
+
+// newSender reserves n+1 consecutive xids (n messages and the barrier) and
+// registers the request.
+func (s *Switch) newSender(n int) (*sender, error) {
 	if s.isClosed() {
 		return nil, ErrClosed
 	}
 	if s.State() != StateReady {
 		return nil, ErrNotConnected
 	}
+	count := uint32(n + 1)
+	var first uint32
+	for {
+		old := s.nextXid.Load()
+		first = old + 1
+		if first+count > 0x7fffffff { // our half is used up: start again
+			first = 1
+		}
+		if s.nextXid.CompareAndSwap(old, first+count-1) {
+			break
+		}
+	}
+	req := &request{
+		firstXid: 0x80000000 | first,
+		n:        count,
+		flows:    make([]*Flow, count),
+		ops:      make([]string, count),
+		done:     make(chan struct{}),
+	}
+	s.mu.Lock()
+	s.pending[req] = struct{}{}
+	s.mu.Unlock()
+	size := flushSize + 4096
+	if n < 64 {
+		size = 1024
+	}
+	return &sender{s: s, req: req, buf: make([]byte, 0, size)}, nil
+}
+
+// add appends one message, encoded by appendMsg (xid left 0), wrapped in a
+// bundle-add when bundleID is not 0.
+func (sn *sender) add(op string, flow *Flow, bundleID uint32, appendMsg func([]byte) ([]byte, error)) error {
+	if sn.sent >= sn.req.n-1 {
+		return fmt.Errorf("openflow: internal error: more messages than reserved")
+	}
+	xid := sn.req.firstXid + sn.sent
+	sn.req.flows[sn.sent], sn.req.ops[sn.sent] = flow, op
+	sn.sent++
+	start := len(sn.buf)
+	var err error
+	if bundleID != 0 {
+		sn.buf = append(sn.buf, openflow15.VERSION, openflow15.Type_BundleAddMessage, 0, 0, 0, 0, 0, 0,
+			0, 0, 0, 0, 0, 0, 0, 0)
+		inner := len(sn.buf)
+		if sn.buf, err = appendMsg(sn.buf); err != nil {
+			return err
+		}
+		if len(sn.buf)-start > 0xffff {
+			return fmt.Errorf("%s: bundled message of %d bytes exceeds OpenFlow's 64 KiB limit", op, len(sn.buf)-start)
+		}
+		binary.BigEndian.PutUint16(sn.buf[start+2:], uint16(len(sn.buf)-start))
+		binary.BigEndian.PutUint32(sn.buf[start+8:], bundleID)
+		binary.BigEndian.PutUint16(sn.buf[start+14:], bundleFlags)
+		// The inner message gets the same xid: OVS reports commit-time
+		// errors with the inner message's xid.
+		binary.BigEndian.PutUint32(sn.buf[inner+4:], xid)
+	} else if sn.buf, err = appendMsg(sn.buf); err != nil {
+		return err
+	}
+	binary.BigEndian.PutUint32(sn.buf[start+4:], xid)
+	if len(sn.buf) >= flushSize {
+		return sn.flush()
+	}
+	return nil
+}
+
+func (sn *sender) flush() error {
+	if len(sn.buf) == 0 {
+		return nil
+	}
+	if err := sn.s.relay.writeToSwitch(sn.buf); err != nil {
+		return fmt.Errorf("sending to %s: %w", sn.s.cfg.MgmtSocket, err)
+	}
+	sn.buf = sn.buf[:0]
+	return nil
+}
+
+// abort unregisters the request after a failure to send.
+func (sn *sender) abort() { sn.s.forget(sn.req) }
+
+// finish sends the barrier and waits for its reply; OVS handles a
+// connection's messages in order, so by then every error or reply to the
+// request's messages has arrived.
+func (sn *sender) finish(ctx context.Context) (*request, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.cfg.RequestTimeout)
+		ctx, cancel = context.WithTimeout(ctx, sn.s.cfg.RequestTimeout)
 		defer cancel()
 	}
-	req := &request{done: make(chan struct{}), flows: map[uint32]*Flow{}, ops: map[uint32]string{}}
-	size := 8
-	for _, m := range msgs {
-		size += len(m.data)
-		if m.bundleID != 0 {
-			size += 16
-		}
-	}
-	buf := make([]byte, 0, size)
-	for _, m := range msgs {
-		xid := s.allocXid()
-		req.xids = append(req.xids, xid)
-		if m.flow != nil {
-			req.flows[xid] = m.flow
-		}
-		req.ops[xid] = m.op
-		if m.bundleID != 0 {
-			buf = appendBundleAdd(buf, xid, m.bundleID, m.data)
-		} else {
-			start := len(buf)
-			buf = append(buf, m.data...)
-			binary.BigEndian.PutUint32(buf[start+4:], xid)
-		}
-	}
-	barrier := s.allocXid()
-	req.xids = append(req.xids, barrier)
-	buf = append(buf, openflow15.VERSION, openflow15.Type_BarrierRequest, 0, 8, 0, 0, 0, 0)
-	binary.BigEndian.PutUint32(buf[len(buf)-4:], barrier)
-
-	s.mu.Lock()
-	for _, x := range req.xids {
-		s.pending[x] = req
-	}
-	s.mu.Unlock()
-	if err := s.relay.writeToSwitch(buf); err != nil {
-		s.forget(req)
-		return nil, fmt.Errorf("sending to %s: %w", s.cfg.MgmtSocket, err)
+	// Shrink the reservation to what was used: the barrier follows the last
+	// message sent.
+	barrier := sn.req.firstXid + sn.sent
+	sn.s.mu.Lock()
+	sn.req.n = sn.sent + 1
+	sn.s.mu.Unlock()
+	sn.buf = append(sn.buf, openflow15.VERSION, openflow15.Type_BarrierRequest, 0, 8, 0, 0, 0, 0)
+	binary.BigEndian.PutUint32(sn.buf[len(sn.buf)-4:], barrier)
+	if err := sn.flush(); err != nil {
+		sn.abort()
+		return nil, err
 	}
 	select {
-	case <-req.done:
-		if req.finalErr != nil {
-			return nil, req.finalErr
+	case <-sn.req.done:
+		sn.s.mu.Lock()
+		err := sn.req.finalErr
+		sn.s.mu.Unlock()
+		if err != nil {
+			return nil, err
 		}
-		return req, nil
+		return sn.req, nil
 	case <-ctx.Done():
-		s.forget(req)
+		sn.abort()
 		return nil, fmt.Errorf("waiting for ovs-vswitchd reply: %w", ctx.Err())
 	}
 }
 
+// appendRaw returns an appendMsg function for already encoded bytes.
+func appendRaw(data []byte) func([]byte) ([]byte, error) {
+	return func(buf []byte) ([]byte, error) { return append(buf, data...), nil }
+}
+
+// roundTrip sends already encoded messages (not bundled) and a barrier.
+func (s *Switch) roundTrip(ctx context.Context, op string, msgs ...[]byte) (*request, error) {
+	sn, err := s.newSender(len(msgs))
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range msgs {
+		if err := sn.add(op, nil, 0, appendRaw(m)); err != nil {
+			sn.abort()
+			return nil, err
+		}
+	}
+	return sn.finish(ctx)
+}
+
 func (s *Switch) forget(req *request) {
 	s.mu.Lock()
-	for _, x := range req.xids {
-		delete(s.pending, x)
-	}
+	delete(s.pending, req)
 	s.mu.Unlock()
 }
 
 func (s *Switch) failPending(err error) {
 	s.mu.Lock()
-	reqs := map[*request]bool{}
-	for x, r := range s.pending {
-		reqs[r] = true
-		delete(s.pending, x)
+	defer s.mu.Unlock()
+	for r := range s.pending {
+		r.finishLocked(err)
 	}
-	s.mu.Unlock()
-	for r := range reqs {
-		r.finalErr = err
-		close(r.done)
-	}
+	s.pending = make(map[*request]struct{})
 }
 
 // handleReply is called by the relay, in stream order, for each message
@@ -379,24 +468,32 @@ func (s *Switch) failPending(err error) {
 // requests (and so is not passed on to ofnet).
 func (s *Switch) handleReply(msg []byte) bool {
 	xid := binary.BigEndian.Uint32(msg[4:8])
+	if xid < 0x80000000 {
+		return false // ofnet's
+	}
 	s.mu.Lock()
-	req, ok := s.pending[xid]
-	if !ok {
+	var req *request
+	for r := range s.pending {
+		if r.owns(xid) {
+			req = r
+			break
+		}
+	}
+	if req == nil {
 		s.mu.Unlock()
 		return false
 	}
+	i := xid - req.firstXid
 	switch msg[1] {
 	case openflow15.Type_Error:
-		req.errs = append(req.errs, parseError(msg, req.flows[xid], req.ops[xid]))
+		req.errs = append(req.errs, parseError(msg, req.flows[i], req.ops[i]))
 	case openflow15.Type_MultiPartReply:
 		req.replies = append(req.replies, append([]byte(nil), msg...))
 	case openflow15.Type_BarrierReply:
-		for _, x := range req.xids {
-			delete(s.pending, x)
+		if i == req.n-1 {
+			delete(s.pending, req)
+			req.finishLocked(nil)
 		}
-		s.mu.Unlock()
-		close(req.done)
-		return true
 	}
 	s.mu.Unlock()
 	return true
@@ -424,7 +521,7 @@ func (r *request) firstError() error {
 
 // Barrier returns once every message sent before it has been processed.
 func (s *Switch) Barrier(ctx context.Context) error {
-	_, err := s.roundTrip(ctx, nil)
+	_, err := s.roundTrip(ctx, "barrier")
 	return err
 }
 

@@ -1,0 +1,172 @@
+package openflow_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/weirnet/weir/pkg/openflow"
+	"github.com/weirnet/weir/test/ovstest"
+)
+
+// benchFlows returns n distinct flows in a realistic mix, spread over the
+// tables a Weir pipeline uses: per-pod IP forwarding with MAC rewrite,
+// conjunction clauses on addresses and ports (policy), ct_state/register
+// dispatch and conjunction action flows. All carry cookie.
+func benchFlows(b testing.TB, n int, cookie uint64) []*openflow.Flow {
+	flows := make([]*openflow.Flow, 0, n)
+	gw, _ := net.ParseMAC("02:00:0a:00:00:01")
+	for i := 0; len(flows) < n; i++ {
+		ipA := net.IPv4(10, byte(10+i>>16), byte(i>>8), byte(i))
+		var fb *openflow.FlowBuilder
+		switch i % 5 {
+		case 0: // L3 forwarding to a local pod
+			fb = openflow.NewFlow(20, 200).MatchProtocol(openflow.ProtocolIP).MatchReg(0, uint32(i%4)).MatchDstIP(ipA).
+				SetEthSrc(gw).SetEthDst(net.HardwareAddr{2, 0, byte(i >> 16), byte(i >> 8), byte(i), 1}).DecTTL().
+				LoadReg(1, 0, 15, uint64(i%60000+1)).GotoTable(30)
+		case 1: // policy: source address clause
+			fb = openflow.NewFlow(40, 300).MatchProtocol(openflow.ProtocolIP).MatchSrcIP(ipA).
+				Conjunction(uint32(1000+i%2000), 1, 3)
+		case 2: // policy: destination port clause (port ranges are masked)
+			fb = openflow.NewFlow(40, 300).MatchProtocol(openflow.ProtocolTCP).MatchDstIP(ipA).MatchDstPortMasked(uint16(1024+i%1024), 0xfffe).
+				Conjunction(uint32(1000+i%2000), 3, 3)
+		case 3: // ct_state + register dispatch with commit
+			fb = openflow.NewFlow(50, 200).MatchProtocol(openflow.ProtocolIP).MatchCTState(openflow.CTState{}.Trk(true).New(true)).
+				MatchReg(1, uint32(i)).CT(openflow.CTCommit(65520, openflow.SetCTMark(uint32(i&0xff), 0xff))).GotoTable(60)
+		case 4: // conjunction action flow
+			fb = openflow.NewFlow(40, 300).MatchConjID(uint32(i)).MatchProtocol(openflow.ProtocolIP).LoadReg(3, 0, 31, uint64(i)).GotoTable(50)
+		}
+		f, err := fb.Cookie(cookie).Done()
+		if err != nil {
+			b.Fatal(err)
+		}
+		flows = append(flows, f)
+	}
+	return flows
+}
+
+// cpuTimes returns user+system CPU of a process (from /proc) and of this
+// process, so a benchmark can show where the time went.
+func procCPU(pid int) time.Duration {
+	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0
+	}
+	s := string(data)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(fields) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(fields[11], 10, 64)
+	st, _ := strconv.ParseInt(fields[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func childrenCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkFlowInstall installs 10k and 100k flows into a real bridge in one
+// atomic bundle, side by side with `ovs-ofctl --bundle add-flows` of the
+// same flows (rendered by our renderer) from a file. Metrics: flows/s, and
+// CPU milliseconds spent in ovs-vswitchd vs the client (our process, or
+// ovs-ofctl) per run.
+func BenchmarkFlowInstall(b *testing.B) {
+	ovs := ovstest.Start(b)
+	ovs.AddBridge(b, "br-int")
+	sw, err := openflow.Open(openflow.Config{MgmtSocket: ovs.MgmtSocket("br-int")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(sw.Close)
+	ctx := ctxB(b)
+	if err := sw.WaitReady(ctx); err != nil {
+		b.Fatal(err)
+	}
+	const cookie = 0xbe
+	clear := func() {
+		if err := sw.Apply(ctx, []openflow.FlowOp{openflow.DeleteByCookie(cookie, ^uint64(0))}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, n := range []int{10000, 100000} {
+		flows := benchFlows(b, n, cookie)
+		file := filepath.Join(b.TempDir(), "flows.txt")
+		var text strings.Builder
+		for _, f := range flows {
+			text.WriteString(f.String())
+			text.WriteByte('\n')
+		}
+		if err := os.WriteFile(file, []byte(text.String()), 0o600); err != nil {
+			b.Fatal(err)
+		}
+
+		b.Run(fmt.Sprintf("weir/flows=%d", n), func(b *testing.B) {
+			var vsCPU, ownCPU, elapsed time.Duration
+			b.ReportAllocs()
+			b.StopTimer()
+			for i := 0; i < b.N; i++ {
+				ops := make([]openflow.FlowOp, len(flows))
+				for j, f := range flows {
+					ops[j] = openflow.Add(f)
+				}
+				v0, c0, t0 := procCPU(ovs.VswitchdPID()), selfCPU(), time.Now()
+				b.StartTimer()
+				if err := sw.Apply(ctx, ops); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				elapsed += time.Since(t0)
+				vsCPU += procCPU(ovs.VswitchdPID()) - v0
+				ownCPU += selfCPU() - c0
+				clear()
+			}
+			report(b, n, elapsed, vsCPU, ownCPU)
+		})
+		b.Run(fmt.Sprintf("ovs-ofctl/flows=%d", n), func(b *testing.B) {
+			var vsCPU, ofctlCPU, elapsed time.Duration
+			b.StopTimer()
+			for i := 0; i < b.N; i++ {
+				v0, c0, t0 := procCPU(ovs.VswitchdPID()), childrenCPU(), time.Now()
+				b.StartTimer()
+				out, err := ovs.Ofctl("-O", "OpenFlow15", "--bundle", "add-flows", "br-int", file)
+				b.StopTimer()
+				if err != nil {
+					b.Fatalf("ovs-ofctl: %v: %s", err, out)
+				}
+				elapsed += time.Since(t0)
+				vsCPU += procCPU(ovs.VswitchdPID()) - v0
+				ofctlCPU += childrenCPU() - c0
+				clear()
+			}
+			report(b, n, elapsed, vsCPU, ofctlCPU)
+		})
+	}
+}
+
+func report(b *testing.B, n int, elapsed, vsCPU, clientCPU time.Duration) {
+	b.ReportMetric(float64(n)*float64(b.N)/elapsed.Seconds(), "flows/s")
+	b.ReportMetric(float64(vsCPU.Milliseconds())/float64(b.N), "vswitchd-cpu-ms/op")
+	b.ReportMetric(float64(clientCPU.Milliseconds())/float64(b.N), "client-cpu-ms/op")
+}
+
+func ctxB(b *testing.B) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	b.Cleanup(cancel)
+	return ctx
+}
