@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -169,4 +170,46 @@ func ctxB(b *testing.B) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	b.Cleanup(cancel)
 	return ctx
+}
+
+// BenchmarkFlowCacheMemory installs 100k flows under 1,000 owners through
+// the real switch and reports the heap the flow cache keeps per flow.
+func BenchmarkFlowCacheMemory(b *testing.B) {
+	ovs := ovstest.Start(b)
+	ovs.AddBridge(b, "br-int")
+	sw, err := openflow.Open(openflow.Config{MgmtSocket: ovs.MgmtSocket("br-int")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(sw.Close)
+	ctx := ctxB(b)
+	if err := sw.WaitReady(ctx); err != nil {
+		b.Fatal(err)
+	}
+	const n, perOwner = 100000, 100
+	flows := benchFlows(b, n, 0xca)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		for o := 0; o < n/perOwner; o++ {
+			if err := sw.Install(ctx, "owner-"+strconv.Itoa(o), flows[o*perOwner:(o+1)*perOwner]...); err != nil {
+				b.Fatal(err)
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		if sw.Cache().Len() != n {
+			b.Fatalf("cache holds %d flows, want %d", sw.Cache().Len(), n)
+		}
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "cache-bytes/flow")
+		b.StopTimer()
+		for o := 0; o < n/perOwner; o++ {
+			if err := sw.Uninstall(ctx, "owner-"+strconv.Itoa(o)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StartTimer()
+	}
 }

@@ -106,6 +106,13 @@ func catalog() []catalogCase {
 			"cookie=0x1f, table=11, priority=2,ip,nw_proto=47 actions=drop"},
 		{"set ip", NewFlow(11, 3).Cookie(0x20).MatchProtocol(ProtocolIP).Action(SetIPField(FieldIPv4Dst, ip("10.0.0.9"))).Action(SetIPField(FieldIPv4Src, ip("10.0.0.8"))).Output(2),
 			"cookie=0x20, table=11, priority=3,ip actions=set_field:10.0.0.9->ip_dst,set_field:10.0.0.8->ip_src,output:2"},
+		{"protocol before regs, tunnel, metadata, in_port", NewFlow(12, 4).Cookie(0x21).MatchInPort(3).MatchProtocol(ProtocolTCP).MatchReg(2, 5).
+			MatchTunID(7).MatchMetadata(0x10, 0xf0).MatchCTMark(1, 0xffffffff).MatchEthSrc(mustMAC("02:00:00:00:00:01")).MatchDstPort(22).Drop(),
+			"cookie=0x21, table=12, priority=4,ct_mark=0x1,tcp,reg2=0x5,tun_id=0x7,metadata=0x10/0xf0,in_port=3,dl_src=02:00:00:00:00:01,tp_dst=22 actions=drop"},
+		{"arp with register", NewFlow(12, 5).Cookie(0x22).MatchProtocol(ProtocolARP).MatchRegBits(0, 0, 3, 3).MatchARPTpa(ip("10.0.0.1")).Drop(),
+			"cookie=0x22, table=12, priority=5,arp,reg0=0x3/0xf,arp_tpa=10.0.0.1 actions=drop"},
+		{"unknown dl_type after dl_dst", NewFlow(12, 6).Cookie(0x23).MatchInPort(2).MatchEthType(0x88cc).MatchEthDst(mustMAC("01:80:c2:00:00:0e")).Drop(),
+			"cookie=0x23, table=12, priority=6,in_port=2,dl_dst=01:80:c2:00:00:0e,dl_type=0x88cc actions=drop"},
 	}
 }
 

@@ -29,9 +29,9 @@ const (
 	FieldTunDst
 	FieldMetadata
 	FieldInPort
-	FieldEthType // printed folded with ip_proto as "ip", "tcp", "arp", ...
 	FieldEthSrc
 	FieldEthDst
+	FieldEthType // known types print as a keyword ("ip", "tcp", "arp") earlier; see Renderer.Match
 	FieldIPv4Src
 	FieldIPv4Dst
 	FieldIPv6Src

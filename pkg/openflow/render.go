@@ -79,16 +79,28 @@ func (r *Renderer) Match(f *Flow) string {
 			ipProto, hasProto = beUint(m.value), true
 		}
 	}
-	protoPrinted := false
+	// ovs-ofctl prints a known protocol keyword ("ip", "arp", ...) right
+	// after the conntrack fields and before registers, tunnel, metadata and
+	// in_port; an unknown eth_type prints as dl_type=0x.... after dl_dst.
+	keyword, folded := "", false
+	if ethType != 0 {
+		keyword, folded = protocolKeyword(ethType, ipProto, hasProto)
+	}
+	known := keyword != "" && !strings.HasPrefix(keyword, "dl_type=")
+	keywordDone := false
 	for _, m := range f.matches {
+		if known && !keywordDone && m.field >= FieldReg0 {
+			parts = append(parts, keyword)
+			keywordDone = true
+		}
 		switch m.field {
 		case FieldEthType:
-			kw, folded := protocolKeyword(ethType, ipProto, hasProto)
-			parts = append(parts, kw)
-			protoPrinted = folded
+			if !known {
+				parts = append(parts, keyword)
+			}
 			continue
 		case FieldIPProto:
-			if protoPrinted {
+			if folded {
 				continue
 			}
 		}
@@ -104,6 +116,9 @@ func (r *Renderer) Match(f *Flow) string {
 			v = formatValue(info, m.value, m.mask)
 		}
 		parts = append(parts, name+"="+v)
+	}
+	if known && !keywordDone {
+		parts = append(parts, keyword)
 	}
 	return strings.Join(parts, ",")
 }

@@ -1,0 +1,12 @@
+// Package pipeline owns Weir's OpenFlow pipeline: the ordered, named tables
+// (the order is the pipeline) and the features that compose flows in them —
+// classifier, spoof guard, ARP responder, conntrack, L3/L2 forwarding and
+// output — with empty hook tables where tunnel forwarding and network
+// policy plug in. It is the only place in Weir where flows are composed; it
+// builds them with pkg/openflow and installs them per owner (the base
+// pipeline, each pod, later each peer and policy rule) so every owner's
+// flows carry its own cookie and can be found, replaced and deleted.
+//
+// The package knows nothing of sockets, CNI or Kubernetes objects: callers
+// hand it plain descriptions (PodInterface, Config).
+package pipeline

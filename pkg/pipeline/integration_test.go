@@ -1,0 +1,206 @@
+package pipeline_test
+
+import (
+	"context"
+	"net"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weirnet/weir/pkg/openflow"
+	"github.com/weirnet/weir/pkg/pipeline"
+	"github.com/weirnet/weir/test/ovstest"
+	"k8s.io/klog/v2"
+)
+
+func TestMain(m *testing.M) {
+	openflow.RouteLibraryLogs(klog.Background())
+	os.Exit(m.Run())
+}
+
+const gwMAC = "02:00:0a:0a:00:01"
+
+type node struct {
+	ovs  *ovstest.Instance
+	sw   *openflow.Switch
+	pipe *pipeline.Pipeline
+}
+
+// newNode starts a private OVS with br-int, a gateway internal port gw0
+// (10.10.0.1/24, ofport 2) in the node namespace, and the base pipeline.
+func newNode(t *testing.T) *node {
+	t.Helper()
+	ovs := ovstest.Start(t)
+	ovs.AddBridge(t, "br-int")
+	ovs.MustVsctl(t, "add-port", "br-int", "gw0", "--", "set", "Interface", "gw0",
+		"type=internal", "ofport_request=2", `mac="`+gwMAC+`"`)
+	for _, args := range [][]string{
+		{"ip", "addr", "add", "10.10.0.1/24", "dev", "gw0"},
+		{"ip", "link", "set", "gw0", "up"},
+	} {
+		if out, err := ovs.Exec("", args[0], args[1:]...); err != nil {
+			t.Fatalf("%v: %v: %s", args, err, out)
+		}
+	}
+	sw, err := openflow.Open(openflow.Config{MgmtSocket: ovs.MgmtSocket("br-int"), RetryInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sw.Close)
+	if err := sw.WaitReady(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	mac, _ := net.ParseMAC(gwMAC)
+	_, cidr, _ := net.ParseCIDR("10.10.0.0/24")
+	pipe, err := pipeline.New(sw, pipeline.Config{GatewayOFPort: 2, GatewayMAC: mac, GatewayIP: net.ParseIP("10.10.0.1"),
+		PodCIDR: cidr, CTZone: 65520, Round: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pipe.InstallBase(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	return &node{ovs: ovs, sw: sw, pipe: pipe}
+}
+
+func (n *node) addPod(t *testing.T, name, ip, mac string, ofport int) *ovstest.Pod {
+	t.Helper()
+	p := n.ovs.AddPod(t, "br-int", name, ip+"/24", mac, ofport)
+	hw, _ := net.ParseMAC(mac)
+	if err := n.pipe.AddPod(ctxT(t), pipeline.PodInterface{Key: name, OFPort: uint32(ofport), IP: net.ParseIP(ip), MAC: hw}); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func (n *node) dump(t *testing.T) []string {
+	out := n.ovs.MustOfctl(t, "-O", "OpenFlow15", "--no-stats", "--no-names", "dump-flows", "br-int")
+	var lines []string
+	for _, l := range strings.Split(out, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	sort.Strings(lines)
+	return lines
+}
+
+// TestPodSwitching wires three pods to a real bridge through the pipeline:
+// pods reach each other and the gateway (the node's kernel), the switch
+// holds exactly the flows the pipeline rendered, spoofed IP or MAC traffic
+// is dropped while honest traffic passes, and removed pods are unreachable.
+func TestPodSwitching(t *testing.T) {
+	n := newNode(t)
+	p1 := n.addPod(t, "p1", "10.10.0.2", "02:00:0a:0a:00:02", 3)
+	p2 := n.addPod(t, "p2", "10.10.0.3", "02:00:0a:0a:00:03", 4)
+	p3 := n.addPod(t, "p3", "10.10.0.4", "02:00:0a:0a:00:04", 5)
+
+	// The switch holds exactly what the pipeline renders.
+	var want []string
+	base, _ := n.pipe.BaseFlows()
+	want = append(want, renderAll(base)...)
+	for i, key := range n.pipe.Pods() {
+		pods := []*ovstest.Pod{p1, p2, p3}
+		hw, _ := net.ParseMAC(pods[i].MAC)
+		flows, err := n.pipe.PodFlows(pipeline.PodInterface{Key: key, OFPort: uint32(pods[i].OFPort), IP: net.ParseIP(pods[i].IP), MAC: hw},
+			openflow.MakeCookie(1, pipeline.CategoryPod, uint64(i+1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, renderAll(flows)...)
+	}
+	for _, key := range n.pipe.Pods() {
+		if err := n.pipe.CheckPod(ctxT(t), key); err != nil {
+			t.Fatalf("CheckPod(%s): %v", key, err)
+		}
+	}
+	if got := n.dump(t); len(got) != len(base)+3*6 {
+		t.Fatalf("switch holds %d flows, want %d base + 18 pod flows:\n%s", len(got), len(base), strings.Join(got, "\n"))
+	} else {
+		have := map[string]bool{}
+		for _, g := range got {
+			have[g] = true
+		}
+		for _, w := range want {
+			if !have[w] {
+				t.Errorf("rendered flow not in the switch: %s", w)
+			}
+		}
+	}
+
+	for _, c := range []struct {
+		from *ovstest.Pod
+		to   string
+	}{{p1, p2.IP}, {p2, p1.IP}, {p1, "10.10.0.1"}, {p3, p1.IP}} {
+		if err := c.from.Ping(c.to, 2); err != nil {
+			t.Errorf("%s -> %s: %v", c.from.Name, c.to, err)
+		}
+	}
+	// The node (gateway) reaches a pod too.
+	if out, err := n.ovs.Exec("", "ping", "-c", "2", "-W", "1", "-i", "0.2", p2.IP); err != nil {
+		t.Errorf("node -> p2: %v: %s", err, out)
+	}
+
+	t.Run("spoofed source IP is dropped", func(t *testing.T) {
+		mustPodExec(t, p3, "ip", "addr", "add", "10.10.0.99/24", "dev", "eth0")
+		if _, err := p3.Exec("ping", "-c", "2", "-W", "1", "-I", "10.10.0.99", p1.IP); err == nil {
+			t.Fatal("ping from a spoofed IP got through")
+		}
+		if _, err := p3.Exec("ping", "-c", "2", "-W", "1", "-I", p3.IP, p1.IP); err != nil {
+			t.Fatalf("honest ping from the same pod failed: %v", err)
+		}
+		mustPodExec(t, p3, "ip", "addr", "del", "10.10.0.99/24", "dev", "eth0")
+	})
+	t.Run("spoofed source MAC is dropped", func(t *testing.T) {
+		mustPodExec(t, p3, "ip", "link", "set", "eth0", "address", "02:00:0a:0a:00:99")
+		mustPodExec(t, p3, "ip", "neigh", "flush", "dev", "eth0")
+		if err := p3.Ping(p2.IP, 2); err == nil {
+			t.Fatal("ping from a spoofed MAC got through")
+		}
+		mustPodExec(t, p3, "ip", "link", "set", "eth0", "address", "02:00:0a:0a:00:04")
+		// p2 learnt nothing from the spoofed packets, so this works again.
+		if err := p3.Ping(p2.IP, 2); err != nil {
+			t.Fatalf("after restoring its MAC, p3 -> p2: %v", err)
+		}
+	})
+	t.Run("deleted pod is unreachable and its flows are gone", func(t *testing.T) {
+		if err := n.pipe.DeletePod(ctxT(t), "p2"); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.pipe.DeletePod(ctxT(t), "p2"); err != nil {
+			t.Fatalf("second DeletePod: %v", err)
+		}
+		if err := n.pipe.CheckPod(ctxT(t), "p2"); err == nil {
+			t.Fatal("CheckPod of a deleted pod succeeded")
+		}
+		if got := n.dump(t); len(got) != len(base)+2*6 {
+			t.Fatalf("%d flows after deleting p2, want %d", len(got), len(base)+12)
+		}
+		if err := p1.Ping(p2.IP, 1); err == nil {
+			t.Fatal("p1 still reaches the deleted pod p2")
+		}
+	})
+}
+
+func mustPodExec(t *testing.T, p *ovstest.Pod, args ...string) {
+	t.Helper()
+	if out, err := p.Exec(args...); err != nil {
+		t.Fatalf("%v: %v: %s", args, err, out)
+	}
+}
+
+func renderAll(flows []*openflow.Flow) []string {
+	out := make([]string, len(flows))
+	for i, f := range flows {
+		out[i] = f.String()
+	}
+	return out
+}

@@ -1,0 +1,301 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"sync"
+
+	"github.com/weirnet/weir/pkg/openflow"
+)
+
+// Switch is what the pipeline needs from pkg/openflow (an *openflow.Switch).
+type Switch interface {
+	Sync(ctx context.Context, owner string, flows ...*openflow.Flow) error
+	Uninstall(ctx context.Context, owner string) error
+	DumpFlows(ctx context.Context, filter openflow.FlowFilter) ([]openflow.FlowStats, error)
+}
+
+// Config describes the node's fixed parts of the pipeline.
+type Config struct {
+	// GatewayOFPort, GatewayMAC and GatewayIP describe the node's gateway
+	// interface (an OVS internal port holding the pod CIDR's first IP).
+	GatewayOFPort uint32
+	GatewayMAC    net.HardwareAddr
+	GatewayIP     net.IP
+	// TunnelOFPort is the Geneve port, 0 if there is none yet.
+	TunnelOFPort uint32
+	// PodCIDR is the node's pod subnet.
+	PodCIDR *net.IPNet
+	// CTZone is the conntrack zone of pod traffic.
+	CTZone uint16
+	// Round is the cookie round of this agent run.
+	Round uint8
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.GatewayOFPort == 0:
+		return errors.New("pipeline: gateway OpenFlow port is required")
+	case len(c.GatewayMAC) != 6:
+		return errors.New("pipeline: gateway MAC is required")
+	case c.GatewayIP.To4() == nil:
+		return errors.New("pipeline: gateway IPv4 address is required")
+	case c.PodCIDR == nil || !c.PodCIDR.Contains(c.GatewayIP):
+		return fmt.Errorf("pipeline: pod CIDR %v must contain gateway IP %v", c.PodCIDR, c.GatewayIP)
+	}
+	return nil
+}
+
+// PodInterface is one local pod's attachment to the bridge.
+type PodInterface struct {
+	// Key identifies the attachment (container id + ifname).
+	Key    string
+	OFPort uint32
+	IP     net.IP
+	MAC    net.HardwareAddr
+}
+
+func (p PodInterface) validate() error {
+	switch {
+	case p.Key == "":
+		return errors.New("pipeline: pod interface key is required")
+	case p.OFPort == 0:
+		return fmt.Errorf("pipeline: pod %s: OpenFlow port is required", p.Key)
+	case p.IP.To4() == nil:
+		return fmt.Errorf("pipeline: pod %s: IPv4 address is required", p.Key)
+	case len(p.MAC) != 6:
+		return fmt.Errorf("pipeline: pod %s: MAC address is required", p.Key)
+	}
+	return nil
+}
+
+// Pipeline composes and installs Weir's flows on one bridge.
+type Pipeline struct {
+	sw      Switch
+	cfg     Config
+	cookies *openflow.CookieAllocator
+
+	mu   sync.Mutex
+	pods map[string]podState // by Key
+	base openflow.Cookie
+}
+
+type podState struct {
+	pod    PodInterface
+	cookie openflow.Cookie
+}
+
+const ownerBase = "base"
+
+func podOwner(key string) string { return "pod/" + key }
+
+// New returns a pipeline for cfg on sw. Nothing is installed until
+// InstallBase.
+func New(sw Switch, cfg Config) (*Pipeline, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	p := &Pipeline{sw: sw, cfg: cfg, cookies: openflow.NewCookieAllocator(cfg.Round), pods: map[string]podState{}}
+	c, err := p.cookies.New(CategoryBase)
+	if err != nil {
+		return nil, err
+	}
+	p.base = c
+	return p, nil
+}
+
+// Renderer returns an openflow.Renderer that prints table names.
+func Renderer() *openflow.Renderer { return &openflow.Renderer{TableName: TableName} }
+
+// InstallBase installs (or re-syncs) the static part of the pipeline.
+func (p *Pipeline) InstallBase(ctx context.Context) error {
+	flows, err := p.BaseFlows()
+	if err != nil {
+		return err
+	}
+	if err := p.sw.Sync(ctx, ownerBase, flows...); err != nil {
+		return fmt.Errorf("installing the base pipeline: %w", err)
+	}
+	return nil
+}
+
+// BaseFlows returns the static flows: the gateway and tunnel classifiers,
+// the gateway's ARP responder and forwarding, conntrack, the hook tables'
+// pass-through defaults, and output.
+func (p *Pipeline) BaseFlows() ([]*openflow.Flow, error) {
+	c := uint64(p.base)
+	gwMAC, gwIP, zone := p.cfg.GatewayMAC, p.cfg.GatewayIP, p.cfg.CTZone
+	nf := func(table uint8, prio uint16) *openflow.FlowBuilder { return openflow.NewFlow(table, prio).Cookie(c) }
+	arp := openflow.ProtocolARP
+	ip := openflow.ProtocolIP
+	bs := []*openflow.FlowBuilder{
+		// Classifier: mark the source; unknown ports are dropped.
+		nf(Classifier, 200).MatchInPort(p.cfg.GatewayOFPort).LoadReg(regSource, sourceBitsStart, sourceBitsEnd, sourceGateway).GotoTable(ARPResponder),
+		nf(Classifier, 0).Drop(),
+		// SpoofGuard: only per-pod allow flows; anything else is dropped.
+		nf(SpoofGuard, 0).Drop(),
+		// ARPResponder: pods asking for the gateway get the answer from
+		// OVS; ARP for the gateway from elsewhere (replies to the node's own
+		// requests) goes to the gateway port.
+		nf(ARPResponder, 200).MatchProtocol(arp).MatchARPOp(1).MatchARPTpa(gwIP).MatchRegBits(regSource, sourceBitsStart, sourceBitsEnd, uint32(sourcePod)).
+			Move(openflow.Whole(openflow.FieldEthSrc), openflow.Whole(openflow.FieldEthDst)).
+			SetEthSrc(gwMAC).
+			Load(openflow.Whole(openflow.FieldArpOp), 2).
+			Move(openflow.Whole(openflow.FieldArpSha), openflow.Whole(openflow.FieldArpTha)).
+			SetField(openflow.FieldArpSha, gwMAC).
+			Move(openflow.Whole(openflow.FieldArpSpa), openflow.Whole(openflow.FieldArpTpa)).
+			Action(openflow.SetIPField(openflow.FieldArpSpa, gwIP)).
+			Output(openflow.PortInPort),
+		nf(ARPResponder, 190).MatchProtocol(arp).MatchARPTpa(gwIP).Output(p.cfg.GatewayOFPort),
+		nf(ARPResponder, 1).MatchProtocol(arp).Drop(),
+		nf(ARPResponder, 0).GotoTable(ConntrackZone),
+		// Conntrack.
+		nf(ConntrackZone, 200).MatchProtocol(ip).CT(openflow.CT(zone, ConntrackState)),
+		nf(ConntrackZone, 0).Drop(),
+		nf(ConntrackState, 200).MatchCTState(openflow.CTState{}.Trk(true).Inv(true)).Drop(),
+		nf(ConntrackState, 0).GotoTable(EgressRule),
+		// Egress hooks: established connections skip policy.
+		nf(EgressRule, 200).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false)).GotoTable(L3Forwarding),
+		nf(EgressRule, 0).GotoTable(EgressDefaultRule),
+		nf(EgressDefaultRule, 0).GotoTable(L3Forwarding),
+		// L3Forwarding: per-pod routes are added with each pod.
+		nf(L3Forwarding, 0).GotoTable(L2Forwarding),
+		// L2Forwarding: the gateway's MAC.
+		nf(L2Forwarding, 200).MatchEthDst(gwMAC).LoadReg(regOutPort, 0, 31, uint64(p.cfg.GatewayOFPort)).
+			LoadReg(regOutputFound, outputFoundBit, outputFoundBit, 1).GotoTable(IngressRule),
+		nf(L2Forwarding, 0).GotoTable(IngressRule),
+		// Ingress hooks.
+		nf(IngressRule, 200).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false)).GotoTable(ConntrackCommit),
+		nf(IngressRule, 0).GotoTable(IngressDefaultRule),
+		nf(IngressDefaultRule, 0).GotoTable(ConntrackCommit),
+		// Commit new connections.
+		nf(ConntrackCommit, 200).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(true)).
+			CT(openflow.CTCommit(zone)).GotoTable(Output),
+		nf(ConntrackCommit, 0).GotoTable(Output),
+		// Output to the chosen port; no port chosen means drop.
+		nf(Output, 200).MatchRegBits(regOutputFound, outputFoundBit, outputFoundBit, 1).OutputReg(regOutPort, 0, 31),
+		nf(Output, 0).Drop(),
+	}
+	if p.cfg.TunnelOFPort != 0 {
+		bs = append(bs, nf(Classifier, 200).MatchInPort(p.cfg.TunnelOFPort).
+			LoadReg(regSource, sourceBitsStart, sourceBitsEnd, sourceTunnel).GotoTable(ConntrackZone))
+	}
+	return buildAll(bs)
+}
+
+func buildAll(bs []*openflow.FlowBuilder) ([]*openflow.Flow, error) {
+	out := make([]*openflow.Flow, 0, len(bs))
+	for _, b := range bs {
+		f, err := b.Done()
+		if err != nil {
+			return nil, fmt.Errorf("pipeline: %w", err)
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// PodFlows returns the flows of one local pod: classifier, spoof guard
+// (IP+MAC, ARP sender), ARP forwarding by target, L3 route for traffic sent
+// to the gateway MAC, and L2 forwarding to its port.
+func (p *Pipeline) PodFlows(pod PodInterface, cookie openflow.Cookie) ([]*openflow.Flow, error) {
+	if err := pod.validate(); err != nil {
+		return nil, err
+	}
+	c := uint64(cookie)
+	nf := func(table uint8, prio uint16) *openflow.FlowBuilder { return openflow.NewFlow(table, prio).Cookie(c) }
+	return buildAll([]*openflow.FlowBuilder{
+		nf(Classifier, 190).MatchInPort(pod.OFPort).
+			LoadReg(regSource, sourceBitsStart, sourceBitsEnd, sourcePod).GotoTable(SpoofGuard),
+		nf(SpoofGuard, 200).MatchInPort(pod.OFPort).MatchProtocol(openflow.ProtocolIP).MatchEthSrc(pod.MAC).MatchSrcIP(pod.IP).
+			GotoTable(ARPResponder),
+		nf(SpoofGuard, 200).MatchInPort(pod.OFPort).MatchProtocol(openflow.ProtocolARP).MatchEthSrc(pod.MAC).MatchARPSpa(pod.IP).MatchARPSha(pod.MAC).
+			GotoTable(ARPResponder),
+		nf(ARPResponder, 190).MatchProtocol(openflow.ProtocolARP).MatchARPTpa(pod.IP).Output(pod.OFPort),
+		nf(L3Forwarding, 200).MatchProtocol(openflow.ProtocolIP).MatchEthDst(p.cfg.GatewayMAC).MatchDstIP(pod.IP).
+			SetEthSrc(p.cfg.GatewayMAC).SetEthDst(pod.MAC).DecTTL().GotoTable(L2Forwarding),
+		nf(L2Forwarding, 200).MatchEthDst(pod.MAC).LoadReg(regOutPort, 0, 31, uint64(pod.OFPort)).
+			LoadReg(regOutputFound, outputFoundBit, outputFoundBit, 1).GotoTable(IngressRule),
+	})
+}
+
+// AddPod installs (or updates) the flows of a local pod, atomically.
+func (p *Pipeline) AddPod(ctx context.Context, pod PodInterface) error {
+	p.mu.Lock()
+	st, ok := p.pods[pod.Key]
+	p.mu.Unlock()
+	cookie := st.cookie
+	if !ok {
+		var err error
+		if cookie, err = p.cookies.New(CategoryPod); err != nil {
+			return err
+		}
+	}
+	flows, err := p.PodFlows(pod, cookie)
+	if err != nil {
+		return err
+	}
+	if err := p.sw.Sync(ctx, podOwner(pod.Key), flows...); err != nil {
+		return fmt.Errorf("installing flows of pod %s: %w", pod.Key, err)
+	}
+	p.mu.Lock()
+	p.pods[pod.Key] = podState{pod: pod, cookie: cookie}
+	p.mu.Unlock()
+	return nil
+}
+
+// DeletePod removes a pod's flows; deleting an unknown pod is not an error.
+func (p *Pipeline) DeletePod(ctx context.Context, key string) error {
+	if err := p.sw.Uninstall(ctx, podOwner(key)); err != nil {
+		return fmt.Errorf("removing flows of pod %s: %w", key, err)
+	}
+	p.mu.Lock()
+	delete(p.pods, key)
+	p.mu.Unlock()
+	return nil
+}
+
+// Pods returns the keys of the pods with installed flows, sorted.
+func (p *Pipeline) Pods() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	keys := make([]string, 0, len(p.pods))
+	for k := range p.pods {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// CheckPod verifies that the switch holds every flow of the pod, comparing
+// what it reads back (table, priority, match) with what the pipeline wants.
+func (p *Pipeline) CheckPod(ctx context.Context, key string) error {
+	p.mu.Lock()
+	st, ok := p.pods[key]
+	p.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("pod %s has no flows in the pipeline", key)
+	}
+	want, err := p.PodFlows(st.pod, st.cookie)
+	if err != nil {
+		return err
+	}
+	got, err := p.sw.DumpFlows(ctx, openflow.FlowFilter{Cookie: uint64(st.cookie), CookieMask: ^uint64(0)})
+	if err != nil {
+		return fmt.Errorf("reading flows of pod %s: %w", key, err)
+	}
+	have := map[string]bool{}
+	for _, g := range got {
+		have[g.Flow.Key()] = true
+	}
+	r := Renderer()
+	for _, w := range want {
+		if !have[w.Key()] {
+			return fmt.Errorf("flow missing for pod %s: %s", key, r.Flow(w))
+		}
+	}
+	return nil
+}
