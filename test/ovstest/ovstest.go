@@ -117,34 +117,71 @@ func Start(t testing.TB, opts ...Option) *Instance {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: ovstest creates network namespaces and runs ovsdb-server and ovs-vswitchd")
 	}
+	began := time.Now()
+	in, err := launch(opts, func(in *Instance) {
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("ovstest: OVS logs of %s (dir %s):\n%s", in.NetNS, in.Dir, in.logTail())
+			}
+			if err := in.Close(); err != nil {
+				t.Errorf("ovstest: %v", err)
+			}
+		})
+	})
+	if err != nil {
+		t.Fatalf("ovstest: %v", err)
+	}
+	t.Logf("ovstest: OVS up in %s (netns %s, dir %s)",
+		time.Since(began).Round(time.Millisecond), in.NetNS, in.Dir)
+	return in
+}
+
+// Launch starts a private OVS instance outside of a test (for the demo
+// command). The caller must call Close, which also runs if Launch fails
+// half-way.
+func Launch(opts ...Option) (*Instance, error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("ovstest: needs root to create network namespaces and run OVS")
+	}
+	var created *Instance
+	in, err := launch(opts, func(in *Instance) { created = in })
+	if err != nil {
+		if created != nil {
+			if cerr := created.Close(); cerr != nil {
+				err = errors.Join(err, cerr)
+			}
+		}
+		return nil, err
+	}
+	return in, nil
+}
+
+// launch creates the instance; registered is called as soon as there is
+// something to clean up.
+func launch(opts []Option, registered func(*Instance)) (*Instance, error) {
 	cfg := config{commandTimeout: defaultCommandTimeout}
 	for _, o := range opts {
 		o(&cfg)
 	}
 	if missing := missingTools(); len(missing) > 0 {
-		t.Fatalf("ovstest: missing tools %s: install them with hack/install-deps.sh (make deps)",
+		return nil, fmt.Errorf("missing tools %s: install them with hack/install-deps.sh (make deps)",
 			strings.Join(missing, ", "))
 	}
-
 	dir, err := makeDir()
 	if err != nil {
-		t.Fatalf("ovstest: %v", err)
+		return nil, err
 	}
 	suffix, err := randomHex(4)
 	if err != nil {
 		_ = os.RemoveAll(dir)
-		t.Fatalf("ovstest: %v", err)
+		return nil, err
 	}
 	in := &Instance{Dir: dir, NetNS: netnsPrefix + suffix, cfg: cfg}
-	t.Cleanup(func() { in.cleanup(t) })
-
-	began := time.Now()
+	registered(in)
 	if err := in.start(); err != nil {
-		t.Fatalf("ovstest: start OVS in netns %s: %v", in.NetNS, err)
+		return nil, fmt.Errorf("start OVS in netns %s: %w", in.NetNS, err)
 	}
-	t.Logf("ovstest: OVS up in %s (netns %s, dir %s)",
-		time.Since(began).Round(time.Millisecond), in.NetNS, in.Dir)
-	return in
+	return in, nil
 }
 
 // start creates the namespace and database and starts both daemons.
@@ -253,12 +290,9 @@ func (in *Instance) stopVswitchd() error {
 	return nil
 }
 
-// cleanup stops the daemons, deletes the namespaces and removes Dir. It logs
-// the OVS logs first if the test failed, and reports every teardown error.
-func (in *Instance) cleanup(t testing.TB) {
-	if t.Failed() {
-		t.Logf("ovstest: OVS logs of %s (dir %s):\n%s", in.NetNS, in.Dir, in.logTail())
-	}
+// Close stops the daemons, deletes the namespaces and removes Dir,
+// reporting every teardown error. It is safe to call more than once.
+func (in *Instance) Close() error {
 	var errs []error
 	errs = append(errs,
 		in.stopVswitchd(),
@@ -276,8 +310,9 @@ func (in *Instance) cleanup(t testing.TB) {
 		errs = append(errs, fmt.Errorf("remove %s: %w", in.Dir, err))
 	}
 	if err := errors.Join(errs...); err != nil {
-		t.Errorf("ovstest: cleanup of %s: %v", in.NetNS, err)
+		return fmt.Errorf("cleanup of %s: %w", in.NetNS, err)
 	}
+	return nil
 }
 
 // addNetNS creates network namespace name, records it for cleanup and brings

@@ -204,3 +204,10 @@ func (p *Pod) Ping(dst string, count int) error {
 	}
 	return nil
 }
+
+// CreatePod is AddPod for callers outside a test (the demo command): it
+// returns the error instead of failing a test. The pod's namespace is
+// removed by Close.
+func (in *Instance) CreatePod(bridge, name, ip, mac string, ofport int) (*Pod, error) {
+	return in.addPod(bridge, name, ip, mac, ofport)
+}
