@@ -6,7 +6,7 @@ BENCH_PKG ?= ./...
 BENCH ?= .
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build test bench lint run clean
+.PHONY: help deps build proto test bench lint run clean
 
 help: ## List the targets.
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-6s %s\n", $$1, $$2}'
@@ -14,10 +14,17 @@ help: ## List the targets.
 deps: ## Install missing system packages (OVS, iproute2, nftables, ping, ...); needs root.
 	hack/install-deps.sh
 
-build: ## Build every command under cmd/ into bin/.
-	@pkgs="$$(if [ -d cmd ]; then $(GO) list -f '{{if eq .Name "main"}}{{.ImportPath}}{{end}}' ./cmd/...; fi)"; \
-	if [ -z "$$pkgs" ]; then echo "build: no commands under cmd/"; exit 0; fi; \
-	mkdir -p bin && echo "$(GO) build -o bin/ $$pkgs" && $(GO) build -o bin/ $$pkgs
+# cmd/cni-client is installed as /opt/cni/bin/weir, so `make build` names it bin/weir.
+CNI_CLIENT := github.com/weirnet/weir/cmd/cni-client
+
+build: ## Build every command under cmd/ into bin/ (cmd/cni-client as bin/weir).
+	@pkgs="$$(if [ -d cmd ]; then $(GO) list -f '{{if eq .Name "main"}}{{.ImportPath}}{{end}}' ./cmd/... | grep -vx '$(CNI_CLIENT)'; fi)"; \
+	mkdir -p bin; \
+	if [ -n "$$pkgs" ]; then echo "$(GO) build -o bin/ $$pkgs" && $(GO) build -o bin/ $$pkgs || exit 1; fi; \
+	echo "$(GO) build -o bin/weir ./cmd/cni-client" && $(GO) build -o bin/weir ./cmd/cni-client
+
+proto: ## Regenerate the gRPC/protobuf Go code from pkg/apis/**/*.proto (pinned generators).
+	hack/gen-proto.sh
 
 test: deps ## Run all tests with the race detector (integration tests need root).
 	$(GO) test -race -count=1 -timeout 20m ./...

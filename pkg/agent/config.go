@@ -1,0 +1,122 @@
+// Package agent wires ovs-agent together: configuration, start-up order
+// (bridge, gateway, pipeline, state restore, CNI server), readiness and
+// shutdown. It owns no networking logic of its own.
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"sigs.k8s.io/yaml"
+)
+
+// Config is ovs-agent's configuration file (YAML). Every field has a
+// default; see DefaultConfig and docs/agent.md.
+type Config struct {
+	// Bridge is the OVS integration bridge Weir owns.
+	Bridge string `json:"bridge"`
+	// DatapathType is "system" (the kernel datapath, production default)
+	// or "netdev" (OVS's userspace datapath, for machines without the
+	// kernel module).
+	DatapathType string `json:"datapathType"`
+	// OVSRunDir holds ovs-vswitchd's <bridge>.mgmt OpenFlow socket.
+	OVSRunDir string `json:"ovsRunDir"`
+	// OVSDBEndpoint is ovsdb-server's socket, e.g. unix:/var/run/openvswitch/db.sock.
+	OVSDBEndpoint string `json:"ovsdbEndpoint"`
+	// PodCIDR is the node's pod subnet; the gateway gets its first address.
+	PodCIDR string `json:"podCIDR"`
+	// GatewayName is the gateway interface (an OVS internal port).
+	GatewayName string `json:"gatewayName"`
+	// MTU of pod interfaces and the gateway.
+	MTU int `json:"mtu"`
+	// CNISocket is where the CNI server listens (mode 0600).
+	CNISocket string `json:"cniSocket"`
+	// StateDir keeps the IPAM allocations across restarts.
+	StateDir string `json:"stateDir"`
+	// CTZone is the conntrack zone of pod traffic.
+	CTZone uint16 `json:"ctZone"`
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		Bridge:        "br-int",
+		DatapathType:  "system",
+		OVSRunDir:     "/var/run/openvswitch",
+		OVSDBEndpoint: "unix:/var/run/openvswitch/db.sock",
+		GatewayName:   "weir-gw0",
+		MTU:           1450,
+		CNISocket:     "/var/run/weir/cni.sock",
+		StateDir:      "/var/lib/weir",
+		CTZone:        65520,
+	}
+}
+
+// LoadConfig reads a YAML file over the defaults. Unknown fields are an
+// error, so a typo does not silently fall back to a default.
+func LoadConfig(path string) (Config, error) {
+	cfg := DefaultConfig()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("reading agent config: %w", err)
+	}
+	if err := yaml.UnmarshalStrict(data, &cfg); err != nil {
+		return cfg, fmt.Errorf("parsing agent config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// MgmtSocket is the bridge's OpenFlow management socket.
+func (c Config) MgmtSocket() string { return filepath.Join(c.OVSRunDir, c.Bridge+".mgmt") }
+
+// Validate checks the configuration and names every problem it finds.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Bridge == "" || len(c.Bridge) > 15 {
+		errs = append(errs, fmt.Errorf("bridge %q: need a name of 1 to 15 characters", c.Bridge))
+	}
+	if c.DatapathType != "system" && c.DatapathType != "netdev" {
+		errs = append(errs, fmt.Errorf("datapathType %q: must be \"system\" or \"netdev\"", c.DatapathType))
+	}
+	if c.GatewayName == "" || len(c.GatewayName) > 15 {
+		errs = append(errs, fmt.Errorf("gatewayName %q: need a name of 1 to 15 characters", c.GatewayName))
+	}
+	if _, err := c.ParsePodCIDR(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.MTU < 576 || c.MTU > 9000 {
+		errs = append(errs, fmt.Errorf("mtu %d: must be between 576 and 9000", c.MTU))
+	}
+	if !strings.HasPrefix(c.OVSDBEndpoint, "unix:") && !strings.HasPrefix(c.OVSDBEndpoint, "tcp:") {
+		errs = append(errs, fmt.Errorf("ovsdbEndpoint %q: must start with unix: or tcp:", c.OVSDBEndpoint))
+	}
+	for name, p := range map[string]string{"cniSocket": c.CNISocket, "stateDir": c.StateDir, "ovsRunDir": c.OVSRunDir} {
+		if !filepath.IsAbs(p) {
+			errs = append(errs, fmt.Errorf("%s %q: must be an absolute path", name, p))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ParsePodCIDR returns the pod CIDR; it must be IPv4 with room for the
+// gateway and at least one pod.
+func (c Config) ParsePodCIDR() (*net.IPNet, error) {
+	if c.PodCIDR == "" {
+		return nil, errors.New("podCIDR is required (e.g. 10.244.1.0/24)")
+	}
+	ip, n, err := net.ParseCIDR(c.PodCIDR)
+	if err != nil {
+		return nil, fmt.Errorf("podCIDR %q: %w", c.PodCIDR, err)
+	}
+	if ip.To4() == nil {
+		return nil, fmt.Errorf("podCIDR %q: only IPv4 is supported so far", c.PodCIDR)
+	}
+	if ones, _ := n.Mask.Size(); ones > 30 {
+		return nil, fmt.Errorf("podCIDR %q: too small, need at least a /30", c.PodCIDR)
+	}
+	return n, nil
+}

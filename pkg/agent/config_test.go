@@ -1,0 +1,81 @@
+package agent
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestLoadConfig(t *testing.T) {
+	tests := []struct {
+		name    string
+		yaml    string
+		wantErr string
+		check   func(t *testing.T, c Config)
+	}{
+		{"defaults kept", "podCIDR: 10.244.1.0/24\n", "", func(t *testing.T, c Config) {
+			if c.Bridge != "br-int" || c.DatapathType != "system" || c.MTU != 1450 || c.CNISocket != "/var/run/weir/cni.sock" {
+				t.Fatalf("defaults lost: %+v", c)
+			}
+		}},
+		{"overrides", "podCIDR: 10.10.0.0/24\ndatapathType: netdev\nmtu: 1400\nbridge: br-x\n", "", func(t *testing.T, c Config) {
+			if c.DatapathType != "netdev" || c.MTU != 1400 || c.Bridge != "br-x" || c.MgmtSocket() != "/var/run/openvswitch/br-x.mgmt" {
+				t.Fatalf("overrides not applied: %+v", c)
+			}
+		}},
+		{"unknown field", "podCIDR: 10.10.0.0/24\nbrdge: typo\n", "unknown field", nil},
+		{"not yaml", "podCIDR: [\n", "parsing agent config", nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "agent.yaml")
+			if err := os.WriteFile(path, []byte(tc.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c, err := LoadConfig(path)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("got %v, want error containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, c)
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*Config)
+		want   string
+	}{
+		{"no pod CIDR", func(c *Config) { c.PodCIDR = "" }, "podCIDR is required"},
+		{"bad pod CIDR", func(c *Config) { c.PodCIDR = "10.0.0.0/33" }, "podCIDR"},
+		{"ipv6 pod CIDR", func(c *Config) { c.PodCIDR = "fd00::/64" }, "only IPv4"},
+		{"tiny pod CIDR", func(c *Config) { c.PodCIDR = "10.0.0.0/31" }, "too small"},
+		{"datapath", func(c *Config) { c.DatapathType = "dpdk" }, "datapathType"},
+		{"mtu", func(c *Config) { c.MTU = 100 }, "mtu 100"},
+		{"relative socket", func(c *Config) { c.CNISocket = "cni.sock" }, "cniSocket"},
+		{"long bridge", func(c *Config) { c.Bridge = "a-very-long-bridge-name" }, "bridge"},
+		{"endpoint", func(c *Config) { c.OVSDBEndpoint = "/x.sock" }, "ovsdbEndpoint"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := DefaultConfig()
+			c.PodCIDR = "10.244.1.0/24"
+			tc.mutate(&c)
+			err := c.Validate()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want error containing %q", err, tc.want)
+			}
+		})
+	}
+}
