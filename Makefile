@@ -37,8 +37,8 @@ lint: ## Check formatting (gofmt) and run go vet.
 	if [ -n "$$unformatted" ]; then echo "gofmt needed for:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
-run: ## Run the demo (go run ./cmd/weir-demo).
-	$(GO) run ./cmd/weir-demo
+run: deps build ## Start a private OVS + ovs-agent, attach two pods through the weir CNI binary, ping, show the flows (needs root; Ctrl-C cleans up).
+	bin/weir-demo --bin-dir bin
 
 clean: ## Remove build output.
 	rm -rf bin/

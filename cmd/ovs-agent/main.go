@@ -1,0 +1,71 @@
+// Command ovs-agent is Weir's per-node agent: it owns the OVS bridge,
+// programs the OpenFlow pipeline and serves the CNI requests the `weir`
+// CNI binary forwards to it. See docs/agent.md for the configuration.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"k8s.io/klog/v2"
+
+	"github.com/weirnet/weir/pkg/agent"
+	"github.com/weirnet/weir/pkg/openflow"
+)
+
+func main() {
+	klog.InitFlags(nil)
+	configPath := flag.String("config", "", "path of the agent's YAML config file (see docs/agent.md)")
+	cfg := agent.DefaultConfig()
+	flag.StringVar(&cfg.PodCIDR, "pod-cidr", "", "the node's pod CIDR (overrides the config file)")
+	flag.StringVar(&cfg.DatapathType, "datapath-type", "", "OVS datapath: system or netdev (overrides the config file)")
+	flag.StringVar(&cfg.Bridge, "bridge", "", "integration bridge name (overrides the config file)")
+	flag.StringVar(&cfg.OVSRunDir, "ovs-rundir", "", "directory with the bridge's .mgmt socket (overrides the config file)")
+	flag.StringVar(&cfg.OVSDBEndpoint, "ovsdb", "", "OVSDB endpoint, unix:PATH (overrides the config file)")
+	flag.StringVar(&cfg.CNISocket, "cni-socket", "", "CNI server socket (overrides the config file)")
+	flag.StringVar(&cfg.StateDir, "state-dir", "", "directory for persistent state (overrides the config file)")
+	flag.Parse()
+
+	if err := run(*configPath, cfg); err != nil {
+		klog.ErrorS(err, "ovs-agent failed")
+		klog.Flush()
+		os.Exit(1)
+	}
+	klog.Flush()
+}
+
+// run merges the config file with the flags that were given and runs the
+// agent until SIGTERM or SIGINT.
+func run(configPath string, flags agent.Config) error {
+	cfg := agent.DefaultConfig()
+	if configPath != "" {
+		var err error
+		if cfg, err = agent.LoadConfig(configPath); err != nil {
+			return err
+		}
+	}
+	for _, o := range []struct {
+		dst *string
+		v   string
+	}{
+		{&cfg.PodCIDR, flags.PodCIDR}, {&cfg.DatapathType, flags.DatapathType}, {&cfg.Bridge, flags.Bridge},
+		{&cfg.OVSRunDir, flags.OVSRunDir}, {&cfg.OVSDBEndpoint, flags.OVSDBEndpoint},
+		{&cfg.CNISocket, flags.CNISocket}, {&cfg.StateDir, flags.StateDir},
+	} {
+		if o.v != "" {
+			*o.dst = o.v
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("invalid configuration: %w", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	log := klog.Background()
+	openflow.RouteLibraryLogs(log)
+	return agent.Run(ctx, cfg, log)
+}

@@ -1,0 +1,486 @@
+package cniserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"google.golang.org/grpc"
+	"k8s.io/klog/v2"
+
+	cniv1 "github.com/weirnet/weir/pkg/apis/cni/v1"
+	"github.com/weirnet/weir/pkg/ipam"
+	"github.com/weirnet/weir/pkg/ovsdb"
+	"github.com/weirnet/weir/pkg/pipeline"
+	"github.com/weirnet/weir/pkg/podnet"
+)
+
+// Ports is what the server needs from OVSDB (an *ovsdb.Client).
+type Ports interface {
+	AddPort(ctx context.Context, bridge, name string, opts ovsdb.PortOptions) (int, error)
+	DeletePort(ctx context.Context, bridge, name string) error
+	GetPort(ctx context.Context, bridge, name string) (ovsdb.PortInfo, error)
+	ListPorts(ctx context.Context, bridge string) ([]ovsdb.PortInfo, error)
+}
+
+// Flows is what the server needs from the pipeline (a *pipeline.Pipeline).
+type Flows interface {
+	AddPod(ctx context.Context, pod pipeline.PodInterface) error
+	DeletePod(ctx context.Context, key string) error
+	CheckPod(ctx context.Context, key string) error
+}
+
+// Config configures the CNI server.
+type Config struct {
+	// Bridge is the integration bridge pods are attached to.
+	Bridge string
+	// MTU is the pod interface MTU unless the network config sets one.
+	MTU int
+	// TxChecksumOff turns off tx checksum offload in pods; needed with
+	// OVS's userspace (netdev) datapath, whose conntrack drops packets with
+	// partial checksums.
+	TxChecksumOff bool
+	// HostNetNSPath is the node's network namespace (empty: the agent's).
+	HostNetNSPath string
+	Logger        klog.Logger
+}
+
+// attachment is one pod interface the server set up.
+type attachment struct {
+	ContainerID string
+	IfName      string
+	NetNS       string
+	HostIfName  string
+	OFPort      int
+	IP          net.IP
+	MAC         net.HardwareAddr
+	PodName     string
+	PodNS       string
+}
+
+func (a *attachment) key() string { return a.ContainerID + "/" + a.IfName }
+
+// Server is the agent's CNI server: it implements the cniv1.Cni service by
+// setting up pod interfaces (pkg/podnet), OVS ports (pkg/ovsdb), IPs
+// (pkg/ipam) and flows (pkg/pipeline), and undoing all of it on DEL or
+// when a step fails.
+type Server struct {
+	cniv1.UnimplementedCniServer
+	cfg   Config
+	log   klog.Logger
+	ports Ports
+	flows Flows
+	ipam  *ipam.Allocator
+
+	ready atomic.Bool
+
+	locks keyedMutex
+	mu    sync.Mutex
+	pods  map[string]*attachment // by key
+}
+
+// New returns a server; it reports not ready until SetReady(true).
+func New(cfg Config, ports Ports, flows Flows, alloc *ipam.Allocator) *Server {
+	if cfg.Logger.GetSink() == nil {
+		cfg.Logger = klog.Background()
+	}
+	return &Server{cfg: cfg, log: cfg.Logger.WithName("cni"), ports: ports, flows: flows, ipam: alloc,
+		pods: map[string]*attachment{}, locks: keyedMutex{m: map[string]*keyedEntry{}}}
+}
+
+// SetReady sets what STATUS reports.
+func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }
+
+// Serve listens on a unix socket at path (mode 0600; the directory is
+// created 0700 if missing) until ctx ends.
+func (s *Server) Serve(ctx context.Context, path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("creating CNI socket directory: %w", err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("removing stale CNI socket: %w", err)
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return fmt.Errorf("listening on CNI socket %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return fmt.Errorf("restricting CNI socket %s: %w", path, err)
+	}
+	g := grpc.NewServer()
+	cniv1.RegisterCniServer(g, s)
+	go func() {
+		<-ctx.Done()
+		g.GracefulStop()
+	}()
+	s.log.Info("Serving CNI", "socket", path)
+	if err := g.Serve(l); err != nil && ctx.Err() == nil {
+		return fmt.Errorf("serving CNI on %s: %w", path, err)
+	}
+	return nil
+}
+
+func fail(e *cniError) (*cniv1.CniCmdResponse, error) {
+	return cniv1.NewErrorResponse(e.code, e.msg, e.details), nil
+}
+
+// CmdAdd sets up a pod interface. It is idempotent for the same container
+// and interface, and rolls back everything on failure.
+func (s *Server) CmdAdd(ctx context.Context, in *cniv1.CniCmdRequest) (*cniv1.CniCmdResponse, error) {
+	start := time.Now()
+	req, cerr := parseRequest("ADD", in.GetCniArgs(), true, true)
+	if cerr != nil {
+		s.log.Info("CNI ADD rejected", "err", cerr.Error())
+		return fail(cerr)
+	}
+	if !s.ready.Load() {
+		return fail(errorf(cniv1.CodeTryAgainLater, "weir: the agent is starting and not ready for pods yet"))
+	}
+	unlock := s.locks.lock(req.containerID)
+	defer unlock()
+	log := s.log.WithValues("container", req.containerID, "ifname", req.ifName, "netns", req.netns)
+
+	s.mu.Lock()
+	existing := s.pods[req.key()]
+	s.mu.Unlock()
+	if existing != nil {
+		if existing.NetNS == req.netns {
+			log.V(2).Info("ADD of an existing attachment, returning its result")
+			return s.result(req, existing)
+		}
+		return fail(errorf(cniv1.CodeInvalidEnvironmentVariables,
+			"weir: container %s interface %s is already attached in netns %s, not %s", req.containerID, req.ifName, existing.NetNS, req.netns))
+	}
+	att, cerr := s.add(ctx, req, log)
+	if cerr != nil {
+		log.Error(errors.New(cerr.Error()), "CNI ADD failed", "code", cerr.code)
+		return fail(cerr)
+	}
+	log.Info("CNI ADD done", "ip", att.IP, "hostIf", att.HostIfName, "ofport", att.OFPort, "duration", time.Since(start))
+	return s.result(req, att)
+}
+
+// add does the work of ADD; on failure it undoes what it did.
+func (s *Server) add(ctx context.Context, req *request, log klog.Logger) (*attachment, *cniError) {
+	var undo []func()
+	rollback := func() {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	}
+	// Rollback uses its own context: the request's may be what failed.
+	cleanupCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+
+	att := &attachment{ContainerID: req.containerID, IfName: req.ifName, NetNS: req.netns,
+		HostIfName: podnet.HostIfName(req.containerID, req.ifName),
+		PodName:    req.args["K8S_POD_NAME"], PodNS: req.args["K8S_POD_NAMESPACE"]}
+
+	ip, err := s.ipam.Allocate(req.key())
+	if err != nil {
+		if errors.Is(err, ipam.ErrExhausted) {
+			return nil, withDetails(cniv1.CodeIPAMExhausted, "weir: no IP address left for the pod", err)
+		}
+		return nil, withDetails(cniv1.CodeInternal, "weir: allocating the pod's IP failed", err)
+	}
+	att.IP = ip
+	undo = append(undo, func() {
+		if err := s.ipam.Release(req.key()); err != nil {
+			log.Error(err, "Rollback: releasing IP failed")
+		}
+	})
+
+	mtu := s.cfg.MTU
+	if req.conf.MTU != 0 {
+		mtu = req.conf.MTU
+	}
+	cidr := s.ipam.CIDR()
+	vcfg := podnet.VethConfig{
+		NetNSPath: req.netns, IfName: req.ifName, HostIfName: att.HostIfName, HostNetNSPath: s.cfg.HostNetNSPath,
+		MTU: mtu, IPNet: &net.IPNet{IP: ip, Mask: cidr.Mask}, Gateway: s.ipam.Gateway(), TxChecksumOff: s.cfg.TxChecksumOff,
+	}
+	vres, err := podnet.SetupVeth(ctx, vcfg)
+	if err != nil {
+		rollback()
+		return nil, withDetails(cniv1.CodeInterfaceSetupFailure, "weir: setting up the pod interface failed", err)
+	}
+	att.MAC = vres.ContainerMAC
+	undo = append(undo, func() {
+		if err := podnet.TeardownVeth(cleanupCtx, s.cfg.HostNetNSPath, att.HostIfName, req.netns, req.ifName); err != nil {
+			log.Error(err, "Rollback: removing the veth pair failed")
+		}
+	})
+
+	ofport, err := s.ports.AddPort(ctx, s.cfg.Bridge, att.HostIfName, ovsdb.PortOptions{ExternalIDs: att.externalIDs()})
+	if err != nil {
+		rollback()
+		return nil, withDetails(cniv1.CodeOVSFailure, "weir: attaching the pod to OVS failed", err)
+	}
+	att.OFPort = ofport
+	undo = append(undo, func() {
+		if err := s.ports.DeletePort(cleanupCtx, s.cfg.Bridge, att.HostIfName); err != nil {
+			log.Error(err, "Rollback: deleting the OVS port failed")
+		}
+	})
+
+	if err := s.flows.AddPod(ctx, att.podInterface()); err != nil {
+		rollback()
+		// The flows may be partly known to the pipeline: remove them.
+		if derr := s.flows.DeletePod(cleanupCtx, att.key()); derr != nil {
+			log.Error(derr, "Rollback: deleting the pod's flows failed")
+		}
+		return nil, withDetails(cniv1.CodeOVSFailure, "weir: installing the pod's flows failed", err)
+	}
+	s.mu.Lock()
+	s.pods[att.key()] = att
+	s.mu.Unlock()
+	return att, nil
+}
+
+func (a *attachment) podInterface() pipeline.PodInterface {
+	return pipeline.PodInterface{Key: a.key(), OFPort: uint32(a.OFPort), IP: a.IP, MAC: a.MAC}
+}
+
+func (a *attachment) externalIDs() map[string]string {
+	ids := map[string]string{
+		ovsdb.KeyWeirType:    ovsdb.WeirTypePod,
+		ovsdb.KeyContainerID: a.ContainerID,
+		ovsdb.KeyIfName:      a.IfName,
+		ovsdb.KeyNetNS:       a.NetNS,
+		ovsdb.KeyIP:          a.IP.String(),
+		ovsdb.KeyMAC:         a.MAC.String(),
+	}
+	if a.PodName != "" {
+		ids[ovsdb.KeyPodName] = a.PodName
+	}
+	if a.PodNS != "" {
+		ids[ovsdb.KeyPodNamespace] = a.PodNS
+	}
+	return ids
+}
+
+// result builds the CNI result for an attachment in the request's version.
+func (s *Server) result(req *request, att *attachment) (*cniv1.CniCmdResponse, error) {
+	cidr := s.ipam.CIDR()
+	gw := s.ipam.Gateway()
+	sandboxIdx := 1
+	r := &current.Result{
+		CNIVersion: current.ImplementedSpecVersion,
+		Interfaces: []*current.Interface{
+			{Name: att.HostIfName},
+			{Name: att.IfName, Mac: att.MAC.String(), Sandbox: att.NetNS},
+		},
+		IPs: []*current.IPConfig{{
+			Interface: &sandboxIdx,
+			Address:   net.IPNet{IP: att.IP, Mask: cidr.Mask},
+			Gateway:   gw,
+		}},
+		Routes: []*types.Route{{Dst: net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)}, GW: gw}},
+		DNS:    req.conf.DNS,
+	}
+	if mtu := s.mtuFor(req); mtu != 0 {
+		r.Interfaces[1].Mtu = mtu
+	}
+	converted, err := r.GetAsVersion(req.conf.CNIVersion)
+	if err != nil {
+		return fail(withDetails(cniv1.CodeIncompatibleVersion, "weir: converting the result to cniVersion "+req.conf.CNIVersion, err))
+	}
+	data, err := json.Marshal(converted)
+	if err != nil {
+		return fail(withDetails(cniv1.CodeInternal, "weir: encoding the result", err))
+	}
+	return &cniv1.CniCmdResponse{CniResult: data}, nil
+}
+
+func (s *Server) mtuFor(req *request) int {
+	if req.conf.MTU != 0 {
+		return req.conf.MTU
+	}
+	return s.cfg.MTU
+}
+
+// CmdDel removes a pod interface. It succeeds when the attachment, the
+// container or its netns is already gone.
+func (s *Server) CmdDel(ctx context.Context, in *cniv1.CniCmdRequest) (*cniv1.CniCmdResponse, error) {
+	req, cerr := parseRequest("DEL", in.GetCniArgs(), true, false)
+	if cerr != nil {
+		return fail(cerr)
+	}
+	unlock := s.locks.lock(req.containerID)
+	defer unlock()
+	if err := s.del(ctx, req.containerID, req.ifName, req.netns); err != nil {
+		s.log.Error(err, "CNI DEL failed", "container", req.containerID, "ifname", req.ifName)
+		return fail(withDetails(cniv1.CodeInternal, "weir: removing the pod's networking failed (the runtime will retry)", err))
+	}
+	s.log.Info("CNI DEL done", "container", req.containerID, "ifname", req.ifName)
+	return &cniv1.CniCmdResponse{}, nil
+}
+
+// del removes everything of one attachment; every step tolerates "already
+// gone", so a repeated or partial DEL completes.
+func (s *Server) del(ctx context.Context, containerID, ifName, netns string) error {
+	key := containerID + "/" + ifName
+	s.mu.Lock()
+	att := s.pods[key]
+	s.mu.Unlock()
+	hostIf := podnet.HostIfName(containerID, ifName)
+	if att != nil {
+		hostIf = att.HostIfName
+		if netns == "" {
+			netns = att.NetNS
+		}
+	}
+	var errs []error
+	if err := s.flows.DeletePod(ctx, key); err != nil {
+		errs = append(errs, err)
+	}
+	if err := s.ports.DeletePort(ctx, s.cfg.Bridge, hostIf); err != nil {
+		errs = append(errs, err)
+	}
+	if err := podnet.TeardownVeth(ctx, s.cfg.HostNetNSPath, hostIf, netns, ifName); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err // keep the IP and the record: the runtime retries DEL
+	}
+	if err := s.ipam.Release(key); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	delete(s.pods, key)
+	s.mu.Unlock()
+	return nil
+}
+
+// CmdCheck verifies that a pod's networking is as ADD left it.
+func (s *Server) CmdCheck(ctx context.Context, in *cniv1.CniCmdRequest) (*cniv1.CniCmdResponse, error) {
+	req, cerr := parseRequest("CHECK", in.GetCniArgs(), true, true)
+	if cerr != nil {
+		return fail(cerr)
+	}
+	unlock := s.locks.lock(req.containerID)
+	defer unlock()
+	s.mu.Lock()
+	att := s.pods[req.key()]
+	s.mu.Unlock()
+	if att == nil {
+		return fail(errorf(cniv1.CodeUnknownContainer, "weir: CHECK: no attachment for container %s interface %s", req.containerID, req.ifName))
+	}
+	var problems []string
+	cidr := s.ipam.CIDR()
+	if err := podnet.CheckVeth(ctx, podnet.VethConfig{NetNSPath: req.netns, IfName: req.ifName, HostIfName: att.HostIfName,
+		HostNetNSPath: s.cfg.HostNetNSPath, MAC: att.MAC, MTU: s.mtuFor(req),
+		IPNet: &net.IPNet{IP: att.IP, Mask: cidr.Mask}, Gateway: s.ipam.Gateway()}); err != nil {
+		problems = append(problems, err.Error())
+	}
+	if p, err := s.ports.GetPort(ctx, s.cfg.Bridge, att.HostIfName); err != nil {
+		problems = append(problems, fmt.Sprintf("OVS port %s: %v", att.HostIfName, err))
+	} else if p.OFPort != att.OFPort {
+		problems = append(problems, fmt.Sprintf("OVS port %s has ofport %d, want %d", att.HostIfName, p.OFPort, att.OFPort))
+	}
+	if err := s.flows.CheckPod(ctx, att.key()); err != nil {
+		problems = append(problems, err.Error())
+	}
+	if ip, ok := s.ipam.Lookup(att.key()); !ok || !ip.Equal(att.IP) {
+		problems = append(problems, fmt.Sprintf("IPAM has no record of %s for this attachment", att.IP))
+	}
+	if len(problems) > 0 {
+		return fail(&cniError{code: cniv1.CodeInternal, msg: "weir: CHECK failed: " + strings.Join(problems, "; ")})
+	}
+	return &cniv1.CniCmdResponse{}, nil
+}
+
+// CmdStatus reports whether the agent can serve ADD.
+func (s *Server) CmdStatus(_ context.Context, in *cniv1.CniCmdRequest) (*cniv1.CniCmdResponse, error) {
+	if _, cerr := parseRequest("STATUS", in.GetCniArgs(), false, false); cerr != nil {
+		return fail(cerr)
+	}
+	if !s.ready.Load() {
+		return fail(errorf(cniv1.CodePluginNotAvailable, "weir: the agent is not ready (bridge, pipeline or state restore still in progress)"))
+	}
+	return &cniv1.CniCmdResponse{}, nil
+}
+
+// CmdGC removes attachments that are not in the runtime's valid list.
+func (s *Server) CmdGC(ctx context.Context, in *cniv1.CniCmdRequest) (*cniv1.CniCmdResponse, error) {
+	req, cerr := parseRequest("GC", in.GetCniArgs(), false, false)
+	if cerr != nil {
+		return fail(cerr)
+	}
+	valid := map[string]bool{}
+	for _, a := range req.conf.ValidAttachments {
+		valid[a.ContainerID+"/"+a.IfName] = true
+	}
+	var errs []error
+	for _, att := range s.attachments() {
+		if valid[att.key()] {
+			continue
+		}
+		unlock := s.locks.lock(att.ContainerID)
+		err := s.del(ctx, att.ContainerID, att.IfName, att.NetNS)
+		unlock()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", att.key(), err))
+			continue
+		}
+		s.log.Info("GC removed a stale attachment", "container", att.ContainerID, "ifname", att.IfName)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fail(withDetails(cniv1.CodeInternal, "weir: GC could not remove every stale attachment", err))
+	}
+	return &cniv1.CniCmdResponse{}, nil
+}
+
+func (s *Server) attachments() []*attachment {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*attachment, 0, len(s.pods))
+	for _, a := range s.pods {
+		out = append(out, a)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].key() < out[j].key() })
+	return out
+}
+
+// keyedMutex serializes work per container ID.
+type keyedMutex struct {
+	mu sync.Mutex
+	m  map[string]*keyedEntry
+}
+
+type keyedEntry struct {
+	mu   sync.Mutex
+	refs int
+}
+
+func (k *keyedMutex) lock(key string) (unlock func()) {
+	k.mu.Lock()
+	e := k.m[key]
+	if e == nil {
+		e = &keyedEntry{}
+		k.m[key] = e
+	}
+	e.refs++
+	k.mu.Unlock()
+	e.mu.Lock()
+	return func() {
+		e.mu.Unlock()
+		k.mu.Lock()
+		if e.refs--; e.refs == 0 {
+			delete(k.m, key)
+		}
+		k.mu.Unlock()
+	}
+}
