@@ -64,7 +64,8 @@ type VethConfig struct {
 	// TxChecksumOff turns off transmit checksum offload on the pod side
 	// (ethtool -K IfName tx off), which the OVS userspace datapath needs:
 	// it does not complete partial checksums of packets it receives from a
-	// veth. The kernel also turns off TSO, which depends on it.
+	// veth. The kernel adjusts the features that depend on it (TSO for
+	// IPv4) as it does for ethtool.
 	TxChecksumOff bool
 }
 
