@@ -34,6 +34,7 @@ func (s *Server) Restore(ctx context.Context) (RestoreStats, error) {
 	var errs []error
 	for _, p := range ports {
 		if p.ExternalIDs[ovsdb.KeyWeirType] != ovsdb.WeirTypePod {
+			s.ofports.markUsed(p.Name, p.OFPort)
 			continue
 		}
 		att, err := attachmentFromPort(p)
@@ -42,6 +43,7 @@ func (s *Server) Restore(ctx context.Context) (RestoreStats, error) {
 		}
 		if err == nil && p.OFPort > 0 {
 			keep[att.key()] = att
+			s.ofports.markUsed(p.Name, p.OFPort)
 			continue
 		}
 		s.log.Info("Removing the port of a pod that is gone", "port", p.Name, "reason", reasonGone(err, p))

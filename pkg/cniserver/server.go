@@ -85,9 +85,10 @@ type Server struct {
 
 	ready atomic.Bool
 
-	locks keyedMutex
-	mu    sync.Mutex
-	pods  map[string]*attachment // by key
+	ofports *ofportAllocator
+	locks   keyedMutex
+	mu      sync.Mutex
+	pods    map[string]*attachment // by key
 }
 
 // New returns a server; it reports not ready until SetReady(true).
@@ -96,7 +97,7 @@ func New(cfg Config, ports Ports, flows Flows, alloc *ipam.Allocator) *Server {
 		cfg.Logger = klog.Background()
 	}
 	return &Server{cfg: cfg, log: cfg.Logger.WithName("cni"), ports: ports, flows: flows, ipam: alloc,
-		pods: map[string]*attachment{}, locks: keyedMutex{m: map[string]*keyedEntry{}}}
+		pods: map[string]*attachment{}, locks: keyedMutex{m: map[string]*keyedEntry{}}, ofports: newOFPortAllocator()}
 }
 
 // SetReady sets what STATUS reports.
@@ -188,6 +189,14 @@ func (s *Server) add(ctx context.Context, req *request, log klog.Logger) (*attac
 		HostIfName: podnet.HostIfName(req.containerID, req.ifName),
 		PodName:    req.args["K8S_POD_NAME"], PodNS: req.args["K8S_POD_NAMESPACE"]}
 
+	steps := make([]any, 0, 8)
+	mark := time.Now()
+	step := func(name string) {
+		now := time.Now()
+		steps = append(steps, name, now.Sub(mark))
+		mark = now
+	}
+	defer func() { log.V(2).Info("ADD steps", steps...) }()
 	ip, err := s.ipam.Allocate(req.key())
 	if err != nil {
 		if errors.Is(err, ipam.ErrExhausted) {
@@ -196,53 +205,66 @@ func (s *Server) add(ctx context.Context, req *request, log klog.Logger) (*attac
 		return nil, withDetails(cniv1.CodeInternal, "weir: allocating the pod's IP failed", err)
 	}
 	att.IP = ip
+	step("ipam")
 	undo = append(undo, func() {
 		if err := s.ipam.Release(req.key()); err != nil {
 			log.Error(err, "Rollback: releasing IP failed")
 		}
 	})
 
-	mtu := s.cfg.MTU
-	if req.conf.MTU != 0 {
-		mtu = req.conf.MTU
+	// The pod's MAC follows from its IP, and the agent picks the OpenFlow
+	// port number itself (ofport_request), so the pod's flows can be
+	// installed while the veth pair is being created, and are in place
+	// before the port exists: the slow part of attaching a port is
+	// ovs-vswitchd reconfiguring, which would otherwise delay the flows.
+	att.MAC = podnet.MACFromIP(ip)
+	ofport, err := s.ofports.reserve(att.HostIfName)
+	if err != nil {
+		rollback()
+		return nil, withDetails(cniv1.CodeOVSFailure, "weir: no OpenFlow port number left on the bridge", err)
 	}
+	att.OFPort = ofport
+	undo = append(undo, func() { s.ofports.release(att.HostIfName) })
+
+	mtu := s.mtuFor(req)
 	cidr := s.ipam.CIDR()
 	vcfg := podnet.VethConfig{
 		NetNSPath: req.netns, IfName: req.ifName, HostIfName: att.HostIfName, HostNetNSPath: s.cfg.HostNetNSPath,
-		MTU: mtu, IPNet: &net.IPNet{IP: ip, Mask: cidr.Mask}, Gateway: s.ipam.Gateway(), TxChecksumOff: s.cfg.TxChecksumOff,
+		MAC: att.MAC, MTU: mtu, IPNet: &net.IPNet{IP: ip, Mask: cidr.Mask}, Gateway: s.ipam.Gateway(), TxChecksumOff: s.cfg.TxChecksumOff,
 	}
-	vres, err := podnet.SetupVeth(ctx, vcfg)
-	if err != nil {
-		rollback()
-		return nil, withDetails(cniv1.CodeInterfaceSetupFailure, "weir: setting up the pod interface failed", err)
-	}
-	att.MAC = vres.ContainerMAC
+	flowsErr := make(chan error, 1)
+	go func() { flowsErr <- s.flows.AddPod(ctx, att.podInterface()) }()
+	_, vethErr := podnet.SetupVeth(ctx, vcfg)
+	ferr := <-flowsErr
+	step("veth+flows")
 	undo = append(undo, func() {
-		if err := podnet.TeardownVeth(cleanupCtx, s.cfg.HostNetNSPath, att.HostIfName, req.netns, req.ifName); err != nil {
-			log.Error(err, "Rollback: removing the veth pair failed")
+		// The pipeline may know part of the pod's flows even if AddPod failed.
+		if err := s.flows.DeletePod(cleanupCtx, att.key()); err != nil {
+			log.Error(err, "Rollback: deleting the pod's flows failed")
 		}
 	})
+	if vethErr == nil {
+		undo = append(undo, func() {
+			if err := podnet.TeardownVeth(cleanupCtx, s.cfg.HostNetNSPath, att.HostIfName, req.netns, req.ifName); err != nil {
+				log.Error(err, "Rollback: removing the veth pair failed")
+			}
+		})
+	}
+	if vethErr != nil {
+		rollback()
+		return nil, withDetails(cniv1.CodeInterfaceSetupFailure, "weir: setting up the pod interface failed", vethErr)
+	}
+	if ferr != nil {
+		rollback()
+		return nil, withDetails(cniv1.CodeOVSFailure, "weir: installing the pod's flows failed", ferr)
+	}
 
-	ofport, err := s.ports.AddPort(ctx, s.cfg.Bridge, att.HostIfName, ovsdb.PortOptions{ExternalIDs: att.externalIDs()})
-	if err != nil {
+	if _, err := s.ports.AddPort(ctx, s.cfg.Bridge, att.HostIfName, ovsdb.PortOptions{
+		OFPortRequest: ofport, ExternalIDs: att.externalIDs()}); err != nil {
 		rollback()
 		return nil, withDetails(cniv1.CodeOVSFailure, "weir: attaching the pod to OVS failed", err)
 	}
-	att.OFPort = ofport
-	undo = append(undo, func() {
-		if err := s.ports.DeletePort(cleanupCtx, s.cfg.Bridge, att.HostIfName); err != nil {
-			log.Error(err, "Rollback: deleting the OVS port failed")
-		}
-	})
-
-	if err := s.flows.AddPod(ctx, att.podInterface()); err != nil {
-		rollback()
-		// The flows may be partly known to the pipeline: remove them.
-		if derr := s.flows.DeletePod(cleanupCtx, att.key()); derr != nil {
-			log.Error(derr, "Rollback: deleting the pod's flows failed")
-		}
-		return nil, withDetails(cniv1.CodeOVSFailure, "weir: installing the pod's flows failed", err)
-	}
+	step("port")
 	s.mu.Lock()
 	s.pods[att.key()] = att
 	s.mu.Unlock()
@@ -343,21 +365,26 @@ func (s *Server) del(ctx context.Context, containerID, ifName, netns string) err
 		}
 	}
 	var errs []error
+	t0 := time.Now()
 	if err := s.flows.DeletePod(ctx, key); err != nil {
 		errs = append(errs, err)
 	}
+	t1 := time.Now()
 	if err := s.ports.DeletePort(ctx, s.cfg.Bridge, hostIf); err != nil {
 		errs = append(errs, err)
 	}
+	t2 := time.Now()
 	if err := podnet.TeardownVeth(ctx, s.cfg.HostNetNSPath, hostIf, netns, ifName); err != nil {
 		errs = append(errs, err)
 	}
+	s.log.V(2).Info("DEL steps", "flows", t1.Sub(t0), "port", t2.Sub(t1), "veth", time.Since(t2))
 	if err := errors.Join(errs...); err != nil {
 		return err // keep the IP and the record: the runtime retries DEL
 	}
 	if err := s.ipam.Release(key); err != nil {
 		return err
 	}
+	s.ofports.release(hostIf)
 	s.mu.Lock()
 	delete(s.pods, key)
 	s.mu.Unlock()
@@ -381,7 +408,7 @@ func (s *Server) CmdCheck(ctx context.Context, in *cniv1.CniCmdRequest) (*cniv1.
 	var problems []string
 	cidr := s.ipam.CIDR()
 	if err := podnet.CheckVeth(ctx, podnet.VethConfig{NetNSPath: req.netns, IfName: req.ifName, HostIfName: att.HostIfName,
-		HostNetNSPath: s.cfg.HostNetNSPath, MAC: att.MAC, MTU: s.mtuFor(req),
+		HostNetNSPath: s.cfg.HostNetNSPath, MAC: att.MAC, MTU: s.mtuFor(req), TxChecksumOff: s.cfg.TxChecksumOff,
 		IPNet: &net.IPNet{IP: att.IP, Mask: cidr.Mask}, Gateway: s.ipam.Gateway()}); err != nil {
 		problems = append(problems, err.Error())
 	}

@@ -64,7 +64,7 @@ type node struct {
 	cni      *libcni.CNIConfig
 }
 
-func newNode(t *testing.T, podCIDR string) *node {
+func newNode(t testing.TB, podCIDR string) *node {
 	t.Helper()
 	ovs := ovstest.Start(t)
 	dir := t.TempDir()
@@ -73,6 +73,13 @@ func newNode(t *testing.T, podCIDR string) *node {
 	n.startAgent(t)
 	t.Cleanup(func() {
 		n.stopAgent(t, syscall.SIGTERM)
+		// WEIR_KEEP_AGENT_LOG=path keeps a copy of the agent's log for
+		// debugging (the test's directory is removed).
+		if keep := os.Getenv("WEIR_KEEP_AGENT_LOG"); keep != "" {
+			if b, err := os.ReadFile(n.agentLog); err == nil {
+				_ = os.WriteFile(keep, b, 0o600)
+			}
+		}
 		if t.Failed() {
 			if b, err := os.ReadFile(n.agentLog); err == nil {
 				t.Logf("agent log:\n%s", tail(string(b), 60))
@@ -91,7 +98,7 @@ func tail(s string, n int) string {
 }
 
 // startAgent runs ovs-agent inside the node's netns and waits for STATUS.
-func (n *node) startAgent(t *testing.T) {
+func (n *node) startAgent(t testing.TB) {
 	t.Helper()
 	n.agentLog = filepath.Join(n.dir, fmt.Sprintf("agent-%d.log", time.Now().UnixNano()))
 	logf, err := os.Create(n.agentLog)
@@ -122,7 +129,7 @@ func (n *node) startAgent(t *testing.T) {
 	}
 }
 
-func (n *node) stopAgent(t *testing.T, sig syscall.Signal) {
+func (n *node) stopAgent(t testing.TB, sig syscall.Signal) {
 	if n.agent == nil || n.agent.Process == nil {
 		return
 	}
@@ -144,7 +151,7 @@ func (n *node) confBytes(version string) []byte {
 		version, n.sock))
 }
 
-func (n *node) confList(t *testing.T, version string) *libcni.NetworkConfigList {
+func (n *node) confList(t testing.TB, version string) *libcni.NetworkConfigList {
 	t.Helper()
 	l, err := libcni.ConfListFromBytes(n.confBytes(version))
 	if err != nil {
@@ -167,7 +174,7 @@ func randHex(n int) string {
 }
 
 // newSandbox creates a pod network namespace, deleted at cleanup.
-func newSandbox(t *testing.T) *pod {
+func newSandbox(t testing.TB) *pod {
 	t.Helper()
 	p := &pod{id: "ctr-" + randHex(8), ns: "weir-pod-" + randHex(4)}
 	if out, err := exec.Command("ip", "netns", "add", p.ns).CombinedOutput(); err != nil {
@@ -183,7 +190,7 @@ func (n *node) rt(p *pod) *libcni.RuntimeConf {
 		Args: [][2]string{{"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", p.id}}}
 }
 
-func (n *node) add(t *testing.T, p *pod) error {
+func (n *node) add(t testing.TB, p *pod) error {
 	t.Helper()
 	res, err := n.cni.AddNetworkList(context.Background(), n.confList(t, "1.0.0"), n.rt(p))
 	if err != nil {
@@ -198,7 +205,7 @@ func (n *node) add(t *testing.T, p *pod) error {
 	return nil
 }
 
-func (n *node) mustAdd(t *testing.T) *pod {
+func (n *node) mustAdd(t testing.TB) *pod {
 	t.Helper()
 	p := newSandbox(t)
 	if err := n.add(t, p); err != nil {
@@ -207,11 +214,11 @@ func (n *node) mustAdd(t *testing.T) *pod {
 	return p
 }
 
-func (n *node) del(t *testing.T, p *pod) error {
+func (n *node) del(t testing.TB, p *pod) error {
 	return n.cni.DelNetworkList(context.Background(), n.confList(t, "1.0.0"), n.rt(p))
 }
 
-func (n *node) check(t *testing.T, p *pod) error {
+func (n *node) check(t testing.TB, p *pod) error {
 	return n.cni.CheckNetworkList(context.Background(), n.confList(t, "1.0.0"), n.rt(p))
 }
 
@@ -229,7 +236,7 @@ func ping(ns, dst string) error {
 }
 
 // ports lists the pod ports on the node's bridge.
-func (n *node) podPorts(t *testing.T) []string {
+func (n *node) podPorts(t testing.TB) []string {
 	t.Helper()
 	out := n.ovs.MustVsctl(t, "--format=csv", "--no-headings", "--columns=name,external_ids", "find", "Port", "external_ids:weir-type=pod")
 	var names []string
@@ -241,14 +248,14 @@ func (n *node) podPorts(t *testing.T) []string {
 	return names
 }
 
-func (n *node) podFlowCount(t *testing.T) int {
+func (n *node) podFlowCount(t testing.TB) int {
 	t.Helper()
 	// Category 2 (pod) cookies: 0x??02000000000000/0x00ff000000000000.
 	out := n.ovs.MustOfctl(t, "-O", "OpenFlow15", "--no-stats", "dump-flows", "br-int", "cookie=0x0002000000000000/0x00ff000000000000")
 	return strings.Count(out, "cookie=")
 }
 
-func (n *node) hostVeths(t *testing.T) []string {
+func (n *node) hostVeths(t testing.TB) []string {
 	t.Helper()
 	out, err := n.ovs.Exec("", "ip", "-o", "link", "show", "type", "veth")
 	if err != nil {
@@ -263,7 +270,7 @@ func (n *node) hostVeths(t *testing.T) []string {
 	return names
 }
 
-func (n *node) allocatedIPs(t *testing.T) map[string]bool {
+func (n *node) allocatedIPs(t testing.TB) map[string]bool {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(n.dir, "state", "ipam.json"))
 	if errors.Is(err, os.ErrNotExist) {
@@ -457,7 +464,7 @@ func TestAgentRestart(t *testing.T) {
 // readable message, and leaves no port, flow, veth or IP behind.
 func TestBadInput(t *testing.T) {
 	n := newNode(t, "10.22.0.0/30") // room for the gateway and one pod
-	nothingLeft := func(t *testing.T) {
+	nothingLeft := func(t testing.TB) {
 		t.Helper()
 		if p := n.podPorts(t); len(p) != 0 {
 			t.Errorf("pod ports left: %v", p)
@@ -472,7 +479,7 @@ func TestBadInput(t *testing.T) {
 			t.Errorf("IPs left allocated: %v", ips)
 		}
 	}
-	runRaw := func(t *testing.T, env map[string]string, stdin []byte) (uint, string) {
+	runRaw := func(t testing.TB, env map[string]string, stdin []byte) (uint, string) {
 		t.Helper()
 		cmd := exec.Command(filepath.Join(binDir, "weir"))
 		cmd.Env = []string{"CNI_PATH=" + binDir}
