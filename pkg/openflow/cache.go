@@ -4,7 +4,8 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"sync"
 
 	"antrea.io/libOpenflow/openflow15"
@@ -27,12 +28,7 @@ func NewFlowCache() *FlowCache { return &FlowCache{owners: map[string]map[string
 func (c *FlowCache) Owners() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make([]string, 0, len(c.owners))
-	for o := range c.owners {
-		out = append(out, o)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(c.owners))
 }
 
 // Len returns the number of cached flows.

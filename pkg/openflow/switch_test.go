@@ -37,19 +37,10 @@ func newBridge(t *testing.T) (*ovstest.Instance, *openflow.Switch) {
 	return ovs, sw
 }
 
-// dumpFlows returns ovs-ofctl's flows (no stats, numbers), one per line,
-// sorted, optionally restricted by a flow filter such as "table=3".
+// dumpFlows returns ovs-ofctl's flows on br-int (no stats, numbers), sorted.
 func dumpFlows(t *testing.T, ovs *ovstest.Instance, args ...string) []string {
 	t.Helper()
-	out := ovs.MustOfctl(t, append([]string{"-O", "OpenFlow15", "--no-stats", "--no-names", "dump-flows", "br-int"}, args...)...)
-	var lines []string
-	for _, l := range strings.Split(out, "\n") {
-		if l = strings.TrimSpace(l); l != "" {
-			lines = append(lines, l)
-		}
-	}
-	sort.Strings(lines)
-	return lines
+	return ovs.DumpFlows(t, "br-int", args...)
 }
 
 func ctxT(t *testing.T) context.Context {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 	"os"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -81,17 +80,7 @@ func ctxT(t *testing.T) context.Context {
 	return ctx
 }
 
-func (n *node) dump(t *testing.T) []string {
-	out := n.ovs.MustOfctl(t, "-O", "OpenFlow15", "--no-stats", "--no-names", "dump-flows", "br-int")
-	var lines []string
-	for _, l := range strings.Split(out, "\n") {
-		if l = strings.TrimSpace(l); l != "" {
-			lines = append(lines, l)
-		}
-	}
-	sort.Strings(lines)
-	return lines
-}
+func (n *node) dump(t *testing.T) []string { return n.ovs.DumpFlows(t, "br-int") }
 
 // TestPodSwitching wires three pods to a real bridge through the pipeline:
 // pods reach each other and the gateway (the node's kernel), the switch

@@ -4,8 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
-	"sort"
+	"slices"
 	"sync"
 
 	"github.com/weirnet/weir/pkg/openflow"
@@ -262,12 +263,7 @@ func (p *Pipeline) DeletePod(ctx context.Context, key string) error {
 func (p *Pipeline) Pods() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	keys := make([]string, 0, len(p.pods))
-	for k := range p.pods {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
+	return slices.Sorted(maps.Keys(p.pods))
 }
 
 // CheckPod verifies that the switch holds every flow of the pod, comparing

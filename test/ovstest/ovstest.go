@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -567,4 +568,20 @@ func checkName(name string, maxLen int) error {
 		return fmt.Errorf("name %q is longer than %d characters", name, maxLen)
 	}
 	return nil
+}
+
+// DumpFlows returns the flows of bridge as `ovs-ofctl -O OpenFlow15
+// --no-stats --no-names dump-flows` prints them, one per element, sorted;
+// args are extra dump-flows arguments such as "table=3".
+func (in *Instance) DumpFlows(t testing.TB, bridge string, args ...string) []string {
+	t.Helper()
+	out := in.MustOfctl(t, append([]string{"-O", "OpenFlow15", "--no-stats", "--no-names", "dump-flows", bridge}, args...)...)
+	var lines []string
+	for _, l := range strings.Split(out, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	sort.Strings(lines)
+	return lines
 }
