@@ -364,20 +364,28 @@ func (s *Server) del(ctx context.Context, containerID, ifName, netns string) err
 			netns = att.NetNS
 		}
 	}
-	var errs []error
+	// The flows and the port go first (in that order, so no flow points at
+	// a missing port); the veth is deleted at the same time, since the
+	// kernel takes ~17 ms to remove a device.
 	t0 := time.Now()
-	if err := s.flows.DeletePod(ctx, key); err != nil {
-		errs = append(errs, err)
-	}
-	t1 := time.Now()
-	if err := s.ports.DeletePort(ctx, s.cfg.Bridge, hostIf); err != nil {
-		errs = append(errs, err)
-	}
-	t2 := time.Now()
-	if err := podnet.TeardownVeth(ctx, s.cfg.HostNetNSPath, hostIf, netns, ifName); err != nil {
-		errs = append(errs, err)
-	}
-	s.log.V(2).Info("DEL steps", "flows", t1.Sub(t0), "port", t2.Sub(t1), "veth", time.Since(t2))
+	var flowsDur, portDur time.Duration
+	ovsErr := make(chan error, 1)
+	go func() {
+		var errs []error
+		if err := s.flows.DeletePod(ctx, key); err != nil {
+			errs = append(errs, err)
+		}
+		flowsDur = time.Since(t0)
+		if err := s.ports.DeletePort(ctx, s.cfg.Bridge, hostIf); err != nil {
+			errs = append(errs, err)
+		}
+		portDur = time.Since(t0) - flowsDur
+		ovsErr <- errors.Join(errs...)
+	}()
+	errs := []error{podnet.TeardownVeth(ctx, s.cfg.HostNetNSPath, hostIf, netns, ifName)}
+	vethDur := time.Since(t0)
+	errs = append(errs, <-ovsErr)
+	s.log.V(2).Info("DEL steps", "container", containerID, "ifname", ifName, "flows", flowsDur, "port", portDur, "veth", vethDur)
 	if err := errors.Join(errs...); err != nil {
 		return err // keep the IP and the record: the runtime retries DEL
 	}
