@@ -563,3 +563,28 @@ func TestBadInput(t *testing.T) {
 		nothingLeft(t)
 	})
 }
+
+// TestGC: GC removes every attachment the runtime no longer lists as valid
+// and keeps the others working.
+func TestGC(t *testing.T) {
+	n := newNode(t, "10.23.0.0/24")
+	keep, stale := n.mustAdd(t), n.mustAdd(t)
+	err := n.cni.GCNetworkList(context.Background(), n.confList(t, "1.1.0"), &libcni.GCArgs{
+		ValidAttachments: []types.GCAttachment{{ContainerID: keep.id, IfName: "eth0"}},
+	})
+	if err != nil {
+		t.Fatalf("GC: %v", err)
+	}
+	if ports := n.podPorts(t); len(ports) != 1 || ports[0] != keep.result.Interfaces[0].Name {
+		t.Fatalf("after GC the pod ports are %v, want only %s", ports, keep.result.Interfaces[0].Name)
+	}
+	if n.allocatedIPs(t)[stale.ip] || !n.allocatedIPs(t)[keep.ip] {
+		t.Fatalf("after GC allocations are %v, want only %s", n.allocatedIPs(t), keep.ip)
+	}
+	if err := n.check(t, keep); err != nil {
+		t.Fatalf("CHECK of the kept pod after GC: %v", err)
+	}
+	if err := ping(keep.ns, "10.23.0.1"); err != nil {
+		t.Fatal(err)
+	}
+}
