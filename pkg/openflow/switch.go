@@ -72,9 +72,13 @@ type Switch struct {
 	generation atomic.Uint64 // completed handshakes
 	nextXid    atomic.Uint32
 
-	mu      sync.Mutex
-	ready   chan struct{} // closed while StateReady
-	pending map[*request]struct{}
+	mu    sync.Mutex
+	ready chan struct{} // closed while StateReady
+	// connected is true between ofnet's connect and disconnect callbacks;
+	// disconnected receives a value at each disconnect.
+	connected    bool
+	disconnected chan struct{}
+	pending      map[*request]struct{}
 
 	cache       *FlowCache
 	reconnected chan uint64 // generation after each replayed reconnect
@@ -101,13 +105,14 @@ func Open(cfg Config) (*Switch, error) {
 		cfg.Logger = klog.Background()
 	}
 	s := &Switch{
-		cfg:         cfg,
-		log:         cfg.Logger.WithValues("bridgeSocket", cfg.MgmtSocket),
-		ready:       make(chan struct{}),
-		pending:     make(map[*request]struct{}),
-		cache:       NewFlowCache(),
-		reconnected: make(chan uint64, 1),
-		done:        make(chan struct{}),
+		cfg:          cfg,
+		log:          cfg.Logger.WithValues("bridgeSocket", cfg.MgmtSocket),
+		ready:        make(chan struct{}),
+		pending:      make(map[*request]struct{}),
+		cache:        NewFlowCache(),
+		reconnected:  make(chan uint64, 1),
+		disconnected: make(chan struct{}, 1),
+		done:         make(chan struct{}),
 	}
 	// Our xids live in the upper half so they never meet libOpenflow's
 	// process-wide counter, which ofnet's own messages use.
@@ -178,11 +183,25 @@ func (s *Switch) Reconnected() <-chan uint64 { return s.reconnected }
 func (s *Switch) Cache() *FlowCache { return s.cache }
 
 // Close stops the connection and the reconnect loop.
+//
+// Close returns only after ofnet has dropped the session: ofnet keeps
+// switches in a process-wide table keyed by datapath ID, and a new Switch
+// for the same bridge must not find this one's entry there.
 func (s *Switch) Close() {
 	s.closeOnce.Do(func() {
+		s.mu.Lock()
 		close(s.done)
 		s.state.Store(int32(StateClosed))
+		wasConnected := s.connected
+		s.mu.Unlock()
 		s.relay.close()
+		if wasConnected {
+			select {
+			case <-s.disconnected:
+			case <-time.After(5 * time.Second):
+				s.log.Info("ofnet did not report the disconnect within 5s")
+			}
+		}
 		s.failPending(ErrClosed)
 		s.ctrl.Delete()
 		s.wg.Wait()
@@ -194,16 +213,24 @@ type ofnetApp struct{ s *Switch }
 
 func (a *ofnetApp) SwitchConnected(sw *ofctrl.OFSwitch) {
 	s := a.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.isClosed() {
+		return // a handshake that raced with Close
+	}
+	select { // forget a disconnect reported before this connection
+	case <-s.disconnected:
+	default:
+	}
+	s.connected = true
 	gen := s.generation.Add(1)
 	s.log.Info("OpenFlow connection ready", "dpid", sw.DPID().String(), "generation", gen)
-	s.mu.Lock()
 	if s.State() != StateReady {
 		s.state.Store(int32(StateReady))
 		close(s.ready)
 	}
-	s.mu.Unlock()
 	if gen > 1 {
-		s.wg.Add(1)
+		s.wg.Add(1) // under mu, so never after Close started waiting
 		go func() {
 			defer s.wg.Done()
 			s.replay(gen)
@@ -214,11 +241,16 @@ func (a *ofnetApp) SwitchConnected(sw *ofctrl.OFSwitch) {
 func (a *ofnetApp) SwitchDisconnected(sw *ofctrl.OFSwitch) {
 	s := a.s
 	s.mu.Lock()
+	s.connected = false
 	if s.State() == StateReady {
 		s.state.Store(int32(StateConnecting))
 		s.ready = make(chan struct{})
 	}
 	s.mu.Unlock()
+	select {
+	case s.disconnected <- struct{}{}:
+	default:
+	}
 	s.failPending(ErrNotConnected)
 	if !s.isClosed() {
 		s.log.Info("OpenFlow connection lost, reconnecting", "dpid", sw.DPID().String())
