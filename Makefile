@@ -6,10 +6,13 @@ BENCH_PKG ?= ./...
 BENCH ?= .
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build proto test bench lint run clean
+.PHONY: help deps k8s-bins build proto test bench lint run clean
 
 help: ## List the targets.
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-6s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-9s %s\n", $$1, $$2}'
+
+k8s-bins: ## Build (once; cached under /var/cache/weir) kube-apiserver, etcd and kubectl from the Go module proxy.
+	hack/k8s-build.sh
 
 deps: ## Install missing system packages (OVS, iproute2, nftables, ping, ...); needs root.
 	hack/install-deps.sh
@@ -26,7 +29,7 @@ build: ## Build every command under cmd/ into bin/ (cmd/cni-client as bin/weir).
 proto: ## Regenerate the gRPC/protobuf Go code from pkg/apis/**/*.proto (pinned generators).
 	hack/gen-proto.sh
 
-test: deps ## Run all tests with the race detector (integration tests need root).
+test: deps k8s-bins ## Run all tests with the race detector (integration tests need root).
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 bench: deps ## Run benchmarks (BENCH_PKG and BENCH narrow them).

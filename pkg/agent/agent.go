@@ -22,7 +22,8 @@ import (
 // gatewayOFPort is the OpenFlow port the gateway asks for.
 const gatewayOFPort = 2
 
-// Run starts the agent and serves until ctx ends. Start-up order: OVSDB,
+// Run starts the agent and serves until ctx ends. Start-up order: pod CIDR
+// (from the config, or else from the Node object once it has one), OVSDB,
 // bridge (with table names), gateway port and address, OpenFlow
 // connection, base pipeline, IPAM, restore of existing pods, removal of the
 // previous run's stale flows, and only then CNI readiness.
@@ -30,8 +31,11 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("invalid agent config: %w", err)
 	}
-	cidr, _ := cfg.ParsePodCIDR()
-	start := time.Now()
+	cidr, err := podCIDR(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	start := time.Now() // the pod CIDR wait is logged on its own
 
 	db, err := ovsdb.Connect(ctx, cfg.OVSDBEndpoint, log.WithName("ovsdb"))
 	if err != nil {
@@ -109,6 +113,23 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 
 	go watchReconnects(ctx, sw, log)
 	return srv.Serve(ctx, cfg.CNISocket)
+}
+
+// podCIDR returns the configured pod CIDR or, when none is configured,
+// waits until the API server's Node object cfg.NodeName has one.
+func podCIDR(ctx context.Context, cfg Config, log klog.Logger) (*net.IPNet, error) {
+	if cfg.PodCIDR != "" {
+		return cfg.ParsePodCIDR()
+	}
+	client, err := NewKubeClient(cfg.Kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	cidr, err := WaitForPodCIDR(ctx, client, cfg.NodeName, log.WithName("podcidr"))
+	if err != nil {
+		return nil, fmt.Errorf("reading the pod CIDR from the API server: %w", err)
+	}
+	return cidr, nil
 }
 
 // previousRound finds the cookie round of flows a previous agent run left

@@ -28,7 +28,16 @@ type Config struct {
 	// OVSDBEndpoint is ovsdb-server's socket, e.g. unix:/var/run/openvswitch/db.sock.
 	OVSDBEndpoint string `json:"ovsdbEndpoint"`
 	// PodCIDR is the node's pod subnet; the gateway gets its first address.
+	// When empty, the agent reads it from its Node object (spec.podCIDR),
+	// which needs NodeName.
 	PodCIDR string `json:"podCIDR"`
+	// Kubeconfig is the path of a kubeconfig file for reaching the API
+	// server; empty means the in-cluster configuration (service account).
+	Kubeconfig string `json:"kubeconfig"`
+	// NodeName is the name of this node's Node object. It defaults to the
+	// NODE_NAME environment variable (set from spec.nodeName with the
+	// downward API in the DaemonSet).
+	NodeName string `json:"nodeName"`
 	// GatewayName is the gateway interface (an OVS internal port).
 	GatewayName string `json:"gatewayName"`
 	// MTU of pod interfaces and the gateway.
@@ -41,9 +50,14 @@ type Config struct {
 	CTZone uint16 `json:"ctZone"`
 }
 
-// DefaultConfig returns the defaults.
+// NodeNameEnv is the environment variable NodeName defaults to.
+const NodeNameEnv = "NODE_NAME"
+
+// DefaultConfig returns the defaults. NodeName comes from the NODE_NAME
+// environment variable.
 func DefaultConfig() Config {
 	return Config{
+		NodeName:      os.Getenv(NodeNameEnv),
 		Bridge:        "br-int",
 		DatapathType:  "system",
 		OVSRunDir:     "/var/run/openvswitch",
@@ -85,8 +99,13 @@ func (c Config) Validate() error {
 	if c.GatewayName == "" || len(c.GatewayName) > 15 {
 		errs = append(errs, fmt.Errorf("gatewayName %q: need a name of 1 to 15 characters", c.GatewayName))
 	}
-	if _, err := c.ParsePodCIDR(); err != nil {
-		errs = append(errs, err)
+	if c.PodCIDR == "" && c.NodeName == "" {
+		errs = append(errs, errors.New("podCIDR is required (e.g. 10.244.1.0/24) unless nodeName (or $NODE_NAME) "+
+			"names the Node to read spec.podCIDR from"))
+	} else if c.PodCIDR != "" {
+		if _, err := c.ParsePodCIDR(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if c.MTU < 576 || c.MTU > 9000 {
 		errs = append(errs, fmt.Errorf("mtu %d: must be between 576 and 9000", c.MTU))
@@ -108,15 +127,21 @@ func (c Config) ParsePodCIDR() (*net.IPNet, error) {
 	if c.PodCIDR == "" {
 		return nil, errors.New("podCIDR is required (e.g. 10.244.1.0/24)")
 	}
-	ip, n, err := net.ParseCIDR(c.PodCIDR)
+	return parseIPv4PodCIDR(c.PodCIDR)
+}
+
+// parseIPv4PodCIDR parses s as a pod subnet: IPv4, with room for the
+// gateway and at least one pod.
+func parseIPv4PodCIDR(s string) (*net.IPNet, error) {
+	ip, n, err := net.ParseCIDR(s)
 	if err != nil {
-		return nil, fmt.Errorf("podCIDR %q: %w", c.PodCIDR, err)
+		return nil, fmt.Errorf("podCIDR %q: %w", s, err)
 	}
 	if ip.To4() == nil {
-		return nil, fmt.Errorf("podCIDR %q: only IPv4 is supported so far", c.PodCIDR)
+		return nil, fmt.Errorf("podCIDR %q: only IPv4 is supported so far", s)
 	}
 	if ones, _ := n.Mask.Size(); ones > 30 {
-		return nil, fmt.Errorf("podCIDR %q: too small, need at least a /30", c.PodCIDR)
+		return nil, fmt.Errorf("podCIDR %q: too small, need at least a /30", s)
 	}
 	return n, nil
 }

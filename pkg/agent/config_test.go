@@ -24,11 +24,22 @@ func TestLoadConfig(t *testing.T) {
 				t.Fatalf("overrides not applied: %+v", c)
 			}
 		}},
+		{"cluster mode", "kubeconfig: /etc/weir/kubeconfig\nnodeName: node-a\n", "", func(t *testing.T, c Config) {
+			if c.PodCIDR != "" || c.Kubeconfig != "/etc/weir/kubeconfig" || c.NodeName != "node-a" {
+				t.Fatalf("cluster fields not applied: %+v", c)
+			}
+		}},
+		{"node name from NODE_NAME", "podCIDR: 10.10.0.0/24\n", "", func(t *testing.T, c Config) {
+			if c.NodeName != "env-node" {
+				t.Fatalf("NodeName = %q, want env-node from $NODE_NAME", c.NodeName)
+			}
+		}},
 		{"unknown field", "podCIDR: 10.10.0.0/24\nbrdge: typo\n", "unknown field", nil},
 		{"not yaml", "podCIDR: [\n", "parsing agent config", nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv(NodeNameEnv, "env-node")
 			path := filepath.Join(t.TempDir(), "agent.yaml")
 			if err := os.WriteFile(path, []byte(tc.yaml), 0o600); err != nil {
 				t.Fatal(err)
@@ -57,7 +68,8 @@ func TestValidate(t *testing.T) {
 		mutate func(*Config)
 		want   string
 	}{
-		{"no pod CIDR", func(c *Config) { c.PodCIDR = "" }, "podCIDR is required"},
+		{"no pod CIDR, no node name", func(c *Config) { c.PodCIDR = "" }, "podCIDR is required"},
+		{"bad pod CIDR with node name", func(c *Config) { c.PodCIDR = "10.0.0.0/33"; c.NodeName = "n" }, "podCIDR"},
 		{"bad pod CIDR", func(c *Config) { c.PodCIDR = "10.0.0.0/33" }, "podCIDR"},
 		{"ipv6 pod CIDR", func(c *Config) { c.PodCIDR = "fd00::/64" }, "only IPv4"},
 		{"tiny pod CIDR", func(c *Config) { c.PodCIDR = "10.0.0.0/31" }, "too small"},
@@ -71,10 +83,33 @@ func TestValidate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := DefaultConfig()
 			c.PodCIDR = "10.244.1.0/24"
+			c.NodeName = ""
 			tc.mutate(&c)
 			err := c.Validate()
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestValidateAccepts(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*Config)
+	}{
+		{"static pod CIDR", func(c *Config) { c.PodCIDR = "10.244.1.0/24" }},
+		{"pod CIDR from the Node", func(c *Config) { c.NodeName = "node-a" }},
+		{"pod CIDR from the Node, kubeconfig", func(c *Config) { c.NodeName = "node-a"; c.Kubeconfig = "/etc/weir/kubeconfig" }},
+		{"static pod CIDR wins over the Node", func(c *Config) { c.PodCIDR = "10.244.1.0/24"; c.NodeName = "node-a" }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := DefaultConfig()
+			c.NodeName = ""
+			tc.mutate(&c)
+			if err := c.Validate(); err != nil {
+				t.Fatalf("Validate: %v", err)
 			}
 		})
 	}

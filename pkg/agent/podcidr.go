@@ -1,0 +1,192 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+)
+
+// userAgent identifies the agent in the API server's logs and audit records.
+const userAgent = "weir-ovs-agent"
+
+// waitLogInterval is how often WaitForPodCIDR says it is still waiting.
+const waitLogInterval = 10 * time.Second
+
+// NewKubeClient returns a clientset for the API server named by the
+// kubeconfig file at path, or, if path is empty, for the cluster the agent
+// runs in (the pod's service account and KUBERNETES_SERVICE_HOST/PORT).
+func NewKubeClient(kubeconfig string) (kubernetes.Interface, error) {
+	var (
+		cfg *rest.Config
+		err error
+	)
+	if kubeconfig != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("loading kubeconfig %s: %w", kubeconfig, err)
+		}
+	} else {
+		cfg, err = rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("loading in-cluster API server config (set kubeconfig when not running in a pod): %w", err)
+		}
+	}
+	cfg.UserAgent = userAgent
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating Kubernetes client for %s: %w", cfg.Host, err)
+	}
+	return client, nil
+}
+
+// WaitForPodCIDR watches the Node named nodeName and returns its pod CIDR as
+// soon as the Node has one: the first IPv4 entry of spec.podCIDRs, or
+// spec.podCIDR when podCIDRs is empty. The CIDR must be usable as a pod
+// subnet (see Config.ParsePodCIDR); a malformed one is an error, not a
+// reason to keep waiting. It logs while it waits (the Node may not exist yet,
+// or the controller-manager may not have allocated a CIDR) and returns an
+// error naming what it last saw when ctx ends first.
+//
+// It uses a shared informer restricted to that one Node (field selector
+// metadata.name), so it costs the API server one list and one watch.
+func WaitForPodCIDR(ctx context.Context, client kubernetes.Interface, nodeName string, log klog.Logger) (*net.IPNet, error) {
+	if nodeName == "" {
+		return nil, errors.New("waiting for the pod CIDR: no node name given")
+	}
+	log = log.WithValues("node", nodeName)
+	start := time.Now()
+
+	ctx, cancel := context.WithCancel(ctx)
+	factory := informers.NewSharedInformerFactoryWithOptions(client, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", nodeName).String()
+		}))
+	// Stop the informer's goroutines before returning: cancel first, then
+	// wait for them.
+	defer func() {
+		cancel()
+		factory.Shutdown()
+	}()
+	informer := factory.Core().V1().Nodes().Informer()
+
+	var (
+		mu      sync.Mutex
+		lastErr error // the last list/watch error, reported if ctx ends
+	)
+	if err := informer.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
+		mu.Lock()
+		lastErr = err
+		mu.Unlock()
+		log.Info("Listing or watching the Node failed; retrying", "err", err)
+	}); err != nil {
+		return nil, fmt.Errorf("waiting for the pod CIDR of Node %q: %w", nodeName, err)
+	}
+
+	type result struct {
+		cidr *net.IPNet
+		err  error
+	}
+	found := make(chan result, 1)
+	check := func(obj any) {
+		node, ok := obj.(*corev1.Node)
+		if !ok || node.Name != nodeName {
+			return
+		}
+		cidr, err := NodePodCIDR(node)
+		if cidr == nil && err == nil {
+			log.V(2).Info("Node has no pod CIDR yet", "resourceVersion", node.ResourceVersion)
+			return
+		}
+		select {
+		case found <- result{cidr, err}:
+		default: // a result is already pending
+		}
+	}
+	if _, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    check,
+		UpdateFunc: func(_, obj any) { check(obj) },
+	}); err != nil {
+		return nil, fmt.Errorf("waiting for the pod CIDR of Node %q: %w", nodeName, err)
+	}
+	factory.Start(ctx.Done())
+	log.Info("Waiting for the Node's pod CIDR")
+
+	// state describes what was last seen, for the progress log and the
+	// error when ctx ends.
+	state := func() string {
+		mu.Lock()
+		err := lastErr
+		mu.Unlock()
+		switch _, exists, _ := informer.GetStore().GetByKey(nodeName); {
+		case !informer.HasSynced() && err != nil:
+			return fmt.Sprintf("cannot list Nodes: %v", err)
+		case !informer.HasSynced():
+			return "the Node list has not completed"
+		case !exists:
+			return "the Node does not exist"
+		default:
+			return "the Node has no spec.podCIDR (is the controller-manager running with --allocate-node-cidrs?)"
+		}
+	}
+	tick := time.NewTicker(waitLogInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case r := <-found:
+			if r.err != nil {
+				return nil, fmt.Errorf("Node %q: %w", nodeName, r.err)
+			}
+			log.Info("Got the Node's pod CIDR", "podCIDR", r.cidr.String(),
+				"waited", time.Since(start).Round(time.Millisecond))
+			return r.cidr, nil
+		case <-tick.C:
+			log.Info("Still waiting for the Node's pod CIDR", "state", state(),
+				"waited", time.Since(start).Round(100*time.Millisecond))
+		case <-ctx.Done():
+			return nil, fmt.Errorf("gave up waiting for the pod CIDR of Node %q after %s; %s: %w",
+				nodeName, time.Since(start).Round(time.Millisecond), state(), context.Cause(ctx))
+		}
+	}
+}
+
+// NodePodCIDR returns the pod CIDR node was allocated: the first IPv4 entry
+// of spec.podCIDRs, or spec.podCIDR when podCIDRs is empty. It returns
+// (nil, nil) when none is set yet, and an error when the CIDR is malformed,
+// too small, or the Node has only IPv6 pod CIDRs.
+func NodePodCIDR(node *corev1.Node) (*net.IPNet, error) {
+	cidrs := node.Spec.PodCIDRs
+	if len(cidrs) == 0 && node.Spec.PodCIDR != "" {
+		cidrs = []string{node.Spec.PodCIDR}
+	}
+	if len(cidrs) == 0 {
+		return nil, nil
+	}
+	for _, s := range cidrs {
+		ip, _, err := net.ParseCIDR(s)
+		if err != nil {
+			return nil, fmt.Errorf("malformed pod CIDR %q in spec.podCIDRs %q: %w", s, cidrs, err)
+		}
+		if ip.To4() == nil {
+			continue
+		}
+		n, err := parseIPv4PodCIDR(s)
+		if err != nil {
+			return nil, fmt.Errorf("unusable pod CIDR in the Node spec: %w", err)
+		}
+		return n, nil
+	}
+	return nil, fmt.Errorf("no IPv4 pod CIDR in spec.podCIDRs %q: only IPv4 is supported so far", cidrs)
+}
