@@ -25,6 +25,18 @@ const (
 	DatapathNetdev = "netdev"
 )
 
+// Fail modes (Bridge.fail_mode): what ovs-vswitchd does without a
+// controller connection.
+const (
+	// FailModeSecure forwards only by the installed flows (the default):
+	// Weir's integration bridge.
+	FailModeSecure = "secure"
+	// FailModeStandalone acts as a learning switch when no controller is
+	// connected, which is always for a bridge nobody programs (br-phy,
+	// the underlay bridge of the userspace datapath).
+	FailModeStandalone = "standalone"
+)
+
 // OpenFlow versions enabled on every bridge EnsureBridge manages.
 var bridgeProtocols = []vswitchd.BridgeProtocols{
 	vswitchd.BridgeProtocolsOpenflow10,
@@ -53,6 +65,9 @@ type BridgeConfig struct {
 	// DatapathType is DatapathSystem (the default when empty) or
 	// DatapathNetdev.
 	DatapathType string
+	// FailMode is FailModeSecure (the default when empty) or
+	// FailModeStandalone.
+	FailMode string
 	// DatapathID, if set, is the OpenFlow datapath ID as 16 hex digits
 	// (other_config:datapath-id). When empty ovs-vswitchd derives one.
 	DatapathID string
@@ -83,6 +98,14 @@ func (cfg BridgeConfig) normalize() (BridgeConfig, error) {
 		return cfg, fmt.Errorf("%w: bridge %s: datapath type %q: want %q or %q",
 			ErrInvalidArgument, cfg.Name, cfg.DatapathType, DatapathSystem, DatapathNetdev)
 	}
+	switch cfg.FailMode {
+	case "":
+		cfg.FailMode = FailModeSecure
+	case FailModeSecure, FailModeStandalone:
+	default:
+		return cfg, fmt.Errorf("%w: bridge %s: fail mode %q: want %q or %q",
+			ErrInvalidArgument, cfg.Name, cfg.FailMode, FailModeSecure, FailModeStandalone)
+	}
 	if cfg.DatapathID != "" {
 		if !hex16Re.MatchString(cfg.DatapathID) {
 			return cfg, fmt.Errorf("%w: bridge %s: datapath ID %q: want 16 hex digits",
@@ -105,7 +128,8 @@ func (cfg BridgeConfig) normalize() (BridgeConfig, error) {
 
 // EnsureBridge creates the bridge described by cfg, or reconciles an
 // existing bridge of that name with it, and returns the Bridge row's UUID.
-// The bridge gets fail_mode=secure and OpenFlow 1.0 and 1.3-1.5;
+// The bridge gets the fail mode asked for (secure by default) and OpenFlow
+// 1.0 and 1.3-1.5;
 // other_config:datapath-id and other_config:hwaddr are set when given and
 // removed when not; the ExternalIDs given are set, others kept.
 //
@@ -158,7 +182,7 @@ func (c *Client) ensureBridge(ctx context.Context, what string, cfg BridgeConfig
 	if err := c.db.Get(ctx, ovsRow); err != nil {
 		return "", "", fmt.Errorf("ovsdb: %s: read Open_vSwitch: %w", what, err)
 	}
-	failMode := vswitchd.BridgeFailModeSecure
+	failMode := vswitchd.BridgeFailMode(cfg.FailMode)
 
 	br, err := c.getBridge(ctx, cfg.Name)
 	if errors.Is(err, ErrBridgeNotFound) {

@@ -4,7 +4,8 @@
 // It owns the agent's durable OVS configuration:
 //
 //   - bridges (Bridge rows with their local port): datapath type, fail_mode
-//     secure, the OpenFlow versions Weir speaks, datapath-id and hwaddr, and
+//     (secure, or standalone for the userspace datapath's underlay bridge),
+//     the OpenFlow versions Weir speaks, datapath-id and hwaddr, and
 //     OpenFlow table names (Flow_Table rows referenced from
 //     Bridge.flow_tables);
 //   - ports and interfaces: internal ports (the gateway), existing netdevs

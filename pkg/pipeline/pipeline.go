@@ -79,9 +79,14 @@ type Pipeline struct {
 	cfg     Config
 	cookies *openflow.CookieAllocator
 
-	mu   sync.Mutex
-	pods map[string]podState // by Key
-	base openflow.Cookie
+	mu    sync.Mutex
+	pods  map[string]podState  // by Key
+	peers map[string]peerState // by Name
+	base  openflow.Cookie
+
+	// peerMu serializes AddPeer and DeletePeer, so the overlap check and
+	// the install of one peer cannot interleave with another's.
+	peerMu sync.Mutex
 }
 
 type podState struct {
@@ -99,7 +104,8 @@ func New(sw Switch, cfg Config) (*Pipeline, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	p := &Pipeline{sw: sw, cfg: cfg, cookies: openflow.NewCookieAllocator(cfg.Round), pods: map[string]podState{}}
+	p := &Pipeline{sw: sw, cfg: cfg, cookies: openflow.NewCookieAllocator(cfg.Round),
+		pods: map[string]podState{}, peers: map[string]peerState{}}
 	c, err := p.cookies.New(CategoryBase)
 	if err != nil {
 		return nil, err
@@ -125,7 +131,8 @@ func (p *Pipeline) InstallBase(ctx context.Context) error {
 
 // BaseFlows returns the static flows: the gateway and tunnel classifiers,
 // the gateway's ARP responder and forwarding, conntrack, the hook tables'
-// pass-through defaults, and output.
+// pass-through defaults, and output; with a tunnel port also the delivery of
+// tunnelled traffic for the gateway IP.
 func (p *Pipeline) BaseFlows() ([]*openflow.Flow, error) {
 	c := uint64(p.base)
 	gwMAC, gwIP, zone := p.cfg.GatewayMAC, p.cfg.GatewayIP, p.cfg.CTZone
@@ -141,15 +148,7 @@ func (p *Pipeline) BaseFlows() ([]*openflow.Flow, error) {
 		// ARPResponder: pods asking for the gateway get the answer from
 		// OVS; ARP for the gateway from elsewhere (replies to the node's own
 		// requests) goes to the gateway port.
-		nf(ARPResponder, 200).MatchProtocol(arp).MatchARPOp(1).MatchARPTpa(gwIP).MatchRegBits(regSource, sourceBitsStart, sourceBitsEnd, uint32(sourcePod)).
-			Move(openflow.Whole(openflow.FieldEthSrc), openflow.Whole(openflow.FieldEthDst)).
-			SetEthSrc(gwMAC).
-			Load(openflow.Whole(openflow.FieldArpOp), 2).
-			Move(openflow.Whole(openflow.FieldArpSha), openflow.Whole(openflow.FieldArpTha)).
-			SetField(openflow.FieldArpSha, gwMAC).
-			Move(openflow.Whole(openflow.FieldArpSpa), openflow.Whole(openflow.FieldArpTpa)).
-			Action(openflow.SetIPField(openflow.FieldArpSpa, gwIP)).
-			Output(openflow.PortInPort),
+		arpReply(nf(ARPResponder, 200).MatchRegBits(regSource, sourceBitsStart, sourceBitsEnd, uint32(sourcePod)), gwIP, gwMAC),
 		nf(ARPResponder, 190).MatchProtocol(arp).MatchARPTpa(gwIP).Output(p.cfg.GatewayOFPort),
 		nf(ARPResponder, 1).MatchProtocol(arp).Drop(),
 		nf(ARPResponder, 0).GotoTable(ConntrackZone),
@@ -181,10 +180,33 @@ func (p *Pipeline) BaseFlows() ([]*openflow.Flow, error) {
 		nf(Output, 0).Drop(),
 	}
 	if p.cfg.TunnelOFPort != 0 {
-		bs = append(bs, nf(Classifier, 200).MatchInPort(p.cfg.TunnelOFPort).
-			LoadReg(regSource, sourceBitsStart, sourceBitsEnd, sourceTunnel).GotoTable(ConntrackZone))
+		bs = append(bs,
+			// Traffic from other nodes carries no source to check: it goes
+			// straight to conntrack.
+			nf(Classifier, 200).MatchInPort(p.cfg.TunnelOFPort).
+				LoadReg(regSource, sourceBitsStart, sourceBitsEnd, sourceTunnel).GotoTable(ConntrackZone),
+			// Tunnelled traffic for this node's gateway IP (a remote pod
+			// talking to this node): address it to the gateway port.
+			nf(L3Forwarding, 200).MatchProtocol(ip).MatchEthDst(globalVirtualMAC).MatchDstIP(gwIP).
+				SetEthDst(gwMAC).GotoTable(L2Forwarding),
+		)
 	}
 	return buildAll(bs)
+}
+
+// arpReply completes b (an ARPResponder flow) to answer ARP requests for ip
+// with mac: the request is turned into the reply in place and sent back out
+// of the port it came in on.
+func arpReply(b *openflow.FlowBuilder, ip net.IP, mac net.HardwareAddr) *openflow.FlowBuilder {
+	return b.MatchProtocol(openflow.ProtocolARP).MatchARPOp(1).MatchARPTpa(ip).
+		Move(openflow.Whole(openflow.FieldEthSrc), openflow.Whole(openflow.FieldEthDst)).
+		SetEthSrc(mac).
+		Load(openflow.Whole(openflow.FieldArpOp), 2).
+		Move(openflow.Whole(openflow.FieldArpSha), openflow.Whole(openflow.FieldArpTha)).
+		SetField(openflow.FieldArpSha, mac).
+		Move(openflow.Whole(openflow.FieldArpSpa), openflow.Whole(openflow.FieldArpTpa)).
+		Action(openflow.SetIPField(openflow.FieldArpSpa, ip)).
+		Output(openflow.PortInPort)
 }
 
 func buildAll(bs []*openflow.FlowBuilder) ([]*openflow.Flow, error) {
@@ -201,14 +223,16 @@ func buildAll(bs []*openflow.FlowBuilder) ([]*openflow.Flow, error) {
 
 // PodFlows returns the flows of one local pod: classifier, spoof guard
 // (IP+MAC, ARP sender), ARP forwarding by target, L3 route for traffic sent
-// to the gateway MAC, and L2 forwarding to its port.
+// to the gateway MAC, and L2 forwarding to its port. With a tunnel port
+// (Config.TunnelOFPort) there is one more: the L3 route for traffic from
+// other nodes, which arrives addressed to GlobalVirtualMAC.
 func (p *Pipeline) PodFlows(pod PodInterface, cookie openflow.Cookie) ([]*openflow.Flow, error) {
 	if err := pod.validate(); err != nil {
 		return nil, err
 	}
 	c := uint64(cookie)
 	nf := func(table uint8, prio uint16) *openflow.FlowBuilder { return openflow.NewFlow(table, prio).Cookie(c) }
-	return buildAll([]*openflow.FlowBuilder{
+	bs := []*openflow.FlowBuilder{
 		nf(Classifier, 190).MatchInPort(pod.OFPort).
 			LoadReg(regSource, sourceBitsStart, sourceBitsEnd, sourcePod).GotoTable(SpoofGuard),
 		nf(SpoofGuard, 200).MatchInPort(pod.OFPort).MatchProtocol(openflow.ProtocolIP).MatchEthSrc(pod.MAC).MatchSrcIP(pod.IP).
@@ -220,7 +244,14 @@ func (p *Pipeline) PodFlows(pod PodInterface, cookie openflow.Cookie) ([]*openfl
 			SetEthSrc(p.cfg.GatewayMAC).SetEthDst(pod.MAC).DecTTL().GotoTable(L2Forwarding),
 		nf(L2Forwarding, 200).MatchEthDst(pod.MAC).LoadReg(regOutPort, 0, 31, uint64(pod.OFPort)).
 			LoadReg(regOutputFound, outputFoundBit, outputFoundBit, 1).GotoTable(IngressRule),
-	})
+	}
+	if p.cfg.TunnelOFPort != 0 {
+		// From another node: the sending node already routed the packet
+		// (and decremented its TTL); only the MACs are rewritten here.
+		bs = append(bs, nf(L3Forwarding, 200).MatchProtocol(openflow.ProtocolIP).MatchEthDst(globalVirtualMAC).MatchDstIP(pod.IP).
+			SetEthSrc(p.cfg.GatewayMAC).SetEthDst(pod.MAC).GotoTable(L2Forwarding))
+	}
+	return buildAll(bs)
 }
 
 // AddPod installs (or updates) the flows of a local pod, atomically.
@@ -279,9 +310,15 @@ func (p *Pipeline) CheckPod(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	got, err := p.sw.DumpFlows(ctx, openflow.FlowFilter{Cookie: uint64(st.cookie), CookieMask: ^uint64(0)})
+	return p.checkFlows(ctx, "pod "+key, st.cookie, want)
+}
+
+// checkFlows verifies that the switch holds every flow of want under cookie
+// (compared by table, priority and match); what names the owner in errors.
+func (p *Pipeline) checkFlows(ctx context.Context, what string, cookie openflow.Cookie, want []*openflow.Flow) error {
+	got, err := p.sw.DumpFlows(ctx, openflow.FlowFilter{Cookie: uint64(cookie), CookieMask: ^uint64(0)})
 	if err != nil {
-		return fmt.Errorf("reading flows of pod %s: %w", key, err)
+		return fmt.Errorf("reading flows of %s: %w", what, err)
 	}
 	have := map[string]bool{}
 	for _, g := range got {
@@ -290,7 +327,7 @@ func (p *Pipeline) CheckPod(ctx context.Context, key string) error {
 	r := Renderer()
 	for _, w := range want {
 		if !have[w.Key()] {
-			return fmt.Errorf("flow missing for pod %s: %s", key, r.Flow(w))
+			return fmt.Errorf("flow missing for %s: %s", what, r.Flow(w))
 		}
 	}
 	return nil

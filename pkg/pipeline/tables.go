@@ -16,7 +16,7 @@ var tableNames = [...]string{
 	"ConntrackState",     // drop invalid; established connections skip policy
 	"EgressRule",         // hook: NetworkPolicy egress rules
 	"EgressDefaultRule",  // hook: egress default deny for isolated pods
-	"L3Forwarding",       // routed traffic: rewrite MACs, dec_ttl; hook: tunnels
+	"L3Forwarding",       // routed traffic: rewrite MACs, dec_ttl; peers: into the tunnel
 	"L2Forwarding",       // destination MAC -> output port register
 	"IngressRule",        // hook: NetworkPolicy ingress rules
 	"IngressDefaultRule", // hook: ingress default deny for isolated pods
@@ -86,6 +86,6 @@ const (
 const (
 	CategoryBase   uint8 = 1 // the static pipeline
 	CategoryPod    uint8 = 2 // one local pod
-	CategoryPeer   uint8 = 3 // one remote node (cluster issue)
+	CategoryPeer   uint8 = 3 // one remote node (AddPeer)
 	CategoryPolicy uint8 = 4 // one policy rule (policy issue)
 )

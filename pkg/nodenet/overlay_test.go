@@ -1,0 +1,523 @@
+package nodenet_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"k8s.io/klog/v2"
+	"k8s.io/klog/v2/ktesting"
+
+	"github.com/weirnet/weir/pkg/nodenet"
+	"github.com/weirnet/weir/pkg/openflow"
+	"github.com/weirnet/weir/pkg/ovsdb"
+	"github.com/weirnet/weir/pkg/pipeline"
+	"github.com/weirnet/weir/test/ovstest"
+)
+
+func TestMain(m *testing.M) {
+	openflow.RouteLibraryLogs(klog.Background())
+	os.Exit(m.Run())
+}
+
+// Port numbers and names on every simulated node.
+const (
+	tunnelOFPort  = 1
+	gatewayOFPort = 2
+	gatewayName   = "gw0"
+	tunnelName    = "tun0"
+	nicName       = "ul0" // the underlay NIC, one end of a veth pair between the nodes
+)
+
+// simNode is one simulated node: a private OVS in its own network
+// namespace, with br-int, gateway, Geneve port, underlay on br-phy and the
+// pipeline.
+type simNode struct {
+	name    string
+	ovs     *ovstest.Instance
+	db      *ovsdb.Client
+	sw      *openflow.Switch
+	pipe    *pipeline.Pipeline
+	podCIDR *net.IPNet
+	gwIP    net.IP
+	gwMAC   net.HardwareAddr
+	nodeIP  net.IP
+	podMTU  int
+	pods    []*ovstest.Pod
+	podIfs  []pipeline.PodInterface
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// inNS runs fn in the network namespace name (on a thread switched into
+// it, so netlink calls and child processes act there).
+func inNS(t *testing.T, name string, fn func() error) {
+	t.Helper()
+	netns, err := ns.GetNS("/run/netns/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer netns.Close()
+	if err := netns.Do(func(ns.NetNS) error { return fn() }); err != nil {
+		t.Fatalf("in netns %s: %v", name, err)
+	}
+}
+
+func mustRun(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+	return string(out)
+}
+
+func mustExec(t *testing.T, in *ovstest.Instance, ns string, args ...string) string {
+	t.Helper()
+	out, err := in.Exec(ns, args[0], args[1:]...)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	return out
+}
+
+// startNode starts node name's OVS and OVSDB client; the rest of its set-up
+// needs the underlay NIC (setUp).
+func startNode(t *testing.T, name, cidr, gwMAC string) *simNode {
+	t.Helper()
+	_, podCIDR, err := net.ParseCIDR(cidr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mac, _ := net.ParseMAC(gwMAC)
+	n := &simNode{name: name, ovs: ovstest.Start(t), podCIDR: podCIDR, gwMAC: mac}
+	n.gwIP = slices.Clone(podCIDR.IP.To4())
+	n.gwIP[3]++
+	logger := ktesting.NewLogger(t, ktesting.NewConfig(ktesting.Verbosity(1)))
+	if n.db, err = ovsdb.Connect(ctxT(t), n.ovs.DBSocket(), logger); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.db.Close)
+	return n
+}
+
+// setUp builds the node as the agent would: underlay first (it gives the
+// MTU), then br-int with the gateway and Geneve ports, then the pipeline.
+func (n *simNode) setUp(t *testing.T) {
+	t.Helper()
+	ctx := ctxT(t)
+	var u *nodenet.Underlay
+	inNS(t, n.ovs.NetNS, func() (err error) {
+		u, err = nodenet.SetupUnderlay(ctx, nodenet.UnderlayConfig{OVSDB: n.db, NIC: nicName})
+		return err
+	})
+	n.nodeIP, n.podMTU = u.Addrs[0].IP, nodenet.PodMTU(u.MTU)
+
+	if _, err := n.db.EnsureBridge(ctx, ovsdb.BridgeConfig{Name: "br-int", DatapathType: ovsdb.DatapathNetdev}); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.db.SetFlowTableNames(ctx, "br-int", pipeline.TableNames()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.db.EnsureGenevePort(ctx, "br-int", tunnelName, ovsdb.PortOptions{OFPortRequest: tunnelOFPort,
+		ExternalIDs: map[string]string{ovsdb.KeyWeirType: ovsdb.WeirTypeTunnel}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.db.EnsureInternalPort(ctx, "br-int", gatewayName, ovsdb.PortOptions{OFPortRequest: gatewayOFPort,
+		MAC: n.gwMAC.String(), MTU: n.podMTU, ExternalIDs: map[string]string{ovsdb.KeyWeirType: ovsdb.WeirTypeGateway}}); err != nil {
+		t.Fatal(err)
+	}
+	ones, _ := n.podCIDR.Mask.Size()
+	mustExec(t, n.ovs, "", "ip", "addr", "replace", fmt.Sprintf("%s/%d", n.gwIP, ones), "dev", gatewayName)
+	mustExec(t, n.ovs, "", "ip", "link", "set", gatewayName, "mtu", strconv.Itoa(n.podMTU), "up")
+
+	var err error
+	if n.sw, err = openflow.Open(openflow.Config{MgmtSocket: n.ovs.MgmtSocket("br-int"), RetryInterval: 50 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.sw.Close)
+	if err := n.sw.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n.pipe, err = pipeline.New(n.sw, pipeline.Config{GatewayOFPort: gatewayOFPort, GatewayMAC: n.gwMAC, GatewayIP: n.gwIP,
+		TunnelOFPort: tunnelOFPort, PodCIDR: n.podCIDR, CTZone: 65520, Round: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.pipe.InstallBase(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// addPod attaches a pod with the overlay MTU and a default route via the
+// local gateway, and installs its flows.
+func (n *simNode) addPod(t *testing.T, name string, host byte, ofport int) *ovstest.Pod {
+	t.Helper()
+	ip := slices.Clone(n.podCIDR.IP.To4())
+	ip[3] = host
+	mac := net.HardwareAddr{0x02, 0x00, ip[0], ip[1], ip[2], ip[3]}
+	ones, _ := n.podCIDR.Mask.Size()
+	p := n.ovs.AddPod(t, "br-int", name, fmt.Sprintf("%s/%d", ip, ones), mac.String(), ofport)
+	n.setPodMTU(t, p, n.podMTU)
+	mustPodExec(t, p, "ip", "route", "add", "default", "via", n.gwIP.String())
+	pi := pipeline.PodInterface{Key: name, OFPort: uint32(ofport), IP: ip, MAC: mac}
+	if err := n.pipe.AddPod(ctxT(t), pi); err != nil {
+		t.Fatal(err)
+	}
+	n.pods = append(n.pods, p)
+	n.podIfs = append(n.podIfs, pi)
+	return p
+}
+
+func (n *simNode) setPodMTU(t *testing.T, p *ovstest.Pod, mtu int) {
+	t.Helper()
+	mustPodExec(t, p, "ip", "link", "set", "eth0", "mtu", strconv.Itoa(mtu))
+	mustExec(t, n.ovs, "", "ip", "link", "set", p.HostIf, "mtu", strconv.Itoa(mtu))
+}
+
+func (n *simNode) peer() pipeline.PeerNode {
+	return pipeline.PeerNode{Name: n.name, PodCIDR: n.podCIDR, NodeIP: n.nodeIP, GatewayIP: n.gwIP}
+}
+
+// connect makes peer reachable from n: pipeline flows and the node route.
+func (n *simNode) connect(t *testing.T, peer *simNode) {
+	t.Helper()
+	if err := n.pipe.AddPeer(ctxT(t), peer.peer()); err != nil {
+		t.Fatal(err)
+	}
+	inNS(t, n.ovs.NetNS, func() error { return nodenet.EnsurePeerRoute(gatewayName, peer.podCIDR, peer.gwIP) })
+}
+
+// wantFlows renders every flow the pipeline should have installed, as
+// ovs-ofctl prints them, sorted.
+func (n *simNode) wantFlows(t *testing.T) []string {
+	t.Helper()
+	var want []*openflow.Flow
+	base, err := n.pipe.BaseFlows()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, base...)
+	for i, pi := range n.podIfs {
+		flows, err := n.pipe.PodFlows(pi, openflow.MakeCookie(1, pipeline.CategoryPod, uint64(i+1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, flows...)
+	}
+	var out []string
+	for _, f := range want {
+		out = append(out, f.String())
+	}
+	return out
+}
+
+// peerFlowStats reads back the flows of category peer.
+func (n *simNode) peerFlowStats(t *testing.T) []openflow.FlowStats {
+	t.Helper()
+	st, err := n.sw.DumpFlows(ctxT(t), openflow.FlowFilter{Cookie: uint64(openflow.MakeCookie(0, pipeline.CategoryPeer, 0)),
+		CookieMask: openflow.CookieCategoryMask})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func mustPodExec(t *testing.T, p *ovstest.Pod, args ...string) string {
+	t.Helper()
+	out, err := p.Exec(args...)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	return out
+}
+
+var rttRe = regexp.MustCompile(`rtt min/avg/max/mdev = ([0-9.]+)/([0-9.]+)/([0-9.]+)`)
+
+// TestOverlay wires two simulated nodes (each its own OVS, userspace
+// datapath) with Weir's Geneve overlay, built from the same pieces the agent
+// uses — pkg/ovsdb ports, nodenet underlay and routes, pipeline pod and peer
+// flows — and proves pod-to-pod, node-to-pod and TCP across nodes, the MTU,
+// Geneve on the wire, and that deleting a peer cuts it off. Afterwards
+// nothing of it is left in the root namespace.
+func TestOverlay(t *testing.T) {
+	var namespaces []string
+	t.Run("two nodes", func(t *testing.T) {
+		began := time.Now()
+		n1 := startNode(t, "node1", "10.10.1.0/24", "02:00:0a:0a:01:01")
+		n2 := startNode(t, "node2", "10.10.2.0/24", "02:00:0a:0a:02:01")
+		// The underlay: a veth pair between the two node namespaces, created
+		// there directly (nothing in the root namespace); deleting either
+		// namespace deletes it.
+		mustRun(t, "ip", "link", "add", nicName, "netns", n1.ovs.NetNS, "type", "veth", "peer", "name", nicName, "netns", n2.ovs.NetNS)
+		for i, n := range []*simNode{n1, n2} {
+			mustExec(t, n.ovs, "", "ip", "addr", "add", fmt.Sprintf("192.0.2.%d/24", i+1), "dev", nicName)
+			mustExec(t, n.ovs, "", "ip", "link", "set", nicName, "up")
+			n.setUp(t)
+		}
+		p11 := n1.addPod(t, "p11", 2, 3)
+		p12 := n1.addPod(t, "p12", 3, 4)
+		p21 := n2.addPod(t, "p21", 2, 3)
+		namespaces = []string{n1.ovs.NetNS, n2.ovs.NetNS, p11.NetNS, p12.NetNS, p21.NetNS}
+
+		n1.connect(t, n2)
+		n2.connect(t, n1)
+		for _, pair := range [][2]*simNode{{n1, n2}, {n2, n1}} {
+			inNS(t, pair[0].ovs.NetNS, func() error {
+				return nodenet.WarmTunnelNeighbor(ctxT(t), nodenet.DefaultUnderlayBridge, pair[1].nodeIP)
+			})
+		}
+		t.Logf("two nodes up in %v: underlay %v / %v, pod MTU %d", time.Since(began).Round(time.Millisecond), n1.nodeIP, n2.nodeIP, n1.podMTU)
+		if out := n1.ovs.MustAppctl(t, "tnl/neigh/show"); !strings.Contains(out, n2.nodeIP.String()) {
+			t.Errorf("OVS's tunnel neighbour cache lacks %v after warming:\n%s", n2.nodeIP, out)
+		}
+
+		t.Run("switch holds exactly the rendered flows", func(t *testing.T) {
+			for _, n := range []*simNode{n1, n2} {
+				want := n.wantFlows(t)
+				peer := n2
+				if n == n2 {
+					peer = n1
+				}
+				pf, err := n.pipe.PeerFlows(peer.peer(), openflow.MakeCookie(1, pipeline.CategoryPeer, 1))
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, f := range pf {
+					want = append(want, f.String())
+				}
+				slices.Sort(want)
+				if got := n.ovs.DumpFlows(t, "br-int"); !slices.Equal(got, want) {
+					t.Errorf("%s: switch flows differ from the rendered ones:\n--- switch\n%s\n--- rendered\n%s",
+						n.name, strings.Join(got, "\n"), strings.Join(want, "\n"))
+				}
+				if err := n.pipe.CheckPeer(ctxT(t), peer.name); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+
+		t.Run("pod to pod across nodes", func(t *testing.T) {
+			for _, c := range []struct {
+				from *ovstest.Pod
+				to   string
+			}{{p11, p21.IP}, {p12, p21.IP}, {p21, p11.IP}, {p21, p12.IP}, {p11, p12.IP}} {
+				if err := c.from.Ping(c.to, 2); err != nil {
+					t.Errorf("%s -> %s: %v", c.from.Name, c.to, err)
+				}
+			}
+			out := mustPodExec(t, p11, "ping", "-n", "-c", "10", "-i", "0.05", "-W", "1", p21.IP)
+			if m := rttRe.FindStringSubmatch(out); m != nil {
+				t.Logf("cross-node RTT p11 -> p21: min/avg/max %s/%s/%s ms", m[1], m[2], m[3])
+			}
+			out = mustPodExec(t, p11, "ping", "-n", "-c", "10", "-i", "0.05", "-W", "1", p12.IP)
+			if m := rttRe.FindStringSubmatch(out); m != nil {
+				t.Logf("same-node RTT p11 -> p12: min/avg/max %s/%s/%s ms", m[1], m[2], m[3])
+			}
+		})
+
+		t.Run("nodes reach remote pods and gateways", func(t *testing.T) {
+			for _, c := range []struct {
+				from *simNode
+				to   string
+			}{{n1, p21.IP}, {n2, p11.IP}, {n1, n2.gwIP.String()}} {
+				if out, err := c.from.ovs.Exec("", "ping", "-n", "-c", "2", "-i", "0.2", "-W", "1", c.to); err != nil {
+					t.Errorf("node %s -> %s: %v\n%s", c.from.name, c.to, err, out)
+				}
+			}
+			if err := p21.Ping(n1.gwIP.String(), 2); err != nil {
+				t.Errorf("p21 -> node1's gateway: %v", err)
+			}
+		})
+
+		t.Run("TCP across nodes", func(t *testing.T) {
+			mustPodExec(t, p21, "iperf3", "-s", "-1", "-D", "-B", p21.IP)
+			var out string
+			var err error
+			for range 30 { // until the daemon listens
+				if out, err = p11.Exec("iperf3", "-c", p21.IP, "-t", "1", "-J"); err == nil || !strings.Contains(out, "refused") {
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			if err != nil {
+				t.Fatalf("iperf3: %v", err)
+			}
+			var res struct {
+				End struct {
+					SumReceived struct {
+						BitsPerSecond float64 `json:"bits_per_second"`
+					} `json:"sum_received"`
+				} `json:"end"`
+			}
+			i := strings.Index(out, "{")
+			if i < 0 {
+				t.Fatalf("iperf3 printed no JSON:\n%s", out)
+			}
+			if err := json.Unmarshal([]byte(out[i:]), &res); err != nil {
+				t.Fatalf("iperf3 output: %v\n%s", err, out)
+			}
+			mbps := res.End.SumReceived.BitsPerSecond / 1e6
+			t.Logf("TCP p11 -> p21 across nodes (iperf3 -t 1): %.0f Mbit/s", mbps)
+			if mbps <= 0 {
+				t.Errorf("no TCP throughput:\n%s", out)
+			}
+		})
+
+		t.Run("MTU", func(t *testing.T) {
+			payload := n1.podMTU - 28 // IPv4 + ICMP headers
+			dfPing := func(size, count int) error {
+				out, err := p11.Exec("ping", "-n", "-c", strconv.Itoa(count), "-i", "0.2", "-W", "1", "-M", "do", "-s", strconv.Itoa(size), p21.IP)
+				if err != nil {
+					return fmt.Errorf("%w\n%s", err, out)
+				}
+				return nil
+			}
+			if err := dfPing(payload, 2); err != nil {
+				t.Fatalf("DF ping with %d bytes (pod MTU %d) failed: %v", payload, n1.podMTU, err)
+			}
+			t.Logf("max DF ping across nodes: %d bytes payload = %d bytes IP = pod MTU; %d on the underlay", payload, n1.podMTU, n1.podMTU+nodenet.GeneveOverhead)
+			// One byte more cannot leave the pod...
+			if err := dfPing(payload+1, 1); err == nil {
+				t.Error("a DF ping one byte over the pod MTU got through")
+			}
+			// ...and with both pods' MTU raised by one, the underlay cannot
+			// carry it, until its MTU is raised by one too: the overhead is
+			// exactly GeneveOverhead.
+			setUnderlayMTU := func(mtu int) {
+				for _, n := range []*simNode{n1, n2} {
+					mustExec(t, n.ovs, "", "ip", "link", "set", nicName, "mtu", strconv.Itoa(mtu))
+				}
+			}
+			n1.setPodMTU(t, p11, n1.podMTU+1)
+			n2.setPodMTU(t, p21, n2.podMTU+1)
+			t.Cleanup(func() {
+				setUnderlayMTU(n1.podMTU + nodenet.GeneveOverhead)
+				n1.setPodMTU(t, p11, n1.podMTU)
+				n2.setPodMTU(t, p21, n2.podMTU)
+			})
+			if err := dfPing(payload+1, 1); err == nil {
+				t.Errorf("a %d-byte packet crossed a %d-byte underlay with %d bytes of Geneve overhead",
+					n1.podMTU+1, n1.podMTU+nodenet.GeneveOverhead, nodenet.GeneveOverhead)
+			}
+			// OVS drops it silently (no ICMP "fragmentation needed" to the
+			// pod), logging why.
+			if b, err := os.ReadFile(n1.ovs.Dir + "/ovs-vswitchd.log"); err == nil {
+				if m := regexp.MustCompile(`.*error sending .* on ` + nicName + `: Message too long`).Find(b); m != nil {
+					t.Logf("node1 ovs-vswitchd: %s", m)
+				}
+			}
+			setUnderlayMTU(n1.podMTU + nodenet.GeneveOverhead + 1)
+			if err := dfPing(payload+1, 2); err != nil {
+				t.Errorf("a %d-byte packet did not cross a %d-byte underlay: %v", n1.podMTU+1, n1.podMTU+nodenet.GeneveOverhead+1, err)
+			}
+		})
+
+		t.Run("Geneve on the underlay", func(t *testing.T) {
+			out := captureGeneve(t, n1, func() { _ = p11.Ping(p21.IP, 2) })
+			t.Logf("tcpdump on node1's %s:\n%s", nicName, out)
+			if !strings.Contains(out, "Geneve") || !strings.Contains(out, n2.nodeIP.String()+".6081") {
+				t.Errorf("no Geneve to %v:6081 seen on the underlay:\n%s", n2.nodeIP, out)
+			}
+			for _, st := range n1.peerFlowStats(t) {
+				if st.Flow.Table == pipeline.L3Forwarding && st.Packets == 0 {
+					t.Errorf("the tunnel flow counted no packets: %s", st.Flow)
+				}
+			}
+		})
+
+		t.Run("DeletePeer cuts the peer off", func(t *testing.T) {
+			ctx := ctxT(t)
+			if err := n1.pipe.DeletePeer(ctx, n2.name); err != nil {
+				t.Fatal(err)
+			}
+			inNS(t, n1.ovs.NetNS, func() error { return nodenet.DeletePeerRoute(gatewayName, n2.podCIDR) })
+			inNS(t, n1.ovs.NetNS, func() error { return nodenet.DeletePeerRoute(gatewayName, n2.podCIDR) }) // idempotent
+			if st := n1.peerFlowStats(t); len(st) != 0 {
+				t.Errorf("%d peer flows left after DeletePeer", len(st))
+			}
+			if got, want := n1.ovs.DumpFlows(t, "br-int"), n1.wantFlows(t); len(got) != len(want) {
+				t.Errorf("node1 holds %d flows after DeletePeer, want %d (base + pods)", len(got), len(want))
+			}
+			if err := p11.Ping(p21.IP, 1); err == nil {
+				t.Error("p11 still reaches p21 after DeletePeer")
+			}
+			if err := p21.Ping(p11.IP, 1); err == nil {
+				t.Error("p21 still gets replies from p11 after node1 deleted node2")
+			}
+			if out := mustExec(t, n1.ovs, "", "ip", "route", "show", n2.podCIDR.String()); strings.TrimSpace(out) != "" {
+				t.Errorf("route to %v still there: %s", n2.podCIDR, out)
+			}
+			// And back.
+			n1.connect(t, n2)
+			if err := p11.Ping(p21.IP, 2); err != nil {
+				t.Errorf("after re-adding the peer: %v", err)
+			}
+		})
+		t.Logf("overlay test body took %v", time.Since(began).Round(time.Millisecond))
+	})
+
+	if len(namespaces) == 0 {
+		return // skipped or failed early; ovstest cleaned up anyway
+	}
+	out := mustRun(t, "ip", "netns", "list")
+	for _, ns := range namespaces {
+		if regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(ns) + `\b`).MatchString(out) {
+			t.Errorf("netns %s still exists after the test", ns)
+		}
+	}
+	links := mustRun(t, "ip", "-o", "link", "show")
+	for _, name := range []string{nicName, "br-phy", "br-int", gatewayName, tunnelName, "v-p11", "v-p12", "v-p21"} {
+		if regexp.MustCompile(`(?m)^\d+: ` + regexp.QuoteMeta(name) + `[@:]`).MatchString(links) {
+			t.Errorf("interface %s left in the root namespace", name)
+		}
+	}
+}
+
+// captureGeneve runs tcpdump for Geneve (UDP 6081) on node n's underlay NIC
+// while traffic runs, and returns what it printed.
+func captureGeneve(t *testing.T, n *simNode, traffic func()) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", n.ovs.NetNS,
+		"tcpdump", "-l", "-nn", "-c", "2", "-i", nicName, "udp", "port", "6081")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout strings.Builder
+	cmd.Stdout = &stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("tcpdump: %v", err)
+	}
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() { // wait until it listens
+		if strings.Contains(sc.Text(), "listening on") {
+			break
+		}
+	}
+	go func() {
+		for sc.Scan() {
+		}
+	}()
+	traffic()
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("tcpdump: %v", err)
+	}
+	return stdout.String()
+}

@@ -1,0 +1,293 @@
+package nodenet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/weirnet/weir/pkg/ovsdb"
+)
+
+// DefaultUnderlayBridge is the OVS bridge that holds the underlay NIC with
+// the userspace datapath.
+const DefaultUnderlayBridge = "br-phy"
+
+// linkWait bounds waiting for ovs-vswitchd to create a bridge's network
+// device, linkPoll is the pause between looks.
+const (
+	linkWait = 10 * time.Second
+	linkPoll = 20 * time.Millisecond
+)
+
+// OVSDB is what the underlay setup needs from pkg/ovsdb (an *ovsdb.Client).
+type OVSDB interface {
+	EnsureBridge(ctx context.Context, cfg ovsdb.BridgeConfig) (string, error)
+	AddPort(ctx context.Context, bridge, name string, opts ovsdb.PortOptions) (int, error)
+	DeleteBridge(ctx context.Context, name string) error
+}
+
+// UnderlayConfig describes the underlay of a node running the userspace
+// datapath.
+type UnderlayConfig struct {
+	// OVSDB is the client of the node's ovsdb-server.
+	OVSDB OVSDB
+	// NIC is the underlay network device (e.g. eth0). Its IPv4 addresses
+	// and routes move to Bridge.
+	NIC string
+	// Bridge is the OVS bridge to create; DefaultUnderlayBridge if empty.
+	Bridge string
+}
+
+func (c UnderlayConfig) withDefaults() (UnderlayConfig, error) {
+	if c.Bridge == "" {
+		c.Bridge = DefaultUnderlayBridge
+	}
+	switch {
+	case c.OVSDB == nil:
+		return c, errors.New("nodenet: underlay: an OVSDB client is required")
+	case c.NIC == "":
+		return c, errors.New("nodenet: underlay: the NIC is required")
+	case c.NIC == c.Bridge:
+		return c, fmt.Errorf("nodenet: underlay: NIC and bridge are both named %s", c.NIC)
+	}
+	return c, nil
+}
+
+// Underlay describes the node's underlay after SetupUnderlay.
+type Underlay struct {
+	// Bridge holds NIC and carries Addrs.
+	Bridge, NIC string
+	// Addrs are the node's IPv4 underlay addresses (the first is the
+	// tunnel endpoint peers send to).
+	Addrs []*net.IPNet
+	// MTU is the NIC's MTU; PodMTU(MTU) is what pods can use.
+	MTU int
+}
+
+// SetupUnderlay prepares the underlay for Geneve with the userspace
+// datapath. OVS's userspace tunnel code sends encapsulated packets out of
+// the OVS bridge whose kernel route leads to the remote endpoint, and
+// terminates packets addressed to an IP carried by an OVS bridge; so the
+// node's underlay address must live on an OVS bridge that holds the NIC.
+// SetupUnderlay, in this order:
+//
+//  1. creates Bridge (datapath netdev, fail_mode standalone: a learning
+//     switch nobody programs; MAC = the NIC's, so the node keeps its
+//     underlay MAC and peers' neighbour caches stay valid) and adds NIC to
+//     it as a port (external_ids weir-type=uplink);
+//  2. brings Bridge up and puts the NIC's IPv4 addresses on it;
+//  3. makes the kernel drop every frame arriving on NIC (nftables netdev
+//     ingress, see installIngressDrop): OVS still reads them through its
+//     AF_PACKET socket, but the kernel would otherwise answer ARP and IP on
+//     the NIC as well as on Bridge;
+//  4. removes the addresses from NIC and moves its other routes (e.g. the
+//     default route) to Bridge.
+//
+// It is idempotent: run again (e.g. after an agent restart) it finds the
+// addresses on Bridge and only reconciles the rest. The node's underlay
+// connectivity pauses for the few milliseconds between steps 2 and 4.
+func SetupUnderlay(ctx context.Context, cfg UnderlayConfig) (*Underlay, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	nic, err := netlink.LinkByName(cfg.NIC)
+	if err != nil {
+		return nil, fmt.Errorf("nodenet: underlay NIC %s: %w", cfg.NIC, err)
+	}
+	nicAddrs, err := ipv4Addrs(nic)
+	if err != nil {
+		return nil, err
+	}
+	nicRoutes, err := movableRoutes(nic)
+	if err != nil {
+		return nil, err
+	}
+
+	if _, err := cfg.OVSDB.EnsureBridge(ctx, ovsdb.BridgeConfig{
+		Name: cfg.Bridge, DatapathType: ovsdb.DatapathNetdev, FailMode: ovsdb.FailModeStandalone,
+		HWAddr: nic.Attrs().HardwareAddr.String(),
+	}); err != nil {
+		return nil, fmt.Errorf("nodenet: creating underlay bridge %s: %w", cfg.Bridge, err)
+	}
+	if _, err := cfg.OVSDB.AddPort(ctx, cfg.Bridge, cfg.NIC, ovsdb.PortOptions{
+		ExternalIDs: map[string]string{ovsdb.KeyWeirType: ovsdb.WeirTypeUplink},
+	}); err != nil {
+		return nil, fmt.Errorf("nodenet: adding underlay NIC %s to %s: %w", cfg.NIC, cfg.Bridge, err)
+	}
+	br, err := waitLink(ctx, cfg.Bridge)
+	if err != nil {
+		return nil, err
+	}
+	if err := netlink.LinkSetUp(nic); err != nil {
+		return nil, fmt.Errorf("nodenet: bringing underlay NIC %s up: %w", cfg.NIC, err)
+	}
+	if err := netlink.LinkSetUp(br); err != nil {
+		return nil, fmt.Errorf("nodenet: bringing %s up: %w", cfg.Bridge, err)
+	}
+	if err := addAddrs(br, nicAddrs); err != nil {
+		return nil, err
+	}
+	if err := installIngressDrop(ctx, cfg.NIC); err != nil {
+		return nil, err
+	}
+	if err := delAddrs(nic, nicAddrs); err != nil {
+		return nil, err
+	}
+	if err := moveRoutes(nicRoutes, br); err != nil {
+		return nil, err
+	}
+
+	addrs, err := ipv4Addrs(br)
+	if err != nil {
+		return nil, err
+	}
+	if len(addrs) == 0 {
+		return nil, fmt.Errorf("nodenet: underlay: neither %s nor %s has an IPv4 address", cfg.NIC, cfg.Bridge)
+	}
+	u := &Underlay{Bridge: cfg.Bridge, NIC: cfg.NIC, MTU: nic.Attrs().MTU}
+	for _, a := range addrs {
+		u.Addrs = append(u.Addrs, a.IPNet)
+	}
+	return u, nil
+}
+
+// TeardownUnderlay undoes SetupUnderlay: the addresses and routes on Bridge
+// go back to NIC, the ingress drop is removed and Bridge is deleted (which
+// releases NIC). Running it when there is nothing to undo is not an error.
+func TeardownUnderlay(ctx context.Context, cfg UnderlayConfig) error {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	br, err := netlink.LinkByName(cfg.Bridge)
+	switch {
+	case errors.As(err, new(netlink.LinkNotFoundError)):
+		br = nil
+	case err != nil:
+		return fmt.Errorf("nodenet: underlay bridge %s: %w", cfg.Bridge, err)
+	}
+	if err := removeIngressDrop(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if br != nil {
+		nic, err := netlink.LinkByName(cfg.NIC)
+		if err != nil {
+			return errors.Join(append(errs, fmt.Errorf("nodenet: underlay NIC %s: %w", cfg.NIC, err))...)
+		}
+		addrs, err := ipv4Addrs(br)
+		if err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+		routes, err := movableRoutes(br)
+		if err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+		if err := addAddrs(nic, addrs); err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+		if err := moveRoutes(routes, nic); err != nil {
+			errs = append(errs, err)
+		}
+		if err := delAddrs(br, addrs); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := cfg.OVSDB.DeleteBridge(ctx, cfg.Bridge); err != nil {
+		errs = append(errs, fmt.Errorf("nodenet: deleting underlay bridge %s: %w", cfg.Bridge, err))
+	}
+	return errors.Join(errs...)
+}
+
+// waitLink waits until ovs-vswitchd has created the network device name.
+func waitLink(ctx context.Context, name string) (netlink.Link, error) {
+	deadline := time.Now().Add(linkWait)
+	for {
+		link, err := netlink.LinkByName(name)
+		if err == nil {
+			return link, nil
+		}
+		if !errors.As(err, new(netlink.LinkNotFoundError)) || time.Now().After(deadline) {
+			return nil, fmt.Errorf("nodenet: waiting for device %s: %w", name, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("nodenet: waiting for device %s: %w", name, ctx.Err())
+		case <-time.After(linkPoll):
+		}
+	}
+}
+
+// ipv4Addrs returns the global IPv4 addresses of link.
+func ipv4Addrs(link netlink.Link) ([]netlink.Addr, error) {
+	all, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, fmt.Errorf("nodenet: listing addresses of %s: %w", link.Attrs().Name, err)
+	}
+	var out []netlink.Addr
+	for _, a := range all {
+		if a.Scope == unix.RT_SCOPE_UNIVERSE {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+// addAddrs puts addrs on link (keeping prefix length and broadcast).
+func addAddrs(link netlink.Link, addrs []netlink.Addr) error {
+	for _, a := range addrs {
+		na := &netlink.Addr{IPNet: a.IPNet, Broadcast: a.Broadcast}
+		if err := netlink.AddrReplace(link, na); err != nil {
+			return fmt.Errorf("nodenet: adding %s to %s: %w", a.IPNet, link.Attrs().Name, err)
+		}
+	}
+	return nil
+}
+
+// delAddrs removes addrs from link; an address already gone is fine.
+func delAddrs(link netlink.Link, addrs []netlink.Addr) error {
+	for _, a := range addrs {
+		if err := netlink.AddrDel(link, &netlink.Addr{IPNet: a.IPNet}); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			return fmt.Errorf("nodenet: removing %s from %s: %w", a.IPNet, link.Attrs().Name, err)
+		}
+	}
+	return nil
+}
+
+// movableRoutes returns link's IPv4 routes in the main table that the
+// kernel does not derive from an address (those come back by themselves
+// with the address): default and other gateway routes.
+func movableRoutes(link netlink.Link) ([]netlink.Route, error) {
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{LinkIndex: link.Attrs().Index},
+		netlink.RT_FILTER_OIF)
+	if err != nil {
+		return nil, fmt.Errorf("nodenet: listing routes of %s: %w", link.Attrs().Name, err)
+	}
+	var out []netlink.Route
+	for _, r := range routes {
+		if r.Protocol == unix.RTPROT_KERNEL || len(r.MultiPath) > 0 {
+			continue
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// moveRoutes installs routes on link, replacing the same routes on their
+// old device.
+func moveRoutes(routes []netlink.Route, link netlink.Link) error {
+	for _, r := range routes {
+		r.LinkIndex = link.Attrs().Index
+		r.ILinkIndex = 0
+		if err := netlink.RouteReplace(&r); err != nil {
+			return fmt.Errorf("nodenet: moving route %s to %s: %w", r, link.Attrs().Name, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,183 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"slices"
+
+	"github.com/weirnet/weir/pkg/openflow"
+)
+
+// GlobalVirtualMAC is the destination MAC of every packet Weir sends through
+// the Geneve tunnel, and the MAC the ARP responder gives for a peer node's
+// gateway IP. Tunnelled packets are routed (the sending node rewrites the
+// MACs), so the destination MAC carries no information about the receiver;
+// one well-known, locally administered unicast MAC lets the receiving node
+// tell "came through the overlay, route me" from "switched to this MAC"
+// without knowing any remote MAC. The value is Antrea's, so packet captures
+// read alike.
+const GlobalVirtualMAC = "aa:bb:cc:dd:ee:ff"
+
+var globalVirtualMAC = mustParseMAC(GlobalVirtualMAC)
+
+func mustParseMAC(s string) net.HardwareAddr {
+	mac, err := net.ParseMAC(s)
+	if err != nil {
+		panic(err)
+	}
+	return mac
+}
+
+// PeerNode is another node of the cluster, reached through the Geneve
+// tunnel.
+type PeerNode struct {
+	// Name identifies the peer (the Kubernetes Node name).
+	Name string
+	// PodCIDR is the peer's pod subnet.
+	PodCIDR *net.IPNet
+	// NodeIP is the peer's underlay address: the remote tunnel endpoint.
+	NodeIP net.IP
+	// GatewayIP is the peer's gateway address, the first IP of PodCIDR.
+	// This node's kernel routes PodCIDR via it (on link, through the local
+	// gateway), so the pipeline answers ARP for it.
+	GatewayIP net.IP
+}
+
+func (n PeerNode) validate() error {
+	switch {
+	case n.Name == "":
+		return errors.New("pipeline: peer node name is required")
+	case n.PodCIDR == nil || n.PodCIDR.IP.To4() == nil:
+		return fmt.Errorf("pipeline: peer %s: IPv4 pod CIDR is required", n.Name)
+	case n.NodeIP.To4() == nil:
+		return fmt.Errorf("pipeline: peer %s: IPv4 node IP is required", n.Name)
+	case n.GatewayIP.To4() == nil || !n.PodCIDR.Contains(n.GatewayIP):
+		return fmt.Errorf("pipeline: peer %s: gateway IP %v must be an IPv4 address in pod CIDR %v", n.Name, n.GatewayIP, n.PodCIDR)
+	}
+	return nil
+}
+
+type peerState struct {
+	peer   PeerNode
+	cookie openflow.Cookie
+}
+
+func peerOwner(name string) string { return "peer/" + name }
+
+// overlaps reports whether two subnets share an address.
+func overlaps(a, b *net.IPNet) bool { return a.Contains(b.IP) || b.Contains(a.IP) }
+
+// PeerFlows returns the flows that make a peer node's pods reachable:
+//
+//   - L3Forwarding: IP for the peer's pod CIDR is routed into the tunnel:
+//     source MAC the local gateway's, destination MAC GlobalVirtualMAC,
+//     TTL decremented, tun_dst the peer's node IP; the output port (the
+//     tunnel) is chosen right there and the packet goes on to
+//     ConntrackCommit, past L2Forwarding and the ingress policy tables:
+//     ingress policy belongs to the node that holds the destination pod.
+//   - ARPResponder: ARP requests for the peer's gateway IP (the next hop of
+//     this node's route to the peer's pod CIDR) are answered with
+//     GlobalVirtualMAC.
+//
+// It fails if the pipeline has no tunnel port or peer overlaps this node's
+// pod CIDR.
+func (p *Pipeline) PeerFlows(peer PeerNode, cookie openflow.Cookie) ([]*openflow.Flow, error) {
+	if err := peer.validate(); err != nil {
+		return nil, err
+	}
+	if p.cfg.TunnelOFPort == 0 {
+		return nil, fmt.Errorf("pipeline: peer %s: the pipeline has no tunnel port (Config.TunnelOFPort)", peer.Name)
+	}
+	if overlaps(peer.PodCIDR, p.cfg.PodCIDR) {
+		return nil, fmt.Errorf("pipeline: peer %s: pod CIDR %v overlaps this node's %v", peer.Name, peer.PodCIDR, p.cfg.PodCIDR)
+	}
+	c := uint64(cookie)
+	nf := func(table uint8, prio uint16) *openflow.FlowBuilder { return openflow.NewFlow(table, prio).Cookie(c) }
+	return buildAll([]*openflow.FlowBuilder{
+		arpReply(nf(ARPResponder, 200), peer.GatewayIP, globalVirtualMAC),
+		nf(L3Forwarding, 200).MatchProtocol(openflow.ProtocolIP).MatchDstNet(peer.PodCIDR).
+			SetEthSrc(p.cfg.GatewayMAC).SetEthDst(globalVirtualMAC).DecTTL().SetTunDst(peer.NodeIP).
+			LoadReg(regOutPort, 0, 31, uint64(p.cfg.TunnelOFPort)).
+			LoadReg(regOutputFound, outputFoundBit, outputFoundBit, 1).
+			GotoTable(ConntrackCommit),
+	})
+}
+
+// AddPeer installs (or updates, e.g. for a new node IP) the flows of a peer
+// node, atomically. A peer whose pod CIDR overlaps another peer's is
+// rejected.
+func (p *Pipeline) AddPeer(ctx context.Context, peer PeerNode) error {
+	p.peerMu.Lock()
+	defer p.peerMu.Unlock()
+	p.mu.Lock()
+	st, ok := p.peers[peer.Name]
+	var conflict string
+	for name, other := range p.peers {
+		if name != peer.Name && peer.PodCIDR != nil && overlaps(peer.PodCIDR, other.peer.PodCIDR) {
+			conflict = fmt.Sprintf("peer %s's %v", name, other.peer.PodCIDR)
+			break
+		}
+	}
+	p.mu.Unlock()
+	if conflict != "" {
+		return fmt.Errorf("pipeline: peer %s: pod CIDR %v overlaps %s", peer.Name, peer.PodCIDR, conflict)
+	}
+	cookie := st.cookie
+	if !ok {
+		var err error
+		if cookie, err = p.cookies.New(CategoryPeer); err != nil {
+			return err
+		}
+	}
+	flows, err := p.PeerFlows(peer, cookie)
+	if err != nil {
+		return err
+	}
+	if err := p.sw.Sync(ctx, peerOwner(peer.Name), flows...); err != nil {
+		return fmt.Errorf("installing flows of peer %s: %w", peer.Name, err)
+	}
+	p.mu.Lock()
+	p.peers[peer.Name] = peerState{peer: peer, cookie: cookie}
+	p.mu.Unlock()
+	return nil
+}
+
+// DeletePeer removes a peer node's flows; deleting an unknown peer is not an
+// error.
+func (p *Pipeline) DeletePeer(ctx context.Context, name string) error {
+	p.peerMu.Lock()
+	defer p.peerMu.Unlock()
+	if err := p.sw.Uninstall(ctx, peerOwner(name)); err != nil {
+		return fmt.Errorf("removing flows of peer %s: %w", name, err)
+	}
+	p.mu.Lock()
+	delete(p.peers, name)
+	p.mu.Unlock()
+	return nil
+}
+
+// Peers returns the names of the peers with installed flows, sorted.
+func (p *Pipeline) Peers() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Sorted(maps.Keys(p.peers))
+}
+
+// CheckPeer verifies that the switch holds every flow of the peer (see
+// CheckPod).
+func (p *Pipeline) CheckPeer(ctx context.Context, name string) error {
+	p.mu.Lock()
+	st, ok := p.peers[name]
+	p.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("peer %s has no flows in the pipeline", name)
+	}
+	want, err := p.PeerFlows(st.peer, st.cookie)
+	if err != nil {
+		return err
+	}
+	return p.checkFlows(ctx, "peer "+name, st.cookie, want)
+}
