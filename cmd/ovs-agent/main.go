@@ -30,6 +30,9 @@ func main() {
 	flag.StringVar(&cfg.OVSDBEndpoint, "ovsdb", "", "OVSDB endpoint, unix:PATH (overrides the config file)")
 	flag.StringVar(&cfg.CNISocket, "cni-socket", "", "CNI server socket (overrides the config file)")
 	flag.StringVar(&cfg.StateDir, "state-dir", "", "directory for persistent state (overrides the config file)")
+	flag.StringVar(&cfg.UnderlayInterface, "underlay-interface", "", "underlay NIC, the node's tunnel endpoint (overrides the config file)")
+	flag.StringVar(&cfg.TunnelPort, "tunnel-port", "", "Geneve tunnel port name (overrides the config file)")
+	flag.IntVar(&cfg.MTU, "mtu", 0, "pod and gateway MTU; 0 keeps the config file's (default auto)")
 	flag.Parse()
 
 	if err := run(*configPath, cfg); err != nil {
@@ -58,10 +61,14 @@ func run(configPath string, flags agent.Config) error {
 		{&cfg.OVSRunDir, flags.OVSRunDir}, {&cfg.OVSDBEndpoint, flags.OVSDBEndpoint},
 		{&cfg.CNISocket, flags.CNISocket}, {&cfg.StateDir, flags.StateDir},
 		{&cfg.Kubeconfig, flags.Kubeconfig}, {&cfg.NodeName, flags.NodeName},
+		{&cfg.UnderlayInterface, flags.UnderlayInterface}, {&cfg.TunnelPort, flags.TunnelPort},
 	} {
 		if o.v != "" {
 			*o.dst = o.v
 		}
+	}
+	if flags.MTU != 0 {
+		cfg.MTU = flags.MTU
 	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("invalid configuration: %w", err)

@@ -9,24 +9,37 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
 	"github.com/weirnet/weir/pkg/cniserver"
 	"github.com/weirnet/weir/pkg/ipam"
+	"github.com/weirnet/weir/pkg/nodenet"
 	"github.com/weirnet/weir/pkg/openflow"
 	"github.com/weirnet/weir/pkg/ovsdb"
 	"github.com/weirnet/weir/pkg/pipeline"
 	"github.com/weirnet/weir/pkg/podnet"
 )
 
-// gatewayOFPort is the OpenFlow port the gateway asks for.
-const gatewayOFPort = 2
+// OpenFlow ports the tunnel and the gateway ask for; pods get 3 and up.
+const (
+	tunnelOFPort  = 1
+	gatewayOFPort = 2
+)
+
+// defaultMTU is the pod MTU without a tunnel, and the underlay MTU assumed
+// when the underlay interface cannot be found.
+const defaultMTU = 1500
 
 // Run starts the agent and serves until ctx ends. Start-up order: pod CIDR
 // (from the config, or else from the Node object once it has one), OVSDB,
-// bridge (with table names), gateway port and address, OpenFlow
-// connection, base pipeline, IPAM, restore of existing pods, removal of the
-// previous run's stale flows, and only then CNI readiness.
+// bridge (with table names), underlay (netdev datapath with
+// UnderlayInterface), pod MTU, gateway port and address, Geneve port
+// (cluster mode), OpenFlow connection, base pipeline, IPAM, restore of
+// existing pods, removal of the previous run's stale flows, CNI readiness,
+// and then, in cluster mode, the Node controller that installs the tunnel
+// peers (CNI readiness does not wait for peers).
 func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("invalid agent config: %w", err)
@@ -49,6 +62,25 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 		return fmt.Errorf("naming the pipeline's tables: %w", err)
 	}
 
+	var client kubernetes.Interface
+	if cfg.ClusterMode() {
+		if client, err = NewKubeClient(cfg.Kubeconfig); err != nil {
+			return err
+		}
+	}
+	var underlay *nodenet.Underlay
+	if cfg.DatapathType == ovsdb.DatapathNetdev && cfg.UnderlayInterface != "" {
+		if underlay, err = nodenet.SetupUnderlay(ctx, nodenet.UnderlayConfig{OVSDB: db, NIC: cfg.UnderlayInterface}); err != nil {
+			return fmt.Errorf("setting up the underlay on %s: %w", cfg.UnderlayInterface, err)
+		}
+		addrs := make([]string, 0, len(underlay.Addrs))
+		for _, a := range underlay.Addrs {
+			addrs = append(addrs, a.String())
+		}
+		log.Info("Underlay ready", "bridge", underlay.Bridge, "nic", underlay.NIC, "addrs", addrs, "mtu", underlay.MTU)
+	}
+	mtu := podMTU(ctx, cfg, client, underlay, log)
+
 	alloc, err := ipam.New(cidr, ipam.NewFileStore(filepath.Join(cfg.StateDir, "ipam.json")))
 	if err != nil {
 		return fmt.Errorf("opening IPAM state: %w", err)
@@ -56,14 +88,22 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 	gwIP := alloc.Gateway()
 	gwMAC := podnet.MACFromIP(gwIP)
 	gwPort, err := db.EnsureInternalPort(ctx, cfg.Bridge, cfg.GatewayName, ovsdb.PortOptions{
-		OFPortRequest: gatewayOFPort, MAC: gwMAC.String(), MTU: cfg.MTU,
+		OFPortRequest: gatewayOFPort, MAC: gwMAC.String(), MTU: mtu,
 		ExternalIDs: map[string]string{ovsdb.KeyWeirType: ovsdb.WeirTypeGateway},
 	})
 	if err != nil {
 		return fmt.Errorf("ensuring gateway port %s: %w", cfg.GatewayName, err)
 	}
-	if err := configureGateway(ctx, cfg.GatewayName, &net.IPNet{IP: gwIP, Mask: cidr.Mask}, cfg.MTU); err != nil {
+	if err := configureGateway(ctx, cfg.GatewayName, &net.IPNet{IP: gwIP, Mask: cidr.Mask}, mtu); err != nil {
 		return err
+	}
+	var tunPort int
+	if cfg.ClusterMode() {
+		tunPort, err = db.EnsureGenevePort(ctx, cfg.Bridge, cfg.TunnelPort, ovsdb.PortOptions{OFPortRequest: tunnelOFPort,
+			ExternalIDs: map[string]string{ovsdb.KeyWeirType: ovsdb.WeirTypeTunnel}})
+		if err != nil {
+			return fmt.Errorf("ensuring Geneve tunnel port %s: %w", cfg.TunnelPort, err)
+		}
 	}
 
 	sw, err := openflow.Open(openflow.Config{MgmtSocket: cfg.MgmtSocket(), Logger: log.WithName("openflow")})
@@ -83,7 +123,7 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 		round = 1
 	}
 	pipe, err := pipeline.New(sw, pipeline.Config{GatewayOFPort: uint32(gwPort), GatewayMAC: gwMAC, GatewayIP: gwIP,
-		PodCIDR: cidr, CTZone: cfg.CTZone, Round: round})
+		TunnelOFPort: uint32(tunPort), PodCIDR: cidr, CTZone: cfg.CTZone, Round: round})
 	if err != nil {
 		return err
 	}
@@ -91,7 +131,7 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 		return err
 	}
 
-	srv := cniserver.New(cniserver.Config{Bridge: cfg.Bridge, MTU: cfg.MTU, TxChecksumOff: cfg.DatapathType == "netdev",
+	srv := cniserver.New(cniserver.Config{Bridge: cfg.Bridge, MTU: mtu, TxChecksumOff: cfg.DatapathType == "netdev",
 		Logger: log}, db, pipe, alloc)
 	st, err := srv.Restore(ctx)
 	if err != nil {
@@ -108,11 +148,101 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 	}
 	srv.SetReady(true)
 	log.Info("Agent ready", "bridge", cfg.Bridge, "datapath", cfg.DatapathType, "podCIDR", cidr.String(),
-		"gateway", gwIP.String(), "round", round, "restoredPods", st.Restored, "removedPods", st.Removed,
+		"gateway", gwIP.String(), "mtu", mtu, "tunnelOFPort", tunPort, "round", round, "restoredPods", st.Restored, "removedPods", st.Removed,
 		"releasedIPs", st.Released, "startup", time.Since(start).Round(time.Millisecond))
 
 	go watchReconnects(ctx, sw, log)
+	if cfg.ClusterMode() {
+		nc, err := NewNodeController(NodeControllerConfig{Client: client, LocalNode: cfg.NodeName, Pipeline: pipe,
+			GatewayName: cfg.GatewayName, UnderlayBridge: underlayBridge(underlay), Logger: log})
+		if err != nil {
+			return err
+		}
+		ncCtx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			nc.Run(ncCtx)
+		}()
+		defer func() {
+			stop()
+			<-done
+		}()
+	}
 	return srv.Serve(ctx, cfg.CNISocket)
+}
+
+// underlayBridge is the bridge tunnel neighbours are warmed on: br-phy
+// when the agent set up a userspace underlay, else none.
+func underlayBridge(u *nodenet.Underlay) string {
+	if u == nil {
+		return ""
+	}
+	return u.Bridge
+}
+
+// podMTU returns the MTU of pods and the gateway: the configured one, or
+// (cfg.MTU 0) with a tunnel (cluster mode) the underlay's MTU less the
+// Geneve overhead, else defaultMTU. The underlay is the set-up underlay
+// (netdev), else UnderlayInterface, else the interface holding the Node's
+// InternalIP; if none is found an underlay of defaultMTU is assumed.
+func podMTU(ctx context.Context, cfg Config, client kubernetes.Interface, u *nodenet.Underlay, log klog.Logger) int {
+	if cfg.MTU != 0 {
+		return cfg.MTU
+	}
+	if !cfg.ClusterMode() {
+		return defaultMTU
+	}
+	underlayMTU, from := defaultMTU, "assumed"
+	switch {
+	case u != nil:
+		underlayMTU, from = u.MTU, u.NIC
+	case cfg.UnderlayInterface != "":
+		if link, err := netlink.LinkByName(cfg.UnderlayInterface); err != nil {
+			log.Error(err, "Cannot read the underlay interface's MTU; assuming the default", "interface", cfg.UnderlayInterface,
+				"assumedMTU", defaultMTU)
+		} else {
+			underlayMTU, from = link.Attrs().MTU, cfg.UnderlayInterface
+		}
+	default:
+		if link := linkOfNodeIP(ctx, client, cfg.NodeName, log); link != nil {
+			underlayMTU, from = link.Attrs().MTU, link.Attrs().Name
+		}
+	}
+	mtu := nodenet.PodMTU(underlayMTU)
+	log.Info("Pod MTU chosen automatically", "mtu", mtu, "underlayMTU", underlayMTU, "underlay", from)
+	return mtu
+}
+
+// linkOfNodeIP returns the local interface that holds the InternalIP of
+// Node nodeName, nil (logged) if there is none.
+func linkOfNodeIP(ctx context.Context, client kubernetes.Interface, nodeName string, log klog.Logger) netlink.Link {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	node, err := client.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
+	if err != nil {
+		log.Error(err, "Cannot read the Node to find the underlay interface; assuming the default MTU", "node", nodeName)
+		return nil
+	}
+	ip := NodeInternalIP(node)
+	if ip == nil {
+		log.Info("The Node has no InternalIP yet; assuming the default underlay MTU", "node", nodeName)
+		return nil
+	}
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		log.Error(err, "Listing addresses failed; assuming the default underlay MTU")
+		return nil
+	}
+	for _, a := range addrs {
+		if a.IP.Equal(ip) {
+			if link, err := netlink.LinkByIndex(a.LinkIndex); err == nil {
+				return link
+			}
+		}
+	}
+	log.Info("No local interface holds the Node's InternalIP; assuming the default underlay MTU", "nodeIP", ip.String())
+	return nil
 }
 
 // podCIDR returns the configured pod CIDR or, when none is configured,

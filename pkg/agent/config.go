@@ -40,8 +40,18 @@ type Config struct {
 	NodeName string `json:"nodeName"`
 	// GatewayName is the gateway interface (an OVS internal port).
 	GatewayName string `json:"gatewayName"`
-	// MTU of pod interfaces and the gateway.
+	// MTU of pod interfaces and the gateway. 0 (the default) means auto:
+	// with a tunnel, the underlay's MTU less the Geneve overhead
+	// (nodenet.PodMTU); without one, 1500. An explicit value wins.
 	MTU int `json:"mtu"`
+	// TunnelPort is the Geneve port on Bridge (OpenFlow port 1), created in
+	// cluster mode (NodeName set).
+	TunnelPort string `json:"tunnelPort"`
+	// UnderlayInterface optionally names the NIC whose IPv4 address is the
+	// node's tunnel endpoint. With datapathType netdev the agent moves it
+	// onto the OVS bridge br-phy at start (nodenet.SetupUnderlay); with the
+	// kernel datapath it is only read for the MTU.
+	UnderlayInterface string `json:"underlayInterface"`
 	// CNISocket is where the CNI server listens (mode 0600).
 	CNISocket string `json:"cniSocket"`
 	// StateDir keeps the IPAM allocations across restarts.
@@ -63,7 +73,7 @@ func DefaultConfig() Config {
 		OVSRunDir:     "/var/run/openvswitch",
 		OVSDBEndpoint: "unix:/var/run/openvswitch/db.sock",
 		GatewayName:   "weir-gw0",
-		MTU:           1450,
+		TunnelPort:    "weir-tun0",
 		CNISocket:     "/var/run/weir/cni.sock",
 		StateDir:      "/var/lib/weir",
 		CTZone:        65520,
@@ -83,6 +93,11 @@ func LoadConfig(path string) (Config, error) {
 	}
 	return cfg, nil
 }
+
+// ClusterMode reports whether the agent works with the API server: NodeName
+// is set, so it watches Nodes for tunnel peers (and, without a static
+// PodCIDR, reads its own pod CIDR from its Node).
+func (c Config) ClusterMode() bool { return c.NodeName != "" }
 
 // MgmtSocket is the bridge's OpenFlow management socket.
 func (c Config) MgmtSocket() string { return filepath.Join(c.OVSRunDir, c.Bridge+".mgmt") }
@@ -107,8 +122,14 @@ func (c Config) Validate() error {
 			errs = append(errs, err)
 		}
 	}
-	if c.MTU < 576 || c.MTU > 9000 {
-		errs = append(errs, fmt.Errorf("mtu %d: must be between 576 and 9000", c.MTU))
+	if c.MTU != 0 && (c.MTU < 576 || c.MTU > 9000) {
+		errs = append(errs, fmt.Errorf("mtu %d: must be 0 (auto) or between 576 and 9000", c.MTU))
+	}
+	if c.TunnelPort == "" || len(c.TunnelPort) > 15 {
+		errs = append(errs, fmt.Errorf("tunnelPort %q: need a name of 1 to 15 characters", c.TunnelPort))
+	}
+	if len(c.UnderlayInterface) > 15 {
+		errs = append(errs, fmt.Errorf("underlayInterface %q: interface names have at most 15 characters", c.UnderlayInterface))
 	}
 	if !strings.HasPrefix(c.OVSDBEndpoint, "unix:") && !strings.HasPrefix(c.OVSDBEndpoint, "tcp:") {
 		errs = append(errs, fmt.Errorf("ovsdbEndpoint %q: must start with unix: or tcp:", c.OVSDBEndpoint))

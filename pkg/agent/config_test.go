@@ -15,7 +15,7 @@ func TestLoadConfig(t *testing.T) {
 		check   func(t *testing.T, c Config)
 	}{
 		{"defaults kept", "podCIDR: 10.244.1.0/24\n", "", func(t *testing.T, c Config) {
-			if c.Bridge != "br-int" || c.DatapathType != "system" || c.MTU != 1450 || c.CNISocket != "/var/run/weir/cni.sock" {
+			if c.Bridge != "br-int" || c.DatapathType != "system" || c.MTU != 0 || c.TunnelPort != "weir-tun0" || c.CNISocket != "/var/run/weir/cni.sock" {
 				t.Fatalf("defaults lost: %+v", c)
 			}
 		}},

@@ -1,0 +1,382 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
+
+	"github.com/weirnet/weir/pkg/nodenet"
+	"github.com/weirnet/weir/pkg/pipeline"
+)
+
+// Tuning of the Node controller.
+const (
+	// nodeWorkers is how many Nodes are reconciled at once.
+	nodeWorkers = 2
+	// nodeRetryBase and nodeRetryMax bound the per-Node exponential
+	// backoff after a failed reconcile.
+	nodeRetryBase = 100 * time.Millisecond
+	nodeRetryMax  = 30 * time.Second
+	// warmTimeout bounds warming the tunnel neighbour of one peer; a peer
+	// that does not answer in time is still installed (OVS resolves the
+	// address itself, dropping the first packet).
+	warmTimeout = 2 * time.Second
+)
+
+// PeerPipeline is what the Node controller needs from the pipeline (a
+// *pipeline.Pipeline).
+type PeerPipeline interface {
+	AddPeer(ctx context.Context, peer pipeline.PeerNode) error
+	DeletePeer(ctx context.Context, name string) error
+}
+
+// PeerRoutes is the node-side half of a peer: the kernel route to its pod
+// CIDR and, with the userspace datapath, the tunnel neighbour warm-up.
+// NodenetRoutes is the real implementation (pkg/nodenet).
+type PeerRoutes interface {
+	EnsurePeerRoute(gatewayName string, podCIDR *net.IPNet, gatewayIP net.IP) error
+	DeletePeerRoute(gatewayName string, podCIDR *net.IPNet) error
+	WarmTunnelNeighbor(ctx context.Context, bridge string, nodeIP net.IP) error
+}
+
+// NodenetRoutes implements PeerRoutes with pkg/nodenet, in the network
+// namespace of the calling thread (the agent runs in the node's).
+type NodenetRoutes struct{}
+
+// EnsurePeerRoute calls nodenet.EnsurePeerRoute.
+func (NodenetRoutes) EnsurePeerRoute(gw string, cidr *net.IPNet, gwIP net.IP) error {
+	return nodenet.EnsurePeerRoute(gw, cidr, gwIP)
+}
+
+// DeletePeerRoute calls nodenet.DeletePeerRoute.
+func (NodenetRoutes) DeletePeerRoute(gw string, cidr *net.IPNet) error {
+	return nodenet.DeletePeerRoute(gw, cidr)
+}
+
+// WarmTunnelNeighbor calls nodenet.WarmTunnelNeighbor.
+func (NodenetRoutes) WarmTunnelNeighbor(ctx context.Context, bridge string, ip net.IP) error {
+	return nodenet.WarmTunnelNeighbor(ctx, bridge, ip)
+}
+
+// NodeControllerConfig configures a NodeController.
+type NodeControllerConfig struct {
+	// Client reaches the API server; the agent needs list and watch on
+	// nodes.
+	Client kubernetes.Interface
+	// LocalNode is this node's name: it is never a peer, its InternalIP is
+	// the local tunnel endpoint (logged only).
+	LocalNode string
+	// Pipeline receives the peers' flows.
+	Pipeline PeerPipeline
+	// Routes installs the peers' kernel routes; NodenetRoutes if nil.
+	Routes PeerRoutes
+	// GatewayName is the local gateway interface the peer routes use.
+	GatewayName string
+	// UnderlayBridge, when set (userspace datapath with an underlay), is
+	// the bridge on which each new peer's tunnel neighbour is warmed.
+	UnderlayBridge string
+	// Logger receives structured logs.
+	Logger klog.Logger
+}
+
+// NodeController keeps the overlay in step with the cluster's Nodes: every
+// other Node with a pod CIDR and an InternalIP becomes a tunnel peer
+// (pipeline flows and a kernel route); a deleted Node, or one that lost
+// either, stops being one, and a changed pod CIDR or node IP replaces the
+// peer. Node events go through a rate-limited work queue keyed by Node
+// name, so a failed reconcile is retried with per-Node exponential backoff
+// and a Node is never reconciled by two workers at once.
+type NodeController struct {
+	cfg      NodeControllerConfig
+	factory  informers.SharedInformerFactory
+	informer cache.SharedIndexInformer
+	lister   corelisters.NodeLister
+	queue    workqueue.TypedRateLimitingInterface[string]
+	log      klog.Logger
+
+	mu        sync.Mutex
+	installed map[string]pipeline.PeerNode // peers whose flows and route are in place
+	localIP   net.IP                       // last logged local tunnel endpoint
+}
+
+// NewNodeController creates the controller; Run starts it.
+func NewNodeController(cfg NodeControllerConfig) (*NodeController, error) {
+	if cfg.Client == nil || cfg.Pipeline == nil || cfg.GatewayName == "" {
+		return nil, errors.New("node controller: client, pipeline and gateway name are required")
+	}
+	if cfg.Routes == nil {
+		cfg.Routes = NodenetRoutes{}
+	}
+	factory := informers.NewSharedInformerFactory(cfg.Client, 0)
+	nodes := factory.Core().V1().Nodes()
+	c := &NodeController{
+		cfg:      cfg,
+		factory:  factory,
+		informer: nodes.Informer(),
+		lister:   nodes.Lister(),
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.NewTypedItemExponentialFailureRateLimiter[string](nodeRetryBase, nodeRetryMax),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "nodes"}),
+		log:       cfg.Logger.WithName("nodes"),
+		installed: map[string]pipeline.PeerNode{},
+	}
+	enqueue := func(obj any) {
+		key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+		if err != nil {
+			c.log.Error(err, "Ignoring a Node event without a usable key")
+			return
+		}
+		c.queue.Add(key)
+	}
+	if _, err := c.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: enqueue,
+		UpdateFunc: func(oldObj, newObj any) {
+			o, ok1 := oldObj.(*corev1.Node)
+			n, ok2 := newObj.(*corev1.Node)
+			if ok1 && ok2 && !peerFieldsChanged(o, n) {
+				return // e.g. a kubelet heartbeat
+			}
+			enqueue(newObj)
+		},
+		DeleteFunc: enqueue,
+	}); err != nil {
+		return nil, fmt.Errorf("node controller: registering event handlers: %w", err)
+	}
+	if err := c.informer.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
+		c.log.Info("Listing or watching Nodes failed; retrying", "err", err)
+	}); err != nil {
+		return nil, fmt.Errorf("node controller: %w", err)
+	}
+	return c, nil
+}
+
+// peerFieldsChanged reports whether an update touches what makes a Node a
+// peer: its pod CIDRs or addresses.
+func peerFieldsChanged(o, n *corev1.Node) bool {
+	return o.Spec.PodCIDR != n.Spec.PodCIDR || !slices.Equal(o.Spec.PodCIDRs, n.Spec.PodCIDRs) ||
+		!slices.Equal(o.Status.Addresses, n.Status.Addresses)
+}
+
+// Run starts the informer and the workers and blocks until ctx ends; it
+// then stops them. Peers stay installed (the flows and routes keep
+// forwarding while the agent restarts).
+func (c *NodeController) Run(ctx context.Context) {
+	defer c.factory.Shutdown()
+	defer c.queue.ShutDown()
+	start := time.Now()
+	c.factory.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), c.informer.HasSynced) {
+		return
+	}
+	c.log.Info("Node informer synced", "nodes", len(c.informer.GetStore().ListKeys()),
+		"took", time.Since(start).Round(time.Millisecond))
+	var wg sync.WaitGroup
+	for range nodeWorkers {
+		wg.Go(func() {
+			for c.processNext(ctx) {
+			}
+		})
+	}
+	<-ctx.Done()
+	c.queue.ShutDown()
+	wg.Wait()
+}
+
+// Peers returns the names of the installed peers, sorted.
+func (c *NodeController) Peers() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	names := make([]string, 0, len(c.installed))
+	for name := range c.installed {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// processNext reconciles one queued Node; false once the queue shuts down.
+func (c *NodeController) processNext(ctx context.Context) bool {
+	name, quit := c.queue.Get()
+	if quit {
+		return false
+	}
+	defer c.queue.Done(name)
+	start := time.Now()
+	if err := c.sync(ctx, name); err != nil {
+		if ctx.Err() != nil {
+			return true
+		}
+		retries := c.queue.NumRequeues(name)
+		c.log.Error(err, "Reconciling Node failed; will retry", "node", name, "retries", retries)
+		c.queue.AddRateLimited(name)
+		return true
+	}
+	c.queue.Forget(name)
+	c.log.V(4).Info("Reconciled Node", "node", name, "took", time.Since(start))
+	return true
+}
+
+// sync brings the peer for Node name in line with the Node object.
+func (c *NodeController) sync(ctx context.Context, name string) error {
+	node, err := c.lister.Get(name)
+	if apierrors.IsNotFound(err) {
+		return c.removePeer(ctx, name, "Node deleted")
+	}
+	if err != nil {
+		return fmt.Errorf("reading Node %s from the informer cache: %w", name, err)
+	}
+	if name == c.cfg.LocalNode {
+		c.noteLocal(node)
+		return nil
+	}
+	peer, reason, err := peerFromNode(node)
+	if err != nil {
+		// A malformed Node does not get better by retrying; its next
+		// update is queued anyway.
+		c.log.Error(err, "Node cannot be a tunnel peer", "node", name)
+		return c.removePeer(ctx, name, "Node unusable")
+	}
+	if reason != "" {
+		c.log.V(2).Info("Node is not a tunnel peer yet", "node", name, "reason", reason)
+		return c.removePeer(ctx, name, reason)
+	}
+	return c.addPeer(ctx, peer)
+}
+
+// addPeer installs or updates peer: flows (replaced atomically), route
+// (the old one removed first if the pod CIDR changed), neighbour warm-up.
+func (c *NodeController) addPeer(ctx context.Context, peer pipeline.PeerNode) error {
+	c.mu.Lock()
+	old, had := c.installed[peer.Name]
+	c.mu.Unlock()
+	if had && samePeer(old, peer) {
+		return nil
+	}
+	log := c.log.WithValues("node", peer.Name, "podCIDR", peer.PodCIDR.String(), "nodeIP", peer.NodeIP.String())
+	if had && old.PodCIDR.String() != peer.PodCIDR.String() {
+		if err := c.cfg.Routes.DeletePeerRoute(c.cfg.GatewayName, old.PodCIDR); err != nil {
+			return fmt.Errorf("removing the old route of peer %s to %v: %w", peer.Name, old.PodCIDR, err)
+		}
+		// Forget the old peer, so a failure below retries from scratch.
+		c.mu.Lock()
+		delete(c.installed, peer.Name)
+		c.mu.Unlock()
+		log.Info("Peer's pod CIDR changed; old route removed", "oldPodCIDR", old.PodCIDR.String())
+	}
+	if err := c.cfg.Pipeline.AddPeer(ctx, peer); err != nil {
+		return fmt.Errorf("installing the flows of peer %s: %w", peer.Name, err)
+	}
+	if err := c.cfg.Routes.EnsurePeerRoute(c.cfg.GatewayName, peer.PodCIDR, peer.GatewayIP); err != nil {
+		return fmt.Errorf("installing the route of peer %s: %w", peer.Name, err)
+	}
+	c.mu.Lock()
+	c.installed[peer.Name] = peer
+	c.mu.Unlock()
+	if c.cfg.UnderlayBridge != "" && (!had || !old.NodeIP.Equal(peer.NodeIP)) {
+		wctx, cancel := context.WithTimeout(ctx, warmTimeout)
+		err := c.cfg.Routes.WarmTunnelNeighbor(wctx, c.cfg.UnderlayBridge, peer.NodeIP)
+		cancel()
+		if err != nil {
+			// Not worth a retry: OVS resolves the address itself on the
+			// first packet (which it drops).
+			log.Info("Could not warm the tunnel neighbour of the peer", "err", err)
+		}
+	}
+	if had {
+		log.Info("Tunnel peer updated", "oldPodCIDR", old.PodCIDR.String(), "oldNodeIP", old.NodeIP.String())
+	} else {
+		log.Info("Tunnel peer added", "gatewayIP", peer.GatewayIP.String())
+	}
+	return nil
+}
+
+// removePeer removes peer name's flows and route if it has any.
+func (c *NodeController) removePeer(ctx context.Context, name, reason string) error {
+	c.mu.Lock()
+	old, had := c.installed[name]
+	c.mu.Unlock()
+	if !had {
+		return nil
+	}
+	if err := c.cfg.Routes.DeletePeerRoute(c.cfg.GatewayName, old.PodCIDR); err != nil {
+		return fmt.Errorf("removing the route of peer %s to %v: %w", name, old.PodCIDR, err)
+	}
+	if err := c.cfg.Pipeline.DeletePeer(ctx, name); err != nil {
+		return fmt.Errorf("removing the flows of peer %s: %w", name, err)
+	}
+	c.mu.Lock()
+	delete(c.installed, name)
+	c.mu.Unlock()
+	c.log.Info("Tunnel peer removed", "node", name, "podCIDR", old.PodCIDR.String(), "nodeIP", old.NodeIP.String(),
+		"reason", reason)
+	return nil
+}
+
+// noteLocal logs this node's tunnel endpoint when it is first seen or
+// changes.
+func (c *NodeController) noteLocal(node *corev1.Node) {
+	ip := NodeInternalIP(node)
+	c.mu.Lock()
+	changed := !ip.Equal(c.localIP)
+	c.localIP = ip
+	c.mu.Unlock()
+	if changed {
+		c.log.Info("Local tunnel endpoint", "node", node.Name, "nodeIP", ip.String())
+	}
+}
+
+func samePeer(a, b pipeline.PeerNode) bool {
+	return a.PodCIDR.String() == b.PodCIDR.String() && a.NodeIP.Equal(b.NodeIP) && a.GatewayIP.Equal(b.GatewayIP)
+}
+
+// peerFromNode returns the tunnel peer a Node describes. When the Node
+// cannot be a peer yet (no pod CIDR, no InternalIP), reason says why; err is
+// for a Node whose pod CIDR is malformed.
+func peerFromNode(node *corev1.Node) (peer pipeline.PeerNode, reason string, err error) {
+	cidr, err := NodePodCIDR(node)
+	if err != nil {
+		return peer, "", fmt.Errorf("Node %s: %w", node.Name, err)
+	}
+	if cidr == nil {
+		return peer, "no spec.podCIDR", nil
+	}
+	ip := NodeInternalIP(node)
+	if ip == nil {
+		return peer, "no IPv4 InternalIP in status.addresses", nil
+	}
+	return pipeline.PeerNode{Name: node.Name, PodCIDR: cidr, NodeIP: ip, GatewayIP: firstIP(cidr)}, "", nil
+}
+
+// NodeInternalIP returns the first IPv4 InternalIP of node's
+// status.addresses, nil if it has none.
+func NodeInternalIP(node *corev1.Node) net.IP {
+	for _, a := range node.Status.Addresses {
+		if a.Type != corev1.NodeInternalIP {
+			continue
+		}
+		if ip := net.ParseIP(a.Address).To4(); ip != nil {
+			return ip
+		}
+	}
+	return nil
+}
+
+// firstIP returns the first host address of cidr: a node's gateway IP.
+func firstIP(cidr *net.IPNet) net.IP {
+	ip := slices.Clone(cidr.IP.To4().Mask(cidr.Mask))
+	ip[3]++
+	return ip
+}

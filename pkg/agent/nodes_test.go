@@ -1,0 +1,233 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/klog/v2/ktesting"
+
+	"github.com/weirnet/weir/pkg/pipeline"
+)
+
+// fakeOverlay records what the Node controller asks of the pipeline and
+// the node's routes.
+type fakeOverlay struct {
+	mu      sync.Mutex
+	peers   map[string]pipeline.PeerNode
+	routes  map[string]string // pod CIDR -> gateway IP
+	warmed  []string
+	log     []string
+	failAdd map[string]int // node -> AddPeer calls left to fail
+}
+
+func newFakeOverlay() *fakeOverlay {
+	return &fakeOverlay{peers: map[string]pipeline.PeerNode{}, routes: map[string]string{}, failAdd: map[string]int{}}
+}
+
+func (f *fakeOverlay) AddPeer(_ context.Context, p pipeline.PeerNode) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failAdd[p.Name] > 0 {
+		f.failAdd[p.Name]--
+		f.log = append(f.log, "add-failed "+p.Name)
+		return errors.New("injected failure")
+	}
+	f.peers[p.Name] = p
+	f.log = append(f.log, "add "+p.Name)
+	return nil
+}
+
+func (f *fakeOverlay) DeletePeer(_ context.Context, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.peers, name)
+	f.log = append(f.log, "delete "+name)
+	return nil
+}
+
+func (f *fakeOverlay) EnsurePeerRoute(gw string, cidr *net.IPNet, gwIP net.IP) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.routes[cidr.String()] = gwIP.String() + " dev " + gw
+	return nil
+}
+
+func (f *fakeOverlay) DeletePeerRoute(_ string, cidr *net.IPNet) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.routes, cidr.String())
+	return nil
+}
+
+func (f *fakeOverlay) WarmTunnelNeighbor(_ context.Context, bridge string, ip net.IP) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.warmed = append(f.warmed, bridge+"/"+ip.String())
+	return nil
+}
+
+// state renders peers and routes, sorted, for comparison.
+func (f *fakeOverlay) state() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, p := range f.peers {
+		out = append(out, fmt.Sprintf("peer %s %s %s %s", p.Name, p.PodCIDR, p.NodeIP, p.GatewayIP))
+	}
+	for cidr, via := range f.routes {
+		out = append(out, fmt.Sprintf("route %s via %s", cidr, via))
+	}
+	slices.Sort(out)
+	return strings.Join(out, "; ")
+}
+
+func testNode(name, cidr, ip string) *corev1.Node {
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.NodeSpec{PodCIDR: cidr}}
+	if ip != "" {
+		n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeHostName, Address: name},
+			{Type: corev1.NodeInternalIP, Address: ip}}
+	}
+	return n
+}
+
+// TestNodeController drives the controller with a fake clientset through
+// add, update, change of pod CIDR and node IP, delete, a failing pipeline
+// and unusable Nodes.
+func TestNodeController(t *testing.T) {
+	client := fake.NewClientset(
+		testNode("local", "10.50.0.0/24", "192.0.2.10"),
+		testNode("b", "10.50.1.0/24", "192.0.2.11"),
+		testNode("c", "10.50.2.0/24", ""), // no InternalIP yet
+		testNode("d", "", "192.0.2.13"),   // no pod CIDR yet
+	)
+	f := newFakeOverlay()
+	f.failAdd["e"] = 2
+	nc, err := NewNodeController(NodeControllerConfig{Client: client, LocalNode: "local", Pipeline: f, Routes: f,
+		GatewayName: "gw0", UnderlayBridge: "br-phy", Logger: ktesting.NewLogger(t, ktesting.NewConfig(ktesting.Verbosity(4)))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		nc.Run(ctx)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	nodes := client.CoreV1().Nodes()
+	want := func(what, state string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for f.state() != state {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: state\n  %s\nwant\n  %s", what, f.state(), state)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	update := func(n *corev1.Node) {
+		t.Helper()
+		if _, err := nodes.Update(context.Background(), n, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	want("initial sync", "peer b 10.50.1.0/24 192.0.2.11 10.50.1.1; route 10.50.1.0/24 via 10.50.1.1 dev gw0")
+	if got := nc.Peers(); !slices.Equal(got, []string{"b"}) {
+		t.Errorf("Peers() = %v", got)
+	}
+
+	update(testNode("c", "10.50.2.0/24", "192.0.2.12"))
+	want("c got an InternalIP", "peer b 10.50.1.0/24 192.0.2.11 10.50.1.1; peer c 10.50.2.0/24 192.0.2.12 10.50.2.1; "+
+		"route 10.50.1.0/24 via 10.50.1.1 dev gw0; route 10.50.2.0/24 via 10.50.2.1 dev gw0")
+
+	update(testNode("b", "10.50.11.0/24", "192.0.2.21"))
+	want("b's pod CIDR and IP changed", "peer b 10.50.11.0/24 192.0.2.21 10.50.11.1; peer c 10.50.2.0/24 192.0.2.12 10.50.2.1; "+
+		"route 10.50.11.0/24 via 10.50.11.1 dev gw0; route 10.50.2.0/24 via 10.50.2.1 dev gw0")
+
+	if err := nodes.Delete(context.Background(), "c", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	update(testNode("d", "10.50.3.0/24", "192.0.2.13"))
+	want("c deleted, d complete", "peer b 10.50.11.0/24 192.0.2.21 10.50.11.1; peer d 10.50.3.0/24 192.0.2.13 10.50.3.1; "+
+		"route 10.50.11.0/24 via 10.50.11.1 dev gw0; route 10.50.3.0/24 via 10.50.3.1 dev gw0")
+
+	// A failing AddPeer is retried with backoff until it succeeds.
+	if _, err := nodes.Create(context.Background(), testNode("e", "10.50.4.0/24", "192.0.2.14"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want("e added after two failures", "peer b 10.50.11.0/24 192.0.2.21 10.50.11.1; peer d 10.50.3.0/24 192.0.2.13 10.50.3.1; "+
+		"peer e 10.50.4.0/24 192.0.2.14 10.50.4.1; "+
+		"route 10.50.11.0/24 via 10.50.11.1 dev gw0; route 10.50.3.0/24 via 10.50.3.1 dev gw0; route 10.50.4.0/24 via 10.50.4.1 dev gw0")
+
+	// A peer that loses its pod CIDR, or gets a malformed one, is removed.
+	update(testNode("d", "", "192.0.2.13"))
+	update(testNode("e", "not-a-cidr", "192.0.2.14"))
+	want("d and e unusable", "peer b 10.50.11.0/24 192.0.2.21 10.50.11.1; route 10.50.11.0/24 via 10.50.11.1 dev gw0")
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if n := strings.Count(strings.Join(f.log, ","), "add-failed e"); n != 2 {
+		t.Errorf("AddPeer for e failed %d times, want 2: %v", n, f.log)
+	}
+	for _, w := range []string{"br-phy/192.0.2.11", "br-phy/192.0.2.21", "br-phy/192.0.2.12"} {
+		if !slices.Contains(f.warmed, w) {
+			t.Errorf("tunnel neighbour %s not warmed: %v", w, f.warmed)
+		}
+	}
+	for _, w := range f.warmed {
+		if strings.HasSuffix(w, "/192.0.2.10") {
+			t.Errorf("the local node was warmed as a peer: %v", f.warmed)
+		}
+	}
+}
+
+func TestPeerFromNode(t *testing.T) {
+	tests := []struct {
+		node       *corev1.Node
+		want       string
+		wantReason string
+		wantErr    string
+	}{
+		{testNode("a", "10.1.0.0/16", "192.0.2.1"), "a 10.1.0.0/16 192.0.2.1 10.1.0.1", "", ""},
+		{testNode("a", "10.1.2.0/24", ""), "", "no IPv4 InternalIP", ""},
+		{testNode("a", "", "192.0.2.1"), "", "no spec.podCIDR", ""},
+		{testNode("a", "fd00::/64", "192.0.2.1"), "", "", "no IPv4 pod CIDR"},
+		{testNode("a", "10.1.2.0/24", "fd00::1"), "", "no IPv4 InternalIP", ""},
+	}
+	for _, tc := range tests {
+		p, reason, err := peerFromNode(tc.node)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%+v: got %v, want error containing %q", tc.node.Spec, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%+v: %v", tc.node.Spec, err)
+			continue
+		}
+		if tc.wantReason != "" {
+			if !strings.Contains(reason, tc.wantReason) {
+				t.Errorf("%+v: reason %q, want %q", tc.node.Spec, reason, tc.wantReason)
+			}
+			continue
+		}
+		if got := fmt.Sprintf("%s %s %s %s", p.Name, p.PodCIDR, p.NodeIP, p.GatewayIP); got != tc.want {
+			t.Errorf("got %s, want %s", got, tc.want)
+		}
+	}
+}
