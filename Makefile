@@ -4,9 +4,11 @@ GO ?= go
 # Narrow `make bench`, e.g. make bench BENCH_PKG=./pkg/openflow/ BENCH=FlowMod
 BENCH_PKG ?= ./...
 BENCH ?= .
+# Nodes of the local cluster of `make run`.
+NODES ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help deps k8s-bins build proto test bench lint run clean
+.PHONY: help deps k8s-bins build images proto test bench lint run run-single stop clean
 
 help: ## List the targets.
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-9s %s\n", $$1, $$2}'
@@ -25,6 +27,8 @@ build: ## Build every command under cmd/ into bin/ (cmd/cni-client as bin/weir).
 	mkdir -p bin; \
 	if [ -n "$$pkgs" ]; then echo "$(GO) build -o bin/ $$pkgs" && $(GO) build -o bin/ $$pkgs || exit 1; fi; \
 	echo "$(GO) build -o bin/weir ./cmd/cni-client" && $(GO) build -o bin/weir ./cmd/cni-client
+	@# The container runtime's loopback plugin, which weir-local installs on its nodes.
+	$(GO) build -o bin/cni-plugins/loopback github.com/containernetworking/plugins/plugins/main/loopback
 
 proto: ## Regenerate the gRPC/protobuf Go code from pkg/apis/**/*.proto (pinned generators).
 	hack/gen-proto.sh
@@ -40,7 +44,14 @@ lint: ## Check formatting (gofmt) and run go vet.
 	if [ -n "$$unformatted" ]; then echo "gofmt needed for:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
-run: deps build ## Start a private OVS + ovs-agent, attach two pods through the weir CNI binary, ping, show the flows (needs root; Ctrl-C cleans up).
+run: deps k8s-bins images ## Start a local 2-node Kubernetes cluster with Weir deployed by its DaemonSet, and demo pods (needs root; `make stop` removes it).
+	bin/weir-local up --nodes $(NODES)
+	bin/weir-local demo
+
+stop: ## Remove the local cluster of `make run` (every process, namespace, mount, cgroup and file).
+	bin/weir-local down
+
+run-single: deps build ## Without Kubernetes: a private OVS + ovs-agent, two pods attached through the weir CNI binary, ping, flows (Ctrl-C cleans up).
 	bin/weir-demo --bin-dir bin
 
 clean: ## Remove build output.

@@ -19,6 +19,8 @@ deps=(
   "procps:sysctl"
   "gcc:gcc"
   "libc6-dev:"
+  "containerd:containerd,ctr"
+  "runc:runc"
 )
 
 # Debian keeps admin tools in sbin, which a non-login PATH may lack.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds a Kubernetes control plane for tests — kube-apiserver, kubectl and
-# etcd — from the Go module proxy only (no git clones, no release tarballs),
+# Builds the Kubernetes binaries Weir's tests and local cluster run —
+# kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy,
+# kubectl and etcd — from the Go module proxy only (no git clones, no release tarballs),
 # and caches the binaries outside the repository, keyed by version:
 #
 #   ${WEIR_CACHE:-/var/cache/weir}/k8s-${K8S_VERSION}-etcd-${ETCD_VERSION}/bin/
@@ -30,7 +31,8 @@ K8S_VERSION=${K8S_VERSION:-v1.37.2}
 ETCD_VERSION=${ETCD_VERSION:-v3.7.3}
 CACHE=${WEIR_CACHE:-/var/cache/weir}
 GO=${GO:-go}
-BINARIES=(kube-apiserver kubectl etcd)
+K8S_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
+BINARIES=("${K8S_CMDS[@]}" etcd)
 
 die() { echo "k8s-build: error: $*" >&2; exit 1; }
 log() { echo "k8s-build: $*" >&2; }
@@ -53,7 +55,7 @@ have_all() {
 }
 
 if have_all; then
-  log "kube-apiserver, kubectl, etcd (${K8S_VERSION}, etcd ${ETCD_VERSION}) already built in $bin"
+  log "${BINARIES[*]} (${K8S_VERSION}, etcd ${ETCD_VERSION}) already built in $bin"
   echo "$bin"
   exit 0
 fi
@@ -63,7 +65,7 @@ exec 9>"$dir/.lock"
 log "waiting for the build lock $dir/.lock"
 flock 9 || die "cannot lock $dir/.lock"
 if have_all; then # built by a concurrent run while we waited
-  log "kube-apiserver, kubectl, etcd (${K8S_VERSION}, etcd ${ETCD_VERSION}) already built in $bin"
+  log "${BINARIES[*]} (${K8S_VERSION}, etcd ${ETCD_VERSION}) already built in $bin"
   echo "$bin"
   exit 0
 fi
@@ -81,7 +83,8 @@ start=$(date +%s)
 src="$dir/src/kubernetes"
 mkdir -p "$src"
 cd "$src"
-if [[ ! -f go.mod ]] || ! grep -q "k8s.io/kubernetes ${K8S_VERSION}\$" go.mod; then
+if [[ ! -f go.mod ]] || ! grep -q "k8s.io/kubernetes ${K8S_VERSION}\$" go.mod ||
+  ! "$GO" list $(printf "k8s.io/kubernetes/cmd/%s " "${K8S_CMDS[@]}") >/dev/null 2>&1; then
   log "preparing wrapper module $src for k8s.io/kubernetes ${K8S_VERSION} (staging ${STAGING_VERSION})"
   rm -f go.mod go.sum
   "$GO" mod init weir-k8s-build >/dev/null 2>&1 || die "go mod init failed in $src"
@@ -96,8 +99,7 @@ if [[ ! -f go.mod ]] || ! grep -q "k8s.io/kubernetes ${K8S_VERSION}\$" go.mod; t
     "$GO" mod edit -replace="${m}=${m}@${STAGING_VERSION}"
   done
   # go get on the command packages adds every go.sum entry the build needs.
-  if ! "$GO" get "k8s.io/kubernetes/cmd/kube-apiserver@${K8S_VERSION}" \
-    "k8s.io/kubernetes/cmd/kubectl@${K8S_VERSION}"; then
+  if ! "$GO" get $(printf "k8s.io/kubernetes/cmd/%s@${K8S_VERSION} " "${K8S_CMDS[@]}"); then
     rm -f go.mod go.sum # do not leave a go.mod that looks complete
     die "go get k8s.io/kubernetes ${K8S_VERSION} failed in $src"
   fi
@@ -108,11 +110,10 @@ for p in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
   ld+=" -X ${p}.gitVersion=${K8S_VERSION} -X ${p}.gitMajor=1 -X ${p}.gitMinor=${K8S_MINOR}"
   ld+=" -X ${p}.gitTreeState=clean -X ${p}.buildDate=1970-01-01T00:00:00Z"
 done
-log "building kube-apiserver, kubectl ${K8S_VERSION} (cold: ~7 min on 2 cores)"
-# One go build for both commands parallelises best.
-"$GO" build -trimpath -ldflags="$ld" -o "$tmp/" \
-  k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl ||
-  die "go build of kube-apiserver/kubectl failed (wrapper module: $src)"
+log "building ${K8S_CMDS[*]} ${K8S_VERSION} (cold: ~10 min on 2 cores)"
+# One go build for all commands parallelises best.
+"$GO" build -trimpath -ldflags="$ld" -o "$tmp/" $(printf "k8s.io/kubernetes/cmd/%s " "${K8S_CMDS[@]}") ||
+  die "go build of ${K8S_CMDS[*]} failed (wrapper module: $src)"
 
 # --- etcd ----------------------------------------------------------------------
 src="$dir/src/etcd"
@@ -140,5 +141,5 @@ chmod 0755 "$tmp"
 rm -rf "$bin"
 mv "$tmp" "$bin"
 trap - EXIT
-log "built kube-apiserver, kubectl, etcd in $(($(date +%s) - start))s into $bin"
+log "built ${BINARIES[*]} in $(($(date +%s) - start))s into $bin"
 echo "$bin"

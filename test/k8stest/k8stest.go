@@ -103,7 +103,7 @@ func BinDir() string {
 }
 
 // binaries are the programs BinDir must hold.
-var binaries = []string{"etcd", "kube-apiserver", "kubectl"}
+var binaries = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl"}
 
 // buildMu serialises EnsureBinaries within a process; hack/k8s-build.sh
 // locks against other processes (other test binaries) itself.
@@ -754,3 +754,6 @@ func lastLines(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// RepoRoot returns the root of the Weir repository the tests run in.
+func RepoRoot() (string, error) { return repoRoot() }

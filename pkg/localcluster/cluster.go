@@ -1,0 +1,297 @@
+package localcluster
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// Config says where a local cluster lives and what it is made of. The zero
+// value is not usable; start from DefaultConfig.
+type Config struct {
+	// Dir holds every file of the cluster (PKI, logs, etcd data, node
+	// directories). Down removes it.
+	Dir string
+	// Prefix names the cluster's host objects: nodes are <prefix>-node<N>
+	// (also their netns and cgroup roots), the host bridge <prefix>-br and
+	// the node veths <prefix>-v<N>. At most 8 characters.
+	Prefix string
+	// Subnet is the first three octets of the nodes' /24 underlay; the host
+	// bridge is .1, node N is .(10+N).
+	Subnet string
+	// PortBase shifts every control-plane port (API server PortBase+443,
+	// etcd PortBase+379/+380, controller-manager +257, scheduler +259) so
+	// two clusters (a user's and the e2e suite's) do not collide.
+	PortBase int
+	// K8sBin holds kube-apiserver, kube-controller-manager, kube-scheduler,
+	// kubelet, kube-proxy, kubectl and etcd (hack/k8s-build.sh).
+	K8sBin string
+	// BinDir holds Weir's binaries (bin/, from make build), ImagesDir the
+	// image tarballs imported into every node (bin/images, from make images).
+	BinDir    string
+	ImagesDir string
+	// Manifest is the DaemonSet manifest to deploy (build/yamls/weir.yml).
+	Manifest string
+	// ClusterCIDR is the pod network; nodes get a /24 each from the
+	// controller-manager. ServiceCIDR is the ClusterIP range.
+	ClusterCIDR string
+	ServiceCIDR string
+	// Out receives progress lines.
+	Out io.Writer
+}
+
+// DefaultConfig is the cluster `weir-local up` starts.
+func DefaultConfig() Config {
+	return Config{
+		Dir:         "/var/lib/weir-local",
+		Prefix:      "weir",
+		Subnet:      "172.31.250",
+		PortBase:    17000,
+		K8sBin:      "/var/cache/weir/k8s-v1.37.2-etcd-v3.7.3/bin",
+		BinDir:      "bin",
+		ImagesDir:   "bin/images",
+		Manifest:    "build/yamls/weir.yml",
+		ClusterCIDR: "10.244.0.0/16",
+		ServiceCIDR: "10.96.0.0/16",
+		Out:         os.Stdout,
+	}
+}
+
+// Validate reports configuration errors before anything is created.
+func (c Config) Validate() error {
+	var errs []error
+	if !filepath.IsAbs(c.Dir) {
+		errs = append(errs, fmt.Errorf("dir %q: must be an absolute path", c.Dir))
+	}
+	if c.Prefix == "" || len(c.Prefix) > 8 || strings.ContainsAny(c.Prefix, "/ .") {
+		errs = append(errs, fmt.Errorf("prefix %q: need 1 to 8 characters without '/', '.' or spaces", c.Prefix))
+	}
+	if ip := net.ParseIP(c.Subnet + ".1"); ip == nil || ip.To4() == nil {
+		errs = append(errs, fmt.Errorf("subnet %q: need three IPv4 octets, e.g. 172.31.250", c.Subnet))
+	}
+	if c.PortBase < 1024 || c.PortBase > 65000 {
+		errs = append(errs, fmt.Errorf("port base %d: must be between 1024 and 65000", c.PortBase))
+	}
+	return errors.Join(errs...)
+}
+
+// APIServerURL is the address nodes and users reach the API server at: the
+// host end of the node bridge.
+func (c Config) APIServerURL() string {
+	return fmt.Sprintf("https://%s.1:%d", c.Subnet, c.PortBase+443)
+}
+
+// KubeconfigPath is the admin kubeconfig of the cluster.
+func (c Config) KubeconfigPath() string { return filepath.Join(c.Dir, "pki", "admin.kubeconfig") }
+
+// NodeName returns the name of node idx (1-based).
+func (c Config) NodeName(idx int) string { return fmt.Sprintf("%s-node%d", c.Prefix, idx) }
+
+// NodeIP returns the underlay IP of node idx.
+func (c Config) NodeIP(idx int) string { return fmt.Sprintf("%s.%d", c.Subnet, 10+idx) }
+
+func (c Config) bridge() string             { return c.Prefix + "-br" }
+func (c Config) hostVeth(idx int) string    { return fmt.Sprintf("%s-v%d", c.Prefix, idx) }
+func (c Config) runDir() string             { return filepath.Join(c.Dir, "run") }
+func (c Config) logDir() string             { return filepath.Join(c.Dir, "logs") }
+func (c Config) nodeDir(name string) string { return filepath.Join(c.Dir, "nodes", name) }
+func (c Config) statePath() string          { return filepath.Join(c.Dir, "state.json") }
+func (c Config) etcdPort() int              { return c.PortBase + 379 }
+
+func (c Config) logf(format string, args ...any) {
+	if c.Out != nil {
+		fmt.Fprintf(c.Out, format+"\n", args...)
+	}
+}
+
+// state is what Down needs to undo that cannot be derived from Config: the
+// nodes that exist and the host state found before Up changed it.
+type state struct {
+	Nodes []int `json:"nodes"`
+	// CreatedDirs are host directories Up created as bind-mount targets;
+	// Down removes them again (only when empty).
+	CreatedDirs []string `json:"createdDirs"`
+	// Sysctls are the machine-wide values kubelet rewrites, as found
+	// before the first kubelet started.
+	Sysctls map[string]string `json:"sysctls"`
+}
+
+func (c Config) loadState() (state, error) {
+	var st state
+	data, err := os.ReadFile(c.statePath())
+	if errors.Is(err, os.ErrNotExist) {
+		return st, nil
+	}
+	if err != nil {
+		return st, fmt.Errorf("reading cluster state: %w", err)
+	}
+	if err := json.Unmarshal(data, &st); err != nil {
+		return st, fmt.Errorf("parsing %s: %w", c.statePath(), err)
+	}
+	return st, nil
+}
+
+func (c Config) saveState(st state) error {
+	data, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := c.statePath() + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return fmt.Errorf("writing cluster state: %w", err)
+	}
+	return os.Rename(tmp, c.statePath())
+}
+
+// kubeletSysctls are rewritten by kubelet (protectKernelDefaults=false) on
+// the whole machine; Up saves them and Down restores them.
+var kubeletSysctls = []string{"kernel/panic", "kernel/panic_on_oops", "vm/overcommit_memory"}
+
+func readSysctls() (map[string]string, error) {
+	out := map[string]string{}
+	for _, k := range kubeletSysctls {
+		b, err := os.ReadFile("/proc/sys/" + k)
+		if err != nil {
+			return nil, fmt.Errorf("reading sysctl %s: %w", k, err)
+		}
+		out[k] = strings.TrimSpace(string(b))
+	}
+	return out, nil
+}
+
+func restoreSysctls(vals map[string]string) error {
+	var errs []error
+	for k, v := range vals {
+		if err := os.WriteFile("/proc/sys/"+k, []byte(v), 0o644); err != nil {
+			errs = append(errs, fmt.Errorf("restoring sysctl %s=%s: %w", k, v, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Client returns a clientset for the cluster's admin user.
+func (c Config) Client() (kubernetes.Interface, error) {
+	rc, err := clientcmd.BuildConfigFromFlags("", c.KubeconfigPath())
+	if err != nil {
+		return nil, fmt.Errorf("loading %s: %w", c.KubeconfigPath(), err)
+	}
+	rc.QPS, rc.Burst = 50, 100
+	return kubernetes.NewForConfig(rc)
+}
+
+// Kubectl returns a kubectl command against the cluster.
+func (c Config) Kubectl(ctx context.Context, args ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, filepath.Join(c.K8sBin, "kubectl"),
+		append([]string{"--kubeconfig", c.KubeconfigPath()}, args...)...)
+}
+
+// startDaemon starts a long-running process in its own session (so it
+// outlives `weir-local up`), logging to logFile, and records its PID.
+func startDaemon(pidFile, logFile string, env []string, name string, args ...string) error {
+	lf, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("opening log %s: %w", logFile, err)
+	}
+	defer lf.Close()
+	cmd := exec.Command(name, args...)
+	cmd.Stdout, cmd.Stderr = lf, lf
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting %s: %w", filepath.Base(name), err)
+	}
+	pid := cmd.Process.Pid
+	// Reap it in the background if it dies while we are still running, so it
+	// does not linger as a zombie that still looks alive to kill(pid, 0).
+	go func() { _ = cmd.Wait() }()
+	return os.WriteFile(pidFile, []byte(strconv.Itoa(pid)), 0o644)
+}
+
+func readPID(pidFile string) int {
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
+func alive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	// A zombie still answers kill(0); check /proc state.
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i > 0 && i+2 < len(s) {
+		return s[i+2] != 'Z'
+	}
+	return true
+}
+
+// stopPID sends SIGTERM, waits up to grace, then SIGKILLs.
+func stopPID(pid int, grace time.Duration) {
+	if !alive(pid) {
+		return
+	}
+	_ = syscall.Kill(pid, syscall.SIGTERM)
+	deadline := time.Now().Add(grace)
+	for time.Now().Before(deadline) {
+		if !alive(pid) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+	for i := 0; i < 100 && alive(pid); i++ {
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func run(ctx context.Context, name string, args ...string) error {
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+func waitFor(ctx context.Context, timeout time.Duration, what string, cond func() (bool, error)) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last error
+	for {
+		ok, err := cond()
+		if ok {
+			return nil
+		}
+		if err != nil {
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			if last != nil {
+				return fmt.Errorf("waiting for %s: %w (last error: %v)", what, ctx.Err(), last)
+			}
+			return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

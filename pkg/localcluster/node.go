@@ -1,0 +1,379 @@
+package localcluster
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+//go:embed node-inside.sh
+var nodeInsideScript []byte
+
+// hostMountPoints are the standard runtime paths a node bind-mounts from its
+// own directory inside its mount namespace. They must exist on the host as
+// mount targets; Up creates the missing ones and Down removes those again.
+var hostMountPoints = []string{
+	"/etc/cni/net.d", "/opt/cni/bin", "/var/lib/kubelet", "/run/containerd", "/var/lib/containerd",
+	"/run/netns", "/var/run/openvswitch", "/var/run/weir", "/var/lib/weir", "/var/log/pods", "/var/log/weir",
+}
+
+// cgroupHierarchies lists the cgroup v1 hierarchies mounted on this host
+// (plus the unified one), where each node gets its own cgroup root.
+func cgroupHierarchies() ([]string, error) {
+	entries, err := os.ReadDir("/sys/fs/cgroup")
+	if err != nil {
+		return nil, fmt.Errorf("listing cgroup hierarchies: %w", err)
+	}
+	var out []string
+	for _, e := range entries {
+		if e.IsDir() {
+			out = append(out, filepath.Join("/sys/fs/cgroup", e.Name()))
+		}
+	}
+	return out, nil
+}
+
+// AddNode creates node idx (1-based) and starts its containerd, kubelet and
+// kube-proxy; the node registers itself with the API server.
+func AddNode(ctx context.Context, cfg Config, idx int) error {
+	st, err := cfg.loadState()
+	if err != nil {
+		return err
+	}
+	if slices.Contains(st.Nodes, idx) {
+		return fmt.Errorf("node %s already exists", cfg.NodeName(idx))
+	}
+	if err := startNode(ctx, cfg, idx); err != nil {
+		stopNode(ctx, cfg, idx)
+		return fmt.Errorf("starting node %s: %w", cfg.NodeName(idx), err)
+	}
+	st, err = cfg.loadState()
+	if err != nil {
+		return err
+	}
+	st.Nodes = append(st.Nodes, idx)
+	slices.Sort(st.Nodes)
+	return cfg.saveState(st)
+}
+
+// RemoveNode stops node idx, removes everything it created and deletes its
+// Node object.
+func RemoveNode(ctx context.Context, cfg Config, idx int) error {
+	stopNode(ctx, cfg, idx)
+	st, err := cfg.loadState()
+	if err != nil {
+		return err
+	}
+	st.Nodes = slices.DeleteFunc(st.Nodes, func(n int) bool { return n == idx })
+	if err := cfg.saveState(st); err != nil {
+		return err
+	}
+	client, err := cfg.Client()
+	if err != nil {
+		return err
+	}
+	err = client.CoreV1().Nodes().Delete(ctx, cfg.NodeName(idx), metav1.DeleteOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("deleting Node %s: %w", cfg.NodeName(idx), err)
+	}
+	return nil
+}
+
+func startNode(ctx context.Context, cfg Config, idx int) error {
+	name, ip := cfg.NodeName(idx), cfg.NodeIP(idx)
+	dir := cfg.nodeDir(name)
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("clearing %s: %w", dir, err)
+	}
+	for _, d := range []string{"logs", "opt-cni-bin"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return err
+		}
+	}
+
+	// Credentials: the kubelet's own client certificate (Node authorizer)
+	// and kube-proxy's.
+	p, err := loadOrCreatePKI(filepath.Join(cfg.Dir, "pki"))
+	if err != nil {
+		return err
+	}
+	if err := p.ensure(certSpec{name: "node-" + name, cn: "system:node:" + name, orgs: []string{"system:nodes"}}); err != nil {
+		return err
+	}
+	if err := p.kubeconfig(filepath.Join(dir, "kubelet.kubeconfig"), cfg.APIServerURL(), "node-"+name); err != nil {
+		return err
+	}
+	if err := p.kubeconfig(filepath.Join(dir, "kube-proxy.kubeconfig"), cfg.APIServerURL(), "kube-proxy"); err != nil {
+		return err
+	}
+
+	// The runtime's loopback plugin: containerd's CRI sets up every pod's lo
+	// with it (distributions ship it with the runtime, not the network plugin).
+	if err := copyFile(filepath.Join(cfg.BinDir, "cni-plugins", "loopback"), filepath.Join(dir, "opt-cni-bin", "loopback"), 0o755); err != nil {
+		return fmt.Errorf("installing the loopback CNI plugin (make build builds it): %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "containerd.toml"), []byte(containerdConfig), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "kubelet-config.yaml"), []byte(kubeletConfig(cfg, name, p)), 0o644); err != nil {
+		return err
+	}
+
+	// kubelet refuses a cgroupRoot missing from any hierarchy; cpuset
+	// children start empty and must inherit the parent's CPUs and memory nodes.
+	hier, err := cgroupHierarchies()
+	if err != nil {
+		return err
+	}
+	for _, h := range hier {
+		if filepath.Base(h) == "unified" {
+			continue
+		}
+		if err := os.MkdirAll(filepath.Join(h, name), 0o755); err != nil {
+			return fmt.Errorf("creating cgroup %s/%s: %w", h, name, err)
+		}
+		if filepath.Base(h) == "cpuset" {
+			for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+				v, err := os.ReadFile(filepath.Join(h, f))
+				if err != nil {
+					return err
+				}
+				if err := os.WriteFile(filepath.Join(h, name, f), v, 0o644); err != nil {
+					return fmt.Errorf("setting %s of cgroup %s: %w", f, name, err)
+				}
+			}
+		}
+	}
+
+	// Network: a netns whose eth0 is a veth into the host bridge.
+	veth := cfg.hostVeth(idx)
+	steps := [][]string{
+		{"ip", "netns", "add", name},
+		{"ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", name},
+		{"ip", "link", "set", veth, "master", cfg.bridge(), "up"},
+		{"ip", "-n", name, "link", "set", "lo", "up"},
+		{"ip", "-n", name, "addr", "add", ip + "/24", "dev", "eth0"},
+		{"ip", "-n", name, "link", "set", "eth0", "up"},
+		{"ip", "-n", name, "route", "add", "default", "via", cfg.Subnet + ".1"},
+	}
+	for _, s := range steps {
+		if err := run(ctx, s[0], s[1:]...); err != nil {
+			return err
+		}
+	}
+
+	script := filepath.Join(dir, "node-inside.sh")
+	if err := os.WriteFile(script, nodeInsideScript, 0o755); err != nil {
+		return err
+	}
+	images, err := filepath.Abs(cfg.ImagesDir)
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, "nsenter", "--net=/run/netns/"+name,
+		"unshare", "--mount", "--propagation", "slave", "bash", script)
+	cmd.Env = append(os.Environ(), "NODE_DIR="+dir, "NODE_NAME="+name, "NODE_IP="+ip,
+		"K8S_BIN="+cfg.K8sBin, "IMAGES="+images, "CLUSTER_CIDR="+cfg.ClusterCIDR)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("setting up the node's mount namespace: %w: %s", err, strings.TrimSpace(out.String()))
+	}
+	return nil
+}
+
+// NodePID returns a process living in node idx's network and mount
+// namespaces (its containerd), the anchor for node-exec.
+func NodePID(cfg Config, name string) (int, error) {
+	pid := readPID(filepath.Join(cfg.nodeDir(name), "containerd.pid"))
+	if !alive(pid) {
+		return 0, fmt.Errorf("node %s is not running (no containerd process)", name)
+	}
+	return pid, nil
+}
+
+// stopNode kills every process of the node (kubelet, kube-proxy, containerd,
+// shims and all containers), then removes its cgroups, netns and directory.
+// It never fails: it is also the cleanup of a half-started node.
+func stopNode(ctx context.Context, cfg Config, idx int) {
+	name := cfg.NodeName(idx)
+	dir := cfg.nodeDir(name)
+	for _, f := range []string{"kubelet.pid", "kube-proxy.pid"} {
+		stopPID(readPID(filepath.Join(dir, f)), 5*time.Second)
+	}
+	hier, _ := cgroupHierarchies()
+	ctrPID := readPID(filepath.Join(dir, "containerd.pid"))
+	mntNS := ""
+	if alive(ctrPID) {
+		mntNS, _ = os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", ctrPID))
+	}
+	// Containers live in the node's cgroup root; containerd, its shims and
+	// the node daemons share the node's mount namespace. Kill until none is
+	// left (shims may start a process while we kill).
+	for round := 0; round < 50; round++ {
+		pids := nodeProcesses(hier, name, mntNS)
+		if len(pids) == 0 {
+			break
+		}
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, h := range hier {
+		removeCgroupTree(filepath.Join(h, name))
+	}
+	_ = run(ctx, "ip", "netns", "del", name)
+	_ = run(ctx, "ip", "link", "del", cfg.hostVeth(idx))
+	if err := os.RemoveAll(dir); err != nil {
+		cfg.logf("warning: removing %s: %v", dir, err)
+	}
+}
+
+// nodeProcesses lists live processes in the node's cgroup root or in its
+// mount namespace.
+func nodeProcesses(hier []string, name, mntNS string) []int {
+	seen := map[int]bool{}
+	for _, h := range hier {
+		root := filepath.Join(h, name)
+		_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+			if err != nil || !d.IsDir() {
+				return nil
+			}
+			b, err := os.ReadFile(filepath.Join(p, "cgroup.procs"))
+			if err != nil {
+				return nil
+			}
+			for _, f := range strings.Fields(string(b)) {
+				if pid, err := strconv.Atoi(f); err == nil {
+					seen[pid] = true
+				}
+			}
+			return nil
+		})
+	}
+	if mntNS != "" {
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil || pid == os.Getpid() {
+				continue
+			}
+			if l, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid)); err == nil && l == mntNS {
+				seen[pid] = true
+			}
+		}
+	}
+	var out []int
+	for pid := range seen {
+		if alive(pid) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// removeCgroupTree removes a cgroup directory and its children, deepest first.
+func removeCgroupTree(root string) {
+	var dirs []string
+	_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			dirs = append(dirs, p)
+		}
+		return nil
+	})
+	for i := len(dirs) - 1; i >= 0; i-- {
+		for try := 0; try < 20; try++ {
+			if err := syscall.Rmdir(dirs[i]); err == nil || errors.Is(err, syscall.ENOENT) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
+
+func copyFile(src, dst string, mode os.FileMode) error {
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, data, mode)
+}
+
+// containerdConfig uses the standard paths, which are per-node bind mounts
+// inside the node's mount namespace.
+const containerdConfig = `version = 2
+root = "/var/lib/containerd"
+state = "/run/containerd"
+
+[grpc]
+  address = "/run/containerd/containerd.sock"
+
+[plugins]
+  [plugins."io.containerd.grpc.v1.cri"]
+    # Imported locally by weir-local (no registry is reachable).
+    sandbox_image = "registry.k8s.io/pause:3.10"
+    disable_apparmor = true
+    # Without CAP_SYS_RESOURCE (as in this sandbox) runc cannot set an
+    # oom_score_adj below the caller's.
+    restrict_oom_score_adj = true
+    tolerate_missing_hugetlb_controller = true
+    disable_hugetlb_controller = true
+    [plugins."io.containerd.grpc.v1.cri".cni]
+      bin_dir = "/opt/cni/bin"
+      conf_dir = "/etc/cni/net.d"
+      max_conf_num = 1
+    [plugins."io.containerd.grpc.v1.cri".containerd]
+      snapshotter = "overlayfs"
+      default_runtime_name = "runc"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+        runtime_type = "io.containerd.runc.v2"
+        [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+          SystemdCgroup = false
+          BinaryName = "/usr/sbin/runc"
+`
+
+func kubeletConfig(cfg Config, name string, p *pki) string {
+	_, svc, _ := net.ParseCIDR(cfg.ServiceCIDR)
+	dns := net.IP(slices.Clone(svc.IP.To4()))
+	dns[3] = 10
+	return fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+readOnlyPort: 0
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: false}
+  x509: {clientCAFile: %q}
+authorization: {mode: AlwaysAllow}
+containerRuntimeEndpoint: unix:///run/containerd/containerd.sock
+# containerd 1.6 cannot report its cgroup driver; this host has hybrid cgroup v1.
+cgroupDriver: cgroupfs
+failCgroupV1: false
+failSwapOn: false
+# Every node's pods under their own root, so several kubelets share the machine.
+cgroupRoot: /%s
+clusterDomain: cluster.local
+clusterDNS: [%s]
+serializeImagePulls: false
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard: {memory.available: "100Mi", nodefs.available: "1%%", imagefs.available: "1%%", nodefs.inodesFree: "1%%"}
+syncFrequency: 10s
+nodeStatusUpdateFrequency: 5s
+fileCheckFrequency: 5s
+`, p.path("ca", "crt"), name, dns)
+}

@@ -1,0 +1,305 @@
+package localcluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Up starts the control plane and nodes nodes, deploys Weir from
+// cfg.Manifest and waits until every node is Ready and the DaemonSet is
+// rolled out. On failure it leaves the cluster as far as it got so the logs
+// can be read; Down removes it.
+func Up(ctx context.Context, cfg Config, nodes int) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if nodes < 1 || nodes > 200 {
+		return fmt.Errorf("--nodes %d: must be between 1 and 200", nodes)
+	}
+	for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl"} {
+		if _, err := os.Stat(filepath.Join(cfg.K8sBin, b)); err != nil {
+			return fmt.Errorf("missing %s in %s (run hack/k8s-build.sh or make k8s-bins): %w", b, cfg.K8sBin, err)
+		}
+	}
+	if _, err := os.Stat(cfg.Manifest); err != nil {
+		return fmt.Errorf("manifest: %w", err)
+	}
+	if m, _ := filepath.Glob(filepath.Join(cfg.ImagesDir, "*.tar")); len(m) == 0 {
+		return fmt.Errorf("no image tarballs in %s (run make images)", cfg.ImagesDir)
+	}
+	if alive(readPID(filepath.Join(cfg.runDir(), "kube-apiserver.pid"))) {
+		return fmt.Errorf("a cluster is already running in %s; run `weir-local down` first", cfg.Dir)
+	}
+	start := time.Now()
+	for _, d := range []string{cfg.runDir(), cfg.logDir(), filepath.Join(cfg.Dir, "nodes")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("creating %s: %w", d, err)
+		}
+	}
+	st, err := cfg.loadState()
+	if err != nil {
+		return err
+	}
+	if st.Sysctls == nil {
+		if st.Sysctls, err = readSysctls(); err != nil {
+			return err
+		}
+	}
+	for _, d := range hostMountPoints {
+		if _, err := os.Stat(d); errors.Is(err, os.ErrNotExist) {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return fmt.Errorf("creating mount point %s: %w", d, err)
+			}
+			st.CreatedDirs = append(st.CreatedDirs, d)
+		}
+	}
+	if err := cfg.saveState(st); err != nil {
+		return err
+	}
+
+	p, err := clusterPKI(cfg)
+	if err != nil {
+		return err
+	}
+	if err := ensureBridge(ctx, cfg); err != nil {
+		return err
+	}
+	if err := startControlPlane(ctx, cfg, p); err != nil {
+		return err
+	}
+	cfg.logf("[%4.1fs] control plane ready at %s", time.Since(start).Seconds(), cfg.APIServerURL())
+
+	var wg sync.WaitGroup
+	errs := make([]error, nodes)
+	for i := 1; i <= nodes; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i-1] = AddNode(ctx, cfg, i)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	cfg.logf("[%4.1fs] %d nodes started (containerd, kubelet, kube-proxy; images imported)", time.Since(start).Seconds(), nodes)
+
+	if err := Deploy(ctx, cfg); err != nil {
+		return err
+	}
+	if err := WaitReady(ctx, cfg, nodes, 3*time.Minute); err != nil {
+		return err
+	}
+	cfg.logf("[%4.1fs] Weir deployed: all %d nodes Ready, DaemonSet kube-system/weir-agent rolled out", time.Since(start).Seconds(), nodes)
+	return nil
+}
+
+func clusterPKI(cfg Config) (*pki, error) {
+	p, err := loadOrCreatePKI(filepath.Join(cfg.Dir, "pki"))
+	if err != nil {
+		return nil, err
+	}
+	_, svc, err := net.ParseCIDR(cfg.ServiceCIDR)
+	if err != nil {
+		return nil, fmt.Errorf("service CIDR %q: %w", cfg.ServiceCIDR, err)
+	}
+	kubeSvc := slices.Clone(svc.IP.To4())
+	kubeSvc[3] = 1
+	specs := []certSpec{
+		{name: "apiserver", cn: "kube-apiserver", server: true,
+			dns: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
+			ips: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(cfg.Subnet + ".1"), kubeSvc}},
+		{name: "admin", cn: "kubernetes-admin", orgs: []string{"system:masters"}},
+		{name: "apiserver-kubelet-client", cn: "kube-apiserver-kubelet-client", orgs: []string{"system:masters"}},
+		{name: "controller-manager", cn: "system:kube-controller-manager"},
+		{name: "scheduler", cn: "system:kube-scheduler"},
+		{name: "kube-proxy", cn: "system:kube-proxy"},
+	}
+	for _, s := range specs {
+		if err := p.ensure(s); err != nil {
+			return nil, err
+		}
+	}
+	if err := p.ensureKey("sa"); err != nil {
+		return nil, err
+	}
+	for _, k := range []struct{ file, cert string }{
+		{"admin.kubeconfig", "admin"}, {"controller-manager.kubeconfig", "controller-manager"}, {"scheduler.kubeconfig", "scheduler"},
+	} {
+		if err := p.kubeconfig(filepath.Join(p.dir, k.file), cfg.APIServerURL(), k.cert); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+func ensureBridge(ctx context.Context, cfg Config) error {
+	if err := run(ctx, "ip", "link", "show", cfg.bridge()); err == nil {
+		return nil
+	}
+	for _, s := range [][]string{
+		{"ip", "link", "add", cfg.bridge(), "type", "bridge"},
+		{"ip", "addr", "add", cfg.Subnet + ".1/24", "dev", cfg.bridge()},
+		{"ip", "link", "set", cfg.bridge(), "up"},
+	} {
+		if err := run(ctx, s[0], s[1:]...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func startControlPlane(ctx context.Context, cfg Config, p *pki) error {
+	r, l := cfg.runDir(), cfg.logDir()
+	bin := func(n string) string { return filepath.Join(cfg.K8sBin, n) }
+	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", cfg.etcdPort())
+	peerURL := fmt.Sprintf("http://127.0.0.1:%d", cfg.etcdPort()+1)
+	if err := startDaemon(filepath.Join(r, "etcd.pid"), filepath.Join(l, "etcd.log"), nil, bin("etcd"),
+		"--name=weir-local", "--data-dir="+filepath.Join(r, "etcd-data"),
+		"--listen-client-urls="+etcdURL, "--advertise-client-urls="+etcdURL,
+		"--listen-peer-urls="+peerURL, "--initial-advertise-peer-urls="+peerURL,
+		"--initial-cluster=weir-local="+peerURL, "--log-level=warn", "--unsafe-no-fsync",
+		"--heartbeat-interval=10", "--election-timeout=100"); err != nil {
+		return err
+	}
+	pk := func(n string) string { return filepath.Join(p.dir, n) }
+	if err := startDaemon(filepath.Join(r, "kube-apiserver.pid"), filepath.Join(l, "kube-apiserver.log"), nil, bin("kube-apiserver"),
+		"--etcd-servers="+etcdURL, "--bind-address="+cfg.Subnet+".1", "--advertise-address="+cfg.Subnet+".1",
+		fmt.Sprintf("--secure-port=%d", cfg.PortBase+443),
+		"--tls-cert-file="+pk("apiserver.crt"), "--tls-private-key-file="+pk("apiserver.key"),
+		"--client-ca-file="+pk("ca.crt"), "--kubelet-preferred-address-types=InternalIP,Hostname",
+		"--kubelet-client-certificate="+pk("apiserver-kubelet-client.crt"), "--kubelet-client-key="+pk("apiserver-kubelet-client.key"),
+		"--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction", "--allow-privileged=true",
+		"--service-cluster-ip-range="+cfg.ServiceCIDR,
+		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+		"--service-account-key-file="+pk("sa.pub"), "--service-account-signing-key-file="+pk("sa.key"),
+		"--cert-dir="+filepath.Join(r, "apiserver-certs"), "--v=1"); err != nil {
+		return err
+	}
+	client, err := cfg.Client()
+	if err != nil {
+		return err
+	}
+	apiPID := readPID(filepath.Join(r, "kube-apiserver.pid"))
+	if err := waitFor(ctx, 60*time.Second, "kube-apiserver /readyz", func() (bool, error) {
+		if !alive(apiPID) {
+			return false, fmt.Errorf("kube-apiserver exited; see %s", filepath.Join(l, "kube-apiserver.log"))
+		}
+		_, err := client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		return err == nil, err
+	}); err != nil {
+		return err
+	}
+	if err := startDaemon(filepath.Join(r, "kube-controller-manager.pid"), filepath.Join(l, "kube-controller-manager.log"), nil,
+		bin("kube-controller-manager"),
+		"--kubeconfig="+pk("controller-manager.kubeconfig"),
+		"--authentication-kubeconfig="+pk("controller-manager.kubeconfig"), "--authorization-kubeconfig="+pk("controller-manager.kubeconfig"),
+		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", cfg.PortBase+257), "--leader-elect=false",
+		"--use-service-account-credentials=true", "--service-account-private-key-file="+pk("sa.key"), "--root-ca-file="+pk("ca.crt"),
+		"--cluster-signing-cert-file="+pk("ca.crt"), "--cluster-signing-key-file="+pk("ca.key"),
+		"--allocate-node-cidrs=true", "--cluster-cidr="+cfg.ClusterCIDR, "--node-cidr-mask-size=24",
+		"--service-cluster-ip-range="+cfg.ServiceCIDR,
+		// Deleted nodes' pods go away quickly, which the e2e node-removal case relies on.
+		"--node-monitor-grace-period=20s", "--v=1"); err != nil {
+		return err
+	}
+	return startDaemon(filepath.Join(r, "kube-scheduler.pid"), filepath.Join(l, "kube-scheduler.log"), nil, bin("kube-scheduler"),
+		"--kubeconfig="+pk("scheduler.kubeconfig"),
+		"--authentication-kubeconfig="+pk("scheduler.kubeconfig"), "--authorization-kubeconfig="+pk("scheduler.kubeconfig"),
+		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", cfg.PortBase+259), "--leader-elect=false", "--v=1")
+}
+
+// WaitReady waits until n nodes are Ready and the weir-agent DaemonSet has an
+// available, up-to-date pod on each.
+func WaitReady(ctx context.Context, cfg Config, n int, timeout time.Duration) error {
+	client, err := cfg.Client()
+	if err != nil {
+		return err
+	}
+	return waitFor(ctx, timeout, fmt.Sprintf("%d Ready nodes and the weir-agent DaemonSet", n), func() (bool, error) {
+		nodes, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err
+		}
+		ready := 0
+		for _, nd := range nodes.Items {
+			for _, c := range nd.Status.Conditions {
+				if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+					ready++
+				}
+			}
+		}
+		if ready < n {
+			return false, fmt.Errorf("%d of %d nodes Ready", ready, n)
+		}
+		ds, err := client.AppsV1().DaemonSets("kube-system").Get(ctx, "weir-agent", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		return daemonSetRolledOut(ds, n)
+	})
+}
+
+func daemonSetRolledOut(ds *appsv1.DaemonSet, n int) (bool, error) {
+	s := ds.Status
+	if s.ObservedGeneration < ds.Generation || int(s.DesiredNumberScheduled) < n ||
+		s.UpdatedNumberScheduled < s.DesiredNumberScheduled || s.NumberAvailable < s.DesiredNumberScheduled {
+		return false, fmt.Errorf("DaemonSet weir-agent: desired %d, updated %d, available %d",
+			s.DesiredNumberScheduled, s.UpdatedNumberScheduled, s.NumberAvailable)
+	}
+	return true, nil
+}
+
+// Down stops and removes everything Up and AddNode created. It is safe to
+// run on a half-started or already removed cluster.
+func Down(ctx context.Context, cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	st, err := cfg.loadState()
+	if err != nil {
+		cfg.logf("warning: %v; cleaning up what can be found", err)
+	}
+	idxs := slices.Clone(st.Nodes)
+	// Also nodes a crashed AddNode did not record.
+	for i := 1; i <= 200; i++ {
+		if _, err := os.Stat(cfg.nodeDir(cfg.NodeName(i))); err == nil && !slices.Contains(idxs, i) {
+			idxs = append(idxs, i)
+		}
+		if _, err := os.Stat("/run/netns/" + cfg.NodeName(i)); err == nil && !slices.Contains(idxs, i) {
+			idxs = append(idxs, i)
+		}
+	}
+	var wg sync.WaitGroup
+	for _, i := range idxs {
+		wg.Add(1)
+		go func() { defer wg.Done(); stopNode(ctx, cfg, i) }()
+	}
+	wg.Wait()
+	for _, n := range []string{"kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"} {
+		stopPID(readPID(filepath.Join(cfg.runDir(), n+".pid")), 10*time.Second)
+	}
+	_ = run(ctx, "ip", "link", "del", cfg.bridge())
+	var errs []error
+	if st.Sysctls != nil {
+		errs = append(errs, restoreSysctls(st.Sysctls))
+	}
+	for i := len(st.CreatedDirs) - 1; i >= 0; i-- {
+		_ = os.Remove(st.CreatedDirs[i]) // only if still empty
+	}
+	if err := os.RemoveAll(cfg.Dir); err != nil {
+		errs = append(errs, fmt.Errorf("removing %s: %w", cfg.Dir, err))
+	}
+	return errors.Join(errs...)
+}

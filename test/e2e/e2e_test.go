@@ -1,0 +1,461 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/weirnet/weir/pkg/localcluster"
+)
+
+func TestManifestServerDryRun(t *testing.T) {
+	s := need(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := combined(s.cfg.Kubectl(ctx, "apply", "--dry-run=server", "-f", s.cfg.Manifest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "daemonset.apps/weir-agent") {
+		t.Errorf("dry-run output lacks the DaemonSet:\n%s", out)
+	}
+}
+
+// TestPodToPod: same node and across nodes, ICMP, TCP and UDP.
+func TestPodToPod(t *testing.T) {
+	s := need(t)
+	for _, tc := range []struct{ from, to string }{
+		{"a1", "a2"}, {"a2", "a1"}, // same node
+		{"a1", "b1"}, {"b1", "a1"}, {"b1", "a2"}, // across nodes
+	} {
+		t.Run(tc.from+"-"+tc.to, func(t *testing.T) {
+			t.Parallel()
+			to := s.pods[tc.to]
+			for _, proto := range []string{"tcp", "udp"} {
+				for _, port := range []string{"80", "81"} {
+					s.expectAnswer(t, e2eNS+"/"+tc.from, proto, net.JoinHostPort(to.Status.PodIP, port), tc.to)
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if out, err := s.podRun(ctx, e2eNS+"/"+tc.from, "ping", "-c", "2", "-i", "0.2", "-W", "2", to.Status.PodIP); err != nil {
+				t.Errorf("ping %s: %v\n%s", to.Status.PodIP, err, out)
+			}
+		})
+	}
+}
+
+// TestNodeToPods: a node reaches its local pods and remote pods (through the
+// gateway and the tunnel), as kubelet probes and hostNetwork pods need.
+func TestNodeToPods(t *testing.T) {
+	s := need(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, node := range []string{s.cfg.NodeName(1), s.cfg.NodeName(2)} {
+		for _, name := range []string{"a1", "b1"} {
+			got, err := s.nodeProbe(ctx, node, "tcp", net.JoinHostPort(s.pods[name].Status.PodIP, "80"))
+			if err != nil || got != name {
+				t.Errorf("node %s -> pod %s: %q, %v", node, name, got, err)
+			}
+		}
+	}
+}
+
+// TestHostNetworkPod: a hostNetwork pod (in the node's network namespace, set
+// up by kubelet without CNI) reaches pods on both nodes; probed from inside
+// its container with kubectl exec.
+func TestHostNetworkPod(t *testing.T) {
+	s := need(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	p := localcluster.TestServerPod(e2eNS, "hostnet", s.cfg.NodeName(2), map[string]string{"app": "hostnet"}, 9080)
+	p.Spec.HostNetwork = true
+	if _, err := s.client.CoreV1().Pods(e2eNS).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.client.CoreV1().Pods(e2eNS).Delete(context.Background(), "hostnet", metav1.DeleteOptions{})
+	if _, err := localcluster.WaitPodsRunning(ctx, s.client, e2eNS, "app=hostnet", 1, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"a1", "b1"} {
+		out, err := combined(s.cfg.Kubectl(ctx, "-n", e2eNS, "exec", "hostnet", "--", "/test-server", "probe",
+			"--proto", "tcp", "--to", net.JoinHostPort(s.pods[name].Status.PodIP, "81"), "--timeout", "2s"))
+		if err != nil || out != name {
+			t.Errorf("hostNetwork pod -> %s: %q, %v", name, out, err)
+		}
+	}
+}
+
+var mtuRE = regexp.MustCompile(`mtu (\d+)`)
+
+// TestMaxSizePingAcrossNodes: the pod MTU is the underlay MTU minus the
+// Geneve overhead, so a full-size don't-fragment ping crosses nodes and one
+// byte more does not leave the pod.
+func TestMaxSizePingAcrossNodes(t *testing.T) {
+	s := need(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := s.podRun(ctx, e2eNS+"/a1", "ip", "-o", "link", "show", "eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := mtuRE.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no mtu in %q", out)
+	}
+	mtu, _ := strconv.Atoi(m[1])
+	if mtu != 1450 {
+		t.Errorf("pod MTU %d, want 1450 (1500 underlay - 50 Geneve)", mtu)
+	}
+	size := strconv.Itoa(mtu - 28)
+	if out, err := s.podRun(ctx, e2eNS+"/a1", "ping", "-M", "do", "-s", size, "-c", "2", "-i", "0.2", "-W", "2", s.pods["b1"].Status.PodIP); err != nil {
+		t.Errorf("DF ping of %s bytes across nodes: %v\n%s", size, err, out)
+	}
+	big := strconv.Itoa(mtu - 27)
+	if _, err := s.podRun(ctx, e2eNS+"/a1", "ping", "-M", "do", "-s", big, "-c", "1", "-W", "1", s.pods["b1"].Status.PodIP); err == nil {
+		t.Errorf("DF ping of %s bytes (over the pod MTU) succeeded", big)
+	}
+}
+
+// TestSNATToOutside: a pod reaches a host outside the cluster (a network
+// namespace on the node underlay that has no route to pod CIDRs) and that
+// host sees the node's IP as the source.
+func TestSNATToOutside(t *testing.T) {
+	s := need(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	outside := s.cfg.Prefix + "-outside"
+	outsideIP := s.cfg.Subnet + ".200"
+	host := s.cfg.Prefix + "-vout"
+	for _, c := range [][]string{
+		{"ip", "netns", "add", outside},
+		{"ip", "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", outside},
+		{"ip", "link", "set", host, "master", s.cfg.Prefix + "-br", "up"},
+		{"ip", "-n", outside, "addr", "add", outsideIP + "/24", "dev", "eth0"},
+		{"ip", "-n", outside, "link", "set", "eth0", "up"},
+		{"ip", "-n", outside, "link", "set", "lo", "up"},
+	} {
+		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v: %s", c, err, out)
+		}
+	}
+	defer exec.Command("ip", "netns", "del", outside).Run()
+	defer exec.Command("ip", "link", "del", host).Run()
+
+	// A TCP server inside the outside namespace, recording who connects.
+	var ln net.Listener
+	err := ns.WithNetNSPath("/run/netns/"+outside, func(ns.NetNS) error {
+		var err error
+		ln, err = net.Listen("tcp4", outsideIP+":8080")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	seen := make(chan string, 10)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			seen <- c.RemoteAddr().(*net.TCPAddr).IP.String()
+			fmt.Fprintln(c, "outside")
+			c.Close()
+		}
+	}()
+	for _, pod := range []string{"a1", "b1"} {
+		got, err := s.probe(ctx, e2eNS+"/"+pod, "tcp", outsideIP+":8080")
+		if err != nil || got != "outside" {
+			t.Errorf("pod %s -> outside: %q, %v", pod, got, err)
+			continue
+		}
+		src := <-seen
+		nodeIdx := 1
+		if s.pods[pod].Spec.NodeName == s.cfg.NodeName(2) {
+			nodeIdx = 2
+		}
+		if want := s.cfg.NodeIP(nodeIdx); src != want {
+			t.Errorf("outside host saw pod %s's connection from %s, want its node's IP %s", pod, src, want)
+		}
+	}
+}
+
+// TestClusterIPService: a pod reaches a ClusterIP Service whose only
+// endpoint is on the other node, through kube-proxy on its node.
+func TestClusterIPService(t *testing.T) {
+	s := need(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: e2eNS, Name: "b1-svc"},
+		Spec: corev1.ServiceSpec{
+			Selector: map[string]string{"pod": "b1"},
+			Ports: []corev1.ServicePort{
+				{Name: "tcp", Protocol: corev1.ProtocolTCP, Port: 8080, TargetPort: intstr.FromInt32(80)},
+				{Name: "udp", Protocol: corev1.ProtocolUDP, Port: 8081, TargetPort: intstr.FromInt32(81)},
+			},
+		},
+	}
+	svc, err := s.client.CoreV1().Services(e2eNS).Create(ctx, svc, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.client.CoreV1().Services(e2eNS).Delete(context.Background(), svc.Name, metav1.DeleteOptions{})
+	for _, c := range []struct{ from, proto, port string }{
+		{"a1", "tcp", "8080"}, {"a1", "udp", "8081"}, // endpoint on the other node
+		{"b1", "tcp", "8080"}, // endpoint is the client itself (hairpin)
+	} {
+		target := net.JoinHostPort(svc.Spec.ClusterIP, c.port)
+		// kube-proxy programs the rules a moment after the Service appears.
+		err := eventually(30*time.Second, func() error {
+			got, err := s.probe(ctx, e2eNS+"/"+c.from, c.proto, target)
+			if err == nil && got != "b1" {
+				err = fmt.Errorf("answered %q, want b1", got)
+			}
+			return err
+		})
+		if err != nil {
+			t.Errorf("%s -> service %s %s: %v", c.from, c.proto, target, err)
+		}
+	}
+}
+
+// TestPodDeletionFreesResources: deleting a pod makes kubelet call CNI DEL;
+// its OVS port, flows and IP are gone afterwards.
+func TestPodDeletionFreesResources(t *testing.T) {
+	s := need(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	node := s.cfg.NodeName(1)
+	p := localcluster.TestServerPod(e2eNS, "short-lived", node, map[string]string{"app": "short-lived"})
+	if _, err := s.client.CoreV1().Pods(e2eNS).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pods, err := localcluster.WaitPodsRunning(ctx, s.client, e2eNS, "app=short-lived", 1, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := pods[0].Status.PodIP
+	ports := func() string {
+		out, _ := s.nodeExec(ctx, node, "ovs-vsctl", "--columns=name,external_ids", "find", "Interface", "external_ids:ip="+ip)
+		return out
+	}
+	flows := func() string {
+		out, _ := s.nodeExec(ctx, node, "ovs-ofctl", "-O", "OpenFlow15", "dump-flows", "br-int")
+		var hits []string
+		for _, l := range strings.Split(out, "\n") {
+			if strings.Contains(l, "nw_dst="+ip+",") || strings.Contains(l, "nw_src="+ip+",") || strings.HasSuffix(l, "="+ip) {
+				hits = append(hits, l)
+			}
+		}
+		return strings.Join(hits, "\n")
+	}
+	if ports() == "" || flows() == "" {
+		t.Fatalf("pod %s: no OVS port or flows found before deletion (port %q)", ip, ports())
+	}
+	if err := s.client.CoreV1().Pods(e2eNS).Delete(ctx, "short-lived", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	err = eventually(60*time.Second, func() error {
+		if _, err := s.client.CoreV1().Pods(e2eNS).Get(ctx, "short-lived", metav1.GetOptions{}); err == nil {
+			return fmt.Errorf("pod still exists")
+		}
+		if p := ports(); p != "" {
+			return fmt.Errorf("port still in OVSDB: %s", p)
+		}
+		if f := flows(); f != "" {
+			return fmt.Errorf("flows for %s still installed:\n%s", ip, f)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The IP is free again: the IPAM store on the node no longer holds it.
+	out, err := s.nodeExec(ctx, node, "grep", "-rl", ip, "/var/lib/weir")
+	if err == nil && strings.TrimSpace(out) != "" {
+		t.Errorf("IP %s still recorded under /var/lib/weir on %s: %s", ip, node, out)
+	}
+}
+
+// continuousProbe probes hostport from pod every 100ms until stop is closed
+// and reports how many probes failed out of how many.
+func (s *suite) continuousProbe(from, hostport string, stop <-chan struct{}) (failed, total *int, done *sync.WaitGroup) {
+	failed, total = new(int), new(int)
+	done = &sync.WaitGroup{}
+	done.Add(1)
+	go func() {
+		defer done.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if _, err := s.probe(ctx, from, "tcp", hostport); err != nil {
+				*failed++
+			}
+			*total++
+			cancel()
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	return failed, total, done
+}
+
+// TestOVSRestart: killing the ovs sidecar (ovsdb-server + ovs-vswitchd)
+// makes kubelet restart it; the agent reconnects and replays its flows, and
+// pods talk again within seconds.
+func TestOVSRestart(t *testing.T) {
+	s := need(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	node := s.cfg.NodeName(2)
+	agent, err := s.agentPod(ctx, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, restarts, _ := containerState(agent, "ovs")
+	killed := time.Now()
+	if err := s.killContainer(ctx, node, id); err != nil {
+		t.Fatal(err)
+	}
+	err = eventually(90*time.Second, func() error {
+		_, err := s.probe(ctx, e2eNS+"/a1", "tcp", net.JoinHostPort(s.pods["b1"].Status.PodIP, "80"))
+		return err
+	})
+	if err != nil {
+		t.Fatalf("a1 -> b1 after the ovs container on %s was killed: %v", node, err)
+	}
+	t.Logf("cross-node traffic back %.1fs after the ovs container was killed", time.Since(killed).Seconds())
+	if err := s.waitContainerRestarted(ctx, node, "ovs", restarts, time.Minute); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestAgentRestart: killing the ovs-agent container keeps existing pods'
+// traffic flowing (the datapath does not depend on the agent), and a new pod
+// works once the agent is back.
+func TestAgentRestart(t *testing.T) {
+	s := need(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	node := s.cfg.NodeName(1)
+	agent, err := s.agentPod(ctx, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, restarts, _ := containerState(agent, "ovs-agent")
+	stop := make(chan struct{})
+	failed, total, done := s.continuousProbe(e2eNS+"/a1", net.JoinHostPort(s.pods["b1"].Status.PodIP, "80"), stop)
+	if err := s.killContainer(ctx, node, id); err != nil {
+		t.Fatal(err)
+	}
+	err = s.waitContainerRestarted(ctx, node, "ovs-agent", restarts, 2*time.Minute)
+	time.Sleep(2 * time.Second) // keep probing past the restart
+	close(stop)
+	done.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("during the agent restart %d of %d probes a1 -> b1 failed", *failed, *total)
+	if *failed > 0 {
+		t.Errorf("%d of %d probes of an existing connection path failed while the agent restarted", *failed, *total)
+	}
+	p := localcluster.TestServerPod(e2eNS, "after-restart", node, map[string]string{"app": "after-restart"})
+	if _, err := s.client.CoreV1().Pods(e2eNS).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.client.CoreV1().Pods(e2eNS).Delete(context.Background(), p.Name, metav1.DeleteOptions{})
+	pods, err := localcluster.WaitPodsRunning(ctx, s.client, e2eNS, "app=after-restart", 1, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.expectAnswer(t, e2eNS+"/b1", "tcp", net.JoinHostPort(pods[0].Status.PodIP, "80"), "after-restart")
+}
+
+// TestNodeJoinAndLeave: a third node joins and gets connectivity both ways;
+// when it is removed, the other nodes drop its route and tunnel flows.
+func TestNodeJoinAndLeave(t *testing.T) {
+	s := need(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	joined := time.Now()
+	if err := localcluster.AddNode(ctx, s.cfg, 3); err != nil {
+		t.Fatal(err)
+	}
+	removed := false
+	defer func() {
+		if !removed {
+			_ = localcluster.RemoveNode(context.Background(), s.cfg, 3)
+		}
+	}()
+	if err := localcluster.WaitReady(ctx, s.cfg, 3, 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("node 3 Ready with its weir-agent %.1fs after it started", time.Since(joined).Seconds())
+	node3 := s.cfg.NodeName(3)
+	p := localcluster.TestServerPod(e2eNS, "c1", node3, map[string]string{"app": "c1"})
+	if _, err := s.client.CoreV1().Pods(e2eNS).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pods, err := localcluster.WaitPodsRunning(ctx, s.client, e2eNS, "app=c1", 1, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c1 := pods[0]
+	s.expectAnswer(t, e2eNS+"/a1", "tcp", net.JoinHostPort(c1.Status.PodIP, "80"), "c1")
+	s.expectAnswer(t, e2eNS+"/c1", "udp", net.JoinHostPort(s.pods["a1"].Status.PodIP, "81"), "a1")
+
+	n3, err := s.client.CoreV1().Nodes().Get(ctx, node3, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cidr, node1 := n3.Spec.PodCIDR, s.cfg.NodeName(1)
+	routes := func() string { out, _ := s.nodeExec(ctx, node1, "ip", "route", "show", cidr); return out }
+	tunnel := func() string {
+		out, _ := s.nodeExec(ctx, node1, "ovs-ofctl", "-O", "OpenFlow15", "dump-flows", "br-int")
+		var hits []string
+		for _, l := range strings.Split(out, "\n") {
+			if strings.Contains(l, s.cfg.NodeIP(3)) {
+				hits = append(hits, l)
+			}
+		}
+		return strings.Join(hits, "\n")
+	}
+	if routes() == "" || tunnel() == "" {
+		t.Fatalf("node 1 has no route (%q) or tunnel flows for node 3 while it is up", routes())
+	}
+	_ = s.client.CoreV1().Pods(e2eNS).Delete(ctx, "c1", metav1.DeleteOptions{})
+	if err := localcluster.RemoveNode(ctx, s.cfg, 3); err != nil {
+		t.Fatal(err)
+	}
+	removed = true
+	err = eventually(10*time.Second, func() error {
+		if r := routes(); r != "" {
+			return fmt.Errorf("route to node 3's pod CIDR still on node 1: %s", r)
+		}
+		if f := tunnel(); f != "" {
+			return fmt.Errorf("flows towards node 3 still on node 1:\n%s", f)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+	}
+}

@@ -1,0 +1,164 @@
+// Package e2e is Weir's end-to-end suite: it starts a real multi-node
+// Kubernetes cluster with pkg/localcluster (kube-apiserver, controller-manager,
+// scheduler, and per node containerd + kubelet + kube-proxy), deploys Weir with
+// its own DaemonSet from freshly built images, and checks what users rely on
+// through pods the real kubelet sets up via the real weir CNI binary.
+//
+// The cluster is started once for the package (TestMain) and removed at the
+// end, also when a test fails. It needs root; without root every test skips.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/weirnet/weir/pkg/localcluster"
+	"github.com/weirnet/weir/test/k8stest"
+)
+
+// suite is the cluster shared by every test of the package.
+type suite struct {
+	cfg    localcluster.Config
+	client kubernetes.Interface
+	bin    string // test-server binary on the host, run inside pods' netns
+	// pods of the e2e namespace by name (a1, a2 on node 1; b1 on node 2).
+	pods map[string]corev1.Pod
+}
+
+var cluster *suite // set by TestMain when the cluster is up
+
+// e2eNS holds the suite's long-lived test-server pods.
+const e2eNS = "e2e"
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "e2e: not root; the tests will skip")
+		os.Exit(m.Run())
+	}
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	ctx := context.Background()
+	start := time.Now()
+	root, err := k8stest.RepoRoot()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	k8sBin, err := k8stest.EnsureBinaries(os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	// The images are built from the working tree by the same targets users run.
+	build := exec.Command("make", "-s", "-C", root, "build", "images")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: make build images:", err)
+		return 1
+	}
+	dir, err := os.MkdirTemp("", "weir-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	cfg := localcluster.DefaultConfig()
+	cfg.Dir = dir
+	cfg.Prefix = "weire2e" // apart from a user's `make run` cluster
+	cfg.Subnet = "172.31.251"
+	cfg.PortBase = 18000
+	cfg.K8sBin = k8sBin
+	cfg.BinDir = filepath.Join(root, "bin")
+	cfg.ImagesDir = filepath.Join(root, "bin", "images")
+	cfg.Manifest = filepath.Join(root, "build", "yamls", "weir.yml")
+	cfg.Out = os.Stderr
+	// Whatever happens below, remove the cluster.
+	defer func() {
+		if os.Getenv("WEIR_E2E_KEEP") != "" {
+			fmt.Fprintf(os.Stderr, "e2e: WEIR_E2E_KEEP set: cluster left in %s\n", dir)
+			return
+		}
+		t := time.Now()
+		if err := localcluster.Down(context.Background(), cfg); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: down:", err)
+		}
+		fmt.Fprintf(os.Stderr, "e2e: cluster removed in %.1fs\n", time.Since(t).Seconds())
+	}()
+	fmt.Fprintf(os.Stderr, "e2e: binaries and images ready after %.1fs\n", time.Since(start).Seconds())
+	upStart := time.Now()
+	if err := localcluster.Up(ctx, cfg, 2); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: up:", err)
+		dumpLogs(cfg)
+		return 1
+	}
+	s := &suite{cfg: cfg, bin: filepath.Join(root, "bin", "test-server"), pods: map[string]corev1.Pod{}}
+	if s.client, err = cfg.Client(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	if err := s.createPods(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: creating test pods:", err)
+		dumpLogs(cfg)
+		return 1
+	}
+	fmt.Fprintf(os.Stderr, "e2e: cluster up and test pods Running %.1fs after `up` started\n", time.Since(upStart).Seconds())
+	cluster = s
+	code := m.Run()
+	if code != 0 {
+		dumpLogs(cfg)
+	}
+	return code
+}
+
+func (s *suite) createPods(ctx context.Context) error {
+	_, err := s.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: e2eNS}}, metav1.CreateOptions{})
+	if err != nil {
+		return err
+	}
+	layout := map[string]int{"a1": 1, "a2": 1, "b1": 2}
+	for name, node := range layout {
+		p := localcluster.TestServerPod(e2eNS, name, s.cfg.NodeName(node), map[string]string{"app": "e2e", "pod": name})
+		if _, err := s.client.CoreV1().Pods(e2eNS).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			return err
+		}
+	}
+	pods, err := localcluster.WaitPodsRunning(ctx, s.client, e2eNS, "app=e2e", len(layout), 2*time.Minute)
+	if err != nil {
+		return err
+	}
+	for _, p := range pods {
+		s.pods[p.Name] = p
+	}
+	return nil
+}
+
+// dumpLogs prints the tail of the cluster's and agents' logs to help
+// diagnose a failure.
+func dumpLogs(cfg localcluster.Config) {
+	files, _ := filepath.Glob(filepath.Join(cfg.Dir, "logs", "*.log"))
+	more, _ := filepath.Glob(filepath.Join(cfg.Dir, "nodes", "*", "logs", "*.log"))
+	pods, _ := filepath.Glob(filepath.Join(cfg.Dir, "nodes", "*", "var-log-pods", "kube-system_weir-agent-*", "*", "*.log"))
+	for _, f := range append(append(files, more...), pods...) {
+		out, _ := exec.Command("tail", "-n", "25", f).CombinedOutput()
+		fmt.Fprintf(os.Stderr, "===== %s =====\n%s", f, out)
+	}
+}
+
+// need returns the shared cluster or skips the test.
+func need(t *testing.T) *suite {
+	t.Helper()
+	if cluster == nil {
+		t.Skip("no cluster: e2e needs root")
+	}
+	return cluster
+}
