@@ -35,11 +35,15 @@ const defaultMTU = 1500
 // Run starts the agent and serves until ctx ends. Start-up order: pod CIDR
 // (from the config, or else from the Node object once it has one), OVSDB,
 // bridge (with table names), underlay (netdev datapath with
-// UnderlayInterface), pod MTU, gateway port and address, Geneve port
+// UnderlayInterface), pod MTU, gateway port and address, pod egress SNAT
+// (nftables table ip weir, or its removal with snat: false), Geneve port
 // (cluster mode), OpenFlow connection, base pipeline, IPAM, restore of
 // existing pods, removal of the previous run's stale flows, CNI readiness,
 // and then, in cluster mode, the Node controller that installs the tunnel
-// peers (CNI readiness does not wait for peers).
+// peers (CNI readiness does not wait for peers) and the Pod controller that
+// frees the interfaces of pods deleted behind the runtime's back. Before
+// CNI readiness, and after every OpenFlow reconnect, flow-restore-wait is
+// cleared so ovs-vswitchd forwards with the restored flows.
 func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("invalid agent config: %w", err)
@@ -64,7 +68,7 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 
 	var client kubernetes.Interface
 	if cfg.ClusterMode() {
-		if client, err = NewKubeClient(cfg.Kubeconfig); err != nil {
+		if client, err = NewKubeClient(cfg.Kubeconfig, cfg.KubeAPIServerOverride); err != nil {
 			return err
 		}
 	}
@@ -95,6 +99,9 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 		return fmt.Errorf("ensuring gateway port %s: %w", cfg.GatewayName, err)
 	}
 	if err := configureGateway(ctx, cfg.GatewayName, &net.IPNet{IP: gwIP, Mask: cidr.Mask}, mtu); err != nil {
+		return err
+	}
+	if err := reconcileSNAT(ctx, cfg, cidr, log); err != nil {
 		return err
 	}
 	var tunPort int
@@ -146,12 +153,17 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 			return fmt.Errorf("removing stale flows of round %d: %w", prevRound, err)
 		}
 	}
+	// The flows are complete: let an ovs-vswitchd started with
+	// flow-restore-wait (the OVS container does) forward with them.
+	if err := db.ClearFlowRestoreWait(ctx); err != nil {
+		return fmt.Errorf("telling ovs-vswitchd the flows are restored: %w", err)
+	}
 	srv.SetReady(true)
 	log.Info("Agent ready", "bridge", cfg.Bridge, "datapath", cfg.DatapathType, "podCIDR", cidr.String(),
 		"gateway", gwIP.String(), "mtu", mtu, "tunnelOFPort", tunPort, "round", round, "restoredPods", st.Restored, "removedPods", st.Removed,
 		"releasedIPs", st.Released, "startup", time.Since(start).Round(time.Millisecond))
 
-	go watchReconnects(ctx, sw, log)
+	go watchReconnects(ctx, sw, db, log)
 	if cfg.ClusterMode() {
 		nc, err := NewNodeController(NodeControllerConfig{Client: client, LocalNode: cfg.NodeName, Pipeline: pipe,
 			GatewayName: cfg.GatewayName, UnderlayBridge: underlayBridge(underlay), Logger: log})
@@ -169,7 +181,40 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 			<-done
 		}()
 	}
+	if cfg.ClusterMode() {
+		pc, err := NewPodController(PodControllerConfig{Client: client, NodeName: cfg.NodeName, Interfaces: srv, Logger: log})
+		if err != nil {
+			return err
+		}
+		pcCtx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			pc.Run(pcCtx)
+		}()
+		defer func() {
+			stop()
+			<-done
+		}()
+	}
 	return srv.Serve(ctx, cfg.CNISocket)
+}
+
+// reconcileSNAT installs (cfg.SNAT) or removes the masquerade of pod
+// egress, nftables table "ip weir" (docs/overlay.md, "SNAT").
+func reconcileSNAT(ctx context.Context, cfg Config, cidr *net.IPNet, log klog.Logger) error {
+	if !cfg.SNAT {
+		if err := nodenet.RemoveSNAT(ctx); err != nil {
+			return err
+		}
+		log.Info("Pod egress SNAT off", "table", "ip "+nodenet.SNATTable)
+		return nil
+	}
+	if err := nodenet.ReconcileSNAT(ctx, nodenet.SNATConfig{PodCIDR: cidr, GatewayName: cfg.GatewayName}); err != nil {
+		return err
+	}
+	log.Info("Pod egress SNAT installed", "table", "ip "+nodenet.SNATTable, "podCIDR", cidr.String(), "except", cfg.GatewayName)
+	return nil
 }
 
 // underlayBridge is the bridge tunnel neighbours are warmed on: br-phy
@@ -251,7 +296,7 @@ func podCIDR(ctx context.Context, cfg Config, log klog.Logger) (*net.IPNet, erro
 	if cfg.PodCIDR != "" {
 		return cfg.ParsePodCIDR()
 	}
-	client, err := NewKubeClient(cfg.Kubeconfig)
+	client, err := NewKubeClient(cfg.Kubeconfig, cfg.KubeAPIServerOverride)
 	if err != nil {
 		return nil, err
 	}
@@ -281,14 +326,16 @@ func previousRound(ctx context.Context, sw *openflow.Switch) (uint8, error) {
 func ptr[T any](v T) *T { return &v }
 
 // watchReconnects logs reconnects; the openflow layer has replayed the
-// flow cache by the time one is reported.
-func watchReconnects(ctx context.Context, sw *openflow.Switch, log klog.Logger) {
+// flow cache by the time one is reported, so it then clears
+// flow-restore-wait, which a restarted ovs-vswitchd starts with.
+func watchReconnects(ctx context.Context, sw *openflow.Switch, db flowRestoreClearer, log klog.Logger) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case gen := <-sw.Reconnected():
 			log.Info("OpenFlow connection re-established and flows replayed", "generation", gen)
+			clearFlowRestoreWait(ctx, db, log)
 		}
 	}
 }

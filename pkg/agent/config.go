@@ -34,6 +34,11 @@ type Config struct {
 	// Kubeconfig is the path of a kubeconfig file for reaching the API
 	// server; empty means the in-cluster configuration (service account).
 	Kubeconfig string `json:"kubeconfig"`
+	// KubeAPIServerOverride, e.g. "https://172.31.250.1:6443", is the API
+	// server to use with the in-cluster service-account credentials (when
+	// Kubeconfig is empty) instead of the kubernetes Service's ClusterIP, so
+	// the agent does not depend on kube-proxy.
+	KubeAPIServerOverride string `json:"kubeAPIServerOverride"`
 	// NodeName is the name of this node's Node object. It defaults to the
 	// NODE_NAME environment variable (set from spec.nodeName with the
 	// downward API in the DaemonSet).
@@ -58,6 +63,11 @@ type Config struct {
 	StateDir string `json:"stateDir"`
 	// CTZone is the conntrack zone of pod traffic.
 	CTZone uint16 `json:"ctZone"`
+	// SNAT masquerades pod traffic that leaves the node other than through
+	// the gateway (i.e. to destinations outside the cluster) to the node's
+	// address, in the nftables table "ip weir" (nodenet.ReconcileSNAT).
+	// Default true; false removes that table at start.
+	SNAT bool `json:"snat"`
 }
 
 // NodeNameEnv is the environment variable NodeName defaults to.
@@ -77,6 +87,7 @@ func DefaultConfig() Config {
 		CNISocket:     "/var/run/weir/cni.sock",
 		StateDir:      "/var/lib/weir",
 		CTZone:        65520,
+		SNAT:          true,
 	}
 }
 
@@ -119,6 +130,11 @@ func (c Config) Validate() error {
 			"names the Node to read spec.podCIDR from"))
 	} else if c.PodCIDR != "" {
 		if _, err := c.ParsePodCIDR(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.KubeAPIServerOverride != "" {
+		if err := validateAPIServerURL(c.KubeAPIServerOverride); err != nil {
 			errs = append(errs, err)
 		}
 	}

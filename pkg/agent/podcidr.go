@@ -1,10 +1,14 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -16,6 +20,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
+	certutil "k8s.io/client-go/util/cert"
 	"k8s.io/klog/v2"
 )
 
@@ -25,20 +30,33 @@ const userAgent = "weir-ovs-agent"
 // waitLogInterval is how often WaitForPodCIDR says it is still waiting.
 const waitLogInterval = 10 * time.Second
 
+// serviceAccountDir is where Kubernetes mounts a pod's service-account
+// token and the cluster CA (the files rest.InClusterConfig reads).
+const serviceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
+
 // NewKubeClient returns a clientset for the API server named by the
-// kubeconfig file at path, or, if path is empty, for the cluster the agent
-// runs in (the pod's service account and KUBERNETES_SERVICE_HOST/PORT).
-func NewKubeClient(kubeconfig string) (kubernetes.Interface, error) {
+// kubeconfig file at path; if path is empty, for the cluster the agent runs
+// in, with the pod's service-account credentials. The API server is then
+// apiServerOverride when set (e.g. "https://172.31.250.1:6443", so the agent
+// does not depend on kube-proxy and the kubernetes Service's ClusterIP,
+// which may not work before the pod network does), else
+// KUBERNETES_SERVICE_HOST/PORT.
+func NewKubeClient(kubeconfig, apiServerOverride string) (kubernetes.Interface, error) {
 	var (
 		cfg *rest.Config
 		err error
 	)
-	if kubeconfig != "" {
+	switch {
+	case kubeconfig != "":
 		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
 		if err != nil {
 			return nil, fmt.Errorf("loading kubeconfig %s: %w", kubeconfig, err)
 		}
-	} else {
+	case apiServerOverride != "":
+		if cfg, err = serviceAccountConfig(serviceAccountDir, apiServerOverride); err != nil {
+			return nil, err
+		}
+	default:
 		cfg, err = rest.InClusterConfig()
 		if err != nil {
 			return nil, fmt.Errorf("loading in-cluster API server config (set kubeconfig when not running in a pod): %w", err)
@@ -50,6 +68,51 @@ func NewKubeClient(kubeconfig string) (kubernetes.Interface, error) {
 		return nil, fmt.Errorf("creating Kubernetes client for %s: %w", cfg.Host, err)
 	}
 	return client, nil
+}
+
+// serviceAccountConfig is rest.InClusterConfig with the service-account
+// directory (holding "token" and "ca.crt") and the API server URL as
+// parameters. Like InClusterConfig it names the token file, so client-go
+// re-reads the token when the kubelet rotates it.
+func serviceAccountConfig(dir, host string) (*rest.Config, error) {
+	if err := validateAPIServerURL(host); err != nil {
+		return nil, err
+	}
+	tokenFile := filepath.Join(dir, corev1.ServiceAccountTokenKey)
+	caFile := filepath.Join(dir, corev1.ServiceAccountRootCAKey)
+	token, err := os.ReadFile(tokenFile)
+	if err != nil {
+		return nil, fmt.Errorf("reading the service-account token for %s: %w", host, err)
+	}
+	if len(bytes.TrimSpace(token)) == 0 {
+		return nil, fmt.Errorf("service-account token %s is empty", tokenFile)
+	}
+	if _, err := certutil.NewPool(caFile); err != nil {
+		return nil, fmt.Errorf("reading the service-account CA for %s: %w", host, err)
+	}
+	return &rest.Config{
+		Host:            host,
+		TLSClientConfig: rest.TLSClientConfig{CAFile: caFile},
+		BearerToken:     string(bytes.TrimSpace(token)),
+		BearerTokenFile: tokenFile,
+	}, nil
+}
+
+// validateAPIServerURL checks an API server URL given in the config: http
+// or https, with a host, and nothing after the port.
+func validateAPIServerURL(s string) error {
+	const want = "must be an https:// or http:// URL with a host, e.g. https://172.31.250.1:6443"
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("kubeAPIServerOverride %q: %s: %w", s, want, err)
+	}
+	if (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.Hostname() == "" {
+		return fmt.Errorf("kubeAPIServerOverride %q: %s", s, want)
+	}
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return fmt.Errorf("kubeAPIServerOverride %q: must be scheme://host[:port] only", s)
+	}
+	return nil
 }
 
 // WaitForPodCIDR watches the Node named nodeName and returns its pod CIDR as

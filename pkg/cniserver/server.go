@@ -67,6 +67,7 @@ type attachment struct {
 	MAC         net.HardwareAddr
 	PodName     string
 	PodNS       string
+	PodUID      string // K8S_POD_UID, when the runtime passes it
 }
 
 func (a *attachment) key() string { return a.ContainerID + "/" + a.IfName }
@@ -187,7 +188,7 @@ func (s *Server) add(ctx context.Context, req *request, log klog.Logger) (*attac
 
 	att := &attachment{ContainerID: req.containerID, IfName: req.ifName, NetNS: req.netns,
 		HostIfName: podnet.HostIfName(req.containerID, req.ifName),
-		PodName:    req.args["K8S_POD_NAME"], PodNS: req.args["K8S_POD_NAMESPACE"]}
+		PodName:    req.args["K8S_POD_NAME"], PodNS: req.args["K8S_POD_NAMESPACE"], PodUID: req.args["K8S_POD_UID"]}
 
 	steps := make([]any, 0, 8)
 	mark := time.Now()
@@ -289,6 +290,9 @@ func (a *attachment) externalIDs() map[string]string {
 	}
 	if a.PodNS != "" {
 		ids[ovsdb.KeyPodNamespace] = a.PodNS
+	}
+	if a.PodUID != "" {
+		ids[KeyPodUID] = a.PodUID
 	}
 	return ids
 }

@@ -132,7 +132,9 @@ func (p *Pipeline) InstallBase(ctx context.Context) error {
 // BaseFlows returns the static flows: the gateway and tunnel classifiers,
 // the gateway's ARP responder and forwarding, conntrack, the hook tables'
 // pass-through defaults, and output; with a tunnel port also the delivery of
-// tunnelled traffic for the gateway IP.
+// tunnelled traffic for the gateway IP; and the flows that send replies of
+// connections from the gateway (kube-proxy's DNATed service traffic) back
+// through the gateway (serviceFlows).
 func (p *Pipeline) BaseFlows() ([]*openflow.Flow, error) {
 	c := uint64(p.base)
 	gwMAC, gwIP, zone := p.cfg.GatewayMAC, p.cfg.GatewayIP, p.cfg.CTZone
@@ -191,6 +193,8 @@ func (p *Pipeline) BaseFlows() ([]*openflow.Flow, error) {
 				SetEthDst(gwMAC).GotoTable(L2Forwarding),
 		)
 	}
+	// Service replies back through the gateway (service.go).
+	bs = append(bs, p.serviceFlows(nf)...)
 	return buildAll(bs)
 }
 

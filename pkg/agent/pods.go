@@ -1,0 +1,334 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
+
+	"github.com/weirnet/weir/pkg/cniserver"
+)
+
+// Tuning of the Pod controller.
+const (
+	// DefaultPodReleaseGrace is how long after a Pod is deleted the agent
+	// waits before releasing an interface the runtime has not removed
+	// with CNI DEL. The kubelet normally calls DEL well within it; the
+	// agent must not race it.
+	DefaultPodReleaseGrace = 60 * time.Second
+	// podWorkers is how many pods are reconciled at once.
+	podWorkers = 1
+	// podRetryBase and podRetryMax bound the per-pod backoff after a
+	// failed release.
+	podRetryBase = 500 * time.Millisecond
+	podRetryMax  = 60 * time.Second
+	// podGetTimeout bounds the API read that confirms a pod is gone.
+	podGetTimeout = 10 * time.Second
+)
+
+// mirrorPodAnnotation is set by the kubelet on the API object of a static
+// pod; its value is the static pod's UID, which the runtime passes to CNI
+// as K8S_POD_UID (the mirror object's own UID differs).
+const mirrorPodAnnotation = "kubernetes.io/config.mirror"
+
+// PodInterfaces is what the Pod controller needs from the CNI server (a
+// *cniserver.Server).
+type PodInterfaces interface {
+	Attachments() []cniserver.Attachment
+	Release(ctx context.Context, key string) (bool, error)
+}
+
+// PodControllerConfig configures a PodController.
+type PodControllerConfig struct {
+	// Client reaches the API server; the agent needs list, watch and get
+	// on pods.
+	Client kubernetes.Interface
+	// NodeName is this node: only pods with spec.nodeName equal to it are
+	// watched.
+	NodeName string
+	// Interfaces are the pod interfaces of this node (the CNI server).
+	Interfaces PodInterfaces
+	// GracePeriod is how long after a Pod delete event its interfaces
+	// are released if still there; 0 means DefaultPodReleaseGrace.
+	GracePeriod time.Duration
+	// Logger receives structured logs.
+	Logger klog.Logger
+}
+
+// PodController frees the networking of pods that no longer exist but
+// whose interfaces the runtime never removed: at start-up (pods deleted
+// while the agent was down) and, after GracePeriod, for pods deleted while
+// it runs (normally the kubelet's CNI DEL comes first and there is nothing
+// left to do). An interface is stale when its pod (namespace/name from
+// CNI_ARGS) does not exist, or exists with a different UID when the
+// interface recorded one (K8S_POD_UID), or now runs on another node.
+// Interfaces without a pod name (not created by a kubelet) are never
+// touched. Absence seen in the informer's cache is confirmed with a read
+// from the API server before anything is released, and release is exactly
+// a CNI DEL (flows, OVS port, veth, IP).
+type PodController struct {
+	cfg      PodControllerConfig
+	factory  informers.SharedInformerFactory
+	informer cache.SharedIndexInformer
+	lister   corelisters.PodLister
+	queue    workqueue.TypedRateLimitingInterface[string]
+	log      klog.Logger
+
+	initialOnce sync.Once
+	initial     chan struct{} // closed after the start-up reconcile
+	mu          sync.Mutex
+	released    int // interfaces released so far
+}
+
+// NewPodController creates the controller; Run starts it.
+func NewPodController(cfg PodControllerConfig) (*PodController, error) {
+	if cfg.Client == nil || cfg.Interfaces == nil || cfg.NodeName == "" {
+		return nil, errors.New("pod controller: client, interfaces and node name are required")
+	}
+	if cfg.GracePeriod <= 0 {
+		cfg.GracePeriod = DefaultPodReleaseGrace
+	}
+	factory := informers.NewSharedInformerFactoryWithOptions(cfg.Client, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName).String()
+		}))
+	pods := factory.Core().V1().Pods()
+	c := &PodController{
+		cfg:      cfg,
+		factory:  factory,
+		informer: pods.Informer(),
+		lister:   pods.Lister(),
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.NewTypedItemExponentialFailureRateLimiter[string](podRetryBase, podRetryMax),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "pods"}),
+		log:     cfg.Logger.WithName("pods"),
+		initial: make(chan struct{}),
+	}
+	// Keep only what the controller reads: a node's pods are many and
+	// their specs large.
+	if err := c.informer.SetTransform(slimPod); err != nil {
+		return nil, fmt.Errorf("pod controller: %w", err)
+	}
+	if _, err := c.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		DeleteFunc: func(obj any) {
+			key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+			if err != nil {
+				c.log.Error(err, "Ignoring a Pod delete event without a usable key")
+				return
+			}
+			c.log.V(2).Info("Pod deleted; checking its interfaces after the grace period", "pod", key,
+				"grace", c.cfg.GracePeriod)
+			c.queue.AddAfter(key, c.cfg.GracePeriod)
+		},
+	}); err != nil {
+		return nil, fmt.Errorf("pod controller: registering event handlers: %w", err)
+	}
+	if err := c.informer.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
+		c.log.Info("Listing or watching Pods failed; retrying", "err", err)
+	}); err != nil {
+		return nil, fmt.Errorf("pod controller: %w", err)
+	}
+	return c, nil
+}
+
+// slimPod is the informer's transform: a Pod with only the fields the
+// controller uses.
+func slimPod(obj any) (any, error) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil // a tombstone
+	}
+	slim := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace, UID: pod.UID,
+			ResourceVersion: pod.ResourceVersion, DeletionTimestamp: pod.DeletionTimestamp},
+		Spec: corev1.PodSpec{NodeName: pod.Spec.NodeName},
+	}
+	if v, ok := pod.Annotations[mirrorPodAnnotation]; ok {
+		slim.Annotations = map[string]string{mirrorPodAnnotation: v}
+	}
+	return slim, nil
+}
+
+// Run starts the informer, reconciles every interface once the informer
+// has synced, then handles Pod deletions until ctx ends.
+func (c *PodController) Run(ctx context.Context) {
+	defer c.factory.Shutdown()
+	defer c.queue.ShutDown()
+	start := time.Now()
+	c.factory.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), c.informer.HasSynced) {
+		return
+	}
+	c.log.Info("Pod informer synced", "pods", len(c.informer.GetStore().ListKeys()),
+		"took", time.Since(start).Round(time.Millisecond))
+	c.reconcileAll(ctx)
+	var wg sync.WaitGroup
+	for range podWorkers {
+		wg.Go(func() {
+			for c.processNext(ctx) {
+			}
+		})
+	}
+	<-ctx.Done()
+	c.queue.ShutDown()
+	wg.Wait()
+}
+
+// WaitInitialReconcile waits until the start-up reconcile has run (or ctx
+// ends).
+func (c *PodController) WaitInitialReconcile(ctx context.Context) error {
+	select {
+	case <-c.initial:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the start-up pod reconcile: %w", ctx.Err())
+	}
+}
+
+// Released returns how many interfaces the controller has released.
+func (c *PodController) Released() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.released
+}
+
+// reconcileAll checks every interface against the synced cache; the
+// release of pods whose check or release fails is retried through the
+// queue.
+func (c *PodController) reconcileAll(ctx context.Context) {
+	defer c.initialOnce.Do(func() { close(c.initial) })
+	start := time.Now()
+	checked, released, failed := 0, 0, 0
+	for _, att := range c.cfg.Interfaces.Attachments() {
+		if att.PodName == "" || att.PodNamespace == "" {
+			continue
+		}
+		checked++
+		ok, err := c.reconcile(ctx, att, "start-up")
+		if err != nil {
+			failed++
+			c.log.Error(err, "Reconciling a pod interface at start-up failed; will retry", "pod",
+				att.PodNamespace+"/"+att.PodName, "interface", att.Key)
+			c.queue.AddRateLimited(att.PodNamespace + "/" + att.PodName)
+			continue
+		}
+		if ok {
+			released++
+		}
+	}
+	c.log.Info("Start-up pod reconcile done", "checked", checked, "released", released, "failed", failed,
+		"took", time.Since(start).Round(time.Millisecond))
+}
+
+// processNext handles one queued pod; false once the queue shuts down.
+func (c *PodController) processNext(ctx context.Context) bool {
+	key, quit := c.queue.Get()
+	if quit {
+		return false
+	}
+	defer c.queue.Done(key)
+	if err := c.sync(ctx, key); err != nil {
+		if ctx.Err() != nil {
+			return true
+		}
+		c.log.Error(err, "Releasing the interfaces of a deleted pod failed; will retry", "pod", key,
+			"retries", c.queue.NumRequeues(key))
+		c.queue.AddRateLimited(key)
+		return true
+	}
+	c.queue.Forget(key)
+	return true
+}
+
+// sync reconciles every interface of pod key ("namespace/name").
+func (c *PodController) sync(ctx context.Context, key string) error {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		return nil // cannot be retried into shape
+	}
+	var errs []error
+	for _, att := range c.cfg.Interfaces.Attachments() {
+		if att.PodNamespace != ns || att.PodName != name {
+			continue
+		}
+		if _, err := c.reconcile(ctx, att, "pod deleted"); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// reconcile releases att if its pod is gone and reports whether it did.
+func (c *PodController) reconcile(ctx context.Context, att cniserver.Attachment, trigger string) (bool, error) {
+	reason, err := c.staleReason(ctx, att)
+	if err != nil || reason == "" {
+		return false, err
+	}
+	existed, err := c.cfg.Interfaces.Release(ctx, att.Key)
+	if err != nil {
+		return false, err
+	}
+	if !existed {
+		return false, nil // the runtime's DEL came first
+	}
+	c.mu.Lock()
+	c.released++
+	c.mu.Unlock()
+	c.log.Info("Released the interface of a pod that is gone", "pod", att.PodNamespace+"/"+att.PodName,
+		"container", att.ContainerID, "ifname", att.IfName, "ip", att.IP.String(), "hostIf", att.HostIfName,
+		"reason", reason, "trigger", trigger)
+	return true, nil
+}
+
+// staleReason says why att's pod is gone, "" if it is not. A pod missing
+// from the informer's cache is looked up on the API server before it is
+// declared gone, so a cache that lags behind never costs a live pod its
+// network.
+func (c *PodController) staleReason(ctx context.Context, att cniserver.Attachment) (string, error) {
+	pod, err := c.lister.Pods(att.PodNamespace).Get(att.PodName)
+	if apierrors.IsNotFound(err) {
+		gctx, cancel := context.WithTimeout(ctx, podGetTimeout)
+		pod, err = c.cfg.Client.CoreV1().Pods(att.PodNamespace).Get(gctx, att.PodName, metav1.GetOptions{})
+		cancel()
+		if apierrors.IsNotFound(err) {
+			return "the pod does not exist", nil
+		}
+	}
+	if err != nil {
+		return "", fmt.Errorf("reading Pod %s/%s: %w", att.PodNamespace, att.PodName, err)
+	}
+	return staleAgainst(att, pod, c.cfg.NodeName), nil
+}
+
+// staleAgainst says why att does not belong to pod, an existing Pod of
+// the same namespace and name, or "" if it may.
+func staleAgainst(att cniserver.Attachment, pod *corev1.Pod, nodeName string) string {
+	if pod.Spec.NodeName != nodeName {
+		// The kubelet only runs pods bound to its node: a pod of this
+		// name elsewhere (or not yet scheduled) is a new one.
+		return fmt.Sprintf("a pod of this name now has spec.nodeName %q", pod.Spec.NodeName)
+	}
+	if att.PodUID == "" {
+		return "" // nothing recorded to compare; do not guess
+	}
+	uid := string(pod.UID)
+	if m, ok := pod.Annotations[mirrorPodAnnotation]; ok {
+		uid = m // a static pod: the runtime knows its UID, not the mirror's
+	}
+	if uid != att.PodUID {
+		return fmt.Sprintf("the pod was recreated (UID %s, interface recorded %s)", uid, att.PodUID)
+	}
+	return ""
+}

@@ -1,0 +1,54 @@
+package pipeline
+
+import "github.com/weirnet/weir/pkg/openflow"
+
+// Service traffic (ClusterIP, NodePort) is load-balanced by the node's
+// kube-proxy, not by OVS: a pod's packet for a ClusterIP follows the pod's
+// default route to the gateway, the node's kernel DNATs it to an endpoint
+// pod and routes it back into OVS through the gateway. The endpoint's
+// replies must take the same way back, through the gateway into the node's
+// kernel, which reverses the DNAT; delivered straight to the client they
+// would carry the endpoint's address instead of the ClusterIP, and the
+// client would reset the connection.
+//
+// So connections whose first packet entered OVS from the gateway are
+// committed with ctMarkFromGateway, and in L3Forwarding the replies of such
+// connections coming from a local pod or through the tunnel are sent to the
+// gateway (destination MAC rewritten to the gateway's), ahead of the routes
+// to pods and peers. The kernel then un-DNATs them and routes them to the
+// client like any other packet. Replies of connections the node itself
+// opened (the kernel talking to a pod) go to the gateway as before; the
+// flows change nothing for them.
+
+// The ct_mark bit set on connections first seen coming from the gateway.
+const (
+	ctMarkFromGateway     uint32 = 0x1
+	ctMarkFromGatewayMask uint32 = 0x1
+)
+
+// serviceFlows returns the base flows of the "reply via the gateway" path:
+// the marking commit in ConntrackCommit, and the L3Forwarding flows for
+// replies from local pods and, with a tunnel port, from other nodes.
+func (p *Pipeline) serviceFlows(nf func(table uint8, prio uint16) *openflow.FlowBuilder) []*openflow.FlowBuilder {
+	zone, gwMAC := p.cfg.CTZone, p.cfg.GatewayMAC
+	fromGatewayReply := func(source uint64) *openflow.FlowBuilder {
+		return nf(L3Forwarding, 210).MatchProtocol(openflow.ProtocolIP).
+			MatchRegBits(regSource, sourceBitsStart, sourceBitsEnd, uint32(source)).
+			MatchCTState(openflow.CTState{}.Trk(true).Rpl(true)).
+			MatchCTMark(ctMarkFromGateway, ctMarkFromGatewayMask).
+			SetEthDst(gwMAC).GotoTable(L2Forwarding)
+	}
+	bs := []*openflow.FlowBuilder{
+		// New connections from the gateway are committed with the mark
+		// (above the plain commit at 200).
+		nf(ConntrackCommit, 210).MatchProtocol(openflow.ProtocolIP).
+			MatchRegBits(regSource, sourceBitsStart, sourceBitsEnd, uint32(sourceGateway)).
+			MatchCTState(openflow.CTState{}.Trk(true).New(true)).
+			CT(openflow.CTCommit(zone, openflow.SetCTMark(ctMarkFromGateway, ctMarkFromGatewayMask))).GotoTable(Output),
+		fromGatewayReply(sourcePod),
+	}
+	if p.cfg.TunnelOFPort != 0 {
+		bs = append(bs, fromGatewayReply(sourceTunnel))
+	}
+	return bs
+}
