@@ -22,13 +22,17 @@ deps: ## Install missing system packages (OVS, iproute2, nftables, ping, ...); n
 # cmd/cni-client is installed as /opt/cni/bin/weir, so `make build` names it bin/weir.
 CNI_CLIENT := github.com/weirnet/weir/cmd/cni-client
 
-build: ## Build every command under cmd/ into bin/ (cmd/cni-client as bin/weir).
+# CGO_ENABLED=0: the binaries are static, so the same files run on the host and in the images.
+build: ## Build every command under cmd/ into bin/ (cmd/cni-client as bin/weir), statically linked.
 	@pkgs="$$(if [ -d cmd ]; then $(GO) list -f '{{if eq .Name "main"}}{{.ImportPath}}{{end}}' ./cmd/... | grep -vx '$(CNI_CLIENT)'; fi)"; \
 	mkdir -p bin; \
-	if [ -n "$$pkgs" ]; then echo "$(GO) build -o bin/ $$pkgs" && $(GO) build -o bin/ $$pkgs || exit 1; fi; \
-	echo "$(GO) build -o bin/weir ./cmd/cni-client" && $(GO) build -o bin/weir ./cmd/cni-client
+	if [ -n "$$pkgs" ]; then echo "CGO_ENABLED=0 $(GO) build -o bin/ $$pkgs" && CGO_ENABLED=0 $(GO) build -o bin/ $$pkgs || exit 1; fi; \
+	echo "CGO_ENABLED=0 $(GO) build -o bin/weir ./cmd/cni-client" && CGO_ENABLED=0 $(GO) build -o bin/weir ./cmd/cni-client
 	@# The container runtime's loopback plugin, which weir-local installs on its nodes.
 	$(GO) build -o bin/cni-plugins/loopback github.com/containernetworking/plugins/plugins/main/loopback
+
+images: build ## Build the container images (docker-archive tarballs) into bin/images/ without a Docker engine.
+	bin/weir-image build --bin-dir bin --out-dir bin/images
 
 proto: ## Regenerate the gRPC/protobuf Go code from pkg/apis/**/*.proto (pinned generators).
 	hack/gen-proto.sh

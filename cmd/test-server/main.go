@@ -1,0 +1,47 @@
+// Command test-server is the workload of Weir's connectivity tests.
+//
+//	test-server serve [--ports 80,81]
+//
+// listens on TCP and UDP on every port (0.0.0.0) and answers every request
+// with the pod name (env POD_NAME, else the host name) and a newline: a TCP
+// client that sends an HTTP request line within 200 ms gets an HTTP/1.0 200
+// response with the name as body, any other TCP client gets the bare name,
+// and every UDP datagram gets the name back.
+//
+//	test-server probe --proto tcp|udp --to HOST:PORT [--timeout 1s]
+//
+// asks a server and prints its answer; exit status 0 if it answered, 1 (with
+// the reason on stderr) if not.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := newRootCmd(os.Stdout).ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "test-server:", err)
+		os.Exit(1)
+	}
+}
+
+func newRootCmd(stdout io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "test-server",
+		Short:         "TCP/UDP/HTTP server answering with the pod name, and its probe client",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newServeCmd(), newProbeCmd(stdout))
+	return root
+}
