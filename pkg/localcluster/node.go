@@ -165,6 +165,11 @@ func startNode(ctx context.Context, cfg Config, idx int) error {
 		{"ip", "netns", "add", name},
 		{"ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", name},
 		{"ip", "link", "set", veth, "master", cfg.bridge(), "up"},
+		// Make the emulated wire behave like one: the host end hands the node
+		// full-size frames with complete checksums (no TSO/GSO super-frames or
+		// partial checksums), which the userspace datapath reading eth0
+		// through AF_PACKET cannot handle.
+		{"ethtool", "-K", veth, "tx", "off"},
 		{"ip", "-n", name, "link", "set", "lo", "up"},
 		{"ip", "-n", name, "addr", "add", ip + "/24", "dev", "eth0"},
 		{"ip", "-n", name, "link", "set", "eth0", "up"},

@@ -639,3 +639,25 @@ type changeHandler struct{ b *broadcaster }
 func (h *changeHandler) OnAdd(string, model.Model)                 { h.b.notify() }
 func (h *changeHandler) OnUpdate(string, model.Model, model.Model) { h.b.notify() }
 func (h *changeHandler) OnDelete(string, model.Model)              { h.b.notify() }
+
+// WaitInitialized waits until the database has its Open_vSwitch row. A
+// freshly created database has none until `ovs-vsctl init` or ovs-vswitchd
+// writes it, which an agent started alongside a new OVS container can
+// easily get ahead of.
+func (c *Client) WaitInitialized(ctx context.Context) error {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if _, err := c.rootUUID(ctx); err == nil {
+			return nil
+		} else if ctx.Err() != nil {
+			return fmt.Errorf("waiting for the Open_vSwitch row: %w (last: %v)", ctx.Err(), err)
+		}
+		select {
+		case <-t.C:
+		case <-c.closed:
+			return ErrClosed
+		case <-ctx.Done():
+		}
+	}
+}
