@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os/exec"
@@ -253,18 +254,12 @@ func TestPodDeletionFreesResources(t *testing.T) {
 	}
 	ip := pods[0].Status.PodIP
 	ports := func() string {
-		out, _ := s.nodeExec(ctx, node, "ovs-vsctl", "--columns=name,external_ids", "find", "Interface", "external_ids:ip="+ip)
+		out, _ := s.nodeExec(ctx, node, "ovs-vsctl", "--columns=name,external_ids", "find", "Port", "external_ids:ip="+ip)
 		return out
 	}
 	flows := func() string {
 		out, _ := s.nodeExec(ctx, node, "ovs-ofctl", "-O", "OpenFlow15", "dump-flows", "br-int")
-		var hits []string
-		for _, l := range strings.Split(out, "\n") {
-			if strings.Contains(l, "nw_dst="+ip+",") || strings.Contains(l, "nw_src="+ip+",") || strings.HasSuffix(l, "="+ip) {
-				hits = append(hits, l)
-			}
-		}
-		return strings.Join(hits, "\n")
+		return strings.Join(linesMatching(out, ipRE(ip)), "\n")
 	}
 	if ports() == "" || flows() == "" {
 		t.Fatalf("pod %s: no OVS port or flows found before deletion (port %q)", ip, ports())
@@ -288,9 +283,20 @@ func TestPodDeletionFreesResources(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The IP is free again: the IPAM store on the node no longer holds it.
-	out, err := s.nodeExec(ctx, node, "grep", "-rl", ip, "/var/lib/weir")
-	if err == nil && strings.TrimSpace(out) != "" {
-		t.Errorf("IP %s still recorded under /var/lib/weir on %s: %s", ip, node, out)
+	ipam, err := s.nodeExec(ctx, node, "cat", "/var/lib/weir/ipam.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var store struct {
+		Allocations map[string]string `json:"allocations"`
+	}
+	if err := json.Unmarshal([]byte(ipam), &store); err != nil {
+		t.Fatalf("parsing ipam.json: %v\n%s", err, ipam)
+	}
+	for owner, a := range store.Allocations {
+		if a == ip {
+			t.Errorf("IP %s still allocated to %s in /var/lib/weir/ipam.json on %s", ip, owner, node)
+		}
 	}
 }
 
@@ -432,13 +438,7 @@ func TestNodeJoinAndLeave(t *testing.T) {
 	routes := func() string { out, _ := s.nodeExec(ctx, node1, "ip", "route", "show", cidr); return out }
 	tunnel := func() string {
 		out, _ := s.nodeExec(ctx, node1, "ovs-ofctl", "-O", "OpenFlow15", "dump-flows", "br-int")
-		var hits []string
-		for _, l := range strings.Split(out, "\n") {
-			if strings.Contains(l, s.cfg.NodeIP(3)) {
-				hits = append(hits, l)
-			}
-		}
-		return strings.Join(hits, "\n")
+		return strings.Join(linesMatching(out, ipRE(s.cfg.NodeIP(3))), "\n")
 	}
 	if routes() == "" || tunnel() == "" {
 		t.Fatalf("node 1 has no route (%q) or tunnel flows for node 3 while it is up", routes())
@@ -460,4 +460,20 @@ func TestNodeJoinAndLeave(t *testing.T) {
 	if err != nil {
 		t.Error(err)
 	}
+}
+
+// linesMatching returns the lines of out that re matches.
+func linesMatching(out string, re *regexp.Regexp) []string {
+	var hits []string
+	for _, l := range strings.Split(out, "\n") {
+		if re.MatchString(l) {
+			hits = append(hits, l)
+		}
+	}
+	return hits
+}
+
+// ipRE matches ip as a whole address (not 10.0.0.1 in 10.0.0.12).
+func ipRE(ip string) *regexp.Regexp {
+	return regexp.MustCompile(`(^|[^0-9.])` + regexp.QuoteMeta(ip) + `([^0-9.]|$)`)
 }
