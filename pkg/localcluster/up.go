@@ -57,11 +57,10 @@ func Up(ctx context.Context, cfg Config, nodes int) error {
 		}
 	}
 	for _, d := range hostMountPoints {
-		if _, err := os.Stat(d); errors.Is(err, os.ErrNotExist) {
-			if err := os.MkdirAll(d, 0o755); err != nil {
-				return fmt.Errorf("creating mount point %s: %w", d, err)
-			}
-			st.CreatedDirs = append(st.CreatedDirs, d)
+		created, err := mkdirAllRecorded(d)
+		st.CreatedDirs = append(st.CreatedDirs, created...)
+		if err != nil {
+			return fmt.Errorf("creating mount point %s: %w", d, err)
 		}
 	}
 	if err := cfg.saveState(st); err != nil {
@@ -302,4 +301,27 @@ func Down(ctx context.Context, cfg Config) error {
 		errs = append(errs, fmt.Errorf("removing %s: %w", cfg.Dir, err))
 	}
 	return errors.Join(errs...)
+}
+
+// mkdirAllRecorded is os.MkdirAll that returns the directories it created,
+// parents first, so that Down can remove exactly those.
+func mkdirAllRecorded(dir string) ([]string, error) {
+	var missing []string
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil {
+			break
+		}
+		missing = append(missing, d)
+		if d == filepath.Dir(d) {
+			break
+		}
+	}
+	var created []string
+	for i := len(missing) - 1; i >= 0; i-- {
+		if err := os.Mkdir(missing[i], 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return created, err
+		}
+		created = append(created, missing[i])
+	}
+	return created, nil
 }
