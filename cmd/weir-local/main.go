@@ -53,6 +53,12 @@ func newRootCommand() *cobra.Command {
 		Short:         "A local multi-node Kubernetes cluster with Weir, without Docker",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// A cluster in --dir may have been started with another identity
+		// (e.g. the e2e suite's): act on what it recorded.
+		PersistentPreRunE: func(*cobra.Command, []string) (err error) {
+			cfg, err = cfg.Resolve()
+			return err
+		},
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&cfg.Dir, "dir", cfg.Dir, "state directory of the cluster (env WEIR_LOCAL_DIR)")

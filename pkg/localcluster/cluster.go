@@ -121,7 +121,12 @@ func (c Config) logf(format string, args ...any) {
 // state is what Down needs to undo that cannot be derived from Config: the
 // nodes that exist and the host state found before Up changed it.
 type state struct {
-	Nodes []int `json:"nodes"`
+	// Prefix, Subnet and PortBase are the cluster's identity, so commands
+	// given only its directory act on the right objects.
+	Prefix   string `json:"prefix,omitempty"`
+	Subnet   string `json:"subnet,omitempty"`
+	PortBase int    `json:"portBase,omitempty"`
+	Nodes    []int  `json:"nodes"`
 	// CreatedDirs are host directories Up created as bind-mount targets;
 	// Down removes them again (only when empty).
 	CreatedDirs []string `json:"createdDirs"`
@@ -294,4 +299,17 @@ func waitFor(ctx context.Context, timeout time.Duration, what string, cond func(
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// Resolve returns cfg with the identity (prefix, subnet, ports) recorded by
+// the Up that created the cluster in cfg.Dir, if there is one.
+func (c Config) Resolve() (Config, error) {
+	st, err := c.loadState()
+	if err != nil {
+		return c, err
+	}
+	if st.Prefix != "" {
+		c.Prefix, c.Subnet, c.PortBase = st.Prefix, st.Subnet, st.PortBase
+	}
+	return c, nil
 }

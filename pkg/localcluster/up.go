@@ -51,6 +51,7 @@ func Up(ctx context.Context, cfg Config, nodes int) error {
 	if err != nil {
 		return err
 	}
+	st.Prefix, st.Subnet, st.PortBase = cfg.Prefix, cfg.Subnet, cfg.PortBase
 	if st.Sysctls == nil {
 		if st.Sysctls, err = readSysctls(); err != nil {
 			return err
