@@ -32,18 +32,28 @@ const (
 // when the underlay interface cannot be found.
 const defaultMTU = 1500
 
+// ovsdbInitTimeout bounds the wait for a new OVS database to be initialized
+// by the OVS container started next to the agent.
+const ovsdbInitTimeout = time.Minute
+
 // Run starts the agent and serves until ctx ends. Start-up order: pod CIDR
 // (from the config, or else from the Node object once it has one), OVSDB,
 // bridge (with table names), underlay (netdev datapath with
 // UnderlayInterface), pod MTU, gateway port and address, pod egress SNAT
 // (nftables table ip weir, or its removal with snat: false), Geneve port
 // (cluster mode), OpenFlow connection, base pipeline, IPAM, restore of
-// existing pods, removal of the previous run's stale flows, CNI readiness,
-// and then, in cluster mode, the Node controller that installs the tunnel
-// peers (CNI readiness does not wait for peers) and the Pod controller that
-// frees the interfaces of pods deleted behind the runtime's back. Before
-// CNI readiness, and after every OpenFlow reconnect, flow-restore-wait is
-// cleared so ovs-vswitchd forwards with the restored flows.
+// existing pods, removal of the previous run's stale flows (standalone
+// mode), CNI readiness, and then, in cluster mode, the Node controller
+// that installs the tunnel peers (CNI readiness does not wait for peers),
+// the removal of the previous run's stale flows once the Node controller
+// has re-installed every current peer (so an agent restart does not
+// interrupt cross-node traffic), and the Pod controller that frees the
+// interfaces of pods deleted behind the runtime's back. net.ipv4.ip_forward
+// is set to 1 after the gateway. Before CNI readiness, and after every
+// OpenFlow reconnect, flow-restore-wait is cleared so ovs-vswitchd forwards
+// with the restored flows; after a reconnect (ovs-vswitchd restarted) the
+// node networking it may have lost is restored first (nodeNetwork.Restore:
+// underlay, gateway, peer routes).
 func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("invalid agent config: %w", err)
@@ -59,6 +69,12 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 		return fmt.Errorf("connecting to OVSDB at %s: %w", cfg.OVSDBEndpoint, err)
 	}
 	defer db.Close()
+	waitCtx, cancel := context.WithTimeout(ctx, ovsdbInitTimeout)
+	err = db.WaitInitialized(waitCtx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("OVSDB at %s was not initialized (is ovs-vswitchd running?): %w", cfg.OVSDBEndpoint, err)
+	}
 	if _, err := db.EnsureBridge(ctx, ovsdb.BridgeConfig{Name: cfg.Bridge, DatapathType: cfg.DatapathType}); err != nil {
 		return fmt.Errorf("ensuring bridge %s: %w", cfg.Bridge, err)
 	}
@@ -73,8 +89,10 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 		}
 	}
 	var underlay *nodenet.Underlay
+	var underlayCfg *nodenet.UnderlayConfig
 	if cfg.DatapathType == ovsdb.DatapathNetdev && cfg.UnderlayInterface != "" {
-		if underlay, err = nodenet.SetupUnderlay(ctx, nodenet.UnderlayConfig{OVSDB: db, NIC: cfg.UnderlayInterface}); err != nil {
+		underlayCfg = &nodenet.UnderlayConfig{OVSDB: db, NIC: cfg.UnderlayInterface}
+		if underlay, err = nodenet.SetupUnderlay(ctx, *underlayCfg); err != nil {
 			return fmt.Errorf("setting up the underlay on %s: %w", cfg.UnderlayInterface, err)
 		}
 		addrs := make([]string, 0, len(underlay.Addrs))
@@ -98,9 +116,24 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("ensuring gateway port %s: %w", cfg.GatewayName, err)
 	}
-	if err := configureGateway(ctx, cfg.GatewayName, &net.IPNet{IP: gwIP, Mask: cidr.Mask}, mtu); err != nil {
+	gwAddr := &net.IPNet{IP: gwIP, Mask: cidr.Mask}
+	if err := configureGateway(ctx, cfg.GatewayName, gwAddr, mtu); err != nil {
 		return err
 	}
+	if cfg.DatapathType == ovsdb.DatapathNetdev {
+		// Before forwarding is on: the kernel must not answer or route
+		// what pods send on their host-side veths (OVS does).
+		if err := nodenet.InstallPodGuard(ctx, cfg.GatewayName); err != nil {
+			return err
+		}
+	}
+	// The node routes pod traffic: egress to SNAT, Service traffic sent
+	// back through the gateway.
+	changed, err := nodenet.EnableIPv4Forwarding()
+	if err != nil {
+		return err
+	}
+	log.Info("IPv4 forwarding on", "sysctl", "net.ipv4.ip_forward=1", "changed", changed)
 	if err := reconcileSNAT(ctx, cfg, cidr, log); err != nil {
 		return err
 	}
@@ -146,11 +179,13 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 		// serving the others; it is logged and CHECK reports it.
 		log.Error(err, "Restoring some pods failed")
 	}
-	if prevRound != 0 {
+	if !cfg.ClusterMode() {
 		// Flows of the previous run that were not re-installed (pods
-		// deleted while the agent was down) still carry its round.
-		if err := sw.Apply(ctx, []openflow.FlowOp{openflow.DeleteByCookie(uint64(prevRound)<<56, openflow.CookieRoundMask)}); err != nil {
-			return fmt.Errorf("removing stale flows of round %d: %w", prevRound, err)
+		// deleted while the agent was down) still carry its round. (In
+		// cluster mode, only once the Node controller re-installed the
+		// peers: below.)
+		if err := removeStaleFlows(ctx, sw, prevRound, nil, log); err != nil {
+			return err
 		}
 	}
 	// The flows are complete: let an ovs-vswitchd started with
@@ -163,11 +198,10 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 		"gateway", gwIP.String(), "mtu", mtu, "tunnelOFPort", tunPort, "round", round, "restoredPods", st.Restored, "removedPods", st.Removed,
 		"releasedIPs", st.Released, "startup", time.Since(start).Round(time.Millisecond))
 
-	go watchReconnects(ctx, sw, db, log)
+	var nc *NodeController
 	if cfg.ClusterMode() {
-		nc, err := NewNodeController(NodeControllerConfig{Client: client, LocalNode: cfg.NodeName, Pipeline: pipe,
-			GatewayName: cfg.GatewayName, UnderlayBridge: underlayBridge(underlay), Logger: log})
-		if err != nil {
+		if nc, err = NewNodeController(NodeControllerConfig{Client: client, LocalNode: cfg.NodeName, Pipeline: pipe,
+			GatewayName: cfg.GatewayName, UnderlayBridge: underlayBridge(underlay), Logger: log}); err != nil {
 			return err
 		}
 		ncCtx, stop := context.WithCancel(ctx)
@@ -180,7 +214,32 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 			stop()
 			<-done
 		}()
+		// The previous run's peer flows keep forwarding until the Node
+		// controller has re-installed every current peer in this round.
+		staleDone := make(chan struct{})
+		go func() {
+			defer close(staleDone)
+			if err := removeStaleFlows(ncCtx, sw, prevRound, nc, log); err != nil && ncCtx.Err() == nil {
+				log.Error(err, "Removing the previous run's flows failed")
+			}
+		}()
+		defer func() {
+			stop()
+			<-staleDone
+		}()
 	}
+	node := &nodeNetwork{underlay: underlayCfg, gateway: cfg.GatewayName, gatewayAddr: gwAddr, mtu: mtu, peers: nc,
+		log: log.WithName("restore")}
+	wrCtx, stopWatch := context.WithCancel(ctx)
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		watchReconnectsRestoring(wrCtx, sw, db, node.Restore, log)
+	}()
+	defer func() {
+		stopWatch()
+		<-watchDone
+	}()
 	if cfg.ClusterMode() {
 		pc, err := NewPodController(PodControllerConfig{Client: client, NodeName: cfg.NodeName, Interfaces: srv, Logger: log})
 		if err != nil {
@@ -324,21 +383,6 @@ func previousRound(ctx context.Context, sw *openflow.Switch) (uint8, error) {
 }
 
 func ptr[T any](v T) *T { return &v }
-
-// watchReconnects logs reconnects; the openflow layer has replayed the
-// flow cache by the time one is reported, so it then clears
-// flow-restore-wait, which a restarted ovs-vswitchd starts with.
-func watchReconnects(ctx context.Context, sw *openflow.Switch, db flowRestoreClearer, log klog.Logger) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case gen := <-sw.Reconnected():
-			log.Info("OpenFlow connection re-established and flows replayed", "generation", gen)
-			clearFlowRestoreWait(ctx, db, log)
-		}
-	}
-}
 
 // configureGateway puts the gateway address on the gateway interface and
 // brings it up. OVS creates the interface asynchronously, so wait for it.

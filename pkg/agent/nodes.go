@@ -34,6 +34,9 @@ const (
 	// that does not answer in time is still installed (OVS resolves the
 	// address itself, dropping the first packet).
 	warmTimeout = 2 * time.Second
+	// resyncWarmers bounds how many tunnel neighbours ResyncPeers warms at
+	// once.
+	resyncWarmers = 8
 )
 
 // PeerPipeline is what the Node controller needs from the pipeline (a
@@ -110,6 +113,16 @@ type NodeController struct {
 	mu        sync.Mutex
 	installed map[string]pipeline.PeerNode // peers whose flows and route are in place
 	localIP   net.IP                       // last logged local tunnel endpoint
+	// pending holds the Nodes of the informer's initial list not yet
+	// reconciled successfully; nil before the informer synced. synced is
+	// closed once it is empty.
+	pending map[string]struct{}
+	synced  chan struct{}
+
+	// netMu makes a peer's route changes and its entry in installed one
+	// step, so that ResyncPeers never re-adds the route of a peer being
+	// removed or changed.
+	netMu sync.Mutex
 }
 
 // NewNodeController creates the controller; Run starts it.
@@ -132,6 +145,7 @@ func NewNodeController(cfg NodeControllerConfig) (*NodeController, error) {
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "nodes"}),
 		log:       cfg.Logger.WithName("nodes"),
 		installed: map[string]pipeline.PeerNode{},
+		synced:    make(chan struct{}),
 	}
 	enqueue := func(obj any) {
 		key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
@@ -181,8 +195,15 @@ func (c *NodeController) Run(ctx context.Context) {
 	if !cache.WaitForCacheSync(ctx.Done(), c.informer.HasSynced) {
 		return
 	}
-	c.log.Info("Node informer synced", "nodes", len(c.informer.GetStore().ListKeys()),
-		"took", time.Since(start).Round(time.Millisecond))
+	initial := c.informer.GetStore().ListKeys()
+	c.log.Info("Node informer synced", "nodes", len(initial), "took", time.Since(start).Round(time.Millisecond))
+	c.mu.Lock()
+	c.pending = make(map[string]struct{}, len(initial))
+	for _, name := range initial {
+		c.pending[name] = struct{}{}
+	}
+	c.mu.Unlock()
+	c.markReconciled("", start) // closes synced at once when there are no Nodes
 	var wg sync.WaitGroup
 	for range nodeWorkers {
 		wg.Go(func() {
@@ -193,6 +214,91 @@ func (c *NodeController) Run(ctx context.Context) {
 	<-ctx.Done()
 	c.queue.ShutDown()
 	wg.Wait()
+}
+
+// WaitForInitialSync blocks until every Node of the informer's initial
+// list has been reconciled successfully once (so every current peer has its
+// flows, installed anew, and its route), or ctx ends. The agent removes the
+// previous run's flows only then, so an agent restart does not interrupt
+// cross-node traffic.
+func (c *NodeController) WaitForInitialSync(ctx context.Context) error {
+	select {
+	case <-c.synced:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the Node controller's initial sync: %w", ctx.Err())
+	}
+}
+
+// markReconciled notes that Node name was reconciled successfully; once
+// every Node of the initial list was, the initial sync is complete.
+func (c *NodeController) markReconciled(name string, start time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pending == nil {
+		return // the informer has not synced yet
+	}
+	delete(c.pending, name)
+	if len(c.pending) == 0 {
+		select {
+		case <-c.synced:
+		default:
+			close(c.synced)
+			c.log.Info("Initial Node sync complete", "peers", len(c.installed), "took", time.Since(start).Round(time.Millisecond))
+		}
+	}
+}
+
+// ResyncPeers re-creates the node-side state of every installed peer that a
+// restarted ovs-vswitchd may have lost: the kernel route through the
+// gateway (with the userspace datapath the gateway is a tap device of
+// ovs-vswitchd, so its routes can go with it) and the tunnel neighbour in
+// OVS's userspace cache. The peers' flows are not touched: the OpenFlow
+// layer replays them. It returns the routing errors; warm-up failures are
+// only logged (as for a new peer).
+func (c *NodeController) ResyncPeers(ctx context.Context) error {
+	c.mu.Lock()
+	names := make([]string, 0, len(c.installed))
+	for name := range c.installed {
+		names = append(names, name)
+	}
+	c.mu.Unlock()
+	slices.Sort(names)
+	var errs []error
+	var warm []pipeline.PeerNode
+	for _, name := range names {
+		c.netMu.Lock()
+		c.mu.Lock()
+		p, ok := c.installed[name]
+		c.mu.Unlock()
+		if ok {
+			if err := c.cfg.Routes.EnsurePeerRoute(c.cfg.GatewayName, p.PodCIDR, p.GatewayIP); err != nil {
+				errs = append(errs, fmt.Errorf("restoring the route of peer %s: %w", name, err))
+			} else {
+				warm = append(warm, p)
+			}
+		}
+		c.netMu.Unlock()
+	}
+	if c.cfg.UnderlayBridge != "" {
+		sem := make(chan struct{}, resyncWarmers)
+		var wg sync.WaitGroup
+		for _, p := range warm {
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				wctx, cancel := context.WithTimeout(ctx, warmTimeout)
+				defer cancel()
+				if err := c.cfg.Routes.WarmTunnelNeighbor(wctx, c.cfg.UnderlayBridge, p.NodeIP); err != nil {
+					c.log.Info("Could not warm the tunnel neighbour of the peer", "node", p.Name, "nodeIP", p.NodeIP.String(),
+						"err", err)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	c.log.Info("Peer routes and tunnel neighbours restored", "peers", len(warm), "failed", len(errs))
+	return errors.Join(errs...)
 }
 
 // Peers returns the names of the installed peers, sorted.
@@ -225,6 +331,7 @@ func (c *NodeController) processNext(ctx context.Context) bool {
 		return true
 	}
 	c.queue.Forget(name)
+	c.markReconciled(name, start)
 	c.log.V(4).Info("Reconciled Node", "node", name, "took", time.Since(start))
 	return true
 }
@@ -267,24 +374,25 @@ func (c *NodeController) addPeer(ctx context.Context, peer pipeline.PeerNode) er
 	}
 	log := c.log.WithValues("node", peer.Name, "podCIDR", peer.PodCIDR.String(), "nodeIP", peer.NodeIP.String())
 	if had && old.PodCIDR.String() != peer.PodCIDR.String() {
-		if err := c.cfg.Routes.DeletePeerRoute(c.cfg.GatewayName, old.PodCIDR); err != nil {
+		if err := c.forgetPeer(peer.Name, old.PodCIDR); err != nil {
 			return fmt.Errorf("removing the old route of peer %s to %v: %w", peer.Name, old.PodCIDR, err)
 		}
-		// Forget the old peer, so a failure below retries from scratch.
-		c.mu.Lock()
-		delete(c.installed, peer.Name)
-		c.mu.Unlock()
 		log.Info("Peer's pod CIDR changed; old route removed", "oldPodCIDR", old.PodCIDR.String())
 	}
 	if err := c.cfg.Pipeline.AddPeer(ctx, peer); err != nil {
 		return fmt.Errorf("installing the flows of peer %s: %w", peer.Name, err)
 	}
-	if err := c.cfg.Routes.EnsurePeerRoute(c.cfg.GatewayName, peer.PodCIDR, peer.GatewayIP); err != nil {
+	c.netMu.Lock()
+	err := c.cfg.Routes.EnsurePeerRoute(c.cfg.GatewayName, peer.PodCIDR, peer.GatewayIP)
+	if err == nil {
+		c.mu.Lock()
+		c.installed[peer.Name] = peer
+		c.mu.Unlock()
+	}
+	c.netMu.Unlock()
+	if err != nil {
 		return fmt.Errorf("installing the route of peer %s: %w", peer.Name, err)
 	}
-	c.mu.Lock()
-	c.installed[peer.Name] = peer
-	c.mu.Unlock()
 	if c.cfg.UnderlayBridge != "" && (!had || !old.NodeIP.Equal(peer.NodeIP)) {
 		wctx, cancel := context.WithTimeout(ctx, warmTimeout)
 		err := c.cfg.Routes.WarmTunnelNeighbor(wctx, c.cfg.UnderlayBridge, peer.NodeIP)
@@ -311,6 +419,8 @@ func (c *NodeController) removePeer(ctx context.Context, name, reason string) er
 	if !had {
 		return nil
 	}
+	c.netMu.Lock()
+	defer c.netMu.Unlock()
 	if err := c.cfg.Routes.DeletePeerRoute(c.cfg.GatewayName, old.PodCIDR); err != nil {
 		return fmt.Errorf("removing the route of peer %s to %v: %w", name, old.PodCIDR, err)
 	}
@@ -322,6 +432,20 @@ func (c *NodeController) removePeer(ctx context.Context, name, reason string) er
 	c.mu.Unlock()
 	c.log.Info("Tunnel peer removed", "node", name, "podCIDR", old.PodCIDR.String(), "nodeIP", old.NodeIP.String(),
 		"reason", reason)
+	return nil
+}
+
+// forgetPeer removes the route of peer name to podCIDR and forgets the
+// peer, so that a failure afterwards retries it from scratch.
+func (c *NodeController) forgetPeer(name string, podCIDR *net.IPNet) error {
+	c.netMu.Lock()
+	defer c.netMu.Unlock()
+	if err := c.cfg.Routes.DeletePeerRoute(c.cfg.GatewayName, podCIDR); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	delete(c.installed, name)
+	c.mu.Unlock()
 	return nil
 }
 

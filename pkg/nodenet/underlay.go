@@ -28,6 +28,7 @@ const (
 type OVSDB interface {
 	EnsureBridge(ctx context.Context, cfg ovsdb.BridgeConfig) (string, error)
 	AddPort(ctx context.Context, bridge, name string, opts ovsdb.PortOptions) (int, error)
+	GetPort(ctx context.Context, bridge, name string) (ovsdb.PortInfo, error)
 	DeleteBridge(ctx context.Context, name string) error
 }
 
@@ -78,19 +79,35 @@ type Underlay struct {
 //
 //  1. creates Bridge (datapath netdev, fail_mode standalone: a learning
 //     switch nobody programs; MAC = the NIC's, so the node keeps its
-//     underlay MAC and peers' neighbour caches stay valid) and adds NIC to
-//     it as a port (external_ids weir-type=uplink);
-//  2. brings Bridge up and puts the NIC's IPv4 addresses on it;
-//  3. makes the kernel drop every frame arriving on NIC (nftables netdev
+//     underlay MAC and peers' neighbour caches stay valid);
+//  2. decides the underlay addresses and routes (see below) and records
+//     them in OVSDB, in the external_ids of the NIC's Port row
+//     (KeyUnderlayAddrs, KeyUnderlayRoutes; and weir-type=uplink), adding NIC
+//     to Bridge if it is not there yet;
+//  3. brings Bridge up and puts the addresses on it;
+//  4. makes the kernel drop every frame arriving on NIC (nftables netdev
 //     ingress, see installIngressDrop): OVS still reads them through its
 //     AF_PACKET socket, but the kernel would otherwise answer ARP and IP on
 //     the NIC as well as on Bridge;
-//  4. removes the addresses from NIC and moves its other routes (e.g. the
-//     default route) to Bridge.
+//  5. removes the addresses from NIC and installs the routes on Bridge
+//     (moving them off NIC).
 //
-// It is idempotent: run again (e.g. after an agent restart) it finds the
-// addresses on Bridge and only reconciles the rest. The node's underlay
-// connectivity pauses for the few milliseconds between steps 2 and 4.
+// Where the addresses come from: the NIC's, if it has any (first set-up);
+// else Bridge's (set up before: the agent restarted); else the OVSDB record
+// (with the netdev datapath Bridge's device is a tap owned by ovs-vswitchd:
+// when ovs-vswitchd exits, the device goes with its addresses and routes,
+// and a restarted ovs-vswitchd recreates it empty; OVSDB, which outlives
+// it, is the durable record). The routes are the NIC's movable routes (non
+// kernel: default and other gateway routes) in the first case; in the
+// others the record's, with those on Bridge added or winning (same
+// table, destination, metric and TOS), so a route added by hand on Bridge
+// is kept and one lost between a restore's address and route steps comes
+// back.
+//
+// It is idempotent: run again (after an agent restart, or after
+// ovs-vswitchd restarted and lost Bridge's device) it reconciles Bridge
+// to the record. The node's underlay connectivity pauses for the few
+// milliseconds between steps 3 and 5 of a first set-up.
 func SetupUnderlay(ctx context.Context, cfg UnderlayConfig) (*Underlay, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -108,6 +125,10 @@ func SetupUnderlay(ctx context.Context, cfg UnderlayConfig) (*Underlay, error) {
 	if err != nil {
 		return nil, err
 	}
+	rec, err := readUnderlayRecord(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
 
 	if _, err := cfg.OVSDB.EnsureBridge(ctx, ovsdb.BridgeConfig{
 		Name: cfg.Bridge, DatapathType: ovsdb.DatapathNetdev, FailMode: ovsdb.FailModeStandalone,
@@ -115,22 +136,51 @@ func SetupUnderlay(ctx context.Context, cfg UnderlayConfig) (*Underlay, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("nodenet: creating underlay bridge %s: %w", cfg.Bridge, err)
 	}
-	if _, err := cfg.OVSDB.AddPort(ctx, cfg.Bridge, cfg.NIC, ovsdb.PortOptions{
-		ExternalIDs: map[string]string{ovsdb.KeyWeirType: ovsdb.WeirTypeUplink},
-	}); err != nil {
-		return nil, fmt.Errorf("nodenet: adding underlay NIC %s to %s: %w", cfg.NIC, cfg.Bridge, err)
-	}
 	br, err := waitLink(ctx, cfg.Bridge)
 	if err != nil {
 		return nil, err
 	}
+	brAddrs, err := ipv4Addrs(br)
+	if err != nil {
+		return nil, err
+	}
+	brRoutes, err := movableRoutes(br)
+	if err != nil {
+		return nil, err
+	}
+
+	var want underlayRecord
+	switch {
+	case len(nicAddrs) > 0:
+		want = underlayRecord{Addrs: addrNets(nicAddrs), Routes: recordRoutes(nicRoutes)}
+	case len(brAddrs) > 0:
+		want = underlayRecord{Addrs: addrNets(brAddrs), Routes: mergeRoutes(rec.Routes, recordRoutes(brRoutes))}
+	case len(rec.Addrs) > 0:
+		want = underlayRecord{Addrs: rec.Addrs, Routes: mergeRoutes(rec.Routes, recordRoutes(brRoutes))}
+	default:
+		return nil, fmt.Errorf("nodenet: underlay: neither %s nor %s has an IPv4 address, and OVSDB holds no record of one",
+			cfg.NIC, cfg.Bridge)
+	}
+	ids, err := want.externalIDs()
+	if err != nil {
+		return nil, err
+	}
+	ids[ovsdb.KeyWeirType] = ovsdb.WeirTypeUplink
+	if _, err := cfg.OVSDB.AddPort(ctx, cfg.Bridge, cfg.NIC, ovsdb.PortOptions{ExternalIDs: ids}); err != nil {
+		return nil, fmt.Errorf("nodenet: adding underlay NIC %s to %s: %w", cfg.NIC, cfg.Bridge, err)
+	}
+
 	if err := netlink.LinkSetUp(nic); err != nil {
 		return nil, fmt.Errorf("nodenet: bringing underlay NIC %s up: %w", cfg.NIC, err)
 	}
 	if err := netlink.LinkSetUp(br); err != nil {
 		return nil, fmt.Errorf("nodenet: bringing %s up: %w", cfg.Bridge, err)
 	}
-	if err := addAddrs(br, nicAddrs); err != nil {
+	toAdd := nicAddrs // keeps their broadcast addresses
+	if len(toAdd) == 0 {
+		toAdd = want.netlinkAddrs()
+	}
+	if err := addAddrs(br, toAdd); err != nil {
 		return nil, err
 	}
 	if err := installIngressDrop(ctx, cfg.NIC); err != nil {
@@ -139,7 +189,11 @@ func SetupUnderlay(ctx context.Context, cfg UnderlayConfig) (*Underlay, error) {
 	if err := delAddrs(nic, nicAddrs); err != nil {
 		return nil, err
 	}
-	if err := moveRoutes(nicRoutes, br); err != nil {
+	routes, err := want.netlinkRoutes()
+	if err != nil {
+		return nil, err
+	}
+	if err := moveRoutes(routes, br); err != nil {
 		return nil, err
 	}
 
@@ -148,13 +202,26 @@ func SetupUnderlay(ctx context.Context, cfg UnderlayConfig) (*Underlay, error) {
 		return nil, err
 	}
 	if len(addrs) == 0 {
-		return nil, fmt.Errorf("nodenet: underlay: neither %s nor %s has an IPv4 address", cfg.NIC, cfg.Bridge)
+		return nil, fmt.Errorf("nodenet: underlay: %s has no IPv4 address after set-up", cfg.Bridge)
 	}
 	u := &Underlay{Bridge: cfg.Bridge, NIC: cfg.NIC, MTU: nic.Attrs().MTU}
 	for _, a := range addrs {
 		u.Addrs = append(u.Addrs, a.IPNet)
 	}
 	return u, nil
+}
+
+// readUnderlayRecord returns the record a previous SetupUnderlay left on
+// the NIC's Port row; empty if there is no such port (or bridge) yet.
+func readUnderlayRecord(ctx context.Context, cfg UnderlayConfig) (underlayRecord, error) {
+	p, err := cfg.OVSDB.GetPort(ctx, cfg.Bridge, cfg.NIC)
+	if errors.Is(err, ovsdb.ErrPortNotFound) || errors.Is(err, ovsdb.ErrBridgeNotFound) {
+		return underlayRecord{}, nil
+	}
+	if err != nil {
+		return underlayRecord{}, fmt.Errorf("nodenet: reading the underlay record of %s: %w", cfg.NIC, err)
+	}
+	return parseUnderlayRecord(p.ExternalIDs)
 }
 
 // TeardownUnderlay undoes SetupUnderlay: the addresses and routes on Bridge

@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -36,8 +38,9 @@ const peerFlowsFilter = "cookie=0x0003000000000000/0x00ff000000000000"
 // CIDR from its Node object and installs its peers from the other Nodes.
 type clusterNode struct {
 	*node
-	name   string
-	nodeIP string
+	name       string
+	nodeIP     string
+	kubeconfig string
 }
 
 // TestClusterOverlay runs two simulated nodes against a real
@@ -47,46 +50,8 @@ type clusterNode struct {
 // nodes; deleting a Node cuts its pods off, recreating it restores them.
 func TestClusterOverlay(t *testing.T) {
 	began := time.Now()
-	cp := k8stest.Start(t)
-	client := cp.ClientSet(t)
-
-	specs := []struct{ name, cidr, ip string }{
-		{"node-1", "10.40.1.0/24", "192.0.2.1"},
-		{"node-2", "10.40.2.0/24", "192.0.2.2"},
-	}
-	var nodes []*clusterNode
-	for _, s := range specs {
-		ovs := ovstest.Start(t)
-		dir := t.TempDir()
-		n := &clusterNode{name: s.name, nodeIP: s.ip, node: &node{ovs: ovs, dir: dir, sock: filepath.Join(dir, "cni.sock"),
-			podCIDR: s.cidr, cni: libcni.NewCNIConfigWithCacheDir([]string{binDir}, filepath.Join(dir, "cache"), nil)}}
-		nodes = append(nodes, n)
-	}
+	client, nodes, agentsReady, peersReady := startCluster(t)
 	n1, n2 := nodes[0], nodes[1]
-	// The underlay: a veth pair created directly in the two node
-	// namespaces (nothing in the root namespace); it goes with them.
-	if out, err := exec.Command("ip", "link", "add", underlayNIC, "netns", n1.ovs.NetNS, "type", "veth",
-		"peer", "name", underlayNIC, "netns", n2.ovs.NetNS).CombinedOutput(); err != nil {
-		t.Fatalf("creating the underlay veth: %v: %s", err, out)
-	}
-	for _, n := range nodes {
-		mustNodeExec(t, n.node, "ip", "addr", "add", n.nodeIP+"/24", "dev", underlayNIC)
-		mustNodeExec(t, n.node, "ip", "link", "set", underlayNIC, "up")
-	}
-
-	nodeCreated := time.Now()
-	for _, n := range nodes {
-		createNode(t, client, n.name, n.podCIDR, n.nodeIP)
-	}
-	for _, n := range nodes {
-		kubeconfig := apiKubeconfig(t, cp, n.node)
-		n.startClusterAgent(t, kubeconfig)
-	}
-	agentsReady := time.Since(nodeCreated)
-	for _, n := range nodes {
-		waitFor(t, 10*time.Second, n.name+" to install its peer", func() bool { return n.peerFlows(t) == 2 })
-	}
-	peersReady := time.Since(nodeCreated)
 	p1, p2 := n1.mustAdd(t), n2.mustAdd(t)
 	for _, p := range []*pod{p1, p2} {
 		if out, err := inNS(p.ns, "cat", "/sys/class/net/eth0/mtu"); err != nil || strings.TrimSpace(out) != "1450" {
@@ -129,6 +94,55 @@ func TestClusterOverlay(t *testing.T) {
 		t.Errorf("after recreating the Node, node-2's pod -> node-1's pod: %v", err)
 	}
 	t.Logf("cluster overlay test body took %v", time.Since(began).Round(time.Millisecond))
+}
+
+// startCluster starts a kube-apiserver and two simulated nodes (node-1
+// 10.40.1.0/24 on 192.0.2.1, node-2 10.40.2.0/24 on 192.0.2.2) joined by a
+// veth underlay, creates their Nodes and starts their agents, and waits
+// until each has installed the other as a peer. It returns how long after
+// the Nodes were created the agents were ready and the peers installed.
+func startCluster(t *testing.T) (client kubernetes.Interface, nodes []*clusterNode, agentsReady, peersReady time.Duration) {
+	t.Helper()
+	cp := k8stest.Start(t)
+	client = cp.ClientSet(t)
+
+	specs := []struct{ name, cidr, ip string }{
+		{"node-1", "10.40.1.0/24", "192.0.2.1"},
+		{"node-2", "10.40.2.0/24", "192.0.2.2"},
+	}
+	for _, s := range specs {
+		ovs := ovstest.Start(t)
+		dir := t.TempDir()
+		n := &clusterNode{name: s.name, nodeIP: s.ip, node: &node{ovs: ovs, dir: dir, sock: filepath.Join(dir, "cni.sock"),
+			podCIDR: s.cidr, cni: libcni.NewCNIConfigWithCacheDir([]string{binDir}, filepath.Join(dir, "cache"), nil)}}
+		nodes = append(nodes, n)
+	}
+	n1, n2 := nodes[0], nodes[1]
+	// The underlay: a veth pair created directly in the two node
+	// namespaces (nothing in the root namespace); it goes with them.
+	if out, err := exec.Command("ip", "link", "add", underlayNIC, "netns", n1.ovs.NetNS, "type", "veth",
+		"peer", "name", underlayNIC, "netns", n2.ovs.NetNS).CombinedOutput(); err != nil {
+		t.Fatalf("creating the underlay veth: %v: %s", err, out)
+	}
+	for _, n := range nodes {
+		mustNodeExec(t, n.node, "ip", "addr", "add", n.nodeIP+"/24", "dev", underlayNIC)
+		mustNodeExec(t, n.node, "ip", "link", "set", underlayNIC, "up")
+	}
+
+	nodeCreated := time.Now()
+	for _, n := range nodes {
+		createNode(t, client, n.name, n.podCIDR, n.nodeIP)
+	}
+	for _, n := range nodes {
+		kubeconfig := apiKubeconfig(t, cp, n.node)
+		n.startClusterAgent(t, kubeconfig)
+	}
+	agentsReady = time.Since(nodeCreated)
+	for _, n := range nodes {
+		waitFor(t, 10*time.Second, n.name+" to install its peer", func() bool { return n.peerFlows(t) == 2 })
+	}
+	peersReady = time.Since(nodeCreated)
+	return client, nodes, agentsReady, peersReady
 }
 
 // peerFlows counts the node's peer flows (two per peer: ARP responder and
@@ -196,21 +210,8 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 func (n *clusterNode) startClusterAgent(t *testing.T, kubeconfig string) {
 	t.Helper()
 	n.agentLog = filepath.Join(n.dir, "agent.log")
-	logf, err := os.Create(n.agentLog)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	cmd := exec.Command("ip", "netns", "exec", n.ovs.NetNS, filepath.Join(binDir, "ovs-agent"),
-		"--kubeconfig", kubeconfig, "--node-name", n.name, "--underlay-interface", underlayNIC,
-		"--datapath-type", "netdev", "--bridge", "br-int",
-		"--ovs-rundir", n.ovs.Dir, "--ovsdb", n.ovs.DBSocket(),
-		"--cni-socket", n.sock, "--state-dir", filepath.Join(n.dir, "state"), "-v=2")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	n.agent = cmd
+	n.kubeconfig = kubeconfig
+	n.launchClusterAgent(t)
 	t.Cleanup(func() {
 		n.stopAgent(t, syscall.SIGTERM)
 		// WEIR_KEEP_AGENT_LOG=path keeps a copy of each agent's log as
@@ -226,6 +227,27 @@ func (n *clusterNode) startClusterAgent(t *testing.T, kubeconfig string) {
 			}
 		}
 	})
+}
+
+// launchClusterAgent starts the agent process (its log appended to
+// n.agentLog) and waits for CNI STATUS.
+func (n *clusterNode) launchClusterAgent(t *testing.T) {
+	t.Helper()
+	logf, err := os.OpenFile(n.agentLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command("ip", "netns", "exec", n.ovs.NetNS, filepath.Join(binDir, "ovs-agent"),
+		"--kubeconfig", n.kubeconfig, "--node-name", n.name, "--underlay-interface", underlayNIC,
+		"--datapath-type", "netdev", "--bridge", "br-int",
+		"--ovs-rundir", n.ovs.Dir, "--ovsdb", n.ovs.DBSocket(),
+		"--cni-socket", n.sock, "--state-dir", filepath.Join(n.dir, "state"), "-v=2")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	n.agent = cmd
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		err := n.cni.GetStatusNetworkList(context.Background(), n.confList(t, "1.1.0"))
@@ -322,6 +344,12 @@ func apiKubeconfig(t *testing.T, cp *k8stest.ControlPlane, n *node) string {
 // listenInNetNS opens a TCP listener on 127.0.0.1 inside netns name.
 func listenInNetNS(t *testing.T, name string) net.Listener {
 	t.Helper()
+	return listenInNetNSAt(t, name, "127.0.0.1:0")
+}
+
+// listenInNetNSAt opens a TCP listener on addr inside netns name.
+func listenInNetNSAt(t *testing.T, name, addr string) net.Listener {
+	t.Helper()
 	netns, err := ns.GetNS("/run/netns/" + name)
 	if err != nil {
 		t.Fatal(err)
@@ -330,11 +358,288 @@ func listenInNetNS(t *testing.T, name string) net.Listener {
 	var l net.Listener
 	err = netns.Do(func(ns.NetNS) error {
 		var err error
-		l, err = net.Listen("tcp", "127.0.0.1:0")
+		l, err = net.Listen("tcp", addr)
 		return err
 	})
 	if err != nil {
 		t.Fatalf("listening in netns %s: %v", name, err)
 	}
 	return l
+}
+
+// TestClusterRestarts restarts the parts of a node that a DaemonSet
+// restarts independently, with pods on both nodes:
+//
+//   - ovs-vswitchd on node-2 while its agent keeps running: once with its
+//     tap devices (br-phy, br-int, the gateway) deleted while it is down,
+//     so it recreates them empty, as after "ovs-appctl exit --cleanup" or
+//     a node reboot that keeps the OVSDB file; and once the way the OVS
+//     container stops it (SIGTERM: OVS 3.1 keeps its tap devices, with
+//     their addresses and routes). The agent must restore
+//     the underlay, gateway and peer routes on the OpenFlow reconnect, so
+//     that pods and nodes reach each other again within seconds;
+//   - the agent on node-1 (killed and started again) while a pod on node-1
+//     probes a pod on node-2 every 50 ms with ping and TCP connects: not a
+//     probe may be lost.
+func TestClusterRestarts(t *testing.T) {
+	began := time.Now()
+	client, nodes, _, _ := startCluster(t)
+	n1, n2 := nodes[0], nodes[1]
+	p1, p2 := n1.mustAdd(t), n2.mustAdd(t)
+	// Pod objects, so that a restarted agent's Pod controller keeps their
+	// interfaces.
+	createPod(t, client, p1, n1.name)
+	createPod(t, client, p2, n2.name)
+	waitPing(t, p1.ns, p2.ip, 10*time.Second)
+	srv := serveTCP(t, p2)
+
+	t.Run("ovs-vswitchd restart", func(t *testing.T) {
+		snatBefore := nftTable(t, n2, "ip", "weir")
+		for _, tc := range []struct {
+			name string
+			lose bool // the tap devices are gone when ovs-vswitchd starts again
+		}{
+			{"devices lost", true},
+			{"devices kept", false},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				n2.ovs.StopVswitchd(t)
+				if tc.lose {
+					// ovs-vswitchd (3.1) keeps its tap devices over an
+					// exit; deleting them is what "exit --cleanup" or a
+					// node reboot with the OVSDB file kept does.
+					for _, dev := range []string{"br-phy", "weir-gw0", "br-int"} {
+						mustNodeExec(t, n2.node, "ip", "link", "delete", dev)
+					}
+				}
+				started := time.Now()
+				n2.ovs.StartVswitchd(t)
+				up := time.Since(started)
+				crossed := waitPingFine(t, p1.ns, p2.ip, 15*time.Second) + up
+				t.Logf("ovs-vswitchd started -> serving its bridges after %v -> cross-node pod ping answered after %v",
+					up.Round(time.Millisecond), crossed.Round(time.Millisecond))
+				if out, err := inNS(p1.ns, "ping", "-c", "3", "-i", "0.1", "-W", "1", p2.ip); err != nil || strings.Contains(out, "DUP!") {
+					t.Errorf("node-1 pod -> node-2 pod after the restart: %v:\n%s", err, out)
+				}
+
+				wantOn := []struct{ what, cmd, want string }{
+					{"br-phy address", "ip -4 -o addr show dev br-phy", "inet 192.0.2.2/24"},
+					{"gateway address", "ip -4 -o addr show dev weir-gw0", "inet 10.40.2.1/24"},
+					{"gateway MTU", "ip -o link show dev weir-gw0", "mtu 1450"},
+					{"peer route", "ip route show 10.40.1.0/24", "10.40.1.0/24 via 10.40.1.1 dev weir-gw0 onlink"},
+				}
+				for _, w := range wantOn {
+					if out, err := n2.ovs.Exec("", "sh", "-c", w.cmd); err != nil || !strings.Contains(out, w.want) {
+						t.Errorf("node-2 %s after the restart: %q (%v), want %q", w.what, strings.TrimSpace(out), err, w.want)
+					}
+				}
+				if err := dialTCP(p1, srv, time.Second); err != nil {
+					t.Errorf("TCP node-1 pod -> node-2 pod after the restart: %v", err)
+				}
+				for _, c := range []struct{ from, to string }{
+					{p2.ns, p1.ip},        // node-2's pod -> node-1's pod
+					{n2.ovs.NetNS, p1.ip}, // restarted node -> remote pod
+					{n1.ovs.NetNS, p2.ip}, // remote node -> pod on the restarted node
+				} {
+					if err := ping(c.from, c.to); err != nil {
+						t.Errorf("after the restart: %v", err)
+					}
+				}
+				if got := nftTable(t, n2, "ip", "weir"); got != snatBefore {
+					t.Errorf("SNAT table changed by the restart:\nbefore:\n%s\nafter:\n%s", snatBefore, got)
+				}
+				t.Logf("ovs-vswitchd started -> all checks done %v", time.Since(started).Round(time.Millisecond))
+			})
+		}
+	})
+
+	t.Run("agent restart without a gap", func(t *testing.T) {
+		probe := startProbes(t, p1, p2, srv)
+		time.Sleep(300 * time.Millisecond)
+		n1.stopAgent(t, syscall.SIGKILL)
+		killed := time.Now()
+		logBefore, _ := os.ReadFile(n1.agentLog)
+		n1.launchClusterAgent(t)
+		ready := time.Since(killed)
+		waitFor(t, 15*time.Second, "node-1's agent to remove the previous run's flows", func() bool {
+			b, _ := os.ReadFile(n1.agentLog)
+			return strings.Contains(string(b[len(logBefore):]), "Removed the previous run's stale flows")
+		})
+		cleaned := time.Since(killed)
+		time.Sleep(500 * time.Millisecond)
+		pings, lostPings, connects, failedConnects := probe.stop(t)
+		t.Logf("agent killed -> restarted agent ready %v -> previous round's flows removed %v; probes meanwhile: "+
+			"%d pings (%d lost), %d TCP connects (%d failed)", ready.Round(time.Millisecond), cleaned.Round(time.Millisecond),
+			pings, lostPings, connects, failedConnects)
+		if pings < 20 || connects < 20 {
+			t.Errorf("too few probes (%d pings, %d connects) to judge", pings, connects)
+		}
+		if lostPings > 0 || failedConnects > 0 {
+			t.Errorf("cross-node traffic was interrupted by the agent restart: %d pings lost, %d TCP connects failed",
+				lostPings, failedConnects)
+		}
+		if got := n1.peerFlows(t); got != 2 {
+			t.Errorf("node-1 has %d peer flows after the restart, want 2 (no stale round left)", got)
+		}
+	})
+	t.Logf("restart test body took %v", time.Since(began).Round(time.Millisecond))
+}
+
+// createPod creates the Pod object of sandbox p (K8S_POD_NAME, namespace
+// default) bound to node.
+func createPod(t *testing.T, client kubernetes.Interface, p *pod, node string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	obj := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: p.id, Namespace: metav1.NamespaceDefault},
+		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "c", Image: "example.invalid/none"}}}}
+	if _, err := client.CoreV1().Pods(metav1.NamespaceDefault).Create(ctx, obj, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("creating Pod %s: %v", p.id, err)
+	}
+}
+
+// waitPingFine is waitPing with a 200 ms answer timeout per try, and
+// returns how long it took.
+func waitPingFine(t *testing.T, netns, dst string, timeout time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		out, err := inNS(netns, "ping", "-c", "1", "-W", "0.2", dst)
+		if err == nil {
+			return time.Since(start)
+		}
+		if time.Since(start) > timeout {
+			t.Fatalf("no ping reply from %s in %s after %v: %v: %s", dst, netns, timeout, err, out)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// nftTable lists an nftables table in node n (without handles or
+// counters' values), "" if it does not exist.
+func nftTable(t *testing.T, n *clusterNode, family, name string) string {
+	t.Helper()
+	out, err := n.ovs.Exec("", "nft", "list", "table", family, name)
+	if err != nil {
+		return ""
+	}
+	return regexp.MustCompile(`counter packets \d+ bytes \d+`).ReplaceAllString(out, "counter")
+}
+
+// serveTCP accepts (and closes) TCP connections on port 7070 of pod p until
+// the test ends; it returns the address.
+func serveTCP(t *testing.T, p *pod) string {
+	t.Helper()
+	addr := net.JoinHostPort(p.ip, "7070")
+	l := listenInNetNSAt(t, p.ns, addr)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.Close()
+		}
+	})
+	t.Cleanup(func() {
+		l.Close()
+		wg.Wait()
+	})
+	return addr
+}
+
+// dialTCP connects to addr from pod p's namespace.
+func dialTCP(p *pod, addr string, timeout time.Duration) error {
+	netns, err := ns.GetNS(p.path)
+	if err != nil {
+		return err
+	}
+	defer netns.Close()
+	return netns.Do(func(ns.NetNS) error {
+		c, err := net.DialTimeout("tcp", addr, timeout)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	})
+}
+
+// probes pings and TCP-connects from one pod to another every 50 ms.
+type probes struct {
+	ping     *exec.Cmd
+	out      *strings.Builder
+	stopTCP  chan struct{}
+	tcpDone  chan struct{}
+	connects int
+	failed   int
+}
+
+// startProbes starts probing dst (ping) and srv (TCP) from src.
+func startProbes(t *testing.T, src, dst *pod, srv string) *probes {
+	t.Helper()
+	p := &probes{out: &strings.Builder{}, stopTCP: make(chan struct{}), tcpDone: make(chan struct{})}
+	// -O reports a probe without answer when the next one is sent; the
+	// replies' sequence numbers are what is counted.
+	p.ping = exec.Command("ip", "netns", "exec", src.ns, "ping", "-n", "-O", "-i", "0.05", "-W", "1", dst.ip)
+	p.ping.Stdout, p.ping.Stderr = p.out, p.out
+	if err := p.ping.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(p.tcpDone)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-p.stopTCP:
+				return
+			case <-tick.C:
+			}
+			p.connects++
+			if err := dialTCP(src, srv, time.Second); err != nil {
+				p.failed++
+				if p.failed <= 3 {
+					t.Logf("TCP connect %d failed: %v", p.connects, err)
+				}
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		if p.ping.ProcessState == nil {
+			_ = p.ping.Process.Kill()
+			_ = p.ping.Wait()
+		}
+	})
+	return p
+}
+
+// stop ends the probes and returns the pings sent (up to the last
+// answered), how many of those went unanswered, and the TCP connects and
+// failures.
+func (p *probes) stop(t *testing.T) (pings, lostPings, connects, failedConnects int) {
+	t.Helper()
+	close(p.stopTCP)
+	<-p.tcpDone
+	_ = p.ping.Process.Signal(syscall.SIGINT)
+	_ = p.ping.Wait()
+	answered := map[int]bool{}
+	last := 0
+	for _, m := range regexp.MustCompile(`bytes from .* icmp_seq=(\d+) `).FindAllStringSubmatch(p.out.String(), -1) {
+		seq, _ := strconv.Atoi(m[1])
+		answered[seq] = true
+		last = max(last, seq)
+	}
+	for seq := 1; seq <= last; seq++ {
+		if !answered[seq] {
+			lostPings++
+		}
+	}
+	if strings.Contains(p.out.String(), "DUP!") {
+		t.Errorf("duplicate ping replies:\n%s", tail(p.out.String(), 30))
+	}
+	if lostPings > 0 {
+		t.Logf("ping output:\n%s", tail(p.out.String(), 30))
+	}
+	return last, lostPings, p.connects, p.failed
 }

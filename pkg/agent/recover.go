@@ -1,0 +1,166 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/weirnet/weir/pkg/nodenet"
+	"github.com/weirnet/weir/pkg/openflow"
+)
+
+// Backoff and bound of restoring the node's networking after an OpenFlow
+// reconnect. After nodeRestoreMax the agent gives up for this reconnect
+// and clears flow-restore-wait anyway: forwarding with what could be
+// restored beats not forwarding at all.
+const (
+	nodeRestoreRetryBase = 100 * time.Millisecond
+	nodeRestoreRetryMax  = 2 * time.Second
+	nodeRestoreMax       = 30 * time.Second
+)
+
+// nodeRestorer re-creates what a restarted ovs-vswitchd took with it.
+type nodeRestorer func(ctx context.Context) error
+
+// nodeNetwork is the node-side networking the agent set up at start-up
+// around OVS: with the userspace datapath the underlay bridge and the
+// gateway are tap devices of ovs-vswitchd, and when ovs-vswitchd deletes
+// them (exit --cleanup; a node reboot that keeps the OVSDB file) their
+// addresses and every route through them go too, while a restarted
+// ovs-vswitchd recreates them empty. (OVS 3.1 keeps its tap devices, and
+// what is on them, over a plain exit, SIGTERM or SIGKILL.) Restore puts it
+// all back; every step is idempotent, so it is also run where nothing was
+// lost (the kernel datapath).
+type nodeNetwork struct {
+	// underlay, when set, is the userspace underlay (SetupUnderlay).
+	underlay *nodenet.UnderlayConfig
+	// gateway, gatewayAddr and mtu configure the gateway interface.
+	gateway     string
+	gatewayAddr *net.IPNet
+	mtu         int
+	// peers, when set (cluster mode), restores the peers' routes and
+	// tunnel neighbours.
+	peers *NodeController
+	log   klog.Logger
+}
+
+// Restore re-creates, in order, the underlay (addresses and routes on the
+// underlay bridge, from the OVSDB record), the gateway's address, MTU and
+// up state, and the routes and tunnel neighbours of all current peers.
+// Pod egress SNAT (nftables) matches the gateway by name, so it survives
+// the gateway device being recreated, and is not touched.
+func (n *nodeNetwork) Restore(ctx context.Context) error {
+	start := time.Now()
+	if n.underlay != nil {
+		if _, err := nodenet.SetupUnderlay(ctx, *n.underlay); err != nil {
+			return fmt.Errorf("restoring the underlay on %s: %w", n.underlay.NIC, err)
+		}
+	}
+	if err := configureGateway(ctx, n.gateway, n.gatewayAddr, n.mtu); err != nil {
+		return fmt.Errorf("restoring the gateway: %w", err)
+	}
+	if n.peers != nil {
+		if err := n.peers.ResyncPeers(ctx); err != nil {
+			return err
+		}
+	}
+	n.log.Info("Node networking restored after reconnect", "underlay", n.underlay != nil, "gateway", n.gateway,
+		"took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// restoreNode runs restore with backoff until it succeeds, ctx ends or
+// nodeRestoreMax has passed (logged).
+func restoreNode(ctx context.Context, restore nodeRestorer, log klog.Logger) {
+	deadline := time.Now().Add(nodeRestoreMax)
+	delay := nodeRestoreRetryBase
+	for attempt := 1; ; attempt++ {
+		err := restore(ctx)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			log.Error(err, "Restoring the node's networking failed; giving up until the next reconnect", "attempts", attempt)
+			return
+		}
+		log.Error(err, "Restoring the node's networking failed; retrying", "attempt", attempt, "retryIn", delay)
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		delay = min(2*delay, nodeRestoreRetryMax)
+	}
+}
+
+// watchReconnects logs reconnects; the openflow layer has replayed the
+// flow cache by the time one is reported, so it then clears
+// flow-restore-wait, which a restarted ovs-vswitchd starts with.
+func watchReconnects(ctx context.Context, sw *openflow.Switch, db flowRestoreClearer, log klog.Logger) {
+	watchReconnectsRestoring(ctx, sw, db, nil, log)
+}
+
+// watchReconnectsRestoring is watchReconnects that, when restore is set,
+// first restores the node's networking (restoreNode) after each reconnect:
+// ovs-vswitchd restarted, and forwarding resumes (flow-restore-wait is
+// cleared) only once the node can route again.
+func watchReconnectsRestoring(ctx context.Context, sw *openflow.Switch, db flowRestoreClearer, restore nodeRestorer,
+	log klog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case gen := <-sw.Reconnected():
+			log.Info("OpenFlow connection re-established and flows replayed", "generation", gen)
+			if restore != nil {
+				restoreNode(ctx, restore, log)
+			}
+			clearFlowRestoreWait(ctx, db, log)
+		}
+	}
+}
+
+// staleFlowsLogEvery is how often removeStaleFlows says it is still
+// waiting for the Node controller.
+const staleFlowsLogEvery = 30 * time.Second
+
+// removeStaleFlows deletes the flows of the previous run's cookie round
+// (prevRound; nothing for 0): flows of pods deleted and peers gone while
+// the agent was down. With a Node controller (nc) it first waits for its
+// initial sync, which re-installs every current peer in this run's round;
+// until then the previous run's peer flows keep cross-node traffic going.
+func removeStaleFlows(ctx context.Context, sw *openflow.Switch, prevRound uint8, nc *NodeController, log klog.Logger) error {
+	if prevRound == 0 {
+		return nil
+	}
+	if nc != nil {
+		start := time.Now()
+		for {
+			wctx, cancel := context.WithTimeout(ctx, staleFlowsLogEvery)
+			err := nc.WaitForInitialSync(wctx)
+			cancel()
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			log.Info("Still waiting for the Node controller's initial sync before removing the previous run's flows",
+				"round", prevRound, "waited", time.Since(start).Round(time.Second))
+		}
+	}
+	if err := sw.Apply(ctx, []openflow.FlowOp{openflow.DeleteByCookie(uint64(prevRound)<<56, openflow.CookieRoundMask)}); err != nil {
+		if errors.Is(err, context.Canceled) {
+			return err
+		}
+		return fmt.Errorf("removing stale flows of round %d: %w", prevRound, err)
+	}
+	log.Info("Removed the previous run's stale flows", "round", prevRound)
+	return nil
+}
