@@ -33,9 +33,11 @@ func main() {
 	flag.StringVar(&cfg.UnderlayInterface, "underlay-interface", "", "underlay NIC, the node's tunnel endpoint (overrides the config file)")
 	flag.StringVar(&cfg.TunnelPort, "tunnel-port", "", "Geneve tunnel port name (overrides the config file)")
 	flag.IntVar(&cfg.MTU, "mtu", 0, "pod and gateway MTU; 0 keeps the config file's (default auto)")
+	cleanup := flag.Bool("cleanup", false, "undo what the agent set up on this node (SNAT, pod guard, br-phy underlay, "+
+		"integration bridge, state) and exit; for uninstalling, see docs/agent.md")
 	flag.Parse()
 
-	if err := run(*configPath, cfg); err != nil {
+	if err := run(*configPath, cfg, *cleanup); err != nil {
 		klog.ErrorS(err, "ovs-agent failed")
 		klog.Flush()
 		os.Exit(1)
@@ -44,8 +46,8 @@ func main() {
 }
 
 // run merges the config file with the flags that were given and runs the
-// agent until SIGTERM or SIGINT.
-func run(configPath string, flags agent.Config) error {
+// agent until SIGTERM or SIGINT (or, with cleanup, undoes its node set-up).
+func run(configPath string, flags agent.Config, cleanup bool) error {
 	cfg := agent.DefaultConfig()
 	if configPath != "" {
 		var err error
@@ -76,6 +78,9 @@ func run(configPath string, flags agent.Config) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	log := klog.Background()
+	if cleanup {
+		return agent.Cleanup(ctx, cfg, log)
+	}
 	openflow.RouteLibraryLogs(log)
 	return agent.Run(ctx, cfg, log)
 }
