@@ -139,6 +139,60 @@ func (s *Switch) Sync(ctx context.Context, owner string, flows ...*Flow) error {
 	return nil
 }
 
+// SyncOwners is Sync for several owners in ONE atomic bundle: each owner's
+// flows become exactly owners[owner] (an empty or nil list uninstalls the
+// owner); owners not in the map are left alone. All deletions precede all
+// additions in the bundle, so a flow may move from one owner to another in
+// the same call. Either every change is applied or none is.
+func (s *Switch) SyncOwners(ctx context.Context, owners map[string][]*Flow) error {
+	want := make(map[string]map[string][]byte, len(owners))
+	byKey := make(map[string]map[string]*Flow, len(owners))
+	for owner, flows := range owners {
+		w := make(map[string][]byte, len(flows))
+		bk := make(map[string]*Flow, len(flows))
+		for _, f := range flows {
+			data, err := f.Encode()
+			if err != nil {
+				return fmt.Errorf("syncing flows of %s: %w", owner, err)
+			}
+			k := f.Key()
+			w[k], bk[k] = data, f
+		}
+		want[owner], byKey[owner] = w, bk
+	}
+	var dels, adds []FlowOp
+	s.cache.mu.Lock()
+	for _, owner := range slices.Sorted(maps.Keys(want)) {
+		have, w := s.cache.owners[owner], want[owner]
+		for k, old := range have {
+			if _, ok := w[k]; !ok {
+				dels = append(dels, rawOp(OpDelete, deleteStrictFrom(old)))
+			}
+		}
+		for k, data := range w {
+			if old, ok := have[k]; !ok || string(old) != string(data) {
+				adds = append(adds, FlowOp{Kind: OpAdd, Flow: byKey[owner][k], encoded: data})
+			}
+		}
+	}
+	s.cache.mu.Unlock()
+	if ops := append(dels, adds...); len(ops) > 0 {
+		if err := s.Apply(ctx, ops); err != nil {
+			return fmt.Errorf("syncing flows of %d owners: %w", len(owners), err)
+		}
+	}
+	s.cache.mu.Lock()
+	defer s.cache.mu.Unlock()
+	for owner, w := range want {
+		if len(w) == 0 {
+			delete(s.cache.owners, owner)
+		} else {
+			s.cache.owners[owner] = w
+		}
+	}
+	return nil
+}
+
 // Uninstall deletes all of owner's cached flows atomically.
 func (s *Switch) Uninstall(ctx context.Context, owner string) error {
 	return s.Sync(ctx, owner)

@@ -28,8 +28,9 @@ type node struct {
 }
 
 // newNode starts a private OVS with br-int, a gateway internal port gw0
-// (10.10.0.1/24, ofport 2) in the node namespace, and the base pipeline.
-func newNode(t *testing.T) *node {
+// (10.10.0.1/24, ofport 2) in the node namespace, and the base pipeline;
+// opts adjust the pipeline's Config.
+func newNode(t *testing.T, opts ...func(*pipeline.Config)) *node {
 	t.Helper()
 	ovs := ovstest.Start(t)
 	ovs.AddBridge(t, "br-int")
@@ -53,8 +54,12 @@ func newNode(t *testing.T) *node {
 	}
 	mac, _ := net.ParseMAC(gwMAC)
 	_, cidr, _ := net.ParseCIDR("10.10.0.0/24")
-	pipe, err := pipeline.New(sw, pipeline.Config{GatewayOFPort: 2, GatewayMAC: mac, GatewayIP: net.ParseIP("10.10.0.1"),
-		PodCIDR: cidr, CTZone: 65520, Round: 1})
+	cfg := pipeline.Config{GatewayOFPort: 2, GatewayMAC: mac, GatewayIP: net.ParseIP("10.10.0.1"),
+		PodCIDR: cidr, CTZone: 65520, Round: 1}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	pipe, err := pipeline.New(sw, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 // Switch is what the pipeline needs from pkg/openflow (an *openflow.Switch).
 type Switch interface {
 	Sync(ctx context.Context, owner string, flows ...*openflow.Flow) error
+	SyncOwners(ctx context.Context, owners map[string][]*openflow.Flow) error
 	Uninstall(ctx context.Context, owner string) error
 	DumpFlows(ctx context.Context, filter openflow.FlowFilter) ([]openflow.FlowStats, error)
 }
@@ -30,6 +31,11 @@ type Config struct {
 	TunnelOFPort uint32
 	// PodCIDR is the node's pod subnet.
 	PodCIDR *net.IPNet
+	// ServiceCIDR, if set, is the ClusterIP range. A pod's packets to it
+	// skip egress policy on their first pass (they leave through the
+	// gateway to kube-proxy's DNAT); egress policy applies when they come
+	// back from the gateway addressed to the endpoint (see policy.go).
+	ServiceCIDR *net.IPNet
 	// CTZone is the conntrack zone of pod traffic.
 	CTZone uint16
 	// Round is the cookie round of this agent run.
@@ -87,6 +93,11 @@ type Pipeline struct {
 	// peerMu serializes AddPeer and DeletePeer, so the overlap check and
 	// the install of one peer cannot interleave with another's.
 	peerMu sync.Mutex
+
+	// policyMu serializes ApplyPolicy; policy is its state (policy.go),
+	// read under mu.
+	policyMu sync.Mutex
+	policy   policyState
 }
 
 type podState struct {
@@ -105,7 +116,7 @@ func New(sw Switch, cfg Config) (*Pipeline, error) {
 		return nil, err
 	}
 	p := &Pipeline{sw: sw, cfg: cfg, cookies: openflow.NewCookieAllocator(cfg.Round),
-		pods: map[string]podState{}, peers: map[string]peerState{}}
+		pods: map[string]podState{}, peers: map[string]peerState{}, policy: newPolicyState()}
 	c, err := p.cookies.New(CategoryBase)
 	if err != nil {
 		return nil, err
@@ -119,6 +130,10 @@ func Renderer() *openflow.Renderer { return &openflow.Renderer{TableName: TableN
 
 // InstallBase installs (or re-syncs) the static part of the pipeline.
 func (p *Pipeline) InstallBase(ctx context.Context) error {
+	// Hold policyMu so that a concurrent ApplyPolicy cannot install a newer
+	// policy generation that this sync would then roll back.
+	p.policyMu.Lock()
+	defer p.policyMu.Unlock()
 	flows, err := p.BaseFlows()
 	if err != nil {
 		return err
@@ -136,6 +151,15 @@ func (p *Pipeline) InstallBase(ctx context.Context) error {
 // connections from the gateway (kube-proxy's DNATed service traffic) back
 // through the gateway (serviceFlows).
 func (p *Pipeline) BaseFlows() ([]*openflow.Flow, error) {
+	p.mu.Lock()
+	gen := p.policy.generation
+	p.mu.Unlock()
+	return p.baseFlows(gen)
+}
+
+// baseFlows returns the base flows for policy generation gen (the ct_mark
+// value that marks connections checked against the current policy).
+func (p *Pipeline) baseFlows(gen uint32) ([]*openflow.Flow, error) {
 	c := uint64(p.base)
 	gwMAC, gwIP, zone := p.cfg.GatewayMAC, p.cfg.GatewayIP, p.cfg.CTZone
 	nf := func(table uint8, prio uint16) *openflow.FlowBuilder { return openflow.NewFlow(table, prio).Cookie(c) }
@@ -159,8 +183,13 @@ func (p *Pipeline) BaseFlows() ([]*openflow.Flow, error) {
 		nf(ConntrackZone, 0).Drop(),
 		nf(ConntrackState, 200).MatchCTState(openflow.CTState{}.Trk(true).Inv(true)).Drop(),
 		nf(ConntrackState, 0).GotoTable(EgressRule),
-		// Egress hooks: established connections skip policy.
-		nf(EgressRule, 200).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false)).GotoTable(L3Forwarding),
+		// Egress hooks: replies and related packets, and packets of
+		// connections checked against the current policy generation, skip
+		// policy (policy.go); everything else meets the rules.
+		nf(EgressRule, prioPolicyBypass).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false).Rpl(true)).GotoTable(L3Forwarding),
+		nf(EgressRule, prioPolicyBypass).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false).Rel(true)).GotoTable(L3Forwarding),
+		nf(EgressRule, prioPolicyCurrent).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false)).
+			MatchCTMark(gen<<ctMarkGenShift, ctMarkGenMask).GotoTable(L3Forwarding),
 		nf(EgressRule, 0).GotoTable(EgressDefaultRule),
 		nf(EgressDefaultRule, 0).GotoTable(L3Forwarding),
 		// L3Forwarding: per-pod routes are added with each pod.
@@ -169,17 +198,37 @@ func (p *Pipeline) BaseFlows() ([]*openflow.Flow, error) {
 		nf(L2Forwarding, 200).MatchEthDst(gwMAC).LoadReg(regOutPort, 0, 31, uint64(p.cfg.GatewayOFPort)).
 			LoadReg(regOutputFound, outputFoundBit, outputFoundBit, 1).GotoTable(IngressRule),
 		nf(L2Forwarding, 0).GotoTable(IngressRule),
-		// Ingress hooks.
-		nf(IngressRule, 200).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false)).GotoTable(ConntrackCommit),
+		// Ingress hooks, as egress; plus the node's own traffic to pods
+		// (from the gateway port with the gateway IP as source: kubelet
+		// probes), which policy never blocks.
+		nf(IngressRule, prioPolicyBypass).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false).Rpl(true)).GotoTable(ConntrackCommit),
+		nf(IngressRule, prioPolicyBypass).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false).Rel(true)).GotoTable(ConntrackCommit),
+		nf(IngressRule, prioPolicyNode).MatchProtocol(ip).MatchRegBits(regSource, sourceBitsStart, sourceBitsEnd, uint32(sourceGateway)).
+			MatchSrcIP(gwIP).GotoTable(ConntrackCommit),
+		nf(IngressRule, prioPolicyCurrent).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false)).
+			MatchCTMark(gen<<ctMarkGenShift, ctMarkGenMask).GotoTable(ConntrackCommit),
 		nf(IngressRule, 0).GotoTable(IngressDefaultRule),
 		nf(IngressDefaultRule, 0).GotoTable(ConntrackCommit),
-		// Commit new connections.
+		// Commit new connections with the policy generation; re-commit
+		// established ones checked again after a policy change (keeping
+		// ct_mark bit 0).
 		nf(ConntrackCommit, 200).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(true)).
-			CT(openflow.CTCommit(zone)).GotoTable(Output),
+			CT(openflow.CTCommit(zone, openflow.SetCTMark(gen<<ctMarkGenShift, ctMarkGenMask))).GotoTable(Output),
+		nf(ConntrackCommit, 190).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false).Rpl(false)).
+			MatchCTMark(gen<<ctMarkGenShift, ctMarkGenMask).GotoTable(Output),
+		nf(ConntrackCommit, 180).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false).Est(true).Rpl(false)).
+			CT(openflow.CTCommit(zone, openflow.SetCTMark(gen<<ctMarkGenShift, ctMarkGenMask))).GotoTable(Output),
 		nf(ConntrackCommit, 0).GotoTable(Output),
 		// Output to the chosen port; no port chosen means drop.
 		nf(Output, 200).MatchRegBits(regOutputFound, outputFoundBit, outputFoundBit, 1).OutputReg(regOutPort, 0, 31),
 		nf(Output, 0).Drop(),
+	}
+	if p.cfg.ServiceCIDR != nil {
+		// A pod's packets to a ClusterIP: egress policy is applied after
+		// kube-proxy's DNAT, when they come back from the gateway.
+		bs = append(bs, nf(EgressRule, prioPolicyNode).MatchProtocol(ip).
+			MatchRegBits(regSource, sourceBitsStart, sourceBitsEnd, uint32(sourcePod)).
+			MatchDstNet(p.cfg.ServiceCIDR).GotoTable(L3Forwarding))
 	}
 	if p.cfg.TunnelOFPort != 0 {
 		bs = append(bs,
@@ -194,7 +243,7 @@ func (p *Pipeline) BaseFlows() ([]*openflow.Flow, error) {
 		)
 	}
 	// Service replies back through the gateway (service.go).
-	bs = append(bs, p.serviceFlows(nf)...)
+	bs = append(bs, p.serviceFlows(nf, gen)...)
 	return buildAll(bs)
 }
 

@@ -29,7 +29,7 @@ const (
 // serviceFlows returns the base flows of the "reply via the gateway" path:
 // the marking commit in ConntrackCommit, and the L3Forwarding flows for
 // replies from local pods and, with a tunnel port, from other nodes.
-func (p *Pipeline) serviceFlows(nf func(table uint8, prio uint16) *openflow.FlowBuilder) []*openflow.FlowBuilder {
+func (p *Pipeline) serviceFlows(nf func(table uint8, prio uint16) *openflow.FlowBuilder, gen uint32) []*openflow.FlowBuilder {
 	zone, gwMAC := p.cfg.CTZone, p.cfg.GatewayMAC
 	fromGatewayReply := func(source uint64) *openflow.FlowBuilder {
 		return nf(L3Forwarding, 210).MatchProtocol(openflow.ProtocolIP).
@@ -44,7 +44,7 @@ func (p *Pipeline) serviceFlows(nf func(table uint8, prio uint16) *openflow.Flow
 		nf(ConntrackCommit, 210).MatchProtocol(openflow.ProtocolIP).
 			MatchRegBits(regSource, sourceBitsStart, sourceBitsEnd, uint32(sourceGateway)).
 			MatchCTState(openflow.CTState{}.Trk(true).New(true)).
-			CT(openflow.CTCommit(zone, openflow.SetCTMark(ctMarkFromGateway, ctMarkFromGatewayMask))).GotoTable(Output),
+			CT(openflow.CTCommit(zone, openflow.SetCTMark(ctMarkFromGateway|gen<<ctMarkGenShift, ctMarkFromGatewayMask|ctMarkGenMask))).GotoTable(Output),
 		fromGatewayReply(sourcePod),
 	}
 	if p.cfg.TunnelOFPort != 0 {

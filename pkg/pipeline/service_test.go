@@ -17,8 +17,8 @@ func TestServiceFlows(t *testing.T) {
 		wantSources  []string // reg0 matches of the L3Forwarding reply flows
 		wantAllFlows int      // base flows in all
 	}{
-		{"single node", 0, []string{"reg0=0x3/0xf"}, 26},
-		{"with tunnel", 1, []string{"reg0=0x3/0xf", "reg0=0x2/0xf"}, 29},
+		{"single node", 0, []string{"reg0=0x3/0xf"}, 33},
+		{"with tunnel", 1, []string{"reg0=0x3/0xf", "reg0=0x2/0xf"}, 36},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -40,7 +40,9 @@ func TestServiceFlows(t *testing.T) {
 			for _, f := range base {
 				s := r.Flow(f)
 				switch {
-				case f.Table == ConntrackCommit && strings.Contains(s, "ct_mark"):
+				case f.Table == ConntrackCommit && strings.Contains(s, "0x1/0xffffff01->ct_mark"):
+					// The mark (bit 0) together with the policy generation
+					// (bits 8..31, policy.go).
 					commits = append(commits, s)
 				case f.Table == L3Forwarding && strings.Contains(s, "ct_mark"):
 					replies = append(replies, s)
@@ -50,7 +52,7 @@ func TestServiceFlows(t *testing.T) {
 				}
 			}
 			if len(commits) != 1 || !strings.Contains(commits[0], "ct_state=+new+trk") || !strings.Contains(commits[0], "reg0=0x1/0xf") ||
-				!strings.Contains(commits[0], "exec(set_field:0x1/0x1->ct_mark)") {
+				!strings.Contains(commits[0], "exec(set_field:0x1/0xffffff01->ct_mark)") {
 				t.Errorf("want one commit that marks new connections from the gateway (reg0=0x1), got %q", commits)
 			}
 			if len(replies) != len(tc.wantSources) {

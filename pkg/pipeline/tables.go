@@ -89,3 +89,29 @@ const (
 	CategoryPeer   uint8 = 3 // one remote node (AddPeer)
 	CategoryPolicy uint8 = 4 // one policy rule (policy issue)
 )
+
+// Policy priorities in EgressRule/IngressRule (policy.go) and the ct_mark
+// bits of the policy generation.
+const (
+	// prioPolicyBypass: replies and related packets skip policy.
+	prioPolicyBypass uint16 = 210
+	// prioPolicyNode: the node's own traffic to pods (ingress), and pods'
+	// traffic to the Service CIDR before kube-proxy's DNAT (egress).
+	prioPolicyNode uint16 = 205
+	// prioPolicyCurrent: packets of connections committed under the current
+	// policy generation skip policy.
+	prioPolicyCurrent uint16 = 200
+	// prioPolicyPlain: allow flows of rules with a single dimension.
+	prioPolicyPlain uint16 = 110
+	// prioPolicyConj: conjunction clause flows and conj_id flows.
+	prioPolicyConj uint16 = 100
+	// prioPolicyDrop: default drops of isolated pods in the *DefaultRule tables.
+	prioPolicyDrop uint16 = 200
+
+	// ctMarkGenShift/ctMarkGenMask: ct_mark bits 8..31 hold the policy
+	// generation a connection was last checked against (bit 0 is
+	// ctMarkFromGateway).
+	ctMarkGenShift        = 8
+	ctMarkGenMask  uint32 = 0xffffff00
+	maxGeneration  uint32 = 1<<24 - 1
+)
