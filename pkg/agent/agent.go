@@ -20,6 +20,7 @@ import (
 	"github.com/weirnet/weir/pkg/ovsdb"
 	"github.com/weirnet/weir/pkg/pipeline"
 	"github.com/weirnet/weir/pkg/podnet"
+	"github.com/weirnet/weir/pkg/policy"
 )
 
 // OpenFlow ports the tunnel and the gateway ask for; pods get 3 and up.
@@ -254,6 +255,24 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 		defer func() {
 			stop()
 			<-done
+		}()
+		// NetworkPolicy: rules for the local pods (docs/policy.md); the
+		// CNI server tells it when a pod's port appears or goes.
+		polc, err := policy.NewController(policy.ControllerConfig{Client: client, NodeName: cfg.NodeName,
+			Realizer: pipe, Ports: srv, Logger: log})
+		if err != nil {
+			return err
+		}
+		srv.WatchPods(polc.PodPortChanged)
+		polCtx, stopPol := context.WithCancel(ctx)
+		polDone := make(chan struct{})
+		go func() {
+			defer close(polDone)
+			polc.Run(polCtx)
+		}()
+		defer func() {
+			stopPol()
+			<-polDone
 		}()
 	}
 	return srv.Serve(ctx, cfg.CNISocket)

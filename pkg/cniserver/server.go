@@ -90,6 +90,9 @@ type Server struct {
 	locks   keyedMutex
 	mu      sync.Mutex
 	pods    map[string]*attachment // by key
+	// podWatchers are called after a pod's attachment appeared or
+	// disappeared (WatchPods).
+	podWatchers []func(namespace, name string)
 }
 
 // New returns a server; it reports not ready until SetReady(true).
@@ -269,6 +272,7 @@ func (s *Server) add(ctx context.Context, req *request, log klog.Logger) (*attac
 	s.mu.Lock()
 	s.pods[att.key()] = att
 	s.mu.Unlock()
+	s.notifyPod(att)
 	return att, nil
 }
 
@@ -400,6 +404,9 @@ func (s *Server) del(ctx context.Context, containerID, ifName, netns string) err
 	s.mu.Lock()
 	delete(s.pods, key)
 	s.mu.Unlock()
+	if att != nil {
+		s.notifyPod(att)
+	}
 	return nil
 }
 
