@@ -163,7 +163,11 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 	if round == 0 {
 		round = 1
 	}
-	pipe, err := pipeline.New(sw, pipeline.Config{GatewayOFPort: uint32(gwPort), GatewayMAC: gwMAC, GatewayIP: gwIP,
+	svcCIDR, err := cfg.ParseServiceCIDR()
+	if err != nil {
+		return err
+	}
+	pipe, err := pipeline.New(sw, pipeline.Config{ServiceCIDR: svcCIDR, GatewayOFPort: uint32(gwPort), GatewayMAC: gwMAC, GatewayIP: gwIP,
 		TunnelOFPort: uint32(tunPort), PodCIDR: cidr, CTZone: cfg.CTZone, Round: round})
 	if err != nil {
 		return err
@@ -215,19 +219,6 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 			stop()
 			<-done
 		}()
-		// The previous run's peer flows keep forwarding until the Node
-		// controller has re-installed every current peer in this round.
-		staleDone := make(chan struct{})
-		go func() {
-			defer close(staleDone)
-			if err := removeStaleFlows(ncCtx, sw, prevRound, nc, log); err != nil && ncCtx.Err() == nil {
-				log.Error(err, "Removing the previous run's flows failed")
-			}
-		}()
-		defer func() {
-			stop()
-			<-staleDone
-		}()
 	}
 	node := &nodeNetwork{underlay: underlayCfg, gateway: cfg.GatewayName, gatewayAddr: gwAddr, mtu: mtu, peers: nc,
 		log: log.WithName("restore")}
@@ -273,6 +264,24 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 		defer func() {
 			stopPol()
 			<-polDone
+		}()
+		// The previous run's peer and policy flows keep forwarding (and
+		// isolating) until the Node controller has re-installed every
+		// current peer and the policy controller every current rule in this
+		// round: an agent restart neither drops cross-node traffic nor
+		// opens isolated pods.
+		staleCtx, stopStale := context.WithCancel(ctx)
+		staleDone := make(chan struct{})
+		go func() {
+			defer close(staleDone)
+			synced := []initialSync{{"Node controller", nc.WaitForInitialSync}, {"policy controller", polc.WaitSynced}}
+			if err := removeStaleFlows(staleCtx, sw, prevRound, synced, log); err != nil && staleCtx.Err() == nil {
+				log.Error(err, "Removing the previous run's flows failed")
+			}
+		}()
+		defer func() {
+			stopStale()
+			<-staleDone
 		}()
 	}
 	return srv.Serve(ctx, cfg.CNISocket)

@@ -68,6 +68,13 @@ type Config struct {
 	// address, in the nftables table "ip weir" (nodenet.ReconcileSNAT).
 	// Default true; false removes that table at start.
 	SNAT bool `json:"snat"`
+	// ServiceCIDR is the cluster's ClusterIP range (kube-apiserver
+	// --service-cluster-ip-range). A pod's packets to it are not subject to
+	// egress NetworkPolicy before kube-proxy translated them: policy applies
+	// to the Service's endpoints, as Kubernetes specifies. Default
+	// 10.96.0.0/12 (kubeadm's default); empty disables the exemption, so an
+	// egress-isolated pod then needs a rule allowing the ClusterIPs.
+	ServiceCIDR string `json:"serviceCIDR"`
 }
 
 // NodeNameEnv is the environment variable NodeName defaults to.
@@ -88,6 +95,7 @@ func DefaultConfig() Config {
 		StateDir:      "/var/lib/weir",
 		CTZone:        65520,
 		SNAT:          true,
+		ServiceCIDR:   "10.96.0.0/12",
 	}
 }
 
@@ -138,6 +146,11 @@ func (c Config) Validate() error {
 			errs = append(errs, err)
 		}
 	}
+	if c.ServiceCIDR != "" {
+		if _, err := c.ParseServiceCIDR(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if c.MTU != 0 && (c.MTU < 576 || c.MTU > 9000) {
 		errs = append(errs, fmt.Errorf("mtu %d: must be 0 (auto) or between 576 and 9000", c.MTU))
 	}
@@ -179,6 +192,21 @@ func parseIPv4PodCIDR(s string) (*net.IPNet, error) {
 	}
 	if ones, _ := n.Mask.Size(); ones > 30 {
 		return nil, fmt.Errorf("podCIDR %q: too small, need at least a /30", s)
+	}
+	return n, nil
+}
+
+// ParseServiceCIDR returns the ServiceCIDR (nil when it is empty).
+func (c Config) ParseServiceCIDR() (*net.IPNet, error) {
+	if c.ServiceCIDR == "" {
+		return nil, nil
+	}
+	ip, n, err := net.ParseCIDR(c.ServiceCIDR)
+	if err != nil {
+		return nil, fmt.Errorf("serviceCIDR %q: %w", c.ServiceCIDR, err)
+	}
+	if ip.To4() == nil {
+		return nil, fmt.Errorf("serviceCIDR %q: only IPv4 is supported so far", c.ServiceCIDR)
 	}
 	return n, nil
 }

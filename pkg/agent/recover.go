@@ -126,24 +126,33 @@ func watchReconnectsRestoring(ctx context.Context, sw *openflow.Switch, db flowR
 	}
 }
 
+// initialSync is a controller whose first complete sync the removal of the
+// previous run's flows waits for.
+type initialSync struct {
+	name string
+	wait func(context.Context) error
+}
+
 // staleFlowsLogEvery is how often removeStaleFlows says it is still
 // waiting for the Node controller.
 const staleFlowsLogEvery = 30 * time.Second
 
 // removeStaleFlows deletes the flows of the previous run's cookie round
 // (prevRound; nothing for 0): flows of pods deleted and peers gone while
-// the agent was down. With a Node controller (nc) it first waits for its
-// initial sync, which re-installs every current peer in this run's round;
-// until then the previous run's peer flows keep cross-node traffic going.
-func removeStaleFlows(ctx context.Context, sw *openflow.Switch, prevRound uint8, nc *NodeController, log klog.Logger) error {
+// the agent was down. It first waits for the initial sync of every
+// controller in synced (the Node controller re-installs every current peer,
+// the policy controller every current rule, in this run's round); until
+// then the previous run's flows keep cross-node traffic going and isolated
+// pods isolated.
+func removeStaleFlows(ctx context.Context, sw *openflow.Switch, prevRound uint8, synced []initialSync, log klog.Logger) error {
 	if prevRound == 0 {
 		return nil
 	}
-	if nc != nil {
-		start := time.Now()
+	start := time.Now()
+	for _, s := range synced {
 		for {
 			wctx, cancel := context.WithTimeout(ctx, staleFlowsLogEvery)
-			err := nc.WaitForInitialSync(wctx)
+			err := s.wait(wctx)
 			cancel()
 			if err == nil {
 				break
@@ -151,8 +160,8 @@ func removeStaleFlows(ctx context.Context, sw *openflow.Switch, prevRound uint8,
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			log.Info("Still waiting for the Node controller's initial sync before removing the previous run's flows",
-				"round", prevRound, "waited", time.Since(start).Round(time.Second))
+			log.Info("Still waiting for an initial sync before removing the previous run's flows",
+				"controller", s.name, "round", prevRound, "waited", time.Since(start).Round(time.Second))
 		}
 	}
 	if err := sw.Apply(ctx, []openflow.FlowOp{openflow.DeleteByCookie(uint64(prevRound)<<56, openflow.CookieRoundMask)}); err != nil {

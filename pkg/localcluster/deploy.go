@@ -25,8 +25,9 @@ func (c Config) AgentConfig() string {
 datapathType: netdev
 underlayInterface: eth0
 mtu: 0
+serviceCIDR: %s
 kubeAPIServerOverride: %s
-`, c.APIServerURL())
+`, c.ServiceCIDR, c.APIServerURL())
 }
 
 // RenderManifest returns cfg.Manifest with the weir-config ConfigMap's agent
