@@ -12,6 +12,19 @@
 //
 // asks a server and prints its answer; exit status 0 if it answered, 1 (with
 // the reason on stderr) if not.
+//
+//	test-server probe-matrix --targets tcp:HOST:PORT,udp:HOST:PORT,... [--timeout 1s]
+//
+// probes all targets concurrently and prints one line per target, in the
+// order given: "PROTO HOST:PORT ok ANSWER" or "PROTO HOST:PORT fail REASON".
+// It exits 0 whatever the probes' outcome, non-zero only on usage errors.
+//
+//	test-server hold --to HOST:PORT [--for 10s] [--interval 200ms] [--timeout 1s]
+//
+// keeps one TCP connection open (a first line "HOLD" makes the server echo
+// every line) and exchanges a line every interval; exit status 0 if the
+// connection lasted, 1 with "broken after ..." on stdout when an echo did not
+// come back within the timeout.
 package main
 
 import (
@@ -42,6 +55,6 @@ func newRootCmd(stdout io.Writer) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCmd(), newProbeCmd(stdout))
+	root.AddCommand(newServeCmd(), newProbeCmd(stdout), newProbeMatrixCmd(stdout), newHoldCmd(stdout))
 	return root
 }

@@ -22,6 +22,11 @@ const (
 	requestWait = 200 * time.Millisecond
 	// ioTimeout bounds reading the rest of an HTTP request and writing answers.
 	ioTimeout = 2 * time.Second
+	// holdRequest, as a TCP client's first line, makes the connection
+	// long-lived (see hold).
+	holdRequest = "HOLD"
+	// holdIdle ends a held connection whose client stays silent this long.
+	holdIdle = 30 * time.Second
 )
 
 // httpMethods are the request-line prefixes that make a TCP answer HTTP.
@@ -143,6 +148,10 @@ func (s *server) answerTCP(c net.Conn, port int) {
 		// Wait for the whole method token before deciding.
 		_ = c.SetReadDeadline(time.Now().Add(ioTimeout))
 		line, _ := r.ReadString('\n')
+		if strings.TrimSpace(line) == holdRequest {
+			s.hold(c, r, port)
+			return
+		}
 		if isHTTP(line) {
 			kind = "http"
 			// Drain the header block so the client sees a clean close.
@@ -162,6 +171,31 @@ func (s *server) answerTCP(c net.Conn, port int) {
 	_ = c.SetWriteDeadline(time.Now().Add(ioTimeout))
 	_, err = c.Write([]byte(answer))
 	klog.InfoS("Request", "proto", kind, "port", port, "from", c.RemoteAddr().String(), "err", err)
+}
+
+// hold serves a long-lived connection: the name, then every line the client
+// sends echoed back, until the client closes or stays silent for holdIdle.
+func (s *server) hold(c net.Conn, r *bufio.Reader, port int) {
+	_ = c.SetWriteDeadline(time.Now().Add(ioTimeout))
+	if _, err := c.Write([]byte(s.name + "\n")); err != nil {
+		klog.InfoS("Hold", "port", port, "from", c.RemoteAddr().String(), "err", err)
+		return
+	}
+	echoes := 0
+	for {
+		_ = c.SetReadDeadline(time.Now().Add(holdIdle))
+		line, err := r.ReadString('\n')
+		if err != nil {
+			klog.InfoS("Hold ended", "port", port, "from", c.RemoteAddr().String(), "echoes", echoes, "err", err)
+			return
+		}
+		_ = c.SetWriteDeadline(time.Now().Add(ioTimeout))
+		if _, err := c.Write([]byte(line)); err != nil {
+			klog.InfoS("Hold ended", "port", port, "from", c.RemoteAddr().String(), "echoes", echoes, "err", err)
+			return
+		}
+		echoes++
+	}
 }
 
 func isHTTP(line string) bool {
