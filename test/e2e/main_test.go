@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -72,11 +73,19 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
+	slot, release, err := claimSlot()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	defer release()
 	cfg := localcluster.DefaultConfig()
 	cfg.Dir = dir
-	cfg.Prefix = "weire2e" // apart from a user's `make run` cluster
-	cfg.Subnet = "172.31.251"
-	cfg.PortBase = 18000
+	// Apart from a user's `make run` cluster and from other e2e runs on the
+	// machine (each holds a slot: its own names, subnet and ports).
+	cfg.Prefix = fmt.Sprintf("e2e%d", slot)
+	cfg.Subnet = fmt.Sprintf("172.31.%d", 240+slot)
+	cfg.PortBase = 18000 + 1000*slot
 	cfg.K8sBin = k8sBin
 	cfg.BinDir = filepath.Join(root, "bin")
 	cfg.ImagesDir = filepath.Join(root, "bin", "images")
@@ -161,4 +170,27 @@ func need(t *testing.T) *suite {
 		t.Skip("no cluster: e2e needs root")
 	}
 	return cluster
+}
+
+// e2eSlots is how many e2e clusters may run on the machine at once.
+const e2eSlots = 8
+
+// claimSlot takes the first free e2e slot: an exclusive flock on
+// /run/lock/weir-e2e-<slot>.lock, held until release (or process exit).
+func claimSlot() (int, func(), error) {
+	if err := os.MkdirAll("/run/lock", 0o755); err != nil {
+		return 0, nil, err
+	}
+	for slot := 0; slot < e2eSlots; slot++ {
+		f, err := os.OpenFile(fmt.Sprintf("/run/lock/weir-e2e-%d.lock", slot), os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			return 0, nil, err
+		}
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			f.Close()
+			continue
+		}
+		return slot, func() { f.Close() }, nil
+	}
+	return 0, nil, fmt.Errorf("all %d e2e slots are taken by other runs", e2eSlots)
 }
