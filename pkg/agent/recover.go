@@ -76,26 +76,12 @@ func (n *nodeNetwork) Restore(ctx context.Context) error {
 // restoreNode runs restore with backoff until it succeeds, ctx ends or
 // nodeRestoreMax has passed (logged).
 func restoreNode(ctx context.Context, restore nodeRestorer, log klog.Logger) {
-	deadline := time.Now().Add(nodeRestoreMax)
-	delay := nodeRestoreRetryBase
-	for attempt := 1; ; attempt++ {
-		err := restore(ctx)
-		if err == nil || ctx.Err() != nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			log.Error(err, "Restoring the node's networking failed; giving up until the next reconnect", "attempts", attempt)
-			return
-		}
-		log.Error(err, "Restoring the node's networking failed; retrying", "attempt", attempt, "retryIn", delay)
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		delay = min(2*delay, nodeRestoreRetryMax)
+	attempts, err := retryWithBackoff(ctx, nodeRestoreRetryBase, nodeRestoreRetryMax, time.Now().Add(nodeRestoreMax), restore,
+		func(err error, attempt int, retryIn time.Duration) {
+			log.Error(err, "Restoring the node's networking failed; retrying", "attempt", attempt, "retryIn", retryIn)
+		})
+	if err != nil && ctx.Err() == nil {
+		log.Error(err, "Restoring the node's networking failed; giving up until the next reconnect", "attempts", attempts)
 	}
 }
 
