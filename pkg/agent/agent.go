@@ -15,6 +15,7 @@ import (
 
 	"github.com/weirnet/weir/pkg/cniserver"
 	"github.com/weirnet/weir/pkg/ipam"
+	"github.com/weirnet/weir/pkg/metrics"
 	"github.com/weirnet/weir/pkg/nodenet"
 	"github.com/weirnet/weir/pkg/openflow"
 	"github.com/weirnet/weir/pkg/ovsdb"
@@ -59,13 +60,20 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("invalid agent config: %w", err)
 	}
+	// Metrics and health first: /healthz answers during start-up.
+	mon := metrics.NewAgent()
+	stopMetrics, err := mon.Start(ctx, cfg.MetricsAddress, log.WithName("metrics"))
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	cidr, err := podCIDR(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	start := time.Now() // the pod CIDR wait is logged on its own
 
-	db, err := ovsdb.Connect(ctx, cfg.OVSDBEndpoint, log.WithName("ovsdb"))
+	db, err := ovsdb.Connect(ctx, cfg.OVSDBEndpoint, log.WithName("ovsdb"), ovsdb.WithObserver(mon))
 	if err != nil {
 		return fmt.Errorf("connecting to OVSDB at %s: %w", cfg.OVSDBEndpoint, err)
 	}
@@ -147,10 +155,11 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 		}
 	}
 
-	sw, err := openflow.Open(openflow.Config{MgmtSocket: cfg.MgmtSocket(), Logger: log.WithName("openflow")})
+	sw, err := openflow.Open(openflow.Config{MgmtSocket: cfg.MgmtSocket(), Logger: log.WithName("openflow"), Observer: mon})
 	if err != nil {
 		return err
 	}
+	mon.SetSwitch(sw)
 	defer sw.Close()
 	if err := sw.WaitReady(ctx); err != nil {
 		return err
@@ -172,12 +181,14 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 	if err != nil {
 		return err
 	}
+	mon.SetPipeline(pipe)
 	if err := pipe.InstallBase(ctx); err != nil {
 		return err
 	}
 
 	srv := cniserver.New(cniserver.Config{Bridge: cfg.Bridge, MTU: mtu, TxChecksumOff: cfg.DatapathType == "netdev",
-		Logger: log}, db, pipe, alloc)
+		Logger: log, Observer: mon}, db, pipe, alloc)
+	mon.SetCNIServer(srv, cfg.CNISocket)
 	st, err := srv.Restore(ctx)
 	if err != nil {
 		// A pod that cannot be restored must not keep the node from
@@ -220,6 +231,18 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 			<-done
 		}()
 	}
+	// The operator tooling API (docs/tooling.md).
+	apiCtx, stopAPI := context.WithCancel(ctx)
+	apiDone := make(chan struct{})
+	go func() {
+		defer close(apiDone)
+		serveAPI(apiCtx, apiDeps{cfg: cfg, cidr: cidr, gwIP: gwIP, gwMAC: gwMAC, gwPort: gwPort, tun: tunPort, db: db, sw: sw,
+			pipe: pipe, srv: srv, nc: nc, ready: func() (bool, string) { return connReady(sw, db) }}, log)
+	}()
+	defer func() {
+		stopAPI()
+		<-apiDone
+	}()
 	node := &nodeNetwork{underlay: underlayCfg, gateway: cfg.GatewayName, gatewayAddr: gwAddr, mtu: mtu, peers: nc,
 		log: log.WithName("restore")}
 	wrCtx, stopWatch := context.WithCancel(ctx)
@@ -250,10 +273,11 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 		// NetworkPolicy: rules for the local pods (docs/policy.md); the
 		// CNI server tells it when a pod's port appears or goes.
 		polc, err := policy.NewController(policy.ControllerConfig{Client: client, NodeName: cfg.NodeName,
-			Realizer: pipe, Ports: srv, Logger: log})
+			Realizer: pipe, Ports: srv, Logger: log, Observer: mon})
 		if err != nil {
 			return err
 		}
+		mon.SetPolicyController(polc)
 		srv.WatchPods(polc.PodPortChanged)
 		polCtx, stopPol := context.WithCancel(ctx)
 		polDone := make(chan struct{})

@@ -75,6 +75,19 @@ type Config struct {
 	// 10.96.0.0/12 (kubeadm's default); empty disables the exemption, so an
 	// egress-isolated pod then needs a rule allowing the ClusterIPs.
 	ServiceCIDR string `json:"serviceCIDR"`
+	// MetricsAddress is where the agent serves Prometheus metrics (/metrics)
+	// and its health endpoints (/healthz, /readyz), e.g. ":9495"; empty
+	// disables the server. See docs/tooling.md, "Metrics and health".
+	MetricsAddress string `json:"metricsAddress"`
+	// APISocket is where the operator tooling API (weir.agent.v1.AgentService,
+	// docs/tooling.md) listens (mode 0600). Empty (the default) means
+	// agent.sock next to CNISocket: /var/run/weir/agent.sock by default.
+	APISocket string `json:"apiSocket"`
+	// APITCPAddress, e.g. ":10351", additionally serves the tooling API on
+	// TCP with TLS (APITLSCertFile, APITLSKeyFile). Empty: unix socket only.
+	APITCPAddress  string `json:"apiTCPAddress"`
+	APITLSCertFile string `json:"apiTLSCertFile"`
+	APITLSKeyFile  string `json:"apiTLSKeyFile"`
 }
 
 // NodeNameEnv is the environment variable NodeName defaults to.
@@ -84,18 +97,19 @@ const NodeNameEnv = "NODE_NAME"
 // environment variable.
 func DefaultConfig() Config {
 	return Config{
-		NodeName:      os.Getenv(NodeNameEnv),
-		Bridge:        "br-int",
-		DatapathType:  "system",
-		OVSRunDir:     "/var/run/openvswitch",
-		OVSDBEndpoint: "unix:/var/run/openvswitch/db.sock",
-		GatewayName:   "weir-gw0",
-		TunnelPort:    "weir-tun0",
-		CNISocket:     "/var/run/weir/cni.sock",
-		StateDir:      "/var/lib/weir",
-		CTZone:        65520,
-		SNAT:          true,
-		ServiceCIDR:   "10.96.0.0/12",
+		NodeName:       os.Getenv(NodeNameEnv),
+		Bridge:         "br-int",
+		DatapathType:   "system",
+		OVSRunDir:      "/var/run/openvswitch",
+		OVSDBEndpoint:  "unix:/var/run/openvswitch/db.sock",
+		GatewayName:    "weir-gw0",
+		TunnelPort:     "weir-tun0",
+		CNISocket:      "/var/run/weir/cni.sock",
+		StateDir:       "/var/lib/weir",
+		CTZone:         65520,
+		SNAT:           true,
+		ServiceCIDR:    "10.96.0.0/12",
+		MetricsAddress: ":9495",
 	}
 }
 
@@ -117,6 +131,15 @@ func LoadConfig(path string) (Config, error) {
 // is set, so it watches Nodes for tunnel peers (and, without a static
 // PodCIDR, reads its own pod CIDR from its Node).
 func (c Config) ClusterMode() bool { return c.NodeName != "" }
+
+// APISocketPath is where the tooling API listens: APISocket, else
+// agent.sock next to CNISocket.
+func (c Config) APISocketPath() string {
+	if c.APISocket != "" {
+		return c.APISocket
+	}
+	return filepath.Join(filepath.Dir(c.CNISocket), "agent.sock")
+}
 
 // MgmtSocket is the bridge's OpenFlow management socket.
 func (c Config) MgmtSocket() string { return filepath.Join(c.OVSRunDir, c.Bridge+".mgmt") }
@@ -167,6 +190,13 @@ func (c Config) Validate() error {
 		if !filepath.IsAbs(p) {
 			errs = append(errs, fmt.Errorf("%s %q: must be an absolute path", name, p))
 		}
+	}
+	if c.APISocket != "" && !filepath.IsAbs(c.APISocket) {
+		errs = append(errs, fmt.Errorf("apiSocket %q: must be an absolute path", c.APISocket))
+	}
+	if c.APITCPAddress != "" && (c.APITLSCertFile == "" || c.APITLSKeyFile == "") {
+		errs = append(errs, fmt.Errorf("apiTCPAddress %q: needs apiTLSCertFile and apiTLSKeyFile (the API is only served on TCP with TLS)",
+			c.APITCPAddress))
 	}
 	return errors.Join(errs...)
 }

@@ -54,6 +54,45 @@ type Config struct {
 	// HostNetNSPath is the node's network namespace (empty: the agent's).
 	HostNetNSPath string
 	Logger        klog.Logger
+	// Observer, if set, is told about every CNI request Serve answers (for
+	// metrics, see pkg/metrics).
+	Observer Observer
+}
+
+// Observer receives the CNI requests the server answered. It is called on
+// the request's goroutine, so it must be cheap and safe for concurrent use.
+type Observer interface {
+	// CNIRequest reports one request: command is ADD, DEL, CHECK, STATUS
+	// or GC; code is the CNI error code returned (0: success).
+	CNIRequest(command string, code uint32, d time.Duration)
+}
+
+// cniCommands maps the gRPC methods to CNI commands.
+var cniCommands = map[string]string{
+	cniv1.Cni_CmdAdd_FullMethodName: "ADD", cniv1.Cni_CmdDel_FullMethodName: "DEL",
+	cniv1.Cni_CmdCheck_FullMethodName: "CHECK", cniv1.Cni_CmdStatus_FullMethodName: "STATUS",
+	cniv1.Cni_CmdGC_FullMethodName: "GC",
+}
+
+// observeInterceptor reports each CNI request to o.
+func observeInterceptor(o Observer) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		start := time.Now()
+		resp, err := handler(ctx, req)
+		cmd, ok := cniCommands[info.FullMethod]
+		if !ok {
+			return resp, err
+		}
+		var code uint32
+		if r, ok := resp.(*cniv1.CniCmdResponse); ok {
+			code = r.GetError().GetCode()
+		}
+		if err != nil && code == 0 {
+			code = cniv1.CodeInternal
+		}
+		o.CNIRequest(cmd, code, time.Since(start))
+		return resp, err
+	}
 }
 
 // attachment is one pod interface the server set up.
@@ -107,6 +146,9 @@ func New(cfg Config, ports Ports, flows Flows, alloc *ipam.Allocator) *Server {
 // SetReady sets what STATUS reports.
 func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }
 
+// Ready reports what STATUS reports: whether the server accepts ADD.
+func (s *Server) Ready() bool { return s.ready.Load() }
+
 // Serve listens on a unix socket at path (mode 0600; the directory is
 // created 0700 if missing) until ctx ends.
 func (s *Server) Serve(ctx context.Context, path string) error {
@@ -124,7 +166,11 @@ func (s *Server) Serve(ctx context.Context, path string) error {
 		l.Close()
 		return fmt.Errorf("restricting CNI socket %s: %w", path, err)
 	}
-	g := grpc.NewServer()
+	var opts []grpc.ServerOption
+	if s.cfg.Observer != nil {
+		opts = append(opts, grpc.UnaryInterceptor(observeInterceptor(s.cfg.Observer)))
+	}
+	g := grpc.NewServer(opts...)
 	cniv1.RegisterCniServer(g, s)
 	go func() {
 		<-ctx.Done()

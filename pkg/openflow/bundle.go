@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 
 	"antrea.io/libOpenflow/openflow15"
 )
@@ -114,10 +115,12 @@ func (s *Switch) Apply(ctx context.Context, ops []FlowOp) error {
 }
 
 // apply is Apply; keep, if set, receives each op's encoded message.
-func (s *Switch) apply(ctx context.Context, ops []FlowOp, keep func(i int, msg []byte)) error {
+func (s *Switch) apply(ctx context.Context, ops []FlowOp, keep func(i int, msg []byte)) (err error) {
 	if len(ops) == 0 {
 		return nil
 	}
+	start := time.Now()
+	defer func() { s.observe("bundle", len(ops), start, err) }()
 	sn, err := s.newSender(len(ops) + 1)
 	if err != nil {
 		return err
@@ -175,7 +178,9 @@ func (s *Switch) apply(ctx context.Context, ops []FlowOp, keep func(i int, msg [
 // ApplyUnbundled sends ops as plain flow_mods followed by one barrier. It
 // is not atomic; errors of all ops are joined. Useful where atomicity is not
 // wanted and for comparison in benchmarks.
-func (s *Switch) ApplyUnbundled(ctx context.Context, ops []FlowOp) error {
+func (s *Switch) ApplyUnbundled(ctx context.Context, ops []FlowOp) (err error) {
+	start := time.Now()
+	defer func() { s.observe("flow_mods", len(ops), start, err) }()
 	sn, err := s.newSender(len(ops))
 	if err != nil {
 		return err

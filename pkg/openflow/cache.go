@@ -49,6 +49,26 @@ func (c *FlowCache) OwnerLen(owner string) int {
 	return len(c.owners[owner])
 }
 
+// TableLens returns the number of cached flows per OpenFlow table. It
+// reads the table ID from the cached messages, so it costs no round trip.
+func (c *FlowCache) TableLens() map[uint8]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[uint8]int{}
+	for _, fl := range c.owners {
+		for _, m := range fl {
+			if len(m) > flowModTableOffset {
+				out[m[flowModTableOffset]]++
+			}
+		}
+	}
+	return out
+}
+
+// flowModTableOffset is the offset of table_id in an OpenFlow 1.5
+// flow_mod: header (8), cookie (8), cookie_mask (8).
+const flowModTableOffset = 24
+
 // all returns every cached message.
 func (c *FlowCache) all() [][]byte {
 	c.mu.Lock()

@@ -54,7 +54,9 @@ var fieldByOXM = func() map[[2]uint16]Field {
 // DumpFlows reads flows and their counters from the switch (an OpenFlow
 // flow-stats multipart request), sorted by table, then priority (highest
 // first).
-func (s *Switch) DumpFlows(ctx context.Context, filter FlowFilter) ([]FlowStats, error) {
+func (s *Switch) DumpFlows(ctx context.Context, filter FlowFilter) (_ []FlowStats, err error) {
+	start := time.Now()
+	defer func() { s.observe("flow_stats", 0, start, err) }()
 	fsr := openflow15.NewFlowStatsRequest()
 	fsr.TableId = openflow15.OFPTT_ALL
 	if filter.Table != nil {

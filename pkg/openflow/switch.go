@@ -33,6 +33,28 @@ type Config struct {
 	RequestTimeout time.Duration
 	// Logger receives the connection's log lines (default klog's).
 	Logger klog.Logger
+	// Observer, if set, is told about every request and reconnect (for
+	// metrics, see pkg/metrics).
+	Observer Observer
+}
+
+// Observer receives what a Switch does. Its methods are called on the
+// request's goroutine, so they must be cheap and safe for concurrent use.
+type Observer interface {
+	// OpenFlowRequest reports one request: op is "bundle" (Apply and the
+	// flow cache), "flow_mods" (ApplyUnbundled), "flow_stats" (DumpFlows)
+	// or "barrier"; messages is the number of flow_mods it carried; err is
+	// what the caller got.
+	OpenFlowRequest(op string, messages int, d time.Duration, err error)
+	// OpenFlowReconnect reports a handshake after a lost connection.
+	OpenFlowReconnect()
+}
+
+// observe reports a request that started at start to the Observer.
+func (s *Switch) observe(op string, messages int, start time.Time, err error) {
+	if s.cfg.Observer != nil {
+		s.cfg.Observer.OpenFlowRequest(op, messages, time.Since(start), err)
+	}
 }
 
 // State is the connection state of a Switch.
@@ -230,6 +252,9 @@ func (a *ofnetApp) SwitchConnected(sw *ofctrl.OFSwitch) {
 		close(s.ready)
 	}
 	if gen > 1 {
+		if s.cfg.Observer != nil {
+			s.cfg.Observer.OpenFlowReconnect()
+		}
 		s.wg.Add(1) // under mu, so never after Close started waiting
 		go func() {
 			defer s.wg.Done()
@@ -554,7 +579,9 @@ func (r *request) firstError() error {
 
 // Barrier returns once every message sent before it has been processed.
 func (s *Switch) Barrier(ctx context.Context) error {
+	start := time.Now()
 	_, err := s.roundTrip(ctx, "barrier")
+	s.observe("barrier", 0, start, err)
 	return err
 }
 

@@ -56,6 +56,21 @@ type config struct {
 	connectTimeout time.Duration
 	backoffInitial time.Duration
 	backoffMax     time.Duration
+	observer       Observer
+}
+
+// Observer receives the Client's transactions (for metrics, see
+// pkg/metrics). It is called on the caller's goroutine, so it must be cheap
+// and safe for concurrent use.
+type Observer interface {
+	// OVSDBTransaction reports one transaction: how long it took and the
+	// error the caller got (nil when it committed).
+	OVSDBTransaction(d time.Duration, err error)
+}
+
+// WithObserver makes the Client report every transaction to o.
+func WithObserver(o Observer) Option {
+	return func(c *config) { c.observer = o }
 }
 
 // WithOFPortTimeout bounds how long port and bridge calls wait for
@@ -407,11 +422,14 @@ func (c *Client) isClosed() bool {
 
 // transact runs ops as one transaction and returns the results, or an error
 // saying what the transaction was for.
-func (c *Client) transact(ctx context.Context, what string, ops []libovsdb.Operation) ([]libovsdb.OperationResult, error) {
+func (c *Client) transact(ctx context.Context, what string, ops []libovsdb.Operation) (_ []libovsdb.OperationResult, err error) {
 	if len(ops) == 0 {
 		return nil, nil
 	}
 	began := time.Now()
+	if o := c.cfg.observer; o != nil {
+		defer func() { o.OVSDBTransaction(time.Since(began), err) }()
+	}
 	// libovsdb blocks a transaction issued during an outage until the
 	// connection is back, whatever Close does; end it at Close.
 	tctx, cancel := context.WithCancelCause(ctx)

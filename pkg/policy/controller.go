@@ -66,6 +66,18 @@ type ControllerConfig struct {
 	Recorder record.EventRecorder
 	// Logger receives structured logs.
 	Logger klog.Logger
+	// Observer, if set, is told about every sync that had work to do (for
+	// metrics, see pkg/metrics).
+	Observer Observer
+}
+
+// Observer receives the controller's syncs. It is called on the worker
+// goroutine, so it must be cheap.
+type Observer interface {
+	// PolicySync reports one batch realized (or failed): its duration
+	// (model computation and ApplyPolicy), the rules realized afterwards
+	// and the error, if any.
+	PolicySync(d time.Duration, rules int, err error)
 }
 
 // Stats describe the controller's work so far.
@@ -314,7 +326,7 @@ func (c *Controller) update(key string) {
 }
 
 // flush realizes the model's pending changes.
-func (c *Controller) flush(ctx context.Context) error {
+func (c *Controller) flush(ctx context.Context) (err error) {
 	first := false
 	select {
 	case <-c.synced1:
@@ -325,6 +337,9 @@ func (c *Controller) flush(ctx context.Context) error {
 		return nil
 	}
 	start := time.Now()
+	if o := c.cfg.Observer; o != nil {
+		defer func() { o.PolicySync(time.Since(start), c.model.Rules(), err) }()
+	}
 	plan, err := c.model.Compute()
 	if err != nil {
 		return err

@@ -1,0 +1,247 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"k8s.io/klog/v2"
+
+	"github.com/weirnet/weir/pkg/cniserver"
+	"github.com/weirnet/weir/pkg/openflow"
+	"github.com/weirnet/weir/pkg/pipeline"
+	"github.com/weirnet/weir/pkg/policy"
+)
+
+// Agent is what ovs-agent needs: the Metrics (hand it to the components
+// as their Observer), the sources read at scrape time, and the health
+// checks. The components are attached with the Set methods as start-up
+// creates them; until then their metrics are absent and /readyz fails.
+// /healthz passes during start-up: start-up has its own logs and timeouts.
+type Agent struct {
+	*Metrics
+	cni  atomic.Pointer[cniserver.Server]
+	sw   atomic.Pointer[openflow.Switch]
+	pipe atomic.Pointer[pipeline.Pipeline]
+	pol  atomic.Pointer[policy.Controller]
+	// cniSocket is set once the CNI server is about to serve on it.
+	cniSocket atomic.Pointer[string]
+}
+
+// NewAgent creates the agent's metrics and registers its scrape-time
+// sources.
+func NewAgent() *Agent {
+	a := &Agent{Metrics: New()}
+	if err := a.RegisterSources(a.sources()); err != nil {
+		panic(fmt.Sprintf("metrics: registering agent sources: %v", err)) // a programming error: duplicate names
+	}
+	return a
+}
+
+// SetSwitch attaches the OpenFlow connection.
+func (a *Agent) SetSwitch(sw *openflow.Switch) { a.sw.Store(sw) }
+
+// SetPipeline attaches the pipeline (flow table names, policy counters).
+func (a *Agent) SetPipeline(p *pipeline.Pipeline) { a.pipe.Store(p) }
+
+// SetCNIServer attaches the CNI server, which serves on socket.
+func (a *Agent) SetCNIServer(s *cniserver.Server, socket string) {
+	a.cni.Store(s)
+	a.cniSocket.Store(&socket)
+}
+
+// SetPolicyController attaches the NetworkPolicy controller.
+func (a *Agent) SetPolicyController(c *policy.Controller) { a.pol.Store(c) }
+
+// LiveChecks are /healthz's checks: the CNI server's gRPC loop answers a
+// STATUS call on its socket (whatever the answer), and the OpenFlow
+// connection's request path is not stuck.
+func (a *Agent) LiveChecks() []Check {
+	return []Check{
+		{Name: "cni-server", Run: func(ctx context.Context) error {
+			p := a.cniSocket.Load()
+			if p == nil {
+				return nil // starting
+			}
+			_, err := CNIStatus(ctx, *p)
+			return err
+		}},
+	}
+}
+
+// ReadyChecks are /readyz's checks: the CNI server is ready (what STATUS
+// reports) and the OpenFlow connection is up.
+func (a *Agent) ReadyChecks() []Check {
+	return []Check{
+		{Name: "cni-server", Run: func(context.Context) error {
+			s := a.cni.Load()
+			if s == nil || !s.Ready() {
+				return errors.New("the agent is not ready for pods (bridge, pipeline or state restore in progress)")
+			}
+			return nil
+		}},
+		{Name: "openflow", Run: func(context.Context) error {
+			sw := a.sw.Load()
+			if sw == nil {
+				return errors.New("not connected yet")
+			}
+			if st := sw.State(); st != openflow.StateReady {
+				return fmt.Errorf("connection %s", st)
+			}
+			return nil
+		}},
+	}
+}
+
+// ServerConfig returns the server configuration for address.
+func (a *Agent) ServerConfig(address string, log klog.Logger) ServerConfig {
+	return ServerConfig{Address: address, Metrics: a.Metrics, Live: a.LiveChecks(), Ready: a.ReadyChecks(), Logger: log}
+}
+
+// Start listens on address and serves until ctx ends or the returned
+// stop function is called; stop also waits for the server to finish. An
+// empty address serves nothing.
+func (a *Agent) Start(ctx context.Context, address string, log klog.Logger) (stop func(), err error) {
+	if address == "" {
+		log.Info("Metrics and health server disabled (metricsAddress is empty)")
+		return func() {}, nil
+	}
+	srv, err := Listen(a.ServerConfig(address, log))
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := srv.Serve(ctx); err != nil {
+			log.Error(err, "Metrics and health server stopped")
+		}
+	}()
+	return func() {
+		cancel()
+		wg.Wait()
+	}, nil
+}
+
+func (a *Agent) sources() Sources {
+	return Sources{
+		FlowsPerTable: func() map[string]int {
+			sw := a.sw.Load()
+			if sw == nil {
+				return nil
+			}
+			out := map[string]int{}
+			for id, n := range sw.Cache().TableLens() {
+				name, ok := pipeline.TableName(id)
+				if !ok {
+					name = strconv.Itoa(int(id))
+				}
+				out[name] += n
+			}
+			return out
+		},
+		LocalPods: func() int {
+			if s := a.cni.Load(); s != nil {
+				return len(s.Attachments())
+			}
+			return 0
+		},
+		PolicyRules: func() int {
+			if c := a.pol.Load(); c != nil {
+				return c.Stats().Rules
+			}
+			return 0
+		},
+		PolicyRulePackets: func(ctx context.Context) (map[string]uint64, error) {
+			p := a.pipe.Load()
+			if p == nil || len(p.PolicyRules()) == 0 {
+				return nil, nil
+			}
+			stats, err := p.PolicyRuleStats(ctx)
+			if err != nil {
+				return nil, err
+			}
+			out := map[string]uint64{}
+			for id, c := range stats {
+				name := strconv.FormatUint(uint64(id), 10)
+				if r, ok := p.PolicyRule(id); ok && r.Name != "" {
+					name = r.Name
+				}
+				out[name] += c.Packets
+			}
+			return out, nil
+		},
+		IsolationDrops: func(ctx context.Context) ([]IsolationDrop, error) {
+			sw, s := a.sw.Load(), a.cni.Load()
+			if sw == nil || s == nil {
+				return nil, nil
+			}
+			return isolationDrops(ctx, sw, s)
+		},
+	}
+}
+
+// isolationDrops reads the default-deny flows of isolated pods (tables
+// EgressDefaultRule and IngressDefaultRule, policy category) and names
+// their pods: an egress drop matches the pod's IP (nw_src), an ingress drop
+// its OpenFlow port (reg1, the output port).
+func isolationDrops(ctx context.Context, sw *openflow.Switch, s *cniserver.Server) ([]IsolationDrop, error) {
+	byIP, byPort := map[string]string{}, map[uint64]string{}
+	for _, att := range s.Attachments() {
+		pod := att.Key
+		if att.PodName != "" {
+			pod = att.PodNamespace + "/" + att.PodName
+			if port, ok := s.OFPort(att.PodNamespace, att.PodName); ok {
+				byPort[uint64(port)] = pod
+			}
+		}
+		byIP[att.IP.String()] = pod
+	}
+	var out []IsolationDrop
+	var r openflow.Renderer
+	for _, t := range []struct {
+		dir   string
+		table uint8
+		field string
+	}{{"egress", pipeline.EgressDefaultRule, "nw_src="}, {"ingress", pipeline.IngressDefaultRule, "reg1="}} {
+		table := t.table
+		flows, err := sw.DumpFlows(ctx, openflow.FlowFilter{Table: &table,
+			Cookie: uint64(openflow.MakeCookie(0, pipeline.CategoryPolicy, 0)), CookieMask: openflow.CookieCategoryMask})
+		if err != nil {
+			return out, fmt.Errorf("reading %s isolation flows: %w", t.dir, err)
+		}
+		for _, f := range flows {
+			v, ok := matchValue(r.Match(f.Flow), t.field)
+			if !ok {
+				continue
+			}
+			var pod string
+			if t.dir == "egress" {
+				pod = byIP[v]
+			} else if n, err := strconv.ParseUint(v, 0, 32); err == nil {
+				pod = byPort[n]
+			}
+			if pod == "" {
+				pod = "unknown:" + v
+			}
+			out = append(out, IsolationDrop{Direction: t.dir, Pod: pod, Packets: f.Packets})
+		}
+	}
+	return out, nil
+}
+
+// matchValue returns the value of field ("nw_src=") in a rendered match.
+func matchValue(match, field string) (string, bool) {
+	for _, part := range strings.Split(match, ",") {
+		if v, ok := strings.CutPrefix(part, field); ok {
+			return v, true
+		}
+	}
+	return "", false
+}
