@@ -214,100 +214,55 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 		"gateway", gwIP.String(), "mtu", mtu, "tunnelOFPort", tunPort, "round", round, "restoredPods", st.Restored, "removedPods", st.Removed,
 		"releasedIPs", st.Released, "startup", time.Since(start).Round(time.Millisecond))
 
-	var nc *NodeController
+	// In cluster mode: the Node controller (tunnel peers and routes), the
+	// Pod controller (interfaces of pods deleted behind the runtime's back)
+	// and NetworkPolicy (docs/policy.md; the CNI server tells it when a
+	// pod's port appears or goes).
+	var (
+		nc   *NodeController
+		pc   *PodController
+		polc *policy.Controller
+	)
 	if cfg.ClusterMode() {
 		if nc, err = NewNodeController(NodeControllerConfig{Client: client, LocalNode: cfg.NodeName, Pipeline: pipe,
 			GatewayName: cfg.GatewayName, UnderlayBridge: underlayBridge(underlay), Logger: log}); err != nil {
 			return err
 		}
-		ncCtx, stop := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			nc.Run(ncCtx)
-		}()
-		defer func() {
-			stop()
-			<-done
-		}()
-	}
-	// The operator tooling API (docs/tooling.md).
-	apiCtx, stopAPI := context.WithCancel(ctx)
-	apiDone := make(chan struct{})
-	go func() {
-		defer close(apiDone)
-		serveAPI(apiCtx, apiDeps{cfg: cfg, cidr: cidr, gwIP: gwIP, gwMAC: gwMAC, gwPort: gwPort, tun: tunPort, db: db, sw: sw,
-			pipe: pipe, srv: srv, nc: nc, ready: func() (bool, string) { return connReady(sw, db) }}, log)
-	}()
-	defer func() {
-		stopAPI()
-		<-apiDone
-	}()
-	node := &nodeNetwork{underlay: underlayCfg, gateway: cfg.GatewayName, gatewayAddr: gwAddr, mtu: mtu, peers: nc,
-		log: log.WithName("restore")}
-	wrCtx, stopWatch := context.WithCancel(ctx)
-	watchDone := make(chan struct{})
-	go func() {
-		defer close(watchDone)
-		watchReconnectsRestoring(wrCtx, sw, db, node.Restore, log)
-	}()
-	defer func() {
-		stopWatch()
-		<-watchDone
-	}()
-	if cfg.ClusterMode() {
-		pc, err := NewPodController(PodControllerConfig{Client: client, NodeName: cfg.NodeName, Interfaces: srv, Logger: log})
-		if err != nil {
+		if pc, err = NewPodController(PodControllerConfig{Client: client, NodeName: cfg.NodeName, Interfaces: srv,
+			Logger: log}); err != nil {
 			return err
 		}
-		pcCtx, stop := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			pc.Run(pcCtx)
-		}()
-		defer func() {
-			stop()
-			<-done
-		}()
-		// NetworkPolicy: rules for the local pods (docs/policy.md); the
-		// CNI server tells it when a pod's port appears or goes.
-		polc, err := policy.NewController(policy.ControllerConfig{Client: client, NodeName: cfg.NodeName,
-			Realizer: pipe, Ports: srv, Logger: log, Observer: mon})
-		if err != nil {
+		if polc, err = policy.NewController(policy.ControllerConfig{Client: client, NodeName: cfg.NodeName,
+			Realizer: pipe, Ports: srv, Logger: log, Observer: mon}); err != nil {
 			return err
 		}
 		mon.SetPolicyController(polc)
 		srv.WatchPods(polc.PodPortChanged)
-		polCtx, stopPol := context.WithCancel(ctx)
-		polDone := make(chan struct{})
-		go func() {
-			defer close(polDone)
-			polc.Run(polCtx)
-		}()
-		defer func() {
-			stopPol()
-			<-polDone
-		}()
+		defer background(ctx, nc.Run)()
+		defer background(ctx, pc.Run)()
+		defer background(ctx, polc.Run)()
 		// The previous run's peer and policy flows keep forwarding (and
 		// isolating) until the Node controller has re-installed every
 		// current peer and the policy controller every current rule in this
 		// round: an agent restart neither drops cross-node traffic nor
 		// opens isolated pods.
-		staleCtx, stopStale := context.WithCancel(ctx)
-		staleDone := make(chan struct{})
-		go func() {
-			defer close(staleDone)
+		defer background(ctx, func(ctx context.Context) {
 			synced := []initialSync{{"Node controller", nc.WaitForInitialSync}, {"policy controller", polc.WaitSynced}}
-			if err := removeStaleFlows(staleCtx, sw, prevRound, synced, log); err != nil && staleCtx.Err() == nil {
+			if err := removeStaleFlows(ctx, sw, prevRound, synced, log); err != nil && ctx.Err() == nil {
 				log.Error(err, "Removing the previous run's flows failed")
 			}
-		}()
-		defer func() {
-			stopStale()
-			<-staleDone
-		}()
+		})()
 	}
+	// The operator tooling API (docs/tooling.md).
+	defer background(ctx, func(ctx context.Context) {
+		serveAPI(ctx, apiDeps{cfg: cfg, cidr: cidr, gwIP: gwIP, gwMAC: gwMAC, gwPort: gwPort, tun: tunPort, db: db, sw: sw,
+			pipe: pipe, srv: srv, nc: nc, polc: polc, ready: func() (bool, string) { return connReady(sw, db) }}, log)
+	})()
+	// After an ovs-vswitchd restart: restore what it may have lost, then
+	// clear flow-restore-wait.
+	node := &nodeNetwork{underlay: underlayCfg, gateway: cfg.GatewayName, gatewayAddr: gwAddr, mtu: mtu, peers: nc,
+		log: log.WithName("restore")}
+	defer background(ctx, func(ctx context.Context) { watchReconnectsRestoring(ctx, sw, db, node.Restore, log) })()
 	return srv.Serve(ctx, cfg.CNISocket)
 }
 
@@ -461,4 +416,20 @@ func configureGateway(ctx context.Context, name string, addr *net.IPNet, mtu int
 		return fmt.Errorf("bringing gateway %s up: %w", name, err)
 	}
 	return nil
+}
+
+// background runs fn in a goroutine with a context of its own and returns
+// the function that cancels that context and waits for fn to return (for
+// defer).
+func background(ctx context.Context, fn func(context.Context)) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fn(ctx)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }

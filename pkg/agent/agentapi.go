@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"github.com/weirnet/weir/pkg/policy"
 	"net"
 
 	"k8s.io/klog/v2"
@@ -41,7 +42,8 @@ type apiDeps struct {
 	sw     *openflow.Switch
 	pipe   *pipeline.Pipeline
 	srv    *cniserver.Server
-	nc     *NodeController // nil in standalone mode
+	nc     *NodeController    // nil in standalone mode
+	polc   *policy.Controller // nil in standalone mode
 	ready  func() (bool, string)
 }
 
@@ -53,6 +55,9 @@ func serveAPI(ctx context.Context, d apiDeps, log klog.Logger) {
 		Unixctl: unixctl.New(d.cfg.OVSRunDir, "ovs-vswitchd")}
 	if d.nc != nil {
 		deps.Peers = d.nc
+	}
+	if d.polc != nil {
+		deps.Isolation = d.polc
 	}
 	api := agentapi.New(agentapi.Config{NodeName: d.cfg.NodeName, Bridge: d.cfg.Bridge, DatapathType: d.cfg.DatapathType,
 		PodCIDR: d.cidr, GatewayName: d.cfg.GatewayName, GatewayIP: d.gwIP, GatewayMAC: d.gwMAC, GatewayOFPort: uint32(d.gwPort),

@@ -192,10 +192,14 @@ func appliesTo(r pipeline.PolicyRule, p pod) bool {
 	return false
 }
 
-// isolationPolicies returns the policies with rules protecting p in dir:
-// the policies known to isolate it (a policy without allow rules, e.g. a
-// default deny, has no realized rules and is not known here).
+// isolationPolicies returns the policies isolating p in dir: from the
+// NetworkPolicy controller when there is one (it knows every policy, a
+// default deny without allow rules included), else the policies with
+// realized rules protecting p.
 func (s *Server) isolationPolicies(p pod, dir pipeline.Direction) []string {
+	if s.deps.Isolation != nil {
+		return s.deps.Isolation.IsolatingPolicies(p.OFPort, dir)
+	}
 	seen := map[string]bool{}
 	var out []string
 	for _, id := range s.deps.Pipeline.PolicyRules() {

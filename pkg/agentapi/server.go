@@ -64,6 +64,12 @@ type Peers interface {
 	PeerNodes() []pipeline.PeerNode
 }
 
+// Isolation names the policies isolating a local pod (the NetworkPolicy
+// controller, *policy.Controller); nil in standalone mode.
+type Isolation interface {
+	IsolatingPolicies(ofport uint32, dir pipeline.Direction) []string
+}
+
 // Unixctl calls ovs-vswitchd's unixctl commands (*unixctl.Client).
 type Unixctl interface {
 	Call(ctx context.Context, command string, args ...string) (string, error)
@@ -90,14 +96,15 @@ type Config struct {
 	Logger klog.Logger
 }
 
-// Deps are the server's dependencies. Peers may be nil.
+// Deps are the server's dependencies. Peers and Isolation may be nil.
 type Deps struct {
-	Switch   Switch
-	Pipeline Pipeline
-	Pods     Pods
-	OVSDB    OVSDB
-	Peers    Peers
-	Unixctl  Unixctl
+	Switch    Switch
+	Pipeline  Pipeline
+	Pods      Pods
+	OVSDB     OVSDB
+	Peers     Peers
+	Isolation Isolation
+	Unixctl   Unixctl
 }
 
 // Server implements agentv1.AgentServiceServer.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -109,8 +110,9 @@ type Controller struct {
 
 	mu       sync.Mutex
 	stats    Stats
-	warned   map[string]int64 // policy UID -> generation already warned about
-	synced1  chan struct{}    // closed after the first successful apply
+	isolated map[pipeline.Direction]map[uint32][]string // Model.IsolationIndex after the last commit
+	warned   map[string]int64                           // policy UID -> generation already warned about
+	synced1  chan struct{}                              // closed after the first successful apply
 	syncOnce sync.Once
 }
 
@@ -202,6 +204,14 @@ func slimPod(obj any) (any, error) {
 // pod appeared or disappeared (the CNI server added or deleted it).
 func (c *Controller) PodPortChanged(namespace, name string) {
 	c.queue.Add(kindPod + namespace + "/" + name)
+}
+
+// IsolatingPolicies returns the policies ("namespace/name") that isolate
+// the local pod on ofport in dir, as last applied; safe for concurrent use.
+func (c *Controller) IsolatingPolicies(ofport uint32, dir pipeline.Direction) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.isolated[dir][ofport])
 }
 
 // Stats returns the controller's counters.
@@ -358,7 +368,9 @@ func (c *Controller) flush(ctx context.Context) (err error) {
 	for pk, ws := range plan.Warnings {
 		c.warn(pk, ws)
 	}
+	isolated := c.model.IsolationIndex()
 	c.mu.Lock()
+	c.isolated = isolated
 	if !plan.Empty() {
 		c.stats.Batches++
 	}

@@ -606,6 +606,28 @@ func (m *Model) isolationWith(changed map[string]*policyResult) pipeline.Isolati
 	return pipeline.Isolation{Ingress: sortedPods(in), Egress: sortedPods(eg)}
 }
 
+// IsolationIndex returns, per direction and local pod OpenFlow port, the
+// policies ("namespace/name", sorted) that isolate the pod as realized by
+// the last Commit — what an operator wants to know about a dropped packet,
+// including policies without any allow rule (a default deny).
+func (m *Model) IsolationIndex() map[pipeline.Direction]map[uint32][]string {
+	idx := map[pipeline.Direction]map[uint32][]string{pipeline.Ingress: {}, pipeline.Egress: {}}
+	for pk, r := range m.realized {
+		for _, p := range r.ingress {
+			idx[pipeline.Ingress][p.OFPort] = append(idx[pipeline.Ingress][p.OFPort], pk)
+		}
+		for _, p := range r.egress {
+			idx[pipeline.Egress][p.OFPort] = append(idx[pipeline.Egress][p.OFPort], pk)
+		}
+	}
+	for _, byPort := range idx {
+		for _, pols := range byPort {
+			slices.Sort(pols)
+		}
+	}
+	return idx
+}
+
 func sortedPods(m map[uint32]pipeline.LocalPod) []pipeline.LocalPod {
 	out := make([]pipeline.LocalPod, 0, len(m))
 	for _, p := range m {

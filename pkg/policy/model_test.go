@@ -578,3 +578,37 @@ func TestIDAllocator(t *testing.T) {
 		t.Fatal("no error after 2^32-1 IDs")
 	}
 }
+
+// TestIsolationIndex: the index names every policy isolating a pod per
+// direction, including a default deny without rules, and follows changes.
+func TestIsolationIndex(t *testing.T) {
+	egress := []networkingv1.PolicyType{networkingv1.PolicyTypeEgress}
+	w := newWorld(t, baseNS, basePods, []*networkingv1.NetworkPolicy{
+		policy("a", "deny-all", networkingv1.NetworkPolicySpec{}),
+		policy("a", "allow-db", networkingv1.NetworkPolicySpec{PodSelector: *sel("app=db"),
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{}}}),
+		policy("a", "no-egress-web", networkingv1.NetworkPolicySpec{PodSelector: *sel("app=web"), PolicyTypes: egress}),
+	})
+	tests := []struct {
+		ofport uint32
+		dir    pipeline.Direction
+		want   []string
+	}{
+		{13, pipeline.Ingress, []string{"a/allow-db", "a/deny-all"}},
+		{11, pipeline.Ingress, []string{"a/deny-all"}},
+		{11, pipeline.Egress, []string{"a/no-egress-web"}},
+		{13, pipeline.Egress, nil},
+		{99, pipeline.Ingress, nil},
+	}
+	idx := w.m.IsolationIndex()
+	for _, tt := range tests {
+		if got := idx[tt.dir][tt.ofport]; !slices.Equal(got, tt.want) {
+			t.Errorf("ofport %d %s: %v, want %v", tt.ofport, tt.dir, got, tt.want)
+		}
+	}
+	w.m.SetPolicy("a/deny-all", nil)
+	w.flush()
+	if got := w.m.IsolationIndex()[pipeline.Ingress][11]; got != nil {
+		t.Errorf("after deleting a/deny-all, ofport 11 ingress isolated by %v", got)
+	}
+}

@@ -305,7 +305,7 @@ func hasRow(out string, cells ...string) bool {
 
 // TestToolingPolicyDrop isolates b1 with a default-deny ingress policy and
 // checks what the tooling says: the trace on b1's node from a1's IP is a
-// drop naming the isolated pod (and the policy, once it has a rule), and
+// drop naming the isolated pod and the policy (also while it has no rule), and
 // `watch drops` reports the dropped probe.
 func TestToolingPolicyDrop(t *testing.T) {
 	s := need(t)
@@ -363,6 +363,10 @@ func TestToolingPolicyDrop(t *testing.T) {
 	}
 	if tr.Verdict.IsolatedPod != (podJSON{e2eNS, "b1"}) {
 		t.Errorf("drop names isolated pod %+v, want %s/b1 (reason %q)", tr.Verdict.IsolatedPod, e2eNS, tr.Verdict.DropReason)
+	}
+	// A pure default deny has no rules, yet the trace names it.
+	if !slices.Equal(tr.Verdict.IsolatingPolicies, []string{e2eNS + "/" + name}) {
+		t.Errorf("drop names isolating policies %v, want [%s/%s] (reason %q)", tr.Verdict.IsolatingPolicies, e2eNS, name, tr.Verdict.DropReason)
 	}
 	t.Logf("default deny: verdict %+v", tr.Verdict)
 
