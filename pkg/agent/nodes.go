@@ -204,16 +204,7 @@ func (c *NodeController) Run(ctx context.Context) {
 	}
 	c.mu.Unlock()
 	c.markReconciled("", start) // closes synced at once when there are no Nodes
-	var wg sync.WaitGroup
-	for range nodeWorkers {
-		wg.Go(func() {
-			for c.processNext(ctx) {
-			}
-		})
-	}
-	<-ctx.Done()
-	c.queue.ShutDown()
-	wg.Wait()
+	runWorkers(ctx, nodeWorkers, c.queue, c.processNext)
 }
 
 // WaitForInitialSync blocks until every Node of the informer's initial
@@ -503,4 +494,20 @@ func firstIP(cidr *net.IPNet) net.IP {
 	ip := slices.Clone(cidr.IP.To4().Mask(cidr.Mask))
 	ip[3]++
 	return ip
+}
+
+// runWorkers runs n workers, each calling process until it returns false
+// (the queue was shut down); when ctx ends it shuts the queue down and
+// waits for the workers.
+func runWorkers(ctx context.Context, n int, queue interface{ ShutDown() }, process func(context.Context) bool) {
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			for process(ctx) {
+			}
+		})
+	}
+	<-ctx.Done()
+	queue.ShutDown()
+	wg.Wait()
 }

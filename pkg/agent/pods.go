@@ -174,16 +174,7 @@ func (c *PodController) Run(ctx context.Context) {
 	c.log.Info("Pod informer synced", "pods", len(c.informer.GetStore().ListKeys()),
 		"took", time.Since(start).Round(time.Millisecond))
 	c.reconcileAll(ctx)
-	var wg sync.WaitGroup
-	for range podWorkers {
-		wg.Go(func() {
-			for c.processNext(ctx) {
-			}
-		})
-	}
-	<-ctx.Done()
-	c.queue.ShutDown()
-	wg.Wait()
+	runWorkers(ctx, podWorkers, c.queue, c.processNext)
 }
 
 // WaitInitialReconcile waits until the start-up reconcile has run (or ctx
