@@ -247,13 +247,9 @@ func (s *Server) ListNetworkPolicies(ctx context.Context, req *agentv1.ListNetwo
 		}
 		resp.Rules = append(resp.Rules, s.ruleProto(n, r, counters[id]))
 	}
-	stats, err := s.isolationStats(ctx)
+	isos, err := s.countedIsolations(ctx)
 	if err != nil {
 		return nil, err
-	}
-	isos, err := s.isolations(stats)
-	if err != nil {
-		return nil, internalError(ctx, "reading isolation flows", err)
 	}
 	for _, iso := range isos {
 		p, known := iso.pod(n)
@@ -281,6 +277,19 @@ func (s *Server) ListNetworkPolicies(ctx context.Context, req *agentv1.ListNetwo
 		resp.Isolated = append(resp.Isolated, ip)
 	}
 	return resp, nil
+}
+
+// countedIsolations returns the isolation drop flows with their counters.
+func (s *Server) countedIsolations(ctx context.Context) ([]isolation, error) {
+	stats, err := s.isolationStats(ctx)
+	if err != nil {
+		return nil, err
+	}
+	isos, err := s.isolations(stats)
+	if err != nil {
+		return nil, internalError(ctx, "reading isolation flows", err)
+	}
+	return isos, nil
 }
 
 // isolationStats reads the counters of the two default-rule tables.
@@ -401,13 +410,9 @@ func (s *Server) sampleVerdicts(ctx context.Context, req *agentv1.WatchPolicyVer
 			RuleName: r.Name, Direction: r.Direction.String(), NewPackets: dp, NewBytes: db, TotalPackets: cur.Packets,
 			TotalBytes: cur.Bytes, Message: fmt.Sprintf("rule %s allowed %d new packets (%d bytes)", r.Name, dp, db)})
 	}
-	stats, err := s.isolationStats(ctx)
+	isos, err := s.countedIsolations(ctx)
 	if err != nil {
 		return nil, err
-	}
-	isos, err := s.isolations(stats)
-	if err != nil {
-		return nil, internalError(ctx, "reading isolation flows", err)
 	}
 	for _, iso := range isos {
 		p, known := iso.pod(n)

@@ -53,14 +53,11 @@ func (s *Server) resolveSource(n *node, req *agentv1.TraceRequest) (endpoint, er
 			return podEndpoint(p)
 		}
 		e.ip = ip
-		for _, peer := range s.peers() {
-			if peer.PodCIDR.Contains(ip) {
-				e.peer = &peer
-				e.inPort = s.cfg.TunnelOFPort
-				return e, nil
-			}
+		if e.peer = s.peerOfPodIP(ip); e.peer != nil {
+			e.inPort = s.cfg.TunnelOFPort
+		} else {
+			e.inPort = s.cfg.GatewayOFPort
 		}
-		e.inPort = s.cfg.GatewayOFPort
 		return e, nil
 	}
 	return e, status.Error(codes.InvalidArgument, "a source (pod or IP) is required")
@@ -111,12 +108,18 @@ func (s *Server) resolveDestination(n *node, req *agentv1.TraceRequest) (endpoin
 		return podEndpoint(p)
 	}
 	e.ip = ip
+	e.peer = s.peerOfPodIP(ip)
+	return e, nil
+}
+
+// peerOfPodIP returns the peer node whose pod CIDR holds ip, or nil.
+func (s *Server) peerOfPodIP(ip net.IP) *pipeline.PeerNode {
 	for _, peer := range s.peers() {
 		if peer.PodCIDR.Contains(ip) {
-			e.peer = &peer
+			return &peer
 		}
 	}
-	return e, nil
+	return nil
 }
 
 func parseIPv4(s, what string) (net.IP, error) {

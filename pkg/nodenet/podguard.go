@@ -3,6 +3,8 @@ package nodenet
 import (
 	"context"
 	"fmt"
+
+	"github.com/weirnet/weir/pkg/podnet"
 )
 
 // podGuardTable is the nftables table (families arp and ip) that keeps
@@ -10,8 +12,8 @@ import (
 const podGuardTable = "weir_podguard"
 
 // PodIfacePattern matches the host-side interface names of pods
-// (pkg/podnet: "weir" and 11 hex digits) in nftables syntax.
-const PodIfacePattern = "weir*"
+// (podnet.HostIfName) in nftables syntax.
+const PodIfacePattern = podnet.HostIfPrefix + "*"
 
 // InstallPodGuard makes the node's kernel ignore what pods send on their
 // host-side veths, except on the gateway gatewayName (whose name may match

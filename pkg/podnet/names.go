@@ -6,8 +6,8 @@ import (
 	"net"
 )
 
-// hostIfPrefix starts every host-side interface name HostIfName returns.
-const hostIfPrefix = "weir"
+// HostIfPrefix starts every host-side interface name HostIfName returns.
+const HostIfPrefix = "weir"
 
 // HostIfName returns the name of the host side of the veth of a container's
 // interface: "weir" followed by the first 11 hex digits (44 bits) of
@@ -19,7 +19,7 @@ const hostIfPrefix = "weir"
 // SetupVeth replaces a conflicting host veth of the same name.
 func HostIfName(containerID, ifName string) string {
 	sum := sha256.Sum256([]byte(containerID + "/" + ifName))
-	return hostIfPrefix + hex.EncodeToString(sum[:6])[:11]
+	return HostIfPrefix + hex.EncodeToString(sum[:6])[:11]
 }
 
 // MACFromIP returns the MAC SetupVeth gives a pod interface configured
