@@ -1,6 +1,7 @@
 // Package podnet owns the plumbing of a pod's network interface: the veth
 // pair between a pod sandbox's network namespace and the node's network
-// namespace, the pod side's MAC, MTU, address and default route, the
+// namespace, the pod side's MAC, MTU, address and routes (the default route
+// unless VethConfig.NoDefaultRoute, plus VethConfig.Routes), the
 // checksum offload setting the OVS userspace datapath needs, and removing
 // and verifying all of that. It knows nothing of OVS: attaching the host side
 // to the bridge is the caller's job.
@@ -58,9 +59,17 @@ type VethConfig struct {
 	// IPNet is the pod address with its prefix length, e.g. 10.244.1.5/24.
 	// Required.
 	IPNet *net.IPNet
-	// Gateway is the pod's default gateway. It is installed as an on-link
-	// next hop, so it need not be inside IPNet. Required.
+	// Gateway is the next hop of the pod's default route and of Routes. It
+	// is installed as an on-link next hop, so it need not be inside IPNet.
+	// Required.
 	Gateway net.IP
+	// NoDefaultRoute leaves out the default route via Gateway, for a
+	// secondary interface (e.g. a Multus net1) whose container already has
+	// its default route on another interface.
+	NoDefaultRoute bool
+	// Routes are extra routes installed via Gateway (on-link), each a
+	// destination of the pod address's family.
+	Routes []*net.IPNet
 	// TxChecksumOff turns off transmit checksum offload on the pod side
 	// (ethtool -K IfName tx off), which the OVS userspace datapath needs:
 	// it does not complete partial checksums of packets it receives from a
@@ -78,6 +87,11 @@ type VethResult struct {
 	ContainerIfIndex int
 	ContainerMAC     net.HardwareAddr
 }
+
+// ErrIfNameInUse is wrapped by the error of SetupVeth when the pod
+// namespace already has an interface of the requested name that is not the
+// peer of the host interface: the CNI spec requires ADD to fail then.
+var ErrIfNameInUse = errors.New("interface name already in use in the pod network namespace")
 
 // ErrNetNSNotFound is wrapped by errors of SetupVeth and CheckVeth when a
 // network namespace path does not exist or is not a network namespace.
@@ -144,6 +158,17 @@ func (cfg VethConfig) validate() (VethConfig, error) {
 	case podIP != nil && cfg.Gateway.Equal(podIP):
 		problems = append(problems, fmt.Sprintf("Gateway %s is the pod address", cfg.Gateway))
 	}
+	for _, r := range cfg.Routes {
+		if r == nil || r.IP == nil {
+			problems = append(problems, "Routes has an empty destination")
+			continue
+		}
+		if _, bits := r.Mask.Size(); bits == 0 {
+			problems = append(problems, fmt.Sprintf("route %s has a non-canonical mask", r))
+		} else if podIP != nil && (r.IP.To4() == nil) != (podIP.To4() == nil) {
+			problems = append(problems, fmt.Sprintf("route %s and pod address %s are of different families", r, podIP))
+		}
+	}
 	if cfg.MAC != nil {
 		switch {
 		case len(cfg.MAC) != 6:
@@ -184,6 +209,9 @@ func validIfName(name string) error {
 		return fmt.Errorf("%q is not a valid interface name", name)
 	case strings.ContainsAny(name, "/: \t\n\r\v\f\x00"):
 		return fmt.Errorf("%q contains '/', ':' or whitespace", name)
+	case strings.Contains(name, "%"):
+		// The kernel takes "eth%d" as a template and picks a free name.
+		return fmt.Errorf("%q contains '%%', which the kernel takes as a name template", name)
 	}
 	return nil
 }

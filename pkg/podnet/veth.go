@@ -52,7 +52,7 @@ func SetupVeth(ctx context.Context, cfg VethConfig) (_ *VethResult, err error) {
 		return nil, fail("inspect pod interface", err)
 	}
 	if hv.link != nil {
-		if problems := compare(cfg, hv, pv); len(problems) == 0 {
+		if problems := compare(cfg, hv, pv, true); len(problems) == 0 {
 			return result(hv, pv), nil
 		}
 		// Stale or differently configured: replace it. Deleting the host
@@ -72,8 +72,8 @@ func SetupVeth(ctx context.Context, cfg VethConfig) (_ *VethResult, err error) {
 		}
 	}
 	if pv.link != nil {
-		return nil, fail("create veth pair", fmt.Errorf("interface %s already exists in netns %s and is not the peer of %s",
-			cfg.IfName, cfg.NetNSPath, cfg.HostIfName))
+		return nil, fail("create veth pair", fmt.Errorf("%w: interface %s already exists in netns %s and is not the peer of %s",
+			ErrIfNameInUse, cfg.IfName, cfg.NetNSPath, cfg.HostIfName))
 	}
 
 	if err := ctx.Err(); err != nil {
@@ -166,14 +166,20 @@ func SetupVeth(ctx context.Context, cfg VethConfig) (_ *VethResult, err error) {
 		if err := netlink.AddrAdd(link, addr); err != nil {
 			return fmt.Errorf("adding address %s to %s: %w", cfg.IPNet, cfg.IfName, err)
 		}
-		route := &netlink.Route{
-			LinkIndex: link.Attrs().Index,
-			Dst:       defaultDst(cfg.Gateway),
-			Gw:        cfg.Gateway,
-			Flags:     int(netlink.FLAG_ONLINK),
-		}
-		if err := netlink.RouteAdd(route); err != nil {
-			return fmt.Errorf("adding default route via %s dev %s: %w", cfg.Gateway, cfg.IfName, err)
+		for _, dst := range cfg.routes() {
+			route := &netlink.Route{
+				LinkIndex: link.Attrs().Index,
+				Dst:       dst,
+				Gw:        cfg.Gateway,
+				Flags:     int(netlink.FLAG_ONLINK),
+			}
+			if err := netlink.RouteAdd(route); err != nil {
+				what := "route " + dst.String()
+				if isDefault(dst) {
+					what = "default route"
+				}
+				return fmt.Errorf("adding %s via %s dev %s: %w", what, cfg.Gateway, cfg.IfName, err)
+			}
 		}
 		res.ContainerIfName = cfg.IfName
 		res.ContainerIfIndex = link.Attrs().Index
@@ -245,10 +251,14 @@ func teardownSide(nsPath, name string, strict bool) error {
 
 // CheckVeth verifies that the pod interface and its host side are configured
 // as cfg says: the pod interface exists in cfg.NetNSPath, is a veth and up,
-// has cfg.MAC (if set), cfg.MTU (if set), the address cfg.IPNet, a default
-// route via cfg.Gateway and, if cfg.TxChecksumOff, tx checksum offload off;
-// the host side exists, is a veth, is up, has cfg.MTU (if set) and is the
-// peer of the pod interface. It returns nil, a *CheckError listing every
+// has cfg.MAC (if set), the address cfg.IPNet, the default route via
+// cfg.Gateway (unless cfg.NoDefaultRoute), every route of cfg.Routes via
+// cfg.Gateway and, if cfg.TxChecksumOff, tx checksum offload off; the host
+// side exists, is a veth, is up, has cfg.MTU (if set) and is the peer of the
+// pod interface. The pod side's MTU is not checked: a later plugin of the
+// chain (tuning) may lower it, and the CNI spec requires CHECK to allow for
+// such changes; the host side is Weir's alone. Routes and addresses other
+// plugins added are ignored. It returns nil, a *CheckError listing every
 // problem, or an error saying why it could not look.
 func CheckVeth(ctx context.Context, cfg VethConfig) error {
 	if err := ctx.Err(); err != nil {
@@ -278,7 +288,7 @@ func CheckVeth(ctx context.Context, cfg VethConfig) error {
 	if err != nil {
 		return fmt.Errorf("podnet: checking veth %s: %w", cfg.HostIfName, err)
 	}
-	if problems := compare(cfg, hv, pv); len(problems) > 0 {
+	if problems := compare(cfg, hv, pv, false); len(problems) > 0 {
 		return &CheckError{HostIfName: cfg.HostIfName, Problems: problems}
 	}
 	return nil
@@ -293,11 +303,11 @@ type hostView struct {
 
 // podView is what observePod saw in the pod namespace.
 type podView struct {
-	nsPath   string
-	link     netlink.Link // nil if absent
-	addrs    []netlink.Addr
-	defaults []netlink.Route // default routes through link
-	txCsum   bool            // only if asked for
+	nsPath string
+	link   netlink.Link // nil if absent
+	addrs  []netlink.Addr
+	routes []netlink.Route // routes of the main table through link
+	txCsum bool            // only if asked for
 }
 
 func observeHost(hostNS, podNS ns.NetNS, name string) (hostView, error) {
@@ -347,11 +357,7 @@ func observePod(podNS ns.NetNS, name string, wantTx bool) (podView, error) {
 		}); err != nil {
 			return fmt.Errorf("listing routes of %s: %w", name, err)
 		}
-		for _, r := range routes {
-			if isDefault(r.Dst) {
-				v.defaults = append(v.defaults, r)
-			}
-		}
+		v.routes = routes
 		if wantTx {
 			if v.txCsum, err = txChecksum(name); err != nil {
 				return err
@@ -362,8 +368,10 @@ func observePod(podNS ns.NetNS, name string, wantTx bool) (podView, error) {
 	return v, err
 }
 
-// compare lists every difference between cfg and what was observed.
-func compare(cfg VethConfig, hv hostView, pv podView) []string {
+// compare lists every difference between cfg and what was observed. exact
+// (a retried SetupVeth deciding whether to keep a pair) also compares the
+// pod side's MTU, which CheckVeth leaves to chained plugins.
+func compare(cfg VethConfig, hv hostView, pv podView, exact bool) []string {
 	var p []string
 	add := func(format string, a ...any) { p = append(p, fmt.Sprintf(format, a...)) }
 	hostWhere := "in the host netns"
@@ -398,7 +406,7 @@ func compare(cfg VethConfig, hv hostView, pv podView) []string {
 	if cfg.MAC != nil && !slices.Equal(a.HardwareAddr, cfg.MAC) {
 		add("interface %s in netns %s has MAC %s, want %s", cfg.IfName, cfg.NetNSPath, a.HardwareAddr, cfg.MAC)
 	}
-	if cfg.MTU != 0 && a.MTU != cfg.MTU {
+	if exact && cfg.MTU != 0 && a.MTU != cfg.MTU {
 		add("interface %s in netns %s has MTU %d, want %d", cfg.IfName, cfg.NetNSPath, a.MTU, cfg.MTU)
 	}
 	if !slices.ContainsFunc(pv.addrs, func(ad netlink.Addr) bool { return sameIPNet(ad.IPNet, cfg.IPNet) }) {
@@ -410,12 +418,21 @@ func compare(cfg VethConfig, hv hostView, pv podView) []string {
 		}
 		add("interface %s in netns %s lacks address %s (has %s)", cfg.IfName, cfg.NetNSPath, cfg.IPNet, listOrNone(have))
 	}
-	if !slices.ContainsFunc(pv.defaults, func(r netlink.Route) bool { return r.Gw.Equal(cfg.Gateway) }) {
-		var have []string
-		for _, r := range pv.defaults {
-			have = append(have, "via "+r.Gw.String())
+	for _, dst := range cfg.routes() {
+		if slices.ContainsFunc(pv.routes, func(r netlink.Route) bool { return sameDst(r.Dst, dst) && r.Gw.Equal(cfg.Gateway) }) {
+			continue
 		}
-		add("interface %s in netns %s has no default route via %s (has %s)", cfg.IfName, cfg.NetNSPath, cfg.Gateway, listOrNone(have))
+		var have []string
+		for _, r := range pv.routes {
+			if sameDst(r.Dst, dst) {
+				have = append(have, "via "+r.Gw.String())
+			}
+		}
+		what := "route " + dst.String()
+		if isDefault(dst) {
+			what = "default route"
+		}
+		add("interface %s in netns %s has no %s via %s (has %s)", cfg.IfName, cfg.NetNSPath, what, cfg.Gateway, listOrNone(have))
 	}
 	if cfg.TxChecksumOff && pv.txCsum {
 		add("interface %s in netns %s has tx checksum offload on, want off", cfg.IfName, cfg.NetNSPath)
@@ -507,6 +524,25 @@ func defaultDst(gw net.IP) *net.IPNet {
 		return &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
 	}
 	return &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
+}
+
+// routes returns the destinations SetupVeth routes via cfg.Gateway: the
+// default route unless NoDefaultRoute, then Routes.
+func (cfg VethConfig) routes() []*net.IPNet {
+	var out []*net.IPNet
+	if !cfg.NoDefaultRoute {
+		out = append(out, defaultDst(cfg.Gateway))
+	}
+	return append(out, cfg.Routes...)
+}
+
+// sameDst compares route destinations; nil (as netlink reports a default
+// route) is the default route.
+func sameDst(a, b *net.IPNet) bool {
+	if isDefault(a) || isDefault(b) {
+		return isDefault(a) && isDefault(b)
+	}
+	return sameIPNet(a, b)
 }
 
 func isDefault(dst *net.IPNet) bool {

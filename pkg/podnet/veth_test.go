@@ -378,9 +378,17 @@ func TestCheckVeth(t *testing.T) {
 		{name: "pod side down", breakIt: func(t *testing.T, _, pod testNS, _ *VethConfig) {
 			run(t, "ip", "-n", pod.name, "link", "set", "eth0", "down")
 		}, wantErr: []string{"interface eth0 in netns", "is down", "no default route via 10.99.0.1 (has none)"}},
-		{name: "MTU changed", breakIt: func(t *testing.T, _, pod testNS, _ *VethConfig) {
+		// A chained plugin (tuning) may lower the pod side's MTU: CHECK
+		// must allow for that. The host side is Weir's alone.
+		{name: "pod MTU changed", breakIt: func(t *testing.T, _, pod testNS, _ *VethConfig) {
 			run(t, "ip", "-n", pod.name, "link", "set", "eth0", "mtu", "1400")
-		}, wantErr: []string{"has MTU 1400, want 1450"}},
+		}},
+		{name: "host MTU changed", breakIt: func(t *testing.T, node, _ testNS, cfg *VethConfig) {
+			run(t, "ip", "-n", node.name, "link", "set", cfg.HostIfName, "mtu", "1400")
+		}, wantErr: []string{"host interface weir", "has MTU 1400, want 1450"}},
+		{name: "routes another plugin added", breakIt: func(t *testing.T, _, pod testNS, _ *VethConfig) {
+			run(t, "ip", "-n", pod.name, "route", "add", "192.168.7.0/24", "via", "10.99.0.1", "dev", "eth0", "onlink")
+		}},
 		{name: "default route deleted", breakIt: func(t *testing.T, _, pod testNS, _ *VethConfig) {
 			run(t, "ip", "-n", pod.name, "route", "del", "default")
 		}, wantErr: []string{"no default route via 10.99.0.1 (has none)"}},
@@ -442,8 +450,8 @@ func TestCheckVeth(t *testing.T) {
 				// SetupVeth replaces the host side but does not delete an
 				// eth0 in the pod that is not its peer.
 				_, err := SetupVeth(ctx, cfg)
-				if err == nil || !strings.Contains(err.Error(), "eth0 already exists in netns") {
-					t.Fatalf("SetupVeth over a foreign eth0 = %v, want a refusal", err)
+				if err == nil || !strings.Contains(err.Error(), "eth0 already exists in netns") || !errors.Is(err, ErrIfNameInUse) {
+					t.Fatalf("SetupVeth over a foreign eth0 = %v, want a refusal wrapping ErrIfNameInUse", err)
 				}
 				return
 			}
@@ -571,4 +579,90 @@ func BenchmarkSetupTeardownVeth(b *testing.B) {
 	b.ReportMetric(ms(setup), "setup-ms")
 	b.ReportMetric(ms(check), "check-ms")
 	b.ReportMetric(ms(teardown), "teardown-ms")
+}
+
+// TestSetupVethRoutes: which routes the pod interface gets (the default
+// route or not, extra routes) is per configuration, CheckVeth checks
+// exactly those, and a missing one is reported.
+func TestSetupVethRoutes(t *testing.T) {
+	requireRoot(t)
+	ctx := context.Background()
+	tests := []struct {
+		name       string
+		noDefault  bool
+		routes     []string
+		wantRoutes []string // `ip -4 route show dev eth0` lines, sorted by the kernel
+		breakRoute string   // a route to delete; CheckVeth must then fail naming it
+	}{
+		{name: "default only", wantRoutes: []string{"default via 10.99.0.1 onlink", "10.99.0.0/24 proto kernel scope link src 10.99.0.5"},
+			breakRoute: "default"},
+		{name: "no default route", noDefault: true, wantRoutes: []string{"10.99.0.0/24 proto kernel scope link src 10.99.0.5"}},
+		{name: "no default, extra routes", noDefault: true, routes: []string{"10.96.0.0/12", "192.168.50.0/24"},
+			wantRoutes: []string{"10.96.0.0/12 via 10.99.0.1 onlink", "10.99.0.0/24 proto kernel scope link src 10.99.0.5",
+				"192.168.50.0/24 via 10.99.0.1 onlink"}, breakRoute: "192.168.50.0/24"},
+		{name: "default and an extra route", routes: []string{"172.30.0.0/16"},
+			wantRoutes: []string{"default via 10.99.0.1 onlink", "10.99.0.0/24 proto kernel scope link src 10.99.0.5",
+				"172.30.0.0/16 via 10.99.0.1 onlink"}, breakRoute: "172.30.0.0/16"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			node, pod := newNetNS(t, "node"), newNetNS(t, "pod")
+			cfg := podConfig(t, node, pod, "10.99.0.5/24", "10.99.0.1")
+			cfg.NoDefaultRoute = tc.noDefault
+			for _, r := range tc.routes {
+				cfg.Routes = append(cfg.Routes, mustIPNet(t, r))
+			}
+			if _, err := SetupVeth(ctx, cfg); err != nil {
+				t.Fatalf("SetupVeth: %v", err)
+			}
+			var got []string
+			for _, l := range strings.Split(strings.TrimSpace(run(t, "ip", "-n", pod.name, "-4", "route", "show", "dev", "eth0")), "\n") {
+				got = append(got, strings.TrimSpace(l))
+			}
+			if strings.Join(got, "\n") != strings.Join(tc.wantRoutes, "\n") {
+				t.Fatalf("routes of eth0:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.wantRoutes, "\n"))
+			}
+			if err := CheckVeth(ctx, cfg); err != nil {
+				t.Fatalf("CheckVeth: %v", err)
+			}
+			if tc.breakRoute == "" {
+				return
+			}
+			run(t, "ip", "-n", pod.name, "route", "del", tc.breakRoute, "dev", "eth0")
+			err := CheckVeth(ctx, cfg)
+			want := "no route " + tc.breakRoute + " via 10.99.0.1"
+			if tc.breakRoute == "default" {
+				want = "no default route via 10.99.0.1"
+			}
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("CheckVeth after deleting %s = %v, want %q", tc.breakRoute, err, want)
+			}
+		})
+	}
+}
+
+func TestSetupVethRejectsBadRoutesAndNames(t *testing.T) {
+	requireRoot(t)
+	node, pod := newNetNS(t, "node"), newNetNS(t, "pod")
+	tests := []struct {
+		name    string
+		mutate  func(*VethConfig)
+		wantErr string
+	}{
+		{"route of the other family", func(c *VethConfig) { c.Routes = []*net.IPNet{mustIPNet(t, "fd00::/64")} }, "different families"},
+		{"name template", func(c *VethConfig) { c.IfName = "eth%d" }, "name template"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := podConfig(t, node, pod, "10.99.0.5/24", "10.99.0.1")
+			tc.mutate(&cfg)
+			_, err := SetupVeth(context.Background(), cfg)
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("SetupVeth = %v, want an error with %q", err, tc.wantErr)
+			}
+			if l := links(t, node); len(l) != 1 {
+				t.Errorf("links left in the node netns: %v", l)
+			}
+		})
+	}
 }

@@ -52,6 +52,11 @@ const (
 	// CodeInterfaceSetupFailure: the agent failed to create or configure the
 	// pod's network interface (veth pair, addresses, routes) in its netns.
 	CodeInterfaceSetupFailure = 103
+	// CodeInterfaceExists: ADD asked for an interface the container already
+	// has (the spec: "If an interface of the requested name already exists
+	// in the container, the CNI plugin MUST return with an error"). The
+	// runtime must DEL the attachment before adding it again.
+	CodeInterfaceExists = 104
 )
 
 // NewError returns the Error for a CNI error code (one of the Code*
