@@ -8,7 +8,7 @@ BENCH ?= .
 NODES ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help deps k8s-bins build images proto test bench lint run run-single stop clean
+.PHONY: help deps k8s-bins build images proto test bench lint run run-single stop clean conformance
 
 help: ## List the targets.
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-9s %s\n", $$1, $$2}'
@@ -51,6 +51,11 @@ lint: ## Check formatting (gofmt) and run go vet.
 run: deps k8s-bins images ## Start a local 2-node Kubernetes cluster with Weir deployed by its DaemonSet, and demo pods (needs root; `make stop` removes it).
 	bin/weir-local up --nodes $(NODES)
 	bin/weir-local demo
+
+# Sets of `make conformance` (docs/conformance.md): a, b, c, d (comma-separated) or all.
+SET ?= all
+conformance: deps k8s-bins images ## Run upstream Kubernetes e2e network suites (SET=a|b|c|d|all) against a weir-local cluster; builds e2e.test once (needs root; docs/conformance.md).
+	e2e="$$(hack/e2e-build.sh)" && bin/weir-conformance run --set $(SET) --e2e-bin "$$e2e"
 
 stop: ## Remove the local cluster of `make run` (every process, namespace, mount, cgroup and file).
 	bin/weir-local down

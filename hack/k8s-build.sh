@@ -11,7 +11,8 @@
 # Recipe (measured: cold build ~7-8 min on 2 cores, ~2.6 GB peak RSS):
 #   - k8s.io/kubernetes is built inside a wrapper module whose go.mod replaces
 #     every staging module (k8s.io/api, k8s.io/client-go, ...; `=> ./staging/...`
-#     in kubernetes' own go.mod) by its published v0.X.Y version;
+#     in kubernetes' own go.mod) by its published v0.X.Y version (shared with
+#     hack/e2e-build.sh in hack/lib/k8s-module.sh);
 #   - etcd (go.etcd.io/etcd/server/v3) gets its own wrapper module so that its
 #     dependencies cannot move kube-apiserver's;
 #   - CGO_ENABLED=0, -trimpath, version stamped with -ldflags -X like
@@ -36,11 +37,10 @@ BINARIES=("${K8S_CMDS[@]}" etcd)
 
 die() { echo "k8s-build: error: $*" >&2; exit 1; }
 log() { echo "k8s-build: $*" >&2; }
+# shellcheck source=lib/k8s-module.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/k8s-module.sh"
 
-[[ $K8S_VERSION =~ ^v1\.([0-9]+)\.([0-9]+)$ ]] ||
-  die "K8S_VERSION must look like v1.N.M, got '$K8S_VERSION'"
-K8S_MINOR=${BASH_REMATCH[1]}
-STAGING_VERSION="v0.${K8S_MINOR}.${BASH_REMATCH[2]}" # v1.37.2 -> v0.37.2
+k8s_parse_version # K8S_MINOR, STAGING_VERSION (v1.37.2 -> v0.37.2)
 [[ $ETCD_VERSION =~ ^v3\.[0-9]+\.[0-9]+$ ]] ||
   die "ETCD_VERSION must look like v3.N.M, got '$ETCD_VERSION'"
 command -v "$GO" >/dev/null || die "'$GO' not found in PATH"
@@ -72,8 +72,6 @@ fi
 
 export GOTOOLCHAIN=${GOTOOLCHAIN:-local} GOFLAGS=${GOFLAGS:--buildvcs=false} CGO_ENABLED=0
 export GOWORK=off
-go_version=$("$GO" env GOVERSION) || die "'$GO env GOVERSION' failed"
-go_version=${go_version#go}
 
 tmp=$(mktemp -d "$dir/bin.tmp.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
@@ -81,35 +79,10 @@ start=$(date +%s)
 
 # --- kube-apiserver, kubectl -------------------------------------------------
 src="$dir/src/kubernetes"
-mkdir -p "$src"
+k8s_wrapper_module "$src" weir-k8s-build $(printf "k8s.io/kubernetes/cmd/%s " "${K8S_CMDS[@]}")
 cd "$src"
-if [[ ! -f go.mod ]] || ! grep -q "k8s.io/kubernetes ${K8S_VERSION}\$" go.mod ||
-  ! "$GO" list $(printf "k8s.io/kubernetes/cmd/%s " "${K8S_CMDS[@]}") >/dev/null 2>&1; then
-  log "preparing wrapper module $src for k8s.io/kubernetes ${K8S_VERSION} (staging ${STAGING_VERSION})"
-  rm -f go.mod go.sum
-  "$GO" mod init weir-k8s-build >/dev/null 2>&1 || die "go mod init failed in $src"
-  "$GO" mod edit -go="$go_version"
-  kgomod=$("$GO" mod download -json "k8s.io/kubernetes@${K8S_VERSION}" |
-    sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p') ||
-    die "cannot download k8s.io/kubernetes@${K8S_VERSION} from the module proxy"
-  [[ -f $kgomod ]] || die "no go.mod for k8s.io/kubernetes@${K8S_VERSION} (got '$kgomod')"
-  staging=$(sed -n 's#^[[:space:]]*\(k8s\.io/[a-z0-9-]*\) => \./staging/.*#\1#p' "$kgomod")
-  [[ -n $staging ]] || die "found no staging replaces in $kgomod"
-  for m in $staging; do
-    "$GO" mod edit -replace="${m}=${m}@${STAGING_VERSION}"
-  done
-  # go get on the command packages adds every go.sum entry the build needs.
-  if ! "$GO" get $(printf "k8s.io/kubernetes/cmd/%s@${K8S_VERSION} " "${K8S_CMDS[@]}"); then
-    rm -f go.mod go.sum # do not leave a go.mod that looks complete
-    die "go get k8s.io/kubernetes ${K8S_VERSION} failed in $src"
-  fi
-fi
 
-ld="-s -w"
-for p in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
-  ld+=" -X ${p}.gitVersion=${K8S_VERSION} -X ${p}.gitMajor=1 -X ${p}.gitMinor=${K8S_MINOR}"
-  ld+=" -X ${p}.gitTreeState=clean -X ${p}.buildDate=1970-01-01T00:00:00Z"
-done
+ld=$(k8s_ldflags)
 log "building ${K8S_CMDS[*]} ${K8S_VERSION} (cold: ~10 min on 2 cores)"
 # One go build for all commands parallelises best.
 "$GO" build -trimpath -ldflags="$ld" -o "$tmp/" $(printf "k8s.io/kubernetes/cmd/%s " "${K8S_CMDS[@]}") ||

@@ -10,6 +10,7 @@ import (
 )
 
 //go:embed agent/install-cni.sh ovs/start-ovs.sh ovs/ovs-healthy.sh
+//go:embed e2e/nginx.conf
 var files embed.FS
 
 // Script returns the content of one of the embedded files, named by its

@@ -16,6 +16,9 @@ type imageDef struct {
 	repo, tag string
 	// bins are static Go binaries from --bin-dir.
 	bins []fileDef
+	// files are other files from --bin-dir (data, not checked for static
+	// linking).
+	files []fileDef
 	// scripts are files embedded from build/images.
 	scripts []fileDef
 	// debRoots are Debian packages installed with their dependency closure.

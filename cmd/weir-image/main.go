@@ -116,6 +116,8 @@ func selectImages(args []string) ([]imageDef, error) {
 	if len(args) == 0 {
 		return all, nil
 	}
+	// The upstream e2e test images only when named (conformance.go).
+	all = append(all, conformanceImageDefs()...)
 	var out []imageDef
 	for _, a := range args {
 		i := slices.IndexFunc(all, func(d imageDef) bool { return d.name == a })
@@ -233,6 +235,13 @@ func (b *builder) gather(ctx context.Context, d imageDef) (*inputs, error) {
 		}
 		if err := imagebuild.CheckStatic(data); err != nil {
 			return nil, fmt.Errorf("%s: %w", src, err)
+		}
+		add(f.dst, f.mode, data)
+	}
+	for _, f := range d.files {
+		data, err := os.ReadFile(filepath.Join(b.opts.binDir, f.src))
+		if err != nil {
+			return nil, fmt.Errorf("reading file for the image: %w", err)
 		}
 		add(f.dst, f.mode, data)
 	}
