@@ -1,0 +1,126 @@
+package localcluster
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The leak guard: the cluster's addresses (pod CIDR, service CIDR) exist
+// only inside its namespaces, and the machine's root network namespace has
+// no route to them. A packet for them that reaches the root namespace would
+// leave through the machine's default route — to whatever network the machine
+// is on. Up installs, in the root namespace, an nftables table that counts and
+// drops such packets on their way out of any interface that is not the
+// cluster's own (the bridge and the node veths), both for packets the host
+// forwards from a node (chain forward, counter "forwarded") and for packets
+// host processes send (chain output, counter "sent"). Down removes it. The
+// e2e suite asserts both counters are 0 after its run.
+//
+// The nft command, not a netlink library, for the same reasons as
+// pkg/nodenet: a small fixed ruleset applied once, atomically with `nft -f`.
+
+// Guard counter names.
+const (
+	GuardForwarded = "forwarded"
+	GuardSent      = "sent"
+)
+
+// guardTable is the nftables table (family inet) of the cluster's guard. nft
+// names may not contain '-'.
+func (c Config) guardTable() string {
+	return "weir_local_" + strings.ReplaceAll(c.Prefix, "-", "_")
+}
+
+// guardRuleset declares (again, atomically) the guard table. Forwarded
+// packets are counted only when they come from this cluster's bridge, so
+// that another cluster's leak on the same machine is dropped but not counted
+// as this one's; packets from host processes cannot be attributed and are
+// counted in "sent".
+func (c Config) guardRuleset() string {
+	t := c.guardTable()
+	return fmt.Sprintf(`table inet %[1]s
+delete table inet %[1]s
+table inet %[1]s {
+	counter %[5]s {}
+	counter %[6]s {}
+	set cluster {
+		type ipv4_addr; flags interval
+		elements = { %[2]s, %[3]s }
+	}
+	chain forward {
+		type filter hook forward priority -10; policy accept;
+		oifname %[4]q accept
+		oifname "%[7]s*" accept
+		iifname %[4]q ip daddr @cluster counter name %[5]s drop
+		ip daddr @cluster drop
+	}
+	chain output {
+		type filter hook output priority -10; policy accept;
+		oifname %[4]q accept
+		oifname "%[7]s*" accept
+		ip daddr @cluster counter name %[6]s drop
+	}
+}
+`, t, c.ClusterCIDR, c.ServiceCIDR, c.bridge(), GuardForwarded, GuardSent, c.Prefix+"-v")
+}
+
+// InstallGuard installs the leak guard in the network namespace at netns
+// ("" = the caller's, i.e. the machine's root namespace).
+func InstallGuard(ctx context.Context, cfg Config, netns string) error {
+	if err := nft(ctx, netns, cfg.guardRuleset()); err != nil {
+		return fmt.Errorf("installing the cluster-address leak guard: %w", err)
+	}
+	return nil
+}
+
+// RemoveGuard deletes the guard table; a missing one is fine.
+func RemoveGuard(ctx context.Context, cfg Config, netns string) error {
+	t := cfg.guardTable()
+	if err := nft(ctx, netns, fmt.Sprintf("table inet %[1]s\ndelete table inet %[1]s\n", t)); err != nil {
+		return fmt.Errorf("removing the leak guard: %w", err)
+	}
+	return nil
+}
+
+var counterRE = regexp.MustCompile(`packets (\d+) bytes \d+`)
+
+// GuardCount returns how many packets the guard counter name (GuardForwarded
+// or GuardSent) has dropped.
+func GuardCount(ctx context.Context, cfg Config, netns, name string) (uint64, error) {
+	args := []string{"list", "counter", "inet", cfg.guardTable(), name}
+	out, err := nftCmd(ctx, netns, args...).CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("nft %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	m := counterRE.FindSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("nft %s: no packet count in %q", strings.Join(args, " "), out)
+	}
+	return strconv.ParseUint(string(m[1]), 10, 64)
+}
+
+func nftCmd(ctx context.Context, netns string, args ...string) *exec.Cmd {
+	if netns == "" {
+		return exec.CommandContext(ctx, "nft", args...)
+	}
+	return exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + netns, "--", "nft"}, args...)...)
+}
+
+func nft(ctx context.Context, netns, ruleset string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cmd := nftCmd(ctx, netns, "-f", "-")
+	cmd.Stdin = strings.NewReader(ruleset)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("nft -f -: %w: %s", err, strings.TrimSpace(out.String()))
+	}
+	return nil
+}

@@ -1,0 +1,128 @@
+package localcluster
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestGuardCountsLeaks builds, in namespaces of its own, what the guard
+// protects: a "root" namespace with the cluster bridge and an uplink (a veth
+// carrying the default route, standing in for the machine's way out), and
+// a node namespace on the bridge. Then it sends packets and checks which the
+// guard counts: cluster addresses towards the uplink are counted (forwarded
+// from the node, or sent by a root-namespace process), everything else is not.
+func TestGuardCountsLeaks(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespaces, nftables)")
+	}
+	for _, tool := range []string{"ip", "nft", "nsenter"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cfg := DefaultConfig()
+	cfg.Prefix = fmt.Sprintf("g%d", os.Getpid()%100000)
+	cfg.Subnet = "172.30.99"
+	root, node, sink := cfg.Prefix+"-root", cfg.Prefix+"-node", cfg.Prefix+"-sink"
+	sh := func(args ...string) {
+		t.Helper()
+		if out, err := exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	t.Cleanup(func() {
+		_ = exec.Command("ip", "netns", "del", root).Run()
+		_ = exec.Command("ip", "netns", "del", node).Run()
+		_ = exec.Command("ip", "netns", "del", sink).Run()
+	})
+	sh("ip", "netns", "add", root)
+	sh("ip", "netns", "add", node)
+	sh("ip", "netns", "add", sink)
+	for _, s := range [][]string{
+		{"ip", "-n", root, "link", "set", "lo", "up"},
+		// The uplink leads to a sink namespace, the stand-in for the
+		// network outside the machine.
+		{"ip", "-n", root, "link", "add", "uplink", "type", "veth", "peer", "name", "eth0", "netns", sink},
+		{"ip", "-n", sink, "addr", "add", "198.51.100.254/24", "dev", "eth0"},
+		{"ip", "-n", sink, "link", "set", "eth0", "up"},
+		{"ip", "-n", root, "addr", "add", "198.51.100.1/24", "dev", "uplink"},
+		{"ip", "-n", root, "link", "set", "uplink", "up"},
+		{"ip", "-n", root, "route", "add", "default", "via", "198.51.100.254"},
+		{"ip", "-n", root, "link", "add", cfg.bridge(), "type", "bridge"},
+		{"ip", "-n", root, "addr", "add", cfg.Subnet + ".1/24", "dev", cfg.bridge()},
+		{"ip", "-n", root, "link", "set", cfg.bridge(), "up"},
+		{"ip", "netns", "exec", root, "sysctl", "-qw", "net.ipv4.ip_forward=1"},
+		{"ip", "-n", root, "link", "add", cfg.hostVeth(1), "type", "veth", "peer", "name", "eth0", "netns", node},
+		{"ip", "-n", root, "link", "set", cfg.hostVeth(1), "master", cfg.bridge(), "up"},
+		{"ip", "-n", node, "link", "set", "lo", "up"},
+		{"ip", "-n", node, "addr", "add", cfg.NodeIP(1) + "/24", "dev", "eth0"},
+		{"ip", "-n", node, "link", "set", "eth0", "up"},
+		{"ip", "-n", node, "route", "add", "default", "via", cfg.Subnet + ".1"},
+	} {
+		sh(s...)
+	}
+	rootNS, nodeNS := "/run/netns/"+root, "/run/netns/"+node
+	if err := InstallGuard(ctx, cfg, rootNS); err != nil {
+		t.Fatal(err)
+	}
+	// Installing again (a second up) is idempotent and resets nothing else.
+	if err := InstallGuard(ctx, cfg, rootNS); err != nil {
+		t.Fatal(err)
+	}
+
+	send := func(netns, dst string) {
+		t.Helper()
+		// One UDP datagram; bash opens the socket and writes once.
+		sh("nsenter", "--net="+netns, "--", "bash", "-c", fmt.Sprintf("echo leak >/dev/udp/%s/9 || true", dst))
+	}
+	counts := func() (uint64, uint64) {
+		t.Helper()
+		f, err := GuardCount(ctx, cfg, rootNS, GuardForwarded)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := GuardCount(ctx, cfg, rootNS, GuardSent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f, s
+	}
+	tests := []struct {
+		name, from, dst string
+		wantFwd, wantS  uint64
+	}{
+		{"node to a pod IP is forwarded to the uplink", nodeNS, "10.244.3.7", 1, 0},
+		{"node to a service IP", nodeNS, "10.96.0.10", 1, 0},
+		{"node to an outside address is not counted", nodeNS, "198.51.100.7", 0, 0},
+		{"root process to a pod IP", rootNS, "10.244.0.5", 0, 1},
+		{"root process to the node is not counted", rootNS, cfg.NodeIP(1), 0, 0},
+		{"root process to an outside address is not counted", rootNS, "198.51.100.8", 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f0, s0 := counts()
+			send(tt.from, tt.dst)
+			f1, s1 := counts()
+			if f1-f0 != tt.wantFwd || s1-s0 != tt.wantS {
+				t.Errorf("to %s: counted forwarded +%d sent +%d, want +%d +%d", tt.dst, f1-f0, s1-s0, tt.wantFwd, tt.wantS)
+			}
+		})
+	}
+
+	if err := RemoveGuard(ctx, cfg, rootNS); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := GuardCount(ctx, cfg, rootNS, GuardSent); err == nil {
+		t.Error("the guard table is still there after RemoveGuard")
+	}
+	if err := RemoveGuard(ctx, cfg, rootNS); err != nil {
+		t.Errorf("removing a missing guard: %v", err)
+	}
+}
