@@ -129,6 +129,13 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 	if err := configureGateway(ctx, cfg.GatewayName, gwAddr, mtu); err != nil {
 		return err
 	}
+	// ARP for pods from the gateway IP, whatever address the node sends
+	// from (the pipeline handles the other case too: docs/overlay.md).
+	arpChanged, err := nodenet.SetGatewayARPAnnounce(cfg.GatewayName)
+	if err != nil {
+		return err
+	}
+	log.Info("Gateway ARP source is the gateway IP", "sysctl", "net.ipv4.conf."+cfg.GatewayName+".arp_announce=2", "changed", arpChanged)
 	if cfg.DatapathType == ovsdb.DatapathNetdev {
 		// Before forwarding is on: the kernel must not answer or route
 		// what pods send on their host-side veths (OVS does).

@@ -2,6 +2,7 @@ package pipeline_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"strings"
@@ -195,6 +196,66 @@ func renderAll(flows []*openflow.Flow) []string {
 	out := make([]string, len(flows))
 	for i, f := range flows {
 		out[i] = f.String()
+	}
+	return out
+}
+
+// TestNodeSourcedARP: the node talks to a fresh pod from an address other
+// than the gateway IP (its node IP, here 192.0.2.10 on lo).
+// With arp_announce=0 on gw0 the kernel's ARP request carries that address
+// as sender, so the pod's reply targets it rather than the gateway IP; the
+// reply must still reach the gateway port, or the node never learns the
+// pod's MAC and the first connection times out. With the reply flow
+// deleted, the same first ping to another fresh pod fails: the test can
+// tell.
+func TestNodeSourcedARP(t *testing.T) {
+	n := newNode(t)
+	const nodeIP = "192.0.2.10"
+	for _, args := range [][]string{
+		{"ip", "addr", "add", nodeIP + "/32", "dev", "lo"},
+		// The kernel's default, set explicitly: the source of an ARP
+		// request is the source of the packet waiting for it.
+		{"sysctl", "-q", "-w", "net.ipv4.conf.all.arp_announce=0", "net.ipv4.conf.gw0.arp_announce=0"},
+	} {
+		if out, err := n.ovs.Exec("", args[0], args[1:]...); err != nil {
+			t.Fatalf("%v: %v: %s", args, err, out)
+		}
+	}
+	firstPing := func(p *ovstest.Pod) error {
+		// The way back to the node IP: the pod's default route.
+		mustPodExec(t, p, "ip", "route", "add", "default", "via", "10.10.0.1")
+		if out, err := n.ovs.Exec("", "ip", "neigh", "show", p.IP); err != nil || strings.TrimSpace(out) != "" {
+			t.Fatalf("the node already has a neighbour entry for the fresh pod %s: %q, %v", p.IP, out, err)
+		}
+		out, err := n.ovs.Exec("", "ping", "-n", "-c", "1", "-W", "2", "-I", nodeIP, p.IP)
+		if err != nil {
+			return fmt.Errorf("first ping from the node IP %s to %s: %w: %s", nodeIP, p.IP, err, out)
+		}
+		return nil
+	}
+	p1 := n.addPod(t, "p1", "10.10.0.2", "02:00:0a:0a:00:02", 3)
+	if err := firstPing(p1); err != nil {
+		t.Fatal(err)
+	}
+	// The pod answered a request from the node IP, not the gateway IP.
+	if out := mustPodExecOut(t, p1, "ip", "neigh", "show", nodeIP); !strings.Contains(out, gwMAC) {
+		t.Errorf("pod p1 has no neighbour entry %s -> %s, so the request did not come from the node IP: %q", nodeIP, gwMAC, out)
+	}
+
+	n.ovs.MustOfctl(t, "-O", "OpenFlow15", "del-flows", "--strict", "br-int",
+		"table=2,priority=195,arp,reg0=0x3/0xf,dl_dst="+gwMAC+",arp_op=2")
+	n.ovs.MustAppctl(t, "revalidator/wait")
+	p2 := n.addPod(t, "p2", "10.10.0.3", "02:00:0a:0a:00:03", 4)
+	if err := firstPing(p2); err == nil {
+		t.Error("without the ARP reply flow, the first ping from the node IP succeeded: the test cannot tell")
+	}
+}
+
+func mustPodExecOut(t *testing.T, p *ovstest.Pod, args ...string) string {
+	t.Helper()
+	out, err := p.Exec(args...)
+	if err != nil {
+		t.Fatalf("%v: %v: %s", args, err, out)
 	}
 	return out
 }

@@ -176,6 +176,17 @@ func (p *Pipeline) baseFlows(gen uint32) ([]*openflow.Flow, error) {
 		// requests) goes to the gateway port.
 		arpReply(nf(ARPResponder, 200).MatchRegBits(regSource, sourceBitsStart, sourceBitsEnd, uint32(sourcePod)), gwIP, gwMAC),
 		nf(ARPResponder, 190).MatchProtocol(arp).MatchARPTpa(gwIP).Output(p.cfg.GatewayOFPort),
+		// A pod's ARP reply addressed to the gateway MAC goes to the
+		// gateway whatever its target IP: the node's kernel asks with the
+		// source address of the packet it is about to send (arp_announce
+		// 0), e.g. the node IP when it answers a pod's connection to the
+		// node IP or un-NATs a NodePort reply, and the reply's target is
+		// then that address, not the gateway IP. SpoofGuard already holds
+		// the reply's sender IP and MAC to the pod's own, so a pod can only
+		// tell the node its own address. Above the per-pod target flows
+		// (190), so a reply to the gateway is never sent to a pod.
+		nf(ARPResponder, 195).MatchRegBits(regSource, sourceBitsStart, sourceBitsEnd, uint32(sourcePod)).
+			MatchProtocol(arp).MatchARPOp(2).MatchEthDst(gwMAC).Output(p.cfg.GatewayOFPort),
 		nf(ARPResponder, 1).MatchProtocol(arp).Drop(),
 		nf(ARPResponder, 0).GotoTable(ConntrackZone),
 		// Conntrack.

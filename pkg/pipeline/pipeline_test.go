@@ -115,3 +115,102 @@ func TestTables(t *testing.T) {
 		t.Fatal("TableName knows a table past the end")
 	}
 }
+
+// arpVerdict returns the actions of the highest-priority ARPResponder flow
+// in flows that matches pkt, a packet described by the match fields as
+// ovs-ofctl prints them (e.g. "reg0": "0x3/0xf"): a flow matches if each of
+// its fields is present in pkt with the same text. The pipeline only ever
+// matches reg0's source bits with the mask 0xf, so comparing text is exact
+// here.
+func arpVerdict(t *testing.T, flows []*openflow.Flow, pkt map[string]string) string {
+	t.Helper()
+	best, verdict := -1, "no flow"
+	for _, f := range flows {
+		if f.Table != ARPResponder || int(f.Priority) <= best {
+			continue
+		}
+		ok := true
+		for _, kv := range strings.Split(f.Match(), ",") {
+			if kv == "" || strings.HasPrefix(kv, "priority=") {
+				continue
+			}
+			k, v, _ := strings.Cut(kv, "=")
+			if got, present := pkt[k]; !present || got != v {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			best = int(f.Priority)
+			_, verdict, _ = strings.Cut(Renderer().Flow(f), "actions=")
+		}
+	}
+	return verdict
+}
+
+// TestARPResponderVerdicts: which way ARP takes through ARPResponder, for
+// the packets the node, pods and peers send. The node's kernel asks for a
+// pod with whatever source address it is about to send from (arp_announce
+// 0), so a pod's reply addressed to the gateway MAC must reach the gateway
+// whatever its target IP.
+func TestARPResponderVerdicts(t *testing.T) {
+	p, err := New(nil, testConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	flows, err := p.BaseFlows()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mac, _ := net.ParseMAC("02:00:0a:0a:00:05")
+	pod, err := p.PodFlows(PodInterface{Key: "c1/eth0", OFPort: 5, IP: net.ParseIP("10.10.0.5"), MAC: mac}, openflow.MakeCookie(1, CategoryPod, 7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, peerCIDR, _ := net.ParseCIDR("10.10.1.0/24")
+	peer, err := p.PeerFlows(PeerNode{Name: "n2", PodCIDR: peerCIDR, NodeIP: net.ParseIP("192.0.2.2"), GatewayIP: net.ParseIP("10.10.1.1")},
+		openflow.MakeCookie(1, CategoryPeer, 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	flows = append(append(flows, pod...), peer...)
+	const (
+		fromPod = "0x3/0xf"
+		fromGW  = "0x1/0xf"
+		gwMAC   = "02:00:0a:0a:00:01"
+		podMAC  = "02:00:0a:0a:00:05"
+		bcast   = "ff:ff:ff:ff:ff:ff"
+		toGW    = "output:2"
+		toPod   = "output:5"
+		drop    = "drop"
+	)
+	for _, tc := range []struct {
+		name               string
+		reg0, dst, op, tpa string
+		want, wantPrefix   string
+	}{
+		{name: "pod's reply to the node's request from the node IP", reg0: fromPod, dst: gwMAC, op: "2", tpa: "192.0.2.1", want: toGW},
+		{name: "pod's reply to the node's request from the gateway IP", reg0: fromPod, dst: gwMAC, op: "2", tpa: "10.10.0.1", want: toGW},
+		{name: "pod's reply to the gateway MAC naming another pod's IP", reg0: fromPod, dst: gwMAC, op: "2", tpa: "10.10.0.5", want: toGW},
+		{name: "pod's reply to another pod", reg0: fromPod, dst: podMAC, op: "2", tpa: "10.10.0.5", want: toPod},
+		{name: "pod's broadcast reply for the node IP", reg0: fromPod, dst: bcast, op: "2", tpa: "192.0.2.1", want: drop},
+		{name: "pod asks for the node IP", reg0: fromPod, dst: bcast, op: "1", tpa: "192.0.2.1", want: drop},
+		{name: "pod asks for another pod", reg0: fromPod, dst: bcast, op: "1", tpa: "10.10.0.5", want: toPod},
+		{name: "pod asks for the gateway", reg0: fromPod, dst: bcast, op: "1", tpa: "10.10.0.1", wantPrefix: "move:NXM_OF_ETH_SRC[]"},
+		{name: "node asks for a pod", reg0: fromGW, dst: bcast, op: "1", tpa: "10.10.0.5", want: toPod},
+		{name: "node asks for a peer's gateway", reg0: fromGW, dst: bcast, op: "1", tpa: "10.10.1.1", wantPrefix: "move:NXM_OF_ETH_SRC[]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := arpVerdict(t, flows, map[string]string{"arp": "", "reg0": tc.reg0, "dl_dst": tc.dst, "arp_op": tc.op, "arp_tpa": tc.tpa})
+			if tc.wantPrefix != "" {
+				if !strings.HasPrefix(got, tc.wantPrefix) || !strings.HasSuffix(got, "IN_PORT") {
+					t.Errorf("actions %q, want an answer built in place (%s...IN_PORT)", got, tc.wantPrefix)
+				}
+				return
+			}
+			if got != tc.want {
+				t.Errorf("actions %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

@@ -17,8 +17,8 @@ func TestServiceFlows(t *testing.T) {
 		wantSources  []string // reg0 matches of the L3Forwarding reply flows
 		wantAllFlows int      // base flows in all
 	}{
-		{"single node", 0, []string{"reg0=0x3/0xf"}, 33},
-		{"with tunnel", 1, []string{"reg0=0x3/0xf", "reg0=0x2/0xf"}, 36},
+		{"single node", 0, []string{"reg0=0x3/0xf"}, 34},
+		{"with tunnel", 1, []string{"reg0=0x3/0xf", "reg0=0x2/0xf"}, 37},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

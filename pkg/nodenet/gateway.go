@@ -1,0 +1,38 @@
+package nodenet
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// SetGatewayARPAnnounce sets net.ipv4.conf.<gatewayName>.arp_announce=2 in
+// the calling thread's network namespace: when the node's kernel asks for a
+// pod's MAC on the gateway, the request's sender IP is then the gateway's
+// own address (the best local address on the pod subnet) instead of the
+// source of the packet that triggered it. That source is often the node IP
+// (a host process answering a pod that connected to the node IP, a NodePort
+// reply after kube-proxy's un-NAT), and the pod's reply is then addressed
+// to the node IP. The pipeline sends such replies to the gateway too
+// (pkg/pipeline, ARPResponder); this is defence in depth, so the node never
+// depends on ARP aimed at an address outside the pod subnet. The kernel
+// uses the higher of "all" and the interface's value, so a node-wide
+// setting is left alone. It reports whether the value changed.
+func SetGatewayARPAnnounce(gatewayName string) (changed bool, err error) {
+	if gatewayName == "" || gatewayName != filepath.Base(gatewayName) {
+		return false, fmt.Errorf("nodenet: arp_announce: invalid gateway interface name %q", gatewayName)
+	}
+	path := filepath.Join("/proc/sys/net/ipv4/conf", gatewayName, "arp_announce")
+	cur, err := os.ReadFile(path)
+	if err != nil {
+		return false, fmt.Errorf("nodenet: reading arp_announce of %s: %w", gatewayName, err)
+	}
+	if string(bytes.TrimSpace(cur)) == "2" {
+		return false, nil
+	}
+	if err := os.WriteFile(path, []byte("2\n"), 0o644); err != nil {
+		return false, fmt.Errorf("nodenet: setting arp_announce=2 on %s: %w", gatewayName, err)
+	}
+	return true, nil
+}
