@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -363,13 +364,15 @@ func TestTimeout(t *testing.T) {
 		return nil, ctx.Err()
 	}
 	tests := []struct {
-		name     string
-		env      string
-		wantCode uint
-		wantMsg  string
+		name       string
+		env        string
+		wantCode   uint
+		statusCode uint // STATUS's code, if not wantCode
+		wantMsg    string
 	}{
 		{
-			name: "agent hangs", env: "300ms", wantCode: cniv1.CodeTryAgainLater,
+			// An agent that does not answer STATUS cannot serve ADD: 50.
+			name: "agent hangs", env: "300ms", wantCode: cniv1.CodeTryAgainLater, statusCode: cniv1.CodePluginNotAvailable,
 			wantMsg: "did not answer %s within 300ms (is the ovs-agent pod overloaded or stuck?)",
 		},
 		{
@@ -391,8 +394,12 @@ func TestTimeout(t *testing.T) {
 			} {
 				start := time.Now()
 				e := asCNIError(t, run())
-				if e.Code != tt.wantCode || !strings.Contains(e.Msg, strings.ReplaceAll(tt.wantMsg, "%s", cmd)) {
-					t.Errorf("%s: error = %+v, want code %d and %q", cmd, e, tt.wantCode, tt.wantMsg)
+				want := tt.wantCode
+				if cmd == "STATUS" && tt.statusCode != 0 {
+					want = tt.statusCode
+				}
+				if e.Code != want || !strings.Contains(e.Msg, strings.ReplaceAll(tt.wantMsg, "%s", cmd)) {
+					t.Errorf("%s: error = %+v, want code %d and %q", cmd, e, want, tt.wantMsg)
 				}
 				if d := time.Since(start); d > 10*time.Second {
 					t.Errorf("%s took %v despite %s=%s", cmd, d, timeoutEnv, tt.env)
@@ -415,5 +422,110 @@ func TestStdoutVerbatim(t *testing.T) {
 	}
 	if out.String() != canned100Result {
 		t.Errorf("stdout = %q, want the agent's result verbatim", out.String())
+	}
+}
+
+// TestUnreachableAgent: without an agent, ADD, DEL and CHECK say "try again
+// later" (11) and STATUS "plugin not available" (50), the STATUS code for a
+// plugin that cannot serve ADD.
+func TestUnreachableAgent(t *testing.T) {
+	t.Parallel()
+	socket := filepath.Join(socketDir(t), "cni.sock") // nothing listens
+	cni, list, rt := newCNI(t), netConfList(t, "1.1.0", socket), runtimeConf("c0ffee07")
+	tests := []struct {
+		cmd      string
+		run      func() error
+		wantCode uint
+	}{
+		{"STATUS", func() error { return cni.GetStatusNetworkList(context.Background(), list) }, cniv1.CodePluginNotAvailable},
+		{"ADD", func() error { _, err := cni.AddNetworkList(context.Background(), list, rt); return err }, cniv1.CodeTryAgainLater},
+		{"DEL", func() error { return cni.DelNetworkList(context.Background(), list, rt) }, cniv1.CodeTryAgainLater},
+	}
+	for _, tt := range tests {
+		e := asCNIError(t, tt.run())
+		if e.Code != tt.wantCode || !strings.Contains(e.Msg, "cannot reach the Weir agent at "+socket) {
+			t.Errorf("%s: error = %+v, want code %d saying the agent cannot be reached", tt.cmd, e, tt.wantCode)
+		}
+	}
+}
+
+// TestErrorJSON runs the binary as a runtime does and reads the error JSON
+// it prints: it carries the request's cniVersion, whoever found the error
+// (the binary's own checks, the CNI library's, or the agent), and an
+// invalid CNI_IFNAME is code 4 naming the variable before anything is
+// forwarded.
+func TestErrorJSON(t *testing.T) {
+	t.Parallel()
+	agent, socket := startAgent(t, func(context.Context, string, *cniv1.CniCmdArgs) (*cniv1.CniCmdResponse, error) {
+		return cniv1.NewErrorResponse(cniv1.CodeIPAMExhausted, "weir: no IP address left", ""), nil
+	})
+	conf := func(v string) string {
+		return `{"cniVersion":"` + v + `","name":"weir-test","type":"weir","cniSocket":"` + socket + `"}`
+	}
+	tests := []struct {
+		name     string
+		env      map[string]string // over the defaults; "" removes
+		stdin    string
+		wantVer  string
+		wantCode uint
+		wantMsg  string
+		forwards bool // the agent is asked
+	}{
+		{name: "agent error", stdin: conf("1.1.0"), wantVer: "1.1.0", wantCode: cniv1.CodeIPAMExhausted, wantMsg: "no IP address left", forwards: true},
+		{name: "agent error 1.0.0", stdin: conf("1.0.0"), wantVer: "1.0.0", wantCode: cniv1.CodeIPAMExhausted, wantMsg: "no IP address left", forwards: true},
+		{name: "ifname template", env: map[string]string{"CNI_IFNAME": "eth%d"}, stdin: conf("1.1.0"), wantVer: "1.1.0",
+			wantCode: cniv1.CodeInvalidEnvironmentVariables, wantMsg: `weir: CNI_IFNAME "eth%d" must not contain`},
+		{name: "ifname too long", env: map[string]string{"CNI_IFNAME": "eth0123456789abc"}, stdin: conf("1.0.0"), wantVer: "1.0.0",
+			wantCode: cniv1.CodeInvalidEnvironmentVariables, wantMsg: `CNI_IFNAME "eth0123456789abc" is 16 bytes long`},
+		{name: "ifname with slash", env: map[string]string{"CNI_IFNAME": "a/b"}, stdin: conf("1.1.0"), wantVer: "1.1.0",
+			wantCode: cniv1.CodeInvalidEnvironmentVariables, wantMsg: `CNI_IFNAME "a/b" must not contain`},
+		{name: "ifname missing", env: map[string]string{"CNI_IFNAME": ""}, stdin: conf("1.1.0"), wantVer: "1.1.0",
+			wantCode: cniv1.CodeInvalidEnvironmentVariables, wantMsg: "CNI_IFNAME is missing"},
+		{name: "ifname invalid on DEL", env: map[string]string{"CNI_COMMAND": "DEL", "CNI_IFNAME": "eth%d"}, stdin: conf("1.1.0"),
+			wantVer: "1.1.0", wantCode: cniv1.CodeInvalidEnvironmentVariables, wantMsg: "CNI_IFNAME"},
+		{name: "container id invalid", env: map[string]string{"CNI_CONTAINERID": "-x"}, stdin: conf("1.1.0"), wantVer: "1.1.0",
+			wantCode: cniv1.CodeInvalidEnvironmentVariables, wantMsg: "CNI_CONTAINERID"},
+		{name: "version skel rejects", stdin: conf("0.3.1"), wantVer: "0.3.1", wantCode: cniv1.CodeIncompatibleVersion, wantMsg: "incompatible CNI versions"},
+		{name: "not JSON", stdin: `{`, wantVer: "", wantCode: cniv1.CodeDecodingFailure},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := map[string]string{"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c0ffee08", "CNI_NETNS": "/var/run/netns/weir-test-x",
+				"CNI_IFNAME": "eth0", "CNI_PATH": pluginDir}
+			for k, v := range tt.env {
+				env[k] = v
+			}
+			cmd := exec.Command(filepath.Join(pluginDir, "weir"))
+			for k, v := range env {
+				if v != "" {
+					cmd.Env = append(cmd.Env, k+"="+v)
+				}
+			}
+			cmd.Stdin = strings.NewReader(tt.stdin)
+			before := len(agent.received())
+			out, err := cmd.Output()
+			if err == nil {
+				t.Fatalf("exit status 0, want failure; stdout %s", out)
+			}
+			var e struct {
+				CNIVersion *string `json:"cniVersion"`
+				Code       uint    `json:"code"`
+				Msg        string  `json:"msg"`
+			}
+			if jerr := json.Unmarshal(out, &e); jerr != nil {
+				t.Fatalf("stdout is not the error JSON: %q", out)
+			}
+			if tt.wantVer == "" && e.CNIVersion != nil || tt.wantVer != "" && (e.CNIVersion == nil || *e.CNIVersion != tt.wantVer) {
+				t.Errorf("cniVersion in %s, want %q", out, tt.wantVer)
+			}
+			if e.Code != tt.wantCode || !strings.Contains(e.Msg, tt.wantMsg) {
+				t.Errorf("error %s, want code %d with %q", out, tt.wantCode, tt.wantMsg)
+			}
+			// The subtests run one after another against this test's own
+			// agent, so a new call is this subtest's.
+			if asked := len(agent.received()) > before; asked != tt.forwards {
+				t.Errorf("agent asked = %v, want %v", asked, tt.forwards)
+			}
+		})
 	}
 }

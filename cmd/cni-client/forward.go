@@ -37,6 +37,20 @@ type command struct {
 	timeout time.Duration // default deadline
 	// wantResult: the agent must return a non-empty CNI result (ADD).
 	wantResult bool
+	// unavailable is the code of an agent that cannot be reached or does
+	// not answer in time: 11 (try again later) if zero, but 50 for STATUS, whose
+	// spec codes are 50 (cannot serve ADD) and 51 (and existing containers
+	// may have limited connectivity). It is 50: pods keep their flows in
+	// OVS while the agent is down (test/integration TestAgentRestart pings
+	// between them), so only new ADDs are known to fail.
+	unavailable uint
+}
+
+func (c command) unavailableCode() uint {
+	if c.unavailable == 0 {
+		return cniv1.CodeTryAgainLater
+	}
+	return c.unavailable
 }
 
 // plugin implements the CNI commands by forwarding them to the agent.
@@ -58,7 +72,8 @@ func (p *plugin) cmdDel(args *skel.CmdArgs) error {
 }
 
 func (p *plugin) cmdStatus(args *skel.CmdArgs) error {
-	return p.forward(command{name: "STATUS", rpc: cniv1.CniClient.CmdStatus, timeout: defaultStatusTimeout}, args)
+	return p.forward(command{name: "STATUS", rpc: cniv1.CniClient.CmdStatus, timeout: defaultStatusTimeout,
+		unavailable: cniv1.CodePluginNotAvailable}, args)
 }
 
 func (p *plugin) cmdGC(args *skel.CmdArgs) error {
@@ -88,7 +103,7 @@ func (p *plugin) forward(cmd command, args *skel.CmdArgs) error {
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(d.dial))
 	if err != nil {
-		return unreachableError(socket, err)
+		return unreachableError(cmd, socket, err)
 	}
 	defer func() { _ = conn.Close() }()
 
@@ -106,7 +121,7 @@ func (p *plugin) forward(cmd command, args *skel.CmdArgs) error {
 	})
 	if err != nil {
 		if dialErr := d.lastErr(); dialErr != nil && status.Code(err) == codes.Unavailable {
-			return unreachableError(socket, dialErr)
+			return unreachableError(cmd, socket, dialErr)
 		}
 		return rpcError(cmd, socket, timeout, err)
 	}
@@ -156,7 +171,7 @@ func (d *dialer) lastErr() error {
 
 // unreachableError is the CNI error for an agent that cannot be reached
 // because of cause: a dial error or an rpc error with codes.Unavailable.
-func unreachableError(socket string, cause error) *types.Error {
+func unreachableError(cmd command, socket string, cause error) *types.Error {
 	reason := status.Convert(cause).Message()
 	// "dial unix /path: connect: no such file or directory" names the socket
 	// twice; keep "connect: no such file or directory".
@@ -164,19 +179,19 @@ func unreachableError(socket string, cause error) *types.Error {
 	if errors.As(cause, &opErr) && opErr.Err != nil {
 		reason = opErr.Err.Error()
 	}
-	return types.NewError(cniv1.CodeTryAgainLater,
+	return types.NewError(cmd.unavailableCode(),
 		fmt.Sprintf("weir: cannot reach the Weir agent at %s (is the ovs-agent pod running?): %s", socket, reason), "")
 }
 
 // rpcError maps a failed rpc to a CNI error: unreachable or out of time is
-// "try again later", anything else is an internal error.
+// cmd.unavailable, anything else is an internal error.
 func rpcError(cmd command, socket string, timeout time.Duration, err error) *types.Error {
 	st := status.Convert(err)
 	switch {
 	case st.Code() == codes.Unavailable:
-		return unreachableError(socket, err)
+		return unreachableError(cmd, socket, err)
 	case st.Code() == codes.DeadlineExceeded || errors.Is(err, context.DeadlineExceeded):
-		return types.NewError(cniv1.CodeTryAgainLater,
+		return types.NewError(cmd.unavailableCode(),
 			fmt.Sprintf("weir: the Weir agent at %s did not answer %s within %s (is the ovs-agent pod overloaded or stuck?)",
 				socket, cmd.name, timeout), st.Message())
 	default:

@@ -12,6 +12,12 @@ import (
 // ports of runtimes that do not pass it.
 const KeyPodUID = "pod-uid"
 
+// KeyNetwork is the external_ids key of a pod port holding the "name" of
+// the network configuration the attachment was added for. GC, CHECK and DEL
+// of a network act on its attachments only. Records written by Weir before
+// it had this key restore with no network name: see legacyNetwork.
+const KeyNetwork = "cni-network"
+
 // Attachment describes one pod interface the server has set up (or
 // restored).
 type Attachment struct {
@@ -25,6 +31,10 @@ type Attachment struct {
 	PodNamespace string // K8S_POD_NAMESPACE; empty outside Kubernetes
 	PodName      string // K8S_POD_NAME; empty outside Kubernetes
 	PodUID       string // K8S_POD_UID; empty if the runtime did not pass it
+	// Network is the network configuration's "name"; empty for an
+	// attachment restored from a record of an older Weir that did not
+	// record it.
+	Network string
 }
 
 // Attachments returns the server's pod interfaces, sorted by key.
@@ -34,7 +44,7 @@ func (s *Server) Attachments() []Attachment {
 	for _, a := range atts {
 		out = append(out, Attachment{Key: a.key(), ContainerID: a.ContainerID, IfName: a.IfName, NetNS: a.NetNS,
 			HostIfName: a.HostIfName, IP: append(net.IP(nil), a.IP...), PodNamespace: a.PodNS, PodName: a.PodName,
-			PodUID: a.PodUID})
+			PodUID: a.PodUID, Network: a.Network})
 	}
 	return out
 }

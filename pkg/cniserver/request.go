@@ -3,11 +3,15 @@ package cniserver
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 
 	cniv1 "github.com/weirnet/weir/pkg/apis/cni/v1"
 )
@@ -22,6 +26,67 @@ type netConf struct {
 	MTU int `json:"mtu,omitempty"`
 	// CNISocket is read by the CNI binary only.
 	CNISocket string `json:"cniSocket,omitempty"`
+	// DefaultRoute says whether the interface gets the default route via
+	// the node's gateway. Unset, it is true for the primary interface
+	// (CNI_IFNAME eth0, the interface Kubernetes runtimes create) and false
+	// for any other (e.g. a Multus secondary interface net1), whose
+	// container has its default route on eth0 already.
+	DefaultRoute *bool `json:"defaultRoute,omitempty"`
+	// Routes are extra routes via the node's gateway on this interface,
+	// e.g. [{"dst": "10.96.0.0/12"}] for a secondary interface that should
+	// reach the service CIDR. "gw", if given, must be the gateway.
+	Routes []routeConf `json:"routes,omitempty"`
+}
+
+// routeConf is one entry of "routes".
+type routeConf struct {
+	Dst string `json:"dst"`
+	GW  string `json:"gw,omitempty"`
+}
+
+// primaryIfName is the interface that gets the default route unless the
+// network configuration says otherwise ("defaultRoute").
+const primaryIfName = "eth0"
+
+// wantsDefaultRoute applies "defaultRoute" and its default.
+func (c *netConf) wantsDefaultRoute(ifName string) bool {
+	if c.DefaultRoute != nil {
+		return *c.DefaultRoute
+	}
+	return ifName == primaryIfName
+}
+
+// extraRoutes validates "routes" for a pod network with gateway gw: every
+// destination a canonical CIDR of gw's family, no duplicates, no default
+// route when the default route is installed anyway, and "gw" (if set) the
+// gateway. The error is CodeInvalidNetworkConfig.
+func (c *netConf) extraRoutes(ifName string, gw net.IP) ([]*net.IPNet, *cniError) {
+	var out []*net.IPNet
+	seen := map[string]bool{}
+	for i, r := range c.Routes {
+		ip, dst, err := net.ParseCIDR(r.Dst)
+		if err != nil {
+			return nil, errorf(cniv1.CodeInvalidNetworkConfig, "weir: routes[%d].dst %q is not a CIDR", i, r.Dst)
+		}
+		if !ip.Equal(dst.IP) {
+			return nil, errorf(cniv1.CodeInvalidNetworkConfig, "weir: routes[%d].dst %q has host bits set (the network is %s)", i, r.Dst, dst)
+		}
+		if (ip.To4() == nil) != (gw.To4() == nil) {
+			return nil, errorf(cniv1.CodeInvalidNetworkConfig, "weir: routes[%d].dst %s is not of the pod network's family (gateway %s)", i, dst, gw)
+		}
+		if r.GW != "" && !net.ParseIP(r.GW).Equal(gw) {
+			return nil, errorf(cniv1.CodeInvalidNetworkConfig, "weir: routes[%d].gw %q: Weir routes via the node's gateway %s only", i, r.GW, gw)
+		}
+		if ones, _ := dst.Mask.Size(); ones == 0 && c.wantsDefaultRoute(ifName) {
+			return nil, errorf(cniv1.CodeInvalidNetworkConfig, "weir: routes[%d] is a default route, but interface %s gets the default route anyway (set \"defaultRoute\": false)", i, ifName)
+		}
+		if seen[dst.String()] {
+			return nil, errorf(cniv1.CodeInvalidNetworkConfig, "weir: routes[%d].dst %s is listed twice", i, dst)
+		}
+		seen[dst.String()] = true
+		out = append(out, dst)
+	}
+	return out, nil
 }
 
 // request is a validated CNI request.
@@ -78,20 +143,19 @@ func parseRequest(cmd string, a *cniv1.CniCmdArgs, needContainer, needNetNS bool
 	if r.conf.MTU != 0 && (r.conf.MTU < 576 || r.conf.MTU > 9000) {
 		return nil, errorf(cniv1.CodeInvalidNetworkConfig, "weir: mtu %d in the network configuration is out of range 576-9000", r.conf.MTU)
 	}
+	// The network name identifies the attachments of a network (GC, CHECK
+	// and DEL act on that network's only); STATUS concerns the plugin.
+	if r.conf.Name == "" && cmd != "STATUS" {
+		return nil, errorf(cniv1.CodeInvalidNetworkConfig, "weir: network configuration has no \"name\"")
+	}
 	if !needContainer {
 		return r, nil
 	}
-	if r.containerID == "" {
-		return nil, errorf(cniv1.CodeInvalidEnvironmentVariables, "weir: CNI_CONTAINERID is missing")
+	if err := cniv1.ValidateContainerID(r.containerID); err != nil {
+		return nil, errorf(cniv1.CodeInvalidEnvironmentVariables, "weir: %v", err)
 	}
-	if strings.ContainsAny(r.containerID, "/\x00") || len(r.containerID) > 256 {
-		return nil, errorf(cniv1.CodeInvalidEnvironmentVariables, "weir: CNI_CONTAINERID %q is not a valid container ID", r.containerID)
-	}
-	if r.ifName == "" {
-		return nil, errorf(cniv1.CodeInvalidEnvironmentVariables, "weir: CNI_IFNAME is missing")
-	}
-	if len(r.ifName) > 15 || strings.ContainsAny(r.ifName, "/: \t\n\x00") || r.ifName == "." || r.ifName == ".." {
-		return nil, errorf(cniv1.CodeInvalidEnvironmentVariables, "weir: CNI_IFNAME %q is not a valid interface name", r.ifName)
+	if err := cniv1.ValidateIfName(r.ifName); err != nil {
+		return nil, errorf(cniv1.CodeInvalidEnvironmentVariables, "weir: %v", err)
 	}
 	args, err := parseCNIArgs(a.Args)
 	if err != nil {
@@ -110,6 +174,24 @@ func parseRequest(cmd string, a *cniv1.CniCmdArgs, needContainer, needNetNS bool
 		}
 	}
 	return r, nil
+}
+
+// prevResult returns the request's prevResult converted to the current
+// result type, nil if there is none. The error is CodeDecodingFailure.
+func (r *request) prevResult() (*current.Result, *cniError) {
+	if r.conf.RawPrevResult == nil {
+		return nil, nil
+	}
+	conf := r.conf.PluginConf // ParsePrevResult consumes RawPrevResult
+	conf.RawPrevResult = maps.Clone(conf.RawPrevResult)
+	if err := version.ParsePrevResult(&conf); err != nil {
+		return nil, withDetails(cniv1.CodeDecodingFailure, "weir: prevResult cannot be decoded", err)
+	}
+	res, err := current.NewResultFromResult(conf.PrevResult)
+	if err != nil {
+		return nil, withDetails(cniv1.CodeDecodingFailure, "weir: prevResult cannot be converted to the current result type", err)
+	}
+	return res, nil
 }
 
 // parseCNIArgs parses "K1=V1;K2=V2".

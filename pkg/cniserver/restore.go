@@ -93,7 +93,7 @@ func attachmentFromPort(p ovsdb.PortInfo) (*attachment, error) {
 	a := &attachment{
 		ContainerID: ids[ovsdb.KeyContainerID], IfName: ids[ovsdb.KeyIfName], NetNS: ids[ovsdb.KeyNetNS],
 		HostIfName: p.Name, OFPort: p.OFPort, PodName: ids[ovsdb.KeyPodName], PodNS: ids[ovsdb.KeyPodNamespace],
-		PodUID: ids[KeyPodUID],
+		PodUID: ids[KeyPodUID], Network: ids[KeyNetwork],
 	}
 	if a.ContainerID == "" || a.IfName == "" || a.NetNS == "" {
 		return nil, fmt.Errorf("port %s lacks container-id, ifname or netns in external_ids", p.Name)

@@ -57,7 +57,17 @@ type Config struct {
 	// Observer, if set, is told about every CNI request Serve answers (for
 	// metrics, see pkg/metrics).
 	Observer Observer
+	// DefaultNetwork is the network GC attributes attachments to whose
+	// OVSDB record names no network (written by Weir before it recorded the
+	// network name; empty: DefaultNetworkName). See legacyNetwork.
+	DefaultNetwork string
 }
+
+// DefaultNetworkName is the "name" of the network configuration Weir
+// ships (build/yamls/weir.yml); before Weir recorded network names it was
+// the only network Weir could serve, as a second attachment per container
+// failed.
+const DefaultNetworkName = "weir"
 
 // Observer receives the CNI requests the server answered. It is called on
 // the request's goroutine, so it must be cheap and safe for concurrent use.
@@ -107,9 +117,33 @@ type attachment struct {
 	PodName     string
 	PodNS       string
 	PodUID      string // K8S_POD_UID, when the runtime passes it
+	// Network is the network configuration's "name". Empty for an
+	// attachment restored from a record that Weir wrote before it recorded
+	// network names (legacy).
+	Network string
 }
 
 func (a *attachment) key() string { return a.ContainerID + "/" + a.IfName }
+
+// legacyNetwork: a record without a network name. DEL and CHECK of any
+// network accept it (older Weir served one network, so the runtime's
+// request is for that network whatever it is named, and refusing a DEL
+// would leak the pod's IP and port); GC attributes it to
+// Config.DefaultNetwork.
+func (a *attachment) legacyNetwork() bool { return a.Network == "" }
+
+// ofNetwork reports whether a DEL or CHECK of network name concerns a.
+func (a *attachment) ofNetwork(name string) bool { return a.legacyNetwork() || a.Network == name }
+
+func (s *Server) gcNetwork(a *attachment) string {
+	if !a.legacyNetwork() {
+		return a.Network
+	}
+	if s.cfg.DefaultNetwork != "" {
+		return s.cfg.DefaultNetwork
+	}
+	return DefaultNetworkName
+}
 
 // Server is the agent's CNI server: it implements the cniv1.Cni service by
 // setting up pod interfaces (pkg/podnet), OVS ports (pkg/ovsdb), IPs
@@ -187,8 +221,12 @@ func fail(e *cniError) (*cniv1.CniCmdResponse, error) {
 	return cniv1.NewErrorResponse(e.code, e.msg, e.details), nil
 }
 
-// CmdAdd sets up a pod interface. It is idempotent for the same container
-// and interface, and rolls back everything on failure.
+// CmdAdd sets up a pod interface and rolls back everything on failure. An
+// ADD for an interface the container already has fails (CNI spec: "If an
+// interface of the requested name already exists in the container, the CNI
+// plugin MUST return with an error"), whichever network it belongs to; the
+// existing attachment is left as it is. Runtimes DEL before they retry an
+// ADD, and the DEL removes it.
 func (s *Server) CmdAdd(ctx context.Context, in *cniv1.CniCmdRequest) (*cniv1.CniCmdResponse, error) {
 	start := time.Now()
 	req, cerr := parseRequest("ADD", in.GetCniArgs(), true, true)
@@ -207,24 +245,32 @@ func (s *Server) CmdAdd(ctx context.Context, in *cniv1.CniCmdRequest) (*cniv1.Cn
 	existing := s.pods[req.key()]
 	s.mu.Unlock()
 	if existing != nil {
-		if existing.NetNS == req.netns {
-			log.V(2).Info("ADD of an existing attachment, returning its result")
-			return s.result(req, existing)
+		network := existing.Network
+		if network == "" {
+			network = "unrecorded"
 		}
-		return fail(errorf(cniv1.CodeInvalidEnvironmentVariables,
-			"weir: container %s interface %s is already attached in netns %s, not %s", req.containerID, req.ifName, existing.NetNS, req.netns))
+		cerr := errorf(cniv1.CodeInterfaceExists,
+			"weir: container %s already has interface %s (network %q, netns %s); DEL it before adding it again",
+			req.containerID, req.ifName, network, existing.NetNS)
+		log.Info("CNI ADD rejected", "err", cerr.Error())
+		return fail(cerr)
 	}
-	att, cerr := s.add(ctx, req, log)
+	routes, cerr := req.conf.extraRoutes(req.ifName, s.ipam.Gateway())
+	if cerr != nil {
+		log.Info("CNI ADD rejected", "err", cerr.Error())
+		return fail(cerr)
+	}
+	att, cerr := s.add(ctx, req, routes, log)
 	if cerr != nil {
 		log.Error(errors.New(cerr.Error()), "CNI ADD failed", "code", cerr.code)
 		return fail(cerr)
 	}
 	log.Info("CNI ADD done", "ip", att.IP, "hostIf", att.HostIfName, "ofport", att.OFPort, "duration", time.Since(start))
-	return s.result(req, att)
+	return s.result(req, att, routes)
 }
 
 // add does the work of ADD; on failure it undoes what it did.
-func (s *Server) add(ctx context.Context, req *request, log klog.Logger) (*attachment, *cniError) {
+func (s *Server) add(ctx context.Context, req *request, routes []*net.IPNet, log klog.Logger) (*attachment, *cniError) {
 	var undo []func()
 	rollback := func() {
 		for i := len(undo) - 1; i >= 0; i-- {
@@ -237,7 +283,8 @@ func (s *Server) add(ctx context.Context, req *request, log klog.Logger) (*attac
 
 	att := &attachment{ContainerID: req.containerID, IfName: req.ifName, NetNS: req.netns,
 		HostIfName: podnet.HostIfName(req.containerID, req.ifName),
-		PodName:    req.args["K8S_POD_NAME"], PodNS: req.args["K8S_POD_NAMESPACE"], PodUID: req.args["K8S_POD_UID"]}
+		PodName:    req.args["K8S_POD_NAME"], PodNS: req.args["K8S_POD_NAMESPACE"], PodUID: req.args["K8S_POD_UID"],
+		Network:    req.conf.Name}
 
 	steps := make([]any, 0, 8)
 	mark := time.Now()
@@ -281,6 +328,7 @@ func (s *Server) add(ctx context.Context, req *request, log klog.Logger) (*attac
 	vcfg := podnet.VethConfig{
 		NetNSPath: req.netns, IfName: req.ifName, HostIfName: att.HostIfName, HostNetNSPath: s.cfg.HostNetNSPath,
 		MAC: att.MAC, MTU: mtu, IPNet: &net.IPNet{IP: ip, Mask: cidr.Mask}, Gateway: s.ipam.Gateway(), TxChecksumOff: s.cfg.TxChecksumOff,
+		NoDefaultRoute: !req.conf.wantsDefaultRoute(req.ifName), Routes: routes,
 	}
 	flowsErr := make(chan error, 1)
 	go func() { flowsErr <- s.flows.AddPod(ctx, att.podInterface()) }()
@@ -302,6 +350,10 @@ func (s *Server) add(ctx context.Context, req *request, log klog.Logger) (*attac
 	}
 	if vethErr != nil {
 		rollback()
+		if errors.Is(vethErr, podnet.ErrIfNameInUse) {
+			return nil, withDetails(cniv1.CodeInterfaceExists,
+				fmt.Sprintf("weir: netns %s already has an interface %s that Weir did not create", req.netns, req.ifName), vethErr)
+		}
 		return nil, withDetails(cniv1.CodeInterfaceSetupFailure, "weir: setting up the pod interface failed", vethErr)
 	}
 	if ferr != nil {
@@ -344,14 +396,26 @@ func (a *attachment) externalIDs() map[string]string {
 	if a.PodUID != "" {
 		ids[KeyPodUID] = a.PodUID
 	}
+	if a.Network != "" {
+		ids[KeyNetwork] = a.Network
+	}
 	return ids
 }
 
 // result builds the CNI result for an attachment in the request's version.
-func (s *Server) result(req *request, att *attachment) (*cniv1.CniCmdResponse, error) {
+// Routes lists exactly the routes ADD installed via the gateway (the
+// kernel's on-link route of the pod CIDR is not one of them).
+func (s *Server) result(req *request, att *attachment, routes []*net.IPNet) (*cniv1.CniCmdResponse, error) {
 	cidr := s.ipam.CIDR()
 	gw := s.ipam.Gateway()
 	sandboxIdx := 1
+	var rs []*types.Route
+	if req.conf.wantsDefaultRoute(req.ifName) {
+		rs = append(rs, &types.Route{Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, GW: gw})
+	}
+	for _, dst := range routes {
+		rs = append(rs, &types.Route{Dst: *dst, GW: gw})
+	}
 	r := &current.Result{
 		CNIVersion: current.ImplementedSpecVersion,
 		Interfaces: []*current.Interface{
@@ -363,11 +427,27 @@ func (s *Server) result(req *request, att *attachment) (*cniv1.CniCmdResponse, e
 			Address:   net.IPNet{IP: att.IP, Mask: cidr.Mask},
 			Gateway:   gw,
 		}},
-		Routes: []*types.Route{{Dst: net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)}, GW: gw}},
+		Routes: rs,
 		DNS:    req.conf.DNS,
 	}
 	if mtu := s.mtuFor(req); mtu != 0 {
 		r.Interfaces[1].Mtu = mtu
+	}
+	// Chained after another plugin, Weir adds its interfaces, address and
+	// routes to the previous result (CNI spec: a plugin "MUST handle
+	// prevResult by either passing it through, or modifying it").
+	prev, cerr := req.prevResult()
+	if cerr != nil {
+		return fail(cerr)
+	}
+	if prev != nil {
+		sandboxIdx += len(prev.Interfaces)
+		r.Interfaces = append(prev.Interfaces, r.Interfaces...)
+		r.IPs = append(prev.IPs, r.IPs...)
+		r.Routes = append(prev.Routes, r.Routes...)
+		if r.DNS.IsEmpty() {
+			r.DNS = prev.DNS
+		}
 	}
 	converted, err := r.GetAsVersion(req.conf.CNIVersion)
 	if err != nil {
@@ -388,7 +468,9 @@ func (s *Server) mtuFor(req *request) int {
 }
 
 // CmdDel removes a pod interface. It succeeds when the attachment, the
-// container or its netns is already gone.
+// container or its netns is already gone. An attachment of another network
+// is left alone (and the DEL succeeds): e.g. a runtime DELs network B's net1
+// after its ADD failed because network A's net1 was there.
 func (s *Server) CmdDel(ctx context.Context, in *cniv1.CniCmdRequest) (*cniv1.CniCmdResponse, error) {
 	req, cerr := parseRequest("DEL", in.GetCniArgs(), true, false)
 	if cerr != nil {
@@ -396,6 +478,14 @@ func (s *Server) CmdDel(ctx context.Context, in *cniv1.CniCmdRequest) (*cniv1.Cn
 	}
 	unlock := s.locks.lock(req.containerID)
 	defer unlock()
+	s.mu.Lock()
+	att := s.pods[req.key()]
+	s.mu.Unlock()
+	if att != nil && !att.ofNetwork(req.conf.Name) {
+		s.log.Info("CNI DEL for another network's attachment: left alone", "container", req.containerID, "ifname", req.ifName,
+			"network", req.conf.Name, "attachmentNetwork", att.Network)
+		return &cniv1.CniCmdResponse{}, nil
+	}
 	if err := s.del(ctx, req.containerID, req.ifName, req.netns); err != nil {
 		s.log.Error(err, "CNI DEL failed", "container", req.containerID, "ifname", req.ifName)
 		return fail(withDetails(cniv1.CodeInternal, "weir: removing the pod's networking failed (the runtime will retry)", err))
@@ -456,9 +546,29 @@ func (s *Server) del(ctx context.Context, containerID, ifName, netns string) err
 	return nil
 }
 
-// CmdCheck verifies that a pod's networking is as ADD left it.
+// CmdCheck verifies a pod interface (CNI spec, CHECK). It consults
+// prevResult, which the runtime must pass: what it claims about Weir's
+// interfaces and address must be what Weir set up (the sandbox interface
+// with its MAC and netns, the host interface, the IP), and then everything
+// Weir owns must be in place: the veth pair with its address, MAC and
+// routes, the OVS port and its OpenFlow port number, the pod's flows and
+// the IPAM record. What later plugins of the chain may change is not
+// checked: the pod side's MTU, other addresses, routes and sysctls. The MAC
+// is Weir's: the pod's flows match and rewrite it.
 func (s *Server) CmdCheck(ctx context.Context, in *cniv1.CniCmdRequest) (*cniv1.CniCmdResponse, error) {
 	req, cerr := parseRequest("CHECK", in.GetCniArgs(), true, true)
+	if cerr != nil {
+		return fail(cerr)
+	}
+	prev, cerr := req.prevResult()
+	if cerr != nil {
+		return fail(cerr)
+	}
+	if prev == nil {
+		return fail(errorf(cniv1.CodeInvalidNetworkConfig,
+			"weir: CHECK without prevResult: the runtime must pass the result of the ADD as prevResult (CNI spec %s, CHECK)", req.conf.CNIVersion))
+	}
+	routes, cerr := req.conf.extraRoutes(req.ifName, s.ipam.Gateway())
 	if cerr != nil {
 		return fail(cerr)
 	}
@@ -467,14 +577,19 @@ func (s *Server) CmdCheck(ctx context.Context, in *cniv1.CniCmdRequest) (*cniv1.
 	s.mu.Lock()
 	att := s.pods[req.key()]
 	s.mu.Unlock()
-	if att == nil {
-		return fail(errorf(cniv1.CodeUnknownContainer, "weir: CHECK: no attachment for container %s interface %s", req.containerID, req.ifName))
+	if att == nil || !att.ofNetwork(req.conf.Name) {
+		return fail(errorf(cniv1.CodeUnknownContainer, "weir: CHECK: network %q has no attachment for container %s interface %s",
+			req.conf.Name, req.containerID, req.ifName))
 	}
-	var problems []string
 	cidr := s.ipam.CIDR()
+	podIP := net.IPNet{IP: att.IP, Mask: cidr.Mask}
+	problems := checkPrevResult(prev, att, podIP, s.ipam.Gateway())
+	if !sameNetNS(req.netns, att.NetNS) {
+		problems = append(problems, fmt.Sprintf("CNI_NETNS %s is not the netns %s of the ADD", req.netns, att.NetNS))
+	}
 	if err := podnet.CheckVeth(ctx, podnet.VethConfig{NetNSPath: req.netns, IfName: req.ifName, HostIfName: att.HostIfName,
 		HostNetNSPath: s.cfg.HostNetNSPath, MAC: att.MAC, MTU: s.mtuFor(req), TxChecksumOff: s.cfg.TxChecksumOff,
-		IPNet: &net.IPNet{IP: att.IP, Mask: cidr.Mask}, Gateway: s.ipam.Gateway()}); err != nil {
+		IPNet: &podIP, Gateway: s.ipam.Gateway(), NoDefaultRoute: !req.conf.wantsDefaultRoute(req.ifName), Routes: routes}); err != nil {
 		problems = append(problems, err.Error())
 	}
 	if p, err := s.ports.GetPort(ctx, s.cfg.Bridge, att.HostIfName); err != nil {
@@ -494,6 +609,89 @@ func (s *Server) CmdCheck(ctx context.Context, in *cniv1.CniCmdRequest) (*cniv1.
 	return &cniv1.CniCmdResponse{}, nil
 }
 
+// checkPrevResult lists where prevResult contradicts Weir's attachment:
+// it must list the host interface (no sandbox) and the container interface
+// in att's netns with att's MAC, and the pod address on that interface;
+// another address of the pod CIDR on it is a wrong claim. Interfaces,
+// addresses and routes of other plugins are allowed.
+func checkPrevResult(prev *current.Result, att *attachment, podIP net.IPNet, gw net.IP) []string {
+	var problems []string
+	add := func(format string, a ...any) { problems = append(problems, "prevResult: "+fmt.Sprintf(format, a...)) }
+	hostIdx, podIdx := -1, -1
+	for i, ifc := range prev.Interfaces {
+		switch {
+		case ifc.Name == att.HostIfName && ifc.Sandbox == "":
+			hostIdx = i
+		case ifc.Name == att.IfName && ifc.Sandbox != "":
+			if podIdx >= 0 {
+				add("lists interface %s twice", att.IfName)
+			}
+			podIdx = i
+			if !sameNetNS(ifc.Sandbox, att.NetNS) {
+				add("interface %s is in sandbox %s, Weir attached it in %s", att.IfName, ifc.Sandbox, att.NetNS)
+			}
+			if ifc.Mac != "" {
+				if mac, err := net.ParseMAC(ifc.Mac); err != nil || mac.String() != att.MAC.String() {
+					add("interface %s has MAC %s, Weir gave it %s", att.IfName, ifc.Mac, att.MAC)
+				}
+			}
+		}
+	}
+	if hostIdx < 0 {
+		add("does not list Weir's host interface %s", att.HostIfName)
+	}
+	if podIdx < 0 {
+		add("does not list interface %s in a sandbox", att.IfName)
+	}
+	found := false
+	for _, ipc := range prev.IPs {
+		onPod := ipc.Interface != nil && *ipc.Interface == podIdx && podIdx >= 0
+		switch {
+		case ipc.Address.IP.Equal(podIP.IP):
+			found = true
+			if ones, _ := ipc.Address.Mask.Size(); ones != prefixLen(podIP) {
+				add("address %s has the wrong prefix length, Weir assigned %s", ipc.Address.String(), podIP.String())
+			}
+			if ipc.Interface != nil && !onPod {
+				add("address %s is not on interface %s", ipc.Address.IP, att.IfName)
+			}
+			if ipc.Gateway != nil && !ipc.Gateway.Equal(gw) {
+				add("address %s has gateway %s, Weir's is %s", ipc.Address.IP, ipc.Gateway, gw)
+			}
+		case onPod && podIP.Contains(ipc.Address.IP):
+			add("claims address %s on interface %s, Weir assigned %s", ipc.Address.String(), att.IfName, podIP.String())
+		}
+	}
+	if !found {
+		add("does not list Weir's address %s", podIP.String())
+	}
+	return problems
+}
+
+func prefixLen(n net.IPNet) int {
+	ones, _ := n.Mask.Size()
+	return ones
+}
+
+// sameNetNS reports whether two netns paths name the same namespace:
+// runtimes may pass /var/run/netns/X, /run/netns/X (one directory on
+// systemd hosts) or /proc/PID/ns/net. A path that cannot be resolved only
+// equals itself.
+func sameNetNS(a, b string) bool {
+	if a == b {
+		return true
+	}
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	if err != nil {
+		return false
+	}
+	return os.SameFile(fa, fb)
+}
+
 // CmdStatus reports whether the agent can serve ADD.
 func (s *Server) CmdStatus(_ context.Context, in *cniv1.CniCmdRequest) (*cniv1.CniCmdResponse, error) {
 	if _, cerr := parseRequest("STATUS", in.GetCniArgs(), false, false); cerr != nil {
@@ -502,10 +700,19 @@ func (s *Server) CmdStatus(_ context.Context, in *cniv1.CniCmdRequest) (*cniv1.C
 	if !s.ready.Load() {
 		return fail(errorf(cniv1.CodePluginNotAvailable, "weir: the agent is not ready (bridge, pipeline or state restore still in progress)"))
 	}
+	// An exhausted pool: no ADD can succeed until a pod goes. The existing
+	// pods are not affected, hence 50 rather than 51.
+	if used, size := len(s.ipam.List()), s.ipam.Size(); uint64(used) >= size {
+		return fail(errorf(cniv1.CodePluginNotAvailable, "weir: no IP address left for new pods in pod CIDR %s (%d of %d in use)",
+			s.ipam.CIDR(), used, size))
+	}
 	return &cniv1.CniCmdResponse{}, nil
 }
 
-// CmdGC removes attachments that are not in the runtime's valid list.
+// CmdGC removes the attachments of the request's network that are not in
+// the runtime's valid list (CNI spec: GC concerns "attachments to this
+// network"); other networks' attachments are not touched. Records without
+// a network name count as Config.DefaultNetwork's.
 func (s *Server) CmdGC(ctx context.Context, in *cniv1.CniCmdRequest) (*cniv1.CniCmdResponse, error) {
 	req, cerr := parseRequest("GC", in.GetCniArgs(), false, false)
 	if cerr != nil {
@@ -517,17 +724,26 @@ func (s *Server) CmdGC(ctx context.Context, in *cniv1.CniCmdRequest) (*cniv1.Cni
 	}
 	var errs []error
 	for _, att := range s.attachments() {
-		if valid[att.key()] {
+		if valid[att.key()] || s.gcNetwork(att) != req.conf.Name {
 			continue
 		}
 		unlock := s.locks.lock(att.ContainerID)
-		err := s.del(ctx, att.ContainerID, att.IfName, att.NetNS)
+		s.mu.Lock()
+		same := s.pods[att.key()] == att // not DELed (and re-added) meanwhile
+		s.mu.Unlock()
+		var err error
+		if same {
+			err = s.del(ctx, att.ContainerID, att.IfName, att.NetNS)
+		}
 		unlock()
+		if !same {
+			continue
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", att.key(), err))
 			continue
 		}
-		s.log.Info("GC removed a stale attachment", "container", att.ContainerID, "ifname", att.IfName)
+		s.log.Info("GC removed a stale attachment", "container", att.ContainerID, "ifname", att.IfName, "network", req.conf.Name)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fail(withDetails(cniv1.CodeInternal, "weir: GC could not remove every stale attachment", err))

@@ -1,0 +1,177 @@
+package cniserver
+
+import (
+	"net"
+	"strings"
+	"testing"
+
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	cniv1 "github.com/weirnet/weir/pkg/apis/cni/v1"
+)
+
+func TestRoutesFromConfig(t *testing.T) {
+	gw := net.ParseIP("10.244.0.1").To4()
+	tests := []struct {
+		name        string
+		ifName      string
+		conf        string // fields added to the network configuration
+		wantDefault bool
+		wantRoutes  string // comma-separated
+		wantErr     string
+	}{
+		{name: "primary gets the default route", ifName: "eth0", wantDefault: true},
+		{name: "secondary does not", ifName: "net1", wantDefault: false},
+		{name: "secondary asks for it", ifName: "net1", conf: `"defaultRoute":true`, wantDefault: true},
+		{name: "primary without", ifName: "eth0", conf: `"defaultRoute":false`, wantDefault: false},
+		{name: "extra routes", ifName: "net1", conf: `"routes":[{"dst":"10.96.0.0/12"},{"dst":"192.168.0.0/16","gw":"10.244.0.1"}]`,
+			wantRoutes: "10.96.0.0/12,192.168.0.0/16"},
+		{name: "default route as an extra route", ifName: "net1", conf: `"routes":[{"dst":"0.0.0.0/0"}]`, wantRoutes: "0.0.0.0/0"},
+		{name: "default route twice", ifName: "eth0", conf: `"routes":[{"dst":"0.0.0.0/0"}]`, wantErr: "gets the default route anyway"},
+		{name: "not a CIDR", ifName: "net1", conf: `"routes":[{"dst":"10.96.0.0"}]`, wantErr: `routes[0].dst "10.96.0.0" is not a CIDR`},
+		{name: "host bits", ifName: "net1", conf: `"routes":[{"dst":"10.96.0.1/12"}]`, wantErr: "host bits set"},
+		{name: "other family", ifName: "net1", conf: `"routes":[{"dst":"fd00::/64"}]`, wantErr: "not of the pod network's family"},
+		{name: "other gateway", ifName: "net1", conf: `"routes":[{"dst":"10.96.0.0/12","gw":"10.244.0.9"}]`, wantErr: "via the node's gateway 10.244.0.1 only"},
+		{name: "duplicate", ifName: "net1", conf: `"routes":[{"dst":"10.96.0.0/12"},{"dst":"10.96.0.0/12"}]`, wantErr: "listed twice"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			raw := `{"cniVersion":"1.1.0","name":"weir","type":"weir"`
+			if tt.conf != "" {
+				raw += "," + tt.conf
+			}
+			r, cerr := parseRequest("ADD", &cniv1.CniCmdArgs{ContainerId: "c1", Ifname: tt.ifName, Netns: t.TempDir(),
+				NetworkConfiguration: []byte(raw + "}")}, true, true)
+			if cerr != nil {
+				t.Fatal(cerr)
+			}
+			if got := r.conf.wantsDefaultRoute(tt.ifName); got != tt.wantDefault && tt.wantErr == "" {
+				t.Errorf("default route = %v, want %v", got, tt.wantDefault)
+			}
+			routes, cerr := r.conf.extraRoutes(tt.ifName, gw)
+			if tt.wantErr != "" {
+				if cerr == nil || cerr.code != cniv1.CodeInvalidNetworkConfig || !strings.Contains(cerr.msg, tt.wantErr) {
+					t.Fatalf("routes error = %v, want code 7 with %q", cerr, tt.wantErr)
+				}
+				return
+			}
+			if cerr != nil {
+				t.Fatal(cerr)
+			}
+			var got []string
+			for _, r := range routes {
+				got = append(got, r.String())
+			}
+			if strings.Join(got, ",") != tt.wantRoutes {
+				t.Errorf("routes = %v, want %s", got, tt.wantRoutes)
+			}
+		})
+	}
+}
+
+func TestCheckPrevResult(t *testing.T) {
+	ns := t.TempDir()
+	att := &attachment{ContainerID: "c1", IfName: "eth0", NetNS: ns, HostIfName: "weir0123456789a",
+		IP: net.ParseIP("10.244.0.5").To4(), MAC: net.HardwareAddr{0x0a, 0x58, 10, 244, 0, 5}}
+	podIP := net.IPNet{IP: att.IP, Mask: net.CIDRMask(24, 32)}
+	gw := net.ParseIP("10.244.0.1").To4()
+	good := func() *current.Result {
+		idx := 1
+		return &current.Result{CNIVersion: "1.1.0",
+			Interfaces: []*current.Interface{{Name: att.HostIfName}, {Name: "eth0", Mac: att.MAC.String(), Sandbox: ns}},
+			IPs:        []*current.IPConfig{{Interface: &idx, Address: podIP, Gateway: gw}}}
+	}
+	tests := []struct {
+		name   string
+		mutate func(*current.Result)
+		want   []string // substrings of the problems; none: consistent
+	}{
+		{name: "as ADD returned it", mutate: func(*current.Result) {}},
+		{name: "a later plugin added an interface and a route", mutate: func(r *current.Result) {
+			r.Interfaces = append(r.Interfaces, &current.Interface{Name: "ifb0"})
+		}},
+		{name: "wrong IP", mutate: func(r *current.Result) { r.IPs[0].Address.IP = net.ParseIP("10.244.0.99").To4() },
+			want: []string{"claims address 10.244.0.99/24 on interface eth0", "does not list Weir's address 10.244.0.5/24"}},
+		{name: "wrong prefix", mutate: func(r *current.Result) { r.IPs[0].Address.Mask = net.CIDRMask(32, 32) },
+			want: []string{"wrong prefix length"}},
+		{name: "wrong MAC", mutate: func(r *current.Result) { r.Interfaces[1].Mac = "02:00:00:00:00:01" },
+			want: []string{"interface eth0 has MAC 02:00:00:00:00:01, Weir gave it 0a:58:0a:f4:00:05"}},
+		{name: "wrong sandbox", mutate: func(r *current.Result) { r.Interfaces[1].Sandbox = "/var/run/netns/elsewhere" },
+			want: []string{"interface eth0 is in sandbox /var/run/netns/elsewhere"}},
+		{name: "wrong host interface", mutate: func(r *current.Result) { r.Interfaces[0].Name = "weirffffffffff0" },
+			want: []string{"does not list Weir's host interface weir0123456789a"}},
+		{name: "no interfaces", mutate: func(r *current.Result) { r.Interfaces = nil; r.IPs[0].Interface = nil },
+			want: []string{"does not list Weir's host interface", "does not list interface eth0 in a sandbox"}},
+		{name: "wrong gateway", mutate: func(r *current.Result) { r.IPs[0].Gateway = net.ParseIP("10.244.0.254") },
+			want: []string{"has gateway 10.244.0.254"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := good()
+			tt.mutate(r)
+			got := strings.Join(checkPrevResult(r, att, podIP, gw), "; ")
+			if len(tt.want) == 0 && got != "" {
+				t.Fatalf("problems %q, want none", got)
+			}
+			if len(tt.want) > 0 && got == "" {
+				t.Fatal("no problem found")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("problems %q lack %q", got, w)
+				}
+			}
+		})
+	}
+}
+
+func TestSameNetNS(t *testing.T) {
+	if !sameNetNS("/proc/self/ns/net", "/proc/thread-self/ns/net") {
+		t.Error("two paths of the same netns differ")
+	}
+	if sameNetNS("/proc/self/ns/net", "/proc/self/ns/mnt") {
+		t.Error("different namespaces compare equal")
+	}
+	if sameNetNS("/nonexistent/a", "/nonexistent/b") || !sameNetNS("/nonexistent/a", "/nonexistent/a") {
+		t.Error("unresolvable paths: only equal strings are the same")
+	}
+}
+
+func TestPrevResultDecoding(t *testing.T) {
+	tests := []struct {
+		name     string
+		prev     string
+		wantNil  bool
+		wantCode uint32
+	}{
+		{name: "none", wantNil: true},
+		{name: "1.1.0 result", prev: `{"cniVersion":"1.1.0","interfaces":[{"name":"eth0","sandbox":"/x"}],"ips":[{"address":"10.0.0.5/24","interface":0}]}`},
+		{name: "garbage", prev: `{"cniVersion":"1.1.0","ips":[{"address":"nonsense"}]}`, wantCode: cniv1.CodeDecodingFailure},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			raw := `{"cniVersion":"1.1.0","name":"weir","type":"weir"`
+			if tt.prev != "" {
+				raw += `,"prevResult":` + tt.prev
+			}
+			r, cerr := parseRequest("CHECK", &cniv1.CniCmdArgs{ContainerId: "c1", Ifname: "eth0", Netns: t.TempDir(),
+				NetworkConfiguration: []byte(raw + "}")}, true, true)
+			if cerr != nil {
+				t.Fatal(cerr)
+			}
+			res, cerr := r.prevResult()
+			if tt.wantCode != 0 {
+				if cerr == nil || cerr.code != tt.wantCode {
+					t.Fatalf("got %v, want code %d", cerr, tt.wantCode)
+				}
+				return
+			}
+			if cerr != nil || (res == nil) != tt.wantNil {
+				t.Fatalf("prevResult = %+v, %v", res, cerr)
+			}
+			if _, again := r.prevResult(); again != nil {
+				t.Fatalf("second decoding failed: %v", again)
+			}
+		})
+	}
+}
