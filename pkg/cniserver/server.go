@@ -284,7 +284,7 @@ func (s *Server) add(ctx context.Context, req *request, routes []*net.IPNet, log
 	att := &attachment{ContainerID: req.containerID, IfName: req.ifName, NetNS: req.netns,
 		HostIfName: podnet.HostIfName(req.containerID, req.ifName),
 		PodName:    req.args["K8S_POD_NAME"], PodNS: req.args["K8S_POD_NAMESPACE"], PodUID: req.args["K8S_POD_UID"],
-		Network:    req.conf.Name}
+		Network: req.conf.Name}
 
 	steps := make([]any, 0, 8)
 	mark := time.Now()
