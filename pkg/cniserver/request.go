@@ -26,6 +26,8 @@ type netConf struct {
 	MTU int `json:"mtu,omitempty"`
 	// CNISocket is read by the CNI binary only.
 	CNISocket string `json:"cniSocket,omitempty"`
+	// RuntimeConfig carries the capabilities' arguments (bandwidth.go).
+	RuntimeConfig runtimeConfig `json:"runtimeConfig,omitempty"`
 	// DefaultRoute says whether the interface gets the default route via
 	// the node's gateway. Unset, it is true for the primary interface
 	// (CNI_IFNAME eth0, the interface Kubernetes runtimes create) and false

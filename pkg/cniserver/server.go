@@ -360,6 +360,10 @@ func (s *Server) add(ctx context.Context, req *request, routes []*net.IPNet, log
 		rollback()
 		return nil, withDetails(cniv1.CodeOVSFailure, "weir: installing the pod's flows failed", ferr)
 	}
+	if cerr := s.setupBandwidth(ctx, req, vcfg); cerr != nil {
+		rollback()
+		return nil, cerr
+	}
 
 	if _, err := s.ports.AddPort(ctx, s.cfg.Bridge, att.HostIfName, ovsdb.PortOptions{
 		OFPortRequest: ofport, ExternalIDs: att.externalIDs()}); err != nil {
