@@ -40,7 +40,10 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
-	for out, pkg := range map[string]string{"ovs-agent": "../../cmd/ovs-agent", "weir": "../../cmd/cni-client"} {
+	// tuning is the reference plugin chained after weir in the spec tests
+	// (cnispec_test.go), built from the plugins module go.mod pins.
+	for out, pkg := range map[string]string{"ovs-agent": "../../cmd/ovs-agent", "weir": "../../cmd/cni-client",
+		"tuning": "github.com/containernetworking/plugins/plugins/meta/tuning"} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, out), pkg)
 		if b, err := cmd.CombinedOutput(); err != nil {
 			fmt.Printf("building %s: %v\n%s", pkg, err, b)
@@ -360,13 +363,16 @@ func TestPodNetworking(t *testing.T) {
 		}
 	})
 
-	t.Run("duplicate ADD returns the same result", func(t *testing.T) {
-		before := *a.result
-		if err := n.add(t, a); err != nil {
-			t.Fatal(err)
+	// The spec: "If an interface of the requested name already exists in
+	// the container, the CNI plugin MUST return with an error." The
+	// existing attachment is untouched.
+	t.Run("repeated ADD fails and changes nothing", func(t *testing.T) {
+		err := n.add(t, a)
+		if cniCode(err) != 104 || !strings.Contains(err.Error(), "already has interface eth0") {
+			t.Fatalf("second ADD: %v (code %d), want code 104", err, cniCode(err))
 		}
-		if a.result.IPs[0].Address.String() != before.IPs[0].Address.String() || a.result.Interfaces[1].Mac != before.Interfaces[1].Mac {
-			t.Fatalf("second ADD returned %+v, first %+v", a.result, before)
+		if err := ping(a.ns, b.ip); err != nil {
+			t.Fatalf("after the refused ADD: %v", err)
 		}
 	})
 
@@ -479,6 +485,9 @@ func TestBadInput(t *testing.T) {
 			t.Errorf("IPs left allocated: %v", ips)
 		}
 	}
+	// runRaw runs the binary as a runtime does and returns the code and
+	// text of the CNI error it prints, which must carry the request's
+	// cniVersion.
 	runRaw := func(t testing.TB, env map[string]string, stdin []byte) (uint, string) {
 		t.Helper()
 		cmd := exec.Command(filepath.Join(binDir, "weir"))
@@ -491,9 +500,19 @@ func TestBadInput(t *testing.T) {
 		if err == nil {
 			t.Fatalf("expected an error, got success: %s", out)
 		}
-		var e types.Error
+		var e struct {
+			types.Error
+			CNIVersion string `json:"cniVersion"`
+		}
 		if jerr := json.Unmarshal(out, &e); jerr != nil {
 			t.Fatalf("plugin output is not a CNI error: %q", out)
+		}
+		var req struct {
+			CNIVersion string `json:"cniVersion"`
+		}
+		_ = json.Unmarshal(stdin, &req)
+		if e.CNIVersion != req.CNIVersion {
+			t.Errorf("error JSON %s carries cniVersion %q, the request's is %q", out, e.CNIVersion, req.CNIVersion)
 		}
 		return e.Code, e.Msg + " " + e.Details
 	}
@@ -524,6 +543,11 @@ func TestBadInput(t *testing.T) {
 		{"missing CNI_NETNS", env(map[string]string{"CNI_NETNS": ""}), conf("1.0.0"), 4, "CNI_NETNS"},
 		{"invalid CNI_NETNS", env(map[string]string{"CNI_NETNS": "/var/run/netns/weir-does-not-exist"}), conf("1.0.0"), 4, "CNI_NETNS"},
 		{"missing CNI_CONTAINERID", env(map[string]string{"CNI_CONTAINERID": ""}), conf("1.0.0"), 4, "CNI_CONTAINERID"},
+		// The kernel would take "eth%d" as a template and name it eth0.
+		{"CNI_IFNAME template", env(map[string]string{"CNI_IFNAME": "eth%d"}), conf("1.1.0"), 4, `CNI_IFNAME "eth%d" must not contain`},
+		{"CNI_IFNAME too long", env(map[string]string{"CNI_IFNAME": "eth0123456789abc"}), conf("1.1.0"), 4, `CNI_IFNAME "eth0123456789abc" is 16 bytes long`},
+		{"CNI_IFNAME with /", env(map[string]string{"CNI_IFNAME": "x/y"}), conf("1.0.0"), 4, `CNI_IFNAME "x/y" must not contain`},
+		{"CNI_IFNAME missing", env(map[string]string{"CNI_IFNAME": ""}), conf("1.1.0"), 4, "CNI_IFNAME is missing"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -536,8 +560,28 @@ func TestBadInput(t *testing.T) {
 		})
 	}
 
+	// Through libcni, which checks names itself but lets "eth%d" through.
+	t.Run("CNI_IFNAME template through libcni", func(t *testing.T) {
+		rt := n.rt(newSandbox(t))
+		rt.IfName = "eth%d"
+		_, err := n.cni.AddNetworkList(context.Background(), n.confList(t, "1.1.0"), rt)
+		if cniCode(err) != 4 || !strings.Contains(err.Error(), "CNI_IFNAME") {
+			t.Fatalf("ADD with CNI_IFNAME=eth%%d: %v (code %d), want code 4 naming CNI_IFNAME", err, cniCode(err))
+		}
+		nothingLeft(t)
+	})
+
+	status := func() error { return n.cni.GetStatusNetworkList(context.Background(), n.confList(t, "1.1.0")) }
 	t.Run("IP pool exhausted", func(t *testing.T) {
+		if err := status(); err != nil {
+			t.Fatalf("STATUS with a free IP: %v", err)
+		}
 		first := n.mustAdd(t)
+		// The spec: STATUS "should return an error if those resources are
+		// exhausted and no new ADD requests can be serviced".
+		if err := status(); cniCode(err) != 50 || !strings.Contains(err.Error(), "no IP address left") {
+			t.Fatalf("STATUS with the pool exhausted: %v (code %d), want code 50", err, cniCode(err))
+		}
 		p := newSandbox(t)
 		err := n.add(t, p)
 		if cniCode(err) != 101 || !strings.Contains(err.Error(), "10.22.0.0/30") {
@@ -551,6 +595,9 @@ func TestBadInput(t *testing.T) {
 			t.Fatal(err)
 		}
 		nothingLeft(t)
+		if err := status(); err != nil {
+			t.Fatalf("STATUS after the DEL freed an IP: %v", err)
+		}
 	})
 
 	t.Run("agent not running", func(t *testing.T) {
@@ -560,6 +607,9 @@ func TestBadInput(t *testing.T) {
 			t.Fatalf("ADD without an agent: got %v (code %d), want code 11 naming the socket", err, cniCode(err))
 		}
 		t.Logf("code 11: %v", err)
+		if err := status(); cniCode(err) != 50 || !strings.Contains(err.Error(), n.sock) {
+			t.Fatalf("STATUS without an agent: %v (code %d), want code 50 naming the socket", err, cniCode(err))
+		}
 		nothingLeft(t)
 	})
 }
