@@ -30,9 +30,13 @@ build: ## Build every command under cmd/ into bin/ (cmd/cni-client as bin/weir),
 	echo "CGO_ENABLED=0 $(GO) build -o bin/weir ./cmd/cni-client" && CGO_ENABLED=0 $(GO) build -o bin/weir ./cmd/cni-client
 	@# The container runtime's loopback plugin, which weir-local installs on its nodes.
 	$(GO) build -o bin/cni-plugins/loopback github.com/containernetworking/plugins/plugins/main/loopback
+	@# portmap (hostPort), chained after weir in the default conflist and shipped in the weir-agent image.
+	CGO_ENABLED=0 $(GO) build -o bin/cni-plugins/portmap github.com/containernetworking/plugins/plugins/meta/portmap
 
 images: build ## Build the container images (docker-archive tarballs) into bin/images/ without a Docker engine.
 	bin/weir-image build --bin-dir bin --out-dir bin/images
+	@# The local cluster's CoreDNS: built once from the Go module proxy and cached (hack/coredns-build.sh).
+	bin/weir-image build --bin-dir "$$(hack/coredns-build.sh)" --out-dir bin/images coredns
 
 proto: ## Regenerate the gRPC/protobuf Go code from pkg/apis/**/*.proto (pinned generators).
 	hack/gen-proto.sh

@@ -2,7 +2,7 @@
 // engine, as docker-archive tarballs that `ctr -n k8s.io images import` and
 // `docker load` accept:
 //
-//	weir-agent:dev             ovs-agent, the weir CNI binary, install-cni, busybox, nft
+//	weir-agent:dev             ovs-agent, the weir CNI binary, portmap, install-cni, busybox, nft
 //	weir-ovs:dev               Open vSwitch from Debian's packages, start/liveness scripts
 //	weir-test-server:dev       /test-server
 //	registry.k8s.io/pause:3.10 /pause (kubelet's sandbox image, provided locally)
@@ -118,6 +118,7 @@ func selectImages(args []string) ([]imageDef, error) {
 	}
 	// The upstream e2e test images only when named (conformance.go).
 	all = append(all, conformanceImageDefs()...)
+	all = append(all, corednsImageDef()) // coredns.go
 	var out []imageDef
 	for _, a := range args {
 		i := slices.IndexFunc(all, func(d imageDef) bool { return d.name == a })

@@ -1,9 +1,11 @@
 // Command weir-local runs a real multi-node Kubernetes cluster on this
-// machine — control plane as host processes, every node its own network and
-// mount namespace with containerd, kubelet and kube-proxy — with Weir
-// deployed by its own DaemonSet. No Docker needed. See pkg/localcluster.
+// machine — every node its own network and mount namespace with containerd,
+// kubelet and kube-proxy, the control plane in the control-plane node's
+// network namespace — with Weir deployed by its own DaemonSet and CoreDNS as
+// cluster DNS. No Docker needed. See pkg/localcluster.
 //
-//	weir-local up [--nodes N]     start the cluster and deploy Weir
+//	weir-local up [--nodes N] [--prefix P --subnet A.B.C --port-base N]
+//	                              start the cluster and deploy Weir
 //	weir-local demo               test-server pods on every node, probed pairwise
 //	weir-local status             processes, nodes, DaemonSet
 //	weir-local kubeconfig         print the admin kubeconfig path
@@ -82,6 +84,11 @@ func newRootCommand() *cobra.Command {
 		},
 	}
 	up.Flags().IntVar(&nodes, "nodes", nodes, "number of nodes")
+	// Another identity lets a second cluster run beside the default one; the
+	// other commands read it from --dir.
+	up.Flags().StringVar(&cfg.Prefix, "prefix", cfg.Prefix, "prefix of the cluster's host objects (nodes, netns, bridge, veths; at most 8 characters)")
+	up.Flags().StringVar(&cfg.Subnet, "subnet", cfg.Subnet, "first three octets of the nodes' /24 underlay")
+	up.Flags().IntVar(&cfg.PortBase, "port-base", cfg.PortBase, "base of the control-plane ports (API server at base+443)")
 
 	down := &cobra.Command{
 		Use:   "down",

@@ -89,19 +89,37 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// ControlPlane is the node index of the control-plane node: the network
+// namespace the control plane (etcd, kube-apiserver, controller-manager,
+// scheduler) runs in, which is also a Kubernetes node with its own containerd,
+// kubelet, kube-proxy and Weir agent, tainted NoSchedule. Being a node of the
+// pod network is what lets the API server reach pods and Services (apiserver
+// proxy, webhooks, port-forward), as in a real cluster.
+const ControlPlane = 0
+
+// ControlPlaneTaint keeps ordinary pods off the control-plane node.
+const ControlPlaneTaint = "node-role.kubernetes.io/control-plane"
+
 // APIServerURL is the address nodes and users reach the API server at: the
-// host end of the node bridge.
+// control-plane node's underlay address, reachable from the host over the
+// node bridge.
 func (c Config) APIServerURL() string {
-	return fmt.Sprintf("https://%s.1:%d", c.Subnet, c.PortBase+443)
+	return fmt.Sprintf("https://%s:%d", c.NodeIP(ControlPlane), c.PortBase+443)
 }
 
 // KubeconfigPath is the admin kubeconfig of the cluster.
 func (c Config) KubeconfigPath() string { return filepath.Join(c.Dir, "pki", "admin.kubeconfig") }
 
-// NodeName returns the name of node idx (1-based).
-func (c Config) NodeName(idx int) string { return fmt.Sprintf("%s-node%d", c.Prefix, idx) }
+// NodeName returns the name of node idx (1-based; ControlPlane is
+// <prefix>-control-plane).
+func (c Config) NodeName(idx int) string {
+	if idx == ControlPlane {
+		return c.Prefix + "-control-plane"
+	}
+	return fmt.Sprintf("%s-node%d", c.Prefix, idx)
+}
 
-// NodeIP returns the underlay IP of node idx.
+// NodeIP returns the underlay IP of node idx (the control plane's is .10).
 func (c Config) NodeIP(idx int) string { return fmt.Sprintf("%s.%d", c.Subnet, 10+idx) }
 
 func (c Config) bridge() string             { return c.Prefix + "-br" }

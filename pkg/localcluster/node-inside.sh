@@ -43,8 +43,10 @@ for img in "$IMAGES"/*.tar; do
   ctr -a /run/containerd/containerd.sock -n k8s.io images import "$img" >/dev/null
 done
 
+# The control-plane node registers with its NoSchedule taint (KUBELET_TAINTS).
 setsid "$K8S_BIN/kubelet" --config="$NODE_DIR/kubelet-config.yaml" --kubeconfig="$NODE_DIR/kubelet.kubeconfig" \
   --hostname-override="$NODE_NAME" --node-ip="$NODE_IP" --root-dir=/var/lib/kubelet \
+  ${KUBELET_TAINTS:+--register-with-taints="$KUBELET_TAINTS"} \
   --cert-dir=/var/lib/kubelet/pki --v=1 >"$NODE_DIR/logs/kubelet.log" 2>&1 </dev/null &
 echo $! >"$NODE_DIR/kubelet.pid"
 

@@ -6,7 +6,6 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -159,7 +158,41 @@ func startNode(ctx context.Context, cfg Config, idx int) error {
 		}
 	}
 
-	// Network: a netns whose eth0 is a veth into the host bridge.
+	// The control-plane node's network exists already: the control plane
+	// started in it before any kubelet.
+	if _, err := os.Stat("/run/netns/" + name); err != nil || idx != ControlPlane {
+		if err := nodeNetwork(ctx, cfg, idx); err != nil {
+			return err
+		}
+	}
+
+	script := filepath.Join(dir, "node-inside.sh")
+	if err := os.WriteFile(script, nodeInsideScript, 0o755); err != nil {
+		return err
+	}
+	images, err := filepath.Abs(cfg.ImagesDir)
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, "nsenter", "--net=/run/netns/"+name,
+		"unshare", "--mount", "--propagation", "slave", "bash", script)
+	cmd.Env = append(os.Environ(), "NODE_DIR="+dir, "NODE_NAME="+name, "NODE_IP="+ip,
+		"K8S_BIN="+cfg.K8sBin, "IMAGES="+images, "CLUSTER_CIDR="+cfg.ClusterCIDR)
+	if idx == ControlPlane {
+		cmd.Env = append(cmd.Env, "KUBELET_TAINTS="+ControlPlaneTaint+":NoSchedule")
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("setting up the node's mount namespace: %w: %s", err, strings.TrimSpace(out.String()))
+	}
+	return nil
+}
+
+// nodeNetwork creates node idx's network namespace, whose eth0 is a veth
+// into the host bridge.
+func nodeNetwork(ctx context.Context, cfg Config, idx int) error {
+	name, ip := cfg.NodeName(idx), cfg.NodeIP(idx)
 	veth := cfg.hostVeth(idx)
 	steps := [][]string{
 		{"ip", "netns", "add", name},
@@ -179,24 +212,6 @@ func startNode(ctx context.Context, cfg Config, idx int) error {
 		if err := run(ctx, s[0], s[1:]...); err != nil {
 			return err
 		}
-	}
-
-	script := filepath.Join(dir, "node-inside.sh")
-	if err := os.WriteFile(script, nodeInsideScript, 0o755); err != nil {
-		return err
-	}
-	images, err := filepath.Abs(cfg.ImagesDir)
-	if err != nil {
-		return err
-	}
-	cmd := exec.CommandContext(ctx, "nsenter", "--net=/run/netns/"+name,
-		"unshare", "--mount", "--propagation", "slave", "bash", script)
-	cmd.Env = append(os.Environ(), "NODE_DIR="+dir, "NODE_NAME="+name, "NODE_IP="+ip,
-		"K8S_BIN="+cfg.K8sBin, "IMAGES="+images, "CLUSTER_CIDR="+cfg.ClusterCIDR)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("setting up the node's mount namespace: %w: %s", err, strings.TrimSpace(out.String()))
 	}
 	return nil
 }
@@ -226,11 +241,19 @@ func stopNode(ctx context.Context, cfg Config, idx int) {
 	if alive(ctrPID) {
 		mntNS, _ = os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", ctrPID))
 	}
+	netNS := ""
+	if fi, err := os.Stat("/run/netns/" + name); err == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			netNS = fmt.Sprintf("net:[%d]", st.Ino)
+		}
+	}
 	// Containers live in the node's cgroup root; containerd, its shims and
-	// the node daemons share the node's mount namespace. Kill until none is
-	// left (shims may start a process while we kill).
+	// the node daemons share the node's mount namespace; anything else left
+	// in the node's network namespace (a control-plane process) would keep
+	// it and its veth alive. Kill until none is left (shims may start a
+	// process while we kill).
 	for round := 0; round < 50; round++ {
-		pids := nodeProcesses(hier, name, mntNS)
+		pids := nodeProcesses(hier, name, mntNS, netNS)
 		if len(pids) == 0 {
 			break
 		}
@@ -249,9 +272,9 @@ func stopNode(ctx context.Context, cfg Config, idx int) {
 	}
 }
 
-// nodeProcesses lists live processes in the node's cgroup root or in its
-// mount namespace.
-func nodeProcesses(hier []string, name, mntNS string) []int {
+// nodeProcesses lists live processes in the node's cgroup root, in its
+// mount namespace or in its network namespace.
+func nodeProcesses(hier []string, name, mntNS, netNS string) []int {
 	seen := map[int]bool{}
 	for _, h := range hier {
 		root := filepath.Join(h, name)
@@ -271,14 +294,17 @@ func nodeProcesses(hier []string, name, mntNS string) []int {
 			return nil
 		})
 	}
-	if mntNS != "" {
+	if mntNS != "" || netNS != "" {
 		entries, _ := os.ReadDir("/proc")
 		for _, e := range entries {
 			pid, err := strconv.Atoi(e.Name())
 			if err != nil || pid == os.Getpid() {
 				continue
 			}
-			if l, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid)); err == nil && l == mntNS {
+			if l, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid)); err == nil && mntNS != "" && l == mntNS {
+				seen[pid] = true
+			}
+			if l, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid)); err == nil && netNS != "" && l == netNS {
 				seen[pid] = true
 			}
 		}
@@ -353,9 +379,6 @@ state = "/run/containerd"
 `
 
 func kubeletConfig(cfg Config, name string, p *pki) string {
-	_, svc, _ := net.ParseCIDR(cfg.ServiceCIDR)
-	dns := net.IP(slices.Clone(svc.IP.To4()))
-	dns[3] = 10
 	return fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 readOnlyPort: 0
@@ -371,7 +394,7 @@ failCgroupV1: false
 failSwapOn: false
 # Every node's pods under their own root, so several kubelets share the machine.
 cgroupRoot: /%s
-clusterDomain: cluster.local
+clusterDomain: %s
 clusterDNS: [%s]
 serializeImagePulls: false
 imageGCHighThresholdPercent: 100
@@ -380,5 +403,5 @@ evictionHard: {memory.available: "100Mi", nodefs.available: "1%%", imagefs.avail
 syncFrequency: 10s
 nodeStatusUpdateFrequency: 5s
 fileCheckFrequency: 5s
-`, p.path("ca", "crt"), name, dns)
+`, p.path("ca", "crt"), name, ClusterDomain, cfg.DNSServiceIP())
 }

@@ -12,7 +12,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// Status writes the state of the cluster's processes, nodes and the Weir
+// Status writes the state of the cluster's processes (the control plane
+// runs in the control-plane node's network namespace), nodes and the Weir
 // DaemonSet to w. It returns an error when the cluster is not running.
 func Status(ctx context.Context, cfg Config, w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -27,7 +28,7 @@ func Status(ctx context.Context, cfg Config, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	for _, i := range st.Nodes {
+	for _, i := range append([]int{ControlPlane}, st.Nodes...) {
 		name := cfg.NodeName(i)
 		for _, d := range []string{"containerd", "kubelet", "kube-proxy"} {
 			pid := readPID(filepath.Join(cfg.nodeDir(name), d+".pid"))

@@ -14,6 +14,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // Up starts the control plane and nodes nodes, deploys Weir from
@@ -37,6 +38,9 @@ func Up(ctx context.Context, cfg Config, nodes int) error {
 	}
 	if m, _ := filepath.Glob(filepath.Join(cfg.ImagesDir, "*.tar")); len(m) == 0 {
 		return fmt.Errorf("no image tarballs in %s (run make images)", cfg.ImagesDir)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.ImagesDir, "coredns.tar")); err != nil {
+		return fmt.Errorf("no CoreDNS image in %s (run make images): %w", cfg.ImagesDir, err)
 	}
 	if alive(readPID(filepath.Join(cfg.runDir(), "kube-apiserver.pid"))) {
 		return fmt.Errorf("a cluster is already running in %s; run `weir-local down` first", cfg.Dir)
@@ -75,34 +79,75 @@ func Up(ctx context.Context, cfg Config, nodes int) error {
 	if err := ensureBridge(ctx, cfg); err != nil {
 		return err
 	}
+	if err := InstallGuard(ctx, cfg, ""); err != nil {
+		return err
+	}
+	// The control plane runs in the control-plane node's network namespace,
+	// created first; that node's kubelet joins with the workers below.
+	if _, err := os.Stat("/run/netns/" + cfg.NodeName(ControlPlane)); err != nil {
+		if err := nodeNetwork(ctx, cfg, ControlPlane); err != nil {
+			return err
+		}
+	}
 	if err := startControlPlane(ctx, cfg, p); err != nil {
 		return err
 	}
 	cfg.logf("[%4.1fs] control plane ready at %s", time.Since(start).Seconds(), cfg.APIServerURL())
 
 	var wg sync.WaitGroup
-	errs := make([]error, nodes)
+	errs := make([]error, nodes+1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := startNode(ctx, cfg, ControlPlane); err != nil {
+			errs[0] = fmt.Errorf("starting node %s: %w", cfg.NodeName(ControlPlane), err)
+			return
+		}
+		errs[0] = labelControlPlane(ctx, cfg)
+	}()
 	for i := 1; i <= nodes; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i-1] = AddNode(ctx, cfg, i)
+			errs[i] = AddNode(ctx, cfg, i)
 		}()
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	cfg.logf("[%4.1fs] %d nodes started (containerd, kubelet, kube-proxy; images imported)", time.Since(start).Seconds(), nodes)
+	cfg.logf("[%4.1fs] control-plane node and %d nodes started (containerd, kubelet, kube-proxy; images imported)", time.Since(start).Seconds(), nodes)
 
 	if err := Deploy(ctx, cfg); err != nil {
+		return err
+	}
+	if err := DeployDNS(ctx, cfg); err != nil {
 		return err
 	}
 	if err := WaitReady(ctx, cfg, nodes, 3*time.Minute); err != nil {
 		return err
 	}
-	cfg.logf("[%4.1fs] Weir deployed: all %d nodes Ready, DaemonSet kube-system/weir-agent rolled out", time.Since(start).Seconds(), nodes)
+	cfg.logf("[%4.1fs] Weir deployed: all %d nodes Ready, DaemonSet kube-system/weir-agent rolled out", time.Since(start).Seconds(), nodes+1)
+	if err := WaitDNS(ctx, cfg, 2*time.Minute); err != nil {
+		return err
+	}
+	cfg.logf("[%4.1fs] cluster DNS ready: kube-system/coredns behind Service kube-dns %s", time.Since(start).Seconds(), cfg.DNSServiceIP())
 	return nil
+}
+
+// labelControlPlane gives the control-plane node its role label, which
+// the NodeRestriction admission plugin does not let a kubelet set itself.
+func labelControlPlane(ctx context.Context, cfg Config) error {
+	client, err := cfg.Client()
+	if err != nil {
+		return err
+	}
+	patch := []byte(`{"metadata":{"labels":{"` + ControlPlaneTaint + `":""}}}`)
+	name := cfg.NodeName(ControlPlane)
+	return waitFor(ctx, time.Minute, "labelling node "+name, func() (bool, error) {
+		_, err := client.CoreV1().Nodes().Patch(ctx, name, types.StrategicMergePatchType, patch, metav1.PatchOptions{})
+		return err == nil, err
+	})
 }
 
 func clusterPKI(cfg Config) (*pki, error) {
@@ -119,7 +164,7 @@ func clusterPKI(cfg Config) (*pki, error) {
 	specs := []certSpec{
 		{name: "apiserver", cn: "kube-apiserver", server: true,
 			dns: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
-			ips: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(cfg.Subnet + ".1"), kubeSvc}},
+			ips: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(cfg.NodeIP(ControlPlane)), kubeSvc}},
 		{name: "admin", cn: "kubernetes-admin", orgs: []string{"system:masters"}},
 		{name: "apiserver-kubelet-client", cn: "kube-apiserver-kubelet-client", orgs: []string{"system:masters"}},
 		{name: "controller-manager", cn: "system:kube-controller-manager"},
@@ -160,9 +205,17 @@ func ensureBridge(ctx context.Context, cfg Config) error {
 	return nil
 }
 
+// startControlPlane starts etcd, kube-apiserver, kube-controller-manager
+// and kube-scheduler as host processes (host mount namespace, files under
+// cfg.Dir) inside the control-plane node's network namespace.
 func startControlPlane(ctx context.Context, cfg Config, p *pki) error {
 	r, l := cfg.runDir(), cfg.logDir()
 	bin := func(n string) string { return filepath.Join(cfg.K8sBin, n) }
+	netns := "--net=/run/netns/" + cfg.NodeName(ControlPlane)
+	startDaemon := func(pidFile, logFile string, env []string, name string, args ...string) error {
+		// nsenter execs the daemon: the recorded PID is the daemon's.
+		return startDaemon(pidFile, logFile, env, "nsenter", append([]string{netns, "--", name}, args...)...)
+	}
 	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", cfg.etcdPort())
 	peerURL := fmt.Sprintf("http://127.0.0.1:%d", cfg.etcdPort()+1)
 	if err := startDaemon(filepath.Join(r, "etcd.pid"), filepath.Join(l, "etcd.log"), nil, bin("etcd"),
@@ -175,7 +228,9 @@ func startControlPlane(ctx context.Context, cfg Config, p *pki) error {
 	}
 	pk := func(n string) string { return filepath.Join(p.dir, n) }
 	if err := startDaemon(filepath.Join(r, "kube-apiserver.pid"), filepath.Join(l, "kube-apiserver.log"), nil, bin("kube-apiserver"),
-		"--etcd-servers="+etcdURL, "--bind-address="+cfg.Subnet+".1", "--advertise-address="+cfg.Subnet+".1",
+		// All addresses of the node: its underlay IP moves from eth0 to
+		// br-phy when the agent starts (userspace datapath).
+		"--etcd-servers="+etcdURL, "--bind-address=0.0.0.0", "--advertise-address="+cfg.NodeIP(ControlPlane),
 		fmt.Sprintf("--secure-port=%d", cfg.PortBase+443),
 		"--tls-cert-file="+pk("apiserver.crt"), "--tls-private-key-file="+pk("apiserver.key"),
 		"--client-ca-file="+pk("ca.crt"), "--kubelet-preferred-address-types=InternalIP,Hostname",
@@ -220,13 +275,14 @@ func startControlPlane(ctx context.Context, cfg Config, p *pki) error {
 		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", cfg.PortBase+259), "--leader-elect=false", "--v=1")
 }
 
-// WaitReady waits until n nodes are Ready and the weir-agent DaemonSet has an
-// available, up-to-date pod on each.
+// WaitReady waits until n worker nodes and the control-plane node are Ready
+// and the weir-agent DaemonSet has an available, up-to-date pod on each.
 func WaitReady(ctx context.Context, cfg Config, n int, timeout time.Duration) error {
 	client, err := cfg.Client()
 	if err != nil {
 		return err
 	}
+	n++ // the control-plane node
 	return waitFor(ctx, timeout, fmt.Sprintf("%d Ready nodes and the weir-agent DaemonSet", n), func() (bool, error) {
 		nodes, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 		if err != nil {
@@ -290,8 +346,13 @@ func Down(ctx context.Context, cfg Config) error {
 	for _, n := range []string{"kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"} {
 		stopPID(readPID(filepath.Join(cfg.runDir(), n+".pid")), 10*time.Second)
 	}
+	// Last, the control-plane node (its netns held the control plane).
+	stopNode(ctx, cfg, ControlPlane)
 	_ = run(ctx, "ip", "link", "del", cfg.bridge())
 	var errs []error
+	if err := RemoveGuard(ctx, cfg, ""); err != nil {
+		errs = append(errs, err)
+	}
 	if st.Sysctls != nil {
 		errs = append(errs, restoreSysctls(st.Sysctls))
 	}

@@ -58,3 +58,42 @@ func TestRenderManifestReplacesAgentConfig(t *testing.T) {
 		t.Error("a manifest without the weir-config ConfigMap was accepted")
 	}
 }
+
+func TestNodeNamesAndAddresses(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Prefix, cfg.Subnet, cfg.PortBase = "h4", "172.31.230", 20000
+	tests := []struct {
+		idx      int
+		name, ip string
+	}{
+		{ControlPlane, "h4-control-plane", "172.31.230.10"},
+		{1, "h4-node1", "172.31.230.11"},
+		{2, "h4-node2", "172.31.230.12"},
+	}
+	for _, tt := range tests {
+		if got := cfg.NodeName(tt.idx); got != tt.name {
+			t.Errorf("NodeName(%d) = %q, want %q", tt.idx, got, tt.name)
+		}
+		if got := cfg.NodeIP(tt.idx); got != tt.ip {
+			t.Errorf("NodeIP(%d) = %q, want %q", tt.idx, got, tt.ip)
+		}
+	}
+	// The API server lives on the control-plane node, not on the host bridge.
+	if got, want := cfg.APIServerURL(), "https://172.31.230.10:20443"; got != want {
+		t.Errorf("APIServerURL() = %q, want %q", got, want)
+	}
+}
+
+func TestKubeletConfigClusterDNS(t *testing.T) {
+	cfg := DefaultConfig()
+	p, err := loadOrCreatePKI(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := kubeletConfig(cfg, "weir-node1", p)
+	for _, want := range []string{"clusterDomain: cluster.local\n", "clusterDNS: [10.96.0.10]\n", "cgroupRoot: /weir-node1\n"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("kubelet config lacks %q:\n%s", want, got)
+		}
+	}
+}
