@@ -25,8 +25,8 @@ func TestSetsSelect(t *testing.T) {
 		{"[sig-network] Services should work after restarting kube-proxy [Disruptive]", ""},
 		{"[sig-network] Services should implement service.kubernetes.io/service-proxy-name [Serial]", ""},
 		{"[sig-network] DNS should support configurable pod DNS nameservers [Feature:Example]", ""},
-		{"[sig-network] LoadBalancers should be able to change the type and ports of a TCP service", ""},
-		{"[sig-network] Services should have session affinity work for LoadBalancer service with ESIPP on", ""},
+		{"[sig-network] LoadBalancers [Feature:LoadBalancer] should be able to change the type and ports of a TCP service [Slow]", ""},
+		{"[sig-network] Services should serve endpoints on same port and different protocol for internal traffic on Type LoadBalancer", "d"},
 		{"[sig-network] ServiceCIDR [Alpha] should create ServiceCIDRs", ""},
 		{"[sig-node] Pods should be submitted and removed [NodeConformance] [Conformance]", ""},
 	}
@@ -97,9 +97,16 @@ func TestParseTestListAndSetListing(t *testing.T) {
 	if len(l.runs) != 1 || l.runs[0] != "[sig-network] Services should be rejected for evicted pods (no endpoints exist)" {
 		t.Errorf("set d runs %q", l.runs)
 	}
-	// The LoadBalancer test counts under the first (common) rule, not [Slow].
-	if len(l.skipped[0]) != 1 || !strings.Contains(l.skipped[0][0], "LoadBalancers") {
-		t.Errorf("LoadBalancer rule removed %q", l.skipped[0])
+	// A test matching several rules counts under the first only: the
+	// LoadBalancers test under [Slow], not also elsewhere.
+	for i, r := range d.skips() {
+		want := 0
+		if r.re == `\[Slow\]` || r.re == `\[Serial\]` || r.re == conformanceRE {
+			want = 1
+		}
+		if len(l.skipped[i]) != want {
+			t.Errorf("rule %s removed %q, want %d test", r.re, l.skipped[i], want)
+		}
 	}
 	total := len(l.runs)
 	for _, s := range l.skipped {

@@ -40,12 +40,18 @@ func conformanceImageDefs() []imageDef {
 				{src: "localhost.crt", dst: "/localhost.crt", mode: 0o644},
 				{src: "localhost.key", dst: "/localhost.key", mode: 0o644},
 			},
-			debRoots: []string{"busybox-static", "bash", "bind9-dnsutils", "curl", "netcat-openbsd",
+			// libc-bin: getent, which the DNS tests' /etc/hosts probes run.
+			debRoots: []string{"busybox-static", "bash", "bind9-dnsutils", "libc-bin", "curl", "netcat-openbsd",
 				"iproute2", "iperf", "socat"},
 			rootfs:  true,
 			busybox: true,
-			// entrypoint-tester tests run the image with /agnhost-2.
-			symlinks:   map[string]string{"/agnhost-2": "agnhost"},
+			symlinks: map[string]string{
+				// entrypoint-tester tests run the image with /agnhost-2.
+				"/agnhost-2": "agnhost",
+				// What netcat-openbsd's postinst does with update-alternatives
+				// (without it busybox's nc applet would be nc).
+				"/usr/bin/nc": "nc.openbsd",
+			},
 			checkLibs:  []string{"/usr/bin/", "/usr/sbin/"},
 			entrypoint: []string{"/agnhost"},
 			cmd:        []string{"pause"},

@@ -22,9 +22,9 @@ k8s_parse_version() {
 # with -t also their tests (go test -c). A wrapper that already builds the
 # packages is left alone.
 k8s_wrapper_module() {
-  local t=()
+  local t=() lt=()
   if [[ $1 == -t ]]; then
-    t=(-t)
+    t=(-t) lt=(-test)
     shift
   fi
   local src=$1 name=$2
@@ -34,7 +34,7 @@ k8s_wrapper_module() {
     cd "$src" || exit 1
     # go get records the requirement as "// indirect" (nothing imports it).
     if [[ -f go.mod ]] && grep -Eq "^[[:space:]]*k8s\.io/kubernetes ${K8S_VERSION}( // indirect)?\$" go.mod &&
-      "$GO" list "${t[@]}" -deps "$@" >/dev/null 2>&1; then
+      "$GO" list "${lt[@]}" -deps "$@" >/dev/null 2>&1; then
       exit 0
     fi
     log "preparing wrapper module $src for k8s.io/kubernetes ${K8S_VERSION} (staging ${STAGING_VERSION})"
