@@ -29,6 +29,12 @@ require (
 )
 
 require (
+	github.com/coreos/go-iptables v0.8.0 // indirect
+	github.com/mattn/go-shellwords v1.0.12 // indirect
+	sigs.k8s.io/knftables v0.0.18 // indirect
+)
+
+require (
 	github.com/Microsoft/go-winio v0.6.2 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cenkalti/hub v1.0.2 // indirect
@@ -104,3 +110,7 @@ require (
 	sigs.k8s.io/randfill v1.0.0 // indirect
 	sigs.k8s.io/structured-merge-diff/v6 v6.4.2 // indirect
 )
+
+// The reference portmap plugin (hostPort) is built by make build and shipped
+// in the weir-agent image; as a tool its dependencies stay in this module.
+tool github.com/containernetworking/plugins/plugins/meta/portmap
