@@ -271,15 +271,19 @@ func TestAgentMetrics(t *testing.T) {
 	defer func() { _ = exec.Command("ip", "netns", "delete", podNS).Run() }()
 	args := &cniv1.CniCmdArgs{ContainerId: "cmetrics1", Ifname: "eth0", Netns: "/var/run/netns/" + podNS,
 		Args: "K8S_POD_NAMESPACE=demo;K8S_POD_NAME=client", NetworkConfiguration: []byte(netConf)}
-	if e := cniCall(t, ctx, cni, "ADD", args); e != nil {
-		t.Fatalf("ADD: %v", e)
+	addResp, err := cni.CmdAdd(ctx, &cniv1.CniCmdRequest{CniArgs: args})
+	if err != nil || addResp.GetError() != nil {
+		t.Fatalf("ADD: %v %v", err, addResp.GetError())
 	}
+	// CHECK must be given the ADD's result as prevResult (CNI spec).
+	checkArgs := &cniv1.CniCmdArgs{ContainerId: args.ContainerId, Ifname: args.Ifname, Netns: args.Netns, Args: args.Args,
+		NetworkConfiguration: []byte(`{"cniVersion":"1.0.0","name":"weir","type":"weir","prevResult":` + string(addResp.GetCniResult()) + `}`)}
 	bad := &cniv1.CniCmdArgs{ContainerId: "cmetrics2", Ifname: "eth0", Netns: "/var/run/netns/" + podNS,
 		NetworkConfiguration: []byte(`{"cniVersion":"9.9.9","name":"weir","type":"weir"}`)}
 	if e := cniCall(t, ctx, cni, "ADD", bad); e.GetCode() != cniv1.CodeIncompatibleVersion {
 		t.Fatalf("ADD with a bad version: %v, want code %d", e, cniv1.CodeIncompatibleVersion)
 	}
-	if e := cniCall(t, ctx, cni, "CHECK", args); e != nil {
+	if e := cniCall(t, ctx, cni, "CHECK", checkArgs); e != nil {
 		t.Fatalf("CHECK: %v", e)
 	}
 	m2 := scrape(t, base)
