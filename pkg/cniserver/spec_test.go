@@ -1,13 +1,16 @@
 package cniserver
 
 import (
+	"fmt"
 	"net"
 	"strings"
 	"testing"
 
+	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	cniv1 "github.com/weirnet/weir/pkg/apis/cni/v1"
+	"github.com/weirnet/weir/pkg/ipam"
 )
 
 func TestRoutesFromConfig(t *testing.T) {
@@ -174,4 +177,86 @@ func TestPrevResultDecoding(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestResult: the ADD result lists exactly the routes the configuration
+// asks for, and, chained after another plugin, extends its prevResult
+// (the spec: a plugin "MUST handle prevResult by either passing it through,
+// or modifying it appropriately").
+func TestResult(t *testing.T) {
+	_, cidr, _ := net.ParseCIDR("10.244.0.0/24")
+	alloc, err := ipam.New(cidr, &ipam.MemStore{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(Config{MTU: 1450}, nil, nil, alloc)
+	att := &attachment{ContainerID: "c1", IfName: "net1", NetNS: "/var/run/netns/p", HostIfName: "weir0123456789a",
+		IP: net.ParseIP("10.244.0.5").To4(), MAC: net.HardwareAddr{0x0a, 0x58, 10, 244, 0, 5}}
+	prev := `{"cniVersion":"1.1.0","interfaces":[{"name":"lo","sandbox":"/var/run/netns/p"}],` +
+		`"ips":[{"address":"127.0.0.1/8","interface":0}],"routes":[{"dst":"192.0.2.0/24"}],"dns":{"nameservers":["10.96.0.10"]}}`
+	tests := []struct {
+		name       string
+		conf       string
+		wantIfs    string // name@sandbox, comma-separated
+		wantIPs    string // address on interface index
+		wantRoutes string
+	}{
+		{name: "secondary: no routes", conf: ``, wantIfs: "weir0123456789a@,net1@/var/run/netns/p",
+			wantIPs: "10.244.0.5/24@1"},
+		{name: "secondary with default and extra routes", conf: `,"defaultRoute":true,"routes":[{"dst":"10.96.0.0/12"}]`,
+			wantIfs: "weir0123456789a@,net1@/var/run/netns/p", wantIPs: "10.244.0.5/24@1",
+			wantRoutes: "0.0.0.0/0 via 10.244.0.1,10.96.0.0/12 via 10.244.0.1"},
+		{name: "after another plugin", conf: `,"prevResult":` + prev,
+			wantIfs: "lo@/var/run/netns/p,weir0123456789a@,net1@/var/run/netns/p", wantIPs: "127.0.0.1/8@0,10.244.0.5/24@2",
+			wantRoutes: "192.0.2.0/24 via <nil>"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, cerr := parseRequest("ADD", &cniv1.CniCmdArgs{ContainerId: "c1", Ifname: "net1", Netns: t.TempDir(),
+				NetworkConfiguration: []byte(`{"cniVersion":"1.1.0","name":"weir","type":"weir"` + tt.conf + `}`)}, true, true)
+			if cerr != nil {
+				t.Fatal(cerr)
+			}
+			routes, cerr := req.conf.extraRoutes(req.ifName, alloc.Gateway())
+			if cerr != nil {
+				t.Fatal(cerr)
+			}
+			resp, err := s.result(req, att, routes)
+			if err != nil || resp.Error != nil {
+				t.Fatalf("result: %v %v", err, resp.Error)
+			}
+			r, err := current.NewResultFromResult(mustResult(t, resp.CniResult))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ifs, ips, rs []string
+			for _, i := range r.Interfaces {
+				ifs = append(ifs, i.Name+"@"+i.Sandbox)
+			}
+			for _, ip := range r.IPs {
+				ips = append(ips, fmt.Sprintf("%s@%d", ip.Address.String(), *ip.Interface))
+			}
+			for _, rt := range r.Routes {
+				rs = append(rs, fmt.Sprintf("%s via %v", rt.Dst.String(), rt.GW))
+			}
+			if got := strings.Join(ifs, ","); got != tt.wantIfs {
+				t.Errorf("interfaces %s, want %s", got, tt.wantIfs)
+			}
+			if got := strings.Join(ips, ","); got != tt.wantIPs {
+				t.Errorf("ips %s, want %s", got, tt.wantIPs)
+			}
+			if got := strings.Join(rs, ","); got != tt.wantRoutes {
+				t.Errorf("routes %s, want %s", got, tt.wantRoutes)
+			}
+		})
+	}
+}
+
+func mustResult(t *testing.T, b []byte) types.Result {
+	t.Helper()
+	r, err := current.NewResult(b)
+	if err != nil {
+		t.Fatalf("result %s: %v", b, err)
+	}
+	return r
 }
