@@ -81,6 +81,17 @@ func overlaps(a, b *net.IPNet) bool { return a.Contains(b.IP) || b.Contains(a.IP
 //   - ARPResponder: ARP requests for the peer's gateway IP (the next hop of
 //     this node's route to the peer's pod CIDR) are answered with
 //     GlobalVirtualMAC.
+//   - L3Forwarding: a local pod's replies to the peer's node IP, in
+//     connections that came in through the tunnel (ct_mark
+//     ctMarkFromTunnel), go back into the tunnel to the peer. The peer's
+//     host sends from its node IP when a process binds to it (a
+//     hostNetwork pod serving on status.hostIP, a client bound to it); the
+//     request reaches the pod through the tunnel, but without this flow
+//     the reply would take this node's default route to the node IP: out
+//     of the gateway, through this node's kernel, which drops it (a SYN-ACK
+//     of a connection it never saw) or masquerades it. Measured on the
+//     local cluster: the TCP connection from node 2's IP to a pod on node
+//     1 timed out.
 //
 // It fails if the pipeline has no tunnel port or peer overlaps this node's
 // pod CIDR.
@@ -96,13 +107,20 @@ func (p *Pipeline) PeerFlows(peer PeerNode, cookie openflow.Cookie) ([]*openflow
 	}
 	c := uint64(cookie)
 	nf := func(table uint8, prio uint16) *openflow.FlowBuilder { return openflow.NewFlow(table, prio).Cookie(c) }
-	return buildAll([]*openflow.FlowBuilder{
-		arpReply(nf(ARPResponder, 200), peer.GatewayIP, globalVirtualMAC),
-		nf(L3Forwarding, 200).MatchProtocol(openflow.ProtocolIP).MatchDstNet(peer.PodCIDR).
-			SetEthSrc(p.cfg.GatewayMAC).SetEthDst(globalVirtualMAC).DecTTL().SetTunDst(peer.NodeIP).
+	toPeer := func(b *openflow.FlowBuilder) *openflow.FlowBuilder {
+		return b.SetEthSrc(p.cfg.GatewayMAC).SetEthDst(globalVirtualMAC).DecTTL().SetTunDst(peer.NodeIP).
 			LoadReg(regOutPort, 0, 31, uint64(p.cfg.TunnelOFPort)).
 			LoadReg(regOutputFound, outputFoundBit, outputFoundBit, 1).
-			GotoTable(ConntrackCommit),
+			GotoTable(ConntrackCommit)
+	}
+	return buildAll([]*openflow.FlowBuilder{
+		arpReply(nf(ARPResponder, 200), peer.GatewayIP, globalVirtualMAC),
+		toPeer(nf(L3Forwarding, 200).MatchProtocol(openflow.ProtocolIP).MatchDstNet(peer.PodCIDR)),
+		toPeer(nf(L3Forwarding, 200).MatchProtocol(openflow.ProtocolIP).
+			MatchRegBits(regSource, sourceBitsStart, sourceBitsEnd, uint32(sourcePod)).
+			MatchCTState(openflow.CTState{}.Trk(true).Rpl(true)).
+			MatchCTMark(ctMarkFromTunnel, ctMarkFromTunnelMask).
+			MatchDstIP(peer.NodeIP)),
 	})
 }
 

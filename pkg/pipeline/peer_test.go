@@ -106,8 +106,8 @@ func TestAddDeletePeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := sw.owners["peer/node2"]
-	if len(first) != 2 {
-		t.Fatalf("peer/node2 owns %d flows, want 2", len(first))
+	if len(first) != 3 {
+		t.Fatalf("peer/node2 owns %d flows, want 3 (ARP, pod CIDR route, node IP replies)", len(first))
 	}
 	cookie := openflow.Cookie(first[0].Cookie)
 	if cookie.Category() != CategoryPeer || cookie.Round() != 1 {

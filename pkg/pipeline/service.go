@@ -20,10 +20,13 @@ import "github.com/weirnet/weir/pkg/openflow"
 // opened (the kernel talking to a pod) go to the gateway as before; the
 // flows change nothing for them.
 
-// The ct_mark bit set on connections first seen coming from the gateway.
+// The ct_mark bits set on connections first seen coming from the gateway
+// and from the tunnel (see tunnelReplyFlow in peer.go).
 const (
 	ctMarkFromGateway     uint32 = 0x1
 	ctMarkFromGatewayMask uint32 = 0x1
+	ctMarkFromTunnel      uint32 = 0x2
+	ctMarkFromTunnelMask  uint32 = 0x2
 )
 
 // serviceFlows returns the base flows of the "reply via the gateway" path:
@@ -48,7 +51,14 @@ func (p *Pipeline) serviceFlows(nf func(table uint8, prio uint16) *openflow.Flow
 		fromGatewayReply(sourcePod),
 	}
 	if p.cfg.TunnelOFPort != 0 {
-		bs = append(bs, fromGatewayReply(sourceTunnel))
+		bs = append(bs, fromGatewayReply(sourceTunnel),
+			// New connections from the tunnel are committed with their own
+			// mark, so that a local pod's replies to a peer's node IP go
+			// back into the tunnel (PeerFlows).
+			nf(ConntrackCommit, 210).MatchProtocol(openflow.ProtocolIP).
+				MatchRegBits(regSource, sourceBitsStart, sourceBitsEnd, uint32(sourceTunnel)).
+				MatchCTState(openflow.CTState{}.Trk(true).New(true)).
+				CT(openflow.CTCommit(zone, openflow.SetCTMark(ctMarkFromTunnel|gen<<ctMarkGenShift, ctMarkFromTunnelMask|ctMarkGenMask))).GotoTable(Output))
 	}
 	return bs
 }

@@ -18,7 +18,7 @@ func TestServiceFlows(t *testing.T) {
 		wantAllFlows int      // base flows in all
 	}{
 		{"single node", 0, []string{"reg0=0x3/0xf"}, 34},
-		{"with tunnel", 1, []string{"reg0=0x3/0xf", "reg0=0x2/0xf"}, 37},
+		{"with tunnel", 1, []string{"reg0=0x3/0xf", "reg0=0x2/0xf"}, 38},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -110,7 +110,7 @@ const (
 
 	// ctMarkGenShift/ctMarkGenMask: ct_mark bits 8..31 hold the policy
 	// generation a connection was last checked against (bit 0 is
-	// ctMarkFromGateway).
+	// ctMarkFromGateway, bit 1 ctMarkFromTunnel).
 	ctMarkGenShift        = 8
 	ctMarkGenMask  uint32 = 0xffffff00
 	maxGeneration  uint32 = 1<<24 - 1

@@ -139,14 +139,18 @@ func startCluster(t *testing.T) (client kubernetes.Interface, nodes []*clusterNo
 	}
 	agentsReady = time.Since(nodeCreated)
 	for _, n := range nodes {
-		waitFor(t, 10*time.Second, n.name+" to install its peer", func() bool { return n.peerFlows(t) == 2 })
+		waitFor(t, 10*time.Second, n.name+" to install its peer", func() bool { return n.peerFlows(t) == flowsPerPeer })
 	}
 	peersReady = time.Since(nodeCreated)
 	return client, nodes, agentsReady, peersReady
 }
 
-// peerFlows counts the node's peer flows (two per peer: ARP responder and
-// L3 tunnel route).
+// flowsPerPeer is how many flows pipeline.PeerFlows installs per peer: ARP
+// responder, L3 tunnel route, and the route of replies to the peer's node
+// IP.
+const flowsPerPeer = 3
+
+// peerFlows counts the node's peer flows (flowsPerPeer per peer).
 func (n *clusterNode) peerFlows(t *testing.T) int {
 	t.Helper()
 	return strings.Count(n.ovs.MustOfctl(t, "-O", "OpenFlow15", "--no-stats", "dump-flows", "br-int", peerFlowsFilter), "cookie=")
@@ -478,8 +482,8 @@ func TestClusterRestarts(t *testing.T) {
 			t.Errorf("cross-node traffic was interrupted by the agent restart: %d pings lost, %d TCP connects failed",
 				lostPings, failedConnects)
 		}
-		if got := n1.peerFlows(t); got != 2 {
-			t.Errorf("node-1 has %d peer flows after the restart, want 2 (no stale round left)", got)
+		if got := n1.peerFlows(t); got != flowsPerPeer {
+			t.Errorf("node-1 has %d peer flows after the restart, want %d (no stale round left)", got, flowsPerPeer)
 		}
 	})
 	t.Logf("restart test body took %v", time.Since(began).Round(time.Millisecond))
