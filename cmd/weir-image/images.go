@@ -85,6 +85,9 @@ func imageDefs() []imageDef {
 			bins: []fileDef{
 				{src: "ovs-agent", dst: "/usr/local/bin/ovs-agent", mode: 0o755},
 				{src: "weir", dst: "/opt/weir/bin/weir", mode: 0o755},
+				// The reference portmap plugin (hostPort), which
+				// install-cni installs next to weir (make build).
+				{src: "cni-plugins/portmap", dst: "/opt/weir/bin/portmap", mode: 0o755},
 			},
 			scripts: []fileDef{{src: "agent/install-cni.sh", dst: "/usr/local/bin/install-cni", mode: 0o755}},
 			// nftables: the agent runs `nft -f -` (pkg/nodenet) for the

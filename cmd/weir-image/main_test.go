@@ -89,6 +89,7 @@ func builtImages(t *testing.T) (binDir, outDir string) {
 		builds := [][]string{
 			{"-o", shared.binDir + "/", "./cmd/ovs-agent", "./cmd/test-server", "./cmd/pause", "./cmd/weir-image"},
 			{"-o", filepath.Join(shared.binDir, "weir"), "./cmd/cni-client"},
+			{"-o", filepath.Join(shared.binDir, "cni-plugins", "portmap"), "github.com/containernetworking/plugins/plugins/meta/portmap"},
 		}
 		for _, b := range builds {
 			cmd := exec.Command("go", append([]string{"build"}, b...)...)
@@ -162,10 +163,11 @@ func TestImages(t *testing.T) {
 	}{
 		{
 			file: "weir-agent.tar", ref: "weir-agent:dev", entrypoint: []string{"/usr/local/bin/ovs-agent"},
-			files: map[string]os.FileMode{"/usr/local/bin/ovs-agent": 0o755, "/opt/weir/bin/weir": 0o755,
+			files: map[string]os.FileMode{"/usr/local/bin/ovs-agent": 0o755, "/opt/weir/bin/weir": 0o755, "/opt/weir/bin/portmap": 0o755,
 				"/usr/local/bin/install-cni": 0o755, "/usr/bin/busybox": 0o755, "/usr/sbin/nft": 0o755, "/etc/passwd": 0o644},
 			links: map[string]string{"/bin": "usr/bin", "/usr/bin/sh": "/usr/bin/busybox"},
-			same:  map[string]string{"/usr/local/bin/ovs-agent": "ovs-agent", "/opt/weir/bin/weir": "weir"},
+			same: map[string]string{"/usr/local/bin/ovs-agent": "ovs-agent", "/opt/weir/bin/weir": "weir",
+				"/opt/weir/bin/portmap": "cni-plugins/portmap"},
 		},
 		{
 			file: "weir-ovs.tar", ref: "weir-ovs:dev", entrypoint: []string{"/usr/local/bin/start-ovs.sh"},
@@ -383,13 +385,18 @@ func TestAgentImage(t *testing.T) {
 			if st, err := os.Stat(oldBin); err != nil || st.Mode().Perm() != 0o755 {
 				t.Errorf("host weir binary: %v %v", st, err)
 			}
+			gotPM, err := os.ReadFile(filepath.Join(root, "host/opt/cni/bin/portmap"))
+			wantPM, _ := os.ReadFile(filepath.Join(binDir, "cni-plugins", "portmap"))
+			if err != nil || len(wantPM) == 0 || !bytes.Equal(gotPM, wantPM) {
+				t.Errorf("host /opt/cni/bin/portmap is not the portmap plugin (%v)", err)
+			}
 			gotConf, err := os.ReadFile(filepath.Join(root, "host/etc/cni/net.d/10-weir.conflist"))
 			if err != nil || string(gotConf) != conflist {
 				t.Errorf("host conflist %q (%v), want %q", gotConf, err, conflist)
 			}
-			for _, d := range []string{"host/opt/cni/bin", "host/etc/cni/net.d"} {
+			for d, want := range map[string]int{"host/opt/cni/bin": 2, "host/etc/cni/net.d": 1} {
 				entries, _ := os.ReadDir(filepath.Join(root, d))
-				if len(entries) != 1 {
+				if len(entries) != want {
 					t.Errorf("%s holds %d entries (temporary files left?)", d, len(entries))
 				}
 			}

@@ -54,3 +54,11 @@ func bandwidthConfig(vcfg podnet.VethConfig, bw podnet.Bandwidth) podnet.Bandwid
 	return podnet.BandwidthConfig{HostNetNSPath: vcfg.HostNetNSPath, HostIfName: vcfg.HostIfName,
 		NetNSPath: vcfg.NetNSPath, IfName: vcfg.IfName, MTU: vcfg.MTU, Limits: bw}
 }
+
+// shapesBandwidth reports whether the request asks for bandwidth limits:
+// then the pod's OVS port gets a no-op QoS (ovsdb.PortOptions.KeepQdiscs),
+// without which ovs-vswitchd would delete the tbf on the host veth.
+func shapesBandwidth(req *request) bool {
+	bw := req.conf.RuntimeConfig.Bandwidth
+	return bw != nil && !bw.IsZero()
+}

@@ -366,7 +366,7 @@ func (s *Server) add(ctx context.Context, req *request, routes []*net.IPNet, log
 	}
 
 	if _, err := s.ports.AddPort(ctx, s.cfg.Bridge, att.HostIfName, ovsdb.PortOptions{
-		OFPortRequest: ofport, ExternalIDs: att.externalIDs()}); err != nil {
+		OFPortRequest: ofport, ExternalIDs: att.externalIDs(), KeepQdiscs: shapesBandwidth(req)}); err != nil {
 		rollback()
 		return nil, withDetails(cniv1.CodeOVSFailure, "weir: attaching the pod to OVS failed", err)
 	}

@@ -146,6 +146,7 @@ func Connect(ctx context.Context, endpoint string, logger klog.Logger, opts ...O
 		vswitchd.PortTable:        &vswitchd.Port{},
 		vswitchd.InterfaceTable:   &vswitchd.Interface{},
 		vswitchd.FlowTableTable:   &vswitchd.FlowTable{},
+		vswitchd.QoSTable:         &vswitchd.QoS{},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ovsdb: build database model: %w", err)
@@ -226,6 +227,7 @@ func (c *Client) connect(ctx context.Context) error {
 	port := &vswitchd.Port{}
 	iface := &vswitchd.Interface{}
 	ft := &vswitchd.FlowTable{}
+	qos := &vswitchd.QoS{}
 	// Only the columns the Client reads: in particular not
 	// Interface.statistics, which ovs-vswitchd rewrites every few seconds
 	// for every interface.
@@ -233,10 +235,11 @@ func (c *Client) connect(ctx context.Context) error {
 		client.WithTable(ovs, &ovs.Bridges, &ovs.OVSVersion, &ovs.DbVersion, &ovs.NextCfg, &ovs.CurCfg),
 		client.WithTable(br, &br.Name, &br.Ports, &br.DatapathType, &br.FailMode, &br.Protocols,
 			&br.OtherConfig, &br.ExternalIDs, &br.FlowTables),
-		client.WithTable(port, &port.Name, &port.Interfaces, &port.ExternalIDs),
+		client.WithTable(port, &port.Name, &port.Interfaces, &port.ExternalIDs, &port.QOS),
 		client.WithTable(iface, &iface.Name, &iface.Type, &iface.Ofport, &iface.OfportRequest,
 			&iface.Error, &iface.MAC, &iface.MACInUse, &iface.MTURequest, &iface.Options),
 		client.WithTable(ft, &ft.Name),
+		client.WithTable(qos, &qos.Type, &qos.ExternalIDs),
 	)
 	if _, err := c.db.Monitor(ctx, monitor); err != nil {
 		return fmt.Errorf("ovsdb: monitor %s: %w", c.endpoint, err)

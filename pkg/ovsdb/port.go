@@ -65,7 +65,24 @@ type PortOptions struct {
 	// ExternalIDs are written to the Port row's external_ids, replacing
 	// what was there (see the Key* constants).
 	ExternalIDs map[string]string
+	// KeepQdiscs gives the port a QoS of type linux-noop (created with the
+	// port, in the same transaction, and deleted with it), so that
+	// ovs-vswitchd leaves the interface's qdiscs alone. Without a QoS,
+	// ovs-vswitchd deletes the root qdisc of an interface it adds (measured
+	// on OVS 3.1: a tbf set up before the port was gone after it), which
+	// would undo the shaping of pod bandwidth. An existing port without a
+	// QoS gets one; a port's other QoS is left as it is.
+	KeepQdiscs bool
 }
+
+// QoSTypeNoop is the QoS type with which ovs-vswitchd does not touch an
+// interface's traffic control configuration.
+const QoSTypeNoop = "linux-noop"
+
+// keyQoSPort marks the QoS rows KeepQdiscs creates (external_ids), with the
+// port's name: QoS rows are roots in the schema, so deleting the port does
+// not delete its QoS, and deletePortOps deletes only the rows marked so.
+const keyQoSPort = "weir-port"
 
 // PortInfo describes a port of a bridge as read from the database.
 type PortInfo struct {
@@ -256,7 +273,13 @@ func (c *Client) ensurePortRows(ctx context.Context, what string, spec portSpec)
 
 	iface := spec.desiredInterface("newiface")
 	port := &vswitchd.Port{UUID: "newport", Name: spec.name, Interfaces: []string{iface.UUID}, ExternalIDs: spec.opts.ExternalIDs}
-	create, err := c.db.Create(iface, port)
+	rows := []model.Model{iface}
+	if spec.opts.KeepQdiscs {
+		q := noopQoS("newqos", spec.name)
+		port.QOS = &q.UUID
+		rows = append(rows, q)
+	}
+	create, err := c.db.Create(append(rows, port)...)
 	if err != nil {
 		return "", false, fmt.Errorf("ovsdb: %s: %w", what, err)
 	}
@@ -326,7 +349,26 @@ func (c *Client) updatePortOps(port *vswitchd.Port, iface *vswitchd.Interface, s
 		}
 		ops = append(ops, op...)
 	}
+	if spec.opts.KeepQdiscs && port.QOS == nil {
+		q := noopQoS("newqos", spec.name)
+		create, err := c.db.Create(q)
+		if err != nil {
+			return nil, err
+		}
+		ops = append(ops, create...)
+		p := &vswitchd.Port{UUID: port.UUID, QOS: &q.UUID}
+		op, err := c.db.Where(p).Update(p, &p.QOS)
+		if err != nil {
+			return nil, err
+		}
+		ops = append(ops, op...)
+	}
 	return ops, nil
+}
+
+// noopQoS is the QoS row of KeepQdiscs for port name, with UUID uuid.
+func noopQoS(uuid, name string) *vswitchd.QoS {
+	return &vswitchd.QoS{UUID: uuid, Type: QoSTypeNoop, ExternalIDs: map[string]string{keyQoSPort: name}}
 }
 
 // DeletePort removes port name from bridge: the Port and its Interface rows,
@@ -391,6 +433,13 @@ func (c *Client) deletePortOps(brUUID string, cur *portRows) ([]libovsdb.Operati
 		return nil, err
 	}
 	ops = append(ops, del...)
+	if q := cur.port.QOS; q != nil && c.ownQoS(*q, cur.port.Name) {
+		del, err := c.db.Where(&vswitchd.QoS{UUID: *q}).Delete()
+		if err != nil {
+			return nil, err
+		}
+		ops = append(ops, del...)
+	}
 	for _, iface := range cur.ifaces {
 		del, err := c.db.Where(&vswitchd.Interface{UUID: iface.UUID}).Delete()
 		if err != nil {
@@ -399,6 +448,16 @@ func (c *Client) deletePortOps(brUUID string, cur *portRows) ([]libovsdb.Operati
 		ops = append(ops, del...)
 	}
 	return ops, nil
+}
+
+// ownQoS reports whether QoS row uuid is the one KeepQdiscs created for
+// port name.
+func (c *Client) ownQoS(uuid, name string) bool {
+	q := &vswitchd.QoS{UUID: uuid}
+	if err := c.db.Get(context.Background(), q); err != nil {
+		return false
+	}
+	return q.Type == QoSTypeNoop && q.ExternalIDs[keyQoSPort] == name
 }
 
 // SetPortExternalIDs replaces the external_ids of port name on bridge.
