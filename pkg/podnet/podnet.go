@@ -11,9 +11,13 @@
 // sandbox namespace under its final name (for example eth0) and MAC, so there
 // is never a half-created pair or a temporary name to clean up. It then
 // configures both sides and, if a later step fails, deletes the pair again.
-// It is idempotent: when the pair already exists exactly as configured (an
-// ADD retry) it returns the existing interfaces; a stale or differently
-// configured host veth of the same name is deleted and the pair recreated.
+// When the pair already exists exactly as configured it returns the existing
+// interfaces (the leftover of an ADD cut short before the caller recorded
+// it; pkg/cniserver refuses a repeated ADD of an attachment it knows, as the
+// CNI spec requires); a stale or differently configured host veth of the
+// same name is deleted and the pair recreated. A pod-side interface of the
+// requested name that is not the peer of the host veth is never touched:
+// SetupVeth fails with ErrIfNameInUse.
 // TeardownVeth is idempotent and succeeds when the namespace or the
 // interfaces are already gone. CheckVeth reports every difference between
 // the live interfaces and a configuration.
