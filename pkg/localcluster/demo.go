@@ -137,6 +137,6 @@ Try it:
   bin/weir-local node-exec %s -- ovs-ofctl -O OpenFlow15 --names dump-flows br-int
   bin/weir-local pod-exec %s/%s -- %s probe --proto tcp --to %s:81
   bin/weir-local down     # removes everything`, cfg.KubeconfigPath(), filepath.Join(cfg.K8sBin, "kubectl"), node,
-		ns, pods[0].Name, probe, pods[len(pods)-1].Status.PodIP)
+		ns, pods[0].Name, filepath.Join(cfg.BinDir, "test-server"), pods[len(pods)-1].Status.PodIP)
 	return nil
 }

@@ -1,8 +1,10 @@
 // Package e2e is Weir's end-to-end suite: it starts a real multi-node
-// Kubernetes cluster with pkg/localcluster (kube-apiserver, controller-manager,
-// scheduler, and per node containerd + kubelet + kube-proxy), deploys Weir with
-// its own DaemonSet from freshly built images, and checks what users rely on
-// through pods the real kubelet sets up via the real weir CNI binary.
+// Kubernetes cluster with pkg/localcluster (a control-plane node running
+// kube-apiserver, controller-manager and scheduler, and per node containerd +
+// kubelet + kube-proxy; CoreDNS as cluster DNS), deploys Weir with its own
+// DaemonSet from freshly built images, and checks what users rely on through
+// pods the real kubelet sets up via the real weir CNI binary. At the end it
+// asserts that the leak guard counted no packet for a cluster address.
 //
 // The cluster is started once for the package (TestMain) and removed at the
 // end, also when a test fails. It needs root; without root every test skips.
@@ -123,6 +125,14 @@ func runMain(m *testing.M) int {
 	fmt.Fprintf(os.Stderr, "e2e: cluster up and test pods Running %.1fs after `up` started\n", time.Since(upStart).Seconds())
 	cluster = s
 	code := m.Run()
+	// Whatever the tests did, no packet for a cluster address may have
+	// headed for the machine's default route (the leak guard of `up`).
+	if err := checkNoLeaks(cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: FAIL:", err)
+		code = 1
+	} else {
+		fmt.Fprintln(os.Stderr, "e2e: leak guard: 0 packets for cluster addresses towards the machine's default route")
+	}
 	if code != 0 {
 		dumpLogs(cfg)
 	}
