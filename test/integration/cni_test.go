@@ -464,6 +464,21 @@ func TestAgentRestart(t *testing.T) {
 	if err := ping(c.ns, a.ip); err != nil {
 		t.Fatalf("new pod after restart: %v", err)
 	}
+	// A runtime that never saw the result of a's ADD (the agent died
+	// answering it) retries: the restored attachment makes the ADD fail,
+	// and the DEL the runtime sends after a failed ADD frees everything.
+	if err := n.add(t, a); cniCode(err) != 104 {
+		t.Fatalf("ADD of a restored attachment: %v (code %d), want code 104", err, cniCode(err))
+	}
+	if err := ping(a.ns, b.ip); err != nil {
+		t.Fatalf("the refused ADD broke the pod: %v", err)
+	}
+	if err := n.del(t, a); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	if n.allocatedIPs(t)[a.ip] || len(n.podPorts(t)) != 2 {
+		t.Fatalf("after DEL of a restored attachment: IPs %v, ports %v", n.allocatedIPs(t), n.podPorts(t))
+	}
 }
 
 // TestBadInput: each bad request fails with the right CNI code and a
