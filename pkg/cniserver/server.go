@@ -180,7 +180,8 @@ func New(cfg Config, ports Ports, flows Flows, alloc *ipam.Allocator) *Server {
 // SetReady sets what STATUS reports.
 func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }
 
-// Ready reports what STATUS reports: whether the server accepts ADD.
+// Ready reports whether the server accepts ADD (SetReady). STATUS also
+// fails while it is ready if no IP address is left.
 func (s *Server) Ready() bool { return s.ready.Load() }
 
 // Serve listens on a unix socket at path (mode 0600; the directory is
