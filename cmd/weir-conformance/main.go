@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/weirnet/weir/pkg/localcluster"
@@ -279,11 +280,42 @@ func ensureCluster(ctx context.Context, stdout io.Writer, o options) (localclust
 	fmt.Fprintf(stdout, "starting a %d-node cluster in %s (prefix %s, subnet %s.0/24)\n", o.nodes, cfg.Dir, cfg.Prefix, cfg.Subnet)
 	start := time.Now()
 	if err := localcluster.Up(ctx, cfg, o.nodes); err != nil {
-		_ = localcluster.Down(context.WithoutCancel(ctx), cfg)
-		return cfg, false, fmt.Errorf("starting the cluster: %w", err)
+		// Left as far as it got, for its logs.
+		return cfg, false, fmt.Errorf("starting the cluster: %w (logs under %s; `weir-local --dir %s down` removes it)", err, cfg.Dir, cfg.Dir)
 	}
 	fmt.Fprintf(stdout, "cluster up in %.1fs\n", time.Since(start).Seconds())
 	return cfg, true, nil
+}
+
+// schedulableNodes counts the nodes test pods can land on: the control-plane
+// node is tainted NoSchedule. e2e.test with --provider=skeleton does not
+// detect this itself; without --num-nodes every test needing two nodes
+// skips ("Requires at least 2 nodes (not -1)", measured).
+func schedulableNodes(ctx context.Context, cfg localcluster.Config) (int, error) {
+	client, err := cfg.Client()
+	if err != nil {
+		return 0, err
+	}
+	nodes, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return 0, fmt.Errorf("listing nodes: %w", err)
+	}
+	n := 0
+	for _, nd := range nodes.Items {
+		if nd.Spec.Unschedulable {
+			continue
+		}
+		tainted := false
+		for _, t := range nd.Spec.Taints {
+			if t.Effect == corev1.TaintEffectNoSchedule || t.Effect == corev1.TaintEffectNoExecute {
+				tainted = true
+			}
+		}
+		if !tainted {
+			n++
+		}
+	}
+	return n, nil
 }
 
 func readyNodes(ctx context.Context, cfg localcluster.Config) (int, error) {
@@ -344,6 +376,10 @@ func runSet(ctx context.Context, stdout io.Writer, o options, cfg localcluster.C
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return result{}, err
 	}
+	numNodes, err := schedulableNodes(ctx, cfg)
+	if err != nil {
+		return result{}, err
+	}
 	junit := filepath.Join(dir, "junit.xml")
 	logFile := filepath.Join(dir, "ginkgo.log")
 	args := []string{"run",
@@ -356,6 +392,7 @@ func runSet(ctx context.Context, stdout io.Writer, o options, cfg localcluster.C
 		"--provider=skeleton",
 		"--kubectl-path=" + filepath.Join(cfg.K8sBin, "kubectl"),
 		"--e2e-output-dir=" + dir,
+		fmt.Sprintf("--num-nodes=%d", numNodes),
 		// Node logs are gathered over SSH, which the nodes do not run.
 		"--disable-log-dump",
 	}
@@ -368,6 +405,10 @@ func runSet(ctx context.Context, stdout io.Writer, o options, cfg localcluster.C
 	cmd := exec.CommandContext(ctx, filepath.Join(o.e2eBin, "ginkgo"), args...)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = lf, lf
+	// On Ctrl-C, ginkgo is interrupted (not killed) so that it stops its
+	// e2e.test processes, which run the tests' cleanup and write the report.
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = 2 * time.Minute
 	fmt.Fprintf(lf, "%s %s\n", cmd.Path, strings.Join(args, " "))
 	start := time.Now()
 	runErr := cmd.Run()

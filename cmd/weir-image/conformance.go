@@ -13,7 +13,7 @@ package main
 //   - agnhost: Alpine with bind-tools, curl, netcat-openbsd, iproute2, iperf,
 //     bash, socat -> Debian 12's packages of the same tools, so its `dig` and
 //     getent use glibc, not musl (the DNS tests' "musl" prober runs glibc too);
-//     busybox applets for the rest of Alpine's base. The CoreDNS binary and the
+//     dash as /bin/sh and busybox applets for the rest of Alpine's base. The CoreDNS binary and the
 //     fake registry upstream also puts into it are left out (no network test
 //     runs them).
 //   - busybox: the busybox:1.37.0 image -> Debian's busybox-static (1.35).
@@ -41,15 +41,19 @@ func conformanceImageDefs() []imageDef {
 				{src: "localhost.key", dst: "/localhost.key", mode: 0o644},
 			},
 			// libc-bin: getent, which the DNS tests' /etc/hosts probes run.
-			debRoots: []string{"busybox-static", "bash", "bind9-dnsutils", "libc-bin", "curl", "netcat-openbsd",
+			// dash as /bin/sh: Debian's busybox shell runs its own applets in
+			// preference to the programs on PATH once /proc is mounted (as in
+			// every container), so `sh -c "nc -u ..."` would get busybox's nc,
+			// which has no -u (measured: every UDP Granular Check failed).
+			debRoots: []string{"busybox-static", "dash", "bash", "bind9-dnsutils", "libc-bin", "curl", "netcat-openbsd",
 				"iproute2", "iperf", "socat"},
 			rootfs:  true,
 			busybox: true,
 			symlinks: map[string]string{
 				// entrypoint-tester tests run the image with /agnhost-2.
-				"/agnhost-2": "agnhost",
-				// What netcat-openbsd's postinst does with update-alternatives
-				// (without it busybox's nc applet would be nc).
+				"/agnhost-2":  "agnhost",
+				"/usr/bin/sh": "dash",
+				// What netcat-openbsd's postinst does with update-alternatives.
 				"/usr/bin/nc": "nc.openbsd",
 			},
 			checkLibs:  []string{"/usr/bin/", "/usr/sbin/"},
@@ -66,8 +70,10 @@ func conformanceImageDefs() []imageDef {
 		},
 		{
 			name: "e2e-glibc-dns-testing", repo: e2eRegistry + "glibc-dns-testing", tag: "2.1.1",
-			title:     "glibc DNS testing image (Debian bind9-dnsutils, getent, hostname), built by Weir",
-			debRoots:  []string{"busybox-static", "bind9-dnsutils", "libc-bin", "hostname"},
+			title: "glibc DNS testing image (Debian bind9-dnsutils, getent, hostname), built by Weir",
+			// dash as /bin/sh like Debian (see agnhost): real hostname, not the applet.
+			debRoots:  []string{"busybox-static", "dash", "bind9-dnsutils", "libc-bin", "hostname"},
+			symlinks:  map[string]string{"/usr/bin/sh": "dash"},
 			rootfs:    true,
 			busybox:   true,
 			checkLibs: []string{"/usr/bin/"},
