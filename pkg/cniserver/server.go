@@ -61,6 +61,12 @@ type Config struct {
 	// OVSDB record names no network (written by Weir before it recorded the
 	// network name; empty: DefaultNetworkName). See legacyNetwork.
 	DefaultNetwork string
+	// Dataplane, if set, reports a condition under which the pods already
+	// attached may have lost connectivity, e.g. the OpenFlow connection to
+	// ovs-vswitchd is down (nil: none). STATUS then answers 51 ("existing
+	// containers in the network may have limited connectivity") with its
+	// message.
+	Dataplane func() error
 }
 
 // DefaultNetworkName is the "name" of the network configuration Weir
@@ -701,6 +707,11 @@ func sameNetNS(a, b string) bool {
 func (s *Server) CmdStatus(_ context.Context, in *cniv1.CniCmdRequest) (*cniv1.CniCmdResponse, error) {
 	if _, cerr := parseRequest("STATUS", in.GetCniArgs(), false, false); cerr != nil {
 		return fail(cerr)
+	}
+	if s.cfg.Dataplane != nil {
+		if err := s.cfg.Dataplane(); err != nil {
+			return fail(withDetails(cniv1.CodeLimitedConnectivity, "weir: the node's dataplane is impaired; existing pods may have limited connectivity", err))
+		}
 	}
 	if !s.ready.Load() {
 		return fail(errorf(cniv1.CodePluginNotAvailable, "weir: the agent is not ready (bridge, pipeline or state restore still in progress)"))

@@ -1,6 +1,8 @@
 package cniserver
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -259,4 +261,53 @@ func mustResult(t *testing.T, b []byte) types.Result {
 		t.Fatalf("result %s: %v", b, err)
 	}
 	return r
+}
+
+// TestStatus: STATUS's spec codes: 50 when ADD cannot be served (starting,
+// no IP address left), 51 when the dataplane is impaired.
+func TestStatus(t *testing.T) {
+	_, cidr, _ := net.ParseCIDR("10.77.0.0/30") // one pod address
+	tests := []struct {
+		name      string
+		ready     bool
+		full      bool
+		dataplane error
+		wantCode  uint32
+		wantMsg   string
+	}{
+		{name: "ready", ready: true},
+		{name: "starting", wantCode: cniv1.CodePluginNotAvailable, wantMsg: "not ready"},
+		{name: "pool exhausted", ready: true, full: true, wantCode: cniv1.CodePluginNotAvailable,
+			wantMsg: "no IP address left for new pods in pod CIDR 10.77.0.0/30 (1 of 1 in use)"},
+		{name: "dataplane impaired", ready: true, dataplane: errors.New("OpenFlow connection down"),
+			wantCode: cniv1.CodeLimitedConnectivity, wantMsg: "existing pods may have limited connectivity"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			alloc, err := ipam.New(cidr, &ipam.MemStore{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.full {
+				if _, err := alloc.Allocate("c1/eth0"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cfg := Config{}
+			if tt.dataplane != nil {
+				cfg.Dataplane = func() error { return tt.dataplane }
+			}
+			s := New(cfg, nil, nil, alloc)
+			s.SetReady(tt.ready)
+			resp, err := s.CmdStatus(context.Background(), &cniv1.CniCmdRequest{CniArgs: &cniv1.CniCmdArgs{
+				NetworkConfiguration: []byte(`{"cniVersion":"1.1.0","name":"weir","type":"weir"}`)}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := resp.GetError()
+			if e.GetCode() != tt.wantCode || !strings.Contains(e.GetMessage(), tt.wantMsg) {
+				t.Fatalf("STATUS = %v, want code %d with %q", e, tt.wantCode, tt.wantMsg)
+			}
+		})
+	}
 }
