@@ -336,6 +336,24 @@ func TestCNISpecMultipleAttachments(t *testing.T) {
 		checkAll(t, "eth0", "net1", "net2")
 	})
 
+	// CHECK of network weir for weir-b's net2 (with weir-b's result as
+	// prevResult, copied into weir's cache) finds no attachment of weir.
+	t.Run("CHECK of another network's attachment", func(t *testing.T) {
+		b, err := os.ReadFile(n.cacheFile("weir-b", rtIf(p, "net2")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wrong := n.cacheFile("weir", rtIf(p, "net2"))
+		if err := os.WriteFile(wrong, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Remove(wrong)
+		err = n.cni.CheckNetworkList(context.Background(), weir, rtIf(p, "net2"))
+		if cniCode(err) != 3 || !strings.Contains(err.Error(), `network "weir" has no attachment`) {
+			t.Fatalf("CHECK of net2 as network weir: %v (code %d), want code 3", err, cniCode(err))
+		}
+	})
+
 	t.Run("DEL of one leaves the others", func(t *testing.T) {
 		if err := n.cni.DelNetworkList(context.Background(), weir, rtIf(p, "net1")); err != nil {
 			t.Fatalf("DEL net1: %v", err)
