@@ -344,6 +344,30 @@ func TestOverlay(t *testing.T) {
 			}
 		})
 
+		// A peer's host sending from its node IP (a process bound to it):
+		// the request arrives through the tunnel, and the pod's replies to
+		// the node IP must go back the same way (the peer's reply flow,
+		// ct_mark 0x2), not into this node's kernel.
+		t.Run("peer host from its node IP to a pod", func(t *testing.T) {
+			replies := func() uint64 {
+				for _, st := range n1.peerFlowStats(t) {
+					if st.Flow.Table == pipeline.L3Forwarding && strings.Contains(st.Flow.String(), "nw_dst="+n2.nodeIP.String()) {
+						return st.Packets
+					}
+				}
+				t.Fatalf("%s has no reply flow for %s's node IP %v", n1.name, n2.name, n2.nodeIP)
+				return 0
+			}
+			before := replies()
+			if out, err := n2.ovs.Exec("", "ping", "-n", "-c", "2", "-i", "0.2", "-W", "1", "-I", n2.nodeIP.String(), p11.IP); err != nil {
+				t.Errorf("node %s from %v -> %s: %v\n%s", n2.name, n2.nodeIP, p11.IP, err, out)
+			}
+			n1.ovs.MustAppctl(t, "revalidator/wait") // datapath flow stats reach the OpenFlow flows
+			if got := replies() - before; got < 2 {
+				t.Errorf("the reply flow to %v counted %d packets for 2 echo replies", n2.nodeIP, got)
+			}
+		})
+
 		t.Run("TCP across nodes", func(t *testing.T) {
 			mustPodExec(t, p21, "iperf3", "-s", "-1", "-D", "-B", p21.IP)
 			var out string
@@ -434,7 +458,7 @@ func TestOverlay(t *testing.T) {
 				t.Errorf("no Geneve to %v:6081 seen on the underlay:\n%s", n2.nodeIP, out)
 			}
 			for _, st := range n1.peerFlowStats(t) {
-				if st.Flow.Table == pipeline.L3Forwarding && st.Packets == 0 {
+				if st.Flow.Table == pipeline.L3Forwarding && strings.Contains(st.Flow.String(), "nw_dst="+n2.podCIDR.String()) && st.Packets == 0 {
 					t.Errorf("the tunnel flow counted no packets: %s", st.Flow)
 				}
 			}
