@@ -145,8 +145,8 @@ type state struct {
 	Subnet   string `json:"subnet,omitempty"`
 	PortBase int    `json:"portBase,omitempty"`
 	Nodes    []int  `json:"nodes"`
-	// CreatedDirs are host directories Up created as bind-mount targets;
-	// Down removes them again (only when empty).
+	// CreatedDirs are host directories an Up of an earlier version created
+	// as bind-mount targets; the record is now machine-wide (hostdirs.go).
 	CreatedDirs []string `json:"createdDirs"`
 	// Sysctls are the machine-wide values kubelet rewrites, as found
 	// before the first kubelet started.

@@ -61,12 +61,8 @@ func Up(ctx context.Context, cfg Config, nodes int) error {
 			return err
 		}
 	}
-	for _, d := range hostMountPoints {
-		created, err := mkdirAllRecorded(d)
-		st.CreatedDirs = append(st.CreatedDirs, created...)
-		if err != nil {
-			return fmt.Errorf("creating mount point %s: %w", d, err)
-		}
+	if err := createHostDirs(cfg); err != nil {
+		return err
 	}
 	if err := cfg.saveState(st); err != nil {
 		return err
@@ -356,11 +352,12 @@ func Down(ctx context.Context, cfg Config) error {
 	if st.Sysctls != nil {
 		errs = append(errs, restoreSysctls(st.Sysctls))
 	}
-	for i := len(st.CreatedDirs) - 1; i >= 0; i-- {
-		_ = os.Remove(st.CreatedDirs[i]) // only if still empty
-	}
 	if err := os.RemoveAll(cfg.Dir); err != nil {
 		errs = append(errs, fmt.Errorf("removing %s: %w", cfg.Dir, err))
+	}
+	// After the directory is gone, so that this cluster no longer counts as up.
+	if err := releaseHostDirs(cfg, st.CreatedDirs); err != nil {
+		errs = append(errs, fmt.Errorf("releasing the host mount points: %w", err))
 	}
 	return errors.Join(errs...)
 }
