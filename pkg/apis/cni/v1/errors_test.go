@@ -47,6 +47,7 @@ func TestWeirCodes(t *testing.T) {
 		"IPAM exhausted":         CodeIPAMExhausted,
 		"OVS failure":            CodeOVSFailure,
 		"interface setup failed": CodeInterfaceSetupFailure,
+		"interface exists":       CodeInterfaceExists,
 	}
 	seen := map[uint32]string{}
 	for name, code := range codes {
