@@ -18,7 +18,9 @@ func TestBandwidth(t *testing.T) {
 	needPortmap(t)
 	n := newNode(t, "10.24.0.0/24")
 	l := n.shippedConfList(t)
-	const ingress, egress = 20e6, 10e6 // bit/s: to the pod, from the pod
+	// Low enough that even a busy machine's unshaped rate is far above them
+	// (the slowest seen here: 325 Mbit/s on one node, 87 across nodes).
+	const ingress, egress = 8e6, 4e6 // bit/s: to the pod, from the pod
 	limits := map[string]any{"bandwidth": map[string]any{
 		"ingressRate": ingress, "ingressBurst": math.MaxUint32, "egressRate": egress, "egressBurst": math.MaxUint32}}
 
@@ -50,10 +52,11 @@ func TestBandwidth(t *testing.T) {
 		dir        string
 		got, limit float64
 	}{{"egress", gotEgress, egress}, {"ingress", gotIngress, ingress}} {
-		// A shaper that works gives 90-100% of the rate to one TCP flow;
-		// iperf3 counts payload only (~3% below the wire rate).
-		if m.got < 0.75*m.limit || m.got > 1.05*m.limit {
-			t.Errorf("%s: %.2f Mbit/s measured, want within 75-105%% of the %.0f Mbit/s limit", m.dir, m.got/1e6, m.limit/1e6)
+		// A working shaper gives one TCP flow 95-102% of the rate here
+		// (iperf3 counts payload, ~3% below the wire rate, and its
+		// intervals jitter by a few percent).
+		if m.got < 0.75*m.limit || m.got > 1.1*m.limit {
+			t.Errorf("%s: %.2f Mbit/s measured, want within 75-110%% of the %.0f Mbit/s limit", m.dir, m.got/1e6, m.limit/1e6)
 		}
 	}
 	if unshaped < 5*ingress {
