@@ -34,9 +34,9 @@ const hostServerPort = 9091
 //     as sender) and from the other node through the tunnel;
 //   - a fresh pod's first connection to its own node's NodePort (the reply,
 //     un-NATed by kube-proxy, leaves the node from the node IP);
-//   - a matrix of sources (pods on both nodes, both nodes' hosts from their
-//     default source and from their node IP, as hostNetwork pods bound to
-//     status.hostIP do) against pods, node IPs (hostNetwork servers),
+//   - a matrix of sources (pods on both nodes, both nodes' and the
+//     control-plane node's hosts from their default source and from their
+//     node IP, as hostNetwork pods bound to status.hostIP do) against pods, node IPs (hostNetwork servers),
 //     NodePorts on both node IPs with the endpoint local or remote,
 //     ClusterIPs, and the API server (its address and the kubernetes
 //     Service).
@@ -211,6 +211,10 @@ func (s *suite) testDatapathMatrix(t *testing.T, np map[string]*corev1.Service, 
 		{name: "node 2", node: s.cfg.NodeName(2)},
 		{name: "node 1 from its node IP", node: s.cfg.NodeName(1), src: ip1},
 		{name: "node 2 from its node IP", node: s.cfg.NodeName(2), src: ip2},
+		// The API server's own network namespace (apiserver proxy,
+		// webhooks, port-forward start here).
+		{name: "control-plane node", node: s.cfg.NodeName(localcluster.ControlPlane)},
+		{name: "control-plane node from its node IP", node: s.cfg.NodeName(localcluster.ControlPlane), src: s.cfg.NodeIP(localcluster.ControlPlane)},
 	}
 	podPort := func(name string) string { return net.JoinHostPort(s.pods[name].Status.PodIP, "80") }
 	hostPort := strconv.Itoa(hostServerPort)
