@@ -222,7 +222,7 @@ func (p *Pipeline) baseFlows(gen uint32) ([]*openflow.Flow, error) {
 		nf(IngressDefaultRule, 0).GotoTable(ConntrackCommit),
 		// Commit new connections with the policy generation; re-commit
 		// established ones checked again after a policy change (keeping
-		// ct_mark bit 0).
+		// ct_mark bits 0..7: from gateway, from tunnel).
 		nf(ConntrackCommit, 200).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(true)).
 			CT(openflow.CTCommit(zone, openflow.SetCTMark(gen<<ctMarkGenShift, ctMarkGenMask))).GotoTable(Output),
 		nf(ConntrackCommit, 190).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false).Rpl(false)).
