@@ -16,11 +16,14 @@ import (
 // no route to them. A packet for them that reaches the root namespace would
 // leave through the machine's default route — to whatever network the machine
 // is on. Up installs, in the root namespace, an nftables table that counts and
-// drops such packets on their way out of any interface that is not the
-// cluster's own (the bridge and the node veths), both for packets the host
-// forwards from a node (chain forward, counter "forwarded") and for packets
-// host processes send (chain output, counter "sent"). Down removes it. The
-// e2e suite asserts both counters are 0 after its run.
+// drops such packets: those a node sends to the host over the cluster bridge
+// (chain prerouting, counter "forwarded"; counted whether or not the host
+// forwards packets at all, and only for this cluster's bridge so another
+// cluster's leak on the same machine is not counted as this one's), those
+// host processes send out of any interface that is not the cluster's own
+// (chain output, counter "sent"), and, uncounted and whoever's, those the
+// host would forward out of such an interface (chain forward). Down removes
+// it. The e2e suite asserts both counters are 0 after its run.
 //
 // The nft command, not a netlink library, for the same reasons as
 // pkg/nodenet: a small fixed ruleset applied once, atomically with `nft -f`.
@@ -37,11 +40,11 @@ func (c Config) guardTable() string {
 	return "weir_local_" + strings.ReplaceAll(c.Prefix, "-", "_")
 }
 
-// guardRuleset declares (again, atomically) the guard table. Forwarded
-// packets are counted only when they come from this cluster's bridge, so
-// that another cluster's leak on the same machine is dropped but not counted
-// as this one's; packets from host processes cannot be attributed and are
-// counted in "sent".
+// guardRuleset declares (again, atomically) the guard table. A node's
+// routes for cluster addresses go through its gateway and tunnel, so a
+// packet for one that reaches the host over the bridge (L3, the bridge's
+// address being the node's default gateway) is always a leak. Packets from
+// host processes cannot be attributed to a cluster and are counted in "sent".
 func (c Config) guardRuleset() string {
 	t := c.guardTable()
 	return fmt.Sprintf(`table inet %[1]s
@@ -53,11 +56,14 @@ table inet %[1]s {
 		type ipv4_addr; flags interval
 		elements = { %[2]s, %[3]s }
 	}
+	chain prerouting {
+		type filter hook prerouting priority -300; policy accept;
+		iifname %[4]q ip daddr @cluster counter name %[5]s drop
+	}
 	chain forward {
 		type filter hook forward priority -10; policy accept;
 		oifname %[4]q accept
 		oifname "%[7]s*" accept
-		iifname %[4]q ip daddr @cluster counter name %[5]s drop
 		ip daddr @cluster drop
 	}
 	chain output {

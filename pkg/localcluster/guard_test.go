@@ -105,7 +105,16 @@ func TestGuardCountsLeaks(t *testing.T) {
 		{"root process to the node is not counted", rootNS, cfg.NodeIP(1), 0, 0},
 		{"root process to an outside address is not counted", rootNS, "198.51.100.8", 0, 0},
 	}
-	for _, tt := range tests {
+	// Counted also where the host forwards nothing (as on this machine):
+	// the node's leak is counted before the routing decision.
+	tests = append(tests, struct {
+		name, from, dst string
+		wantFwd, wantS  uint64
+	}{"with forwarding off: node to a pod IP", nodeNS, "10.244.4.4", 1, 0})
+	for i, tt := range tests {
+		if i == len(tests)-1 {
+			sh("ip", "netns", "exec", root, "sysctl", "-qw", "net.ipv4.ip_forward=0")
+		}
 		t.Run(tt.name, func(t *testing.T) {
 			f0, s0 := counts()
 			send(tt.from, tt.dst)
