@@ -39,12 +39,16 @@ func (s *Server) setupBandwidth(ctx context.Context, req *request, vcfg podnet.V
 
 // checkBandwidth reports a difference between the pod's shaping and the
 // request's bandwidth capability ("" if none): for CHECK.
+//
+// Without limits in the request nothing is checked: the shaping is then not
+// Weir's, and a chained plugin (the reference bandwidth plugin) may own a
+// qdisc on the same devices.
 func checkBandwidth(req *request, vcfg podnet.VethConfig) string {
-	var bw podnet.Bandwidth
-	if req.conf.RuntimeConfig.Bandwidth != nil {
-		bw = *req.conf.RuntimeConfig.Bandwidth
+	bw := req.conf.RuntimeConfig.Bandwidth
+	if bw == nil || bw.IsZero() {
+		return ""
 	}
-	if err := podnet.CheckBandwidth(bandwidthConfig(vcfg, bw)); err != nil {
+	if err := podnet.CheckBandwidth(bandwidthConfig(vcfg, *bw)); err != nil {
 		return err.Error()
 	}
 	return ""

@@ -89,9 +89,17 @@ func TestAddBandwidth(t *testing.T) {
 				t.Errorf("checkBandwidth after ADD: %s", p)
 			}
 			if tc.podTC != "noqueue" {
+				other := *req.conf.RuntimeConfig.Bandwidth
+				other.EgressRate *= 2
+				req.conf.RuntimeConfig.Bandwidth = &other
+				if p := checkBandwidth(req, vcfg); !strings.Contains(p, "is shaped to") {
+					t.Errorf("checkBandwidth against other limits: %q, want it to report the shaping", p)
+				}
+				// Without limits the qdiscs are not Weir's to judge (a
+				// chained bandwidth plugin may own them).
 				req.conf.RuntimeConfig.Bandwidth = nil
-				if p := checkBandwidth(req, vcfg); !strings.Contains(p, "want no limit") {
-					t.Errorf("checkBandwidth against a config without limits: %q, want it to report the shaping", p)
+				if p := checkBandwidth(req, vcfg); p != "" {
+					t.Errorf("checkBandwidth without limits: %q, want nothing checked", p)
 				}
 			}
 			if resp, err := s.CmdDel(context.Background(), &cniv1.CniCmdRequest{CniArgs: args}); err != nil || resp.Error != nil {

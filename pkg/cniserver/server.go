@@ -598,10 +598,14 @@ func (s *Server) CmdCheck(ctx context.Context, in *cniv1.CniCmdRequest) (*cniv1.
 	if !sameNetNS(req.netns, att.NetNS) {
 		problems = append(problems, fmt.Sprintf("CNI_NETNS %s is not the netns %s of the ADD", req.netns, att.NetNS))
 	}
-	if err := podnet.CheckVeth(ctx, podnet.VethConfig{NetNSPath: req.netns, IfName: req.ifName, HostIfName: att.HostIfName,
+	vcfg := podnet.VethConfig{NetNSPath: req.netns, IfName: req.ifName, HostIfName: att.HostIfName,
 		HostNetNSPath: s.cfg.HostNetNSPath, MAC: att.MAC, MTU: s.mtuFor(req), TxChecksumOff: s.cfg.TxChecksumOff,
-		IPNet: &podIP, Gateway: s.ipam.Gateway(), NoDefaultRoute: !req.conf.wantsDefaultRoute(req.ifName), Routes: routes}); err != nil {
+		IPNet: &podIP, Gateway: s.ipam.Gateway(), NoDefaultRoute: !req.conf.wantsDefaultRoute(req.ifName), Routes: routes}
+	if err := podnet.CheckVeth(ctx, vcfg); err != nil {
 		problems = append(problems, err.Error())
+	}
+	if p := checkBandwidth(req, vcfg); p != "" {
+		problems = append(problems, p)
 	}
 	if p, err := s.ports.GetPort(ctx, s.cfg.Bridge, att.HostIfName); err != nil {
 		problems = append(problems, fmt.Sprintf("OVS port %s: %v", att.HostIfName, err))
