@@ -194,7 +194,7 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 	}
 
 	srv := cniserver.New(cniserver.Config{Bridge: cfg.Bridge, MTU: mtu, TxChecksumOff: cfg.DatapathType == "netdev",
-		Logger: log, Observer: mon}, db, pipe, alloc)
+		Logger: log, Observer: mon, Dataplane: openFlowHealth(sw)}, db, pipe, alloc)
 	mon.SetCNIServer(srv, cfg.CNISocket)
 	st, err := srv.Restore(ctx)
 	if err != nil {
@@ -438,5 +438,18 @@ func background(ctx context.Context, fn func(context.Context)) (stop func()) {
 	return func() {
 		cancel()
 		<-done
+	}
+}
+
+// openFlowHealth reports, for CNI STATUS, whether the pods' flows are being
+// kept: while the OpenFlow connection to ovs-vswitchd is down (a vswitchd
+// restart) flows cannot be replayed or changed, so existing pods may have
+// limited connectivity (STATUS code 51).
+func openFlowHealth(sw *openflow.Switch) func() error {
+	return func() error {
+		if st := sw.State(); st != openflow.StateReady {
+			return fmt.Errorf("OpenFlow connection to ovs-vswitchd is %s", st)
+		}
+		return nil
 	}
 }
