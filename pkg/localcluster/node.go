@@ -207,6 +207,12 @@ func nodeNetwork(ctx context.Context, cfg Config, idx int) error {
 		{"ip", "-n", name, "addr", "add", ip + "/24", "dev", "eth0"},
 		{"ip", "-n", name, "link", "set", "eth0", "up"},
 		{"ip", "-n", name, "route", "add", "default", "via", cfg.Subnet + ".1"},
+		// Pod addresses no node owns fail here instead of following the
+		// default route to the host (where the leak guard would drop them):
+		// the agent's per-node routes are more specific. Not for the
+		// service CIDR: a local connect to a ClusterIP needs a route before
+		// kube-proxy's DNAT.
+		{"ip", "-n", name, "route", "add", "unreachable", cfg.ClusterCIDR},
 	}
 	for _, s := range steps {
 		if err := run(ctx, s[0], s[1:]...); err != nil {

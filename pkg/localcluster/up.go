@@ -117,13 +117,17 @@ func Up(ctx context.Context, cfg Config, nodes int) error {
 	if err := Deploy(ctx, cfg); err != nil {
 		return err
 	}
-	if err := DeployDNS(ctx, cfg); err != nil {
-		return err
-	}
 	if err := WaitReady(ctx, cfg, nodes, 3*time.Minute); err != nil {
 		return err
 	}
 	cfg.logf("[%4.1fs] Weir deployed: all %d nodes Ready, DaemonSet kube-system/weir-agent rolled out", time.Since(start).Seconds(), nodes+1)
+	// Only now: a CoreDNS pod created while its node's agent is still
+	// starting fails its first sandbox and waits out kubelet's back-off
+	// (measured: DNS ready 0-13 s after the DaemonSet, against ~3 s when
+	// applied after it).
+	if err := DeployDNS(ctx, cfg); err != nil {
+		return err
+	}
 	if err := WaitDNS(ctx, cfg, 2*time.Minute); err != nil {
 		return err
 	}

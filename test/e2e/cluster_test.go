@@ -125,6 +125,23 @@ func TestClusterNoClusterRoutesInRootNetNS(t *testing.T) {
 			t.Errorf("leak guard counter %s: %v", c, err)
 		}
 	}
+
+	// A pod address no node owns is unreachable on a node and in a pod,
+	// not sent on towards the host.
+	before, err := localcluster.GuardCount(ctx, s.cfg, "", localcluster.GuardForwarded)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const unowned = "10.244.250.9"
+	if out, err := s.nodeExec(ctx, s.cfg.NodeName(1), "ip", "route", "get", unowned); err == nil {
+		t.Errorf("node 1 routes the unowned pod address %s: %s", unowned, out)
+	}
+	if out, err := s.probe(ctx, e2eNS+"/a1", "udp", unowned+":81"); err == nil {
+		t.Errorf("a probe to the unowned pod address %s was answered: %s", unowned, out)
+	}
+	if after, err := localcluster.GuardCount(ctx, s.cfg, "", localcluster.GuardForwarded); err != nil || after != before {
+		t.Errorf("the leak guard counted %d packets (err %v) while a pod probed an unowned pod address", after-before, err)
+	}
 }
 
 // TestClusterAPIServerReachesPods: the API server's pod and service proxy
