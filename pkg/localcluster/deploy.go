@@ -105,19 +105,24 @@ func NodeExec(ctx context.Context, cfg Config, node string, args ...string) (*ex
 	if err != nil {
 		return nil, err
 	}
-	// Entering a mount namespace moves the working directory to its root,
-	// so `bin/test-server` would be looked up from /. Keep the caller's
-	// directory (the node's mount namespace is a copy of the host's, so the
-	// same path exists there) and make a relative program path absolute.
 	wd, err := os.Getwd()
 	if err != nil {
 		return nil, fmt.Errorf("working directory: %w", err)
 	}
+	return exec.CommandContext(ctx, "nsenter", nsenterArgs(pid, wd, args)...), nil
+}
+
+// nsenterArgs enters the network and mount namespaces of pid to run args.
+// Entering a mount namespace moves the working directory to its root, so
+// `bin/test-server` would be looked up from /: keep the caller's directory
+// wd (the node's mount namespace is a copy of the host's, so the same path
+// exists there) and make a relative program path absolute.
+func nsenterArgs(pid int, wd string, args []string) []string {
 	args = slices.Clone(args)
 	if strings.Contains(args[0], "/") && !filepath.IsAbs(args[0]) {
 		args[0] = filepath.Join(wd, args[0])
 	}
-	return exec.CommandContext(ctx, "nsenter", append([]string{"-t", fmt.Sprint(pid), "-m", "-n", "--wd=" + wd, "--"}, args...)...), nil
+	return append([]string{"-t", fmt.Sprint(pid), "-m", "-n", "--wd=" + wd, "--"}, args...)
 }
 
 // findNetNSScript prints the path (in the node's mount namespace) of the

@@ -97,3 +97,24 @@ func TestKubeletConfigClusterDNS(t *testing.T) {
 		}
 	}
 }
+
+func TestNsenterArgsKeepCallerDirectory(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"bin/test-server", "probe", "--to", "x"}, "-t 42 -m -n --wd=/work/repo -- /work/repo/bin/test-server probe --to x"},
+		{[]string{"./bin/weirctl", "get", "info"}, "-t 42 -m -n --wd=/work/repo -- /work/repo/bin/weirctl get info"},
+		{[]string{"/usr/bin/ovs-ofctl", "show"}, "-t 42 -m -n --wd=/work/repo -- /usr/bin/ovs-ofctl show"},
+		{[]string{"ip", "route"}, "-t 42 -m -n --wd=/work/repo -- ip route"}, // PATH lookup stays
+	}
+	for _, tt := range tests {
+		in := slices.Clone(tt.args)
+		if got := strings.Join(nsenterArgs(42, "/work/repo", tt.args), " "); got != tt.want {
+			t.Errorf("nsenterArgs(%q) = %q, want %q", tt.args, got, tt.want)
+		}
+		if !slices.Equal(in, tt.args) {
+			t.Errorf("nsenterArgs changed its argument: %q", tt.args)
+		}
+	}
+}
