@@ -405,13 +405,19 @@ func runSet(ctx context.Context, stdout io.Writer, o options, cfg localcluster.C
 	cmd := exec.CommandContext(ctx, filepath.Join(o.e2eBin, "ginkgo"), args...)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = lf, lf
-	// On Ctrl-C, ginkgo is interrupted (not killed) so that it stops its
-	// e2e.test processes, which run the tests' cleanup and write the report.
-	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	// On Ctrl-C, ginkgo and its e2e.test processes are interrupted as a
+	// terminal would (SIGINT to the process group): they run the tests'
+	// cleanup and write the report. SIGINT to ginkgo alone was not enough
+	// (measured: it kept running for minutes). Killed after WaitDelay.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGINT) }
 	cmd.WaitDelay = 2 * time.Minute
 	fmt.Fprintf(lf, "%s %s\n", cmd.Path, strings.Join(args, " "))
 	start := time.Now()
 	runErr := cmd.Run()
+	if ctx.Err() != nil && cmd.Process != nil {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // what is left of the group
+	}
 	took := time.Since(start)
 	r, err := parseJUnitFile(junit, s.name)
 	if err != nil {

@@ -16,7 +16,8 @@ package main
 //     dash as /bin/sh and busybox applets for the rest of Alpine's base. The CoreDNS binary and the
 //     fake registry upstream also puts into it are left out (no network test
 //     runs them).
-//   - busybox: the busybox:1.37.0 image -> Debian's busybox-static (1.35).
+//   - busybox: the busybox:1.37.0 image -> Debian's busybox-static (1.35),
+//     whose wget segfaults when given -T (agnhost has GNU wget for that).
 //   - glibc-dns-testing: Debian bookworm-slim + dnsutils -> Debian 12's
 //     bind9-dnsutils, libc-bin (getent), hostname, busybox applets.
 //   - nginx: nginx:1.27-alpine -> Debian 12's nginx-light (1.22) with a
@@ -45,7 +46,9 @@ func conformanceImageDefs() []imageDef {
 			// preference to the programs on PATH once /proc is mounted (as in
 			// every container), so `sh -c "nc -u ..."` would get busybox's nc,
 			// which has no -u (measured: every UDP Granular Check failed).
-			debRoots: []string{"busybox-static", "dash", "bash", "bind9-dnsutils", "libc-bin", "curl", "netcat-openbsd",
+			// wget: GNU wget, because Debian busybox 1.35's wget segfaults
+			// with -T (measured), which the Services tests pass it.
+			debRoots: []string{"busybox-static", "dash", "bash", "bind9-dnsutils", "libc-bin", "curl", "wget", "netcat-openbsd",
 				"iproute2", "iperf", "socat"},
 			rootfs:  true,
 			busybox: true,

@@ -61,6 +61,9 @@ func TestConformanceImages(t *testing.T) {
 			{[]string{"dig", "-v"}, "DiG 9."},
 			{[]string{"getent", "passwd", "root"}, "root:x:0:0"},
 			{[]string{"curl", "--version"}, "curl 7."},
+			// As verifyServeHostnameServiceUp runs it; exit 4 is GNU wget's
+			// "network failure" (busybox's wget crashes here, 139).
+			{[]string{"/bin/sh", "-c", "wget -q -O - -T 1 http://127.0.0.1:1/; echo rc=$?"}, "rc=4"},
 			// Through sh, as the tests run it (busybox's nc has no -u).
 			{[]string{"/bin/sh", "-c", "nc -h 2>&1; true"}, "OpenBSD netcat"},
 			{[]string{"/bin/sh", "-c", "ip -V"}, "iproute2"},
@@ -108,14 +111,15 @@ func TestConformanceImages(t *testing.T) {
 	}
 }
 
-// chrootProcRun runs argv in a chroot of root with /proc mounted there (in a
-// private mount namespace), as in a container: busybox's shell behaves
-// differently without /proc (it cannot run its applets in place of PATH).
+// chrootProcRun runs argv in a chroot of root with /proc and /dev mounted
+// there (in a private mount namespace), as in a container: busybox's shell
+// behaves differently without /proc (it cannot run its applets in place of
+// PATH), its wget without /dev.
 func chrootProcRun(t *testing.T, root string, argv ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	script := `mkdir -p "$0/proc" && mount -t proc proc "$0/proc" && exec chroot "$0" "$@"`
+	script := `mkdir -p "$0/proc" "$0/dev" && mount -t proc proc "$0/proc" && mount --rbind /dev "$0/dev" && exec chroot "$0" "$@"`
 	cmd := exec.CommandContext(ctx, "unshare", append([]string{"--mount", "--propagation", "private", "--fork", "sh", "-c", script, root}, argv...)...)
 	cmd.Env = []string{imagebuild.DefaultPath}
 	out, err := cmd.CombinedOutput()
