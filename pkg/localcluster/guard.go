@@ -56,8 +56,12 @@ table inet %[1]s {
 		type ipv4_addr; flags interval
 		elements = { %[2]s, %[3]s }
 	}
+	set leaks {
+		type ipv4_addr . ipv4_addr . inet_proto . inet_service; flags dynamic; size 64
+	}
 	chain prerouting {
 		type filter hook prerouting priority -300; policy accept;
+		iifname %[4]q ip daddr @cluster add @leaks { ip saddr . ip daddr . meta l4proto . th dport } counter name %[5]s drop
 		iifname %[4]q ip daddr @cluster counter name %[5]s drop
 	}
 	chain forward {
@@ -70,6 +74,7 @@ table inet %[1]s {
 		type filter hook output priority -10; policy accept;
 		oifname %[4]q accept
 		oifname "%[7]s*" accept
+		ip daddr @cluster add @leaks { ip saddr . ip daddr . meta l4proto . th dport } counter name %[6]s drop
 		ip daddr @cluster counter name %[6]s drop
 	}
 }
@@ -109,6 +114,22 @@ func GuardCount(ctx context.Context, cfg Config, netns, name string) (uint64, er
 		return 0, fmt.Errorf("nft %s: no packet count in %q", strings.Join(args, " "), out)
 	}
 	return strconv.ParseUint(string(m[1]), 10, 64)
+}
+
+// GuardLeaks lists what the guard dropped (up to 64 distinct flows), as
+// nft prints the set: "source . destination . protocol . port", for a
+// report when a counter is not 0.
+func GuardLeaks(ctx context.Context, cfg Config, netns string) (string, error) {
+	out, err := nftCmd(ctx, netns, "list", "set", "inet", cfg.guardTable(), "leaks").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("nft list set: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	_, elems, ok := strings.Cut(string(out), "elements = {")
+	if !ok {
+		return "", nil // empty set
+	}
+	elems, _, _ = strings.Cut(elems, "}")
+	return strings.Join(strings.Fields(elems), " "), nil
 }
 
 func nftCmd(ctx context.Context, netns string, args ...string) *exec.Cmd {

@@ -125,6 +125,27 @@ func TestGuardCountsLeaks(t *testing.T) {
 		})
 	}
 
+	// With the node's own rule (nodeNetwork installs it), an untranslated
+	// ClusterIP packet is rejected on the node and never reaches the host.
+	if err := nft(ctx, nodeNS, cfg.nodeRuleset()); err != nil {
+		t.Fatal(err)
+	}
+	f0, _ := counts()
+	send(nodeNS, "10.96.7.7")
+	if f1, _ := counts(); f1 != f0 {
+		t.Errorf("node rule installed: the guard still counted %d packets to a ClusterIP from the node", f1-f0)
+	}
+
+	leaks, err := GuardLeaks(ctx, cfg, rootNS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{cfg.NodeIP(1) + " . 10.244.3.7 . udp . 9", "10.96.0.10 . udp . 9", "10.244.0.5 . udp . 9"} {
+		if !strings.Contains(leaks, want) {
+			t.Errorf("the guard's record of dropped flows lacks %q: %q", want, leaks)
+		}
+	}
+
 	if err := RemoveGuard(ctx, cfg, rootNS); err != nil {
 		t.Fatal(err)
 	}

@@ -211,7 +211,7 @@ func nodeNetwork(ctx context.Context, cfg Config, idx int) error {
 		// default route to the host (where the leak guard would drop them):
 		// the agent's per-node routes are more specific. Not for the
 		// service CIDR: a local connect to a ClusterIP needs a route before
-		// kube-proxy's DNAT.
+		// kube-proxy's DNAT (nodeRuleset covers it).
 		{"ip", "-n", name, "route", "add", "unreachable", cfg.ClusterCIDR},
 	}
 	for _, s := range steps {
@@ -219,7 +219,32 @@ func nodeNetwork(ctx context.Context, cfg Config, idx int) error {
 			return err
 		}
 	}
+	if err := nft(ctx, "/run/netns/"+name, cfg.nodeRuleset()); err != nil {
+		return fmt.Errorf("node %s: rejecting untranslated Service traffic: %w", name, err)
+	}
 	return nil
+}
+
+// nodeRuleset rejects, in a node's network namespace, packets that still
+// carry a ClusterIP after kube-proxy's DNAT (priority -100) — a ClusterIP
+// kube-proxy has no rule for yet, e.g. a test probing a new Service before
+// kube-proxy synced — which would otherwise follow the node's default route
+// to the host. Seen: 2 such packets in one e2e run, counted by the host's
+// leak guard.
+func (c Config) nodeRuleset() string {
+	return fmt.Sprintf(`table inet weir_local_node
+delete table inet weir_local_node
+table inet weir_local_node {
+	chain forward {
+		type filter hook forward priority 10; policy accept;
+		ip daddr %[1]s counter reject with icmp type net-unreachable
+	}
+	chain output {
+		type filter hook output priority 10; policy accept;
+		ip daddr %[1]s counter reject with icmp type net-unreachable
+	}
+}
+`, c.ServiceCIDR)
 }
 
 // NodePID returns a process living in node idx's network and mount

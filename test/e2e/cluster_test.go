@@ -139,8 +139,18 @@ func TestClusterNoClusterRoutesInRootNetNS(t *testing.T) {
 	if out, err := s.probe(ctx, e2eNS+"/a1", "udp", unowned+":81"); err == nil {
 		t.Errorf("a probe to the unowned pod address %s was answered: %s", unowned, out)
 	}
+	// Likewise a ClusterIP no Service has (kube-proxy has no rule for it),
+	// from a pod and from a node.
+	const unallocated = "10.96.250.9"
+	if out, err := s.probe(ctx, e2eNS+"/a1", "udp", unallocated+":81"); err == nil {
+		t.Errorf("a probe to the unallocated ClusterIP %s was answered: %s", unallocated, out)
+	}
+	if out, err := s.nodeProbe(ctx, s.cfg.NodeName(2), "tcp", unallocated+":80"); err == nil {
+		t.Errorf("a probe from node 2 to the unallocated ClusterIP %s was answered: %s", unallocated, out)
+	}
 	if after, err := localcluster.GuardCount(ctx, s.cfg, "", localcluster.GuardForwarded); err != nil || after != before {
-		t.Errorf("the leak guard counted %d packets (err %v) while a pod probed an unowned pod address", after-before, err)
+		leaks, _ := localcluster.GuardLeaks(ctx, s.cfg, "")
+		t.Errorf("the leak guard counted %d packets (err %v) while pods and nodes probed unowned cluster addresses: %s", after-before, err, leaks)
 	}
 }
 
@@ -464,7 +474,8 @@ func checkNoLeaks(cfg localcluster.Config) error {
 		}
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("leak guard: %s", strings.Join(errs, "; "))
+		leaks, _ := localcluster.GuardLeaks(ctx, cfg, "")
+		return fmt.Errorf("leak guard: %s; dropped flows (source . destination . protocol . port): %s", strings.Join(errs, "; "), leaks)
 	}
 	return nil
 }
