@@ -196,6 +196,29 @@ func readSysctls() (map[string]string, error) {
 	return out, nil
 }
 
+// minInotifyInstances is what Up raises fs.inotify.max_user_instances to
+// (never lowers it, and Down leaves it: another cluster may still need it).
+// Every kubelet and containerd of every node holds inotify instances under
+// the one root user; with several clusters up (make run, e2e slots,
+// make conformance) Debian's default of 128 ran out and kubelet failed to
+// start with "too many open files".
+const minInotifyInstances = 1024
+
+func raiseInotifyInstances() error {
+	const path = "/proc/sys/fs/inotify/max_user_instances"
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", path, err)
+	}
+	if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && n >= minInotifyInstances {
+		return nil
+	}
+	if err := os.WriteFile(path, []byte(strconv.Itoa(minInotifyInstances)), 0o644); err != nil {
+		return fmt.Errorf("raising %s to %d: %w", path, minInotifyInstances, err)
+	}
+	return nil
+}
+
 func restoreSysctls(vals map[string]string) error {
 	var errs []error
 	for k, v := range vals {

@@ -61,6 +61,9 @@ func Up(ctx context.Context, cfg Config, nodes int) error {
 			return err
 		}
 	}
+	if err := raiseInotifyInstances(); err != nil {
+		return err
+	}
 	if err := createHostDirs(cfg); err != nil {
 		return err
 	}
