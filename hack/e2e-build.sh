@@ -10,6 +10,9 @@
 #     regression-issue-74839   k8s.io/kubernetes/test/images/regression-issue-74839
 #     localhost.crt, .key      porter's TLS pair from test/images/agnhost/porter, which
 #                              upstream's agnhost Dockerfile adds to the image
+#     coredns                  github.com/coredns/coredns ${COREDNS_VERSION} with all its
+#                              plugins, as the release binary upstream's agnhost bundles
+#                              (a DNS test runs /coredns with the hosts plugin)
 #
 # The test images are then assembled from these binaries and Debian packages
 # by `weir-image build --bin-dir <that dir>` (see cmd/weir-image/conformance.go).
@@ -26,7 +29,7 @@
 # Measured (2 cores shared with other builds, load ~20): cold e2e.test 766s,
 # the rest ~4 min; bin/ is ~190 MB.
 #
-# Env: K8S_VERSION (v1.37.2), WEIR_CACHE (/var/cache/weir), GO (go).
+# Env: K8S_VERSION (v1.37.2), COREDNS_VERSION (v1.15.0), WEIR_CACHE (/var/cache/weir), GO (go).
 # Prints the bin directory on the last line of stdout.
 # Usage: hack/e2e-build.sh
 set -euo pipefail
@@ -34,7 +37,8 @@ set -euo pipefail
 K8S_VERSION=${K8S_VERSION:-v1.37.2}
 CACHE=${WEIR_CACHE:-/var/cache/weir}
 GO=${GO:-go}
-BINARIES=(e2e.test ginkgo agnhost regression-issue-74839)
+COREDNS_VERSION=${COREDNS_VERSION:-v1.15.0}
+BINARIES=(e2e.test ginkgo agnhost regression-issue-74839 coredns)
 FILES=(localhost.crt localhost.key)
 
 die() { echo "e2e-build: error: $*" >&2; exit 1; }
@@ -120,6 +124,25 @@ for f in "${FILES[@]}"; do
   [[ -f "$tmp/$f" ]] || install -m 0644 "$kdir/test/images/agnhost/porter/$f" "$tmp/$f" ||
     die "no $f in $kdir/test/images/agnhost/porter"
 done
+if [[ ! -x "$tmp/coredns" ]]; then
+  # Its own wrapper module: CoreDNS's dependencies must not move kubernetes'.
+  csrc="$dir/src/coredns"
+  mkdir -p "$csrc"
+  cd "$csrc"
+  if [[ ! -f go.mod ]] || ! grep -q "github.com/coredns/coredns ${COREDNS_VERSION}" go.mod; then
+    log "preparing wrapper module $csrc for github.com/coredns/coredns ${COREDNS_VERSION}"
+    rm -f go.mod go.sum
+    "$GO" mod init weir-e2e-coredns >/dev/null 2>&1 || die "go mod init failed in $csrc"
+    "$GO" get "github.com/coredns/coredns@${COREDNS_VERSION}" || {
+      rm -f go.mod go.sum
+      die "go get github.com/coredns/coredns@${COREDNS_VERSION} failed in $csrc"
+    }
+  fi
+  log "building coredns ${COREDNS_VERSION}"
+  "$GO" build -trimpath -ldflags="-s -w" -o "$tmp/coredns" github.com/coredns/coredns ||
+    die "go build of coredns failed (wrapper module: $csrc)"
+  cd "$src"
+fi
 
 for b in "${BINARIES[@]}"; do [[ -x "$tmp/$b" ]] || die "build produced no $b"; done
 "$tmp/e2e.test" --help 2>&1 | grep -q -- '-ginkgo.focus' || die "e2e.test does not accept -ginkgo.focus"

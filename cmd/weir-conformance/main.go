@@ -162,7 +162,7 @@ func runSets(ctx context.Context, stdout io.Writer, o options) error {
 	if err != nil {
 		return err
 	}
-	for _, b := range []string{"e2e.test", "ginkgo", "agnhost", "regression-issue-74839", "localhost.crt", "localhost.key"} {
+	for _, b := range []string{"e2e.test", "ginkgo", "agnhost", "regression-issue-74839", "coredns", "localhost.crt", "localhost.key"} {
 		if _, err := os.Stat(filepath.Join(o.e2eBin, b)); err != nil {
 			return fmt.Errorf("missing %s in %s (run hack/e2e-build.sh): %w", b, o.e2eBin, err)
 		}
@@ -237,7 +237,7 @@ func buildImages(ctx context.Context, stdout io.Writer, o options) ([]string, er
 	}
 	defer os.RemoveAll(stage)
 	links := map[string]string{"pause": filepath.Join(o.cluster.BinDir, "pause")}
-	for _, b := range []string{"agnhost", "regression-issue-74839", "localhost.crt", "localhost.key"} {
+	for _, b := range []string{"agnhost", "regression-issue-74839", "coredns", "localhost.crt", "localhost.key"} {
 		links[b] = filepath.Join(o.e2eBin, b)
 	}
 	for name, target := range links {

@@ -13,9 +13,9 @@ package main
 //   - agnhost: Alpine with bind-tools, curl, netcat-openbsd, iproute2, iperf,
 //     bash, socat -> Debian 12's packages of the same tools, so its `dig` and
 //     getent use glibc, not musl (the DNS tests' "musl" prober runs glibc too);
-//     dash as /bin/sh and busybox applets for the rest of Alpine's base. The CoreDNS binary and the
-//     fake registry upstream also puts into it are left out (no network test
-//     runs them).
+//     dash as /bin/sh and busybox applets for the rest of Alpine's base;
+//     CoreDNS v1.15.0 (all plugins) instead of 1.6.2 as /coredns. The fake
+//     registry upstream also puts into it is left out (no network test uses it).
 //   - busybox: the busybox:1.37.0 image -> Debian's busybox-static (1.35),
 //     whose wget segfaults when given -T (agnhost has GNU wget for that).
 //   - glibc-dns-testing: Debian bookworm-slim + dnsutils -> Debian 12's
@@ -34,7 +34,11 @@ func conformanceImageDefs() []imageDef {
 		{
 			name: "e2e-agnhost", repo: e2eRegistry + "agnhost", tag: "2.66.1",
 			title: "agnhost (k8s.io/kubernetes/test/images/agnhost) on Debian packages, built by Weir",
-			bins:  []fileDef{{src: "agnhost", dst: "/agnhost", mode: 0o755}},
+			bins: []fileDef{
+				{src: "agnhost", dst: "/agnhost", mode: 0o755},
+				// DNS tests run their own server with `/coredns -conf ...`.
+				{src: "coredns", dst: "/coredns", mode: 0o755},
+			},
 			// porter's default TLS certificate and key (CERT_FILE/KEY_FILE),
 			// which upstream's Dockerfile adds from test/images/agnhost/porter.
 			files: []fileDef{

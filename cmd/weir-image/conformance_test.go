@@ -21,7 +21,7 @@ func TestConformanceImages(t *testing.T) {
 	binDir, _ := builtImages(t)
 	stage := t.TempDir()
 	for dst, src := range map[string]string{
-		"agnhost": "test-server", "regression-issue-74839": "test-server", "pause": "pause",
+		"agnhost": "test-server", "regression-issue-74839": "test-server", "coredns": "test-server", "pause": "pause",
 	} {
 		if err := os.Symlink(filepath.Join(binDir, src), filepath.Join(stage, dst)); err != nil {
 			t.Fatal(err)
@@ -57,6 +57,7 @@ func TestConformanceImages(t *testing.T) {
 	}{
 		{"e2e-agnhost", "registry.k8s.io/e2e-test-images/agnhost:2.66.1", []check{
 			{[]string{"/agnhost-2", "--help"}, "serve"}, // the test-server stand-in's usage
+			{[]string{"/coredns", "--help"}, "serve"},
 			{[]string{"/bin/sh", "-c", "cat /localhost.crt"}, "test localhost.crt"},
 			{[]string{"dig", "-v"}, "DiG 9."},
 			{[]string{"getent", "passwd", "root"}, "root:x:0:0"},
