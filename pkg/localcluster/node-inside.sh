@@ -52,10 +52,13 @@ echo $! >"$NODE_DIR/kubelet.pid"
 
 # kube-proxy (iptables mode) runs as a node process like kubelet: Weir's agent
 # does not depend on it (it reaches the API server directly), pods' Service
-# traffic does. The conntrack sysctls it would tune are machine-wide: leave them.
+# traffic does. nf_conntrack_max is machine-wide (writable in the root netns
+# only), so kube-proxy leaves it alone (--conntrack-max-per-core=0); the TCP
+# timeouts are per network namespace (checked: writing one in a node's netns
+# leaves the host's value), so kube-proxy sets them as on a real node (the
+# upstream test "KubeProxy should set TCP CLOSE_WAIT timeout" reads them).
 setsid "$K8S_BIN/kube-proxy" --kubeconfig="$NODE_DIR/kube-proxy.kubeconfig" --hostname-override="$NODE_NAME" \
   --proxy-mode=iptables --cluster-cidr="$CLUSTER_CIDR" --conntrack-max-per-core=0 \
-  --conntrack-tcp-timeout-established=0 --conntrack-tcp-timeout-close-wait=0 \
   --metrics-bind-address=127.0.0.1:10249 --healthz-bind-address=127.0.0.1:10256 \
   --v=1 >"$NODE_DIR/logs/kube-proxy.log" 2>&1 </dev/null &
 echo $! >"$NODE_DIR/kube-proxy.pid"
