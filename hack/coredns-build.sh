@@ -32,6 +32,8 @@ PLUGINS=(reload ready health errors log loadbalance cache kubernetes loop)
 
 die() { echo "coredns-build: error: $*" >&2; exit 1; }
 log() { echo "coredns-build: $*" >&2; }
+# shellcheck source=lib/cache.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/cache.sh"
 
 [[ $COREDNS_VERSION =~ ^v1\.[0-9]+\.[0-9]+$ ]] ||
   die "COREDNS_VERSION must look like v1.N.M, got '$COREDNS_VERSION'"
@@ -39,32 +41,12 @@ command -v "$GO" >/dev/null || die "'$GO' not found in PATH"
 command -v flock >/dev/null || die "flock not found in PATH (Debian package util-linux)"
 
 dir="$CACHE/coredns-${COREDNS_VERSION}"
-bin="$dir/bin"
 
-if [[ -x $bin/coredns ]]; then
-  log "coredns ${COREDNS_VERSION} already built in $bin"
-  echo "$bin"
-  exit 0
-fi
+have_coredns() { [[ -x $bin/coredns ]]; }
 
-mkdir -p "$dir" || die "cannot create cache directory $dir (set WEIR_CACHE to a writable directory)"
-exec 9>"$dir/.lock"
-log "waiting for the build lock $dir/.lock"
-flock 9 || die "cannot lock $dir/.lock"
-if [[ -x $bin/coredns ]]; then # built by a concurrent run while we waited
-  log "coredns ${COREDNS_VERSION} already built in $bin"
-  echo "$bin"
-  exit 0
-fi
-
-export GOTOOLCHAIN=${GOTOOLCHAIN:-local} GOFLAGS=${GOFLAGS:--buildvcs=false} CGO_ENABLED=0
-export GOWORK=off
+cache_begin "coredns ${COREDNS_VERSION}" have_coredns
 go_version=$("$GO" env GOVERSION) || die "'$GO env GOVERSION' failed"
 go_version=${go_version#go}
-
-tmp=$(mktemp -d "$dir/bin.tmp.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
-start=$(date +%s)
 
 src="$dir/src"
 mkdir -p "$src"

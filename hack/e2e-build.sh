@@ -45,13 +45,14 @@ die() { echo "e2e-build: error: $*" >&2; exit 1; }
 log() { echo "e2e-build: $*" >&2; }
 # shellcheck source=lib/k8s-module.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/k8s-module.sh"
+# shellcheck source=lib/cache.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/cache.sh"
 
 k8s_parse_version
 command -v "$GO" >/dev/null || die "'$GO' not found in PATH"
 command -v flock >/dev/null || die "flock not found in PATH (Debian package util-linux)"
 
 dir="$CACHE/e2e-${K8S_VERSION}"
-bin="$dir/bin"
 
 have_all() {
   local b
@@ -59,28 +60,7 @@ have_all() {
   for b in "${FILES[@]}"; do [[ -f "$bin/$b" ]] || return 1; done
 }
 
-if have_all; then
-  log "${BINARIES[*]} (${K8S_VERSION}) already built in $bin"
-  echo "$bin"
-  exit 0
-fi
-
-mkdir -p "$dir" || die "cannot create cache directory $dir (set WEIR_CACHE to a writable directory)"
-exec 9>"$dir/.lock"
-log "waiting for the build lock $dir/.lock"
-flock 9 || die "cannot lock $dir/.lock"
-if have_all; then # built by a concurrent run while we waited
-  log "${BINARIES[*]} (${K8S_VERSION}) already built in $bin"
-  echo "$bin"
-  exit 0
-fi
-
-export GOTOOLCHAIN=${GOTOOLCHAIN:-local} GOFLAGS=${GOFLAGS:--buildvcs=false} CGO_ENABLED=0
-export GOWORK=off
-
-tmp=$(mktemp -d "$dir/bin.tmp.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
-start=$(date +%s)
+cache_begin "${BINARIES[*]} (${K8S_VERSION})" have_all
 
 E2E=k8s.io/kubernetes/test/e2e
 IMAGES=(k8s.io/kubernetes/test/images/agnhost k8s.io/kubernetes/test/images/regression-issue-74839)

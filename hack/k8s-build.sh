@@ -39,6 +39,8 @@ die() { echo "k8s-build: error: $*" >&2; exit 1; }
 log() { echo "k8s-build: $*" >&2; }
 # shellcheck source=lib/k8s-module.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/k8s-module.sh"
+# shellcheck source=lib/cache.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/cache.sh"
 
 k8s_parse_version # K8S_MINOR, STAGING_VERSION (v1.37.2 -> v0.37.2)
 [[ $ETCD_VERSION =~ ^v3\.[0-9]+\.[0-9]+$ ]] ||
@@ -47,35 +49,13 @@ command -v "$GO" >/dev/null || die "'$GO' not found in PATH"
 command -v flock >/dev/null || die "flock not found in PATH (Debian package util-linux)"
 
 dir="$CACHE/k8s-${K8S_VERSION}-etcd-${ETCD_VERSION}"
-bin="$dir/bin"
 
 have_all() {
   local b
   for b in "${BINARIES[@]}"; do [[ -x "$bin/$b" ]] || return 1; done
 }
 
-if have_all; then
-  log "${BINARIES[*]} (${K8S_VERSION}, etcd ${ETCD_VERSION}) already built in $bin"
-  echo "$bin"
-  exit 0
-fi
-
-mkdir -p "$dir" || die "cannot create cache directory $dir (set WEIR_CACHE to a writable directory)"
-exec 9>"$dir/.lock"
-log "waiting for the build lock $dir/.lock"
-flock 9 || die "cannot lock $dir/.lock"
-if have_all; then # built by a concurrent run while we waited
-  log "${BINARIES[*]} (${K8S_VERSION}, etcd ${ETCD_VERSION}) already built in $bin"
-  echo "$bin"
-  exit 0
-fi
-
-export GOTOOLCHAIN=${GOTOOLCHAIN:-local} GOFLAGS=${GOFLAGS:--buildvcs=false} CGO_ENABLED=0
-export GOWORK=off
-
-tmp=$(mktemp -d "$dir/bin.tmp.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
-start=$(date +%s)
+cache_begin "${BINARIES[*]} (${K8S_VERSION}, etcd ${ETCD_VERSION})" have_all
 
 # --- kube-apiserver, kubectl -------------------------------------------------
 src="$dir/src/kubernetes"
