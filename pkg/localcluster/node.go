@@ -267,16 +267,27 @@ func stopNode(ctx context.Context, cfg Config, idx int) {
 		stopPID(readPID(filepath.Join(dir, f)), 5*time.Second)
 	}
 	hier, _ := cgroupHierarchies()
+	// The namespaces are identified by inode number, and the kernel reuses
+	// a namespace's number as soon as the namespace is gone: once the kill
+	// loop below has killed containerd, its mount namespace dies and the
+	// next `ip netns exec` anywhere on the machine (which unshares a mount
+	// namespace) may get the same number — and was killed as part of this
+	// node (seen: a test's ovsdb-server and pings of concurrent tests
+	// SIGKILLed). An open file descriptor pins a namespace, so its number
+	// cannot be reused until the loop is done.
+	var pinned []*os.File
 	ctrPID := readPID(filepath.Join(dir, "containerd.pid"))
 	mntNS := ""
 	if alive(ctrPID) {
-		mntNS, _ = os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", ctrPID))
+		if f, id, err := pinNamespace(fmt.Sprintf("/proc/%d/ns/mnt", ctrPID), "mnt"); err == nil {
+			pinned = append(pinned, f)
+			mntNS = id
+		}
 	}
 	netNS := ""
-	if fi, err := os.Stat("/run/netns/" + name); err == nil {
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			netNS = fmt.Sprintf("net:[%d]", st.Ino)
-		}
+	if f, id, err := pinNamespace("/run/netns/"+name, "net"); err == nil {
+		pinned = append(pinned, f)
+		netNS = id
 	}
 	// Containers live in the node's cgroup root; containerd, its shims and
 	// the node daemons share the node's mount namespace; anything else left
@@ -293,6 +304,9 @@ func stopNode(ctx context.Context, cfg Config, idx int) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	for _, f := range pinned {
+		f.Close()
+	}
 	for _, h := range hier {
 		removeCgroupTree(filepath.Join(h, name))
 	}
@@ -301,6 +315,22 @@ func stopNode(ctx context.Context, cfg Config, idx int) {
 	if err := os.RemoveAll(dir); err != nil {
 		cfg.logf("warning: removing %s: %v", dir, err)
 	}
+}
+
+// pinNamespace opens the namespace file path (keeping the namespace, and so
+// its inode number, alive while the file is open) and returns it with the
+// namespace's identity as /proc/PID/ns/* links name it, e.g. "net:[4026532281]".
+func pinNamespace(path, kind string) (*os.File, string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, "", err
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		f.Close()
+		return nil, "", fmt.Errorf("stat %s: %w", path, err)
+	}
+	return f, fmt.Sprintf("%s:[%d]", kind, st.Ino), nil
 }
 
 // nodeProcesses lists live processes in the node's cgroup root, in its
