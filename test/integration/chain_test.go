@@ -148,6 +148,16 @@ func iperf3(t testing.TB, clientNS, serverNS, serverIP string, secs int) float64
 	if err != nil {
 		t.Fatalf("iperf3 %s -> %s: %v: %s", clientNS, serverIP, err, tail(out, 20))
 	}
+	bps, err := iperf3Received(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bps
+}
+
+// iperf3Received returns the receiver's rate in bit/s from the JSON report
+// (-J) of an iperf3 client.
+func iperf3Received(out string) (float64, error) {
 	var rep struct {
 		End struct {
 			SumReceived struct {
@@ -156,9 +166,9 @@ func iperf3(t testing.TB, clientNS, serverNS, serverIP string, secs int) float64
 		} `json:"end"`
 	}
 	if err := json.Unmarshal([]byte(out), &rep); err != nil || rep.End.SumReceived.BitsPerSecond <= 0 {
-		t.Fatalf("iperf3 measured nothing (%v): %s", err, tail(out, 20))
+		return 0, fmt.Errorf("iperf3 measured nothing (%v): %s", err, tail(out, 20))
 	}
-	return rep.End.SumReceived.BitsPerSecond
+	return rep.End.SumReceived.BitsPerSecond, nil
 }
 
 // dialIn connects (TCP or UDP) to addr from the netns at nsPath, sends
