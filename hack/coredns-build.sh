@@ -37,8 +37,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/cache.sh"
 
 [[ $COREDNS_VERSION =~ ^v1\.[0-9]+\.[0-9]+$ ]] ||
   die "COREDNS_VERSION must look like v1.N.M, got '$COREDNS_VERSION'"
-command -v "$GO" >/dev/null || die "'$GO' not found in PATH"
-command -v flock >/dev/null || die "flock not found in PATH (Debian package util-linux)"
 
 dir="$CACHE/coredns-${COREDNS_VERSION}"
 

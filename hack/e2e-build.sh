@@ -49,8 +49,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/k8s-module.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/lib/cache.sh"
 
 k8s_parse_version
-command -v "$GO" >/dev/null || die "'$GO' not found in PATH"
-command -v flock >/dev/null || die "flock not found in PATH (Debian package util-linux)"
 
 dir="$CACHE/e2e-${K8S_VERSION}"
 

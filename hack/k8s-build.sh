@@ -45,8 +45,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/cache.sh"
 k8s_parse_version # K8S_MINOR, STAGING_VERSION (v1.37.2 -> v0.37.2)
 [[ $ETCD_VERSION =~ ^v3\.[0-9]+\.[0-9]+$ ]] ||
   die "ETCD_VERSION must look like v3.N.M, got '$ETCD_VERSION'"
-command -v "$GO" >/dev/null || die "'$GO' not found in PATH"
-command -v flock >/dev/null || die "flock not found in PATH (Debian package util-linux)"
 
 dir="$CACHE/k8s-${K8S_VERSION}-etcd-${ETCD_VERSION}"
 
