@@ -21,7 +21,7 @@ import "github.com/weirnet/weir/pkg/openflow"
 // flows change nothing for them.
 
 // The ct_mark bits set on connections first seen coming from the gateway
-// and from the tunnel (see tunnelReplyFlow in peer.go).
+// and from the tunnel (see PeerFlows in peer.go).
 const (
 	ctMarkFromGateway     uint32 = 0x1
 	ctMarkFromGatewayMask uint32 = 0x1
