@@ -1,11 +1,5 @@
 package nodenet
 
-import (
-	"bytes"
-	"fmt"
-	"os"
-)
-
 // ipForwardPath is net.ipv4.ip_forward of the calling thread's network
 // namespace (procfs shows the namespace of the thread that reads it).
 const ipForwardPath = "/proc/sys/net/ipv4/ip_forward"
@@ -16,15 +10,5 @@ const ipForwardPath = "/proc/sys/net/ipv4/ip_forward"
 // Service traffic a kube-proxy DNATs to a pod and sends back through the
 // gateway. It reports whether the setting was off before (it is idempotent).
 func EnableIPv4Forwarding() (changed bool, err error) {
-	cur, err := os.ReadFile(ipForwardPath)
-	if err != nil {
-		return false, fmt.Errorf("nodenet: reading net.ipv4.ip_forward: %w", err)
-	}
-	if string(bytes.TrimSpace(cur)) == "1" {
-		return false, nil
-	}
-	if err := os.WriteFile(ipForwardPath, []byte("1\n"), 0o644); err != nil {
-		return false, fmt.Errorf("nodenet: setting net.ipv4.ip_forward=1: %w", err)
-	}
-	return true, nil
+	return setSysctl(ipForwardPath, "net.ipv4.ip_forward", "1")
 }

@@ -1,9 +1,7 @@
 package nodenet
 
 import (
-	"bytes"
 	"fmt"
-	"os"
 	"path/filepath"
 )
 
@@ -23,16 +21,6 @@ func SetGatewayARPAnnounce(gatewayName string) (changed bool, err error) {
 	if gatewayName == "" || gatewayName != filepath.Base(gatewayName) {
 		return false, fmt.Errorf("nodenet: arp_announce: invalid gateway interface name %q", gatewayName)
 	}
-	path := filepath.Join("/proc/sys/net/ipv4/conf", gatewayName, "arp_announce")
-	cur, err := os.ReadFile(path)
-	if err != nil {
-		return false, fmt.Errorf("nodenet: reading arp_announce of %s: %w", gatewayName, err)
-	}
-	if string(bytes.TrimSpace(cur)) == "2" {
-		return false, nil
-	}
-	if err := os.WriteFile(path, []byte("2\n"), 0o644); err != nil {
-		return false, fmt.Errorf("nodenet: setting arp_announce=2 on %s: %w", gatewayName, err)
-	}
-	return true, nil
+	return setSysctl(filepath.Join("/proc/sys/net/ipv4/conf", gatewayName, "arp_announce"),
+		"net.ipv4.conf."+gatewayName+".arp_announce", "2")
 }
