@@ -108,11 +108,16 @@ type Controller struct {
 
 	model *Model // only the worker touches it
 
+	// isoMu is held from the start of an apply until isolated matches it,
+	// so a trace that saw the new drop flows also sees their policies
+	// (without it, TestToolingPolicyDrop saw a DROP naming no policy).
+	isoMu    sync.Mutex
+	isolated map[pipeline.Direction]map[uint32][]string // Model.IsolationIndex after the last commit
+
 	mu       sync.Mutex
 	stats    Stats
-	isolated map[pipeline.Direction]map[uint32][]string // Model.IsolationIndex after the last commit
-	warned   map[string]int64                           // policy UID -> generation already warned about
-	synced1  chan struct{}                              // closed after the first successful apply
+	warned   map[string]int64 // policy UID -> generation already warned about
+	synced1  chan struct{}    // closed after the first successful apply
 	syncOnce sync.Once
 }
 
@@ -209,8 +214,8 @@ func (c *Controller) PodPortChanged(namespace, name string) {
 // IsolatingPolicies returns the policies ("namespace/name") that isolate
 // the local pod on ofport in dir, as last applied; safe for concurrent use.
 func (c *Controller) IsolatingPolicies(ofport uint32, dir pipeline.Direction) []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.isoMu.Lock()
+	defer c.isoMu.Unlock()
 	return slices.Clone(c.isolated[dir][ofport])
 }
 
@@ -335,6 +340,22 @@ func (c *Controller) update(key string) {
 	}
 }
 
+// applyAndCommit realizes plan and commits it to the model, then
+// publishes the new isolation index; on failure the model is rolled back.
+func (c *Controller) applyAndCommit(ctx context.Context, plan *Plan) error {
+	c.isoMu.Lock()
+	defer c.isoMu.Unlock()
+	if !plan.Empty() {
+		if err := c.cfg.Realizer.ApplyPolicy(ctx, plan.Change); err != nil {
+			c.model.Abort(plan)
+			return fmt.Errorf("applying policy change: %w", err)
+		}
+	}
+	c.model.Commit(plan)
+	c.isolated = c.model.IsolationIndex()
+	return nil
+}
+
 // flush realizes the model's pending changes.
 func (c *Controller) flush(ctx context.Context) (err error) {
 	first := false
@@ -355,22 +376,16 @@ func (c *Controller) flush(ctx context.Context) (err error) {
 		return err
 	}
 	computed := time.Since(start)
-	if !plan.Empty() {
-		if err := c.cfg.Realizer.ApplyPolicy(ctx, plan.Change); err != nil {
-			c.model.Abort(plan)
-			c.mu.Lock()
-			c.stats.Failures++
-			c.mu.Unlock()
-			return fmt.Errorf("applying policy change: %w", err)
-		}
+	if err := c.applyAndCommit(ctx, plan); err != nil {
+		c.mu.Lock()
+		c.stats.Failures++
+		c.mu.Unlock()
+		return err
 	}
-	c.model.Commit(plan)
 	for pk, ws := range plan.Warnings {
 		c.warn(pk, ws)
 	}
-	isolated := c.model.IsolationIndex()
 	c.mu.Lock()
-	c.isolated = isolated
 	if !plan.Empty() {
 		c.stats.Batches++
 	}
