@@ -8,7 +8,7 @@ BENCH ?= .
 NODES ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help deps k8s-bins build images proto test bench lint run run-single stop clean conformance
+.PHONY: help deps k8s-bins build images proto test soak bench lint run run-single stop clean conformance
 
 help: ## List the targets.
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-9s %s\n", $$1, $$2}'
@@ -43,6 +43,11 @@ proto: ## Regenerate the gRPC/protobuf Go code from pkg/apis/**/*.proto (pinned 
 
 test: deps k8s-bins ## Run all tests with the race detector (integration tests need root).
 	$(GO) test -race -count=1 -timeout 20m ./...
+
+# Long fault tests (docs/reliability.md): the TestSoak* tests and the long
+# variants of the fault tests, which skip in `make test` (testroot.RequireSoak).
+soak: deps k8s-bins images ## Run the long fault and soak tests (WEIR_SOAK=1; needs root; docs/reliability.md).
+	WEIR_SOAK=1 $(GO) test -race -count=1 -timeout 80m ./test/... ./pkg/openflow/ ./pkg/agent/
 
 bench: deps ## Run benchmarks (BENCH_PKG and BENCH narrow them).
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -timeout 30m $(BENCH_PKG)

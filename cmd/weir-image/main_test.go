@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/weirnet/weir/pkg/imagebuild"
+	"github.com/weirnet/weir/test/testroot"
 )
 
 // The images are built once per test run (a few seconds with a warm debs
@@ -74,9 +75,7 @@ func runBuild(ctx context.Context, args ...string) (string, error) {
 // builtImages builds the static binaries and all four images once.
 func builtImages(t *testing.T) (binDir, outDir string) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (chroot, apt-get download into the debs cache)")
-	}
+	testroot.Require(t, "chroot, apt-get download into the debs cache")
 	root := moduleRoot(t)
 	shared.once.Do(func() {
 		tmp, err := os.MkdirTemp("", "weir-image-test-")

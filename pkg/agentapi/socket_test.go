@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/weirnet/weir/pkg/agentapi"
+	"github.com/weirnet/weir/test/testroot"
 )
 
 // helperEnv makes the test binary act as a client that dials the socket
@@ -39,9 +40,7 @@ func TestSocketHelper(t *testing.T) {
 // TestUnixSocketPermissions checks that the API socket is mode 0600 and
 // that a non-root user (nobody, uid 65534) cannot connect, while root can.
 func TestUnixSocketPermissions(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	testroot.Require(t, "changes to user nobody to connect")
 	// Not t.TempDir, whose parent is 0700: only the socket's own mode may
 	// keep nobody out.
 	dir, err := os.MkdirTemp("", "weir-agentapi-")

@@ -3,7 +3,6 @@ package cniserver
 import (
 	"context"
 	"net"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -11,14 +10,13 @@ import (
 	cniv1 "github.com/weirnet/weir/pkg/apis/cni/v1"
 	"github.com/weirnet/weir/pkg/ipam"
 	"github.com/weirnet/weir/pkg/podnet"
+	"github.com/weirnet/weir/test/testroot"
 )
 
 // TestAddBandwidth: ADD with the bandwidth capability shapes both ends of
 // the pod's veth; invalid limits fail with code 7 and leave nothing behind.
 func TestAddBandwidth(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces and veths")
-	}
+	testroot.Require(t, "creates network namespaces and veths")
 	tests := []struct {
 		name          string
 		runtimeConfig string

@@ -3,20 +3,18 @@ package cniserver
 import (
 	"context"
 	"net"
-	"os"
 	"sync"
 	"testing"
 
 	cniv1 "github.com/weirnet/weir/pkg/apis/cni/v1"
 	"github.com/weirnet/weir/pkg/ipam"
+	"github.com/weirnet/weir/test/testroot"
 )
 
 // TestPodPorts adds and deletes a pod interface (real veth, fake OVS and
 // flows) and checks OFPort and the WatchPods notifications.
 func TestPodPorts(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces and veths")
-	}
+	testroot.Require(t, "creates network namespaces and veths")
 	node := netnsAdd(t, "weir-pp-node")
 	pod := netnsAdd(t, "weir-pp-pod")
 	_, cidr, _ := net.ParseCIDR("10.78.0.0/24")

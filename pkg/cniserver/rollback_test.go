@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -14,6 +13,7 @@ import (
 	"github.com/weirnet/weir/pkg/ipam"
 	"github.com/weirnet/weir/pkg/ovsdb"
 	"github.com/weirnet/weir/pkg/pipeline"
+	"github.com/weirnet/weir/test/testroot"
 )
 
 // fakePorts and fakeFlows stand in for OVSDB and the pipeline so that a
@@ -82,9 +82,7 @@ func netnsAdd(t *testing.T, name string) string {
 // checks that nothing is left: no veth, no IP, no flows, no port, no
 // reserved OpenFlow port number.
 func TestAddRollsBackEveryStep(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces and veths")
-	}
+	testroot.Require(t, "creates network namespaces and veths")
 	tests := []struct {
 		name     string
 		portErr  error

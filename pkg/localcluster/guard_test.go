@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/weirnet/weir/test/testroot"
 )
 
 // TestGuardCountsLeaks builds, in namespaces of its own, what the guard
@@ -17,9 +19,7 @@ import (
 // guard counts: cluster addresses towards the uplink are counted (forwarded
 // from the node, or sent by a root-namespace process), everything else is not.
 func TestGuardCountsLeaks(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (network namespaces, nftables)")
-	}
+	testroot.Require(t, "network namespaces, nftables")
 	for _, tool := range []string{"ip", "nft", "nsenter"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("%s not installed", tool)

@@ -3,18 +3,17 @@ package nodenet_test
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"os"
 	"os/exec"
 	"testing"
+
+	"github.com/weirnet/weir/test/testroot"
 )
 
 // scratchNetNS creates a network namespace deleted at cleanup (with
 // everything in it) and returns its name.
 func scratchNetNS(t *testing.T) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces")
-	}
+	testroot.Require(t, "creates network namespaces")
 	b := make([]byte, 4)
 	if _, err := rand.Read(b); err != nil {
 		t.Fatal(err)

@@ -7,11 +7,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/weirnet/weir/test/testroot"
 )
 
 // The tests below need root, ip(8) and ethtool(8). Every namespace they
@@ -21,9 +22,7 @@ import (
 
 func requireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (network namespaces)")
-	}
+	testroot.Require(t, "network namespaces")
 	for _, tool := range []string{"ip", "ethtool", "ping"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("needs %s: %v", tool, err)

@@ -26,6 +26,7 @@ import (
 
 	"github.com/weirnet/weir/pkg/localcluster"
 	"github.com/weirnet/weir/test/k8stest"
+	"github.com/weirnet/weir/test/testroot"
 )
 
 // suite is the cluster shared by every test of the package.
@@ -43,9 +44,9 @@ var cluster *suite // set by TestMain when the cluster is up
 const e2eNS = "e2e"
 
 func TestMain(m *testing.M) {
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "e2e: not root; the tests will skip")
-		os.Exit(m.Run())
+	if msg, _ := testroot.Missing("e2e starts a local cluster in network namespaces"); msg != "" {
+		fmt.Fprintln(os.Stderr, "e2e:", msg)
+		os.Exit(m.Run()) // every test skips (or fails) itself through need
 	}
 	os.Exit(runMain(m))
 }
@@ -177,7 +178,8 @@ func dumpLogs(cfg localcluster.Config) {
 func need(t *testing.T) *suite {
 	t.Helper()
 	if cluster == nil {
-		t.Skip("no cluster: e2e needs root")
+		testroot.Require(t, "e2e starts a local cluster in network namespaces")
+		t.Fatal("no cluster") // as root TestMain exits if the cluster does not come up
 	}
 	return cluster
 }

@@ -24,15 +24,16 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/weirnet/weir/test/ovstest"
+	"github.com/weirnet/weir/test/testroot"
 )
 
 // binDir holds the ovs-agent and weir binaries built by TestMain.
 var binDir string
 
 func TestMain(m *testing.M) {
-	if os.Geteuid() != 0 {
-		fmt.Println("integration: skipping, needs root")
-		os.Exit(m.Run()) // every test skips itself through ovstest.Start
+	if msg, _ := testroot.Missing("the integration tests run OVS in network namespaces"); msg != "" {
+		fmt.Println("integration:", msg)
+		os.Exit(m.Run()) // every test skips (or fails) itself through ovstest.Start
 	}
 	dir, err := os.MkdirTemp("", "weir-bin-")
 	if err != nil {

@@ -57,6 +57,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/weirnet/weir/test/testroot"
 )
 
 const (
@@ -262,9 +264,7 @@ func Launch() (*ControlPlane, error) {
 
 func skipUnlessRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: k8stest runs etcd and kube-apiserver (and may build them into " + defaultCache + ")")
-	}
+	testroot.Require(t, "k8stest runs etcd and kube-apiserver (and may build them into "+defaultCache+")")
 }
 
 // launch builds the binaries if needed and starts the control plane;

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/weirnet/weir/test/testroot"
 )
 
 const (
@@ -115,9 +117,7 @@ type Instance struct {
 // tail of the OVS logs is logged.
 func Start(t testing.TB, opts ...Option) *Instance {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: ovstest creates network namespaces and runs ovsdb-server and ovs-vswitchd")
-	}
+	testroot.Require(t, "ovstest creates network namespaces and runs ovsdb-server and ovs-vswitchd")
 	began := time.Now()
 	in, err := launch(opts, func(in *Instance) {
 		t.Cleanup(func() {
