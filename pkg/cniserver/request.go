@@ -193,7 +193,34 @@ func (r *request) prevResult() (*current.Result, *cniError) {
 	if err != nil {
 		return nil, withDetails(cniv1.CodeDecodingFailure, "weir: prevResult cannot be converted to the current result type", err)
 	}
+	if cerr := checkPrevEntries(res); cerr != nil {
+		return nil, cerr
+	}
 	return res, nil
+}
+
+// checkPrevEntries rejects the entries of a decoded prevResult that the
+// CNI library accepts but nothing can use (found by FuzzCNIResult): a null
+// interface, address or route (CHECK dereferenced it and the agent
+// crashed), an address without "address" or a route without "dst" (ADD
+// passed them on as "<nil>", a result no runtime can parse).
+func checkPrevEntries(res *current.Result) *cniError {
+	for i, ifc := range res.Interfaces {
+		if ifc == nil {
+			return errorf(cniv1.CodeDecodingFailure, "weir: prevResult interfaces[%d] is null", i)
+		}
+	}
+	for i, ipc := range res.IPs {
+		if ipc == nil || ipc.Address.IP == nil {
+			return errorf(cniv1.CodeDecodingFailure, "weir: prevResult ips[%d] has no address", i)
+		}
+	}
+	for i, rt := range res.Routes {
+		if rt == nil || rt.Dst.IP == nil {
+			return errorf(cniv1.CodeDecodingFailure, "weir: prevResult routes[%d] has no dst", i)
+		}
+	}
+	return nil
 }
 
 // parseCNIArgs parses "K1=V1;K2=V2".
