@@ -25,6 +25,14 @@
 // every line) and exchanges a line every interval; exit status 0 if the
 // connection lasted, 1 with "broken after ..." on stdout when an echo did not
 // come back within the timeout.
+//
+//	test-server udp-echo [--port 90]
+//	test-server udp-stream --to HOST:PORT [--rate 100] [--for 1m] [--timeout 1s]
+//
+// measure loss with sequence numbers (stream.go): udp-echo sends every
+// datagram back; udp-stream sends numbered datagrams at the rate until --for
+// passes or it is interrupted, and prints "sent N received M lost L
+// longest-outage Dms" and, if any were lost, "lost A-B,C,...".
 package main
 
 import (
@@ -55,6 +63,7 @@ func newRootCmd(stdout io.Writer) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCmd(), newProbeCmd(stdout), newProbeMatrixCmd(stdout), newHoldCmd(stdout))
+	root.AddCommand(newServeCmd(), newProbeCmd(stdout), newProbeMatrixCmd(stdout), newHoldCmd(stdout),
+		newUDPEchoCmd(), newUDPStreamCmd(stdout))
 	return root
 }
