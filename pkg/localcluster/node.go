@@ -93,7 +93,7 @@ func RemoveNode(ctx context.Context, cfg Config, idx int) error {
 }
 
 func startNode(ctx context.Context, cfg Config, idx int) error {
-	name, ip := cfg.NodeName(idx), cfg.NodeIP(idx)
+	name := cfg.NodeName(idx)
 	dir := cfg.nodeDir(name)
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("clearing %s: %w", dir, err)
@@ -132,6 +132,23 @@ func startNode(ctx context.Context, cfg Config, idx int) error {
 		return err
 	}
 
+	if err := nodeCgroups(name); err != nil {
+		return err
+	}
+
+	// The control-plane node's network exists already: the control plane
+	// started in it before any kubelet.
+	if _, err := os.Stat("/run/netns/" + name); err != nil || idx != ControlPlane {
+		if err := nodeNetwork(ctx, cfg, idx); err != nil {
+			return err
+		}
+	}
+
+	return runNodeInside(ctx, cfg, idx)
+}
+
+// nodeCgroups creates node name's cgroup root in every hierarchy.
+func nodeCgroups(name string) error {
 	// kubelet refuses a cgroupRoot missing from any hierarchy; cpuset
 	// children start empty and must inherit the parent's CPUs and memory nodes.
 	hier, err := cgroupHierarchies()
@@ -158,14 +175,15 @@ func startNode(ctx context.Context, cfg Config, idx int) error {
 		}
 	}
 
-	// The control-plane node's network exists already: the control plane
-	// started in it before any kubelet.
-	if _, err := os.Stat("/run/netns/" + name); err != nil || idx != ControlPlane {
-		if err := nodeNetwork(ctx, cfg, idx); err != nil {
-			return err
-		}
-	}
+	return nil
+}
 
+// runNodeInside starts node idx's containerd (importing the images),
+// kubelet and kube-proxy in a new mount namespace in the node's network
+// namespace (node-inside.sh).
+func runNodeInside(ctx context.Context, cfg Config, idx int) error {
+	name, ip := cfg.NodeName(idx), cfg.NodeIP(idx)
+	dir := cfg.nodeDir(name)
 	script := filepath.Join(dir, "node-inside.sh")
 	if err := os.WriteFile(script, nodeInsideScript, 0o755); err != nil {
 		return err
@@ -263,6 +281,23 @@ func NodePID(cfg Config, name string) (int, error) {
 func stopNode(ctx context.Context, cfg Config, idx int) {
 	name := cfg.NodeName(idx)
 	dir := cfg.nodeDir(name)
+	killNode(cfg, name)
+	hier, _ := cgroupHierarchies()
+	for _, h := range hier {
+		removeCgroupTree(filepath.Join(h, name))
+	}
+	_ = run(ctx, "ip", "netns", "del", name)
+	_ = run(ctx, "ip", "link", "del", cfg.hostVeth(idx))
+	if err := os.RemoveAll(dir); err != nil {
+		cfg.logf("warning: removing %s: %v", dir, err)
+	}
+}
+
+// killNode stops node name's kubelet and kube-proxy, then kills every
+// process of the node: containerd, its shims, all containers, and anything
+// else in its mount or network namespace.
+func killNode(cfg Config, name string) {
+	dir := cfg.nodeDir(name)
 	for _, f := range []string{"kubelet.pid", "kube-proxy.pid"} {
 		stopPID(readPID(filepath.Join(dir, f)), 5*time.Second)
 	}
@@ -306,14 +341,6 @@ func stopNode(ctx context.Context, cfg Config, idx int) {
 	}
 	for _, f := range pinned {
 		f.Close()
-	}
-	for _, h := range hier {
-		removeCgroupTree(filepath.Join(h, name))
-	}
-	_ = run(ctx, "ip", "netns", "del", name)
-	_ = run(ctx, "ip", "link", "del", cfg.hostVeth(idx))
-	if err := os.RemoveAll(dir); err != nil {
-		cfg.logf("warning: removing %s: %v", dir, err)
 	}
 }
 
