@@ -15,9 +15,11 @@
 // Every change is written to a Store before it becomes visible, so an agent
 // restart never hands out an address twice. FileStore keeps all allocations of
 // a node in one JSON file replaced atomically (temp file, fsync, rename, fsync
-// of the directory); MemStore is for tests. A corrupt file is an error, never
-// a silent reset. Restore replaces the allocations wholesale, for an agent
-// that rebuilds its state from the ports' OVSDB external_ids at start.
+// of the directory); MemStore is for tests. A corrupt file is never silently
+// reset: FileStore moves it aside (<path>.corrupt-<time>), logs a warning and
+// starts empty, for the caller to rebuild from its authoritative record.
+// Restore replaces the allocations wholesale, for an agent that rebuilds its
+// state from the ports' OVSDB external_ids at start.
 //
 // The allocator works on netip.Addr internally and supports IPv4 and IPv6
 // CIDRs: for IPv6 only the subnet-router anycast address (the all-zeros host

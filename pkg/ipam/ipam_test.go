@@ -349,18 +349,37 @@ func TestCorruptFile(t *testing.T) {
 			if err := os.WriteFile(path, []byte(tc.content), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			_, err := New(mustCIDR(t, "10.0.0.0/24"), NewFileStore(path))
-			if err == nil {
-				t.Fatal("New succeeded on a corrupt state file")
+			// The corrupt file is moved aside and the allocator starts
+			// empty (the agent then restores from OVSDB).
+			a, err := New(mustCIDR(t, "10.0.0.0/24"), NewFileStore(path))
+			if err != nil {
+				t.Fatalf("New on a corrupt state file: %v", err)
 			}
-			for _, want := range []string{path, "corrupt", tc.wantErr} {
-				if !strings.Contains(err.Error(), want) {
-					t.Errorf("error %q does not contain %q", err, want)
-				}
+			if got := a.List(); len(got) != 0 {
+				t.Fatalf("allocations after a corrupt file: %v, want none", got)
 			}
-			// The file must be left as it was for a human to inspect.
-			if data, _ := os.ReadFile(path); string(data) != tc.content {
+			if _, err := decodeFile([]byte(tc.content)); err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("decoding %q: %v, want an error containing %q", tc.content, err, tc.wantErr)
+			}
+			aside, _ := filepath.Glob(path + ".corrupt-*")
+			if len(aside) != 1 {
+				t.Fatalf("corrupt copies %v, want exactly one", aside)
+			}
+			// The file must be kept as it was for a human to inspect.
+			if data, _ := os.ReadFile(aside[0]); string(data) != tc.content {
 				t.Errorf("corrupt file was modified: %q", data)
+			}
+			if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("corrupt file still at %s: %v", path, err)
+			}
+			// The next allocation is saved to a fresh, valid file.
+			ip, err := a.Allocate("x")
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := mustNew(t, "10.0.0.0/24", NewFileStore(path))
+			if got, ok := b.Lookup("x"); !ok || !got.Equal(ip) {
+				t.Errorf("after reopening: x has %v (%v), want %v", got, ok, ip)
 			}
 		})
 	}

@@ -11,6 +11,9 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
+
+	"k8s.io/klog/v2"
 )
 
 // Snapshot is the whole persistent state of an Allocator.
@@ -64,10 +67,17 @@ func NewFileStore(path string) *FileStore { return &FileStore{path: path} }
 // Path returns the path of the state file.
 func (s *FileStore) Path() string { return s.path }
 
-// Load reads the state file. A missing file is an empty state; an unreadable
-// or corrupt file is an error naming the file (the state is never silently
-// reset: move the file away by hand if it must be discarded). Temporary files
-// left behind by a Save interrupted by a crash are removed.
+// Load reads the state file. A missing file is an empty state. An
+// unreadable file is an error naming the file. A corrupt file (not a valid
+// document of this version) is never silently reset: it is renamed to
+// <path>.corrupt-<UTC time> for a human to inspect, a warning naming both
+// paths is logged, and Load returns an empty state. That is safe only
+// because the file is not the authoritative record: its user rebuilds the
+// allocations from one (the agent calls Allocator.Restore with the IPs of
+// its OVSDB pod ports at every start, before it serves any ADD), and an
+// agent that refused to start on a torn or hand-edited file would take the
+// whole node's pod networking down for what it can recover by itself.
+// Temporary files left behind by a Save interrupted by a crash are removed.
 func (s *FileStore) Load() (Snapshot, error) {
 	if s.path == "" {
 		return Snapshot{}, errors.New("IPAM state file path is empty")
@@ -82,10 +92,19 @@ func (s *FileStore) Load() (Snapshot, error) {
 	}
 	snap, err := decodeFile(data)
 	if err != nil {
-		return Snapshot{}, fmt.Errorf("IPAM state file %s is corrupt (refusing to reset it): %w", s.path, err)
+		aside := s.path + corruptInfix + time.Now().UTC().Format("20060102T150405.000000000Z")
+		if rerr := os.Rename(s.path, aside); rerr != nil {
+			return Snapshot{}, fmt.Errorf("IPAM state file %s is corrupt (%v) and cannot be moved aside: %w", s.path, err, rerr)
+		}
+		klog.Warningf("IPAM state file is corrupt, moved aside; starting empty for the caller to rebuild the allocations from its authoritative record: path=%q movedTo=%q err=%q",
+			s.path, aside, err.Error())
+		return Snapshot{Allocations: map[string]net.IP{}}, nil
 	}
 	return snap, nil
 }
+
+// corruptInfix names a corrupt state file Load moved aside.
+const corruptInfix = ".corrupt-"
 
 func decodeFile(data []byte) (Snapshot, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
