@@ -2069,6 +2069,308 @@ func (x *PolicyVerdictEvent) GetMessage() string {
 	return ""
 }
 
+type AuditRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditRequest) Reset() {
+	*x = AuditRequest{}
+	mi := &file_pkg_apis_agent_v1_agent_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditRequest) ProtoMessage() {}
+
+func (x *AuditRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pkg_apis_agent_v1_agent_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditRequest.ProtoReflect.Descriptor instead.
+func (*AuditRequest) Descriptor() ([]byte, []int) {
+	return file_pkg_apis_agent_v1_agent_proto_rawDescGZIP(), []int{24}
+}
+
+// Inconsistency is one disagreement between two of the node's state
+// sources.
+type Inconsistency struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One of: "orphan-port" (a pod port in OVSDB without an attachment),
+	// "orphan-attachment" (an attachment without its OVS port or host veth,
+	// or whose Pod no longer exists), "leaked-ip" (allocated in IPAM, no
+	// attachment), "missing-ip" (an attachment whose IP is not allocated to
+	// it), "orphan-veth" (a host-side pod veth without an OVS port),
+	// "stale-route" (a kernel route through the gateway to no current peer,
+	// or via the wrong next hop), "missing-route" (a peer without its kernel
+	// route), "orphan-flow" (a flow on the switch the agent's flow cache does
+	// not hold), "missing-flow" (a cached flow not on the switch).
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// What is inconsistent, precisely: "ip 10.244.1.7", "port weir0123456789a
+	// ofport 5", "veth weir0123456789a", "route 10.244.2.0/24 via 10.244.2.1
+	// dev weir-gw0", "flow table=L2Forwarding priority=100 cookie=0x...
+	// match=...", "pod ns/name uid ...".
+	Subject string `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
+	// What the sources say and what to do about it.
+	Detail        string `protobuf:"bytes,3,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Inconsistency) Reset() {
+	*x = Inconsistency{}
+	mi := &file_pkg_apis_agent_v1_agent_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Inconsistency) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Inconsistency) ProtoMessage() {}
+
+func (x *Inconsistency) ProtoReflect() protoreflect.Message {
+	mi := &file_pkg_apis_agent_v1_agent_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Inconsistency.ProtoReflect.Descriptor instead.
+func (*Inconsistency) Descriptor() ([]byte, []int) {
+	return file_pkg_apis_agent_v1_agent_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *Inconsistency) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Inconsistency) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *Inconsistency) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+// AuditCounts is how many items of each source the audit checked.
+type AuditCounts struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Pod ports of the bridge (OVSDB).
+	Ports uint32 `protobuf:"varint,1,opt,name=ports,proto3" json:"ports,omitempty"`
+	// The CNI server's attachments.
+	Attachments uint32 `protobuf:"varint,2,opt,name=attachments,proto3" json:"attachments,omitempty"`
+	// IPAM allocations.
+	Ips uint32 `protobuf:"varint,3,opt,name=ips,proto3" json:"ips,omitempty"`
+	// Host-side pod veths (Weir's naming) in the node's network namespace.
+	Veths uint32 `protobuf:"varint,4,opt,name=veths,proto3" json:"veths,omitempty"`
+	// Kernel routes through the gateway interface to peers' pod CIDRs.
+	Routes uint32 `protobuf:"varint,5,opt,name=routes,proto3" json:"routes,omitempty"`
+	// Peers of the Node controller.
+	Peers uint32 `protobuf:"varint,6,opt,name=peers,proto3" json:"peers,omitempty"`
+	// Flows on the switch.
+	Flows uint32 `protobuf:"varint,7,opt,name=flows,proto3" json:"flows,omitempty"`
+	// Kubernetes Pods of this node read from the API server.
+	Pods          uint32 `protobuf:"varint,8,opt,name=pods,proto3" json:"pods,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditCounts) Reset() {
+	*x = AuditCounts{}
+	mi := &file_pkg_apis_agent_v1_agent_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditCounts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditCounts) ProtoMessage() {}
+
+func (x *AuditCounts) ProtoReflect() protoreflect.Message {
+	mi := &file_pkg_apis_agent_v1_agent_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditCounts.ProtoReflect.Descriptor instead.
+func (*AuditCounts) Descriptor() ([]byte, []int) {
+	return file_pkg_apis_agent_v1_agent_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *AuditCounts) GetPorts() uint32 {
+	if x != nil {
+		return x.Ports
+	}
+	return 0
+}
+
+func (x *AuditCounts) GetAttachments() uint32 {
+	if x != nil {
+		return x.Attachments
+	}
+	return 0
+}
+
+func (x *AuditCounts) GetIps() uint32 {
+	if x != nil {
+		return x.Ips
+	}
+	return 0
+}
+
+func (x *AuditCounts) GetVeths() uint32 {
+	if x != nil {
+		return x.Veths
+	}
+	return 0
+}
+
+func (x *AuditCounts) GetRoutes() uint32 {
+	if x != nil {
+		return x.Routes
+	}
+	return 0
+}
+
+func (x *AuditCounts) GetPeers() uint32 {
+	if x != nil {
+		return x.Peers
+	}
+	return 0
+}
+
+func (x *AuditCounts) GetFlows() uint32 {
+	if x != nil {
+		return x.Flows
+	}
+	return 0
+}
+
+func (x *AuditCounts) GetPods() uint32 {
+	if x != nil {
+		return x.Pods
+	}
+	return 0
+}
+
+type AuditReport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Sorted by kind, then subject. Empty when the node is consistent.
+	Inconsistencies []*Inconsistency `protobuf:"bytes,1,rep,name=inconsistencies,proto3" json:"inconsistencies,omitempty"`
+	Checked         *AuditCounts     `protobuf:"bytes,2,opt,name=checked,proto3" json:"checked,omitempty"`
+	// Checks that were not run and why (e.g. no Kubernetes in standalone
+	// mode), and state that is expected to change (e.g. earlier rounds'
+	// flows awaiting removal during the agent's initial sync).
+	Notes []string `protobuf:"bytes,3,rep,name=notes,proto3" json:"notes,omitempty"`
+	// The node ("" in standalone mode) and this agent run's cookie round.
+	NodeName      string `protobuf:"bytes,4,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
+	Round         uint32 `protobuf:"varint,5,opt,name=round,proto3" json:"round,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditReport) Reset() {
+	*x = AuditReport{}
+	mi := &file_pkg_apis_agent_v1_agent_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditReport) ProtoMessage() {}
+
+func (x *AuditReport) ProtoReflect() protoreflect.Message {
+	mi := &file_pkg_apis_agent_v1_agent_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditReport.ProtoReflect.Descriptor instead.
+func (*AuditReport) Descriptor() ([]byte, []int) {
+	return file_pkg_apis_agent_v1_agent_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *AuditReport) GetInconsistencies() []*Inconsistency {
+	if x != nil {
+		return x.Inconsistencies
+	}
+	return nil
+}
+
+func (x *AuditReport) GetChecked() *AuditCounts {
+	if x != nil {
+		return x.Checked
+	}
+	return nil
+}
+
+func (x *AuditReport) GetNotes() []string {
+	if x != nil {
+		return x.Notes
+	}
+	return nil
+}
+
+func (x *AuditReport) GetNodeName() string {
+	if x != nil {
+		return x.NodeName
+	}
+	return ""
+}
+
+func (x *AuditReport) GetRound() uint32 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
 var File_pkg_apis_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_pkg_apis_agent_v1_agent_proto_rawDesc = "" +
@@ -2267,14 +2569,35 @@ const file_pkg_apis_agent_v1_agent_proto_rawDesc = "" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\v\n" +
 	"\aALLOWED\x10\x01\x12\v\n" +
-	"\aDROPPED\x10\x022\xaf\x04\n" +
+	"\aDROPPED\x10\x02\"\x0e\n" +
+	"\fAuditRequest\"U\n" +
+	"\rInconsistency\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x18\n" +
+	"\asubject\x18\x02 \x01(\tR\asubject\x12\x16\n" +
+	"\x06detail\x18\x03 \x01(\tR\x06detail\"\xc5\x01\n" +
+	"\vAuditCounts\x12\x14\n" +
+	"\x05ports\x18\x01 \x01(\rR\x05ports\x12 \n" +
+	"\vattachments\x18\x02 \x01(\rR\vattachments\x12\x10\n" +
+	"\x03ips\x18\x03 \x01(\rR\x03ips\x12\x14\n" +
+	"\x05veths\x18\x04 \x01(\rR\x05veths\x12\x16\n" +
+	"\x06routes\x18\x05 \x01(\rR\x06routes\x12\x14\n" +
+	"\x05peers\x18\x06 \x01(\rR\x05peers\x12\x14\n" +
+	"\x05flows\x18\a \x01(\rR\x05flows\x12\x12\n" +
+	"\x04pods\x18\b \x01(\rR\x04pods\"\xd4\x01\n" +
+	"\vAuditReport\x12F\n" +
+	"\x0finconsistencies\x18\x01 \x03(\v2\x1c.weir.agent.v1.InconsistencyR\x0finconsistencies\x124\n" +
+	"\achecked\x18\x02 \x01(\v2\x1a.weir.agent.v1.AuditCountsR\achecked\x12\x14\n" +
+	"\x05notes\x18\x03 \x03(\tR\x05notes\x12\x1b\n" +
+	"\tnode_name\x18\x04 \x01(\tR\bnodeName\x12\x14\n" +
+	"\x05round\x18\x05 \x01(\rR\x05round2\xf1\x04\n" +
 	"\fAgentService\x12N\n" +
 	"\tAgentInfo\x12\x1f.weir.agent.v1.AgentInfoRequest\x1a .weir.agent.v1.AgentInfoResponse\x12f\n" +
 	"\x11ListPodInterfaces\x12'.weir.agent.v1.ListPodInterfacesRequest\x1a(.weir.agent.v1.ListPodInterfacesResponse\x12N\n" +
 	"\tListFlows\x12\x1f.weir.agent.v1.ListFlowsRequest\x1a .weir.agent.v1.ListFlowsResponse\x12B\n" +
 	"\x05Trace\x12\x1b.weir.agent.v1.TraceRequest\x1a\x1c.weir.agent.v1.TraceResponse\x12l\n" +
 	"\x13ListNetworkPolicies\x12).weir.agent.v1.ListNetworkPoliciesRequest\x1a*.weir.agent.v1.ListNetworkPoliciesResponse\x12e\n" +
-	"\x13WatchPolicyVerdicts\x12).weir.agent.v1.WatchPolicyVerdictsRequest\x1a!.weir.agent.v1.PolicyVerdictEvent0\x01B3Z1github.com/weirnet/weir/pkg/apis/agent/v1;agentv1b\x06proto3"
+	"\x13WatchPolicyVerdicts\x12).weir.agent.v1.WatchPolicyVerdictsRequest\x1a!.weir.agent.v1.PolicyVerdictEvent0\x01\x12@\n" +
+	"\x05Audit\x12\x1b.weir.agent.v1.AuditRequest\x1a\x1a.weir.agent.v1.AuditReportB3Z1github.com/weirnet/weir/pkg/apis/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_pkg_apis_agent_v1_agent_proto_rawDescOnce sync.Once
@@ -2289,7 +2612,7 @@ func file_pkg_apis_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_pkg_apis_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_pkg_apis_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_pkg_apis_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_pkg_apis_agent_v1_agent_proto_goTypes = []any{
 	(TraceVerdict_Kind)(0),              // 0: weir.agent.v1.TraceVerdict.Kind
 	(PolicyVerdictEvent_Kind)(0),        // 1: weir.agent.v1.PolicyVerdictEvent.Kind
@@ -2317,6 +2640,10 @@ var file_pkg_apis_agent_v1_agent_proto_goTypes = []any{
 	(*ListNetworkPoliciesResponse)(nil), // 23: weir.agent.v1.ListNetworkPoliciesResponse
 	(*WatchPolicyVerdictsRequest)(nil),  // 24: weir.agent.v1.WatchPolicyVerdictsRequest
 	(*PolicyVerdictEvent)(nil),          // 25: weir.agent.v1.PolicyVerdictEvent
+	(*AuditRequest)(nil),                // 26: weir.agent.v1.AuditRequest
+	(*Inconsistency)(nil),               // 27: weir.agent.v1.Inconsistency
+	(*AuditCounts)(nil),                 // 28: weir.agent.v1.AuditCounts
+	(*AuditReport)(nil),                 // 29: weir.agent.v1.AuditReport
 }
 var file_pkg_apis_agent_v1_agent_proto_depIdxs = []int32{
 	4,  // 0: weir.agent.v1.AgentInfoResponse.openflow:type_name -> weir.agent.v1.ConnectionState
@@ -2345,23 +2672,27 @@ var file_pkg_apis_agent_v1_agent_proto_depIdxs = []int32{
 	2,  // 23: weir.agent.v1.WatchPolicyVerdictsRequest.pod:type_name -> weir.agent.v1.PodRef
 	1,  // 24: weir.agent.v1.PolicyVerdictEvent.kind:type_name -> weir.agent.v1.PolicyVerdictEvent.Kind
 	20, // 25: weir.agent.v1.PolicyVerdictEvent.pod:type_name -> weir.agent.v1.LocalPodRef
-	3,  // 26: weir.agent.v1.AgentService.AgentInfo:input_type -> weir.agent.v1.AgentInfoRequest
-	7,  // 27: weir.agent.v1.AgentService.ListPodInterfaces:input_type -> weir.agent.v1.ListPodInterfacesRequest
-	11, // 28: weir.agent.v1.AgentService.ListFlows:input_type -> weir.agent.v1.ListFlowsRequest
-	14, // 29: weir.agent.v1.AgentService.Trace:input_type -> weir.agent.v1.TraceRequest
-	18, // 30: weir.agent.v1.AgentService.ListNetworkPolicies:input_type -> weir.agent.v1.ListNetworkPoliciesRequest
-	24, // 31: weir.agent.v1.AgentService.WatchPolicyVerdicts:input_type -> weir.agent.v1.WatchPolicyVerdictsRequest
-	6,  // 32: weir.agent.v1.AgentService.AgentInfo:output_type -> weir.agent.v1.AgentInfoResponse
-	9,  // 33: weir.agent.v1.AgentService.ListPodInterfaces:output_type -> weir.agent.v1.ListPodInterfacesResponse
-	13, // 34: weir.agent.v1.AgentService.ListFlows:output_type -> weir.agent.v1.ListFlowsResponse
-	17, // 35: weir.agent.v1.AgentService.Trace:output_type -> weir.agent.v1.TraceResponse
-	23, // 36: weir.agent.v1.AgentService.ListNetworkPolicies:output_type -> weir.agent.v1.ListNetworkPoliciesResponse
-	25, // 37: weir.agent.v1.AgentService.WatchPolicyVerdicts:output_type -> weir.agent.v1.PolicyVerdictEvent
-	32, // [32:38] is the sub-list for method output_type
-	26, // [26:32] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	27, // 26: weir.agent.v1.AuditReport.inconsistencies:type_name -> weir.agent.v1.Inconsistency
+	28, // 27: weir.agent.v1.AuditReport.checked:type_name -> weir.agent.v1.AuditCounts
+	3,  // 28: weir.agent.v1.AgentService.AgentInfo:input_type -> weir.agent.v1.AgentInfoRequest
+	7,  // 29: weir.agent.v1.AgentService.ListPodInterfaces:input_type -> weir.agent.v1.ListPodInterfacesRequest
+	11, // 30: weir.agent.v1.AgentService.ListFlows:input_type -> weir.agent.v1.ListFlowsRequest
+	14, // 31: weir.agent.v1.AgentService.Trace:input_type -> weir.agent.v1.TraceRequest
+	18, // 32: weir.agent.v1.AgentService.ListNetworkPolicies:input_type -> weir.agent.v1.ListNetworkPoliciesRequest
+	24, // 33: weir.agent.v1.AgentService.WatchPolicyVerdicts:input_type -> weir.agent.v1.WatchPolicyVerdictsRequest
+	26, // 34: weir.agent.v1.AgentService.Audit:input_type -> weir.agent.v1.AuditRequest
+	6,  // 35: weir.agent.v1.AgentService.AgentInfo:output_type -> weir.agent.v1.AgentInfoResponse
+	9,  // 36: weir.agent.v1.AgentService.ListPodInterfaces:output_type -> weir.agent.v1.ListPodInterfacesResponse
+	13, // 37: weir.agent.v1.AgentService.ListFlows:output_type -> weir.agent.v1.ListFlowsResponse
+	17, // 38: weir.agent.v1.AgentService.Trace:output_type -> weir.agent.v1.TraceResponse
+	23, // 39: weir.agent.v1.AgentService.ListNetworkPolicies:output_type -> weir.agent.v1.ListNetworkPoliciesResponse
+	25, // 40: weir.agent.v1.AgentService.WatchPolicyVerdicts:output_type -> weir.agent.v1.PolicyVerdictEvent
+	29, // 41: weir.agent.v1.AgentService.Audit:output_type -> weir.agent.v1.AuditReport
+	35, // [35:42] is the sub-list for method output_type
+	28, // [28:35] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_pkg_apis_agent_v1_agent_proto_init() }
@@ -2375,7 +2706,7 @@ func file_pkg_apis_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pkg_apis_agent_v1_agent_proto_rawDesc), len(file_pkg_apis_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   24,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

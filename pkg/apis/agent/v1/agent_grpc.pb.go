@@ -36,6 +36,7 @@ const (
 	AgentService_Trace_FullMethodName               = "/weir.agent.v1.AgentService/Trace"
 	AgentService_ListNetworkPolicies_FullMethodName = "/weir.agent.v1.AgentService/ListNetworkPolicies"
 	AgentService_WatchPolicyVerdicts_FullMethodName = "/weir.agent.v1.AgentService/WatchPolicyVerdicts"
+	AgentService_Audit_FullMethodName               = "/weir.agent.v1.AgentService/Audit"
 )
 
 // AgentServiceClient is the client API for AgentService service.
@@ -63,6 +64,11 @@ type AgentServiceClient interface {
 	// WatchPolicyVerdicts streams, once per interval, how many new packets
 	// each policy rule allowed and each isolated pod dropped (counter deltas).
 	WatchPolicyVerdicts(ctx context.Context, in *WatchPolicyVerdictsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PolicyVerdictEvent], error)
+	// Audit cross-checks the node's state sources (OVSDB ports, the CNI
+	// server's attachments, IPAM, kernel veths and peer routes, OpenFlow
+	// flows against the agent's flow cache, Kubernetes Pods) and lists every
+	// disagreement. Read-only: it repairs nothing.
+	Audit(ctx context.Context, in *AuditRequest, opts ...grpc.CallOption) (*AuditReport, error)
 }
 
 type agentServiceClient struct {
@@ -142,6 +148,16 @@ func (c *agentServiceClient) WatchPolicyVerdicts(ctx context.Context, in *WatchP
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AgentService_WatchPolicyVerdictsClient = grpc.ServerStreamingClient[PolicyVerdictEvent]
 
+func (c *agentServiceClient) Audit(ctx context.Context, in *AuditRequest, opts ...grpc.CallOption) (*AuditReport, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AuditReport)
+	err := c.cc.Invoke(ctx, AgentService_Audit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServiceServer is the server API for AgentService service.
 // All implementations must embed UnimplementedAgentServiceServer
 // for forward compatibility.
@@ -167,6 +183,11 @@ type AgentServiceServer interface {
 	// WatchPolicyVerdicts streams, once per interval, how many new packets
 	// each policy rule allowed and each isolated pod dropped (counter deltas).
 	WatchPolicyVerdicts(*WatchPolicyVerdictsRequest, grpc.ServerStreamingServer[PolicyVerdictEvent]) error
+	// Audit cross-checks the node's state sources (OVSDB ports, the CNI
+	// server's attachments, IPAM, kernel veths and peer routes, OpenFlow
+	// flows against the agent's flow cache, Kubernetes Pods) and lists every
+	// disagreement. Read-only: it repairs nothing.
+	Audit(context.Context, *AuditRequest) (*AuditReport, error)
 	mustEmbedUnimplementedAgentServiceServer()
 }
 
@@ -194,6 +215,9 @@ func (UnimplementedAgentServiceServer) ListNetworkPolicies(context.Context, *Lis
 }
 func (UnimplementedAgentServiceServer) WatchPolicyVerdicts(*WatchPolicyVerdictsRequest, grpc.ServerStreamingServer[PolicyVerdictEvent]) error {
 	return status.Error(codes.Unimplemented, "method WatchPolicyVerdicts not implemented")
+}
+func (UnimplementedAgentServiceServer) Audit(context.Context, *AuditRequest) (*AuditReport, error) {
+	return nil, status.Error(codes.Unimplemented, "method Audit not implemented")
 }
 func (UnimplementedAgentServiceServer) mustEmbedUnimplementedAgentServiceServer() {}
 func (UnimplementedAgentServiceServer) testEmbeddedByValue()                      {}
@@ -317,6 +341,24 @@ func _AgentService_WatchPolicyVerdicts_Handler(srv interface{}, stream grpc.Serv
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AgentService_WatchPolicyVerdictsServer = grpc.ServerStreamingServer[PolicyVerdictEvent]
 
+func _AgentService_Audit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AuditRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).Audit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_Audit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).Audit(ctx, req.(*AuditRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AgentService_ServiceDesc is the grpc.ServiceDesc for AgentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -343,6 +385,10 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListNetworkPolicies",
 			Handler:    _AgentService_ListNetworkPolicies_Handler,
+		},
+		{
+			MethodName: "Audit",
+			Handler:    _AgentService_Audit_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
