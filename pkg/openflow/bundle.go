@@ -110,25 +110,46 @@ func bundleControl(bundleID uint32, typ uint16) []byte {
 // OVS validates each message as it is added to a bundle and may still
 // commit the others, so Apply adds all messages, waits for a barrier, and
 // commits only if none was rejected (otherwise it discards the bundle).
+//
+// Flows changed through Apply are not the flow cache's: a replay after a
+// reconnect neither re-adds nor removes them (see Install and Sync).
 func (s *Switch) Apply(ctx context.Context, ops []FlowOp) error {
-	return s.apply(ctx, ops, nil)
+	_, err := s.apply(ctx, ops, nil)
+	return err
 }
 
-// apply is Apply; keep, if set, receives each op's encoded message.
-func (s *Switch) apply(ctx context.Context, ops []FlowOp, keep func(i int, msg []byte)) (err error) {
+// outcome says what a failed bundle did to the switch.
+type outcome uint8
+
+const (
+	// notApplied: the bundle was never committed, or OVS refused the
+	// commit (an atomic bundle then changes nothing).
+	notApplied outcome = iota
+	// applied: OVS answered the commit without error.
+	applied
+	// unknown: the commit was sent but its answer never arrived (the
+	// connection dropped, or RequestTimeout passed): OVS may have applied
+	// the bundle or not. The flow cache treats the flows it added as in
+	// doubt until the next replay (cache.go).
+	unknown
+)
+
+// apply is Apply; keep, if set, receives each op's encoded message. It
+// also reports whether the bundle took effect, for the flow cache.
+func (s *Switch) apply(ctx context.Context, ops []FlowOp, keep func(i int, msg []byte)) (_ outcome, err error) {
 	if len(ops) == 0 {
-		return nil
+		return applied, nil
 	}
 	start := time.Now()
 	defer func() { s.observe("bundle", len(ops), start, err) }()
 	sn, err := s.newSender(len(ops) + 1)
 	if err != nil {
-		return err
+		return notApplied, err
 	}
 	bundleID := sn.req.firstXid // unique while the request lives
 	if err := sn.add("bundle open", nil, 0, appendRaw(bundleControl(bundleID, openflow15.OFPBCT_OPEN_REQUEST))); err != nil {
 		sn.abort()
-		return err
+		return notApplied, err
 	}
 	for i, op := range ops {
 		err := sn.add(op.String(), op.Flow, bundleID, func(buf []byte) ([]byte, error) {
@@ -141,18 +162,20 @@ func (s *Switch) apply(ctx context.Context, ops []FlowOp, keep func(i int, msg [
 		})
 		if err != nil {
 			sn.abort()
-			return fmt.Errorf("encoding %s: %w", op, err)
+			return notApplied, fmt.Errorf("encoding %s: %w", op, err)
 		}
 	}
+	// An open bundle that is never committed changes nothing: OVS discards
+	// a connection's open bundles when it closes.
 	req, err := sn.finish(ctx)
 	if err != nil {
-		return err
+		return notApplied, err
 	}
 	if addErr := req.firstError(); addErr != nil {
 		if _, err := s.roundTrip(ctx, "bundle discard", bundleControl(bundleID, openflow15.OFPBCT_DISCARD_REQUEST)); err != nil && !errors.Is(err, ErrNotConnected) {
 			s.log.Error(err, "Discarding rejected bundle failed", "bundle", bundleID)
 		}
-		return addErr
+		return notApplied, addErr
 	}
 	// A commit-time failure reports the failing inner message first (with
 	// its own xid, which belongs to the add request), then the bundle's
@@ -162,17 +185,39 @@ func (s *Switch) apply(ctx context.Context, ops []FlowOp, keep func(i int, msg [
 	s.pending[req] = struct{}{}
 	s.mu.Unlock()
 	defer s.forget(req)
-	commit, err := s.roundTrip(ctx, "bundle commit", bundleControl(bundleID, openflow15.OFPBCT_COMMIT_REQUEST))
+	// Once the commit is sent, its answer is waited for even if the
+	// caller's context ends (bounded by RequestTimeout): a commit given up
+	// on leaves the switch in an unknown state, which only a replay can
+	// repair.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RequestTimeout)
+	defer cancel()
+	csn, err := s.newSender(1)
 	if err != nil {
-		return err
+		return notApplied, err // nothing sent: the bundle dies with its connection
+	}
+	if err := csn.add("bundle commit", nil, 0, appendRaw(bundleControl(bundleID, openflow15.OFPBCT_COMMIT_REQUEST))); err != nil {
+		csn.abort()
+		return notApplied, err
+	}
+	commit, err := csn.finish(cctx)
+	if err != nil {
+		return unknown, err
+	}
+	if h := s.hooks.commitAnswered.Load(); h != nil {
+		if err := (*h)(); err != nil {
+			return unknown, err
+		}
 	}
 	s.mu.Lock()
 	inner := req.firstError()
 	s.mu.Unlock()
 	if inner != nil {
-		return inner
+		return notApplied, inner
 	}
-	return commit.firstError()
+	if err := commit.firstError(); err != nil {
+		return notApplied, err
+	}
+	return applied, nil
 }
 
 // ApplyUnbundled sends ops as plain flow_mods followed by one barrier. It

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"iter"
 	"maps"
 	"slices"
 	"sync"
@@ -19,10 +20,17 @@ import (
 type FlowCache struct {
 	mu     sync.Mutex
 	owners map[string]map[string][]byte // owner -> Flow.Key() -> message
+	// inDoubt holds the ADD messages, by Flow.Key(), of flows a change
+	// tried to add whose bundle commit went unanswered (outcome unknown):
+	// they may be on the switch without being cached. The next replay
+	// deletes those no owner caches.
+	inDoubt map[string][]byte
 }
 
 // NewFlowCache returns an empty cache.
-func NewFlowCache() *FlowCache { return &FlowCache{owners: map[string]map[string][]byte{}} }
+func NewFlowCache() *FlowCache {
+	return &FlowCache{owners: map[string]map[string][]byte{}, inDoubt: map[string][]byte{}}
+}
 
 // Owners returns the owners with cached flows, sorted.
 func (c *FlowCache) Owners() []string {
@@ -69,17 +77,63 @@ func (c *FlowCache) TableLens() map[uint8]int {
 // flow_mod: header (8), cookie (8), cookie_mask (8).
 const flowModTableOffset = 24
 
-// all returns every cached message.
-func (c *FlowCache) all() [][]byte {
+// replaySet returns every cached message, and a DELETE_STRICT for each
+// flow in doubt that no owner caches.
+func (c *FlowCache) replaySet() (adds, dels [][]byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var out [][]byte
+	n := 0
+	for _, fl := range c.owners {
+		n += len(fl)
+	}
+	adds = make([][]byte, 0, n)
 	for _, fl := range c.owners {
 		for _, m := range fl {
-			out = append(out, m)
+			adds = append(adds, m)
 		}
 	}
-	return out
+	if len(c.inDoubt) == 0 {
+		return adds, nil
+	}
+	cached := make(map[string]struct{}, n)
+	for _, fl := range c.owners {
+		for k := range fl {
+			cached[k] = struct{}{}
+		}
+	}
+	for k, add := range c.inDoubt {
+		if _, ok := cached[k]; !ok {
+			dels = append(dels, deleteStrictFrom(add))
+		}
+	}
+	return adds, dels
+}
+
+// markInDoubt records adds (Flow.Key() -> ADD message) of a change whose
+// outcome is unknown.
+func (c *FlowCache) markInDoubt(adds map[string][]byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	maps.Copy(c.inDoubt, adds)
+}
+
+// settleLocked forgets the doubt about keys a later change has settled
+// (added and cached, or deleted, with OVS's answer).
+func (c *FlowCache) settleLocked(keys iter.Seq[string]) {
+	if len(c.inDoubt) == 0 {
+		return
+	}
+	for k := range keys {
+		delete(c.inDoubt, k)
+	}
+}
+
+// InDoubt returns the number of flows whose addition went unanswered and
+// that the next replay removes unless an owner caches them.
+func (c *FlowCache) InDoubt() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.inDoubt)
 }
 
 // deleteStrictFrom turns a cached flow_mod ADD into a DELETE_STRICT for the
@@ -102,7 +156,16 @@ func (s *Switch) Install(ctx context.Context, owner string, flows ...*Flow) erro
 		ops[i] = Add(f)
 	}
 	enc := make([][]byte, len(flows))
-	if err := s.apply(ctx, ops, func(i int, msg []byte) { enc[i] = msg }); err != nil {
+	s.mutate.RLock()
+	defer s.mutate.RUnlock()
+	if res, err := s.apply(ctx, ops, func(i int, msg []byte) { enc[i] = msg }); err != nil {
+		if res == unknown {
+			doubt := make(map[string][]byte, len(flows))
+			for i, f := range flows {
+				doubt[f.Key()] = enc[i]
+			}
+			s.cache.markInDoubt(doubt)
+		}
 		return fmt.Errorf("installing flows of %s: %w", owner, err)
 	}
 	s.cache.mu.Lock()
@@ -115,6 +178,13 @@ func (s *Switch) Install(ctx context.Context, owner string, flows ...*Flow) erro
 	for i, f := range flows {
 		fl[f.Key()] = enc[i]
 	}
+	s.cache.settleLocked(func(yield func(string) bool) {
+		for _, f := range flows {
+			if !yield(f.Key()) {
+				return
+			}
+		}
+	})
 	return nil
 }
 
@@ -132,21 +202,30 @@ func (s *Switch) Sync(ctx context.Context, owner string, flows ...*Flow) error {
 		k := f.Key()
 		want[k], byKey[k] = data, f
 	}
+	s.mutate.RLock()
+	defer s.mutate.RUnlock()
 	s.cache.mu.Lock()
 	have := s.cache.owners[owner]
 	var ops []FlowOp
+	var touched []string
 	for k, old := range have {
 		if _, ok := want[k]; !ok {
 			ops = append(ops, rawOp(OpDelete, deleteStrictFrom(old)))
+			touched = append(touched, k)
 		}
 	}
+	adds := map[string][]byte{}
 	for k, data := range want {
 		if old, ok := have[k]; !ok || string(old) != string(data) {
 			ops = append(ops, FlowOp{Kind: OpAdd, Flow: byKey[k], encoded: data})
+			adds[k] = data
 		}
 	}
 	s.cache.mu.Unlock()
-	if err := s.Apply(ctx, ops); err != nil {
+	if res, err := s.apply(ctx, ops, nil); err != nil {
+		if res == unknown {
+			s.cache.markInDoubt(adds)
+		}
 		return fmt.Errorf("syncing flows of %s: %w", owner, err)
 	}
 	s.cache.mu.Lock()
@@ -156,6 +235,8 @@ func (s *Switch) Sync(ctx context.Context, owner string, flows ...*Flow) error {
 	} else {
 		s.cache.owners[owner] = want
 	}
+	s.cache.settleLocked(slices.Values(touched))
+	s.cache.settleLocked(maps.Keys(adds))
 	return nil
 }
 
@@ -181,23 +262,32 @@ func (s *Switch) SyncOwners(ctx context.Context, owners map[string][]*Flow) erro
 		want[owner], byKey[owner] = w, bk
 	}
 	var dels, adds []FlowOp
+	var touched []string
+	added := map[string][]byte{}
+	s.mutate.RLock()
+	defer s.mutate.RUnlock()
 	s.cache.mu.Lock()
 	for _, owner := range slices.Sorted(maps.Keys(want)) {
 		have, w := s.cache.owners[owner], want[owner]
 		for k, old := range have {
 			if _, ok := w[k]; !ok {
 				dels = append(dels, rawOp(OpDelete, deleteStrictFrom(old)))
+				touched = append(touched, k)
 			}
 		}
 		for k, data := range w {
 			if old, ok := have[k]; !ok || string(old) != string(data) {
 				adds = append(adds, FlowOp{Kind: OpAdd, Flow: byKey[owner][k], encoded: data})
+				added[k] = data
 			}
 		}
 	}
 	s.cache.mu.Unlock()
 	if ops := append(dels, adds...); len(ops) > 0 {
-		if err := s.Apply(ctx, ops); err != nil {
+		if res, err := s.apply(ctx, ops, nil); err != nil {
+			if res == unknown {
+				s.cache.markInDoubt(added)
+			}
 			return fmt.Errorf("syncing flows of %d owners: %w", len(owners), err)
 		}
 	}
@@ -210,6 +300,8 @@ func (s *Switch) SyncOwners(ctx context.Context, owners map[string][]*Flow) erro
 			s.cache.owners[owner] = w
 		}
 	}
+	s.cache.settleLocked(slices.Values(touched))
+	s.cache.settleLocked(maps.Keys(added))
 	return nil
 }
 
@@ -227,18 +319,41 @@ func rawOp(kind OpKind, msg []byte) FlowOp {
 // multi-hundred-megabyte transaction.
 const replayBatch = 20000
 
-// replayCache re-adds every cached flow, in atomic batches.
-func (s *Switch) replayCache(ctx context.Context) (int, error) {
-	msgs := s.cache.all()
-	for lo := 0; lo < len(msgs); lo += replayBatch {
-		hi := min(lo+replayBatch, len(msgs))
+// replayCache makes the switch hold what the cache holds: it re-adds every
+// cached flow, in atomic batches, then deletes the flows in doubt (added by
+// a change whose commit went unanswered) that no owner caches. The caller
+// holds s.mutate exclusively, so the cache cannot change meanwhile: a
+// change that lands between reading the cache and sending a batch would
+// otherwise be undone by the batch (a deleted flow re-added, as an orphan).
+//
+// Flows changed with Apply or ApplyUnbundled are not the cache's; they are
+// neither re-added nor deleted here (the agent's deletion of an earlier
+// run's cookie rounds is the only such change today).
+func (s *Switch) replayCache(ctx context.Context) (added, removed int, err error) {
+	adds, dels := s.cache.replaySet()
+	for lo := 0; lo < len(adds); lo += replayBatch {
+		hi := min(lo+replayBatch, len(adds))
 		ops := make([]FlowOp, 0, hi-lo)
-		for _, m := range msgs[lo:hi] {
+		for _, m := range adds[lo:hi] {
 			ops = append(ops, rawOp(OpAdd, m))
 		}
-		if err := s.Apply(ctx, ops); err != nil {
-			return lo, err
+		if _, err := s.apply(ctx, ops, nil); err != nil {
+			return lo, 0, err
 		}
 	}
-	return len(msgs), nil
+	for lo := 0; lo < len(dels); lo += replayBatch {
+		hi := min(lo+replayBatch, len(dels))
+		ops := make([]FlowOp, 0, hi-lo)
+		for _, m := range dels[lo:hi] {
+			ops = append(ops, rawOp(OpDelete, m))
+		}
+		if _, err := s.apply(ctx, ops, nil); err != nil {
+			return len(adds), lo, err
+		}
+	}
+	// Every doubt is settled: the flows are cached, or gone.
+	s.cache.mu.Lock()
+	clear(s.cache.inDoubt)
+	s.cache.mu.Unlock()
+	return len(adds), len(dels), nil
 }

@@ -15,3 +15,35 @@ func ExportedCatalog() []CatalogCase {
 	}
 	return out
 }
+
+// SetReplayHook makes every replay attempt call f first (under the replay
+// lock); an error from f fails the attempt. nil removes the hook.
+func SetReplayHook(s *Switch, f func(gen uint64, attempt int) error) {
+	if f == nil {
+		s.hooks.replayAttempt.Store(nil)
+		return
+	}
+	s.hooks.replayAttempt.Store(&f)
+}
+
+// SetCommitHook makes every bundle commit that OVS answered call f; an
+// error from f is returned as if the answer had been lost. nil removes it.
+func SetCommitHook(s *Switch, f func() error) {
+	if f == nil {
+		s.hooks.commitAnswered.Store(nil)
+		return
+	}
+	s.hooks.commitAnswered.Store(&f)
+}
+
+// DropConnection closes the relay's connection to ovs-vswitchd, as a
+// network failure would: ofnet sees the session end and reconnects, and
+// the Switch replays its cache. The switch keeps its flows.
+func DropConnection(s *Switch) {
+	s.relay.mu.Lock()
+	sw := s.relay.sw
+	s.relay.mu.Unlock()
+	if sw != nil {
+		sw.Close()
+	}
+}

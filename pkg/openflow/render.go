@@ -68,6 +68,11 @@ func (r *Renderer) Match(f *Flow) string {
 	if f.Priority != 0x8000 {
 		parts = append(parts, "priority="+strconv.Itoa(int(f.Priority)))
 	}
+	return strings.Join(r.matchFields(parts, f), ",")
+}
+
+// matchFields appends the rendered match fields (no priority) to parts.
+func (r *Renderer) matchFields(parts []string, f *Flow) []string {
 	var ethType uint64
 	var ipProto uint64
 	hasProto := false
@@ -120,7 +125,7 @@ func (r *Renderer) Match(f *Flow) string {
 	if known && !keywordDone {
 		parts = append(parts, keyword)
 	}
-	return strings.Join(parts, ",")
+	return parts
 }
 
 // protocolKeyword returns the ovs-ofctl keyword for an eth_type (and

@@ -104,6 +104,15 @@ type Switch struct {
 
 	cache       *FlowCache
 	reconnected chan uint64 // generation after each replayed reconnect
+	// mutate orders the flow cache's changes with replays: Install, Sync
+	// and SyncOwners hold it shared (they run concurrently among
+	// themselves), a replay and Verify hold it exclusively, so the cache a
+	// replay sends cannot change under it (cache.go).
+	mutate sync.RWMutex
+	// replayDone is closed once the current generation's flows have been
+	// replayed (at once for the first connection); guarded by mu.
+	replayDone chan struct{}
+	hooks      testHooks
 
 	closeOnce sync.Once
 	done      chan struct{}
@@ -134,8 +143,10 @@ func Open(cfg Config) (*Switch, error) {
 		cache:        NewFlowCache(),
 		reconnected:  make(chan uint64, 1),
 		disconnected: make(chan struct{}, 1),
+		replayDone:   make(chan struct{}),
 		done:         make(chan struct{}),
 	}
+	close(s.replayDone) // nothing to replay before the first connection
 	// Our xids live in the upper half so they never meet libOpenflow's
 	// process-wide counter, which ofnet's own messages use.
 	var seed [4]byte
@@ -196,9 +207,11 @@ func (s *Switch) WaitReady(ctx context.Context) error {
 }
 
 // Reconnected delivers the connection generation each time the switch came
-// back after a disconnect and the flow cache was replayed. The layer above
-// uses it to re-check state it keeps outside the cache. Only the latest
-// generation is kept if nobody reads.
+// back after a disconnect and the flow cache was replayed successfully (a
+// failed replay is retried; a generation whose replay a newer reconnect
+// overtook is never delivered). The layer above uses it to re-check state
+// it keeps outside the cache. Only the latest generation is kept if nobody
+// reads.
 func (s *Switch) Reconnected() <-chan uint64 { return s.reconnected }
 
 // Cache returns the switch's flow cache.
@@ -255,10 +268,12 @@ func (a *ofnetApp) SwitchConnected(sw *ofctrl.OFSwitch) {
 		if s.cfg.Observer != nil {
 			s.cfg.Observer.OpenFlowReconnect()
 		}
+		done := make(chan struct{})
+		s.replayDone = done
 		s.wg.Add(1) // under mu, so never after Close started waiting
 		go func() {
 			defer s.wg.Done()
-			s.replay(gen)
+			s.replay(gen, done)
 		}()
 	}
 }
@@ -294,8 +309,20 @@ func (a *ofnetApp) MaxRetry() int { return 0 }
 // RetryInterval is ofnet's pause before each dial.
 func (a *ofnetApp) RetryInterval() time.Duration { return a.s.cfg.RetryInterval }
 
-// replay reinstalls every cached flow after a reconnect.
-func (s *Switch) replay(gen uint64) {
+// Replay retry pauses: a failed replay is tried again after
+// replayRetryMin, doubling up to replayRetryMax, until it succeeds, the
+// Switch is closed or a newer connection's replay takes over.
+const (
+	replayRetryMin = 100 * time.Millisecond
+	replayRetryMax = 5 * time.Second
+)
+
+// replay reinstalls every cached flow after the reconnect that started
+// generation gen, retrying until it succeeds; then it closes done and
+// delivers gen on Reconnected. It gives up silently when a newer
+// generation exists (that generation's replay does the work) or the Switch
+// is closed.
+func (s *Switch) replay(gen uint64, done chan struct{}) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
@@ -306,17 +333,78 @@ func (s *Switch) replay(gen uint64) {
 		}
 	}()
 	start := time.Now()
-	n, err := s.replayCache(ctx)
-	if err != nil {
-		s.log.Error(err, "Replaying flows after reconnect failed", "generation", gen)
-		return
+	wait := replayRetryMin
+	for attempt := 1; ; attempt++ {
+		res, err := s.replayOnce(ctx, gen, attempt, done)
+		switch {
+		case err == nil && res.superseded:
+			s.log.V(2).Info("Replay superseded by a newer connection", "generation", gen, "attempt", attempt)
+			return
+		case err == nil:
+			s.log.Info("Replayed flows after reconnect", "flows", res.added, "removedInDoubt", res.removed,
+				"generation", gen, "attempts", attempt, "duration", time.Since(start))
+			return
+		}
+		if s.isClosed() {
+			return
+		}
+		s.log.Error(err, "Replaying flows after reconnect failed, will retry", "generation", gen,
+			"attempt", attempt, "retryIn", wait)
+		select {
+		case <-s.done:
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, replayRetryMax)
 	}
-	s.log.Info("Replayed flows after reconnect", "flows", n, "generation", gen, "duration", time.Since(start))
+}
+
+// replayResult is what one replay attempt did.
+type replayResult struct {
+	added, removed int
+	superseded     bool // a newer generation exists; nothing was delivered
+}
+
+// replayOnce is one replay attempt, exclusive with every cache change.
+// On success it closes done and delivers gen on Reconnected, still under
+// the lock, so a newer generation's signal always comes after this one.
+func (s *Switch) replayOnce(ctx context.Context, gen uint64, attempt int, done chan struct{}) (replayResult, error) {
+	s.mutate.Lock()
+	defer s.mutate.Unlock()
+	if s.generation.Load() != gen {
+		return replayResult{superseded: true}, nil
+	}
+	if h := s.hooks.replayAttempt.Load(); h != nil {
+		if err := (*h)(gen, attempt); err != nil {
+			return replayResult{}, err
+		}
+	}
+	added, removed, err := s.replayCache(ctx)
+	if err != nil {
+		return replayResult{}, fmt.Errorf("replaying flow cache (generation %d, attempt %d): %w", gen, attempt, err)
+	}
+	if s.generation.Load() != gen {
+		// Some batches may have gone to the newer connection; its replay
+		// sends everything again.
+		return replayResult{superseded: true}, nil
+	}
+	close(done)
 	select {
 	case <-s.reconnected:
 	default:
 	}
 	s.reconnected <- gen
+	return replayResult{added: added, removed: removed}, nil
+}
+
+// testHooks let tests inject faults (export_test.go); unset in production.
+type testHooks struct {
+	// replayAttempt runs before each replay attempt, under the replay
+	// lock; an error fails the attempt.
+	replayAttempt atomic.Pointer[func(gen uint64, attempt int) error]
+	// commitAnswered runs after OVS answered a bundle commit; an error is
+	// returned as if the answer had been lost (outcome unknown).
+	commitAnswered atomic.Pointer[func() error]
 }
 
 // --- requests and replies ---
