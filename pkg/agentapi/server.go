@@ -105,6 +105,7 @@ type Deps struct {
 	Peers     Peers
 	Isolation Isolation
 	Unixctl   Unixctl
+	Audit     AuditSources // what only Audit reads (audit.go)
 }
 
 // Server implements agentv1.AgentServiceServer.
