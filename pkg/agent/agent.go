@@ -44,13 +44,15 @@ const ovsdbInitTimeout = time.Minute
 // UnderlayInterface), pod MTU, gateway port and address, pod egress SNAT
 // (nftables table ip weir, or its removal with snat: false), Geneve port
 // (cluster mode), OpenFlow connection, base pipeline, IPAM, restore of
-// existing pods, removal of the previous run's stale flows (standalone
-// mode), CNI readiness, and then, in cluster mode, the Node controller
-// that installs the tunnel peers (CNI readiness does not wait for peers),
-// the removal of the previous run's stale flows once the Node controller
-// has re-installed every current peer (so an agent restart does not
-// interrupt cross-node traffic), and the Pod controller that frees the
-// interfaces of pods deleted behind the runtime's back. net.ipv4.ip_forward
+// existing pods, removal of the flows of every earlier run's cookie round
+// (standalone mode), CNI readiness, and then, in cluster mode, the Node
+// controller that installs the tunnel peers (CNI readiness does not wait
+// for peers) and then removes the routes and flows of Nodes deleted while
+// the agent was down, the removal of every earlier round's flows once the
+// Node and policy controllers have re-installed the current peers and rules
+// (so an agent restart does not interrupt cross-node traffic), and the Pod
+// controller that frees the interfaces of pods deleted behind the
+// runtime's back (at start-up and periodically). net.ipv4.ip_forward
 // is set to 1 after the gateway. Before CNI readiness, and after every
 // OpenFlow reconnect, flow-restore-wait is cleared so ovs-vswitchd forwards
 // with the restored flows; after a reconnect (ovs-vswitchd restarted) the
@@ -171,14 +173,18 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 	if err := sw.WaitReady(ctx); err != nil {
 		return err
 	}
-	prevRound, err := previousRound(ctx, sw)
+	// The cookie round of this run: one no flow on the bridge carries
+	// (rounds.go). Flows of every other round are removed once this run
+	// has re-installed the current state (removeStaleFlows).
+	before, err := readRounds(ctx, sw)
 	if err != nil {
 		return err
 	}
-	round := prevRound + 1
-	if round == 0 {
-		round = 1
+	round, err := pickRound(before)
+	if err != nil {
+		return fmt.Errorf("choosing a cookie round: %w", err)
 	}
+	log.Info("Cookie round chosen", "round", round, "previous", before.latest, "roundsOnBridge", before.rounds())
 	svcCIDR, err := cfg.ParseServiceCIDR()
 	if err != nil {
 		return err
@@ -207,7 +213,7 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 		// deleted while the agent was down) still carry its round. (In
 		// cluster mode, only once the Node controller re-installed the
 		// peers: below.)
-		if err := removeStaleFlows(ctx, sw, prevRound, nil, log); err != nil {
+		if err := removeStaleFlows(ctx, sw, round, nil, log); err != nil {
 			return err
 		}
 	}
@@ -255,8 +261,8 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 		// opens isolated pods.
 		defer background(ctx, func(ctx context.Context) {
 			synced := []initialSync{{"Node controller", nc.WaitForInitialSync}, {"policy controller", polc.WaitSynced}}
-			if err := removeStaleFlows(ctx, sw, prevRound, synced, log); err != nil && ctx.Err() == nil {
-				log.Error(err, "Removing the previous run's flows failed")
+			if err := removeStaleFlows(ctx, sw, round, synced, log); err != nil && ctx.Err() == nil {
+				log.Error(err, "Removing the flows of earlier runs failed")
 			}
 		})()
 	}
@@ -378,22 +384,6 @@ func podCIDR(ctx context.Context, cfg Config, log klog.Logger) (*net.IPNet, erro
 		return nil, fmt.Errorf("reading the pod CIDR from the API server: %w", err)
 	}
 	return cidr, nil
-}
-
-// previousRound finds the cookie round of flows a previous agent run left
-// on the bridge (0 if none), so this run uses the next one.
-func previousRound(ctx context.Context, sw *openflow.Switch) (uint8, error) {
-	flows, err := sw.DumpFlows(ctx, openflow.FlowFilter{Table: ptr(pipeline.Classifier)})
-	if err != nil {
-		return 0, fmt.Errorf("reading existing flows: %w", err)
-	}
-	for _, f := range flows {
-		c := openflow.Cookie(f.Flow.Cookie)
-		if c.Category() == pipeline.CategoryBase && c.Round() != 0 {
-			return c.Round(), nil
-		}
-	}
-	return 0, nil
 }
 
 func ptr[T any](v T) *T { return &v }

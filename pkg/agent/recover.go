@@ -123,17 +123,17 @@ type initialSync struct {
 // waiting for the Node controller.
 const staleFlowsLogEvery = 30 * time.Second
 
-// removeStaleFlows deletes the flows of the previous run's cookie round
-// (prevRound; nothing for 0): flows of pods deleted and peers gone while
-// the agent was down. It first waits for the initial sync of every
-// controller in synced (the Node controller re-installs every current peer,
-// the policy controller every current rule, in this run's round); until
-// then the previous run's flows keep cross-node traffic going and isolated
-// pods isolated.
-func removeStaleFlows(ctx context.Context, sw *openflow.Switch, prevRound uint8, synced []initialSync, log klog.Logger) error {
-	if prevRound == 0 {
-		return nil
-	}
+// removeStaleFlows deletes the flows of every cookie round on the bridge
+// other than current (rounds.go): flows of pods deleted, peers gone and
+// policies removed while the agent was down, from the previous run and
+// from any earlier run that was restarted before it got this far. It first
+// waits for the initial sync of every controller in synced (the Node
+// controller re-installs every current peer, the policy controller every
+// current rule, in this run's round); until then the earlier runs' flows
+// keep cross-node traffic going and isolated pods isolated. The rounds are
+// read from the bridge when the wait is over, so whatever the history,
+// only this run's flows (and flows of round 0, not Weir's) remain.
+func removeStaleFlows(ctx context.Context, sw *openflow.Switch, current uint8, synced []initialSync, log klog.Logger) error {
 	start := time.Now()
 	for _, s := range synced {
 		for {
@@ -146,16 +146,31 @@ func removeStaleFlows(ctx context.Context, sw *openflow.Switch, prevRound uint8,
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			log.Info("Still waiting for an initial sync before removing the previous run's flows",
-				"controller", s.name, "round", prevRound, "waited", time.Since(start).Round(time.Second))
+			log.Info("Still waiting for an initial sync before removing the flows of earlier runs",
+				"controller", s.name, "round", current, "waited", time.Since(start).Round(time.Second))
 		}
 	}
-	if err := sw.Apply(ctx, []openflow.FlowOp{openflow.DeleteByCookie(uint64(prevRound)<<56, openflow.CookieRoundMask)}); err != nil {
+	br, err := readRounds(ctx, sw)
+	if err != nil {
+		return err
+	}
+	stale := staleRounds(br, current)
+	if len(stale) == 0 {
+		log.Info("No flows of earlier runs to remove", "round", current)
+		return nil
+	}
+	flows := 0
+	for _, r := range stale {
+		flows += br.present[r]
+	}
+	// One bundle: the stale rounds go together or not at all.
+	if err := sw.Apply(ctx, deleteRoundsOps(stale)); err != nil {
 		if errors.Is(err, context.Canceled) {
 			return err
 		}
-		return fmt.Errorf("removing stale flows of round %d: %w", prevRound, err)
+		return fmt.Errorf("removing stale flows of rounds %v: %w", stale, err)
 	}
-	log.Info("Removed the previous run's stale flows", "round", prevRound)
+	log.Info("Removed the flows of earlier runs", "rounds", stale, "flows", flows, "round", current,
+		"afterStart", time.Since(start).Round(time.Millisecond))
 	return nil
 }
