@@ -459,7 +459,7 @@ func TestVerify(t *testing.T) {
 
 // BenchmarkReplay measures the replay of 100,000 cached flows (1,000
 // owners) after the relay connection is dropped: from the new connection
-// to the Reconnected signal.
+// to the Reconnected signal; and one Verify of them afterwards.
 func BenchmarkReplay(b *testing.B) {
 	testroot.Require(b, "runs a private ovs-vswitchd")
 	ovs := ovstest.Start(b)
@@ -494,6 +494,13 @@ func BenchmarkReplay(b *testing.B) {
 		elapsed += time.Since(t0)
 		vsCPU += procCPU(ovs.VswitchdPID()) - v0
 	}
+	b.StopTimer()
+	t0 := time.Now()
+	ds, err := sw.Verify(ctx, nil)
+	if err != nil || len(ds) != 0 {
+		b.Fatalf("Verify after the replays: %d discrepancies, err %v", len(ds), err)
+	}
+	b.ReportMetric(float64(time.Since(t0).Milliseconds()), "verify-ms")
 	b.ReportMetric(float64(elapsed.Milliseconds())/float64(b.N), "replay-ms/op")
 	b.ReportMetric(float64(vsCPU.Milliseconds())/float64(b.N), "vswitchd-cpu-ms/op")
 }
