@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 )
 
 // FlowDiscrepancy is one difference between the flow cache and the switch.
@@ -123,6 +124,10 @@ func (s *Switch) verifySnapshot(ctx context.Context) (map[string][][]byte, []Flo
 			return nil, nil, ErrClosed
 		case <-ctx.Done():
 			return nil, nil, fmt.Errorf("waiting for the flow replay after a reconnect: %w", ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+			// A newer reconnect's replay supersedes the one awaited,
+			// which then never completes: look again.
+			continue
 		}
 		s.mutate.Lock()
 		s.mu.Lock()
