@@ -318,13 +318,16 @@ func (a *audit) ipsVsAttachments(allocs map[string]net.IP, atts []cniserver.Atta
 // vethsVsPorts: host-side pod veths against the bridge's ports; and the
 // attachments whose veth is gone.
 func (a *audit) vethsVsPorts(bridge string, veths []string, ports []ovsdb.PortInfo, atts []cniserver.Attachment) {
-	a.rep.Checked.Veths = uint32(len(veths))
 	have := make(map[string]bool, len(veths))
 	portNames := make(map[string]bool, len(ports))
 	for _, p := range ports {
 		portNames[p.Name] = true
 	}
 	for _, v := range veths {
+		if !isPodVethName(v) {
+			continue
+		}
+		a.rep.Checked.Veths++
 		have[v] = true
 		if !portNames[v] {
 			a.add(KindOrphanVeth, "veth "+v,

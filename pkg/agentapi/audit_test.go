@@ -79,6 +79,7 @@ func newAuditNode() *auditNode {
 	_, peerCIDR, _ := net.ParseCIDR("10.10.1.0/24")
 	n := &auditNode{allocs: map[string]net.IP{}, flows: &fakeVerifier{}, kube: &fakeKube{pods: 2}, synced: true,
 		peers: fakePeers{{Name: "node2", PodCIDR: peerCIDR, NodeIP: net.ParseIP("192.168.1.2"), GatewayIP: net.ParseIP("10.10.1.1")}}}
+	n.kernel.veths = []string{"weirnotapodveth"} // not a pod veth name: not counted
 	n.kernel.routes = []Route{{Dst: peerCIDR, Via: net.ParseIP("10.10.1.1"), Dev: "weir-gw0"}}
 	n.ports = []ovsdb.PortInfo{{Name: "weir-tun0", OFPort: 1, ExternalIDs: map[string]string{ovsdb.KeyWeirType: ovsdb.WeirTypeTunnel}},
 		{Name: "weir-gw0", OFPort: 2, ExternalIDs: map[string]string{ovsdb.KeyWeirType: ovsdb.WeirTypeGateway}}}
@@ -127,10 +128,10 @@ func TestAuditDetectsEachKind(t *testing.T) {
 		}, KindOrphanPort, "port " + strayHost + " ofport 9", []string{"no Weir external_ids"}},
 		{"attachment without port", func(n *auditNode) {
 			n.ports = slices.DeleteFunc(n.ports, func(p ovsdb.PortInfo) bool { return p.Name == n.atts[0].HostIfName })
-			n.kernel.veths = n.kernel.veths[1:]
+			n.kernel.veths = slices.DeleteFunc(n.kernel.veths, func(v string) bool { return v == n.atts[0].HostIfName })
 		}, KindOrphanAttachment, "pod ns/a uid uid-a (ca/eth0)", []string{"OVS port " + podnet.HostIfName("ca", "eth0") + " is not on br-int"}},
 		{"attachment without veth", func(n *auditNode) {
-			n.kernel.veths = n.kernel.veths[1:]
+			n.kernel.veths = slices.DeleteFunc(n.kernel.veths, func(v string) bool { return v == n.atts[0].HostIfName })
 		}, KindOrphanAttachment, "pod ns/a uid uid-a (ca/eth0)", []string{"host veth " + podnet.HostIfName("ca", "eth0") + " is gone"}},
 		{"attachment whose pod is gone", func(n *auditNode) {
 			n.kube.stale = map[string]string{"cb/eth0": "the pod does not exist"}

@@ -1,0 +1,89 @@
+package agent
+
+import (
+	"context"
+	"maps"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/weirnet/weir/pkg/cniserver"
+	"github.com/weirnet/weir/pkg/ipam"
+)
+
+// The audit's Kubernetes check uses the Pod controller's rule: gone, on
+// another node, recreated (UID), and a static pod's mirror annotation.
+func TestAuditKubePods(t *testing.T) {
+	pod := func(name, node, uid string, ann map[string]string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, UID: types.UID(uid), Annotations: ann},
+			Spec: corev1.PodSpec{NodeName: node}}
+	}
+	client := fake.NewClientset(
+		pod("live", "node1", "u-live", nil),
+		pod("static", "node1", "u-mirror", map[string]string{mirrorPodAnnotation: "u-static"}),
+		pod("recreated", "node1", "u-new", nil),
+		pod("moved", "node2", "u-moved", nil),
+	)
+	att := func(name, uid string) cniserver.Attachment {
+		return cniserver.Attachment{Key: name + "/eth0", PodNamespace: "ns", PodName: name, PodUID: uid}
+	}
+	atts := []cniserver.Attachment{att("live", "u-live"), att("static", "u-static"), att("recreated", "u-old"),
+		att("moved", "u-moved"), att("gone", "u-gone"), {Key: "nokube/eth0"}}
+	stale, n, err := kubePods{client: client, node: "node1"}.StaleAttachments(context.Background(), atts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The fake clientset ignores field selectors: it lists all 4 Pods.
+	if n != 4 {
+		t.Errorf("read %d pods, want 4", n)
+	}
+	want := map[string]string{
+		"recreated/eth0": "the pod was recreated (UID u-new, interface recorded u-old)",
+		"moved/eth0":     `a pod of this name now has spec.nodeName "node2"`,
+		"gone/eth0":      "the pod does not exist",
+	}
+	if !maps.Equal(stale, want) {
+		t.Errorf("stale %q, want %q", stale, want)
+	}
+}
+
+// The audit reads the allocator's file without changing it.
+func TestAuditIPAMFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, ipamStateFile)
+	_, cidr, _ := net.ParseCIDR("10.9.0.0/24")
+	alloc, err := ipam.New(cidr, ipam.NewFileStore(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip, err := alloc.Allocate("c1/eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(path)
+	got, err := ipamFile{path: path}.Allocations(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || !got["c1/eth0"].Equal(ip) {
+		t.Errorf("allocations %v, want c1/eth0 -> %s", got, ip)
+	}
+	if after, _ := os.ReadFile(path); string(after) != string(before) {
+		t.Errorf("the file changed")
+	}
+	if got, err := (ipamFile{path: filepath.Join(dir, "none.json")}).Allocations(context.Background()); err != nil || len(got) != 0 {
+		t.Errorf("missing file: %v, %v; want empty", got, err)
+	}
+	if err := os.WriteFile(path, []byte(`{"version":2,"allocations":{}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (ipamFile{path: path}).Allocations(context.Background()); err == nil {
+		t.Error("version 2: no error")
+	}
+}
