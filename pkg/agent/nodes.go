@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -44,6 +45,8 @@ const (
 type PeerPipeline interface {
 	AddPeer(ctx context.Context, peer pipeline.PeerNode) error
 	DeletePeer(ctx context.Context, name string) error
+	// Peers names the peers with flows installed, sorted.
+	Peers() []string
 }
 
 // PeerRoutes is the node-side half of a peer: the kernel route to its pod
@@ -53,21 +56,16 @@ type PeerRoutes interface {
 	EnsurePeerRoute(gatewayName string, podCIDR *net.IPNet, gatewayIP net.IP) error
 	DeletePeerRoute(gatewayName string, podCIDR *net.IPNet) error
 	WarmTunnelNeighbor(ctx context.Context, bridge string, nodeIP net.IP) error
+	// ListPeerRoutes returns the destinations of the peer routes Weir
+	// owns on the gateway (whoever installed them: this run or an
+	// earlier one).
+	ListPeerRoutes(gatewayName string) ([]*net.IPNet, error)
 }
 
-// NodenetRoutes implements PeerRoutes with pkg/nodenet, in the network
-// namespace of the calling thread (the agent runs in the node's).
+// NodenetRoutes implements PeerRoutes on the kernel's routing table, in
+// the network namespace of the calling thread (the agent runs in the
+// node's); its routes carry RouteProtocolWeir (peerroutes.go).
 type NodenetRoutes struct{}
-
-// EnsurePeerRoute calls nodenet.EnsurePeerRoute.
-func (NodenetRoutes) EnsurePeerRoute(gw string, cidr *net.IPNet, gwIP net.IP) error {
-	return nodenet.EnsurePeerRoute(gw, cidr, gwIP)
-}
-
-// DeletePeerRoute calls nodenet.DeletePeerRoute.
-func (NodenetRoutes) DeletePeerRoute(gw string, cidr *net.IPNet) error {
-	return nodenet.DeletePeerRoute(gw, cidr)
-}
 
 // WarmTunnelNeighbor calls nodenet.WarmTunnelNeighbor.
 func (NodenetRoutes) WarmTunnelNeighbor(ctx context.Context, bridge string, ip net.IP) error {
@@ -118,6 +116,9 @@ type NodeController struct {
 	// closed once it is empty.
 	pending map[string]struct{}
 	synced  chan struct{}
+	// gcDone is closed once the garbage collection after the initial
+	// sync has run successfully.
+	gcDone chan struct{}
 
 	// netMu makes a peer's route changes and its entry in installed one
 	// step, so that ResyncPeers never re-adds the route of a peer being
@@ -146,6 +147,7 @@ func NewNodeController(cfg NodeControllerConfig) (*NodeController, error) {
 		log:       cfg.Logger.WithName("nodes"),
 		installed: map[string]pipeline.PeerNode{},
 		synced:    make(chan struct{}),
+		gcDone:    make(chan struct{}),
 	}
 	enqueue := func(obj any) {
 		key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
@@ -204,7 +206,106 @@ func (c *NodeController) Run(ctx context.Context) {
 	}
 	c.mu.Unlock()
 	c.markReconciled("", start) // closes synced at once when there are no Nodes
+	var gc sync.WaitGroup
+	defer gc.Wait() // before the informer and the queue shut down
+	gc.Go(func() { c.collectGarbageAfterSync(ctx, start) })
 	runWorkers(ctx, nodeWorkers, c.queue, c.processNext)
+}
+
+// collectGarbageAfterSync waits for the initial sync, then removes what
+// Nodes that no longer exist left behind (collectGarbage), retrying with
+// backoff until it succeeds or ctx ends.
+func (c *NodeController) collectGarbageAfterSync(ctx context.Context, start time.Time) {
+	if c.WaitForInitialSync(ctx) != nil {
+		return
+	}
+	_, err := retryWithBackoff(ctx, nodeRetryBase, nodeRetryMax, time.Time{}, func(ctx context.Context) error {
+		routes, peers, err := c.collectGarbage(ctx)
+		if err == nil {
+			c.log.Info("Garbage of deleted Nodes collected", "routesRemoved", routes, "peersQueued", peers,
+				"afterStart", time.Since(start).Round(time.Millisecond))
+		}
+		return err
+	}, func(err error, attempt int, retryIn time.Duration) {
+		c.log.Error(err, "Collecting the garbage of deleted Nodes failed; retrying", "attempt", attempt, "retryIn", retryIn)
+	})
+	if err == nil {
+		close(c.gcDone)
+	}
+}
+
+// WaitForGarbageCollection blocks until the garbage collection after the
+// initial sync has run successfully, or ctx ends.
+func (c *NodeController) WaitForGarbageCollection(ctx context.Context) error {
+	select {
+	case <-c.gcDone:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the Node controller's garbage collection: %w", ctx.Err())
+	}
+}
+
+// collectGarbage removes what Nodes that no longer exist left behind:
+//
+//   - the peer routes Weir owns on the gateway (PeerRoutes.ListPeerRoutes)
+//     whose destination is the pod CIDR of no current Node nor installed
+//     peer: routes of Nodes deleted while the agent was down (the informer
+//     never tells about those, and the route outlives the agent), or of a
+//     pod CIDR changed while it was down;
+//   - peers with flows in the pipeline but no Node: they are queued, and
+//     the worker's sync removes them (removePeer deletes the flows even of
+//     a peer that never became installed), serialized with any event for
+//     the same name. The earlier runs' peer flows go with their round
+//     (removeStaleFlows); these are the current round's, e.g. of a Node
+//     that vanished while its peer was being added.
+//
+// It holds netMu, which every route change of a peer also holds after
+// reading the Node from the cache: a route installed before the snapshot
+// below belongs to a Node in it, one installed after cannot be listed.
+func (c *NodeController) collectGarbage(ctx context.Context) (routesRemoved, peersQueued int, err error) {
+	pipePeers := c.cfg.Pipeline.Peers() // before the Nodes: see above
+	c.netMu.Lock()
+	defer c.netMu.Unlock()
+	nodes, err := c.lister.List(labels.Everything())
+	if err != nil {
+		return 0, 0, fmt.Errorf("listing Nodes from the informer cache: %w", err)
+	}
+	names := make(map[string]struct{}, len(nodes))
+	keep := map[string]struct{}{}
+	for _, n := range nodes {
+		names[n.Name] = struct{}{}
+		if cidr, err := NodePodCIDR(n); err == nil && cidr != nil {
+			keep[cidr.String()] = struct{}{}
+		}
+	}
+	c.mu.Lock()
+	for _, p := range c.installed {
+		keep[p.PodCIDR.String()] = struct{}{}
+	}
+	c.mu.Unlock()
+	routes, err := c.cfg.Routes.ListPeerRoutes(c.cfg.GatewayName)
+	if err != nil {
+		return 0, 0, err
+	}
+	var errs []error
+	for _, dst := range routes {
+		if _, ok := keep[dst.String()]; ok {
+			continue
+		}
+		if err := c.cfg.Routes.DeletePeerRoute(c.cfg.GatewayName, dst); err != nil {
+			errs = append(errs, fmt.Errorf("removing the stale peer route to %v: %w", dst, err))
+			continue
+		}
+		routesRemoved++
+		c.log.Info("Removed the route of a Node that no longer exists", "podCIDR", dst.String(), "gateway", c.cfg.GatewayName)
+	}
+	for _, name := range pipePeers {
+		if _, ok := names[name]; !ok {
+			c.queue.Add(name)
+			peersQueued++
+		}
+	}
+	return routesRemoved, peersQueued, errors.Join(errs...)
 }
 
 // WaitForInitialSync blocks until every Node of the informer's initial
@@ -402,12 +503,21 @@ func (c *NodeController) addPeer(ctx context.Context, peer pipeline.PeerNode) er
 	return nil
 }
 
-// removePeer removes peer name's flows and route if it has any.
+// removePeer removes peer name's flows and route if it has any. A peer
+// that is not installed may still have flows, when its route failed after
+// its flows were added (then the Node went): those are removed too.
 func (c *NodeController) removePeer(ctx context.Context, name, reason string) error {
 	c.mu.Lock()
 	old, had := c.installed[name]
 	c.mu.Unlock()
 	if !had {
+		if !slices.Contains(c.cfg.Pipeline.Peers(), name) {
+			return nil
+		}
+		if err := c.cfg.Pipeline.DeletePeer(ctx, name); err != nil {
+			return fmt.Errorf("removing the flows of peer %s: %w", name, err)
+		}
+		c.log.Info("Flows of a peer that was never fully installed removed", "node", name, "reason", reason)
 		return nil
 	}
 	c.netMu.Lock()

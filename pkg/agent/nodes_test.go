@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"strings"
@@ -67,6 +68,26 @@ func (f *fakeOverlay) DeletePeerRoute(_ string, cidr *net.IPNet) error {
 	defer f.mu.Unlock()
 	delete(f.routes, cidr.String())
 	return nil
+}
+
+func (f *fakeOverlay) Peers() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Sorted(maps.Keys(f.peers))
+}
+
+func (f *fakeOverlay) ListPeerRoutes(string) ([]*net.IPNet, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []*net.IPNet
+	for cidr := range f.routes {
+		_, n, err := net.ParseCIDR(cidr)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
 
 func (f *fakeOverlay) WarmTunnelNeighbor(_ context.Context, bridge string, ip net.IP) error {
@@ -229,5 +250,59 @@ func TestPeerFromNode(t *testing.T) {
 		if got := fmt.Sprintf("%s %s %s %s", p.Name, p.PodCIDR, p.NodeIP, p.GatewayIP); got != tc.want {
 			t.Errorf("got %s, want %s", got, tc.want)
 		}
+	}
+}
+
+// TestNodeControllerGarbage starts the controller on a node where an
+// earlier run left the route of a Node deleted while the agent was down
+// and the current round's flows of a peer whose Node vanished, next to a
+// current peer and a Node that is not a peer yet. After the initial sync
+// the garbage must go and nothing else.
+func TestNodeControllerGarbage(t *testing.T) {
+	client := fake.NewClientset(
+		testNode("local", "10.61.0.0/24", "192.0.2.10"),
+		testNode("b", "10.61.1.0/24", "192.0.2.11"),
+		testNode("c", "10.61.2.0/24", ""), // not a peer yet: its route is left alone
+	)
+	f := newFakeOverlay()
+	f.routes["10.61.9.0/24"] = "10.61.9.1 dev gw0" // Node deleted while the agent was down
+	f.routes["10.61.2.0/24"] = "10.61.2.1 dev gw0"
+	_, vanished, _ := net.ParseCIDR("10.61.8.0/24")
+	f.peers["vanished"] = pipeline.PeerNode{Name: "vanished", PodCIDR: vanished, NodeIP: net.ParseIP("192.0.2.18"),
+		GatewayIP: net.ParseIP("10.61.8.1")}
+	nc, err := NewNodeController(NodeControllerConfig{Client: client, LocalNode: "local", Pipeline: f, Routes: f,
+		GatewayName: "gw0", Logger: ktesting.NewLogger(t, ktesting.NewConfig(ktesting.Verbosity(2)))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(done)
+		nc.Run(ctx)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel()
+	if err := nc.WaitForGarbageCollection(wctx); err != nil {
+		t.Fatal(err)
+	}
+	want := "peer b 10.61.1.0/24 192.0.2.11 10.61.1.1; route 10.61.1.0/24 via 10.61.1.1 dev gw0; " +
+		"route 10.61.2.0/24 via 10.61.2.1 dev gw0"
+	for f.state() != want {
+		if wctx.Err() != nil {
+			t.Fatalf("state after the garbage collection\n  %s\nwant\n  %s", f.state(), want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("garbage of deleted Nodes removed %s after the controller started", time.Since(start).Round(time.Millisecond))
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !slices.Contains(f.log, "delete vanished") {
+		t.Errorf("the vanished peer's flows were not deleted through the pipeline: %v", f.log)
 	}
 }
