@@ -10,13 +10,15 @@
 //	weirctl get policies
 //	weirctl trace --from NS/POD|IP --to NS/POD|IP|node/NAME [--proto tcp|udp|icmp] [--port N]
 //	weirctl watch drops
+//	weirctl audit
 //
 // Output is a table by default, or the API messages with -o json|yaml.
 //
 // Exit codes: 0 success; 1 the agent answered with an error (its gRPC status
 // message is printed as "<Code>: <message>"); 2 the command line is wrong;
 // 3 the agent could not be reached (no socket, no permission, not answering
-// in time, or Unavailable).
+// in time, or Unavailable). audit has its own: 0 consistent, 1
+// inconsistencies, 2 could not audit.
 package main
 
 import (
@@ -77,7 +79,10 @@ func usageErrorf(format string, args ...any) error {
 func describeError(err error) (string, int) {
 	var ue *usageError
 	var ce *connectError
+	var ec *exitCodeError // audit's own exit codes
 	switch {
+	case errors.As(err, &ec):
+		return ec.describe()
 	case errors.As(err, &ue):
 		return ue.msg + " (see --help)", exitUsage
 	case errors.As(err, &ce):

@@ -129,7 +129,7 @@ Exit codes: 0 ok, 1 the agent answered with an error, 2 bad command line,
 		RunE:  subcommandRequired,
 	}
 	watch.AddCommand(newWatchCommand(o, true), newWatchCommand(o, false))
-	root.AddCommand(get, newTraceCommand(o), watch)
+	root.AddCommand(get, newTraceCommand(o), watch, newAuditCommand(o))
 	return root
 }
 
