@@ -61,17 +61,25 @@ type PodControllerConfig struct {
 	// Interfaces are the pod interfaces of this node (the CNI server).
 	Interfaces PodInterfaces
 	// GracePeriod is how long after a Pod delete event its interfaces
-	// are released if still there; 0 means DefaultPodReleaseGrace.
+	// are released if still there, and how long the periodic re-check
+	// must have found an interface's pod missing before it releases it;
+	// 0 means DefaultPodReleaseGrace.
 	GracePeriod time.Duration
+	// RecheckInterval is how often every interface is re-checked against
+	// the Pods while the controller runs; 0 means GracePeriod/2, so an
+	// interface whose pod never existed is released between GracePeriod
+	// and 2*GracePeriod after its ADD.
+	RecheckInterval time.Duration
 	// Logger receives structured logs.
 	Logger klog.Logger
 }
 
 // PodController frees the networking of pods that no longer exist but
 // whose interfaces the runtime never removed: at start-up (pods deleted
-// while the agent was down) and, after GracePeriod, for pods deleted while
-// it runs (normally the kubelet's CNI DEL comes first and there is nothing
-// left to do). An interface is stale when its pod (namespace/name from
+// while the agent was down), after GracePeriod for pods deleted while it
+// runs (normally the kubelet's CNI DEL comes first and there is nothing
+// left to do), and at a periodic re-check (RecheckInterval) for any
+// interface whose pod has been missing for GracePeriod. An interface is stale when its pod (namespace/name from
 // CNI_ARGS) does not exist, or exists with a different UID when the
 // interface recorded one (K8S_POD_UID), or now runs on another node.
 // Interfaces without a pod name (not created by a kubelet) are never
@@ -90,6 +98,12 @@ type PodController struct {
 	initial     chan struct{} // closed after the start-up reconcile
 	mu          sync.Mutex
 	released    int // interfaces released so far
+	// staleSince is when the periodic re-check first found each
+	// interface (by key) without its pod. The CNI server records no
+	// creation time for an attachment, so this is what keeps a fresh ADD,
+	// whose Pod the informer may not have seen yet, from being released:
+	// only an interface found stale for GracePeriod is.
+	staleSince map[string]time.Time
 }
 
 // NewPodController creates the controller; Run starts it.
@@ -99,6 +113,9 @@ func NewPodController(cfg PodControllerConfig) (*PodController, error) {
 	}
 	if cfg.GracePeriod <= 0 {
 		cfg.GracePeriod = DefaultPodReleaseGrace
+	}
+	if cfg.RecheckInterval <= 0 {
+		cfg.RecheckInterval = cfg.GracePeriod / 2
 	}
 	factory := informers.NewSharedInformerFactoryWithOptions(cfg.Client, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
@@ -113,8 +130,9 @@ func NewPodController(cfg PodControllerConfig) (*PodController, error) {
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](podRetryBase, podRetryMax),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "pods"}),
-		log:     cfg.Logger.WithName("pods"),
-		initial: make(chan struct{}),
+		log:        cfg.Logger.WithName("pods"),
+		initial:    make(chan struct{}),
+		staleSince: map[string]time.Time{},
 	}
 	// Keep only what the controller reads: a node's pods are many and
 	// their specs large.
@@ -174,7 +192,80 @@ func (c *PodController) Run(ctx context.Context) {
 	c.log.Info("Pod informer synced", "pods", len(c.informer.GetStore().ListKeys()),
 		"took", time.Since(start).Round(time.Millisecond))
 	c.reconcileAll(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait() // before the informer and the queue shut down
+	wg.Go(func() {
+		t := time.NewTicker(c.cfg.RecheckInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				c.recheck(ctx)
+			}
+		}
+	})
 	runWorkers(ctx, podWorkers, c.queue, c.processNext)
+}
+
+// recheck is the periodic re-check: every interface whose pod the
+// informer's cache says is gone (or is another pod now) and has said so
+// for GracePeriod is released (after reconcile confirms it with the API
+// server). It catches what the delete events miss: an ADD for a pod that
+// never existed or was deleted before the ADD (a runtime that never calls
+// DEL), and a delete event lost while the watch was down.
+func (c *PodController) recheck(ctx context.Context) {
+	now := time.Now()
+	atts := c.cfg.Interfaces.Attachments()
+	seen := make(map[string]struct{}, len(atts))
+	var due []cniserver.Attachment
+	c.mu.Lock()
+	for _, att := range atts {
+		if att.PodName == "" || att.PodNamespace == "" {
+			continue
+		}
+		seen[att.Key] = struct{}{}
+		if c.cachedStaleReason(att) == "" {
+			delete(c.staleSince, att.Key)
+			continue
+		}
+		since, ok := c.staleSince[att.Key]
+		if !ok {
+			c.staleSince[att.Key] = now
+			c.log.V(2).Info("Interface without its pod; releasing it if that lasts the grace period", "pod",
+				att.PodNamespace+"/"+att.PodName, "interface", att.Key, "grace", c.cfg.GracePeriod)
+			continue
+		}
+		if now.Sub(since) >= c.cfg.GracePeriod {
+			due = append(due, att)
+		}
+	}
+	for key := range c.staleSince {
+		if _, ok := seen[key]; !ok {
+			delete(c.staleSince, key) // released, or DEL'd by the runtime
+		}
+	}
+	c.mu.Unlock()
+	for _, att := range due {
+		if _, err := c.reconcile(ctx, att, "periodic re-check"); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			c.log.Error(err, "Releasing the interface of a missing pod failed; will retry at the next re-check", "pod",
+				att.PodNamespace+"/"+att.PodName, "interface", att.Key)
+		}
+	}
+}
+
+// cachedStaleReason is staleReason from the informer's cache alone (no
+// API read): cheap enough to run for every interface at every re-check.
+func (c *PodController) cachedStaleReason(att cniserver.Attachment) string {
+	pod, err := c.lister.Pods(att.PodNamespace).Get(att.PodName)
+	if err != nil {
+		return "the pod is not in the informer's cache"
+	}
+	return staleAgainst(att, pod, c.cfg.NodeName)
 }
 
 // WaitInitialReconcile waits until the start-up reconcile has run (or ctx
