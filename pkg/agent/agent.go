@@ -184,7 +184,7 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("choosing a cookie round: %w", err)
 	}
-	log.Info("Cookie round chosen", "round", round, "previous", before.latest, "roundsOnBridge", before.rounds())
+	log.Info("Cookie round chosen", "round", round, "previous", before.latest, "roundsOnBridge", roundsForLog(before.rounds()))
 	svcCIDR, err := cfg.ParseServiceCIDR()
 	if err != nil {
 		return err

@@ -170,7 +170,7 @@ func removeStaleFlows(ctx context.Context, sw *openflow.Switch, current uint8, s
 		}
 		return fmt.Errorf("removing stale flows of rounds %v: %w", stale, err)
 	}
-	log.Info("Removed the flows of earlier runs", "rounds", stale, "flows", flows, "round", current,
+	log.Info("Removed the flows of earlier runs", "rounds", roundsForLog(stale), "flows", flows, "round", current,
 		"afterStart", time.Since(start).Round(time.Millisecond))
 	return nil
 }

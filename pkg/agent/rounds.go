@@ -120,3 +120,12 @@ func deleteRoundsOps(rounds []uint8) []openflow.FlowOp {
 	}
 	return ops
 }
+
+// roundsForLog returns rs as ints: a []uint8 would be logged as a string.
+func roundsForLog(rs []uint8) []int {
+	out := make([]int, len(rs))
+	for i, r := range rs {
+		out[i] = int(r)
+	}
+	return out
+}
