@@ -13,6 +13,8 @@ import (
 	"context"
 	"fmt"
 	"math/rand"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"sort"
 	"sync"
@@ -153,6 +155,31 @@ func (n *node) checkConsistent(t testing.TB, gateway string, live, gone []*pod) 
 		}()
 	}
 	wg.Wait()
+	n.audit(t)
+}
+
+// weirctl is built once, on first use, next to the other binaries.
+var weirctl = sync.OnceValues(func() (string, error) {
+	path := filepath.Join(binDir, "weirctl")
+	if out, err := exec.Command("go", "build", "-o", path, "../../cmd/weirctl").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building weirctl: %v: %s", err, out)
+	}
+	return path, nil
+})
+
+// audit runs `weirctl audit` against the node's agent, the agent's own
+// consistency check (IPAM vs ports vs veths vs flows), and requires exit 0.
+// checkConsistent does the same checks from outside; both must agree.
+func (n *node) audit(t testing.TB) {
+	t.Helper()
+	bin, err := weirctl()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bin, "--socket", filepath.Join(n.dir, "agent.sock"), "audit").CombinedOutput()
+	if err != nil {
+		t.Errorf("weirctl audit: %v:\n%s", err, out)
+	}
 }
 
 // TestFaultAgentKillDuringCNI SIGKILLs the agent at a random point while 25
