@@ -279,8 +279,13 @@ func parseTrace(out string) parsedTrace {
 			continue
 		}
 		if m := stepRE.FindStringSubmatch(raw); m != nil {
-			id, _ := strconv.Atoi(m[1])
-			name, _ := pipeline.TableName(uint8(id))
+			// ovs-vswitchd prints tables 0-255 only; a larger number (seen
+			// by FuzzTrace) names no table rather than a wrapped one.
+			id, err := strconv.ParseUint(m[1], 10, 32)
+			var name string
+			if err == nil && id <= 255 {
+				name, _ = pipeline.TableName(uint8(id))
+			}
 			cookie, _ := strconv.ParseUint(strings.TrimPrefix(m[4], "0x"), 16, 64)
 			flow := "priority=" + m[3]
 			if m[2] != "" {
