@@ -78,7 +78,7 @@ func TestPodRecheckWhileRunning(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.grace == 0 {
-				testroot.RequireSoak(t) // 60-120 s
+				testroot.RequireSoak(t) // ~150 s: release at 60-90 s, then two 30 s re-checks
 			}
 			const node = "n1"
 			live := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "live", UID: "u-live"},
