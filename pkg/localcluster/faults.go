@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -22,8 +23,17 @@ import (
 // veths) along, and the runtime directories that live in /run on a real node
 // (run-containerd, netns) start empty. The disk directories (/var/lib/...,
 // the OVSDB file, the IPAM store) stay, and so does the node's network
-// namespace, the machine's "hardware" and kernel: OVS's userspace tap devices
-// outlive ovs-vswitchd there (docs/agent.md), as they would not on a reboot.
+// namespace, the machine's "hardware", with the kernel state a reboot resets
+// reset: OVS's userspace tap devices (br-phy, br-int, the gateway), which
+// outlive ovs-vswitchd (docs/agent.md), are deleted, eth0 gets its boot
+// address and routes back, and the nftables/iptables ruleset is emptied
+// (the agent's netdev weir_underlay table drops everything arriving on
+// eth0, which only OVS's AF_PACKET socket sees) but for localcluster's own
+// node table. Without that the node cannot come back with the
+// netdev datapath: its address stays on br-phy, which nothing forwards
+// until ovs-vswitchd runs, which runs in a pod the kubelet learns of only
+// from the API server it then cannot reach (seen: "no route to host" for
+// minutes).
 func RestartNode(ctx context.Context, cfg Config, idx int) error {
 	if idx == ControlPlane {
 		return fmt.Errorf("RestartNode: the control-plane node also runs the control plane; restart a worker node")
@@ -42,6 +52,9 @@ func RestartNode(ctx context.Context, cfg Config, idx int) error {
 			return fmt.Errorf("RestartNode: clearing %s of %s: %w", d, name, err)
 		}
 	}
+	if err := bootNetwork(ctx, cfg, idx); err != nil {
+		return fmt.Errorf("RestartNode %s: %w", name, err)
+	}
 	hier, err := cgroupHierarchies()
 	if err != nil {
 		return err
@@ -56,6 +69,40 @@ func RestartNode(ctx context.Context, cfg Config, idx int) error {
 		return fmt.Errorf("RestartNode %s: %w", name, err)
 	}
 	return nil
+}
+
+// bootNetwork resets node idx's network namespace to what nodeNetwork made:
+// no tap devices, eth0 with the node's address, the default and unreachable
+// routes, and only localcluster's nftables table.
+func bootNetwork(ctx context.Context, cfg Config, idx int) error {
+	name, ip := cfg.NodeName(idx), cfg.NodeIP(idx)
+	out, err := exec.CommandContext(ctx, "ip", "-n", name, "-o", "link", "show", "type", "tun").Output()
+	if err != nil {
+		return fmt.Errorf("listing tap devices: %w", err)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(l); len(f) > 1 {
+			dev, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+			if err := run(ctx, "ip", "-n", name, "link", "del", dev); err != nil {
+				return err
+			}
+		}
+	}
+	for _, s := range [][]string{
+		{"addr", "flush", "dev", "eth0"},
+		{"addr", "add", ip + "/24", "dev", "eth0"},
+		{"link", "set", "eth0", "up"},
+		{"route", "replace", "default", "via", cfg.Subnet + ".1"},
+		{"route", "replace", "unreachable", cfg.ClusterCIDR},
+	} {
+		if err := run(ctx, "ip", append([]string{"-n", name}, s...)...); err != nil {
+			return err
+		}
+	}
+	if err := run(ctx, "ip", "netns", "exec", name, "nft", "flush", "ruleset"); err != nil {
+		return err
+	}
+	return nft(ctx, "/run/netns/"+name, cfg.nodeRuleset())
 }
 
 // StopControlPlane stops the named control-plane processes ("etcd",

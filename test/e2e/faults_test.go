@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -117,7 +118,12 @@ func TestFaultNodeRestart(t *testing.T) {
 	if err := localcluster.AddNode(ctx, s.cfg, idx); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = localcluster.RemoveNode(context.Background(), s.cfg, idx) })
+	t.Cleanup(func() {
+		if t.Failed() {
+			dumpNodeLogs(s.cfg, node)
+		}
+		_ = localcluster.RemoveNode(context.Background(), s.cfg, idx)
+	})
 	if err := localcluster.WaitReady(ctx, s.cfg, idx, 2*time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -130,6 +136,7 @@ func TestFaultNodeRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	agentID, _, _ := containerState(agent, "ovs-agent")
 	oldUIDs := map[string]string{}
 	for _, n := range []string{"c3", "s3", "i3"} {
 		p, err := s.client.CoreV1().Pods(ns).Get(ctx, n, metav1.GetOptions{})
@@ -153,8 +160,8 @@ func TestFaultNodeRestart(t *testing.T) {
 		if p.UID != agent.UID {
 			return fmt.Errorf("weir-agent pod on %s replaced (uid %s, was %s)", node, p.UID, agent.UID)
 		}
-		if _, _, ready := containerState(p, "ovs-agent"); !ready {
-			return fmt.Errorf("ovs-agent on %s not ready", node)
+		if id, _, ready := containerState(p, "ovs-agent"); id == agentID || !ready {
+			return fmt.Errorf("ovs-agent on %s not running again in a new container yet", node)
 		}
 		return nil
 	})
@@ -217,6 +224,17 @@ func TestFaultNodeRestart(t *testing.T) {
 		_, a, _ := containerState(p, "ovs-agent")
 		_, o, _ := containerState(p, "ovs")
 		t.Logf("%s: container restart counts after the node restart: ovs-agent %d, ovs %d", node, a, o)
+	}
+}
+
+// dumpNodeLogs prints the tail of a node's daemon and pod logs (a node the
+// test removes is gone before TestMain's dumpLogs).
+func dumpNodeLogs(cfg localcluster.Config, node string) {
+	files, _ := filepath.Glob(filepath.Join(cfg.Dir, "nodes", node, "logs", "*.log"))
+	pods, _ := filepath.Glob(filepath.Join(cfg.Dir, "nodes", node, "var-log-pods", "*", "*", "*.log"))
+	for _, f := range append(files, pods...) {
+		out, _ := exec.Command("tail", "-n", "40", f).CombinedOutput()
+		fmt.Fprintf(os.Stderr, "===== %s =====\n%s", f, out)
 	}
 }
 
