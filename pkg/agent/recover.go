@@ -155,22 +155,22 @@ func removeStaleFlows(ctx context.Context, sw *openflow.Switch, current uint8, s
 		return err
 	}
 	stale := staleRounds(br, current)
-	if len(stale) == 0 {
-		log.Info("No flows of earlier runs to remove", "round", current)
-		return nil
-	}
 	flows := 0
 	for _, r := range stale {
 		flows += br.present[r]
 	}
-	// One bundle: the stale rounds go together or not at all.
-	if err := sw.Apply(ctx, deleteRoundsOps(stale)); err != nil {
-		if errors.Is(err, context.Canceled) {
-			return err
+	// One bundle: the stale rounds go together or not at all. (None is
+	// common: this run re-added every flow an earlier run had, replacing
+	// them; the log line below still marks the end of the cleanup.)
+	if len(stale) > 0 {
+		if err := sw.Apply(ctx, deleteRoundsOps(stale)); err != nil {
+			if errors.Is(err, context.Canceled) {
+				return err
+			}
+			return fmt.Errorf("removing stale flows of rounds %v: %w", roundsForLog(stale), err)
 		}
-		return fmt.Errorf("removing stale flows of rounds %v: %w", stale, err)
 	}
-	log.Info("Removed the flows of earlier runs", "rounds", roundsForLog(stale), "flows", flows, "round", current,
+	log.Info("Removed the previous run's stale flows (and any earlier run's)", "rounds", roundsForLog(stale), "flows", flows, "round", current,
 		"afterStart", time.Since(start).Round(time.Millisecond))
 	return nil
 }
