@@ -245,6 +245,15 @@ func (s *suite) probeIn(ctx context.Context, p podRef, proto, hostport string) (
 // role=ROLE (name -> role) in ns and waits until they run.
 func (s *suite) faultPods(ctx context.Context, t *testing.T, ns string, layout map[string]int, roles map[string]string) map[string]podRef {
 	t.Helper()
+	// Pods need the namespace's default ServiceAccount, which the
+	// controller-manager creates (late after an API outage: its informers
+	// back off).
+	if err := eventually(time.Minute, func() error {
+		_, err := s.client.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
 	for name, node := range layout {
 		p := localcluster.TestServerPod(ns, name, s.cfg.NodeName(node), map[string]string{"app": "fault", "role": roles[name]})
 		if _, err := s.client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
