@@ -268,7 +268,7 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 	}
 	// The operator tooling API (docs/tooling.md).
 	defer background(ctx, func(ctx context.Context) {
-		serveAPI(ctx, apiDeps{cfg: cfg, cidr: cidr, gwIP: gwIP, gwMAC: gwMAC, gwPort: gwPort, tun: tunPort, db: db, sw: sw,
+		serveAPI(ctx, apiDeps{cfg: cfg, alloc: alloc, cidr: cidr, gwIP: gwIP, gwMAC: gwMAC, gwPort: gwPort, tun: tunPort, db: db, sw: sw,
 			pipe: pipe, srv: srv, nc: nc, polc: polc, ready: func() (bool, string) { return connReady(sw, db) }}, log)
 	})()
 	// After an ovs-vswitchd restart: restore what it may have lost, then

@@ -1,19 +1,13 @@
 package agent
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -23,6 +17,8 @@ import (
 
 	"github.com/weirnet/weir/pkg/agentapi"
 	"github.com/weirnet/weir/pkg/cniserver"
+	"github.com/weirnet/weir/pkg/ipam"
+	"github.com/weirnet/weir/pkg/nodenet"
 	"github.com/weirnet/weir/pkg/openflow"
 	"github.com/weirnet/weir/pkg/ovsdb"
 	"github.com/weirnet/weir/pkg/pipeline"
@@ -49,6 +45,7 @@ func (c *NodeController) PeerNodes() []pipeline.PeerNode {
 // apiDeps are what the tooling API reads from a running agent.
 type apiDeps struct {
 	cfg    Config
+	alloc  *ipam.Allocator
 	cidr   *net.IPNet
 	gwIP   net.IP
 	gwMAC  net.HardwareAddr
@@ -102,7 +99,7 @@ func connReady(sw *openflow.Switch, db *ovsdb.Client) (bool, string) {
 // auditSources are what the tooling API's Audit reads (pkg/agentapi,
 // audit.go).
 func auditSources(d apiDeps) agentapi.AuditSources {
-	src := agentapi.AuditSources{Flows: d.sw, IPAM: ipamFile{path: filepath.Join(d.cfg.StateDir, ipamStateFile)},
+	src := agentapi.AuditSources{Flows: d.sw, IPAM: allocations{d.alloc},
 		Kernel: nodeKernel{gateway: d.cfg.GatewayName},
 		// Every cookie the pipeline makes carries this run's round.
 		Round: d.pipe.PolicyRuleCookie(0).Round()}
@@ -125,47 +122,12 @@ func syncedNow(wait func(context.Context) error) bool {
 	return wait(ctx) == nil
 }
 
-// ipamStateFile is the IPAM allocator's file in Config.StateDir (Run
-// creates the allocator with it).
-const ipamStateFile = "ipam.json"
+// allocations adapts the running IPAM allocator (the one the CNI server
+// allocates from) to the audit.
+type allocations struct{ alloc *ipam.Allocator }
 
-// ipamFile reads the allocations from the IPAM state file. The allocator
-// saves every change to it before the change becomes visible, so it holds
-// exactly what the allocator holds. It is decoded here, read-only, because
-// ipam.FileStore.Load has side effects (it removes temporary files, which
-// could be a live Save's, and moves a corrupt file aside).
-type ipamFile struct{ path string }
-
-// ipamDoc is the part of ipam's state document (version 1) the audit reads.
-type ipamDoc struct {
-	Version     int               `json:"version"`
-	Allocations map[string]string `json:"allocations"`
-}
-
-func (f ipamFile) Allocations(context.Context) (map[string]net.IP, error) {
-	data, err := os.ReadFile(f.path)
-	if errors.Is(err, os.ErrNotExist) {
-		return map[string]net.IP{}, nil // nothing allocated yet
-	}
-	if err != nil {
-		return nil, fmt.Errorf("reading the IPAM state file: %w", err)
-	}
-	var doc ipamDoc
-	if err := json.NewDecoder(bytes.NewReader(data)).Decode(&doc); err != nil {
-		return nil, fmt.Errorf("decoding the IPAM state file %s: %w", f.path, err)
-	}
-	if doc.Version != 1 {
-		return nil, fmt.Errorf("IPAM state file %s: version %d, the audit reads version 1", f.path, doc.Version)
-	}
-	out := make(map[string]net.IP, len(doc.Allocations))
-	for owner, s := range doc.Allocations {
-		ip := net.ParseIP(s)
-		if ip == nil {
-			return nil, fmt.Errorf("IPAM state file %s: owner %s has an invalid address %q", f.path, owner, s)
-		}
-		out[owner] = ip
-	}
-	return out, nil
+func (a allocations) Allocations(context.Context) (map[string]net.IP, error) {
+	return a.alloc.List(), nil
 }
 
 // nodeKernel reads the node's network namespace (the agent's own).
@@ -186,21 +148,17 @@ func (k nodeKernel) PodVeths(context.Context) ([]string, error) {
 	return out, nil
 }
 
+// GatewayRoutes returns Weir's peer routes (nodenet.ListPeerRoutes), not
+// every route through the gateway: routes an administrator added are not
+// the audit's business.
 func (k nodeKernel) GatewayRoutes(context.Context) ([]agentapi.Route, error) {
-	link, err := netlink.LinkByName(k.gateway)
+	routes, err := nodenet.ListPeerRoutes(k.gateway)
 	if err != nil {
-		return nil, fmt.Errorf("gateway interface %s: %w", k.gateway, err)
+		return nil, err
 	}
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4,
-		&netlink.Route{LinkIndex: link.Attrs().Index, Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
-	if err != nil {
-		return nil, fmt.Errorf("listing routes through %s: %w", k.gateway, err)
-	}
-	var out []agentapi.Route
-	for _, r := range routes {
-		if r.Dst != nil && r.Gw != nil { // the pod CIDR's own route has no next hop
-			out = append(out, agentapi.Route{Dst: r.Dst, Via: r.Gw, Dev: k.gateway})
-		}
+	out := make([]agentapi.Route, len(routes))
+	for i, r := range routes {
+		out[i] = agentapi.Route{Dst: r.Dst, Via: r.Via, Dev: k.gateway}
 	}
 	return out, nil
 }

@@ -64,8 +64,28 @@ type PeerRoutes interface {
 
 // NodenetRoutes implements PeerRoutes on the kernel's routing table, in
 // the network namespace of the calling thread (the agent runs in the
-// node's); its routes carry RouteProtocolWeir (peerroutes.go).
+// node's); its routes carry nodenet.RouteProtocolWeir.
 type NodenetRoutes struct{}
+
+// EnsurePeerRoute calls nodenet.EnsurePeerRoute.
+func (NodenetRoutes) EnsurePeerRoute(gw string, cidr *net.IPNet, gwIP net.IP) error {
+	return nodenet.EnsurePeerRoute(gw, cidr, gwIP)
+}
+
+// DeletePeerRoute calls nodenet.DeletePeerRoute.
+func (NodenetRoutes) DeletePeerRoute(gw string, cidr *net.IPNet) error {
+	return nodenet.DeletePeerRoute(gw, cidr)
+}
+
+// ListPeerRoutes returns the destinations of nodenet.ListPeerRoutes.
+func (NodenetRoutes) ListPeerRoutes(gw string) ([]*net.IPNet, error) {
+	routes, err := nodenet.ListPeerRoutes(gw)
+	out := make([]*net.IPNet, len(routes))
+	for i, r := range routes {
+		out[i] = r.Dst
+	}
+	return out, err
+}
 
 // WarmTunnelNeighbor calls nodenet.WarmTunnelNeighbor.
 func (NodenetRoutes) WarmTunnelNeighbor(ctx context.Context, bridge string, ip net.IP) error {

@@ -21,12 +21,12 @@ func TestPeerRoute(t *testing.T) {
 	for range 2 { // idempotent
 		inNS(t, ns, func() error { return nodenet.EnsurePeerRoute("gw0", cidr, net.ParseIP("10.20.1.1")) })
 	}
-	if got, want := route(), "10.20.1.0/24 via 10.20.1.1 dev gw0 onlink"; got != want {
+	if got, want := route(), "10.20.1.0/24 via 10.20.1.1 dev gw0 proto 87 onlink"; got != want {
 		t.Errorf("route = %q, want %q", got, want)
 	}
 	// Another next hop replaces the route.
 	inNS(t, ns, func() error { return nodenet.EnsurePeerRoute("gw0", cidr, net.ParseIP("10.20.1.254")) })
-	if got, want := route(), "10.20.1.0/24 via 10.20.1.254 dev gw0 onlink"; got != want {
+	if got, want := route(), "10.20.1.0/24 via 10.20.1.254 dev gw0 proto 87 onlink"; got != want {
 		t.Errorf("route = %q, want %q", got, want)
 	}
 	for range 2 { // idempotent

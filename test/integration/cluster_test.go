@@ -430,7 +430,7 @@ func TestClusterRestarts(t *testing.T) {
 					{"br-phy address", "ip -4 -o addr show dev br-phy", "inet 192.0.2.2/24"},
 					{"gateway address", "ip -4 -o addr show dev weir-gw0", "inet 10.40.2.1/24"},
 					{"gateway MTU", "ip -o link show dev weir-gw0", "mtu 1450"},
-					{"peer route", "ip route show 10.40.1.0/24", "10.40.1.0/24 via 10.40.1.1 dev weir-gw0 onlink"},
+					{"peer route", "ip route show 10.40.1.0/24", "10.40.1.0/24 via 10.40.1.1 dev weir-gw0 proto 87 onlink"},
 				}
 				for _, w := range wantOn {
 					if out, err := n2.ovs.Exec("", "sh", "-c", w.cmd); err != nil || !strings.Contains(out, w.want) {
