@@ -229,7 +229,11 @@ func TestSoakAPIServerDown(t *testing.T) {
 // configuration has no serviceCIDR — a real option whose flow
 // (pipeline.go: ClusterIP traffic skips egress policy) the new pipeline then
 // lacks — and back, under traffic. Lost datagrams and broken TCP are
-// counted; no new container may restart.
+// counted; no new container may restart. Measured on the local cluster
+// (netdev datapath): the rollout never completes — deleting node 1's old
+// agent pod stops its ovs-vswitchd, which holds the node's underlay address
+// on br-phy, so the node's kubelet cannot reach the API server to learn of
+// the new pod ("no route to host", 0 of 3 pods updated after 4 min).
 func TestSoakAgentUpgrade(t *testing.T) {
 	testroot.RequireSoak(t)
 	s := need(t)
@@ -382,11 +386,31 @@ func (s *suite) rollDaemonSet(ctx context.Context, tmpl *corev1.PodTemplateSpec,
 			return err
 		}
 		if !rolledOut(d, gen) {
-			return fmt.Errorf("DaemonSet weir-agent: generation %d observed %d, desired %d updated %d available %d",
-				gen, d.Status.ObservedGeneration, d.Status.DesiredNumberScheduled, d.Status.UpdatedNumberScheduled, d.Status.NumberAvailable)
+			return fmt.Errorf("DaemonSet weir-agent: generation %d observed %d, desired %d updated %d available %d; nodes not Ready: %v",
+				gen, d.Status.ObservedGeneration, d.Status.DesiredNumberScheduled, d.Status.UpdatedNumberScheduled, d.Status.NumberAvailable,
+				s.notReadyNodes(ctx))
 		}
 		return nil
 	})
+}
+
+// notReadyNodes names the nodes whose Ready condition is not True (with
+// the netdev datapath a node whose ovs container is gone loses its underlay
+// address, and with it the API server).
+func (s *suite) notReadyNodes(ctx context.Context) []string {
+	l, err := s.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return []string{err.Error()}
+	}
+	var out []string
+	for _, n := range l.Items {
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeReady && c.Status != corev1.ConditionTrue {
+				out = append(out, n.Name)
+			}
+		}
+	}
+	return out
 }
 
 func rolledOut(d *appsv1.DaemonSet, gen int64) bool {
