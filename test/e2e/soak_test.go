@@ -498,7 +498,10 @@ func TestSoak10Min(t *testing.T) {
 		if err := s.killContainer(ctx, node, id); err != nil {
 			return err
 		}
-		return s.waitContainerRestarted(ctx, node, container, restarts, 2*time.Minute)
+		// A container killed again and again waits out kubelet's crash-loop
+		// back-off (10 s doubling to 5 min): seen, the 6th restart of an
+		// ovs-agent not within 2 min.
+		return s.waitContainerRestarted(ctx, node, container, restarts, 6*time.Minute)
 	}
 	end := time.Now().Add(soakFor)
 	for time.Now().Before(end) {
