@@ -67,15 +67,7 @@ func subtractCIDRs(base *net.IPNet, except []*net.IPNet) []*net.IPNet {
 			ex = append(ex, e)
 		}
 	}
-	slices.SortFunc(ex, func(x, y prefix) int {
-		if x.addr != y.addr {
-			if x.addr < y.addr {
-				return -1
-			}
-			return 1
-		}
-		return x.bits - y.bits
-	})
+	slices.SortFunc(ex, comparePrefixes)
 	out := make([]*net.IPNet, 0)
 	return subtractSorted(b, ex, out)
 }
@@ -107,4 +99,16 @@ func subtractSorted(blk prefix, ex []prefix, out []*net.IPNet) []*net.IPNet {
 	})
 	out = subtractSorted(lo, ex[:n], out)
 	return subtractSorted(hi, ex[n:], out)
+}
+
+// comparePrefixes orders prefixes by address, then shorter first: a CIDR
+// sorts before the CIDRs nested in it.
+func comparePrefixes(x, y prefix) int {
+	if x.addr != y.addr {
+		if x.addr < y.addr {
+			return -1
+		}
+		return 1
+	}
+	return x.bits - y.bits
 }

@@ -67,15 +67,7 @@ func FuzzSubtractCIDRs(f *testing.F) {
 				ex = append(ex, e)
 			}
 		}
-		slices.SortFunc(ex, func(x, y prefix) int {
-			if x.addr != y.addr {
-				if x.addr < y.addr {
-					return -1
-				}
-				return 1
-			}
-			return x.bits - y.bits
-		})
+		slices.SortFunc(ex, comparePrefixes)
 		// CIDRs nest or are disjoint: the union is the excepts not inside
 		// an earlier (sorted) one.
 		var union []prefix
