@@ -138,9 +138,11 @@ func iperf3(t testing.TB, clientNS, serverNS, serverIP string, secs int) float64
 	}
 	var out string
 	var err error
-	for i := 0; i < 20; i++ { // until the daemonized server listens
+	for i := 0; i < 50; i++ { // until the daemonized server listens
 		out, err = inNS(clientNS, "iperf3", "-c", serverIP, "-p", port, "-t", fmt.Sprint(secs), "-O", "1", "-J")
-		if err == nil || !strings.Contains(out, "Connection refused") {
+		// iperf3 3.12 with -J may exit 0 on "Connection refused" (the
+		// error is in the JSON): CI saw TestBandwidth measure nothing so.
+		if !strings.Contains(out, "Connection refused") {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
