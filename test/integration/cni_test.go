@@ -331,18 +331,7 @@ func TestPodNetworking(t *testing.T) {
 	}
 
 	t.Run("tcp", func(t *testing.T) {
-		if out, err := inNS(b.ns, "iperf3", "-s", "-1", "-D", "-p", "5201"); err != nil {
-			t.Fatalf("iperf3 server: %v: %s", err, out)
-		}
-		time.Sleep(200 * time.Millisecond)
-		out, err := inNS(a.ns, "iperf3", "-c", b.ip, "-p", "5201", "-t", "1", "-J")
-		if err != nil {
-			t.Fatalf("iperf3 client: %v: %s", err, tail(out, 20))
-		}
-		bps, err := iperf3Received(out)
-		if err != nil {
-			t.Fatal(err)
-		}
+		bps := iperf3(t, a.ns, b.ns, b.ip, 2) // waits for the server instead of sleeping 200 ms
 		t.Logf("TCP pod -> pod (same node, userspace datapath): %.0f Mbit/s", bps/1e6)
 	})
 
