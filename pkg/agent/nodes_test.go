@@ -139,15 +139,8 @@ func TestNodeController(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		nc.Run(ctx)
-	}()
-	defer func() {
-		cancel()
-		<-done
-	}()
+	defer cancel()
+	defer background(ctx, nc.Run)() // stops it and waits
 	nodes := client.CoreV1().Nodes()
 	want := func(what, state string) {
 		t.Helper()
@@ -276,16 +269,9 @@ func TestNodeControllerGarbage(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
+	defer cancel()
 	start := time.Now()
-	go func() {
-		defer close(done)
-		nc.Run(ctx)
-	}()
-	defer func() {
-		cancel()
-		<-done
-	}()
+	defer background(ctx, nc.Run)() // stops it and waits
 	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
 	defer wcancel()
 	if err := nc.WaitForGarbageCollection(wctx); err != nil {

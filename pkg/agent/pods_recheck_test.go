@@ -96,15 +96,8 @@ func TestPodRecheckWhileRunning(t *testing.T) {
 			grace := pc.cfg.GracePeriod
 			interval := pc.cfg.RecheckInterval
 			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				pc.Run(ctx)
-			}()
-			defer func() {
-				cancel()
-				<-done
-			}()
+			defer cancel()
+			defer background(ctx, pc.Run)() // stops it and waits
 			wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
 			defer wcancel()
 			if err := pc.WaitInitialReconcile(wctx); err != nil {

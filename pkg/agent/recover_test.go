@@ -49,15 +49,8 @@ func TestNodeControllerInitialSyncAndResync(t *testing.T) {
 			}
 
 			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				nc.Run(ctx)
-			}()
-			defer func() {
-				cancel()
-				<-done
-			}()
+			defer cancel()
+			defer background(ctx, nc.Run)() // stops it and waits
 			wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
 			defer wcancel()
 			if err := nc.WaitForInitialSync(wctx); err != nil {
