@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -50,6 +51,11 @@ type Config struct {
 	// controller-manager. ServiceCIDR is the ClusterIP range.
 	ClusterCIDR string
 	ServiceCIDR string
+	// ExtraArgs are appended to a control-plane daemon's command line, by
+	// daemon: "etcd", "kube-apiserver", "kube-controller-manager" or
+	// "kube-scheduler" (a later flag wins). The scale harness tunes the
+	// control plane with them (docs/scale.md).
+	ExtraArgs map[string][]string
 	// Out receives progress lines.
 	Out io.Writer
 }
@@ -83,11 +89,20 @@ func (c Config) Validate() error {
 	if ip := net.ParseIP(c.Subnet + ".1"); ip == nil || ip.To4() == nil {
 		errs = append(errs, fmt.Errorf("subnet %q: need three IPv4 octets, e.g. 172.31.250", c.Subnet))
 	}
+	for d := range c.ExtraArgs {
+		if !slices.Contains(controlPlaneDaemons, d) {
+			errs = append(errs, fmt.Errorf("extra args for %q: not a control-plane daemon (want one of %v)", d, controlPlaneDaemons))
+		}
+	}
 	if c.PortBase < 1024 || c.PortBase > 65000 {
 		errs = append(errs, fmt.Errorf("port base %d: must be between 1024 and 65000", c.PortBase))
 	}
 	return errors.Join(errs...)
 }
+
+// controlPlaneDaemons are the host processes of the control plane, the keys
+// of Config.ExtraArgs.
+var controlPlaneDaemons = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"}
 
 // ControlPlane is the node index of the control-plane node: the network
 // namespace the control plane (etcd, kube-apiserver, controller-manager,

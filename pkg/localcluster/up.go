@@ -217,6 +217,7 @@ func startControlPlane(ctx context.Context, cfg Config, p *pki) error {
 	netns := "--net=/run/netns/" + cfg.NodeName(ControlPlane)
 	startDaemon := func(pidFile, logFile string, env []string, name string, args ...string) error {
 		// nsenter execs the daemon: the recorded PID is the daemon's.
+		args = append(args, cfg.ExtraArgs[filepath.Base(name)]...)
 		return startDaemon(pidFile, logFile, env, "nsenter", append([]string{netns, "--", name}, args...)...)
 	}
 	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", cfg.etcdPort())

@@ -118,3 +118,28 @@ func TestNsenterArgsKeepCallerDirectory(t *testing.T) {
 		}
 	}
 }
+
+func TestValidateExtraArgs(t *testing.T) {
+	tests := []struct {
+		name    string
+		extra   map[string][]string
+		wantErr string
+	}{
+		{"none", nil, ""},
+		{"api server and etcd", map[string][]string{"kube-apiserver": {"--max-requests-inflight=800"}, "etcd": {"--quota-backend-bytes=8589934592"}}, ""},
+		{"not a control-plane daemon", map[string][]string{"kubelet": {"--max-pods=200"}}, `extra args for "kubelet"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.ExtraArgs = tt.extra
+			err := cfg.Validate()
+			if tt.wantErr == "" && err != nil {
+				t.Fatalf("Validate: %v", err)
+			}
+			if tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("Validate: %v, want an error containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
