@@ -328,3 +328,223 @@ func TestPipelineSync(t *testing.T) {
 	realize(t, m, pipe)
 	check("policy delete")
 }
+
+// scaleShape is issue 12's generated world as one agent sees it:
+// namespaces scale-NNNN (team=team-<i%10>, env=prod|dev by parity) with
+// 100 pods each (app=app-<j%10>, tier=web|db, named ports http:8080 and
+// metrics:9090) spread over pods/30 remote nodes, 10 policies per
+// namespace (the shape of test/scale's generator), and one local pod
+// (app=app-0) in each of the first 5 namespaces.
+type scaleShape struct {
+	name       string
+	namespaces int
+}
+
+const (
+	scalePodsPerNS = 100
+	scaleLocalNS   = 5
+	scaleTeams     = 10
+)
+
+var scaleShapes = []scaleShape{
+	{name: "S1", namespaces: 30},  // 3,000 pods, 300 policies
+	{name: "S2", namespaces: 300}, // 30,000 pods, 3,000 policies
+}
+
+func scaleNS(i int) string { return fmt.Sprintf("scale-%04d", i) }
+
+func scaleNamespace(i int, env string) *corev1.Namespace {
+	if env == "" {
+		env = "dev"
+		if i%2 == 0 {
+			env = "prod"
+		}
+	}
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: scaleNS(i), Labels: map[string]string{
+		"team": fmt.Sprintf("team-%d", i%scaleTeams), "env": env, "weir.io/scale": "true"}}}
+}
+
+// scalePod is pod j of namespace i with app label app ("" = app-<j%10>).
+func scalePod(s scaleShape, i, j int, app string) *corev1.Pod {
+	if app == "" {
+		app = fmt.Sprintf("app-%d", j%10)
+	}
+	tier := "web"
+	if j%2 == 1 {
+		tier = "db"
+	}
+	nodes := s.namespaces * scalePodsPerNS / 30
+	n := i*scalePodsPerNS + j
+	node := n % nodes
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: scaleNS(i), Name: fmt.Sprintf("p-%04d", j),
+		Labels: map[string]string{"app": app, "tier": tier, "weir.io/scale": "true"}},
+		Spec: corev1.PodSpec{NodeName: fmt.Sprintf("kwok-%04d", node), Containers: []corev1.Container{{Name: "app",
+			Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}, {Name: "metrics", ContainerPort: 9090}}}}},
+		// Node k's pods are in 10.160.0.0/24 + k.
+		Status: corev1.PodStatus{Phase: corev1.PodRunning,
+			PodIP: fmt.Sprintf("10.%d.%d.%d", 160+node/256, node%256, 2+n/nodes)}}
+	if j == 0 && i < scaleLocalNS {
+		pod.Spec.NodeName = testNode
+		pod.Status.PodIP = fmt.Sprintf("10.10.0.%d", 10+i)
+	}
+	return pod
+}
+
+func scaleOFPort(pod *corev1.Pod) uint32 {
+	if pod.Spec.NodeName != testNode {
+		return 0
+	}
+	var i int
+	fmt.Sscanf(pod.Namespace, "scale-%d", &i)
+	return uint32(10 + i)
+}
+
+// scalePolicies are the 10 policies of namespace i: default deny ingress,
+// app-k <- app-(k+1) on named port http (k < 6), app-0 <- app-1 pods of
+// the namespaces of its team, port 9090 from 10.0.0.0/8 except
+// 10.160.0.0/16, and app-0's egress to app-2 pods of env=prod namespaces
+// on http plus UDP 53 anywhere.
+func scalePolicies(i int) []*networkingv1.NetworkPolicy {
+	ns := scaleNS(i)
+	ingress := []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}
+	nps := []*networkingv1.NetworkPolicy{policy(ns, "default-deny-ingress", networkingv1.NetworkPolicySpec{PolicyTypes: ingress})}
+	for k := range 6 {
+		nps = append(nps, policy(ns, fmt.Sprintf("app-%d-from-app-%d", k, k+1), networkingv1.NetworkPolicySpec{
+			PodSelector: *sel(fmt.Sprintf("app=app-%d", k)), PolicyTypes: ingress,
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{
+				From:  []networkingv1.NetworkPolicyPeer{{PodSelector: sel(fmt.Sprintf("app=app-%d", k+1))}},
+				Ports: []networkingv1.NetworkPolicyPort{port("TCP", "http")}}}}))
+	}
+	nps = append(nps,
+		policy(ns, "ns-team", networkingv1.NetworkPolicySpec{PodSelector: *sel("app=app-0"), PolicyTypes: ingress,
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{
+				NamespaceSelector: sel(fmt.Sprintf("team=team-%d", i%scaleTeams)), PodSelector: sel("app=app-1")}}}}}),
+		policy(ns, "ipblock", networkingv1.NetworkPolicySpec{PolicyTypes: ingress,
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{
+				From: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "10.0.0.0/8",
+					Except: []string{"10.160.0.0/16"}}}},
+				Ports: []networkingv1.NetworkPolicyPort{port("TCP", 9090)}}}}),
+		policy(ns, "egress-prod", networkingv1.NetworkPolicySpec{PodSelector: *sel("app=app-0"),
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress},
+			Egress: []networkingv1.NetworkPolicyEgressRule{
+				{To: []networkingv1.NetworkPolicyPeer{{NamespaceSelector: sel("env=prod"), PodSelector: sel("app=app-2")}},
+					Ports: []networkingv1.NetworkPolicyPort{port("TCP", "http")}},
+				{Ports: []networkingv1.NetworkPolicyPort{port("UDP", 53)}},
+			}}))
+	return nps
+}
+
+// loadScale feeds shape s into a new model, policies first: an agent's
+// informers list the few policies and namespaces before the pods, the
+// order in which each pod event meets every policy.
+func loadScale(tb testing.TB, s scaleShape, pods []*corev1.Pod) *Model {
+	m := NewModel(testNode)
+	for i := range s.namespaces {
+		for _, np := range scalePolicies(i) {
+			if err := m.SetPolicy(np.Namespace+"/"+np.Name, np); err != nil {
+				tb.Fatal(err)
+			}
+		}
+	}
+	for i := range s.namespaces {
+		m.SetNamespace(scaleNS(i), scaleNamespace(i, ""))
+	}
+	for _, p := range pods {
+		m.SetPod(p.Namespace+"/"+p.Name, p, scaleOFPort(p))
+	}
+	return m
+}
+
+// BenchmarkPolicyScale measures the model (computation only) at issue
+// 12's S1 and S2 sizes: the full sync, and one change of each kind after
+// it. Each change alternates between two states so every iteration does
+// the same work.
+func BenchmarkPolicyScale(b *testing.B) {
+	for _, s := range scaleShapes {
+		b.Run(s.name, func(b *testing.B) {
+			var pods []*corev1.Pod
+			for i := range s.namespaces {
+				for j := range scalePodsPerNS {
+					pods = append(pods, scalePod(s, i, j, ""))
+				}
+			}
+			b.Run("FullSync", func(b *testing.B) {
+				var rules int
+				for b.Loop() {
+					m := loadScale(b, s, pods)
+					realize(b, m, nil)
+					rules = m.Rules()
+				}
+				b.ReportMetric(float64(rules), "rules")
+			})
+			m := loadScale(b, s, pods)
+			realize(b, m, nil)
+			if m.Rules() == 0 {
+				b.Fatal("the synced world has no rules")
+			}
+			// change runs set with the iteration number (set(0) is the
+			// original state) and reports the average number of rules
+			// upserted and deleted.
+			change := func(b *testing.B, set func(i int)) {
+				i := 0
+				var ups, dels int
+				for b.Loop() {
+					i++
+					set(i)
+					plan := realize(b, m, nil)
+					ups += len(plan.Change.Upsert)
+					dels += len(plan.Change.Delete)
+				}
+				b.ReportMetric(float64(ups)/float64(b.N), "upserts/op")
+				b.ReportMetric(float64(dels)/float64(b.N), "deletes/op")
+				set(0) // the original state, for the next sub-benchmark
+				realize(b, m, nil)
+			}
+			// scale-0010 is team-0 and prod: its app-1 pods are peers of
+			// scale-0000's ns-team, its app-2 pods of every local
+			// egress-prod.
+			b.Run("RemotePodLabel", func(b *testing.B) {
+				change(b, func(i int) {
+					p := scalePod(s, 10, 1, fmt.Sprintf("app-%d", 1+i%2))
+					m.SetPod(p.Namespace+"/"+p.Name, p, 0)
+				})
+			})
+			b.Run("LocalPodLabel", func(b *testing.B) {
+				change(b, func(i int) {
+					p := scalePod(s, 0, 0, fmt.Sprintf("app-%d", i%2))
+					m.SetPod(p.Namespace+"/"+p.Name, p, scaleOFPort(p))
+				})
+			})
+			b.Run("NamespaceLabel", func(b *testing.B) {
+				change(b, func(i int) {
+					env := "prod"
+					if i%2 == 1 {
+						env = "dev"
+					}
+					m.SetNamespace(scaleNS(10), scaleNamespace(10, env))
+				})
+			})
+			b.Run("PolicyAdd", func(b *testing.B) {
+				i := 0
+				for b.Loop() {
+					i++
+					np := policy(scaleNS(0), fmt.Sprintf("added-%d", i), networkingv1.NetworkPolicySpec{
+						PodSelector: *sel("app=app-0"),
+						Ingress: []networkingv1.NetworkPolicyIngressRule{{
+							From:  []networkingv1.NetworkPolicyPeer{{NamespaceSelector: sel("env=prod"), PodSelector: sel("tier=web")}},
+							Ports: []networkingv1.NetworkPolicyPort{port("TCP", "http")}}}})
+					key := np.Namespace + "/" + np.Name
+					if err := m.SetPolicy(key, np); err != nil {
+						b.Fatal(err)
+					}
+					realize(b, m, nil)
+					b.StopTimer()
+					_ = m.SetPolicy(key, nil)
+					realize(b, m, nil)
+					b.StartTimer()
+				}
+			})
+			b.ReportMetric(float64(m.Rules()), "rules")
+		})
+	}
+}
