@@ -183,9 +183,15 @@ func flowsPerTable(ctx context.Context, cfg localcluster.Config, node string) (m
 	if err != nil {
 		return nil, 0, fmt.Errorf("dump-flows on %s: %w", node, err)
 	}
+	per, total := countFlows(string(out))
+	return per, total, nil
+}
+
+// countFlows counts the flows of a dump-flows output per table.
+func countFlows(dump string) (map[string]int, int) {
 	per := map[string]int{}
 	total := 0
-	for _, l := range strings.Split(string(out), "\n") {
+	for _, l := range strings.Split(dump, "\n") {
 		i := strings.Index(l, " table=")
 		if i < 0 {
 			continue
@@ -197,7 +203,7 @@ func flowsPerTable(ctx context.Context, cfg localcluster.Config, node string) (m
 		per[t]++
 		total++
 	}
-	return per, total, nil
+	return per, total
 }
 
 // monitorLine is one event line of a monitor and when the harness read it.
