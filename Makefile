@@ -8,7 +8,7 @@ BENCH ?= .
 NODES ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help deps k8s-bins build images proto test soak bench lint run run-single stop clean conformance
+.PHONY: help deps k8s-bins build images proto test soak bench scale lint run run-single stop clean conformance
 
 help: ## List the targets.
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-9s %s\n", $$1, $$2}'
@@ -60,6 +60,14 @@ lint: ## Check formatting (gofmt) and run go vet.
 run: deps k8s-bins images ## Start a local 2-node Kubernetes cluster with Weir deployed by its DaemonSet, and demo pods (needs root; `make stop` removes it).
 	bin/weir-local up --nodes $(NODES)
 	bin/weir-local demo
+
+# Scenario of `make scale` (docs/scale.md): S1, S2 or S3; SCALE_ARGS adds
+# harness flags (e.g. SCALE_ARGS='-reps 20 -keep-cluster').
+SCENARIO ?= S1
+SCALE_ARGS ?=
+scale: deps k8s-bins images ## Measure Weir agents against kwok-simulated nodes and pods (SCENARIO=S1|S2|S3; needs root; docs/scale.md).
+	kwok="$$(hack/kwok-build.sh | tail -n 1)" && $(GO) build -o bin/weir-scale ./test/scale && \
+	bin/weir-scale -scenario $(SCENARIO) -kwok-bin "$$kwok" $(SCALE_ARGS)
 
 # Sets of `make conformance` (docs/conformance.md): a, b, c, d (comma-separated) or all.
 SET ?= all

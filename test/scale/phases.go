@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -37,7 +38,22 @@ type latencyRun struct {
 	// samples[node][kind]
 	samples map[string]map[string][]float64
 	misses  map[string]int // kind → repetitions whose flows never appeared
+	// runID makes the names of created objects unique per run, so a run
+	// against a kept cluster never trips over an interrupted run's leftovers.
+	runID string
+	// podNode is the kwok node of this run's new pods. A node of its own:
+	// kwok keeps its IP pools in memory, and a kwok restarted against a kept
+	// cluster handed out addresses of existing pods again (measured).
+	podNode string
 }
+
+// maxReps bounds the repetitions: each new-node repetition takes the next
+// /24 after extraCIDRBase, and the new pods' node the last one.
+const maxReps = 250
+
+// podNodeIndex is the /24 (after extraCIDRBase) and address index (after
+// extraNodeIPNet) of the new pods' node.
+const podNodeIndex = 255
 
 // The change kinds, in report order.
 const (
@@ -131,8 +147,8 @@ func (r *latencyRun) podLabel(ctx context.Context, rep int) error {
 // latency runs from the moment its IP is in the API (kwok's status update).
 func (r *latencyRun) newPod(ctx context.Context, rep int) error {
 	ns := nsName(rep % ActiveNamespaces)
-	name := fmt.Sprintf("lat-%04d", rep)
-	node := r.layout.KwokNodes[rep%len(r.layout.KwokNodes)].Name
+	name := fmt.Sprintf("lat-%s-%04d", r.runID, rep)
+	node := r.podNode
 	marks := r.marks(false)
 	if _, err := r.c.CoreV1().Pods(ns).Create(ctx, kwokPod(ns, name, node, "app-1", 0), metav1.CreateOptions{}); err != nil {
 		return err
@@ -154,7 +170,7 @@ func (r *latencyRun) newPod(ctx context.Context, rep int) error {
 // newNode: a kwok node joins; its tunnel flows (nw_dst its pod CIDR) and its
 // route must appear on every worker.
 func (r *latencyRun) newNode(ctx context.Context, rep int) error {
-	name := fmt.Sprintf("kwok-lat-%04d", rep)
+	name := fmt.Sprintf("kwok-lat-%s-%04d", r.runID, rep)
 	cidr := nthPrefix(extraCIDRBase, rep)
 	ip := nthNodeIP(extraNodeIPNet, rep)
 	fm, rm, t0 := r.marks(false), r.marks(true), time.Now()
@@ -177,7 +193,7 @@ func (r *latencyRun) policy(ctx context.Context, rep int) error {
 	cidr := fmt.Sprintf("192.168.%d.0/24", rep%250)
 	port := metrics
 	np := &networkingv1.NetworkPolicy{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("lat-%04d", rep), Labels: map[string]string{ScaleLabel: "true"}},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("lat-%s-%04d", r.runID, rep), Labels: map[string]string{ScaleLabel: "true"}},
 		Spec: networkingv1.NetworkPolicySpec{PodSelector: *appSelector("app-0"),
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
 			Ingress: []networkingv1.NetworkPolicyIngressRule{{
@@ -237,7 +253,8 @@ func (r *latencyRun) nsLabel(ctx context.Context, rep int) error {
 // measureLatencies runs reps repetitions of every change kind.
 func measureLatencies(ctx context.Context, env Env, layout Layout, pods *podWatch, reps int, log func(string, ...any)) (map[string][]Sample, map[string]int, error) {
 	r := &latencyRun{c: env.Client, layout: layout, pods: pods, log: log,
-		samples: map[string]map[string][]float64{}, misses: map[string]int{}}
+		samples: map[string]map[string][]float64{}, misses: map[string]int{},
+		runID: strconv.FormatInt(time.Now().Unix()%(36*36*36*36), 36)}
 	for _, n := range env.Real {
 		if !n.Worker {
 			continue
@@ -254,6 +271,16 @@ func measureLatencies(ctx context.Context, env Env, layout Layout, pods *podWatc
 		defer rm.stop()
 		r.monitors = append(r.monitors, nodeMonitors{node: n, flows: fm, routes: rm})
 	}
+	r.podNode = "kwok-pods-" + r.runID
+	if _, err := env.Client.CoreV1().Nodes().Create(ctx, kwokNode(r.podNode, nthPrefix(extraCIDRBase, podNodeIndex),
+		nthNodeIP(extraNodeIPNet, podNodeIndex)), metav1.CreateOptions{}); err != nil {
+		return nil, nil, fmt.Errorf("creating the node of the new pods: %w", err)
+	}
+	defer func() {
+		if err := env.Client.CoreV1().Nodes().Delete(context.WithoutCancel(ctx), r.podNode, metav1.DeleteOptions{}); err != nil {
+			log("deleting node %s: %v", r.podNode, err)
+		}
+	}()
 	time.Sleep(time.Second) // the monitors are connected
 	for _, step := range []struct {
 		kind string

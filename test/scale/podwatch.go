@@ -18,6 +18,7 @@ import (
 // in the API) and how many have one (for convergence).
 type podWatch struct {
 	factory informers.SharedInformerFactory
+	cancel  context.CancelFunc
 
 	mu    sync.Mutex
 	ips   map[string]string    // namespace/name → pod IP
@@ -27,10 +28,11 @@ type podWatch struct {
 }
 
 func startPodWatch(ctx context.Context, c kubernetes.Interface) (*podWatch, error) {
+	ctx, cancel := context.WithCancel(ctx)
 	f := informers.NewSharedInformerFactoryWithOptions(c, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.LabelSelector = ScaleLabel + "=true"
 	}))
-	w := &podWatch{factory: f, ips: map[string]string{}, seen: map[string]time.Time{}}
+	w := &podWatch{factory: f, cancel: cancel, ips: map[string]string{}, seen: map[string]time.Time{}}
 	w.cond = sync.NewCond(&w.mu)
 	inf := f.Core().V1().Pods().Informer()
 	// Only the IP matters here; 30,000 full pods would cost the harness
@@ -42,6 +44,7 @@ func startPodWatch(ctx context.Context, c kubernetes.Interface) (*podWatch, erro
 		}
 		return obj, nil
 	}); err != nil {
+		cancel()
 		return nil, err
 	}
 	update := func(obj any) {
@@ -81,15 +84,23 @@ func startPodWatch(ctx context.Context, c kubernetes.Interface) (*podWatch, erro
 			}
 		},
 	}); err != nil {
+		cancel()
 		return nil, err
 	}
 	f.Start(ctx.Done())
 	for typ, ok := range f.WaitForCacheSync(ctx.Done()) {
 		if !ok {
+			w.stop()
 			return nil, fmt.Errorf("pod watch: %v did not sync", typ)
 		}
 	}
 	return w, nil
+}
+
+// stop ends the watch and waits for its goroutines.
+func (w *podWatch) stop() {
+	w.cancel()
+	w.factory.Shutdown()
 }
 
 // ip returns the pod's IP and when it was first seen.
