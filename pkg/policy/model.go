@@ -114,6 +114,8 @@ type compiledPolicy struct {
 	rules                     []compiledRule
 	// warnings are problems found while compiling (IPv6 ipBlocks).
 	warnings []string
+	// peers is which pods the peer selectors can reach (for the index).
+	peers peerScope
 }
 
 type compiledRule struct {
@@ -176,6 +178,7 @@ func compilePolicy(np *networkingv1.NetworkPolicy) (*compiledPolicy, error) {
 			cp.rules = append(cp.rules, cr)
 		}
 	}
+	cp.peers = cp.scope()
 	return cp, nil
 }
 
@@ -332,8 +335,10 @@ type Model struct {
 	node       string
 	pods       map[string]*podInfo            // by namespace/name
 	podsByNS   map[string]map[string]*podInfo // namespace -> name -> pod
+	targets    map[string]map[string]*podInfo // the local target pods, namespace -> name -> pod
 	namespaces map[string]labels.Set
 	policies   map[string]*compiledPolicy // by namespace/name
+	index      policyIndex
 
 	dirty map[string]bool // policies to recompute
 
@@ -347,7 +352,8 @@ type Model struct {
 // NewModel returns an empty model for node.
 func NewModel(node string) *Model {
 	return &Model{node: node, pods: map[string]*podInfo{}, podsByNS: map[string]map[string]*podInfo{},
-		namespaces: map[string]labels.Set{}, policies: map[string]*compiledPolicy{}, dirty: map[string]bool{},
+		targets: map[string]map[string]*podInfo{}, namespaces: map[string]labels.Set{},
+		policies: map[string]*compiledPolicy{}, index: newPolicyIndex(), dirty: map[string]bool{},
 		realized: map[string]*policyResult{}, ids: idAllocator{next: 1}}
 }
 
@@ -363,31 +369,42 @@ func (m *Model) SetPod(key string, pod *corev1.Pod, ofport uint32) int {
 	if old.equal(nu) {
 		return 0
 	}
-	if nu == nil {
-		delete(m.pods, key)
-		if ns := m.podsByNS[old.namespace]; ns != nil {
-			delete(ns, old.name)
-			if len(ns) == 0 {
-				delete(m.podsByNS, old.namespace)
-			}
-		}
-	} else {
-		m.pods[key] = nu
-		ns := m.podsByNS[nu.namespace]
-		if ns == nil {
-			ns = map[string]*podInfo{}
-			m.podsByNS[nu.namespace] = ns
-		}
-		ns[nu.name] = nu
+	if old != nil {
+		m.removePod(key, old)
+	}
+	if nu != nil {
+		m.addPod(key, nu)
 	}
 	n := 0
-	for pk, cp := range m.policies {
-		if (old.eligible() && m.mayInclude(cp, old)) || (nu.eligible() && m.mayInclude(cp, nu)) {
-			if !m.dirty[pk] {
-				m.dirty[pk] = true
-				n++
+	check := func(pk string, cp *compiledPolicy) {
+		if !m.dirty[pk] && ((old.eligible() && m.mayInclude(cp, old)) || (nu.eligible() && m.mayInclude(cp, nu))) {
+			n += m.mark(pk)
+		}
+	}
+	// The namespaces the pod is in (one, unless the key was reused).
+	nss := make([]string, 0, 2)
+	for _, p := range []*podInfo{old, nu} {
+		if p != nil && !slices.Contains(nss, p.namespace) {
+			nss = append(nss, p.namespace)
+		}
+	}
+	for _, ns := range nss {
+		if old.target() || nu.target() {
+			n += m.refreshActive(ns)
+		}
+		if (old != nil && old.local) || (nu != nil && nu.local) {
+			// A local pod may be a target of any policy of its namespace.
+			for pk, cp := range m.index.byNS[ns] {
+				check(pk, cp)
 			}
 		}
+		// As a peer it matters only to active policies.
+		for pk, cp := range m.index.sameNS[ns] {
+			check(pk, cp)
+		}
+	}
+	for pk, cp := range m.index.wide {
+		check(pk, cp)
 	}
 	return n
 }
@@ -415,13 +432,11 @@ func (m *Model) SetNamespace(name string, ns *corev1.Namespace) int {
 	if len(m.podsByNS[name]) == 0 {
 		return 0 // no pods there: no peer changes
 	}
+	// Only active policies yield rules whose peers it could change.
 	n := 0
-	for pk, cp := range m.policies {
-		if (had && mayIncludeNamespace(cp, old)) || (nu != nil && mayIncludeNamespace(cp, nu)) {
-			if !m.dirty[pk] {
-				m.dirty[pk] = true
-				n++
-			}
+	for pk, cp := range m.index.nsSel {
+		if !m.dirty[pk] && ((had && mayIncludeNamespace(cp, old)) || (nu != nil && mayIncludeNamespace(cp, nu))) {
+			n += m.mark(pk)
 		}
 	}
 	return n
@@ -431,16 +446,19 @@ func (m *Model) SetNamespace(name string, ns *corev1.Namespace) int {
 // cannot be compiled is treated as deleted (and the error returned).
 func (m *Model) SetPolicy(key string, np *networkingv1.NetworkPolicy) error {
 	m.dirty[key] = true
-	if np == nil {
+	if old := m.policies[key]; old != nil {
+		m.index.remove(key, old)
 		delete(m.policies, key)
+	}
+	if np == nil {
 		return nil
 	}
 	cp, err := compilePolicy(np)
 	if err != nil {
-		delete(m.policies, key)
 		return err
 	}
 	m.policies[key] = cp
+	m.index.add(key, cp, m.hasTarget(cp))
 	return nil
 }
 
@@ -538,7 +556,9 @@ func (m *Model) Compute() (*Plan, error) {
 // Commit records plan as realized.
 func (m *Model) Commit(plan *Plan) {
 	for pk, res := range plan.results {
-		if res == nil {
+		// An empty result (most policies: no local target) is not kept:
+		// it would only cost a walk per Compute.
+		if res == nil || (len(res.rules) == 0 && len(res.ingress) == 0 && len(res.egress) == 0) {
 			delete(m.realized, pk)
 		} else {
 			res.warnings = nil
@@ -641,7 +661,7 @@ func sortedPods(m map[uint32]pipeline.LocalPod) []pipeline.LocalPod {
 func (m *Model) computePolicy(cp *compiledPolicy) *policyResult {
 	res := &policyResult{rules: map[string]pipeline.PolicyRule{}, warnings: cp.warnings}
 	var targets []*podInfo
-	for _, p := range m.podsByNS[cp.namespace] {
+	for _, p := range m.targets[cp.namespace] {
 		if p.target() && cp.podSel.Matches(p.labels) {
 			targets = append(targets, p)
 		}
