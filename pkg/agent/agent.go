@@ -10,11 +10,14 @@ import (
 
 	"github.com/vishvananda/netlink"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/transport"
 	"k8s.io/klog/v2"
 
 	"github.com/weirnet/weir/pkg/cniserver"
 	"github.com/weirnet/weir/pkg/ipam"
+	"github.com/weirnet/weir/pkg/kubecache"
 	"github.com/weirnet/weir/pkg/metrics"
 	"github.com/weirnet/weir/pkg/nodenet"
 	"github.com/weirnet/weir/pkg/openflow"
@@ -59,6 +62,7 @@ const ovsdbInitTimeout = time.Minute
 // node networking it may have lost is restored first (nodeNetwork.Restore:
 // underlay, gateway, peer routes).
 func Run(ctx context.Context, cfg Config, log klog.Logger) error {
+	runStart := time.Now() // weir_agent_initial_sync_seconds counts from here
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("invalid agent config: %w", err)
 	}
@@ -69,7 +73,7 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 		return err
 	}
 	defer stopMetrics()
-	cidr, err := podCIDR(ctx, cfg, log)
+	cidr, err := podCIDR(ctx, cfg, mon.WrapKubeTransport, log)
 	if err != nil {
 		return err
 	}
@@ -95,7 +99,7 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 
 	var client kubernetes.Interface
 	if cfg.ClusterMode() {
-		if client, err = NewKubeClient(cfg.Kubeconfig, cfg.KubeAPIServerOverride); err != nil {
+		if client, err = NewKubeClient(cfg.Kubeconfig, cfg.KubeAPIServerOverride, mon.WrapKubeTransport); err != nil {
 			return err
 		}
 	}
@@ -216,6 +220,7 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 		if err := removeStaleFlows(ctx, sw, round, nil, log); err != nil {
 			return err
 		}
+		recordInitialSync(runStart, mon.SetInitialSync, log)
 	}
 	// The flows are complete: let an ovs-vswitchd started with
 	// flow-restore-wait (the OVS container does) forward with them.
@@ -230,27 +235,33 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 	// In cluster mode: the Node controller (tunnel peers and routes), the
 	// Pod controller (interfaces of pods deleted behind the runtime's back)
 	// and NetworkPolicy (docs/policy.md; the CNI server tells it when a
-	// pod's port appears or goes).
+	// pod's port appears or goes). They share one informer factory, so
+	// each kind is listed and watched once (Pods feed both the Pod and the
+	// policy controller), slimmed by one transform (pkg/kubecache).
 	var (
 		nc   *NodeController
 		pc   *PodController
 		polc *policy.Controller
 	)
 	if cfg.ClusterMode() {
-		if nc, err = NewNodeController(NodeControllerConfig{Client: client, LocalNode: cfg.NodeName, Pipeline: pipe,
+		factory := kubecache.NewFactory(client)
+		if nc, err = NewNodeController(NodeControllerConfig{Client: client, Informers: factory, LocalNode: cfg.NodeName, Pipeline: pipe,
 			GatewayName: cfg.GatewayName, UnderlayBridge: underlayBridge(underlay), Logger: log}); err != nil {
 			return err
 		}
-		if pc, err = NewPodController(PodControllerConfig{Client: client, NodeName: cfg.NodeName, Interfaces: srv,
+		if pc, err = NewPodController(PodControllerConfig{Client: client, Informers: factory, NodeName: cfg.NodeName, Interfaces: srv,
 			Logger: log}); err != nil {
 			return err
 		}
-		if polc, err = policy.NewController(policy.ControllerConfig{Client: client, NodeName: cfg.NodeName,
+		if polc, err = policy.NewController(policy.ControllerConfig{Client: client, Informers: factory, NodeName: cfg.NodeName,
 			Realizer: pipe, Ports: srv, Logger: log, Observer: mon}); err != nil {
 			return err
 		}
 		mon.SetPolicyController(polc)
 		srv.WatchPods(polc.PodPortChanged)
+		// Started once, now that every informer is registered; stopped
+		// after the controllers (defers run in reverse).
+		defer startInformers(ctx, factory)()
 		defer background(ctx, nc.Run)()
 		defer background(ctx, pc.Run)()
 		defer background(ctx, polc.Run)()
@@ -261,9 +272,16 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 		// opens isolated pods.
 		defer background(ctx, func(ctx context.Context) {
 			synced := []initialSync{{"Node controller", nc.WaitForInitialSync}, {"policy controller", polc.WaitSynced}}
-			if err := removeStaleFlows(ctx, sw, round, synced, log); err != nil && ctx.Err() == nil {
-				log.Error(err, "Removing the flows of earlier runs failed")
+			if err := removeStaleFlows(ctx, sw, round, synced, log); err != nil {
+				if ctx.Err() == nil {
+					log.Error(err, "Removing the flows of earlier runs failed")
+				}
+				return
 			}
+			if err := nc.WaitForGarbageCollection(ctx); err != nil {
+				return
+			}
+			recordInitialSync(runStart, mon.SetInitialSync, log)
 		})()
 	}
 	// The operator tooling API (docs/tooling.md).
@@ -370,12 +388,13 @@ func linkOfNodeIP(ctx context.Context, client kubernetes.Interface, nodeName str
 }
 
 // podCIDR returns the configured pod CIDR or, when none is configured,
-// waits until the API server's Node object cfg.NodeName has one.
-func podCIDR(ctx context.Context, cfg Config, log klog.Logger) (*net.IPNet, error) {
+// waits until the API server's Node object cfg.NodeName has one; wrap
+// wraps the client's transport (NewKubeClient).
+func podCIDR(ctx context.Context, cfg Config, wrap transport.WrapperFunc, log klog.Logger) (*net.IPNet, error) {
 	if cfg.PodCIDR != "" {
 		return cfg.ParsePodCIDR()
 	}
-	client, err := NewKubeClient(cfg.Kubeconfig, cfg.KubeAPIServerOverride)
+	client, err := NewKubeClient(cfg.Kubeconfig, cfg.KubeAPIServerOverride, wrap)
 	if err != nil {
 		return nil, err
 	}
@@ -429,6 +448,26 @@ func background(ctx context.Context, fn func(context.Context)) (stop func()) {
 		cancel()
 		<-done
 	}
+}
+
+// startInformers starts every informer of factory registered so far and
+// returns the function that stops them and waits for their goroutines (for
+// defer). They get a context of their own: ctx may outlive Run.
+func startInformers(ctx context.Context, factory informers.SharedInformerFactory) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	factory.Start(ctx.Done())
+	return func() {
+		cancel()
+		factory.Shutdown()
+	}
+}
+
+// recordInitialSync records the agent's first complete sync, which ended
+// now, start being when its Run began (weir_agent_initial_sync_seconds).
+func recordInitialSync(start time.Time, record func(time.Duration), log klog.Logger) {
+	took := time.Since(start)
+	record(took)
+	log.Info("Initial sync complete", "sinceStart", took.Round(time.Millisecond))
 }
 
 // openFlowHealth reports, for CNI STATUS, whether the pods' flows are being

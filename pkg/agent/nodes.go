@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
+	"github.com/weirnet/weir/pkg/kubecache"
 	"github.com/weirnet/weir/pkg/nodenet"
 	"github.com/weirnet/weir/pkg/pipeline"
 )
@@ -97,6 +98,13 @@ type NodeControllerConfig struct {
 	// Client reaches the API server; the agent needs list and watch on
 	// nodes.
 	Client kubernetes.Interface
+	// Informers is the agent's shared informer factory
+	// (kubecache.NewFactory, whose transform keeps only what this
+	// controller reads of a Node: kubecache.SlimNode); its owner starts it
+	// once every controller has registered its informers, and shuts it
+	// down. Nil gives the controller a factory of its own, which Run starts
+	// and shuts down.
+	Informers informers.SharedInformerFactory
 	// LocalNode is this node's name: it is never a peer, its InternalIP is
 	// the local tunnel endpoint (logged only).
 	LocalNode string
@@ -121,9 +129,10 @@ type NodeControllerConfig struct {
 // name, so a failed reconcile is retried with per-Node exponential backoff
 // and a Node is never reconciled by two workers at once.
 type NodeController struct {
-	cfg      NodeControllerConfig
-	factory  informers.SharedInformerFactory
-	informer cache.SharedIndexInformer
+	cfg        NodeControllerConfig
+	factory    informers.SharedInformerFactory
+	ownFactory bool // factory is the controller's own: Run starts and shuts it down
+	informer   cache.SharedIndexInformer
 	lister   corelisters.NodeLister
 	queue    workqueue.TypedRateLimitingInterface[string]
 	log      klog.Logger
@@ -154,11 +163,15 @@ func NewNodeController(cfg NodeControllerConfig) (*NodeController, error) {
 	if cfg.Routes == nil {
 		cfg.Routes = NodenetRoutes{}
 	}
-	factory := informers.NewSharedInformerFactory(cfg.Client, 0)
+	factory, own := cfg.Informers, false
+	if factory == nil {
+		factory, own = kubecache.NewFactory(cfg.Client), true
+	}
 	nodes := factory.Core().V1().Nodes()
 	c := &NodeController{
-		cfg:      cfg,
-		factory:  factory,
+		cfg:        cfg,
+		factory:    factory,
+		ownFactory: own,
 		informer: nodes.Informer(),
 		lister:   nodes.Lister(),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
@@ -206,14 +219,19 @@ func peerFieldsChanged(o, n *corev1.Node) bool {
 		!slices.Equal(o.Status.Addresses, n.Status.Addresses)
 }
 
-// Run starts the informer and the workers and blocks until ctx ends; it
-// then stops them. Peers stay installed (the flows and routes keep
-// forwarding while the agent restarts).
+// Run starts the informer (of its own factory; a shared one is started by
+// its owner) and the workers and blocks until ctx ends; it then stops them.
+// Peers stay installed (the flows and routes keep forwarding while the
+// agent restarts).
 func (c *NodeController) Run(ctx context.Context) {
-	defer c.factory.Shutdown()
+	if c.ownFactory {
+		defer c.factory.Shutdown()
+	}
 	defer c.queue.ShutDown()
 	start := time.Now()
-	c.factory.Start(ctx.Done())
+	if c.ownFactory {
+		c.factory.Start(ctx.Done())
+	}
 	if !cache.WaitForCacheSync(ctx.Done(), c.informer.HasSynced) {
 		return
 	}

@@ -236,7 +236,7 @@ func TestRunPodCIDR(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			got, err := podCIDR(ctx, tc.cfg, ktesting.NewLogger(t, ktesting.NewConfig()))
+			got, err := podCIDR(ctx, tc.cfg, nil, ktesting.NewLogger(t, ktesting.NewConfig()))
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("got %v, %v; want error containing %q", got, err, tc.wantErr)

@@ -10,7 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -19,6 +18,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/weirnet/weir/pkg/cniserver"
+	"github.com/weirnet/weir/pkg/kubecache"
 )
 
 // Tuning of the Pod controller.
@@ -41,7 +41,7 @@ const (
 // mirrorPodAnnotation is set by the kubelet on the API object of a static
 // pod; its value is the static pod's UID, which the runtime passes to CNI
 // as K8S_POD_UID (the mirror object's own UID differs).
-const mirrorPodAnnotation = "kubernetes.io/config.mirror"
+const mirrorPodAnnotation = kubecache.MirrorPodAnnotation
 
 // PodInterfaces is what the Pod controller needs from the CNI server (a
 // *cniserver.Server).
@@ -55,8 +55,16 @@ type PodControllerConfig struct {
 	// Client reaches the API server; the agent needs list, watch and get
 	// on pods.
 	Client kubernetes.Interface
-	// NodeName is this node: only pods with spec.nodeName equal to it are
-	// watched.
+	// Informers is the agent's shared informer factory
+	// (kubecache.NewFactory): its Pod informer holds every Pod of the
+	// cluster (the policy model needs them all), of which this controller
+	// looks only at those with spec.nodeName NodeName. Its owner starts it
+	// once every controller has registered its informers, and shuts it
+	// down. Nil gives the controller a factory of its own, which Run
+	// starts and shuts down.
+	Informers informers.SharedInformerFactory
+	// NodeName is this node: only pods with spec.nodeName equal to it
+	// matter.
 	NodeName string
 	// Interfaces are the pod interfaces of this node (the CNI server).
 	Interfaces PodInterfaces
@@ -88,9 +96,10 @@ type PodControllerConfig struct {
 // from the API server before anything is released, and release is exactly
 // a CNI DEL (flows, OVS port, veth, IP).
 type PodController struct {
-	cfg      PodControllerConfig
-	factory  informers.SharedInformerFactory
-	informer cache.SharedIndexInformer
+	cfg        PodControllerConfig
+	factory    informers.SharedInformerFactory
+	ownFactory bool // factory is the controller's own: Run starts and shuts it down
+	informer   cache.SharedIndexInformer
 	lister   corelisters.PodLister
 	queue    workqueue.TypedRateLimitingInterface[string]
 	log      klog.Logger
@@ -118,14 +127,18 @@ func NewPodController(cfg PodControllerConfig) (*PodController, error) {
 	if cfg.RecheckInterval <= 0 {
 		cfg.RecheckInterval = cfg.GracePeriod / 2
 	}
-	factory := informers.NewSharedInformerFactoryWithOptions(cfg.Client, 0,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName).String()
-		}))
+	// No spec.nodeName field selector: that would be a second list and
+	// watch of Pods next to the policy controller's (which needs every
+	// Pod); the handlers and lookups below filter by node instead.
+	factory, own := cfg.Informers, false
+	if factory == nil {
+		factory, own = kubecache.NewFactory(cfg.Client), true
+	}
 	pods := factory.Core().V1().Pods()
 	c := &PodController{
-		cfg:      cfg,
-		factory:  factory,
+		cfg:        cfg,
+		factory:    factory,
+		ownFactory: own,
 		informer: pods.Informer(),
 		lister:   pods.Lister(),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
@@ -135,13 +148,13 @@ func NewPodController(cfg PodControllerConfig) (*PodController, error) {
 		initial:    make(chan struct{}),
 		staleSince: map[string]time.Time{},
 	}
-	// Keep only what the controller reads: a node's pods are many and
-	// their specs large.
-	if err := c.informer.SetTransform(slimPod); err != nil {
-		return nil, fmt.Errorf("pod controller: %w", err)
-	}
+	// What the controller reads of a Pod is kept by the factory's
+	// transform (kubecache.SlimPod).
 	if _, err := c.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		DeleteFunc: func(obj any) {
+			if !c.mayBeLocal(obj) {
+				return // another node's pod: no interface here
+			}
 			key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
 			if err != nil {
 				c.log.Error(err, "Ignoring a Pod delete event without a usable key")
@@ -162,35 +175,34 @@ func NewPodController(cfg PodControllerConfig) (*PodController, error) {
 	return c, nil
 }
 
-// slimPod is the informer's transform: a Pod with only the fields the
-// controller uses.
-func slimPod(obj any) (any, error) {
+// mayBeLocal reports whether a deleted object (a Pod, or the tombstone of
+// one) may have run on this node: false only for a Pod bound to another
+// node or to none. A tombstone without a Pod is checked anyway (sync only
+// touches this node's interfaces).
+func (c *PodController) mayBeLocal(obj any) bool {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
 	pod, ok := obj.(*corev1.Pod)
-	if !ok {
-		return obj, nil // a tombstone
-	}
-	slim := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace, UID: pod.UID,
-			ResourceVersion: pod.ResourceVersion, DeletionTimestamp: pod.DeletionTimestamp},
-		Spec: corev1.PodSpec{NodeName: pod.Spec.NodeName},
-	}
-	if v, ok := pod.Annotations[mirrorPodAnnotation]; ok {
-		slim.Annotations = map[string]string{mirrorPodAnnotation: v}
-	}
-	return slim, nil
+	return !ok || pod.Spec.NodeName == c.cfg.NodeName
 }
 
-// Run starts the informer, reconciles every interface once the informer
-// has synced, then handles Pod deletions until ctx ends.
+// Run starts the informer (of its own factory; a shared one is started by
+// its owner), reconciles every interface once the informer has synced, then
+// handles Pod deletions until ctx ends.
 func (c *PodController) Run(ctx context.Context) {
-	defer c.factory.Shutdown()
+	if c.ownFactory {
+		defer c.factory.Shutdown()
+	}
 	defer c.queue.ShutDown()
 	start := time.Now()
-	c.factory.Start(ctx.Done())
+	if c.ownFactory {
+		c.factory.Start(ctx.Done())
+	}
 	if !cache.WaitForCacheSync(ctx.Done(), c.informer.HasSynced) {
 		return
 	}
-	c.log.Info("Pod informer synced", "pods", len(c.informer.GetStore().ListKeys()),
+	c.log.Info("Pod informer synced", "podsInCluster", len(c.informer.GetStore().ListKeys()),
 		"took", time.Since(start).Round(time.Millisecond))
 	c.reconcileAll(ctx)
 	var wg sync.WaitGroup

@@ -50,6 +50,8 @@ type Metrics struct {
 	policySyncs       prometheus.Counter
 	policySyncErrors  prometheus.Counter
 	policySyncLatency prometheus.Histogram
+
+	kube *kubeMetrics // the Kubernetes client's bytes, the initial sync (kube.go)
 }
 
 func name(n string) string { return prometheus.BuildFQName(namespace, subsystem, n) }
@@ -87,10 +89,11 @@ func New() *Metrics {
 			Help: "NetworkPolicy batches that failed (and are retried)."}),
 		policySyncLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: name("policy_sync_duration_seconds"),
 			Help: "Duration of one NetworkPolicy batch: model computation and flow changes.", Buckets: latencyBuckets}),
+		kube: newKubeMetrics(),
 	}
 	m.reg.MustRegister(m.ofRequests, m.ofErrors, m.ofLatency, m.ofFlowMods, m.ofReconnects,
 		m.ovsdbTxns, m.ovsdbErrors, m.ovsdbLatency, m.cniRequests, m.cniErrors, m.cniLatency,
-		m.policySyncs, m.policySyncErrors, m.policySyncLatency,
+		m.policySyncs, m.policySyncErrors, m.policySyncLatency, m.kube.received,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Commands are few and known: show them at zero from the start.
 	for _, c := range []string{"ADD", "DEL", "CHECK", "STATUS", "GC"} {

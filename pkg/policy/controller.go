@@ -11,7 +11,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -23,6 +22,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
+	"github.com/weirnet/weir/pkg/kubecache"
 	"github.com/weirnet/weir/pkg/pipeline"
 )
 
@@ -55,6 +55,11 @@ type ControllerConfig struct {
 	// Client reaches the API server: list and watch on pods, namespaces
 	// and networkpolicies; create and patch on events.
 	Client kubernetes.Interface
+	// Informers is the agent's shared informer factory
+	// (kubecache.NewFactory), whose owner starts it once every controller
+	// has registered its informers, and shuts it down. Nil gives the
+	// controller a factory of its own, which Run starts and shuts down.
+	Informers informers.SharedInformerFactory
 	// NodeName is this node; its pods are the targets.
 	NodeName string
 	// Realizer receives the changes (the pipeline).
@@ -98,6 +103,7 @@ type Stats struct {
 type Controller struct {
 	cfg         ControllerConfig
 	factory     informers.SharedInformerFactory
+	ownFactory  bool // factory is the controller's own: Run starts and shuts it down
 	podLister   corelisters.PodLister
 	nsLister    corelisters.NamespaceLister
 	npLister    networkinglisters.NetworkPolicyLister
@@ -126,12 +132,15 @@ func NewController(cfg ControllerConfig) (*Controller, error) {
 	if cfg.Client == nil || cfg.Realizer == nil || cfg.Ports == nil || cfg.NodeName == "" {
 		return nil, errors.New("policy controller: client, realizer, ports and node name are required")
 	}
-	factory := informers.NewSharedInformerFactory(cfg.Client, 0)
+	factory, own := cfg.Informers, false
+	if factory == nil {
+		factory, own = kubecache.NewFactory(cfg.Client), true
+	}
 	pods := factory.Core().V1().Pods()
 	nss := factory.Core().V1().Namespaces()
 	nps := factory.Networking().V1().NetworkPolicies()
 	c := &Controller{
-		cfg: cfg, factory: factory, podLister: pods.Lister(), nsLister: nss.Lister(), npLister: nps.Lister(),
+		cfg: cfg, factory: factory, ownFactory: own, podLister: pods.Lister(), nsLister: nss.Lister(), npLister: nps.Lister(),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](retryBase, retryMax),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "networkpolicy"}),
@@ -145,10 +154,8 @@ func NewController(cfg ControllerConfig) (*Controller, error) {
 		c.cfg.Recorder = c.broadcaster.NewRecorder(scheme.Scheme,
 			corev1.EventSource{Component: "weir-agent", Host: cfg.NodeName})
 	}
-	// Pods are many: keep only what the model reads.
-	if err := pods.Informer().SetTransform(slimPod); err != nil {
-		return nil, fmt.Errorf("policy controller: %w", err)
-	}
+	// Pods are many: the factory's transform (kubecache.SlimPod) keeps
+	// only what the model and the agent's Pod controller read.
 	for _, reg := range []struct {
 		kind string
 		inf  cache.SharedIndexInformer
@@ -177,32 +184,6 @@ func NewController(cfg ControllerConfig) (*Controller, error) {
 		c.synced = append(c.synced, reg.inf.HasSynced)
 	}
 	return c, nil
-}
-
-// slimPod keeps the fields the model uses.
-func slimPod(obj any) (any, error) {
-	pod, ok := obj.(*corev1.Pod)
-	if !ok {
-		return obj, nil
-	}
-	slim := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace, UID: pod.UID, Labels: pod.Labels,
-			ResourceVersion: pod.ResourceVersion},
-		Spec:   corev1.PodSpec{NodeName: pod.Spec.NodeName, HostNetwork: pod.Spec.HostNetwork},
-		Status: corev1.PodStatus{Phase: pod.Status.Phase, PodIP: pod.Status.PodIP, PodIPs: pod.Status.PodIPs},
-	}
-	for _, ct := range pod.Spec.Containers {
-		var ports []corev1.ContainerPort
-		for _, p := range ct.Ports {
-			if p.Name != "" {
-				ports = append(ports, corev1.ContainerPort{Name: p.Name, Protocol: p.Protocol, ContainerPort: p.ContainerPort})
-			}
-		}
-		if ports != nil {
-			slim.Spec.Containers = append(slim.Spec.Containers, corev1.Container{Name: ct.Name, Ports: ports})
-		}
-	}
-	return slim, nil
 }
 
 // PodPortChanged tells the controller that the OpenFlow port of a local
@@ -236,17 +217,22 @@ func (c *Controller) WaitSynced(ctx context.Context) error {
 	}
 }
 
-// Run starts the informers, applies the complete policy once they have
-// synced, then applies changes until ctx ends.
+// Run starts the informers (of its own factory; a shared one is started
+// by its owner), applies the complete policy once they have synced, then
+// applies changes until ctx ends.
 func (c *Controller) Run(ctx context.Context) {
-	defer c.factory.Shutdown()
+	if c.ownFactory {
+		defer c.factory.Shutdown()
+	}
 	defer c.queue.ShutDown()
 	if c.broadcaster != nil {
 		c.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.cfg.Client.CoreV1().Events("")})
 		defer c.broadcaster.Shutdown()
 	}
 	start := time.Now()
-	c.factory.Start(ctx.Done())
+	if c.ownFactory {
+		c.factory.Start(ctx.Done())
+	}
 	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
 		return
 	}

@@ -1,9 +1,11 @@
 package integration
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -52,6 +54,26 @@ func TestClusterOverlay(t *testing.T) {
 	began := time.Now()
 	client, nodes, agentsReady, peersReady := startCluster(t)
 	n1, n2 := nodes[0], nodes[1]
+	// Cluster mode's own metrics, from the real API server: the first
+	// complete sync (Node controller + garbage collection, first policy
+	// apply, earlier rounds removed) and the watch bytes by resource (one
+	// shared informer factory: Pods, Nodes, Namespaces and NetworkPolicies
+	// each listed and watched once).
+	for _, n := range nodes {
+		var m string
+		waitFor(t, 10*time.Second, n.name+" to report its initial sync", func() bool {
+			m = n.scrapeMetrics(t)
+			return strings.Contains(m, "\nweir_agent_initial_sync_seconds ")
+		})
+		for _, res := range []string{"pods", "nodes", "namespaces", "networkpolicies"} {
+			if v := metricValue(m, `weir_kube_received_bytes_total{resource="`+res+`"}`); v <= 0 {
+				t.Errorf("%s: weir_kube_received_bytes_total{resource=%q} = %v, want > 0 (it lists and watches them)", n.name, res, v)
+			}
+		}
+		if v := metricValue(m, "weir_agent_initial_sync_seconds"); v <= 0 || v > 30 {
+			t.Errorf("%s: weir_agent_initial_sync_seconds = %v, want within (0, 30]", n.name, v)
+		}
+	}
 	p1, p2 := n1.mustAdd(t), n2.mustAdd(t)
 	for _, p := range []*pod{p1, p2} {
 		if out, err := inNS(p.ns, "cat", "/sys/class/net/eth0/mtu"); err != nil || strings.TrimSpace(out) != "1450" {
@@ -646,4 +668,46 @@ func (p *probes) stop(t *testing.T) (pings, lostPings, connects, failedConnects 
 		t.Logf("ping output:\n%s", tail(p.out.String(), 30))
 	}
 	return last, lostPings, p.connects, p.failed
+}
+
+// scrapeMetrics returns the agent's /metrics (its default address :9495),
+// read over a connection dialled inside the node's netns.
+func (n *clusterNode) scrapeMetrics(t *testing.T) string {
+	t.Helper()
+	var body []byte
+	err := ns.WithNetNSPath("/var/run/netns/"+n.ovs.NetNS, func(ns.NetNS) error {
+		conn, err := net.DialTimeout("tcp", net.JoinHostPort(n.nodeIP, "9495"), 2*time.Second)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(conn, "GET /metrics HTTP/1.0\r\nHost: agent\r\n\r\n"); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, err = io.ReadAll(resp.Body)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("scraping %s's metrics: %v", n.name, err)
+	}
+	return string(body)
+}
+
+// metricValue returns the value of the sample series (name with its
+// labels, as exposed) in a Prometheus text exposition, or -1 if absent.
+func metricValue(text, series string) float64 {
+	for _, line := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+				return f
+			}
+		}
+	}
+	return -1
 }
