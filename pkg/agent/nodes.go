@@ -133,9 +133,9 @@ type NodeController struct {
 	factory    informers.SharedInformerFactory
 	ownFactory bool // factory is the controller's own: Run starts and shuts it down
 	informer   cache.SharedIndexInformer
-	lister   corelisters.NodeLister
-	queue    workqueue.TypedRateLimitingInterface[string]
-	log      klog.Logger
+	lister     corelisters.NodeLister
+	queue      workqueue.TypedRateLimitingInterface[string]
+	log        klog.Logger
 
 	mu        sync.Mutex
 	installed map[string]pipeline.PeerNode // peers whose flows and route are in place
@@ -172,8 +172,8 @@ func NewNodeController(cfg NodeControllerConfig) (*NodeController, error) {
 		cfg:        cfg,
 		factory:    factory,
 		ownFactory: own,
-		informer: nodes.Informer(),
-		lister:   nodes.Lister(),
+		informer:   nodes.Informer(),
+		lister:     nodes.Lister(),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](nodeRetryBase, nodeRetryMax),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "nodes"}),

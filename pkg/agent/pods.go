@@ -100,9 +100,9 @@ type PodController struct {
 	factory    informers.SharedInformerFactory
 	ownFactory bool // factory is the controller's own: Run starts and shuts it down
 	informer   cache.SharedIndexInformer
-	lister   corelisters.PodLister
-	queue    workqueue.TypedRateLimitingInterface[string]
-	log      klog.Logger
+	lister     corelisters.PodLister
+	queue      workqueue.TypedRateLimitingInterface[string]
+	log        klog.Logger
 
 	initialOnce sync.Once
 	initial     chan struct{} // closed after the start-up reconcile
@@ -139,8 +139,8 @@ func NewPodController(cfg PodControllerConfig) (*PodController, error) {
 		cfg:        cfg,
 		factory:    factory,
 		ownFactory: own,
-		informer: pods.Informer(),
-		lister:   pods.Lister(),
+		informer:   pods.Informer(),
+		lister:     pods.Lister(),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](podRetryBase, podRetryMax),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "pods"}),
