@@ -36,9 +36,12 @@ const (
 	// that does not answer in time is still installed (OVS resolves the
 	// address itself, dropping the first packet).
 	warmTimeout = 2 * time.Second
-	// resyncWarmers bounds how many tunnel neighbours ResyncPeers warms at
-	// once.
-	resyncWarmers = 8
+	// neighbourWarmers bounds how many tunnel neighbours are warmed at
+	// once. Warming runs beside the workers, never in them: a peer that
+	// does not answer ARP held a worker for warmTimeout, and at issue 12's
+	// S1 (100 simulated Nodes, none answering) the initial Node sync took
+	// 100 s with 2 workers (now well under a second).
+	neighbourWarmers = 8
 )
 
 // PeerPipeline is what the Node controller needs from the pipeline (a
@@ -148,6 +151,10 @@ type NodeController struct {
 	// gcDone is closed once the garbage collection after the initial
 	// sync has run successfully.
 	gcDone chan struct{}
+	// warmSlots bounds the concurrent neighbour warm-ups (neighbourWarmers);
+	// warmers counts the running ones, which Run waits for.
+	warmSlots chan struct{}
+	warmers   sync.WaitGroup
 
 	// netMu makes a peer's route changes and its entry in installed one
 	// step, so that ResyncPeers never re-adds the route of a peer being
@@ -181,6 +188,7 @@ func NewNodeController(cfg NodeControllerConfig) (*NodeController, error) {
 		installed: map[string]pipeline.PeerNode{},
 		synced:    make(chan struct{}),
 		gcDone:    make(chan struct{}),
+		warmSlots: make(chan struct{}, neighbourWarmers),
 	}
 	enqueue := func(obj any) {
 		key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
@@ -245,6 +253,7 @@ func (c *NodeController) Run(ctx context.Context) {
 	c.mu.Unlock()
 	c.markReconciled("", start) // closes synced at once when there are no Nodes
 	var gc sync.WaitGroup
+	defer c.warmers.Wait()
 	defer gc.Wait() // before the informer and the queue shut down
 	gc.Go(func() { c.collectGarbageAfterSync(ctx, start) })
 	runWorkers(ctx, nodeWorkers, c.queue, c.processNext)
@@ -410,23 +419,11 @@ func (c *NodeController) ResyncPeers(ctx context.Context) error {
 		}
 		c.netMu.Unlock()
 	}
-	if c.cfg.UnderlayBridge != "" {
-		sem := make(chan struct{}, resyncWarmers)
-		var wg sync.WaitGroup
-		for _, p := range warm {
-			sem <- struct{}{}
-			wg.Go(func() {
-				defer func() { <-sem }()
-				wctx, cancel := context.WithTimeout(ctx, warmTimeout)
-				defer cancel()
-				if err := c.cfg.Routes.WarmTunnelNeighbor(wctx, c.cfg.UnderlayBridge, p.NodeIP); err != nil {
-					c.log.Info("Could not warm the tunnel neighbour of the peer", "node", p.Name, "nodeIP", p.NodeIP.String(),
-						"err", err)
-				}
-			})
-		}
-		wg.Wait()
+	var wg sync.WaitGroup
+	for _, p := range warm {
+		wg.Go(func() { c.warm(ctx, p) })
 	}
+	wg.Wait()
 	c.log.Info("Peer routes and tunnel neighbours restored", "peers", len(warm), "failed", len(errs))
 	return errors.Join(errs...)
 }
@@ -523,15 +520,8 @@ func (c *NodeController) addPeer(ctx context.Context, peer pipeline.PeerNode) er
 	if err != nil {
 		return fmt.Errorf("installing the route of peer %s: %w", peer.Name, err)
 	}
-	if c.cfg.UnderlayBridge != "" && (!had || !old.NodeIP.Equal(peer.NodeIP)) {
-		wctx, cancel := context.WithTimeout(ctx, warmTimeout)
-		err := c.cfg.Routes.WarmTunnelNeighbor(wctx, c.cfg.UnderlayBridge, peer.NodeIP)
-		cancel()
-		if err != nil {
-			// Not worth a retry: OVS resolves the address itself on the
-			// first packet (which it drops).
-			log.Info("Could not warm the tunnel neighbour of the peer", "err", err)
-		}
+	if !had || !old.NodeIP.Equal(peer.NodeIP) {
+		c.warmLater(ctx, peer)
 	}
 	if had {
 		log.Info("Tunnel peer updated", "oldPodCIDR", old.PodCIDR.String(), "oldNodeIP", old.NodeIP.String())
@@ -539,6 +529,37 @@ func (c *NodeController) addPeer(ctx context.Context, peer pipeline.PeerNode) er
 		log.Info("Tunnel peer added", "gatewayIP", peer.GatewayIP.String())
 	}
 	return nil
+}
+
+// warmLater warms peer's tunnel neighbour (warm) in the background, so
+// the worker that installed the peer goes on to the next Node; Run waits
+// for it before returning.
+func (c *NodeController) warmLater(ctx context.Context, peer pipeline.PeerNode) {
+	if c.cfg.UnderlayBridge == "" {
+		return
+	}
+	c.warmers.Go(func() { c.warm(ctx, peer) })
+}
+
+// warm warms peer's tunnel neighbour in one of the neighbourWarmers slots,
+// within warmTimeout. A failure is only logged, not worth a retry: OVS
+// resolves the address itself on the first packet (which it drops).
+func (c *NodeController) warm(ctx context.Context, peer pipeline.PeerNode) {
+	if c.cfg.UnderlayBridge == "" {
+		return
+	}
+	select {
+	case c.warmSlots <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	defer func() { <-c.warmSlots }()
+	wctx, cancel := context.WithTimeout(ctx, warmTimeout)
+	defer cancel()
+	if err := c.cfg.Routes.WarmTunnelNeighbor(wctx, c.cfg.UnderlayBridge, peer.NodeIP); err != nil {
+		c.log.Info("Could not warm the tunnel neighbour of the peer", "node", peer.Name, "nodeIP", peer.NodeIP.String(),
+			"err", err)
+	}
 }
 
 // removePeer removes peer name's flows and route if it has any. A peer

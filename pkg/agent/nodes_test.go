@@ -14,6 +14,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/klog/v2/ktesting"
 
@@ -29,6 +30,9 @@ type fakeOverlay struct {
 	warmed  []string
 	log     []string
 	failAdd map[string]int // node -> AddPeer calls left to fail
+	// silent makes WarmTunnelNeighbor wait until its context ends, as for
+	// a peer that never answers ARP.
+	silent bool
 }
 
 func newFakeOverlay() *fakeOverlay {
@@ -90,7 +94,11 @@ func (f *fakeOverlay) ListPeerRoutes(string) ([]*net.IPNet, error) {
 	return out, nil
 }
 
-func (f *fakeOverlay) WarmTunnelNeighbor(_ context.Context, bridge string, ip net.IP) error {
+func (f *fakeOverlay) WarmTunnelNeighbor(ctx context.Context, bridge string, ip net.IP) error {
+	if f.silent {
+		<-ctx.Done()
+		return ctx.Err()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.warmed = append(f.warmed, bridge+"/"+ip.String())
@@ -206,6 +214,43 @@ func TestNodeController(t *testing.T) {
 		if strings.HasSuffix(w, "/192.0.2.10") {
 			t.Errorf("the local node was warmed as a peer: %v", f.warmed)
 		}
+	}
+}
+
+// TestSilentPeersDoNotDelaySync: peers that never answer ARP (each warm-up
+// runs into warmTimeout) do not hold back the initial sync, and Run still
+// returns promptly. Before warm-ups left the workers, 40 such Nodes took
+// 40 s (2 workers × 2 s each); issue 12 measured 100 s with 100.
+func TestSilentPeersDoNotDelaySync(t *testing.T) {
+	var objs []runtime.Object
+	for i := range 40 {
+		objs = append(objs, testNode(fmt.Sprintf("n%d", i), fmt.Sprintf("10.51.%d.0/24", i), fmt.Sprintf("192.0.2.%d", 100+i)))
+	}
+	client := fake.NewClientset(objs...)
+	f := newFakeOverlay()
+	f.silent = true
+	nc, err := NewNodeController(NodeControllerConfig{Client: client, LocalNode: "local", Pipeline: f, Routes: f,
+		GatewayName: "gw0", UnderlayBridge: "br-phy", Logger: ktesting.NewLogger(t, ktesting.NewConfig())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stop := background(ctx, nc.Run)
+	start := time.Now()
+	syncCtx, syncCancel := context.WithTimeout(ctx, warmTimeout)
+	defer syncCancel()
+	if err := nc.WaitForInitialSync(syncCtx); err != nil {
+		t.Fatalf("initial sync of 40 silent peers not done within one warm-up timeout (%v): %v", warmTimeout, err)
+	}
+	if got := len(nc.Peers()); got != 40 {
+		t.Errorf("%d peers installed, want 40", got)
+	}
+	t.Logf("initial sync of 40 silent peers took %v", time.Since(start).Round(time.Millisecond))
+	cancel()
+	stopped := time.Now()
+	stop()
+	if d := time.Since(stopped); d > time.Second {
+		t.Errorf("Run took %v to return after its context ended, with warm-ups pending", d)
 	}
 }
 

@@ -66,6 +66,19 @@ func TestNodeControllerInitialSyncAndResync(t *testing.T) {
 				t.Fatalf("state at initial sync\n  %s\nwant\n  %s", got, want)
 			}
 
+			// The peers' first warm-ups run in the background: let them
+			// finish, so only ResyncPeers' are counted below.
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+				f.mu.Lock()
+				n := len(f.warmed)
+				f.mu.Unlock()
+				if n == len(tc.wantPeers) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%d first warm-ups after 5 s, want %d", n, len(tc.wantPeers))
+				}
+			}
 			// ovs-vswitchd restarted: the routes went with the gateway.
 			f.mu.Lock()
 			clear(f.routes)
