@@ -35,7 +35,7 @@ func main() {
 	flag.DurationVar(&o.churnSeconds, "churn", time.Minute, "length of the churn phase")
 	flag.BoolVar(&o.keep, "keep-cluster", false, "leave the scale cluster (and its objects) running afterwards")
 	flag.StringVar(&o.kwokBin, "kwok-bin", "/var/cache/weir/kwok-v0.8.0/bin", "directory from hack/kwok-build.sh")
-	flag.BoolVar(&o.summarize, "summarize", false, "only write summary.md and the growth plots from the result.json files under -out")
+	flag.BoolVar(&o.summarize, "summarize", false, "only render again each scenario's report and plots, and write summary.md and the growth plots, from the result.json files under -out")
 	flag.StringVar(&o.cluster.K8sBin, "k8s-bin", o.cluster.K8sBin, "directory with the Kubernetes binaries (hack/k8s-build.sh)")
 	flag.StringVar(&o.cluster.BinDir, "bin-dir", o.cluster.BinDir, "directory with Weir's binaries (make build)")
 	flag.StringVar(&o.cluster.ImagesDir, "images-dir", o.cluster.ImagesDir, "directory with Weir's image tarballs (make images)")
@@ -77,6 +77,13 @@ func summarize(out string) error {
 	results, err := LoadResults(paths)
 	if err != nil {
 		return err
+	}
+	// Each scenario's report and plots are rendered again too, so a
+	// change of the report's format needs no new run.
+	for i, r := range results {
+		if err := WriteReport(filepath.Dir(paths[i]), r); err != nil {
+			return err
+		}
 	}
 	return Summarize(out, results)
 }

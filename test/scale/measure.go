@@ -175,7 +175,7 @@ func vswitchdPID(cfg localcluster.Config, node string) (int, error) {
 
 // flowsPerTable dumps node's br-int and counts flows per table name.
 func flowsPerTable(ctx context.Context, cfg localcluster.Config, node string) (map[string]int, int, error) {
-	cmd, err := localcluster.NodeExec(ctx, cfg, node, "ovs-ofctl", "-O", "OpenFlow15", "dump-flows", "br-int")
+	cmd, err := localcluster.NodeExec(ctx, cfg, node, "ovs-ofctl", "-O", "OpenFlow15", "--names", "dump-flows", "br-int")
 	if err != nil {
 		return nil, 0, err
 	}

@@ -12,12 +12,15 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
+
+	"github.com/weirnet/weir/pkg/pipeline"
 )
 
 // Percentile returns the nearest-rank p-th percentile (0 < p ≤ 100) of ms:
@@ -169,8 +172,19 @@ func flowTables(r Result) []string {
 			}
 		}
 	}
-	slices.Sort(ts)
+	slices.SortFunc(ts, func(a, b string) int { return cmp.Or(cmp.Compare(tableOrder(a), tableOrder(b)), cmp.Compare(a, b)) })
 	return ts
+}
+
+// tableOrder is a table's place in the pipeline (pipeline.Tables), for a
+// table given by name or number; unknown tables sort last.
+func tableOrder(t string) int {
+	for _, pt := range pipeline.Tables() {
+		if pt.Name == t || strconv.Itoa(int(pt.ID)) == t {
+			return int(pt.ID)
+		}
+	}
+	return math.MaxInt
 }
 
 // watchResources is the sorted union of the agents' watch resources.
