@@ -211,13 +211,20 @@ func plotLatencies(path string, r Result) error {
 			}
 		}
 	}
+	var measured []AgentResult // the control-plane node's agent has no latencies
+	for _, a := range r.Agents {
+		if len(a.Latencies) > 0 {
+			measured = append(measured, a)
+		}
+	}
 	p := plot.New()
 	p.Title.Text = fmt.Sprintf("%s: API change to flows in OVS", r.Scenario.Name)
 	p.Y.Label.Text = "ms"
-	n := 2 * len(r.Agents)
+	n := 2 * len(measured)
 	w := vg.Points(12)
 	i := 0
-	for _, a := range r.Agents {
+	top := 0.0
+	for _, a := range measured {
 		for _, q := range []float64{50, 99} {
 			vals := make(plotter.Values, len(names))
 			for j, name := range names {
@@ -225,6 +232,7 @@ func plotLatencies(path string, r Result) error {
 					if l.Name == name {
 						if v := Percentile(l.Ms, q); !math.IsNaN(v) {
 							vals[j] = v
+							top = max(top, v)
 						}
 					}
 				}
@@ -242,6 +250,7 @@ func plotLatencies(path string, r Result) error {
 		}
 	}
 	p.Legend.Top = true
+	p.Y.Min, p.Y.Max = 0, top*1.4 // room for the legend above the bars
 	p.NominalX(names...)
 	return savePlot(p, path, vg.Length(max(len(names), 3))*vg.Points(float64(n)*14+30))
 }
