@@ -51,6 +51,9 @@ type latencyRun struct {
 // /24 after extraCIDRBase, and the new pods' node the last one.
 const maxReps = 250
 
+// kwokIPTimeout bounds the wait for kwok to give a new pod its IP.
+const kwokIPTimeout = 2 * time.Minute
+
 // podNodeIndex is the /24 (after extraCIDRBase) and address index (after
 // extraNodeIPNet) of the new pods' node.
 const podNodeIndex = 255
@@ -153,7 +156,9 @@ func (r *latencyRun) newPod(ctx context.Context, rep int) error {
 	if _, err := r.c.CoreV1().Pods(ns).Create(ctx, kwokPod(ns, name, node, "app-1", 0), metav1.CreateOptions{}); err != nil {
 		return err
 	}
-	ip, t0, err := r.pods.waitIP(ns+"/"+name, changeTimeout)
+	// kwok's IP comes first; the latency runs from then. At S2 kwok
+	// itself lags (30,000 pods took it 951 s), so its part may take long.
+	ip, t0, err := r.pods.waitIP(ns+"/"+name, kwokIPTimeout)
 	if err != nil {
 		return err
 	}
@@ -281,6 +286,9 @@ func measureLatencies(ctx context.Context, env Env, layout Layout, pods *podWatc
 			log("deleting node %s: %v", r.podNode, err)
 		}
 	}()
+	if err := waitNodeReady(ctx, env.Client, r.podNode, kwokIPTimeout); err != nil {
+		return nil, nil, err
+	}
 	time.Sleep(time.Second) // the monitors are connected
 	for _, step := range []struct {
 		kind string
@@ -506,4 +514,28 @@ func realPodsRunning(ctx context.Context, c kubernetes.Interface, layout Layout,
 		}
 	}
 	return nil
+}
+
+// waitNodeReady waits until kwok reports node Ready (it assigns pod IPs
+// only on nodes it has taken up).
+func waitNodeReady(ctx context.Context, c kubernetes.Interface, node string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		n, err := c.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		if err == nil {
+			for _, cond := range n.Status.Conditions {
+				if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
+					return nil
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("node %s not Ready after %v (kwok): %v", node, timeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
