@@ -8,6 +8,7 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -162,18 +163,25 @@ func sumValues(m map[string]float64) float64 {
 	return t
 }
 
-// flowTables is the sorted union of the agents' table names.
+// flowTables is the union of the agents' table names, in pipeline order.
 func flowTables(r Result) []string {
-	var ts []string
+	ts := keysOfAgents(r, func(a AgentResult) []string { return slices.Collect(maps.Keys(a.FlowsPerTable)) })
+	slices.SortFunc(ts, func(a, b string) int { return cmp.Or(cmp.Compare(tableOrder(a), tableOrder(b)), cmp.Compare(a, b)) })
+	return ts
+}
+
+// keysOfAgents is the sorted union over the agents of keys(agent).
+func keysOfAgents(r Result, keys func(AgentResult) []string) []string {
+	var out []string
 	for _, a := range r.Agents {
-		for t := range a.FlowsPerTable {
-			if !slices.Contains(ts, t) {
-				ts = append(ts, t)
+		for _, k := range keys(a) {
+			if !slices.Contains(out, k) {
+				out = append(out, k)
 			}
 		}
 	}
-	slices.SortFunc(ts, func(a, b string) int { return cmp.Or(cmp.Compare(tableOrder(a), tableOrder(b)), cmp.Compare(a, b)) })
-	return ts
+	slices.Sort(out)
+	return out
 }
 
 // tableOrder is a table's place in the pipeline (pipeline.Tables), for a
@@ -189,16 +197,7 @@ func tableOrder(t string) int {
 
 // watchResources is the sorted union of the agents' watch resources.
 func watchResources(r Result) []string {
-	var rs []string
-	for _, a := range r.Agents {
-		for k := range a.WatchBytesPerSecond {
-			if !slices.Contains(rs, k) {
-				rs = append(rs, k)
-			}
-		}
-	}
-	slices.Sort(rs)
-	return rs
+	return keysOfAgents(r, func(a AgentResult) []string { return slices.Collect(maps.Keys(a.WatchBytesPerSecond)) })
 }
 
 // plotLatencies draws p50 and p99 per change type, one bar group per agent.
