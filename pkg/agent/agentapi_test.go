@@ -14,6 +14,7 @@ import (
 
 	"github.com/weirnet/weir/pkg/cniserver"
 	"github.com/weirnet/weir/pkg/ipam"
+	"github.com/weirnet/weir/pkg/kubecache"
 )
 
 // The audit's Kubernetes check uses the Pod controller's rule: gone, on
@@ -25,7 +26,7 @@ func TestAuditKubePods(t *testing.T) {
 	}
 	client := fake.NewClientset(
 		pod("live", "node1", "u-live", nil),
-		pod("static", "node1", "u-mirror", map[string]string{mirrorPodAnnotation: "u-static"}),
+		pod("static", "node1", "u-mirror", map[string]string{kubecache.MirrorPodAnnotation: "u-static"}),
 		pod("recreated", "node1", "u-new", nil),
 		pod("moved", "node2", "u-moved", nil),
 	)

@@ -38,11 +38,6 @@ const (
 	podGetTimeout = 10 * time.Second
 )
 
-// mirrorPodAnnotation is set by the kubelet on the API object of a static
-// pod; its value is the static pod's UID, which the runtime passes to CNI
-// as K8S_POD_UID (the mirror object's own UID differs).
-const mirrorPodAnnotation = kubecache.MirrorPodAnnotation
-
 // PodInterfaces is what the Pod controller needs from the CNI server (a
 // *cniserver.Server).
 type PodInterfaces interface {
@@ -423,7 +418,7 @@ func staleAgainst(att cniserver.Attachment, pod *corev1.Pod, nodeName string) st
 		return "" // nothing recorded to compare; do not guess
 	}
 	uid := string(pod.UID)
-	if m, ok := pod.Annotations[mirrorPodAnnotation]; ok {
+	if m, ok := pod.Annotations[kubecache.MirrorPodAnnotation]; ok {
 		uid = m // a static pod: the runtime knows its UID, not the mirror's
 	}
 	if uid != att.PodUID {

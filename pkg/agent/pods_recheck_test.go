@@ -15,6 +15,7 @@ import (
 	"k8s.io/klog/v2/ktesting"
 
 	"github.com/weirnet/weir/pkg/cniserver"
+	"github.com/weirnet/weir/pkg/kubecache"
 	"github.com/weirnet/weir/test/testroot"
 )
 
@@ -84,7 +85,7 @@ func TestPodRecheckWhileRunning(t *testing.T) {
 			live := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "live", UID: "u-live"},
 				Spec: corev1.PodSpec{NodeName: node}}
 			static := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "static", UID: "u-mirror",
-				Annotations: map[string]string{mirrorPodAnnotation: "u-static"}}, Spec: corev1.PodSpec{NodeName: node}}
+				Annotations: map[string]string{kubecache.MirrorPodAnnotation: "u-static"}}, Spec: corev1.PodSpec{NodeName: node}}
 			client := fake.NewClientset(live, static)
 			f := &fakeInterfaces{atts: map[string]cniserver.Attachment{}, released: map[string]time.Time{}}
 			pc, err := NewPodController(PodControllerConfig{Client: client, NodeName: node, Interfaces: f,

@@ -21,6 +21,7 @@ import (
 	cniv1 "github.com/weirnet/weir/pkg/apis/cni/v1"
 	"github.com/weirnet/weir/pkg/cniserver"
 	"github.com/weirnet/weir/pkg/ipam"
+	"github.com/weirnet/weir/pkg/kubecache"
 	"github.com/weirnet/weir/pkg/openflow"
 	"github.com/weirnet/weir/pkg/ovsdb"
 	"github.com/weirnet/weir/pkg/pipeline"
@@ -45,8 +46,8 @@ func TestStaleAgainst(t *testing.T) {
 		{"recreated", "u1", pod("n1", "u2", nil), "recreated"},
 		{"other node", "", pod("n2", "u1", nil), `spec.nodeName "n2"`},
 		{"not scheduled", "u1", pod("", "u1", nil), `spec.nodeName ""`},
-		{"static pod via mirror", "hash1", pod("n1", "mirror-uid", map[string]string{mirrorPodAnnotation: "hash1"}), ""},
-		{"static pod changed", "hash0", pod("n1", "mirror-uid", map[string]string{mirrorPodAnnotation: "hash1"}), "recreated"},
+		{"static pod via mirror", "hash1", pod("n1", "mirror-uid", map[string]string{kubecache.MirrorPodAnnotation: "hash1"}), ""},
+		{"static pod changed", "hash0", pod("n1", "mirror-uid", map[string]string{kubecache.MirrorPodAnnotation: "hash1"}), "recreated"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
