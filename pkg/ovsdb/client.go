@@ -446,6 +446,13 @@ func (c *Client) transact(ctx context.Context, what string, ops []libovsdb.Opera
 			err = fmt.Errorf("%w: %w", ErrClosed, err)
 		case errors.Is(err, client.ErrNotConnected):
 			err = ErrNotConnected
+		case connectionLost(err):
+			// The server went away under a transaction libovsdb had not
+			// yet seen as disconnected (seen in a CI run of
+			// TestReconnect: "write: broken pipe"). Retrying is safe: the
+			// retry rebuilds the change from the replica, which
+			// reflects it if the server committed it before going.
+			err = fmt.Errorf("%w: %w", ErrNotConnected, err)
 		}
 		return nil, fmt.Errorf("ovsdb: %s: %w", what, err)
 	}
@@ -469,8 +476,13 @@ func (c *Client) retry(ctx context.Context, what string, fn func() error) error 
 			break
 		}
 		c.log.V(2).Info("Retrying OVSDB change", "what", what, "attempt", attempt, "err", err)
-		// Let the update that caused the failure reach the replica.
-		t := time.NewTimer(time.Duration(attempt) * retryDelay)
+		// Let the update that caused the failure reach the replica, or
+		// libovsdb notice that the connection is gone.
+		delay := time.Duration(attempt) * retryDelay
+		if errors.Is(err, ErrNotConnected) {
+			delay = time.Duration(attempt) * c.cfg.backoffInitial
+		}
+		t := time.NewTimer(delay)
 		select {
 		case <-t.C:
 		case <-ctx.Done():

@@ -3,7 +3,10 @@ package ovsdb
 import (
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strings"
+	"syscall"
 
 	libovsdb "github.com/ovn-org/libovsdb/ovsdb"
 )
@@ -119,6 +122,13 @@ var errTornRead = errors.New("ovsdb: replica changed while being read")
 // not have committed; every change of this package is idempotent), a
 // concurrent writer created a row with the same unique name first, or the
 // replica was read in the middle of an update.
+// connectionLost reports whether err says the connection to ovsdb-server
+// broke under a call.
+func connectionLost(err error) bool {
+	return errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed)
+}
+
 func isRetriable(err error) bool {
 	var cv *libovsdb.ConstraintViolation
 	return errors.Is(err, ErrNotConnected) || errors.Is(err, errTornRead) || errors.As(err, &cv)

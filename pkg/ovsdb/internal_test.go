@@ -1,8 +1,14 @@
 package ovsdb
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -198,6 +204,28 @@ func TestTransactionError(t *testing.T) {
 			}
 			if err == nil || !tt.wantAs(err) || !strings.Contains(err.Error(), tt.wantMsg) {
 				t.Fatalf("transactionError = %v, want %q of the right type", err, tt.wantMsg)
+			}
+		})
+	}
+}
+
+func TestConnectionLost(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"broken pipe", &net.OpError{Op: "write", Net: "unix", Err: os.NewSyscallError("write", syscall.EPIPE)}, true},
+		{"reset", fmt.Errorf("rpc: %w", syscall.ECONNRESET), true},
+		{"eof", io.EOF, true},
+		{"closed", fmt.Errorf("wrap: %w", net.ErrClosed), true},
+		{"constraint", &libovsdb.ConstraintViolation{}, false},
+		{"deadline", context.DeadlineExceeded, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := connectionLost(tt.err); got != tt.want {
+				t.Errorf("connectionLost(%v) = %v, want %v", tt.err, got, tt.want)
 			}
 		})
 	}
