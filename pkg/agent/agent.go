@@ -16,6 +16,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/weirnet/weir/pkg/cniserver"
+	"github.com/weirnet/weir/pkg/interfacestore"
 	"github.com/weirnet/weir/pkg/ipam"
 	"github.com/weirnet/weir/pkg/kubecache"
 	"github.com/weirnet/weir/pkg/metrics"
@@ -25,12 +26,6 @@ import (
 	"github.com/weirnet/weir/pkg/pipeline"
 	"github.com/weirnet/weir/pkg/podnet"
 	"github.com/weirnet/weir/pkg/policy"
-)
-
-// OpenFlow ports the tunnel and the gateway ask for; pods get 3 and up.
-const (
-	tunnelOFPort  = 1
-	gatewayOFPort = 2
 )
 
 // defaultMTU is the pod MTU without a tunnel, and the underlay MTU assumed
@@ -125,7 +120,7 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 	gwIP := alloc.Gateway()
 	gwMAC := podnet.MACFromIP(gwIP)
 	gwPort, err := db.EnsureInternalPort(ctx, cfg.Bridge, cfg.GatewayName, ovsdb.PortOptions{
-		OFPortRequest: gatewayOFPort, MAC: gwMAC.String(), MTU: mtu,
+		OFPortRequest: int(interfacestore.GatewayOFPort), MAC: gwMAC.String(), MTU: mtu,
 		ExternalIDs: map[string]string{ovsdb.KeyWeirType: ovsdb.WeirTypeGateway},
 	})
 	if err != nil {
@@ -161,7 +156,7 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 	}
 	var tunPort int
 	if cfg.ClusterMode() {
-		tunPort, err = db.EnsureGenevePort(ctx, cfg.Bridge, cfg.TunnelPort, ovsdb.PortOptions{OFPortRequest: tunnelOFPort,
+		tunPort, err = db.EnsureGenevePort(ctx, cfg.Bridge, cfg.TunnelPort, ovsdb.PortOptions{OFPortRequest: int(interfacestore.TunnelOFPort),
 			ExternalIDs: map[string]string{ovsdb.KeyWeirType: ovsdb.WeirTypeTunnel}})
 		if err != nil {
 			return fmt.Errorf("ensuring Geneve tunnel port %s: %w", cfg.TunnelPort, err)
@@ -203,8 +198,11 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 		return err
 	}
 
+	// The node's pod interfaces: the CNI server writes them; the policy
+	// and Pod controllers, the tooling API and metrics read them.
+	ifaces := interfacestore.NewStore()
 	srv := cniserver.New(cniserver.Config{Bridge: cfg.Bridge, MTU: mtu, TxChecksumOff: cfg.DatapathType == "netdev",
-		Logger: log, Observer: mon, Dataplane: openFlowHealth(sw)}, db, pipe, alloc)
+		Interfaces: ifaces, Logger: log, Observer: mon, Dataplane: openFlowHealth(sw)}, db, pipe, alloc)
 	mon.SetCNIServer(srv, cfg.CNISocket)
 	st, err := srv.Restore(ctx)
 	if err != nil {
@@ -249,16 +247,16 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 			GatewayName: cfg.GatewayName, UnderlayBridge: underlayBridge(underlay), Logger: log}); err != nil {
 			return err
 		}
-		if pc, err = NewPodController(PodControllerConfig{Client: client, Informers: factory, NodeName: cfg.NodeName, Interfaces: srv,
+		if pc, err = NewPodController(PodControllerConfig{Client: client, Informers: factory, NodeName: cfg.NodeName, Interfaces: ifaces, Releaser: srv,
 			Logger: log}); err != nil {
 			return err
 		}
 		if polc, err = policy.NewController(policy.ControllerConfig{Client: client, Informers: factory, NodeName: cfg.NodeName,
-			Realizer: pipe, Ports: srv, Logger: log, Observer: mon}); err != nil {
+			Realizer: pipe, Ports: ifaces, Logger: log, Observer: mon}); err != nil {
 			return err
 		}
 		mon.SetPolicyController(polc)
-		srv.WatchPods(polc.PodPortChanged)
+		ifaces.WatchPods(func(r interfacestore.PodRef) { polc.PodPortChanged(r.Namespace, r.Name) })
 		// Started once, now that every informer is registered; stopped
 		// after the controllers (defers run in reverse).
 		defer startInformers(ctx, factory)()
@@ -287,7 +285,7 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 	// The operator tooling API (docs/tooling.md).
 	defer background(ctx, func(ctx context.Context) {
 		serveAPI(ctx, apiDeps{cfg: cfg, alloc: alloc, cidr: cidr, gwIP: gwIP, gwMAC: gwMAC, gwPort: gwPort, tun: tunPort, db: db, sw: sw,
-			pipe: pipe, srv: srv, nc: nc, polc: polc, ready: func() (bool, string) { return connReady(sw, db) }}, log)
+			pipe: pipe, ifaces: ifaces, nc: nc, polc: polc, ready: func() (bool, string) { return connReady(sw, db) }}, log)
 	})()
 	// After an ovs-vswitchd restart: restore what it may have lost, then
 	// clear flow-restore-wait.

@@ -16,7 +16,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/weirnet/weir/pkg/agentapi"
-	"github.com/weirnet/weir/pkg/cniserver"
+	"github.com/weirnet/weir/pkg/interfacestore"
 	"github.com/weirnet/weir/pkg/ipam"
 	"github.com/weirnet/weir/pkg/nodenet"
 	"github.com/weirnet/weir/pkg/openflow"
@@ -54,7 +54,7 @@ type apiDeps struct {
 	db     *ovsdb.Client
 	sw     *openflow.Switch
 	pipe   *pipeline.Pipeline
-	srv    *cniserver.Server
+	ifaces *interfacestore.Store
 	nc     *NodeController    // nil in standalone mode
 	polc   *policy.Controller // nil in standalone mode
 	ready  func() (bool, string)
@@ -64,7 +64,7 @@ type apiDeps struct {
 // it returns when it stopped. A failure is logged: the API is not worth
 // stopping the node's networking for.
 func serveAPI(ctx context.Context, d apiDeps, log klog.Logger) {
-	deps := agentapi.Deps{Switch: d.sw, Pipeline: d.pipe, Pods: d.srv, OVSDB: d.db,
+	deps := agentapi.Deps{Switch: d.sw, Pipeline: d.pipe, Pods: d.ifaces, OVSDB: d.db,
 		Unixctl: unixctl.New(d.cfg.OVSRunDir, "ovs-vswitchd")}
 	if d.nc != nil {
 		deps.Peers = d.nc
@@ -170,7 +170,7 @@ type kubePods struct {
 	node   string
 }
 
-func (k kubePods) StaleAttachments(ctx context.Context, atts []cniserver.Attachment) (map[string]string, int, error) {
+func (k kubePods) StaleAttachments(ctx context.Context, atts []interfacestore.Interface) (map[string]string, int, error) {
 	list, err := k.client.CoreV1().Pods(metav1.NamespaceAll).List(ctx, metav1.ListOptions{
 		FieldSelector: fields.OneTermEqualSelector("spec.nodeName", k.node).String()})
 	if err != nil {
@@ -190,7 +190,7 @@ func (k kubePods) StaleAttachments(ctx context.Context, atts []cniserver.Attachm
 		if !ok { // gone, or a pod of that name on another node
 			pod, err = k.client.CoreV1().Pods(att.PodNamespace).Get(ctx, att.PodName, metav1.GetOptions{})
 			if apierrors.IsNotFound(err) {
-				stale[att.Key] = "the pod does not exist"
+				stale[att.Key()] = "the pod does not exist"
 				continue
 			}
 			if err != nil {
@@ -198,7 +198,7 @@ func (k kubePods) StaleAttachments(ctx context.Context, atts []cniserver.Attachm
 			}
 		}
 		if reason := staleAgainst(att, pod, k.node); reason != "" {
-			stale[att.Key] = reason
+			stale[att.Key()] = reason
 		}
 	}
 	return stale, len(list.Items), nil

@@ -12,7 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 
-	"github.com/weirnet/weir/pkg/cniserver"
+	"github.com/weirnet/weir/pkg/interfacestore"
 	"github.com/weirnet/weir/pkg/ipam"
 	"github.com/weirnet/weir/pkg/kubecache"
 )
@@ -30,11 +30,11 @@ func TestAuditKubePods(t *testing.T) {
 		pod("recreated", "node1", "u-new", nil),
 		pod("moved", "node2", "u-moved", nil),
 	)
-	att := func(name, uid string) cniserver.Attachment {
-		return cniserver.Attachment{Key: name + "/eth0", PodNamespace: "ns", PodName: name, PodUID: uid}
+	att := func(name, uid string) interfacestore.Interface {
+		return interfacestore.Interface{ContainerID: name, IfName: "eth0", PodNamespace: "ns", PodName: name, PodUID: uid}
 	}
-	atts := []cniserver.Attachment{att("live", "u-live"), att("static", "u-static"), att("recreated", "u-old"),
-		att("moved", "u-moved"), att("gone", "u-gone"), {Key: "nokube/eth0"}}
+	atts := []interfacestore.Interface{att("live", "u-live"), att("static", "u-static"), att("recreated", "u-old"),
+		att("moved", "u-moved"), att("gone", "u-gone"), {ContainerID: "nokube", IfName: "eth0"}}
 	stale, n, err := kubePods{client: client, node: "node1"}.StaleAttachments(context.Background(), atts)
 	if err != nil {
 		t.Fatal(err)

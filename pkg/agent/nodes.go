@@ -21,6 +21,7 @@ import (
 
 	"github.com/weirnet/weir/pkg/kubecache"
 	"github.com/weirnet/weir/pkg/nodenet"
+	"github.com/weirnet/weir/pkg/ipam"
 	"github.com/weirnet/weir/pkg/pipeline"
 )
 
@@ -641,7 +642,7 @@ func peerFromNode(node *corev1.Node) (peer pipeline.PeerNode, reason string, err
 	if ip == nil {
 		return peer, "no IPv4 InternalIP in status.addresses", nil
 	}
-	return pipeline.PeerNode{Name: node.Name, PodCIDR: cidr, NodeIP: ip, GatewayIP: firstIP(cidr)}, "", nil
+	return pipeline.PeerNode{Name: node.Name, PodCIDR: cidr, NodeIP: ip, GatewayIP: ipam.GatewayOf(cidr)}, "", nil
 }
 
 // NodeInternalIP returns the first IPv4 InternalIP of node's
@@ -656,13 +657,6 @@ func NodeInternalIP(node *corev1.Node) net.IP {
 		}
 	}
 	return nil
-}
-
-// firstIP returns the first host address of cidr: a node's gateway IP.
-func firstIP(cidr *net.IPNet) net.IP {
-	ip := slices.Clone(cidr.IP.To4().Mask(cidr.Mask))
-	ip[3]++
-	return ip
 }
 
 // runWorkers runs n workers, each calling process until it returns false

@@ -17,7 +17,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
-	"github.com/weirnet/weir/pkg/cniserver"
+	"github.com/weirnet/weir/pkg/interfacestore"
 	"github.com/weirnet/weir/pkg/kubecache"
 )
 
@@ -38,10 +38,16 @@ const (
 	podGetTimeout = 10 * time.Second
 )
 
-// PodInterfaces is what the Pod controller needs from the CNI server (a
-// *cniserver.Server).
+// PodInterfaces is what the Pod controller needs: the node's pod
+// interfaces to read (the *interfacestore.Store), and a way to release one
+// exactly as a CNI DEL would (the *cniserver.Server).
 type PodInterfaces interface {
-	Attachments() []cniserver.Attachment
+	List() []interfacestore.Interface
+}
+
+// InterfaceReleaser releases a pod interface as a CNI DEL would (a
+// *cniserver.Server).
+type InterfaceReleaser interface {
 	Release(ctx context.Context, key string) (bool, error)
 }
 
@@ -61,8 +67,10 @@ type PodControllerConfig struct {
 	// NodeName is this node: only pods with spec.nodeName equal to it
 	// matter.
 	NodeName string
-	// Interfaces are the pod interfaces of this node (the CNI server).
+	// Interfaces are the pod interfaces of this node (its interface
+	// store), and Releaser releases one (the CNI server).
 	Interfaces PodInterfaces
+	Releaser   InterfaceReleaser
 	// GracePeriod is how long after a Pod delete event its interfaces
 	// are released if still there, and how long the periodic re-check
 	// must have found an interface's pod missing before it releases it;
@@ -113,8 +121,8 @@ type PodController struct {
 
 // NewPodController creates the controller; Run starts it.
 func NewPodController(cfg PodControllerConfig) (*PodController, error) {
-	if cfg.Client == nil || cfg.Interfaces == nil || cfg.NodeName == "" {
-		return nil, errors.New("pod controller: client, interfaces and node name are required")
+	if cfg.Client == nil || cfg.Interfaces == nil || cfg.Releaser == nil || cfg.NodeName == "" {
+		return nil, errors.New("pod controller: client, interfaces, releaser and node name are required")
 	}
 	if cfg.GracePeriod <= 0 {
 		cfg.GracePeriod = DefaultPodReleaseGrace
@@ -225,24 +233,24 @@ func (c *PodController) Run(ctx context.Context) {
 // DEL), and a delete event lost while the watch was down.
 func (c *PodController) recheck(ctx context.Context) {
 	now := time.Now()
-	atts := c.cfg.Interfaces.Attachments()
+	atts := c.cfg.Interfaces.List()
 	seen := make(map[string]struct{}, len(atts))
-	var due []cniserver.Attachment
+	var due []interfacestore.Interface
 	c.mu.Lock()
 	for _, att := range atts {
 		if att.PodName == "" || att.PodNamespace == "" {
 			continue
 		}
-		seen[att.Key] = struct{}{}
+		seen[att.Key()] = struct{}{}
 		if c.cachedStaleReason(att) == "" {
-			delete(c.staleSince, att.Key)
+			delete(c.staleSince, att.Key())
 			continue
 		}
-		since, ok := c.staleSince[att.Key]
+		since, ok := c.staleSince[att.Key()]
 		if !ok {
-			c.staleSince[att.Key] = now
+			c.staleSince[att.Key()] = now
 			c.log.V(2).Info("Interface without its pod; releasing it if that lasts the grace period", "pod",
-				att.PodNamespace+"/"+att.PodName, "interface", att.Key, "grace", c.cfg.GracePeriod)
+				att.PodNamespace+"/"+att.PodName, "interface", att.Key(), "grace", c.cfg.GracePeriod)
 			continue
 		}
 		// 1% less: the ticker fires a grace period after the first
@@ -265,14 +273,14 @@ func (c *PodController) recheck(ctx context.Context) {
 				return
 			}
 			c.log.Error(err, "Releasing the interface of a missing pod failed; will retry at the next re-check", "pod",
-				att.PodNamespace+"/"+att.PodName, "interface", att.Key)
+				att.PodNamespace+"/"+att.PodName, "interface", att.Key())
 		}
 	}
 }
 
 // cachedStaleReason is staleReason from the informer's cache alone (no
 // API read): cheap enough to run for every interface at every re-check.
-func (c *PodController) cachedStaleReason(att cniserver.Attachment) string {
+func (c *PodController) cachedStaleReason(att interfacestore.Interface) string {
 	pod, err := c.lister.Pods(att.PodNamespace).Get(att.PodName)
 	if err != nil {
 		return "the pod is not in the informer's cache"
@@ -305,7 +313,7 @@ func (c *PodController) reconcileAll(ctx context.Context) {
 	defer c.initialOnce.Do(func() { close(c.initial) })
 	start := time.Now()
 	checked, released, failed := 0, 0, 0
-	for _, att := range c.cfg.Interfaces.Attachments() {
+	for _, att := range c.cfg.Interfaces.List() {
 		if att.PodName == "" || att.PodNamespace == "" {
 			continue
 		}
@@ -314,7 +322,7 @@ func (c *PodController) reconcileAll(ctx context.Context) {
 		if err != nil {
 			failed++
 			c.log.Error(err, "Reconciling a pod interface at start-up failed; will retry", "pod",
-				att.PodNamespace+"/"+att.PodName, "interface", att.Key)
+				att.PodNamespace+"/"+att.PodName, "interface", att.Key())
 			c.queue.AddRateLimited(att.PodNamespace + "/" + att.PodName)
 			continue
 		}
@@ -353,7 +361,7 @@ func (c *PodController) sync(ctx context.Context, key string) error {
 		return nil // cannot be retried into shape
 	}
 	var errs []error
-	for _, att := range c.cfg.Interfaces.Attachments() {
+	for _, att := range c.cfg.Interfaces.List() {
 		if att.PodNamespace != ns || att.PodName != name {
 			continue
 		}
@@ -365,12 +373,12 @@ func (c *PodController) sync(ctx context.Context, key string) error {
 }
 
 // reconcile releases att if its pod is gone and reports whether it did.
-func (c *PodController) reconcile(ctx context.Context, att cniserver.Attachment, trigger string) (bool, error) {
+func (c *PodController) reconcile(ctx context.Context, att interfacestore.Interface, trigger string) (bool, error) {
 	reason, err := c.staleReason(ctx, att)
 	if err != nil || reason == "" {
 		return false, err
 	}
-	existed, err := c.cfg.Interfaces.Release(ctx, att.Key)
+	existed, err := c.cfg.Releaser.Release(ctx, att.Key())
 	if err != nil {
 		return false, err
 	}
@@ -381,7 +389,7 @@ func (c *PodController) reconcile(ctx context.Context, att cniserver.Attachment,
 	c.released++
 	c.mu.Unlock()
 	c.log.Info("Released the interface of a pod that is gone", "pod", att.PodNamespace+"/"+att.PodName,
-		"container", att.ContainerID, "ifname", att.IfName, "ip", att.IP.String(), "hostIf", att.HostIfName,
+		"container", att.ContainerID, "ifname", att.IfName, "ips", att.IPs, "hostIf", att.PortName,
 		"reason", reason, "trigger", trigger)
 	return true, nil
 }
@@ -390,7 +398,7 @@ func (c *PodController) reconcile(ctx context.Context, att cniserver.Attachment,
 // from the informer's cache is looked up on the API server before it is
 // declared gone, so a cache that lags behind never costs a live pod its
 // network.
-func (c *PodController) staleReason(ctx context.Context, att cniserver.Attachment) (string, error) {
+func (c *PodController) staleReason(ctx context.Context, att interfacestore.Interface) (string, error) {
 	pod, err := c.lister.Pods(att.PodNamespace).Get(att.PodName)
 	if apierrors.IsNotFound(err) {
 		gctx, cancel := context.WithTimeout(ctx, podGetTimeout)
@@ -408,7 +416,7 @@ func (c *PodController) staleReason(ctx context.Context, att cniserver.Attachmen
 
 // staleAgainst says why att does not belong to pod, an existing Pod of
 // the same namespace and name, or "" if it may.
-func staleAgainst(att cniserver.Attachment, pod *corev1.Pod, nodeName string) string {
+func staleAgainst(att interfacestore.Interface, pod *corev1.Pod, nodeName string) string {
 	if pod.Spec.NodeName != nodeName {
 		// The kubelet only runs pods bound to its node: a pod of this
 		// name elsewhere (or not yet scheduled) is a new one.

@@ -14,7 +14,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/klog/v2/ktesting"
 
-	"github.com/weirnet/weir/pkg/cniserver"
+	"github.com/weirnet/weir/pkg/interfacestore"
 	"github.com/weirnet/weir/pkg/kubecache"
 	"github.com/weirnet/weir/test/testroot"
 )
@@ -22,18 +22,18 @@ import (
 // fakeInterfaces stands in for the CNI server's attachments.
 type fakeInterfaces struct {
 	mu       sync.Mutex
-	atts     map[string]cniserver.Attachment
+	atts     map[string]interfacestore.Interface
 	released map[string]time.Time
 }
 
-func (f *fakeInterfaces) Attachments() []cniserver.Attachment {
+func (f *fakeInterfaces) List() []interfacestore.Interface {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := make([]cniserver.Attachment, 0, len(f.atts))
+	out := make([]interfacestore.Interface, 0, len(f.atts))
 	for _, a := range f.atts {
 		out = append(out, a)
 	}
-	slices.SortFunc(out, func(a, b cniserver.Attachment) int { return strings.Compare(a.Key, b.Key) })
+	slices.SortFunc(out, func(a, b interfacestore.Interface) int { return strings.Compare(a.Key(), b.Key()) })
 	return out
 }
 
@@ -51,7 +51,8 @@ func (f *fakeInterfaces) Release(_ context.Context, key string) (bool, error) {
 func (f *fakeInterfaces) add(key, ns, name, uid string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.atts[key] = cniserver.Attachment{Key: key, ContainerID: key, IfName: "eth0", PodNamespace: ns, PodName: name, PodUID: uid}
+	container, ifName, _ := strings.Cut(key, "/")
+	f.atts[key] = interfacestore.Interface{ContainerID: container, IfName: ifName, PodNamespace: ns, PodName: name, PodUID: uid}
 }
 
 func (f *fakeInterfaces) releasedAt(key string) (time.Time, bool) {
@@ -87,8 +88,8 @@ func TestPodRecheckWhileRunning(t *testing.T) {
 			static := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "static", UID: "u-mirror",
 				Annotations: map[string]string{kubecache.MirrorPodAnnotation: "u-static"}}, Spec: corev1.PodSpec{NodeName: node}}
 			client := fake.NewClientset(live, static)
-			f := &fakeInterfaces{atts: map[string]cniserver.Attachment{}, released: map[string]time.Time{}}
-			pc, err := NewPodController(PodControllerConfig{Client: client, NodeName: node, Interfaces: f,
+			f := &fakeInterfaces{atts: map[string]interfacestore.Interface{}, released: map[string]time.Time{}}
+			pc, err := NewPodController(PodControllerConfig{Client: client, NodeName: node, Interfaces: f, Releaser: f,
 				GracePeriod: tc.grace, RecheckInterval: tc.interval,
 				Logger: ktesting.NewLogger(t, ktesting.NewConfig(ktesting.Verbosity(2)))})
 			if err != nil {

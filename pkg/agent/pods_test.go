@@ -20,6 +20,7 @@ import (
 
 	cniv1 "github.com/weirnet/weir/pkg/apis/cni/v1"
 	"github.com/weirnet/weir/pkg/cniserver"
+	"github.com/weirnet/weir/pkg/interfacestore"
 	"github.com/weirnet/weir/pkg/ipam"
 	"github.com/weirnet/weir/pkg/kubecache"
 	"github.com/weirnet/weir/pkg/openflow"
@@ -51,7 +52,7 @@ func TestStaleAgainst(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got := staleAgainst(cniserver.Attachment{PodNamespace: "ns", PodName: "p", PodUID: tc.attUID}, tc.pod, "n1")
+			got := staleAgainst(interfacestore.Interface{PodNamespace: "ns", PodName: "p", PodUID: tc.attUID}, tc.pod, "n1")
 			if (tc.wantSub == "") != (got == "") || !strings.Contains(got, tc.wantSub) {
 				t.Fatalf("staleAgainst = %q, want containing %q", got, tc.wantSub)
 			}
@@ -97,7 +98,7 @@ func newCNINode(t *testing.T, cidr string) *cniNode {
 		t.Fatal(err)
 	}
 	gw := n.alloc.Gateway()
-	pipe, err := pipeline.New(n.sw, pipeline.Config{GatewayOFPort: gatewayOFPort, GatewayMAC: podnet.MACFromIP(gw),
+	pipe, err := pipeline.New(n.sw, pipeline.Config{GatewayOFPort: interfacestore.GatewayOFPort, GatewayMAC: podnet.MACFromIP(gw),
 		GatewayIP: gw, PodCIDR: n.cidr, CTZone: 65520, Round: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -274,7 +275,7 @@ func TestPodReconcile(t *testing.T) {
 
 	const grace = 3 * time.Second
 	log := ktesting.NewLogger(t, ktesting.NewConfig(ktesting.Verbosity(2)))
-	pc, err := NewPodController(PodControllerConfig{Client: client, NodeName: node, Interfaces: n.srv, GracePeriod: grace,
+	pc, err := NewPodController(PodControllerConfig{Client: client, NodeName: node, Interfaces: n.srv.Interfaces(), Releaser: n.srv, GracePeriod: grace,
 		Logger: log})
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 
 	"k8s.io/klog/v2/ktesting"
 
+	"github.com/weirnet/weir/pkg/interfacestore"
 	"github.com/weirnet/weir/pkg/openflow"
 	"github.com/weirnet/weir/pkg/ovsdb"
 	"github.com/weirnet/weir/pkg/pipeline"
@@ -158,8 +159,8 @@ func TestStaleRoundsAfterTwoRestarts(t *testing.T) {
 		if br.present[round] != 0 || round == 0 {
 			t.Fatalf("picked round %d, which is 0 or on the bridge (%v)", round, br.present)
 		}
-		pipe, err := pipeline.New(sw, pipeline.Config{GatewayOFPort: gatewayOFPort, GatewayMAC: podnet.MACFromIP(gw),
-			GatewayIP: gw, PodCIDR: local, CTZone: 65520, TunnelOFPort: tunnelOFPort, Round: round})
+		pipe, err := pipeline.New(sw, pipeline.Config{GatewayOFPort: interfacestore.GatewayOFPort, GatewayMAC: podnet.MACFromIP(gw),
+			GatewayIP: gw, PodCIDR: local, CTZone: 65520, TunnelOFPort: interfacestore.TunnelOFPort, Round: round})
 		if err != nil {
 			t.Fatal(err)
 		}

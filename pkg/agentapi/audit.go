@@ -12,7 +12,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/weirnet/weir/pkg/cniserver"
+	"github.com/weirnet/weir/pkg/interfacestore"
 	"github.com/weirnet/weir/pkg/openflow"
 	"github.com/weirnet/weir/pkg/ovsdb"
 	"github.com/weirnet/weir/pkg/pipeline"
@@ -69,7 +69,7 @@ type KubePods interface {
 	// StaleAttachments returns, by attachment key, why the Pod of each
 	// attachment that names one does not exist (or is another pod now), and
 	// how many Pods it read.
-	StaleAttachments(ctx context.Context, atts []cniserver.Attachment) (stale map[string]string, pods int, err error)
+	StaleAttachments(ctx context.Context, atts []interfacestore.Interface) (stale map[string]string, pods int, err error)
 }
 
 // AuditSources are what Audit reads beyond the server's other Deps. A nil
@@ -110,7 +110,7 @@ func (s *Server) Audit(ctx context.Context, _ *agentv1.AuditRequest) (*agentv1.A
 	if err != nil {
 		return nil, internalError(ctx, "audit: listing OVS ports", err)
 	}
-	atts := s.deps.Pods.Attachments()
+	atts := s.deps.Pods.List()
 	a.rep.Checked.Attachments = uint32(len(atts))
 	a.portsVsAttachments(s.cfg.Bridge, ports, atts)
 
@@ -210,7 +210,7 @@ func isPodPort(p ovsdb.PortInfo) bool {
 	return t == ovsdb.WeirTypePod || !marked && isPodVethName(p.Name)
 }
 
-func attachmentRef(at cniserver.Attachment) string {
+func attachmentRef(at interfacestore.Interface) string {
 	s := ""
 	if at.PodName != "" {
 		s = "pod " + at.PodNamespace + "/" + at.PodName + ", "
@@ -218,15 +218,15 @@ func attachmentRef(at cniserver.Attachment) string {
 	return s + "container " + at.ContainerID + ", ifname " + at.IfName
 }
 
-func attachmentSubject(at cniserver.Attachment) string {
+func attachmentSubject(at interfacestore.Interface) string {
 	if at.PodName == "" {
-		return "attachment " + at.Key
+		return "attachment " + at.Key()
 	}
 	s := "pod " + at.PodNamespace + "/" + at.PodName
 	if at.PodUID != "" {
 		s += " uid " + at.PodUID
 	}
-	return s + " (" + at.Key + ")"
+	return s + " (" + at.Key() + ")"
 }
 
 func portSubject(p ovsdb.PortInfo) string {
@@ -235,10 +235,10 @@ func portSubject(p ovsdb.PortInfo) string {
 
 // portsVsAttachments: the bridge's pod ports against the CNI server's
 // attachments (by host interface name).
-func (a *audit) portsVsAttachments(bridge string, ports []ovsdb.PortInfo, atts []cniserver.Attachment) {
-	byHost := make(map[string]cniserver.Attachment, len(atts))
+func (a *audit) portsVsAttachments(bridge string, ports []ovsdb.PortInfo, atts []interfacestore.Interface) {
+	byHost := make(map[string]interfacestore.Interface, len(atts))
 	for _, at := range atts {
-		byHost[at.HostIfName] = at
+		byHost[at.PortName] = at
 	}
 	portNames := make(map[string]bool, len(ports))
 	for _, p := range ports {
@@ -252,9 +252,9 @@ func (a *audit) portsVsAttachments(bridge string, ports []ovsdb.PortInfo, atts [
 		}
 		ids := p.ExternalIDs
 		owner := "no Weir external_ids"
-		if ids[ovsdb.KeyWeirType] == ovsdb.WeirTypePod {
-			owner = fmt.Sprintf("recorded for pod %s/%s, container %s, ip %s", ids[ovsdb.KeyPodNamespace], ids[ovsdb.KeyPodName],
-				ids[ovsdb.KeyContainerID], ids[ovsdb.KeyIP])
+		if interfacestore.IsPodPort(ids) {
+			owner = fmt.Sprintf("recorded for pod %s/%s, container %s, ip %s", ids[interfacestore.KeyPodNamespace], ids[interfacestore.KeyPodName],
+				ids[interfacestore.KeyContainerID], ids[interfacestore.KeyIP])
 		}
 		a.add(KindOrphanPort, portSubject(p),
 			"OVS port on %s (%s) that the CNI server has no attachment for: no pod flows lead to it. An agent restart "+
@@ -262,48 +262,48 @@ func (a *audit) portsVsAttachments(bridge string, ports []ovsdb.PortInfo, atts [
 			bridge, owner, bridge, p.Name)
 	}
 	for _, at := range atts {
-		if !portNames[at.HostIfName] {
+		if !portNames[at.PortName] {
 			a.add(KindOrphanAttachment, attachmentSubject(at),
 				"the CNI server has an attachment (%s, ip %s) whose OVS port %s is not on %s: the pod has no network "+
-					"and CNI CHECK fails for it; delete the pod so its controller recreates it", attachmentRef(at), ipString(at.IP),
-				at.HostIfName, bridge)
+					"and CNI CHECK fails for it; delete the pod so its controller recreates it", attachmentRef(at), ipString(ipOf(at)),
+				at.PortName, bridge)
 		}
 	}
 }
 
 // ipsVsAttachments: IPAM's owners and addresses against the attachments'
 // keys and IPs.
-func (a *audit) ipsVsAttachments(allocs map[string]net.IP, atts []cniserver.Attachment) {
+func (a *audit) ipsVsAttachments(allocs map[string]net.IP, atts []interfacestore.Interface) {
 	a.rep.Checked.Ips = uint32(len(allocs))
 	keys := make(map[string]bool, len(atts))
 	for _, at := range atts {
-		keys[at.Key] = true
-		if at.IP == nil {
+		keys[at.Key()] = true
+		if ipOf(at) == nil {
 			continue
 		}
-		got, ok := allocs[at.Key]
+		got, ok := allocs[at.Key()]
 		switch {
 		case !ok:
 			owner := ""
 			for o, ip := range allocs {
-				if ip.Equal(at.IP) {
+				if ip.Equal(ipOf(at)) {
 					owner = o
 				}
 			}
 			if owner != "" {
-				a.add(KindMissingIP, "ip "+at.IP.String(),
+				a.add(KindMissingIP, "ip "+ipOf(at).String(),
 					"the attachment of %s uses it but IPAM has it allocated to %s: two pods may share the address; "+
 						"delete one of the pods", attachmentRef(at), owner)
 			} else {
-				a.add(KindMissingIP, "ip "+at.IP.String(),
+				a.add(KindMissingIP, "ip "+ipOf(at).String(),
 					"the attachment of %s uses it but IPAM has no allocation for it: IPAM may hand the address to a new "+
 						"pod (a duplicate); restart the agent (it rebuilds IPAM from the OVS ports) or delete the pod",
 					attachmentRef(at))
 			}
-		case !got.Equal(at.IP):
-			a.add(KindMissingIP, "ip "+at.IP.String(),
+		case !got.Equal(ipOf(at)):
+			a.add(KindMissingIP, "ip "+ipOf(at).String(),
 				"the attachment of %s uses it but IPAM allocated %s to it: IPAM may hand %s to a new pod; restart the "+
-					"agent (it rebuilds IPAM from the OVS ports) or delete the pod", attachmentRef(at), got, at.IP)
+					"agent (it rebuilds IPAM from the OVS ports) or delete the pod", attachmentRef(at), got, ipOf(at))
 		}
 	}
 	for owner, ip := range allocs {
@@ -317,7 +317,7 @@ func (a *audit) ipsVsAttachments(allocs map[string]net.IP, atts []cniserver.Atta
 
 // vethsVsPorts: host-side pod veths against the bridge's ports; and the
 // attachments whose veth is gone.
-func (a *audit) vethsVsPorts(bridge string, veths []string, ports []ovsdb.PortInfo, atts []cniserver.Attachment) {
+func (a *audit) vethsVsPorts(bridge string, veths []string, ports []ovsdb.PortInfo, atts []interfacestore.Interface) {
 	have := make(map[string]bool, len(veths))
 	portNames := make(map[string]bool, len(ports))
 	for _, p := range ports {
@@ -336,10 +336,10 @@ func (a *audit) vethsVsPorts(bridge string, veths []string, ports []ovsdb.PortIn
 		}
 	}
 	for _, at := range atts {
-		if portNames[at.HostIfName] && !have[at.HostIfName] {
+		if portNames[at.PortName] && !have[at.PortName] {
 			a.add(KindOrphanAttachment, attachmentSubject(at),
 				"the attachment (%s, ip %s) has its OVS port but its host veth %s is gone: the pod has no network; "+
-					"delete the pod so its controller recreates it", attachmentRef(at), ipString(at.IP), at.HostIfName)
+					"delete the pod so its controller recreates it", attachmentRef(at), ipString(ipOf(at)), at.PortName)
 		}
 	}
 }
@@ -443,15 +443,15 @@ func (a *audit) flows(disc []openflow.FlowDiscrepancy, bridge string, round uint
 }
 
 // attachmentsVsPods reports the attachments whose Pod is gone.
-func (a *audit) attachmentsVsPods(atts []cniserver.Attachment, stale map[string]string) {
+func (a *audit) attachmentsVsPods(atts []interfacestore.Interface, stale map[string]string) {
 	for _, at := range atts {
-		reason, ok := stale[at.Key]
+		reason, ok := stale[at.Key()]
 		if !ok {
 			continue
 		}
 		a.add(KindOrphanAttachment, attachmentSubject(at),
 			"%s, but the interface (container %s, ifname %s, port %s, ip %s) is still attached: the runtime's CNI DEL "+
 				"or, after the grace period, the agent's Pod controller removes it; if neither does, restart the agent",
-			reason, at.ContainerID, at.IfName, at.HostIfName, ipString(at.IP))
+			reason, at.ContainerID, at.IfName, at.PortName, ipString(ipOf(at)))
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -15,7 +16,7 @@ import (
 	"k8s.io/klog/v2"
 
 	agentv1 "github.com/weirnet/weir/pkg/apis/agent/v1"
-	"github.com/weirnet/weir/pkg/cniserver"
+	"github.com/weirnet/weir/pkg/interfacestore"
 	"github.com/weirnet/weir/pkg/openflow"
 	"github.com/weirnet/weir/pkg/ovsdb"
 	"github.com/weirnet/weir/pkg/pipeline"
@@ -55,9 +56,9 @@ type fakeKube struct {
 	seen  []string // keys of the attachments it was asked about
 }
 
-func (f *fakeKube) StaleAttachments(_ context.Context, atts []cniserver.Attachment) (map[string]string, int, error) {
+func (f *fakeKube) StaleAttachments(_ context.Context, atts []interfacestore.Interface) (map[string]string, int, error) {
 	for _, a := range atts {
-		f.seen = append(f.seen, a.Key)
+		f.seen = append(f.seen, a.Key())
 	}
 	return f.stale, f.pods, nil
 }
@@ -87,11 +88,11 @@ func newAuditNode() *auditNode {
 		cid := "c" + name
 		host := podnet.HostIfName(cid, "eth0")
 		ip := net.ParseIP(fmt.Sprintf("10.10.0.%d", 3+i))
-		n.atts = append(n.atts, cniserver.Attachment{Key: cid + "/eth0", ContainerID: cid, IfName: "eth0", HostIfName: host, IP: ip,
+		n.atts = append(n.atts, interfacestore.Interface{ContainerID: cid, IfName: "eth0", PortName: host, IPs: []netip.Addr{netip.MustParseAddr(ip.String())}, MAC: podnet.MACFromIP(ip),
 			PodNamespace: "ns", PodName: name, PodUID: "uid-" + name})
 		n.ports = append(n.ports, ovsdb.PortInfo{Name: host, OFPort: 3 + i, ExternalIDs: map[string]string{
-			ovsdb.KeyWeirType: ovsdb.WeirTypePod, ovsdb.KeyPodNamespace: "ns", ovsdb.KeyPodName: name,
-			ovsdb.KeyContainerID: cid, ovsdb.KeyIfName: "eth0", ovsdb.KeyIP: ip.String()}})
+			ovsdb.KeyWeirType: ovsdb.WeirTypePod, interfacestore.KeyPodNamespace: "ns", interfacestore.KeyPodName: name,
+			interfacestore.KeyContainerID: cid, interfacestore.KeyIfName: "eth0", interfacestore.KeyIP: ip.String()}})
 		n.allocs[cid+"/eth0"] = ip
 		n.kernel.veths = append(n.kernel.veths, host)
 	}
@@ -117,8 +118,8 @@ func TestAuditDetectsEachKind(t *testing.T) {
 	}{
 		{"pod port without attachment", func(n *auditNode) {
 			n.ports = append(n.ports, ovsdb.PortInfo{Name: strayHost, OFPort: 9, ExternalIDs: map[string]string{
-				ovsdb.KeyWeirType: ovsdb.WeirTypePod, ovsdb.KeyPodNamespace: "ns", ovsdb.KeyPodName: "old", ovsdb.KeyContainerID: "gone",
-				ovsdb.KeyIP: "10.10.0.9"}})
+				ovsdb.KeyWeirType: ovsdb.WeirTypePod, interfacestore.KeyPodNamespace: "ns", interfacestore.KeyPodName: "old", interfacestore.KeyContainerID: "gone",
+				interfacestore.KeyIP: "10.10.0.9"}})
 			n.kernel.veths = append(n.kernel.veths, strayHost)
 		}, KindOrphanPort, "port " + strayHost + " ofport 9", []string{"pod ns/old, container gone, ip 10.10.0.9",
 			"ovs-vsctl del-port br-int " + strayHost}},
@@ -127,11 +128,11 @@ func TestAuditDetectsEachKind(t *testing.T) {
 			n.kernel.veths = append(n.kernel.veths, strayHost)
 		}, KindOrphanPort, "port " + strayHost + " ofport 9", []string{"no Weir external_ids"}},
 		{"attachment without port", func(n *auditNode) {
-			n.ports = slices.DeleteFunc(n.ports, func(p ovsdb.PortInfo) bool { return p.Name == n.atts[0].HostIfName })
-			n.kernel.veths = slices.DeleteFunc(n.kernel.veths, func(v string) bool { return v == n.atts[0].HostIfName })
+			n.ports = slices.DeleteFunc(n.ports, func(p ovsdb.PortInfo) bool { return p.Name == n.atts[0].PortName })
+			n.kernel.veths = slices.DeleteFunc(n.kernel.veths, func(v string) bool { return v == n.atts[0].PortName })
 		}, KindOrphanAttachment, "pod ns/a uid uid-a (ca/eth0)", []string{"OVS port " + podnet.HostIfName("ca", "eth0") + " is not on br-int"}},
 		{"attachment without veth", func(n *auditNode) {
-			n.kernel.veths = slices.DeleteFunc(n.kernel.veths, func(v string) bool { return v == n.atts[0].HostIfName })
+			n.kernel.veths = slices.DeleteFunc(n.kernel.veths, func(v string) bool { return v == n.atts[0].PortName })
 		}, KindOrphanAttachment, "pod ns/a uid uid-a (ca/eth0)", []string{"host veth " + podnet.HostIfName("ca", "eth0") + " is gone"}},
 		{"attachment whose pod is gone", func(n *auditNode) {
 			n.kube.stale = map[string]string{"cb/eth0": "the pod does not exist"}

@@ -3,6 +3,7 @@ package agentapi_test
 import (
 	"context"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -16,10 +17,11 @@ import (
 
 	"github.com/weirnet/weir/pkg/agentapi"
 	agentv1 "github.com/weirnet/weir/pkg/apis/agent/v1"
-	"github.com/weirnet/weir/pkg/cniserver"
+	"github.com/weirnet/weir/pkg/interfacestore"
 	"github.com/weirnet/weir/pkg/openflow"
 	"github.com/weirnet/weir/pkg/ovsdb"
 	"github.com/weirnet/weir/pkg/pipeline"
+	"github.com/weirnet/weir/pkg/podnet"
 	"github.com/weirnet/weir/pkg/unixctl"
 	"github.com/weirnet/weir/test/ovstest"
 )
@@ -100,11 +102,11 @@ func ctxT(t *testing.T) context.Context {
 // (their namespace is "ns", their name the pod name).
 type attachments struct{ n *node }
 
-func (a attachments) Attachments() []cniserver.Attachment {
-	var out []cniserver.Attachment
+func (a attachments) List() []interfacestore.Interface {
+	var out []interfacestore.Interface
 	for _, p := range a.n.pods {
-		out = append(out, cniserver.Attachment{Key: "c-" + p.Name + "/eth0", ContainerID: "c-" + p.Name, IfName: "eth0",
-			NetNS: "/run/netns/" + p.NetNS, HostIfName: p.HostIf, IP: net.ParseIP(p.IP), PodNamespace: "ns", PodName: p.Name})
+		out = append(out, interfacestore.Interface{ContainerID: "c-" + p.Name, IfName: "eth0",
+			NetNS: "/run/netns/" + p.NetNS, PortName: p.HostIf, IPs: []netip.Addr{netip.MustParseAddr(p.IP)}, MAC: podnet.MACFromIP(net.ParseIP(p.IP)), PodNamespace: "ns", PodName: p.Name})
 	}
 	return out
 }

@@ -3,16 +3,18 @@ package agentapi
 import (
 	"context"
 	"net"
+	"net/netip"
 	"sync"
 
 	"google.golang.org/grpc"
 	"k8s.io/klog/v2"
 
 	agentv1 "github.com/weirnet/weir/pkg/apis/agent/v1"
-	"github.com/weirnet/weir/pkg/cniserver"
+	"github.com/weirnet/weir/pkg/interfacestore"
 	"github.com/weirnet/weir/pkg/openflow"
 	"github.com/weirnet/weir/pkg/ovsdb"
 	"github.com/weirnet/weir/pkg/pipeline"
+	"github.com/weirnet/weir/pkg/podnet"
 )
 
 type fakeSwitch struct {
@@ -86,9 +88,9 @@ func (f *fakePipeline) setCounters(c map[uint32]pipeline.Counters) {
 	f.counters = c
 }
 
-type fakePods []cniserver.Attachment
+type fakePods []interfacestore.Interface
 
-func (f fakePods) Attachments() []cniserver.Attachment { return f }
+func (f fakePods) List() []interfacestore.Interface { return f }
 
 type fakeOVSDB struct{ ports []ovsdb.PortInfo }
 
@@ -164,8 +166,8 @@ func newFixture() *fixture {
 	}}
 	f.sw.set(openflow.FlowStats{Flow: iso})
 	pods := fakePods{
-		{Key: "ca/eth0", ContainerID: "ca", IfName: "eth0", HostIfName: "v-a", IP: net.ParseIP("10.10.0.3"), PodNamespace: "ns", PodName: "a"},
-		{Key: "cb/eth0", ContainerID: "cb", IfName: "eth0", HostIfName: "v-b", IP: net.ParseIP("10.10.0.4"), PodNamespace: "ns", PodName: "b"},
+		{ContainerID: "ca", IfName: "eth0", PortName: "v-a", IPs: []netip.Addr{netip.MustParseAddr("10.10.0.3")}, MAC: podnet.MACFromIP(net.ParseIP("10.10.0.3")), PodNamespace: "ns", PodName: "a"},
+		{ContainerID: "cb", IfName: "eth0", PortName: "v-b", IPs: []netip.Addr{netip.MustParseAddr("10.10.0.4")}, MAC: podnet.MACFromIP(net.ParseIP("10.10.0.4")), PodNamespace: "ns", PodName: "b"},
 	}
 	db := fakeOVSDB{ports: []ovsdb.PortInfo{{Name: "tun0", OFPort: 1}, {Name: "gw0", OFPort: 2}, {Name: "v-a", OFPort: 3},
 		{Name: "v-b", OFPort: 4}}}

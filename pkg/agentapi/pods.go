@@ -9,9 +9,21 @@ import (
 	"google.golang.org/grpc/status"
 
 	agentv1 "github.com/weirnet/weir/pkg/apis/agent/v1"
+	"github.com/weirnet/weir/pkg/interfacestore"
 	"github.com/weirnet/weir/pkg/pipeline"
-	"github.com/weirnet/weir/pkg/podnet"
 )
+
+// ipOf is i's IPv4 address, else its first address (nil if none).
+func ipOf(i interfacestore.Interface) net.IP {
+	a, ok := i.IPv4()
+	if !ok && len(i.IPs) > 0 {
+		a, ok = i.IPs[0], true
+	}
+	if !ok {
+		return nil
+	}
+	return net.IP(a.AsSlice())
+}
 
 // pod is one local pod interface with its OpenFlow port.
 type pod struct {
@@ -62,13 +74,9 @@ func (s *Server) snapshot(ctx context.Context) (*node, error) {
 			ofport[p.Name] = uint32(p.OFPort)
 		}
 	}
-	for _, a := range s.deps.Pods.Attachments() {
-		p := pod{Namespace: a.PodNamespace, Name: a.PodName, IfName: a.IfName, PortName: a.HostIfName,
-			OFPort: ofport[a.HostIfName], IP: a.IP, ContainerID: a.ContainerID, NetNS: a.NetNS, UID: a.PodUID, Key: a.Key}
-		if a.IP != nil {
-			p.MAC = podnet.MACFromIP(a.IP)
-		}
-		n.pods = append(n.pods, p)
+	for _, a := range s.deps.Pods.List() {
+		n.pods = append(n.pods, pod{Namespace: a.PodNamespace, Name: a.PodName, IfName: a.IfName, PortName: a.PortName,
+			OFPort: ofport[a.PortName], IP: ipOf(a), MAC: a.MAC, ContainerID: a.ContainerID, NetNS: a.NetNS, UID: a.PodUID, Key: a.Key()})
 	}
 	sort.Slice(n.pods, func(i, j int) bool {
 		a, b := n.pods[i], n.pods[j]

@@ -19,7 +19,7 @@ import (
 	"k8s.io/klog/v2"
 
 	agentv1 "github.com/weirnet/weir/pkg/apis/agent/v1"
-	"github.com/weirnet/weir/pkg/cniserver"
+	"github.com/weirnet/weir/pkg/interfacestore"
 	"github.com/weirnet/weir/pkg/openflow"
 	"github.com/weirnet/weir/pkg/ovsdb"
 	"github.com/weirnet/weir/pkg/pipeline"
@@ -46,9 +46,9 @@ type Pipeline interface {
 	PolicyGeneration() uint32
 }
 
-// Pods lists the pod interfaces the CNI server attached (*cniserver.Server).
+// Pods lists the node's pod interfaces (*interfacestore.Store).
 type Pods interface {
-	Attachments() []cniserver.Attachment
+	List() []interfacestore.Interface
 }
 
 // OVSDB is the agent's OVSDB client (*ovsdb.Client).
@@ -245,7 +245,7 @@ func (s *Server) AgentInfo(ctx context.Context, _ *agentv1.AgentInfoRequest) (*a
 		Openflow: &agentv1.ConnectionState{Connected: s.deps.Switch.State() == openflow.StateReady,
 			Generation: s.deps.Switch.Generation(), Endpoint: s.cfg.MgmtSocket},
 		Ovsdb:           &agentv1.ConnectionState{Connected: s.deps.OVSDB.Connected(), Endpoint: s.cfg.OVSDBEndpoint},
-		LocalPodCount:   uint32(len(s.deps.Pods.Attachments())),
+		LocalPodCount:   uint32(len(s.deps.Pods.List())),
 		PolicyRuleCount: uint32(len(s.deps.Pipeline.PolicyRules())),
 		Ready:           true,
 	}

@@ -65,8 +65,8 @@ func TestAddBandwidth(t *testing.T) {
 				if err != nil || strings.TrimSpace(string(out)) != "" {
 					t.Errorf("veth left after the failed ADD: %s (%v)", out, err)
 				}
-				if l := alloc.List(); len(l) != 0 || len(flows.pods) != 0 || len(ports.ports) != 0 || len(s.attachments()) != 0 {
-					t.Errorf("left after the failed ADD: IPs %v flows %v ports %v attachments %d", l, flows.pods, ports.ports, len(s.attachments()))
+				if l := alloc.List(); len(l) != 0 || len(flows.pods) != 0 || len(ports.ports) != 0 || s.Interfaces().Len() != 0 {
+					t.Errorf("left after the failed ADD: IPs %v flows %v ports %v attachments %d", l, flows.pods, ports.ports, s.Interfaces().Len())
 				}
 				return
 			}

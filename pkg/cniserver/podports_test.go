@@ -7,12 +7,14 @@ import (
 	"testing"
 
 	cniv1 "github.com/weirnet/weir/pkg/apis/cni/v1"
+	"github.com/weirnet/weir/pkg/interfacestore"
 	"github.com/weirnet/weir/pkg/ipam"
 	"github.com/weirnet/weir/test/testroot"
 )
 
 // TestPodPorts adds and deletes a pod interface (real veth, fake OVS and
-// flows) and checks OFPort and the WatchPods notifications.
+// flows) and checks what the interface store, the server writes, reports:
+// PodOFPort and the WatchPods notifications the policy controller gets.
 func TestPodPorts(t *testing.T) {
 	testroot.Require(t, "creates network namespaces and veths")
 	node := netnsAdd(t, "weir-pp-node")
@@ -27,12 +29,13 @@ func TestPodPorts(t *testing.T) {
 	s.SetReady(true)
 	var mu sync.Mutex
 	var events []string
-	s.WatchPods(func(ns, name string) {
+	store := s.Interfaces()
+	store.WatchPods(func(r interfacestore.PodRef) {
 		mu.Lock()
 		defer mu.Unlock()
-		events = append(events, ns+"/"+name)
+		events = append(events, r.String())
 	})
-	if _, ok := s.OFPort("ns1", "p1"); ok {
+	if _, ok := store.PodOFPort("ns1", "p1"); ok {
 		t.Fatal("OFPort of an unknown pod reported")
 	}
 	args := &cniv1.CniCmdArgs{ContainerId: "c1", Ifname: "eth0", Netns: pod,
@@ -42,19 +45,22 @@ func TestPodPorts(t *testing.T) {
 	if err != nil || resp.Error != nil {
 		t.Fatalf("ADD: %+v %v", resp, err)
 	}
-	port, ok := s.OFPort("ns1", "p1")
-	if !ok || port == 0 || int(port) != s.attachments()[0].OFPort {
-		t.Fatalf("OFPort after ADD = %d, %v", port, ok)
+	port, ok := store.PodOFPort("ns1", "p1")
+	if !ok || port == 0 || port != store.List()[0].OFPort {
+		t.Fatalf("PodOFPort after ADD = %d, %v", port, ok)
 	}
-	if _, ok := s.OFPort("ns1", "p2"); ok {
+	if i, ok := store.ByOFPort(port); !ok || i.PodUID != "u1" || i.Network != "weir" {
+		t.Fatalf("ByOFPort(%d) = %+v, %v", port, i, ok)
+	}
+	if _, ok := store.PodOFPort("ns1", "p2"); ok {
 		t.Fatal("OFPort of another pod reported")
 	}
 	resp, err = s.CmdDel(context.Background(), &cniv1.CniCmdRequest{CniArgs: args})
 	if err != nil || resp.Error != nil {
 		t.Fatalf("DEL: %+v %v", resp, err)
 	}
-	if _, ok := s.OFPort("ns1", "p1"); ok {
-		t.Fatal("OFPort reported after DEL")
+	if _, ok := store.PodOFPort("ns1", "p1"); ok || store.Len() != 0 {
+		t.Fatal("PodOFPort reported after DEL")
 	}
 	mu.Lock()
 	defer mu.Unlock()

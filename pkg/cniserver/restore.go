@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"strings"
 
+	"github.com/weirnet/weir/pkg/interfacestore"
 	"github.com/weirnet/weir/pkg/ovsdb"
 	"github.com/weirnet/weir/pkg/podnet"
 )
@@ -21,29 +21,45 @@ type RestoreStats struct {
 
 // Restore rebuilds the server's state at agent start-up from OVSDB, the
 // durable record: every pod port whose netns still exists is kept (its IP
-// re-registered, its flows reinstalled); ports whose netns is gone are
-// removed with their veth; IPs the IPAM store holds without a port (an ADD
-// cut short by a crash) are freed. Call it before SetReady(true).
+// re-registered, its flows reinstalled, its interface put in the store);
+// ports whose netns is gone are removed with their veth; IPs the IPAM store
+// holds without a port (an ADD cut short by a crash) are freed. Call it
+// before SetReady(true). A port recorded by a newer Weir (a downgrade) fails
+// Restore before anything is changed: removing it would cut off a running
+// pod, and keeping it unread would let its IP be handed out again.
 func (s *Server) Restore(ctx context.Context) (RestoreStats, error) {
 	var st RestoreStats
 	ports, err := s.ports.ListPorts(ctx, s.cfg.Bridge)
 	if err != nil {
 		return st, fmt.Errorf("listing ports of %s: %w", s.cfg.Bridge, err)
 	}
-	keep := map[string]*attachment{}
-	var errs []error
+	type found struct {
+		port  ovsdb.PortInfo
+		iface interfacestore.Interface
+		err   error
+	}
+	var pods []found
 	for _, p := range ports {
-		if p.ExternalIDs[ovsdb.KeyWeirType] != ovsdb.WeirTypePod {
-			s.ofports.markUsed(p.Name, p.OFPort)
+		if !interfacestore.IsPodPort(p.ExternalIDs) {
+			s.ofports.MarkUsed(p.Name, p.OFPort)
 			continue
 		}
-		att, err := attachmentFromPort(p)
+		iface, err := interfacestore.FromPort(p.Name, p.OFPort, p.ExternalIDs)
+		if errors.Is(err, interfacestore.ErrNewerRecord) {
+			return st, fmt.Errorf("restoring pod interfaces: %w; run the Weir version that wrote it, or delete the pod", err)
+		}
+		pods = append(pods, found{p, iface, err})
+	}
+	keep := map[string]interfacestore.Interface{}
+	var errs []error
+	for _, f := range pods {
+		p, err := f.port, f.err
 		if err == nil {
-			_, err = os.Stat(att.NetNS)
+			_, err = os.Stat(f.iface.NetNS)
 		}
 		if err == nil && p.OFPort > 0 {
-			keep[att.key()] = att
-			s.ofports.markUsed(p.Name, p.OFPort)
+			keep[f.iface.Key()] = f.iface
+			s.ofports.MarkUsed(p.Name, p.OFPort)
 			continue
 		}
 		s.log.Info("Removing the port of a pod that is gone", "port", p.Name, "reason", reasonGone(err, p))
@@ -58,23 +74,27 @@ func (s *Server) Restore(ctx context.Context) (RestoreStats, error) {
 	}
 	allocs := map[string]net.IP{}
 	for k, a := range keep {
-		allocs[k] = a.IP
+		if ip := ipv4(&a); ip != nil {
+			allocs[k] = ip
+		}
 	}
-	before := len(s.ipam.List())
+	for k := range s.ipam.List() {
+		if _, ok := allocs[k]; !ok {
+			st.Released++
+		}
+	}
 	if err := s.ipam.Restore(allocs); err != nil {
 		return st, fmt.Errorf("restoring IP allocations: %w", err)
 	}
-	if n := before - len(allocs); n > 0 {
-		st.Released = n
-	}
 	for _, a := range keep {
-		if err := s.flows.AddPod(ctx, a.podInterface()); err != nil {
-			errs = append(errs, fmt.Errorf("reinstalling flows of %s: %w", a.key(), err))
+		if err := s.flows.AddPod(ctx, podInterface(&a)); err != nil {
+			errs = append(errs, fmt.Errorf("reinstalling flows of %s: %w", a.Key(), err))
 			continue
 		}
-		s.mu.Lock()
-		s.pods[a.key()] = a
-		s.mu.Unlock()
+		if err := s.store.Put(a); err != nil {
+			errs = append(errs, fmt.Errorf("restoring %s: %w", a.Key(), err))
+			continue
+		}
 		st.Restored++
 	}
 	return st, errors.Join(errs...)
@@ -85,27 +105,4 @@ func reasonGone(err error, p ovsdb.PortInfo) string {
 		return err.Error()
 	}
 	return fmt.Sprintf("ofport %d: %s", p.OFPort, p.Error)
-}
-
-// attachmentFromPort reads an attachment back from a port's external_ids.
-func attachmentFromPort(p ovsdb.PortInfo) (*attachment, error) {
-	ids := p.ExternalIDs
-	a := &attachment{
-		ContainerID: ids[ovsdb.KeyContainerID], IfName: ids[ovsdb.KeyIfName], NetNS: ids[ovsdb.KeyNetNS],
-		HostIfName: p.Name, OFPort: p.OFPort, PodName: ids[ovsdb.KeyPodName], PodNS: ids[ovsdb.KeyPodNamespace],
-		PodUID: ids[KeyPodUID], Network: ids[KeyNetwork],
-	}
-	if a.ContainerID == "" || a.IfName == "" || a.NetNS == "" {
-		return nil, fmt.Errorf("port %s lacks container-id, ifname or netns in external_ids", p.Name)
-	}
-	ipStr, _, _ := strings.Cut(ids[ovsdb.KeyIP], ",")
-	if a.IP = net.ParseIP(ipStr).To4(); a.IP == nil {
-		return nil, fmt.Errorf("port %s has no valid ip in external_ids (%q)", p.Name, ids[ovsdb.KeyIP])
-	}
-	mac, err := net.ParseMAC(ids[ovsdb.KeyMAC])
-	if err != nil {
-		return nil, fmt.Errorf("port %s has no valid mac in external_ids: %w", p.Name, err)
-	}
-	a.MAC = mac
-	return a, nil
 }

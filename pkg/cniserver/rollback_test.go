@@ -122,10 +122,10 @@ func TestAddRollsBackEveryStep(t *testing.T) {
 			if len(flows.pods) != 0 || len(ports.ports) != 0 {
 				t.Errorf("flows %v or ports %v left", flows.pods, ports.ports)
 			}
-			if len(s.ofports.byName) != 0 {
-				t.Errorf("OpenFlow port numbers left reserved: %v", s.ofports.byName)
+			if r := s.ofports.Reserved(); len(r) != 0 {
+				t.Errorf("OpenFlow port numbers left reserved: %v", r)
 			}
-			if len(s.attachments()) != 0 {
+			if s.Interfaces().Len() != 0 {
 				t.Errorf("attachment recorded after a failed ADD")
 			}
 		})

@@ -6,9 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,7 @@ import (
 	"k8s.io/klog/v2"
 
 	cniv1 "github.com/weirnet/weir/pkg/apis/cni/v1"
+	"github.com/weirnet/weir/pkg/interfacestore"
 	"github.com/weirnet/weir/pkg/ipam"
 	"github.com/weirnet/weir/pkg/ovsdb"
 	"github.com/weirnet/weir/pkg/pipeline"
@@ -61,6 +63,9 @@ type Config struct {
 	// OVSDB record names no network (written by Weir before it recorded the
 	// network name; empty: DefaultNetworkName). See legacyNetwork.
 	DefaultNetwork string
+	// Interfaces is the node's store of pod interfaces, which the server
+	// writes (nil: a store of its own; see Server.Interfaces).
+	Interfaces *interfacestore.Store
 	// Dataplane, if set, reports a condition under which the pods already
 	// attached may have lost connectivity, e.g. the OpenFlow connection to
 	// ovs-vswitchd is down (nil: none). STATUS then answers 51 ("existing
@@ -111,38 +116,15 @@ func observeInterceptor(o Observer) grpc.UnaryServerInterceptor {
 	}
 }
 
-// attachment is one pod interface the server set up.
-type attachment struct {
-	ContainerID string
-	IfName      string
-	NetNS       string
-	HostIfName  string
-	OFPort      int
-	IP          net.IP
-	MAC         net.HardwareAddr
-	PodName     string
-	PodNS       string
-	PodUID      string // K8S_POD_UID, when the runtime passes it
-	// Network is the network configuration's "name". Empty for an
-	// attachment restored from a record that Weir wrote before it recorded
-	// network names (legacy).
-	Network string
-}
+// ofNetwork reports whether a DEL or CHECK of network name concerns i. An
+// interface restored from a record without a network name (Legacy) is
+// every network's: older Weir served one network, so the runtime's request
+// is for that network whatever it is named, and refusing a DEL would leak
+// the pod's IP and port. GC attributes it to Config.DefaultNetwork.
+func ofNetwork(i *interfacestore.Interface, name string) bool { return i.Legacy() || i.Network == name }
 
-func (a *attachment) key() string { return a.ContainerID + "/" + a.IfName }
-
-// legacyNetwork: a record without a network name. DEL and CHECK of any
-// network accept it (older Weir served one network, so the runtime's
-// request is for that network whatever it is named, and refusing a DEL
-// would leak the pod's IP and port); GC attributes it to
-// Config.DefaultNetwork.
-func (a *attachment) legacyNetwork() bool { return a.Network == "" }
-
-// ofNetwork reports whether a DEL or CHECK of network name concerns a.
-func (a *attachment) ofNetwork(name string) bool { return a.legacyNetwork() || a.Network == name }
-
-func (s *Server) gcNetwork(a *attachment) string {
-	if !a.legacyNetwork() {
+func (s *Server) gcNetwork(a *interfacestore.Interface) string {
+	if !a.Legacy() {
 		return a.Network
 	}
 	if s.cfg.DefaultNetwork != "" {
@@ -165,13 +147,11 @@ type Server struct {
 
 	ready atomic.Bool
 
-	ofports *ofportAllocator
+	// store holds the attachments; the per-container lock orders the
+	// changes of one container's entries.
+	store   *interfacestore.Store
+	ofports *interfacestore.OFPorts
 	locks   keyedMutex
-	mu      sync.Mutex
-	pods    map[string]*attachment // by key
-	// podWatchers are called after a pod's attachment appeared or
-	// disappeared (WatchPods).
-	podWatchers []func(namespace, name string)
 }
 
 // New returns a server; it reports not ready until SetReady(true).
@@ -179,9 +159,17 @@ func New(cfg Config, ports Ports, flows Flows, alloc *ipam.Allocator) *Server {
 	if cfg.Logger.GetSink() == nil {
 		cfg.Logger = klog.Background()
 	}
+	store := cfg.Interfaces
+	if store == nil {
+		store = interfacestore.NewStore()
+	}
 	return &Server{cfg: cfg, log: cfg.Logger.WithName("cni"), ports: ports, flows: flows, ipam: alloc,
-		pods: map[string]*attachment{}, locks: keyedMutex{m: map[string]*keyedEntry{}}, ofports: newOFPortAllocator()}
+		store: store, locks: keyedMutex{m: map[string]*keyedEntry{}}, ofports: interfacestore.NewOFPorts()}
 }
+
+// Interfaces returns the store of the pod interfaces the server attached
+// (Config.Interfaces, or the server's own).
+func (s *Server) Interfaces() *interfacestore.Store { return s.store }
 
 // SetReady sets what STATUS reports.
 func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }
@@ -248,10 +236,7 @@ func (s *Server) CmdAdd(ctx context.Context, in *cniv1.CniCmdRequest) (*cniv1.Cn
 	defer unlock()
 	log := s.log.WithValues("container", req.containerID, "ifname", req.ifName, "netns", req.netns)
 
-	s.mu.Lock()
-	existing := s.pods[req.key()]
-	s.mu.Unlock()
-	if existing != nil {
+	if existing, ok := s.store.Get(req.key()); ok {
 		network := existing.Network
 		if network == "" {
 			network = "unrecorded"
@@ -272,12 +257,12 @@ func (s *Server) CmdAdd(ctx context.Context, in *cniv1.CniCmdRequest) (*cniv1.Cn
 		log.Error(errors.New(cerr.Error()), "CNI ADD failed", "code", cerr.code)
 		return fail(cerr)
 	}
-	log.Info("CNI ADD done", "ip", att.IP, "hostIf", att.HostIfName, "ofport", att.OFPort, "duration", time.Since(start))
+	log.Info("CNI ADD done", "ips", att.IPs, "hostIf", att.PortName, "ofport", att.OFPort, "duration", time.Since(start))
 	return s.result(req, att, routes)
 }
 
 // add does the work of ADD; on failure it undoes what it did.
-func (s *Server) add(ctx context.Context, req *request, routes []*net.IPNet, log klog.Logger) (*attachment, *cniError) {
+func (s *Server) add(ctx context.Context, req *request, routes []*net.IPNet, log klog.Logger) (*interfacestore.Interface, *cniError) {
 	var undo []func()
 	rollback := func() {
 		for i := len(undo) - 1; i >= 0; i-- {
@@ -288,9 +273,9 @@ func (s *Server) add(ctx context.Context, req *request, routes []*net.IPNet, log
 	cleanupCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 
-	att := &attachment{ContainerID: req.containerID, IfName: req.ifName, NetNS: req.netns,
-		HostIfName: podnet.HostIfName(req.containerID, req.ifName),
-		PodName:    req.args["K8S_POD_NAME"], PodNS: req.args["K8S_POD_NAMESPACE"], PodUID: req.args["K8S_POD_UID"],
+	att := &interfacestore.Interface{ContainerID: req.containerID, IfName: req.ifName, NetNS: req.netns,
+		PortName: podnet.HostIfName(req.containerID, req.ifName),
+		PodName:  req.args["K8S_POD_NAME"], PodNamespace: req.args["K8S_POD_NAMESPACE"], PodUID: req.args["K8S_POD_UID"],
 		Network: req.conf.Name}
 
 	steps := make([]any, 0, 8)
@@ -308,7 +293,12 @@ func (s *Server) add(ctx context.Context, req *request, routes []*net.IPNet, log
 		}
 		return nil, withDetails(cniv1.CodeInternal, "weir: allocating the pod's IP failed", err)
 	}
-	att.IP = ip
+	addr, ok := netip.AddrFromSlice(ip.To4())
+	if !ok {
+		_ = s.ipam.Release(req.key())
+		return nil, errorf(cniv1.CodeInternal, "weir: IPAM allocated %v, not an IPv4 address", ip)
+	}
+	att.IPs = []netip.Addr{addr}
 	step("ipam")
 	undo = append(undo, func() {
 		if err := s.ipam.Release(req.key()); err != nil {
@@ -322,35 +312,35 @@ func (s *Server) add(ctx context.Context, req *request, routes []*net.IPNet, log
 	// before the port exists: the slow part of attaching a port is
 	// ovs-vswitchd reconfiguring, which would otherwise delay the flows.
 	att.MAC = podnet.MACFromIP(ip)
-	ofport, err := s.ofports.reserve(att.HostIfName)
+	ofport, err := s.ofports.Reserve(att.PortName)
 	if err != nil {
 		rollback()
 		return nil, withDetails(cniv1.CodeOVSFailure, "weir: no OpenFlow port number left on the bridge", err)
 	}
 	att.OFPort = ofport
-	undo = append(undo, func() { s.ofports.release(att.HostIfName) })
+	undo = append(undo, func() { s.ofports.Release(att.PortName) })
 
 	mtu := s.mtuFor(req)
 	cidr := s.ipam.CIDR()
 	vcfg := podnet.VethConfig{
-		NetNSPath: req.netns, IfName: req.ifName, HostIfName: att.HostIfName, HostNetNSPath: s.cfg.HostNetNSPath,
+		NetNSPath: req.netns, IfName: req.ifName, HostIfName: att.PortName, HostNetNSPath: s.cfg.HostNetNSPath,
 		MAC: att.MAC, MTU: mtu, IPNet: &net.IPNet{IP: ip, Mask: cidr.Mask}, Gateway: s.ipam.Gateway(), TxChecksumOff: s.cfg.TxChecksumOff,
 		NoDefaultRoute: !req.conf.wantsDefaultRoute(req.ifName), Routes: routes,
 	}
 	flowsErr := make(chan error, 1)
-	go func() { flowsErr <- s.flows.AddPod(ctx, att.podInterface()) }()
+	go func() { flowsErr <- s.flows.AddPod(ctx, podInterface(att)) }()
 	_, vethErr := podnet.SetupVeth(ctx, vcfg)
 	ferr := <-flowsErr
 	step("veth+flows")
 	undo = append(undo, func() {
 		// The pipeline may know part of the pod's flows even if AddPod failed.
-		if err := s.flows.DeletePod(cleanupCtx, att.key()); err != nil {
+		if err := s.flows.DeletePod(cleanupCtx, att.Key()); err != nil {
 			log.Error(err, "Rollback: deleting the pod's flows failed")
 		}
 	})
 	if vethErr == nil {
 		undo = append(undo, func() {
-			if err := podnet.TeardownVeth(cleanupCtx, s.cfg.HostNetNSPath, att.HostIfName, req.netns, req.ifName); err != nil {
+			if err := podnet.TeardownVeth(cleanupCtx, s.cfg.HostNetNSPath, att.PortName, req.netns, req.ifName); err != nil {
 				log.Error(err, "Rollback: removing the veth pair failed")
 			}
 		})
@@ -372,51 +362,35 @@ func (s *Server) add(ctx context.Context, req *request, routes []*net.IPNet, log
 		return nil, cerr
 	}
 
-	if _, err := s.ports.AddPort(ctx, s.cfg.Bridge, att.HostIfName, ovsdb.PortOptions{
-		OFPortRequest: ofport, ExternalIDs: att.externalIDs(), KeepQdiscs: shapesBandwidth(req)}); err != nil {
+	if _, err := s.ports.AddPort(ctx, s.cfg.Bridge, att.PortName, ovsdb.PortOptions{
+		OFPortRequest: int(ofport), ExternalIDs: interfacestore.ExternalIDs(*att), KeepQdiscs: shapesBandwidth(req)}); err != nil {
 		rollback()
 		return nil, withDetails(cniv1.CodeOVSFailure, "weir: attaching the pod to OVS failed", err)
 	}
 	step("port")
-	s.mu.Lock()
-	s.pods[att.key()] = att
-	s.mu.Unlock()
-	s.notifyPod(att)
+	if err := s.store.Put(*att); err != nil {
+		// Another interface holds the port number or the IP: the
+		// allocators are out of step with the store, a bug.
+		if derr := s.ports.DeletePort(cleanupCtx, s.cfg.Bridge, att.PortName); derr != nil {
+			log.Error(derr, "Rollback: removing the OVS port failed")
+		}
+		rollback()
+		return nil, withDetails(cniv1.CodeInternal, "weir: recording the pod interface failed", err)
+	}
 	return att, nil
 }
 
-func (a *attachment) podInterface() pipeline.PodInterface {
-	return pipeline.PodInterface{Key: a.key(), OFPort: uint32(a.OFPort), IP: a.IP, MAC: a.MAC}
-}
-
-func (a *attachment) externalIDs() map[string]string {
-	ids := map[string]string{
-		ovsdb.KeyWeirType:    ovsdb.WeirTypePod,
-		ovsdb.KeyContainerID: a.ContainerID,
-		ovsdb.KeyIfName:      a.IfName,
-		ovsdb.KeyNetNS:       a.NetNS,
-		ovsdb.KeyIP:          a.IP.String(),
-		ovsdb.KeyMAC:         a.MAC.String(),
-	}
-	if a.PodName != "" {
-		ids[ovsdb.KeyPodName] = a.PodName
-	}
-	if a.PodNS != "" {
-		ids[ovsdb.KeyPodNamespace] = a.PodNS
-	}
-	if a.PodUID != "" {
-		ids[KeyPodUID] = a.PodUID
-	}
-	if a.Network != "" {
-		ids[KeyNetwork] = a.Network
-	}
-	return ids
+// podInterface is what the pipeline needs of an interface (its IPv4
+// address; the pipeline is IPv4-only so far).
+func podInterface(i *interfacestore.Interface) pipeline.PodInterface {
+	ip, _ := i.IPv4()
+	return pipeline.PodInterface{Key: i.Key(), OFPort: i.OFPort, IP: net.IP(ip.AsSlice()), MAC: i.MAC}
 }
 
 // result builds the CNI result for an attachment in the request's version.
 // Routes lists exactly the routes ADD installed via the gateway (the
 // kernel's on-link route of the pod CIDR is not one of them).
-func (s *Server) result(req *request, att *attachment, routes []*net.IPNet) (*cniv1.CniCmdResponse, error) {
+func (s *Server) result(req *request, att *interfacestore.Interface, routes []*net.IPNet) (*cniv1.CniCmdResponse, error) {
 	cidr := s.ipam.CIDR()
 	gw := s.ipam.Gateway()
 	sandboxIdx := 1
@@ -430,12 +404,12 @@ func (s *Server) result(req *request, att *attachment, routes []*net.IPNet) (*cn
 	r := &current.Result{
 		CNIVersion: current.ImplementedSpecVersion,
 		Interfaces: []*current.Interface{
-			{Name: att.HostIfName},
+			{Name: att.PortName},
 			{Name: att.IfName, Mac: att.MAC.String(), Sandbox: att.NetNS},
 		},
 		IPs: []*current.IPConfig{{
 			Interface: &sandboxIdx,
-			Address:   net.IPNet{IP: att.IP, Mask: cidr.Mask},
+			Address:   net.IPNet{IP: ipv4(att), Mask: cidr.Mask},
 			Gateway:   gw,
 		}},
 		Routes: rs,
@@ -489,10 +463,7 @@ func (s *Server) CmdDel(ctx context.Context, in *cniv1.CniCmdRequest) (*cniv1.Cn
 	}
 	unlock := s.locks.lock(req.containerID)
 	defer unlock()
-	s.mu.Lock()
-	att := s.pods[req.key()]
-	s.mu.Unlock()
-	if att != nil && !att.ofNetwork(req.conf.Name) {
+	if att, ok := s.store.Get(req.key()); ok && !ofNetwork(&att, req.conf.Name) {
 		s.log.Info("CNI DEL for another network's attachment: left alone", "container", req.containerID, "ifname", req.ifName,
 			"network", req.conf.Name, "attachmentNetwork", att.Network)
 		return &cniv1.CniCmdResponse{}, nil
@@ -508,13 +479,11 @@ func (s *Server) CmdDel(ctx context.Context, in *cniv1.CniCmdRequest) (*cniv1.Cn
 // del removes everything of one attachment; every step tolerates "already
 // gone", so a repeated or partial DEL completes.
 func (s *Server) del(ctx context.Context, containerID, ifName, netns string) error {
-	key := containerID + "/" + ifName
-	s.mu.Lock()
-	att := s.pods[key]
-	s.mu.Unlock()
+	key := interfacestore.Key(containerID, ifName)
+	att, found := s.store.Get(key)
 	hostIf := podnet.HostIfName(containerID, ifName)
-	if att != nil {
-		hostIf = att.HostIfName
+	if found {
+		hostIf = att.PortName
 		if netns == "" {
 			netns = att.NetNS
 		}
@@ -547,13 +516,8 @@ func (s *Server) del(ctx context.Context, containerID, ifName, netns string) err
 	if err := s.ipam.Release(key); err != nil {
 		return err
 	}
-	s.ofports.release(hostIf)
-	s.mu.Lock()
-	delete(s.pods, key)
-	s.mu.Unlock()
-	if att != nil {
-		s.notifyPod(att)
-	}
+	s.ofports.Release(hostIf)
+	s.store.Delete(key)
 	return nil
 }
 
@@ -585,20 +549,19 @@ func (s *Server) CmdCheck(ctx context.Context, in *cniv1.CniCmdRequest) (*cniv1.
 	}
 	unlock := s.locks.lock(req.containerID)
 	defer unlock()
-	s.mu.Lock()
-	att := s.pods[req.key()]
-	s.mu.Unlock()
-	if att == nil || !att.ofNetwork(req.conf.Name) {
+	found, ok := s.store.Get(req.key())
+	att := &found
+	if !ok || !ofNetwork(att, req.conf.Name) {
 		return fail(errorf(cniv1.CodeUnknownContainer, "weir: CHECK: network %q has no attachment for container %s interface %s",
 			req.conf.Name, req.containerID, req.ifName))
 	}
 	cidr := s.ipam.CIDR()
-	podIP := net.IPNet{IP: att.IP, Mask: cidr.Mask}
+	podIP := net.IPNet{IP: ipv4(att), Mask: cidr.Mask}
 	problems := checkPrevResult(prev, att, podIP, s.ipam.Gateway())
 	if !sameNetNS(req.netns, att.NetNS) {
 		problems = append(problems, fmt.Sprintf("CNI_NETNS %s is not the netns %s of the ADD", req.netns, att.NetNS))
 	}
-	vcfg := podnet.VethConfig{NetNSPath: req.netns, IfName: req.ifName, HostIfName: att.HostIfName,
+	vcfg := podnet.VethConfig{NetNSPath: req.netns, IfName: req.ifName, HostIfName: att.PortName,
 		HostNetNSPath: s.cfg.HostNetNSPath, MAC: att.MAC, MTU: s.mtuFor(req), TxChecksumOff: s.cfg.TxChecksumOff,
 		IPNet: &podIP, Gateway: s.ipam.Gateway(), NoDefaultRoute: !req.conf.wantsDefaultRoute(req.ifName), Routes: routes}
 	if err := podnet.CheckVeth(ctx, vcfg); err != nil {
@@ -607,16 +570,16 @@ func (s *Server) CmdCheck(ctx context.Context, in *cniv1.CniCmdRequest) (*cniv1.
 	if p := checkBandwidth(req, vcfg); p != "" {
 		problems = append(problems, p)
 	}
-	if p, err := s.ports.GetPort(ctx, s.cfg.Bridge, att.HostIfName); err != nil {
-		problems = append(problems, fmt.Sprintf("OVS port %s: %v", att.HostIfName, err))
-	} else if p.OFPort != att.OFPort {
-		problems = append(problems, fmt.Sprintf("OVS port %s has ofport %d, want %d", att.HostIfName, p.OFPort, att.OFPort))
+	if p, err := s.ports.GetPort(ctx, s.cfg.Bridge, att.PortName); err != nil {
+		problems = append(problems, fmt.Sprintf("OVS port %s: %v", att.PortName, err))
+	} else if p.OFPort != int(att.OFPort) {
+		problems = append(problems, fmt.Sprintf("OVS port %s has ofport %d, want %d", att.PortName, p.OFPort, att.OFPort))
 	}
-	if err := s.flows.CheckPod(ctx, att.key()); err != nil {
+	if err := s.flows.CheckPod(ctx, att.Key()); err != nil {
 		problems = append(problems, err.Error())
 	}
-	if ip, ok := s.ipam.Lookup(att.key()); !ok || !ip.Equal(att.IP) {
-		problems = append(problems, fmt.Sprintf("IPAM has no record of %s for this attachment", att.IP))
+	if ip, ok := s.ipam.Lookup(att.Key()); !ok || !ip.Equal(ipv4(att)) {
+		problems = append(problems, fmt.Sprintf("IPAM has no record of %s for this attachment", ipv4(att)))
 	}
 	if len(problems) > 0 {
 		return fail(&cniError{code: cniv1.CodeInternal, msg: "weir: CHECK failed: " + strings.Join(problems, "; ")})
@@ -629,13 +592,13 @@ func (s *Server) CmdCheck(ctx context.Context, in *cniv1.CniCmdRequest) (*cniv1.
 // in att's netns with att's MAC, and the pod address on that interface;
 // another address of the pod CIDR on it is a wrong claim. Interfaces,
 // addresses and routes of other plugins are allowed.
-func checkPrevResult(prev *current.Result, att *attachment, podIP net.IPNet, gw net.IP) []string {
+func checkPrevResult(prev *current.Result, att *interfacestore.Interface, podIP net.IPNet, gw net.IP) []string {
 	var problems []string
 	add := func(format string, a ...any) { problems = append(problems, "prevResult: "+fmt.Sprintf(format, a...)) }
 	hostIdx, podIdx := -1, -1
 	for i, ifc := range prev.Interfaces {
 		switch {
-		case ifc.Name == att.HostIfName && ifc.Sandbox == "":
+		case ifc.Name == att.PortName && ifc.Sandbox == "":
 			hostIdx = i
 		case ifc.Name == att.IfName && ifc.Sandbox != "":
 			if podIdx >= 0 {
@@ -653,7 +616,7 @@ func checkPrevResult(prev *current.Result, att *attachment, podIP net.IPNet, gw 
 		}
 	}
 	if hostIdx < 0 {
-		add("does not list Weir's host interface %s", att.HostIfName)
+		add("does not list Weir's host interface %s", att.PortName)
 	}
 	if podIdx < 0 {
 		add("does not list interface %s in a sandbox", att.IfName)
@@ -743,14 +706,13 @@ func (s *Server) CmdGC(ctx context.Context, in *cniv1.CniCmdRequest) (*cniv1.Cni
 		valid[a.ContainerID+"/"+a.IfName] = true
 	}
 	var errs []error
-	for _, att := range s.attachments() {
-		if valid[att.key()] || s.gcNetwork(att) != req.conf.Name {
+	for _, att := range s.store.List() {
+		if valid[att.Key()] || s.gcNetwork(&att) != req.conf.Name {
 			continue
 		}
 		unlock := s.locks.lock(att.ContainerID)
-		s.mu.Lock()
-		same := s.pods[att.key()] == att // not DELed (and re-added) meanwhile
-		s.mu.Unlock()
+		now, ok := s.store.Get(att.Key())
+		same := ok && sameAttachment(&now, &att) // not DELed (and re-added) meanwhile
 		var err error
 		if same {
 			err = s.del(ctx, att.ContainerID, att.IfName, att.NetNS)
@@ -760,7 +722,7 @@ func (s *Server) CmdGC(ctx context.Context, in *cniv1.CniCmdRequest) (*cniv1.Cni
 			continue
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", att.key(), err))
+			errs = append(errs, fmt.Errorf("%s: %w", att.Key(), err))
 			continue
 		}
 		s.log.Info("GC removed a stale attachment", "container", att.ContainerID, "ifname", att.IfName, "network", req.conf.Name)
@@ -771,15 +733,21 @@ func (s *Server) CmdGC(ctx context.Context, in *cniv1.CniCmdRequest) (*cniv1.Cni
 	return &cniv1.CniCmdResponse{}, nil
 }
 
-func (s *Server) attachments() []*attachment {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]*attachment, 0, len(s.pods))
-	for _, a := range s.pods {
-		out = append(out, a)
+// sameAttachment reports whether a and b are one ADD's attachment: a DEL
+// and a new ADD of the same key give another port number, or netns, or
+// address.
+func sameAttachment(a, b *interfacestore.Interface) bool {
+	return a.Key() == b.Key() && a.NetNS == b.NetNS && a.PortName == b.PortName && a.OFPort == b.OFPort &&
+		slices.Equal(a.IPs, b.IPs) && a.MAC.String() == b.MAC.String()
+}
+
+// ipv4 is i's IPv4 address as a net.IP (nil if it has none).
+func ipv4(i *interfacestore.Interface) net.IP {
+	ip, ok := i.IPv4()
+	if !ok {
+		return nil
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].key() < out[j].key() })
-	return out
+	return net.IP(ip.AsSlice())
 }
 
 // keyedMutex serializes work per container ID.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"maps"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"k8s.io/klog/v2/ktesting"
 
 	cniv1 "github.com/weirnet/weir/pkg/apis/cni/v1"
+	"github.com/weirnet/weir/pkg/interfacestore"
 	"github.com/weirnet/weir/pkg/ipam"
 	"github.com/weirnet/weir/pkg/podnet"
 )
@@ -72,16 +74,18 @@ func newFuzzServer(t *testing.T, notNS string, ready bool) *fuzzServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	att := &attachment{ContainerID: seedContainer, IfName: seedIfName, NetNS: notNS,
-		HostIfName: podnet.HostIfName(seedContainer, seedIfName), IP: ip, MAC: podnet.MACFromIP(ip),
-		PodName: "p", PodNS: "ns", Network: DefaultNetworkName}
-	if att.OFPort, err = fs.s.ofports.reserve(att.HostIfName); err != nil {
+	att := interfacestore.Interface{ContainerID: seedContainer, IfName: seedIfName, NetNS: notNS,
+		PortName: podnet.HostIfName(seedContainer, seedIfName), IPs: []netip.Addr{netip.MustParseAddr(ip.String())},
+		MAC: podnet.MACFromIP(ip), PodName: "p", PodNamespace: "ns", Network: DefaultNetworkName}
+	if att.OFPort, err = fs.s.ofports.Reserve(att.PortName); err != nil {
 		t.Fatal(err)
 	}
-	fs.s.pods[att.key()] = att
-	fs.ports.ports[att.HostIfName] = att.OFPort
-	fs.flows.pods[att.key()] = true
-	fs.seedIP, fs.seedIf = ip, att.HostIfName
+	if err := fs.s.Interfaces().Put(att); err != nil {
+		t.Fatal(err)
+	}
+	fs.ports.ports[att.PortName] = int(att.OFPort)
+	fs.flows.pods[att.Key()] = true
+	fs.seedIP, fs.seedIf = ip, att.PortName
 	return fs
 }
 
@@ -128,7 +132,7 @@ func (fs *fuzzServer) call(ctx context.Context, cmd byte, args *cniv1.CniCmdArgs
 // ports and attachments.
 type serverState struct {
 	ips     map[string]string
-	ofports map[string]int
+	ofports map[string]uint32
 	flows   map[string]bool
 	ports   map[string]int
 	pods    []string
@@ -139,17 +143,15 @@ func (fs *fuzzServer) state() serverState {
 	for k, ip := range fs.alloc.List() {
 		st.ips[k] = ip.String()
 	}
-	fs.s.ofports.mu.Lock()
-	st.ofports = maps.Clone(fs.s.ofports.byName)
-	fs.s.ofports.mu.Unlock()
+	st.ofports = fs.s.ofports.Reserved()
 	fs.flows.mu.Lock()
 	st.flows = maps.Clone(fs.flows.pods)
 	fs.flows.mu.Unlock()
 	fs.ports.mu.Lock()
 	st.ports = maps.Clone(fs.ports.ports)
 	fs.ports.mu.Unlock()
-	for _, a := range fs.s.attachments() {
-		st.pods = append(st.pods, a.key())
+	for _, a := range fs.s.Interfaces().List() {
+		st.pods = append(st.pods, a.Key())
 	}
 	return st
 }
@@ -197,7 +199,7 @@ func (fs *fuzzServer) checkAfter(t *testing.T, cmd string, resp *cniv1.CniCmdRes
 		}
 	case cmd == "DEL" || cmd == "GC":
 		// Either untouched, or the seeded attachment is gone entirely.
-		gone := serverState{ips: map[string]string{}, ofports: map[string]int{}, flows: map[string]bool{}, ports: map[string]int{}}
+		gone := serverState{ips: map[string]string{}, ofports: map[string]uint32{}, flows: map[string]bool{}, ports: map[string]int{}}
 		if !before.equal(after) && !gone.equal(after) {
 			t.Fatalf("%s removed part of an attachment:\nbefore %+v\nafter  %+v", cmd, before, after)
 		}
@@ -390,8 +392,8 @@ func FuzzCNIResult(f *testing.F) {
 				}
 			}
 		}
-		att := &attachment{ContainerID: seedContainer, IfName: req.ifName, NetNS: "/var/run/netns/p", HostIfName: hostIf,
-			IP: ip, MAC: podnet.MACFromIP(ip), OFPort: 3, Network: req.conf.Name}
+		att := &interfacestore.Interface{ContainerID: seedContainer, IfName: req.ifName, NetNS: "/var/run/netns/p", PortName: hostIf,
+			IPs: []netip.Addr{netip.MustParseAddr(ip.String())}, MAC: podnet.MACFromIP(ip), OFPort: 3, Network: req.conf.Name}
 		resp, err := s.result(req, att, routes)
 		checkResponse(t, "result", resp, err)
 		if resp.GetError() == nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -12,6 +13,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	cniv1 "github.com/weirnet/weir/pkg/apis/cni/v1"
+	"github.com/weirnet/weir/pkg/interfacestore"
 	"github.com/weirnet/weir/pkg/ipam"
 )
 
@@ -76,14 +78,14 @@ func TestRoutesFromConfig(t *testing.T) {
 
 func TestCheckPrevResult(t *testing.T) {
 	ns := t.TempDir()
-	att := &attachment{ContainerID: "c1", IfName: "eth0", NetNS: ns, HostIfName: "weir0123456789a",
-		IP: net.ParseIP("10.244.0.5").To4(), MAC: net.HardwareAddr{0x0a, 0x58, 10, 244, 0, 5}}
-	podIP := net.IPNet{IP: att.IP, Mask: net.CIDRMask(24, 32)}
+	att := &interfacestore.Interface{ContainerID: "c1", IfName: "eth0", NetNS: ns, PortName: "weir0123456789a",
+		IPs: []netip.Addr{netip.MustParseAddr("10.244.0.5")}, MAC: net.HardwareAddr{0x0a, 0x58, 10, 244, 0, 5}}
+	podIP := net.IPNet{IP: net.ParseIP("10.244.0.5").To4(), Mask: net.CIDRMask(24, 32)}
 	gw := net.ParseIP("10.244.0.1").To4()
 	good := func() *current.Result {
 		idx := 1
 		return &current.Result{CNIVersion: "1.1.0",
-			Interfaces: []*current.Interface{{Name: att.HostIfName}, {Name: "eth0", Mac: att.MAC.String(), Sandbox: ns}},
+			Interfaces: []*current.Interface{{Name: att.PortName}, {Name: "eth0", Mac: att.MAC.String(), Sandbox: ns}},
 			IPs:        []*current.IPConfig{{Interface: &idx, Address: podIP, Gateway: gw}}}
 	}
 	tests := []struct {
@@ -192,8 +194,8 @@ func TestResult(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := New(Config{MTU: 1450}, nil, nil, alloc)
-	att := &attachment{ContainerID: "c1", IfName: "net1", NetNS: "/var/run/netns/p", HostIfName: "weir0123456789a",
-		IP: net.ParseIP("10.244.0.5").To4(), MAC: net.HardwareAddr{0x0a, 0x58, 10, 244, 0, 5}}
+	att := &interfacestore.Interface{ContainerID: "c1", IfName: "net1", NetNS: "/var/run/netns/p", PortName: "weir0123456789a",
+		IPs: []netip.Addr{netip.MustParseAddr("10.244.0.5")}, MAC: net.HardwareAddr{0x0a, 0x58, 10, 244, 0, 5}}
 	prev := `{"cniVersion":"1.1.0","interfaces":[{"name":"lo","sandbox":"/var/run/netns/p"}],` +
 		`"ips":[{"address":"127.0.0.1/8","interface":0}],"routes":[{"dst":"192.0.2.0/24"}],"dns":{"nameservers":["10.96.0.10"]}}`
 	tests := []struct {

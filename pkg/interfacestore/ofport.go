@@ -2,6 +2,7 @@ package interfacestore
 
 import (
 	"fmt"
+	"maps"
 	"sync"
 )
 
@@ -76,4 +77,11 @@ func (a *OFPorts) Release(name string) {
 		delete(a.byName, name)
 		delete(a.byPort, p)
 	}
+}
+
+// Reserved returns the numbers held, by port name.
+func (a *OFPorts) Reserved() map[string]uint32 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return maps.Clone(a.byName)
 }

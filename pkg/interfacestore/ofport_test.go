@@ -17,6 +17,9 @@ func TestOFPorts(t *testing.T) {
 	}
 	a.Release("a")
 	a.Release("a") // releasing twice is harmless
+	if got := a.Reserved(); len(got) != 1 || got["b"] != p2 {
+		t.Fatalf("Reserved = %v, want only b", got)
+	}
 	// Round-robin: the freed number is not reused at once.
 	if p3, _ := a.Reserve("c"); p3 == p1 {
 		t.Fatalf("just-released port %d reused at once", p1)

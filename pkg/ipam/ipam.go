@@ -102,7 +102,7 @@ func New(cidr *net.IPNet, store Store) (*Allocator, error) {
 		}
 		a.size = total - reserved
 	}
-	a.gateway = network.Next()
+	a.gateway = gatewayOf(prefix)
 	a.first = a.gateway.Next()
 
 	snap, err := store.Load()
@@ -131,6 +131,23 @@ func (a *Allocator) CIDR() *net.IPNet {
 // Gateway returns the gateway address: the first usable address of the CIDR.
 // It is never handed to a pod.
 func (a *Allocator) Gateway() net.IP { return toIP(a.gateway) }
+
+// GatewayOf returns the gateway address of a node whose pod CIDR is cidr:
+// its first usable address (.1 of an IPv4 /24, ::1 of an IPv6 prefix). It is
+// the one place the rule lives: the local node's Allocator and the peers'
+// routes (the Node controller) both use it. Nil for a malformed CIDR.
+func GatewayOf(cidr *net.IPNet) net.IP {
+	if cidr == nil {
+		return nil
+	}
+	prefix, err := prefixFromIPNet(cidr)
+	if err != nil {
+		return nil
+	}
+	return toIP(gatewayOf(prefix))
+}
+
+func gatewayOf(prefix netip.Prefix) netip.Addr { return prefix.Masked().Addr().Next() }
 
 // Size returns how many addresses pods can get in total (the CIDR less the
 // reserved addresses), saturated at math.MaxUint64 for huge IPv6 ranges.

@@ -633,3 +633,33 @@ func TestFileStoreEmptyPath(t *testing.T) {
 		t.Fatalf("New with an empty state file path = %v", err)
 	}
 }
+
+func TestGatewayOf(t *testing.T) {
+	tests := []struct{ cidr, want string }{
+		{"10.244.1.0/24", "10.244.1.1"},
+		{"10.244.1.7/24", "10.244.1.1"}, // not masked: the network's gateway
+		{"10.128.0.0/10", "10.128.0.1"},
+		{"fd00:10:244:1::/64", "fd00:10:244:1::1"},
+	}
+	for _, tt := range tests {
+		ip, n, _ := net.ParseCIDR(tt.cidr)
+		n.IP = ip.Mask(n.Mask)
+		if tt.cidr == "10.244.1.7/24" {
+			n.IP = ip.To4()
+		}
+		if got := GatewayOf(n); got.String() != tt.want {
+			t.Errorf("GatewayOf(%s) = %v, want %s", tt.cidr, got, tt.want)
+		}
+		// The Allocator of the node agrees.
+		a, err := New(n, &MemStore{})
+		if err != nil {
+			t.Fatalf("New(%s): %v", tt.cidr, err)
+		}
+		if !a.Gateway().Equal(GatewayOf(n)) {
+			t.Errorf("New(%s).Gateway() = %v; GatewayOf says %v", tt.cidr, a.Gateway(), GatewayOf(n))
+		}
+	}
+	if GatewayOf(nil) != nil {
+		t.Error("GatewayOf(nil) is not nil")
+	}
+}

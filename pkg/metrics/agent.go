@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/weirnet/weir/pkg/cniserver"
+	"github.com/weirnet/weir/pkg/interfacestore"
 	"github.com/weirnet/weir/pkg/openflow"
 	"github.com/weirnet/weir/pkg/pipeline"
 	"github.com/weirnet/weir/pkg/policy"
@@ -148,7 +150,7 @@ func (a *Agent) sources() Sources {
 		},
 		LocalPods: func() int {
 			if s := a.cni.Load(); s != nil {
-				return len(s.Attachments())
+				return s.Interfaces().Len()
 			}
 			return 0
 		},
@@ -182,7 +184,7 @@ func (a *Agent) sources() Sources {
 			if sw == nil || s == nil {
 				return nil, nil
 			}
-			return isolationDrops(ctx, sw, s)
+			return isolationDrops(ctx, sw, s.Interfaces())
 		},
 	}
 }
@@ -191,17 +193,16 @@ func (a *Agent) sources() Sources {
 // EgressDefaultRule and IngressDefaultRule, policy category) and names
 // their pods: an egress drop matches the pod's IP (nw_src), an ingress drop
 // its OpenFlow port (reg1, the output port).
-func isolationDrops(ctx context.Context, sw *openflow.Switch, s *cniserver.Server) ([]IsolationDrop, error) {
-	byIP, byPort := map[string]string{}, map[uint64]string{}
-	for _, att := range s.Attachments() {
-		pod := att.Key
-		if att.PodName != "" {
-			pod = att.PodNamespace + "/" + att.PodName
-			if port, ok := s.OFPort(att.PodNamespace, att.PodName); ok {
-				byPort[uint64(port)] = pod
-			}
+func isolationDrops(ctx context.Context, sw *openflow.Switch, ifaces *interfacestore.Store) ([]IsolationDrop, error) {
+	podOf := func(i interfacestore.Interface, ok bool) string {
+		switch {
+		case !ok:
+			return ""
+		case i.PodName != "":
+			return i.PodNamespace + "/" + i.PodName
+		default:
+			return i.Key()
 		}
-		byIP[att.IP.String()] = pod
 	}
 	var out []IsolationDrop
 	var r openflow.Renderer
@@ -223,9 +224,11 @@ func isolationDrops(ctx context.Context, sw *openflow.Switch, s *cniserver.Serve
 			}
 			var pod string
 			if t.dir == "egress" {
-				pod = byIP[v]
+				if ip, err := netip.ParseAddr(v); err == nil {
+					pod = podOf(ifaces.ByIP(ip))
+				}
 			} else if n, err := strconv.ParseUint(v, 0, 32); err == nil {
-				pod = byPort[n]
+				pod = podOf(ifaces.ByOFPort(uint32(n)))
 			}
 			if pod == "" {
 				pod = "unknown:" + v

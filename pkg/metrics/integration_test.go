@@ -322,7 +322,7 @@ func TestAgentMetrics(t *testing.T) {
 	// Policy: the pod is egress-isolated with one rule allowing
 	// 198.51.100.1. Its pings there count under the rule; pings to
 	// 192.0.2.1 are dropped by the isolation and count as denied.
-	ofport, ok := srv.OFPort("demo", "client")
+	ofport, ok := srv.Interfaces().PodOFPort("demo", "client")
 	if !ok {
 		t.Fatal("no OpenFlow port for the pod")
 	}

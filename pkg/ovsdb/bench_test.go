@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weirnet/weir/pkg/interfacestore"
 	"github.com/weirnet/weir/pkg/ovsdb"
 )
 
@@ -25,9 +26,9 @@ func BenchmarkAddDeletePort(b *testing.B) {
 	ctx := context.Background()
 	ids := map[string]string{
 		ovsdb.KeyWeirType:     ovsdb.WeirTypePod,
-		ovsdb.KeyPodNamespace: "default",
-		ovsdb.KeyPodName:      "bench",
-		ovsdb.KeyContainerID:  "0123456789abcdef",
+		interfacestore.KeyPodNamespace: "default",
+		interfacestore.KeyPodName:      "bench",
+		interfacestore.KeyContainerID:  "0123456789abcdef",
 	}
 
 	cases := []struct {

@@ -15,6 +15,7 @@ import (
 
 	"k8s.io/klog/v2/ktesting"
 
+	"github.com/weirnet/weir/pkg/interfacestore"
 	"github.com/weirnet/weir/pkg/ovsdb"
 	"github.com/weirnet/weir/test/ovstest"
 )
@@ -406,13 +407,13 @@ func TestAddPort(t *testing.T) {
 	addVeth(t, in, "vpod1")
 	ids := map[string]string{
 		ovsdb.KeyWeirType:     ovsdb.WeirTypePod,
-		ovsdb.KeyPodNamespace: "default",
-		ovsdb.KeyPodName:      "web-1",
-		ovsdb.KeyContainerID:  "0123456789abcdef",
-		ovsdb.KeyIfName:       "eth0",
-		ovsdb.KeyIP:           "10.10.0.5",
-		ovsdb.KeyMAC:          "02:00:0a:0a:00:05",
-		ovsdb.KeyNetNS:        "/var/run/netns/cni-1234",
+		interfacestore.KeyPodNamespace: "default",
+		interfacestore.KeyPodName:      "web-1",
+		interfacestore.KeyContainerID:  "0123456789abcdef",
+		interfacestore.KeyIfName:       "eth0",
+		interfacestore.KeyIP:           "10.10.0.5",
+		interfacestore.KeyMAC:          "02:00:0a:0a:00:05",
+		interfacestore.KeyNetNS:        "/var/run/netns/cni-1234",
 	}
 	ofport, err := c.AddPort(ctx, "br-int", "vpod1", ovsdb.PortOptions{OFPortRequest: 10, ExternalIDs: ids})
 	if err != nil {
@@ -461,7 +462,7 @@ func TestAddPort(t *testing.T) {
 
 	// GetPort and SetPortExternalIDs.
 	ids2 := maps.Clone(ids)
-	ids2[ovsdb.KeyIP] = "10.10.0.5,fd00::5"
+	ids2[interfacestore.KeyIP] = "10.10.0.5,fd00::5"
 	if err := c.SetPortExternalIDs(ctx, "br-int", "vpod1", ids2); err != nil {
 		t.Fatalf("SetPortExternalIDs: %v", err)
 	}

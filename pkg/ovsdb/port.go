@@ -140,8 +140,8 @@ func (c *Client) EnsureInternalPort(ctx context.Context, bridge, name string, op
 // returns an *OFPortError carrying that text.
 func (c *Client) AddPort(ctx context.Context, bridge, name string, opts PortOptions) (int, error) {
 	if opts.MAC != "" {
-		return -1, fmt.Errorf("%w: port %s: MAC can only be set on internal ports; record it in ExternalIDs[%s]",
-			ErrInvalidArgument, name, KeyMAC)
+		return -1, fmt.Errorf("%w: port %s: MAC can only be set on internal ports; record it in ExternalIDs",
+			ErrInvalidArgument, name)
 	}
 	return c.ensurePort(ctx, portSpec{bridge: bridge, name: name, ifType: InterfaceTypeSystem, opts: opts})
 }

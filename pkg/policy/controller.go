@@ -31,9 +31,10 @@ type Realizer interface {
 	ApplyPolicy(ctx context.Context, c pipeline.PolicyChange) error
 }
 
-// PodPorts looks up the OpenFlow port of a local pod (the CNI server).
+// PodPorts looks up the OpenFlow port of a local pod's primary interface
+// (the node's *interfacestore.Store).
 type PodPorts interface {
-	OFPort(namespace, name string) (uint32, bool)
+	PodOFPort(namespace, name string) (uint32, bool)
 }
 
 // Queue keys: a kind prefix and the object's key.
@@ -299,7 +300,7 @@ func (c *Controller) update(key string) {
 		}
 		var ofport uint32
 		if pod != nil && pod.Spec.NodeName == c.cfg.NodeName {
-			ofport, _ = c.cfg.Ports.OFPort(ns, name)
+			ofport, _ = c.cfg.Ports.PodOFPort(ns, name)
 		}
 		if n := c.model.SetPod(k, pod, ofport); n > 0 {
 			c.log.V(4).Info("Pod change affects policies", "pod", k, "policies", n)

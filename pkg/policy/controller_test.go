@@ -27,7 +27,7 @@ type fakePorts struct {
 	ports map[string]uint32
 }
 
-func (f *fakePorts) OFPort(ns, name string) (uint32, bool) {
+func (f *fakePorts) PodOFPort(ns, name string) (uint32, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	p, ok := f.ports[ns+"/"+name]
