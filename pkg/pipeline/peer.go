@@ -109,15 +109,15 @@ func (p *Pipeline) PeerFlows(peer PeerNode, cookie openflow.Cookie) ([]*openflow
 	nf := func(table uint8, prio uint16) *openflow.FlowBuilder { return openflow.NewFlow(table, prio).Cookie(c) }
 	toPeer := func(b *openflow.FlowBuilder) *openflow.FlowBuilder {
 		return b.SetEthSrc(p.cfg.GatewayMAC).SetEthDst(globalVirtualMAC).DecTTL().SetTunDst(peer.NodeIP).
-			LoadReg(regOutPort, 0, 31, uint64(p.cfg.TunnelOFPort)).
-			LoadReg(regOutputFound, outputFoundBit, outputFoundBit, 1).
+			LoadReg(outPortField.load(uint64(p.cfg.TunnelOFPort))).
+			LoadReg(outputFoundMark.load()).
 			GotoTable(ConntrackCommit)
 	}
 	return buildAll([]*openflow.FlowBuilder{
-		arpReply(nf(ARPResponder, 200), peer.GatewayIP, globalVirtualMAC),
-		toPeer(nf(L3Forwarding, 200).MatchProtocol(openflow.ProtocolIP).MatchDstNet(peer.PodCIDR)),
-		toPeer(nf(L3Forwarding, 200).MatchProtocol(openflow.ProtocolIP).
-			MatchRegBits(regSource, sourceBitsStart, sourceBitsEnd, uint32(sourcePod)).
+		arpReply(nf(ARPResponder, prioARPRespond), peer.GatewayIP, globalVirtualMAC),
+		toPeer(nf(L3Forwarding, prioL3Route).MatchProtocol(openflow.ProtocolIP).MatchDstNet(peer.PodCIDR)),
+		toPeer(nf(L3Forwarding, prioL3Route).MatchProtocol(openflow.ProtocolIP).
+			MatchRegBits(sourcePodMark.match()).
 			MatchCTState(openflow.CTState{}.Trk(true).Rpl(true)).
 			MatchCTMark(ctMarkFromTunnel, ctMarkFromTunnelMask).
 			MatchDstIP(peer.NodeIP)),

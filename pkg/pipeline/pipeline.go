@@ -167,15 +167,15 @@ func (p *Pipeline) baseFlows(gen uint32) ([]*openflow.Flow, error) {
 	ip := openflow.ProtocolIP
 	bs := []*openflow.FlowBuilder{
 		// Classifier: mark the source; unknown ports are dropped.
-		nf(Classifier, 200).MatchInPort(p.cfg.GatewayOFPort).LoadReg(regSource, sourceBitsStart, sourceBitsEnd, sourceGateway).GotoTable(ARPResponder),
-		nf(Classifier, 0).Drop(),
+		nf(Classifier, prioClassifierPort).MatchInPort(p.cfg.GatewayOFPort).LoadReg(sourceGatewayMark.load()).GotoTable(ARPResponder),
+		nf(Classifier, prioMiss).Drop(),
 		// SpoofGuard: only per-pod allow flows; anything else is dropped.
-		nf(SpoofGuard, 0).Drop(),
+		nf(SpoofGuard, prioMiss).Drop(),
 		// ARPResponder: pods asking for the gateway get the answer from
 		// OVS; ARP for the gateway from elsewhere (replies to the node's own
 		// requests) goes to the gateway port.
-		arpReply(nf(ARPResponder, 200).MatchRegBits(regSource, sourceBitsStart, sourceBitsEnd, uint32(sourcePod)), gwIP, gwMAC),
-		nf(ARPResponder, 190).MatchProtocol(arp).MatchARPTpa(gwIP).Output(p.cfg.GatewayOFPort),
+		arpReply(nf(ARPResponder, prioARPRespond).MatchRegBits(sourcePodMark.match()), gwIP, gwMAC),
+		nf(ARPResponder, prioARPForward).MatchProtocol(arp).MatchARPTpa(gwIP).Output(p.cfg.GatewayOFPort),
 		// A pod's ARP reply addressed to the gateway MAC goes to the
 		// gateway whatever its target IP: the node's kernel asks with the
 		// source address of the packet it is about to send (arp_announce
@@ -184,16 +184,16 @@ func (p *Pipeline) baseFlows(gen uint32) ([]*openflow.Flow, error) {
 		// then that address, not the gateway IP. SpoofGuard already holds
 		// the reply's sender IP and MAC to the pod's own, so a pod can only
 		// tell the node its own address. Above the per-pod target flows
-		// (190), so a reply to the gateway is never sent to a pod.
-		nf(ARPResponder, 195).MatchRegBits(regSource, sourceBitsStart, sourceBitsEnd, uint32(sourcePod)).
-			MatchProtocol(arp).MatchARPOp(2).MatchEthDst(gwMAC).Output(p.cfg.GatewayOFPort),
-		nf(ARPResponder, 1).MatchProtocol(arp).Drop(),
-		nf(ARPResponder, 0).GotoTable(ConntrackZone),
+		// (prioARPForward), so a reply to the gateway is never sent to a pod.
+		nf(ARPResponder, prioARPReplyToGateway).MatchRegBits(sourcePodMark.match()).
+			MatchProtocol(arp).MatchARPOp(arpOpReply).MatchEthDst(gwMAC).Output(p.cfg.GatewayOFPort),
+		nf(ARPResponder, prioARPDrop).MatchProtocol(arp).Drop(),
+		nf(ARPResponder, prioMiss).GotoTable(ConntrackZone),
 		// Conntrack.
-		nf(ConntrackZone, 200).MatchProtocol(ip).CT(openflow.CT(zone, ConntrackState)),
-		nf(ConntrackZone, 0).Drop(),
-		nf(ConntrackState, 200).MatchCTState(openflow.CTState{}.Trk(true).Inv(true)).Drop(),
-		nf(ConntrackState, 0).GotoTable(EgressRule),
+		nf(ConntrackZone, prioConntrackZone).MatchProtocol(ip).CT(openflow.CT(zone, ConntrackState)),
+		nf(ConntrackZone, prioMiss).Drop(),
+		nf(ConntrackState, prioConntrackInvalid).MatchCTState(openflow.CTState{}.Trk(true).Inv(true)).Drop(),
+		nf(ConntrackState, prioMiss).GotoTable(EgressRule),
 		// Egress hooks: replies and related packets, and packets of
 		// connections checked against the current policy generation, skip
 		// policy (policy.go); everything else meets the rules.
@@ -201,55 +201,55 @@ func (p *Pipeline) baseFlows(gen uint32) ([]*openflow.Flow, error) {
 		nf(EgressRule, prioPolicyBypass).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false).Rel(true)).GotoTable(L3Forwarding),
 		nf(EgressRule, prioPolicyCurrent).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false)).
 			MatchCTMark(gen<<ctMarkGenShift, ctMarkGenMask).GotoTable(L3Forwarding),
-		nf(EgressRule, 0).GotoTable(EgressDefaultRule),
-		nf(EgressDefaultRule, 0).GotoTable(L3Forwarding),
+		nf(EgressRule, prioMiss).GotoTable(EgressDefaultRule),
+		nf(EgressDefaultRule, prioMiss).GotoTable(L3Forwarding),
 		// L3Forwarding: per-pod routes are added with each pod.
-		nf(L3Forwarding, 0).GotoTable(L2Forwarding),
+		nf(L3Forwarding, prioMiss).GotoTable(L2Forwarding),
 		// L2Forwarding: the gateway's MAC.
-		nf(L2Forwarding, 200).MatchEthDst(gwMAC).LoadReg(regOutPort, 0, 31, uint64(p.cfg.GatewayOFPort)).
-			LoadReg(regOutputFound, outputFoundBit, outputFoundBit, 1).GotoTable(IngressRule),
-		nf(L2Forwarding, 0).GotoTable(IngressRule),
+		nf(L2Forwarding, prioL2Forward).MatchEthDst(gwMAC).LoadReg(outPortField.load(uint64(p.cfg.GatewayOFPort))).
+			LoadReg(outputFoundMark.load()).GotoTable(IngressRule),
+		nf(L2Forwarding, prioMiss).GotoTable(IngressRule),
 		// Ingress hooks, as egress; plus the node's own traffic to pods
 		// (from the gateway port with the gateway IP as source: kubelet
 		// probes), which policy never blocks.
 		nf(IngressRule, prioPolicyBypass).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false).Rpl(true)).GotoTable(ConntrackCommit),
 		nf(IngressRule, prioPolicyBypass).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false).Rel(true)).GotoTable(ConntrackCommit),
-		nf(IngressRule, prioPolicyNode).MatchProtocol(ip).MatchRegBits(regSource, sourceBitsStart, sourceBitsEnd, uint32(sourceGateway)).
+		nf(IngressRule, prioPolicyNode).MatchProtocol(ip).MatchRegBits(sourceGatewayMark.match()).
 			MatchSrcIP(gwIP).GotoTable(ConntrackCommit),
 		nf(IngressRule, prioPolicyCurrent).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false)).
 			MatchCTMark(gen<<ctMarkGenShift, ctMarkGenMask).GotoTable(ConntrackCommit),
-		nf(IngressRule, 0).GotoTable(IngressDefaultRule),
-		nf(IngressDefaultRule, 0).GotoTable(ConntrackCommit),
+		nf(IngressRule, prioMiss).GotoTable(IngressDefaultRule),
+		nf(IngressDefaultRule, prioMiss).GotoTable(ConntrackCommit),
 		// Commit new connections with the policy generation; re-commit
 		// established ones checked again after a policy change (keeping
 		// ct_mark bits 0..7: from gateway, from tunnel).
-		nf(ConntrackCommit, 200).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(true)).
+		nf(ConntrackCommit, prioCommitNew).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(true)).
 			CT(openflow.CTCommit(zone, openflow.SetCTMark(gen<<ctMarkGenShift, ctMarkGenMask))).GotoTable(Output),
-		nf(ConntrackCommit, 190).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false).Rpl(false)).
+		nf(ConntrackCommit, prioCommitCurrent).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false).Rpl(false)).
 			MatchCTMark(gen<<ctMarkGenShift, ctMarkGenMask).GotoTable(Output),
-		nf(ConntrackCommit, 180).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false).Est(true).Rpl(false)).
+		nf(ConntrackCommit, prioRecommit).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false).Est(true).Rpl(false)).
 			CT(openflow.CTCommit(zone, openflow.SetCTMark(gen<<ctMarkGenShift, ctMarkGenMask))).GotoTable(Output),
-		nf(ConntrackCommit, 0).GotoTable(Output),
+		nf(ConntrackCommit, prioMiss).GotoTable(Output),
 		// Output to the chosen port; no port chosen means drop.
-		nf(Output, 200).MatchRegBits(regOutputFound, outputFoundBit, outputFoundBit, 1).OutputReg(regOutPort, 0, 31),
-		nf(Output, 0).Drop(),
+		nf(Output, prioOutput).MatchRegBits(outputFoundMark.match()).OutputReg(outPortField.bits()),
+		nf(Output, prioMiss).Drop(),
 	}
 	if p.cfg.ServiceCIDR != nil {
 		// A pod's packets to a ClusterIP: egress policy is applied after
 		// kube-proxy's DNAT, when they come back from the gateway.
 		bs = append(bs, nf(EgressRule, prioPolicyNode).MatchProtocol(ip).
-			MatchRegBits(regSource, sourceBitsStart, sourceBitsEnd, uint32(sourcePod)).
+			MatchRegBits(sourcePodMark.match()).
 			MatchDstNet(p.cfg.ServiceCIDR).GotoTable(L3Forwarding))
 	}
 	if p.cfg.TunnelOFPort != 0 {
 		bs = append(bs,
 			// Traffic from other nodes carries no source to check: it goes
 			// straight to conntrack.
-			nf(Classifier, 200).MatchInPort(p.cfg.TunnelOFPort).
-				LoadReg(regSource, sourceBitsStart, sourceBitsEnd, sourceTunnel).GotoTable(ConntrackZone),
+			nf(Classifier, prioClassifierPort).MatchInPort(p.cfg.TunnelOFPort).
+				LoadReg(sourceTunnelMark.load()).GotoTable(ConntrackZone),
 			// Tunnelled traffic for this node's gateway IP (a remote pod
 			// talking to this node): address it to the gateway port.
-			nf(L3Forwarding, 200).MatchProtocol(ip).MatchEthDst(globalVirtualMAC).MatchDstIP(gwIP).
+			nf(L3Forwarding, prioL3Route).MatchProtocol(ip).MatchEthDst(globalVirtualMAC).MatchDstIP(gwIP).
 				SetEthDst(gwMAC).GotoTable(L2Forwarding),
 		)
 	}
@@ -258,14 +258,20 @@ func (p *Pipeline) baseFlows(gen uint32) ([]*openflow.Flow, error) {
 	return buildAll(bs)
 }
 
+// ARP opcodes (arp_op).
+const (
+	arpOpRequest = 1
+	arpOpReply   = 2
+)
+
 // arpReply completes b (an ARPResponder flow) to answer ARP requests for ip
 // with mac: the request is turned into the reply in place and sent back out
 // of the port it came in on.
 func arpReply(b *openflow.FlowBuilder, ip net.IP, mac net.HardwareAddr) *openflow.FlowBuilder {
-	return b.MatchProtocol(openflow.ProtocolARP).MatchARPOp(1).MatchARPTpa(ip).
+	return b.MatchProtocol(openflow.ProtocolARP).MatchARPOp(arpOpRequest).MatchARPTpa(ip).
 		Move(openflow.Whole(openflow.FieldEthSrc), openflow.Whole(openflow.FieldEthDst)).
 		SetEthSrc(mac).
-		Load(openflow.Whole(openflow.FieldArpOp), 2).
+		Load(openflow.Whole(openflow.FieldArpOp), arpOpReply).
 		Move(openflow.Whole(openflow.FieldArpSha), openflow.Whole(openflow.FieldArpTha)).
 		SetField(openflow.FieldArpSha, mac).
 		Move(openflow.Whole(openflow.FieldArpSpa), openflow.Whole(openflow.FieldArpTpa)).
@@ -297,22 +303,22 @@ func (p *Pipeline) PodFlows(pod PodInterface, cookie openflow.Cookie) ([]*openfl
 	c := uint64(cookie)
 	nf := func(table uint8, prio uint16) *openflow.FlowBuilder { return openflow.NewFlow(table, prio).Cookie(c) }
 	bs := []*openflow.FlowBuilder{
-		nf(Classifier, 190).MatchInPort(pod.OFPort).
-			LoadReg(regSource, sourceBitsStart, sourceBitsEnd, sourcePod).GotoTable(SpoofGuard),
-		nf(SpoofGuard, 200).MatchInPort(pod.OFPort).MatchProtocol(openflow.ProtocolIP).MatchEthSrc(pod.MAC).MatchSrcIP(pod.IP).
+		nf(Classifier, prioClassifierPod).MatchInPort(pod.OFPort).
+			LoadReg(sourcePodMark.load()).GotoTable(SpoofGuard),
+		nf(SpoofGuard, prioSpoofGuardPod).MatchInPort(pod.OFPort).MatchProtocol(openflow.ProtocolIP).MatchEthSrc(pod.MAC).MatchSrcIP(pod.IP).
 			GotoTable(ARPResponder),
-		nf(SpoofGuard, 200).MatchInPort(pod.OFPort).MatchProtocol(openflow.ProtocolARP).MatchEthSrc(pod.MAC).MatchARPSpa(pod.IP).MatchARPSha(pod.MAC).
+		nf(SpoofGuard, prioSpoofGuardPod).MatchInPort(pod.OFPort).MatchProtocol(openflow.ProtocolARP).MatchEthSrc(pod.MAC).MatchARPSpa(pod.IP).MatchARPSha(pod.MAC).
 			GotoTable(ARPResponder),
-		nf(ARPResponder, 190).MatchProtocol(openflow.ProtocolARP).MatchARPTpa(pod.IP).Output(pod.OFPort),
-		nf(L3Forwarding, 200).MatchProtocol(openflow.ProtocolIP).MatchEthDst(p.cfg.GatewayMAC).MatchDstIP(pod.IP).
+		nf(ARPResponder, prioARPForward).MatchProtocol(openflow.ProtocolARP).MatchARPTpa(pod.IP).Output(pod.OFPort),
+		nf(L3Forwarding, prioL3Route).MatchProtocol(openflow.ProtocolIP).MatchEthDst(p.cfg.GatewayMAC).MatchDstIP(pod.IP).
 			SetEthSrc(p.cfg.GatewayMAC).SetEthDst(pod.MAC).DecTTL().GotoTable(L2Forwarding),
-		nf(L2Forwarding, 200).MatchEthDst(pod.MAC).LoadReg(regOutPort, 0, 31, uint64(pod.OFPort)).
-			LoadReg(regOutputFound, outputFoundBit, outputFoundBit, 1).GotoTable(IngressRule),
+		nf(L2Forwarding, prioL2Forward).MatchEthDst(pod.MAC).LoadReg(outPortField.load(uint64(pod.OFPort))).
+			LoadReg(outputFoundMark.load()).GotoTable(IngressRule),
 	}
 	if p.cfg.TunnelOFPort != 0 {
 		// From another node: the sending node already routed the packet
 		// (and decremented its TTL); only the MACs are rewritten here.
-		bs = append(bs, nf(L3Forwarding, 200).MatchProtocol(openflow.ProtocolIP).MatchEthDst(globalVirtualMAC).MatchDstIP(pod.IP).
+		bs = append(bs, nf(L3Forwarding, prioL3Route).MatchProtocol(openflow.ProtocolIP).MatchEthDst(globalVirtualMAC).MatchDstIP(pod.IP).
 			SetEthSrc(p.cfg.GatewayMAC).SetEthDst(pod.MAC).GotoTable(L2Forwarding))
 	}
 	return buildAll(bs)

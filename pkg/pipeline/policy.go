@@ -111,7 +111,7 @@ func (m policyMatch) builder(c uint64) *openflow.FlowBuilder {
 	case matchDstNet:
 		b.MatchProtocol(openflow.ProtocolIP).MatchDstNet(prefixNet(m.prefix))
 	case matchOutPort:
-		b.MatchProtocol(openflow.ProtocolIP).MatchReg(regOutPort, m.ofport)
+		b.MatchProtocol(openflow.ProtocolIP).MatchRegBits(outPortField.match(m.ofport))
 	case matchL4:
 		b.MatchProtocol(l4Protocol(m.proto))
 		switch m.mask {
@@ -551,7 +551,7 @@ func (p *Pipeline) isolationFlows(iso Isolation) ([]*openflow.Flow, error) {
 		if k := fmt.Sprint("i", pod.OFPort); !seen[k] {
 			seen[k] = true
 			bs = append(bs, openflow.NewFlow(IngressDefaultRule, prioPolicyDrop).Cookie(c).
-				MatchProtocol(openflow.ProtocolIP).MatchReg(regOutPort, pod.OFPort).Drop())
+				MatchProtocol(openflow.ProtocolIP).MatchRegBits(outPortField.match(pod.OFPort)).Drop())
 		}
 	}
 	return buildAll(bs)

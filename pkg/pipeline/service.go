@@ -34,29 +34,29 @@ const (
 // replies from local pods and, with a tunnel port, from other nodes.
 func (p *Pipeline) serviceFlows(nf func(table uint8, prio uint16) *openflow.FlowBuilder, gen uint32) []*openflow.FlowBuilder {
 	zone, gwMAC := p.cfg.CTZone, p.cfg.GatewayMAC
-	fromGatewayReply := func(source uint64) *openflow.FlowBuilder {
-		return nf(L3Forwarding, 210).MatchProtocol(openflow.ProtocolIP).
-			MatchRegBits(regSource, sourceBitsStart, sourceBitsEnd, uint32(source)).
+	fromGatewayReply := func(source regMark) *openflow.FlowBuilder {
+		return nf(L3Forwarding, prioL3ServiceReply).MatchProtocol(openflow.ProtocolIP).
+			MatchRegBits(source.match()).
 			MatchCTState(openflow.CTState{}.Trk(true).Rpl(true)).
 			MatchCTMark(ctMarkFromGateway, ctMarkFromGatewayMask).
 			SetEthDst(gwMAC).GotoTable(L2Forwarding)
 	}
 	bs := []*openflow.FlowBuilder{
 		// New connections from the gateway are committed with the mark
-		// (above the plain commit at 200).
-		nf(ConntrackCommit, 210).MatchProtocol(openflow.ProtocolIP).
-			MatchRegBits(regSource, sourceBitsStart, sourceBitsEnd, uint32(sourceGateway)).
+		// (prioCommitMarked, above the plain commit).
+		nf(ConntrackCommit, prioCommitMarked).MatchProtocol(openflow.ProtocolIP).
+			MatchRegBits(sourceGatewayMark.match()).
 			MatchCTState(openflow.CTState{}.Trk(true).New(true)).
 			CT(openflow.CTCommit(zone, openflow.SetCTMark(ctMarkFromGateway|gen<<ctMarkGenShift, ctMarkFromGatewayMask|ctMarkGenMask))).GotoTable(Output),
-		fromGatewayReply(sourcePod),
+		fromGatewayReply(sourcePodMark),
 	}
 	if p.cfg.TunnelOFPort != 0 {
-		bs = append(bs, fromGatewayReply(sourceTunnel),
+		bs = append(bs, fromGatewayReply(sourceTunnelMark),
 			// New connections from the tunnel are committed with their own
 			// mark, so that a local pod's replies to a peer's node IP go
 			// back into the tunnel (PeerFlows).
-			nf(ConntrackCommit, 210).MatchProtocol(openflow.ProtocolIP).
-				MatchRegBits(regSource, sourceBitsStart, sourceBitsEnd, uint32(sourceTunnel)).
+			nf(ConntrackCommit, prioCommitMarked).MatchProtocol(openflow.ProtocolIP).
+				MatchRegBits(sourceTunnelMark.match()).
 				MatchCTState(openflow.CTState{}.Trk(true).New(true)).
 				CT(openflow.CTCommit(zone, openflow.SetCTMark(ctMarkFromTunnel|gen<<ctMarkGenShift, ctMarkFromTunnelMask|ctMarkGenMask))).GotoTable(Output))
 	}

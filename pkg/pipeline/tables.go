@@ -68,20 +68,6 @@ func TableNames() map[uint8]string {
 	return m
 }
 
-// Registers and marks the pipeline uses.
-const (
-	// regSource (reg0[0..3]) says where the packet came from.
-	regSource              = 0
-	sourceGateway   uint64 = 1
-	sourceTunnel    uint64 = 2
-	sourcePod       uint64 = 3
-	regOutputFound         = 0 // reg0[16]: an output port was chosen
-	outputFoundBit         = 16
-	regOutPort             = 1 // reg1: the chosen output port
-	sourceBitsStart        = 0
-	sourceBitsEnd          = 3
-)
-
 // Cookie categories: which feature owns a flow.
 const (
 	CategoryBase   uint8 = 1 // the static pipeline
@@ -90,9 +76,58 @@ const (
 	CategoryPolicy uint8 = 4 // one policy rule (policy issue)
 )
 
-// Policy priorities in EgressRule/IngressRule (policy.go) and the ct_mark
-// bits of the policy generation.
+// Flow priorities, per table. OVS picks the highest-priority flow that
+// matches, so within a table the numbers only order flows whose matches
+// overlap; each comment says which flows a priority must win over or lose
+// to. Equal numbers in different tables mean nothing.
 const (
+	// prioMiss: every table's last resort, matching everything: drop
+	// (Classifier, SpoofGuard, ConntrackZone, Output) or on to the next
+	// table.
+	prioMiss uint16 = 0
+
+	// Classifier. in_port matches never overlap, so the two numbers need
+	// no order; they differ only because they always have, and changing
+	// one would change every node's flows for nothing.
+	//
+	// prioClassifierPort: the gateway and tunnel ports.
+	prioClassifierPort uint16 = 200
+	// prioClassifierPod: a local pod's port.
+	prioClassifierPod uint16 = 190
+
+	// prioSpoofGuardPod: a pod's packets with its own IP and MAC, above
+	// the miss that drops everything else from pods.
+	prioSpoofGuardPod uint16 = 200
+
+	// ARPResponder, from the top:
+	//
+	// prioARPRespond: ARP requests OVS answers itself (pods asking for the
+	// gateway IP, anyone asking for a peer's gateway IP); above
+	// prioARPForward, whose flow for the gateway IP would otherwise send a
+	// pod's request to the gateway port.
+	prioARPRespond uint16 = 200
+	// prioARPReplyToGateway: a pod's ARP reply addressed to the gateway
+	// MAC goes to the gateway port whatever its target IP; above the
+	// per-pod target flows (prioARPForward), so a reply for the gateway
+	// is never sent to a pod (pipeline.go).
+	prioARPReplyToGateway uint16 = 195
+	// prioARPForward: ARP by target IP, to the gateway's or a pod's port.
+	prioARPForward uint16 = 190
+	// prioARPDrop: any other ARP is dropped; above the miss, which sends
+	// IP on to conntrack.
+	prioARPDrop uint16 = 1
+
+	// prioConntrackZone: IP goes through conntrack; the miss drops the
+	// rest (ARP never gets here: ARPResponder outputs or drops it).
+	prioConntrackZone uint16 = 200
+	// prioConntrackInvalid: packets conntrack marks invalid are dropped,
+	// above the miss that sends the rest to the policy tables.
+	prioConntrackInvalid uint16 = 200
+
+	// Policy, in EgressRule/IngressRule (pipeline.go, policy.go): the
+	// bypasses sit above the rules, so replies and packets already checked
+	// never meet them.
+	//
 	// prioPolicyBypass: replies and related packets skip policy.
 	prioPolicyBypass uint16 = 210
 	// prioPolicyNode: the node's own traffic to pods (ingress), and pods'
@@ -105,9 +140,49 @@ const (
 	prioPolicyPlain uint16 = 110
 	// prioPolicyConj: conjunction clause flows and conj_id flows.
 	prioPolicyConj uint16 = 100
-	// prioPolicyDrop: default drops of isolated pods in the *DefaultRule tables.
+	// prioPolicyDrop: default drops of isolated pods in the *DefaultRule
+	// tables, above their miss that lets everything else pass.
 	prioPolicyDrop uint16 = 200
 
+	// L3Forwarding:
+	//
+	// prioL3ServiceReply: replies of connections that came from the
+	// gateway go back to the gateway (service.go); above prioL3Route, so
+	// they never take the direct route to a pod or peer.
+	prioL3ServiceReply uint16 = 210
+	// prioL3Route: routes to a local pod, into the tunnel to a peer's pods
+	// or node IP, and from the tunnel to the gateway IP.
+	prioL3Route uint16 = 200
+
+	// prioL2Forward: destination MAC to output port, above the miss that
+	// goes on with no port chosen.
+	prioL2Forward uint16 = 200
+
+	// ConntrackCommit, from the top:
+	//
+	// prioCommitMarked: new connections from the gateway or the tunnel are
+	// committed with their ct_mark bit (service.go); above the plain
+	// commit.
+	prioCommitMarked uint16 = 210
+	// prioCommitNew: new connections are committed with the policy
+	// generation.
+	prioCommitNew uint16 = 200
+	// prioCommitCurrent: established connections already committed under
+	// the current generation go on uncommitted; above prioRecommit, so
+	// only connections checked again after a policy change are
+	// re-committed.
+	prioCommitCurrent uint16 = 190
+	// prioRecommit: established connections from an older generation that
+	// the policy still allows are re-committed with the current one.
+	prioRecommit uint16 = 180
+
+	// prioOutput: output to the chosen port (outputFoundMark); the miss
+	// drops packets no flow chose a port for.
+	prioOutput uint16 = 200
+)
+
+// The ct_mark bits of the policy generation.
+const (
 	// ctMarkGenShift/ctMarkGenMask: ct_mark bits 8..31 hold the policy
 	// generation a connection was last checked against (bit 0 is
 	// ctMarkFromGateway, bit 1 ctMarkFromTunnel).
