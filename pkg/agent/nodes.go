@@ -19,9 +19,9 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
+	"github.com/weirnet/weir/pkg/ipam"
 	"github.com/weirnet/weir/pkg/kubecache"
 	"github.com/weirnet/weir/pkg/nodenet"
-	"github.com/weirnet/weir/pkg/ipam"
 	"github.com/weirnet/weir/pkg/pipeline"
 )
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 
 	"google.golang.org/grpc"
@@ -47,6 +48,22 @@ type fakePipeline struct {
 	rules    map[uint32]pipeline.PolicyRule
 	counters map[uint32]pipeline.Counters
 	policy   []*openflow.Flow
+	drops    []pipeline.IsolationDrop
+}
+
+func (f *fakePipeline) IsolationDrops(context.Context) ([]pipeline.IsolationDrop, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.drops), nil
+}
+
+// setDropCounters sets the counters of every isolation drop.
+func (f *fakePipeline) setDropCounters(c pipeline.Counters) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := range f.drops {
+		f.drops[i].Counters = c
+	}
 }
 
 func (f *fakePipeline) BaseFlows() ([]*openflow.Flow, error) { return nil, nil }
@@ -163,6 +180,7 @@ func newFixture() *fixture {
 			Pods: []pipeline.LocalPod{bLocal}, Ports: []pipeline.PortRange{{Protocol: pipeline.ProtocolTCP, From: 80, To: 80}}}},
 		counters: map[uint32]pipeline.Counters{7: {}},
 		policy:   []*openflow.Flow{iso},
+		drops:    []pipeline.IsolationDrop{{Direction: pipeline.Ingress, Pod: bLocal}},
 	}}
 	f.sw.set(openflow.FlowStats{Flow: iso})
 	pods := fakePods{

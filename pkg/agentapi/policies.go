@@ -12,7 +12,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	agentv1 "github.com/weirnet/weir/pkg/apis/agent/v1"
-	"github.com/weirnet/weir/pkg/openflow"
 	"github.com/weirnet/weir/pkg/pipeline"
 )
 
@@ -66,68 +65,19 @@ func (s *Server) selectRules(ref *agentv1.PolicyRef) ([]pipeline.PolicyRule, err
 	return out, nil
 }
 
-// isolation is one default-drop flow of an isolated pod.
+// isolation is the default drop of one isolated pod.
 type isolation struct {
 	dir     pipeline.Direction
-	ofport  uint32 // ingress: reg1 match
-	ip      net.IP // egress: nw_src match
-	key     string // flowKey of the drop flow
+	ofport  uint32 // the pod's port (what an ingress drop matches; 0 if unknown)
+	ip      net.IP // the pod's address (what an egress drop matches; nil if unknown)
+	key     string // identifies the drop across samples
 	packets uint64
 	bytes   uint64
 }
 
-// isolations returns the isolation drop flows the pipeline holds, with
-// their counters from the switch when stats is not nil.
-func (s *Server) isolations(stats []openflow.FlowStats) ([]isolation, error) {
-	fs, err := s.deps.Pipeline.PolicyFlows()
-	if err != nil {
-		return nil, err
-	}
-	counters := map[string]openflow.FlowStats{}
-	for _, st := range stats {
-		counters[flowKey(st.Flow)] = st
-	}
-	var out []isolation
-	for _, f := range fs {
-		var iso isolation
-		switch f.Table {
-		case pipeline.IngressDefaultRule:
-			iso.dir = pipeline.Ingress
-		case pipeline.EgressDefaultRule:
-			iso.dir = pipeline.Egress
-		default:
-			continue
-		}
-		iso.ofport, iso.ip = parseIsolationMatch(f.Match())
-		iso.key = flowKey(f)
-		if st, ok := counters[iso.key]; ok {
-			iso.packets, iso.bytes = st.Packets, st.Bytes
-		}
-		out = append(out, iso)
-	}
-	return out, nil
-}
-
-// parseIsolationMatch reads reg1=<ofport> or nw_src=<ip> from a rendered
-// match.
-func parseIsolationMatch(match string) (ofport uint32, ip net.IP) {
-	for _, kv := range strings.Split(match, ",") {
-		k, v, _ := strings.Cut(kv, "=")
-		switch k {
-		case "reg1":
-			if n, err := strconv.ParseUint(v, 0, 32); err == nil {
-				ofport = uint32(n)
-			}
-		case "nw_src":
-			ip = net.ParseIP(v)
-		}
-	}
-	return ofport, ip
-}
-
 // pod returns the local pod an isolation protects.
 func (iso isolation) pod(n *node) (pod, bool) {
-	if iso.dir == pipeline.Ingress {
+	if iso.dir == pipeline.Ingress || iso.ip == nil {
 		return n.podByOFPort(iso.ofport)
 	}
 	return n.podByIP(iso.ip)
@@ -279,28 +229,17 @@ func (s *Server) ListNetworkPolicies(ctx context.Context, req *agentv1.ListNetwo
 	return resp, nil
 }
 
-// countedIsolations returns the isolation drop flows with their counters.
+// countedIsolations returns the isolated pods as the pipeline realized
+// them, with the counters of their drop flows.
 func (s *Server) countedIsolations(ctx context.Context) ([]isolation, error) {
-	stats, err := s.isolationStats(ctx)
+	drops, err := s.deps.Pipeline.IsolationDrops(ctx)
 	if err != nil {
-		return nil, err
+		return nil, internalError(ctx, "reading isolation drops", err)
 	}
-	isos, err := s.isolations(stats)
-	if err != nil {
-		return nil, internalError(ctx, "reading isolation flows", err)
-	}
-	return isos, nil
-}
-
-// isolationStats reads the counters of the two default-rule tables.
-func (s *Server) isolationStats(ctx context.Context) ([]openflow.FlowStats, error) {
-	var out []openflow.FlowStats
-	for _, t := range []uint8{pipeline.IngressDefaultRule, pipeline.EgressDefaultRule} {
-		st, err := s.deps.Switch.DumpFlows(ctx, openflow.FlowFilter{Table: &t})
-		if err != nil {
-			return nil, internalError(ctx, "reading isolation counters", err)
-		}
-		out = append(out, st...)
+	out := make([]isolation, 0, len(drops))
+	for _, d := range drops {
+		out = append(out, isolation{dir: d.Direction, ofport: d.Pod.OFPort, ip: d.Pod.IP,
+			key: fmt.Sprintf("%s/%d/%s", d.Direction, d.Pod.OFPort, d.Pod.IP), packets: d.Counters.Packets, bytes: d.Counters.Bytes})
 	}
 	return out, nil
 }

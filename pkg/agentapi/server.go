@@ -43,6 +43,7 @@ type Pipeline interface {
 	PolicyRule(id uint32) (pipeline.PolicyRule, bool)
 	PolicyRuleStats(ctx context.Context) (map[uint32]pipeline.Counters, error)
 	PolicyRuleCookie(id uint32) openflow.Cookie
+	IsolationDrops(ctx context.Context) ([]pipeline.IsolationDrop, error)
 	PolicyGeneration() uint32
 }
 

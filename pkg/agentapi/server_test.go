@@ -10,7 +10,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	agentv1 "github.com/weirnet/weir/pkg/apis/agent/v1"
-	"github.com/weirnet/weir/pkg/openflow"
 	"github.com/weirnet/weir/pkg/pipeline"
 )
 
@@ -227,19 +226,18 @@ func TestTraceVerdicts(t *testing.T) {
 // baseline, then one event per rule or isolation whose counters moved.
 func TestWatchPolicyVerdicts(t *testing.T) {
 	f := newFixture()
-	iso := f.pipe.policy[0]
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	stream := &fakeStream{ctx: ctx, sent: make(chan struct{}, 1)}
 	done := make(chan error, 1)
 	f.pipe.setCounters(map[uint32]pipeline.Counters{7: {Packets: 10, Bytes: 1000}})
-	f.sw.set(openflow.FlowStats{Flow: iso, Packets: 5, Bytes: 500})
+	f.pipe.setDropCounters(pipeline.Counters{Packets: 5, Bytes: 500})
 	go func() {
 		done <- f.srv.WatchPolicyVerdicts(&agentv1.WatchPolicyVerdictsRequest{IntervalMs: 100}, stream)
 	}()
 	time.Sleep(50 * time.Millisecond) // the baseline sample is taken at once
 	f.pipe.setCounters(map[uint32]pipeline.Counters{7: {Packets: 13, Bytes: 1300}})
-	f.sw.set(openflow.FlowStats{Flow: iso, Packets: 7, Bytes: 700})
+	f.pipe.setDropCounters(pipeline.Counters{Packets: 7, Bytes: 700})
 	deadline := time.After(10 * time.Second)
 	for {
 		stream.mu.Lock()

@@ -407,3 +407,21 @@ func orUnknown(s string) string {
 	}
 	return s
 }
+
+// parseIsolationMatch reads reg1=<ofport> or nw_src=<ip> from the match of
+// the isolation drop a trace ended in (as ovs-appctl ofproto/trace prints
+// it).
+func parseIsolationMatch(match string) (ofport uint32, ip net.IP) {
+	for _, kv := range strings.Split(match, ",") {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "reg1":
+			if n, err := strconv.ParseUint(v, 0, 32); err == nil {
+				ofport = uint32(n)
+			}
+		case "nw_src":
+			ip = net.ParseIP(v)
+		}
+	}
+	return ofport, ip
+}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -180,71 +179,44 @@ func (a *Agent) sources() Sources {
 			return out, nil
 		},
 		IsolationDrops: func(ctx context.Context) ([]IsolationDrop, error) {
-			sw, s := a.sw.Load(), a.cni.Load()
-			if sw == nil || s == nil {
+			pipe, s := a.pipe.Load(), a.cni.Load()
+			if pipe == nil || s == nil {
 				return nil, nil
 			}
-			return isolationDrops(ctx, sw, s.Interfaces())
+			return isolationDrops(ctx, pipe, s.Interfaces())
 		},
 	}
 }
 
-// isolationDrops reads the default-deny flows of isolated pods (tables
-// EgressDefaultRule and IngressDefaultRule, policy category) and names
-// their pods: an egress drop matches the pod's IP (nw_src), an ingress drop
-// its OpenFlow port (reg1, the output port).
-func isolationDrops(ctx context.Context, sw *openflow.Switch, ifaces *interfacestore.Store) ([]IsolationDrop, error) {
-	podOf := func(i interfacestore.Interface, ok bool) string {
-		switch {
-		case !ok:
-			return ""
-		case i.PodName != "":
-			return i.PodNamespace + "/" + i.PodName
-		default:
-			return i.Key()
-		}
+// isolationDrops names the isolated pods' default drops the pipeline
+// realized, with their counters, by the interface store: an egress drop by
+// the pod's IP, an ingress drop by its OpenFlow port.
+func isolationDrops(ctx context.Context, pipe *pipeline.Pipeline, ifaces *interfacestore.Store) ([]IsolationDrop, error) {
+	drops, err := pipe.IsolationDrops(ctx)
+	if err != nil {
+		return nil, err
 	}
-	var out []IsolationDrop
-	var r openflow.Renderer
-	for _, t := range []struct {
-		dir   string
-		table uint8
-		field string
-	}{{"egress", pipeline.EgressDefaultRule, "nw_src="}, {"ingress", pipeline.IngressDefaultRule, "reg1="}} {
-		table := t.table
-		flows, err := sw.DumpFlows(ctx, openflow.FlowFilter{Table: &table,
-			Cookie: uint64(openflow.MakeCookie(0, pipeline.CategoryPolicy, 0)), CookieMask: openflow.CookieCategoryMask})
-		if err != nil {
-			return out, fmt.Errorf("reading %s isolation flows: %w", t.dir, err)
+	out := make([]IsolationDrop, 0, len(drops))
+	for _, d := range drops {
+		var i interfacestore.Interface
+		var ok bool
+		dir, what := "ingress", fmt.Sprint("ofport ", d.Pod.OFPort)
+		if d.Direction == pipeline.Egress {
+			dir, what = "egress", d.Pod.IP.String()
+			if ip, valid := netip.AddrFromSlice(d.Pod.IP); valid {
+				i, ok = ifaces.ByIP(ip)
+			}
+		} else {
+			i, ok = ifaces.ByOFPort(d.Pod.OFPort)
 		}
-		for _, f := range flows {
-			v, ok := matchValue(r.Match(f.Flow), t.field)
-			if !ok {
-				continue
-			}
-			var pod string
-			if t.dir == "egress" {
-				if ip, err := netip.ParseAddr(v); err == nil {
-					pod = podOf(ifaces.ByIP(ip))
-				}
-			} else if n, err := strconv.ParseUint(v, 0, 32); err == nil {
-				pod = podOf(ifaces.ByOFPort(uint32(n)))
-			}
-			if pod == "" {
-				pod = "unknown:" + v
-			}
-			out = append(out, IsolationDrop{Direction: t.dir, Pod: pod, Packets: f.Packets})
+		pod := "unknown:" + what
+		switch {
+		case ok && i.PodName != "":
+			pod = i.PodNamespace + "/" + i.PodName
+		case ok:
+			pod = i.Key()
 		}
+		out = append(out, IsolationDrop{Direction: dir, Pod: pod, Packets: d.Counters.Packets})
 	}
 	return out, nil
-}
-
-// matchValue returns the value of field ("nw_src=") in a rendered match.
-func matchValue(match, field string) (string, bool) {
-	for _, part := range strings.Split(match, ",") {
-		if v, ok := strings.CutPrefix(part, field); ok {
-			return v, true
-		}
-	}
-	return "", false
 }

@@ -209,23 +209,6 @@ func TestHealthHandler(t *testing.T) {
 	}
 }
 
-func TestMatchValue(t *testing.T) {
-	tests := []struct {
-		match, field, want string
-		ok                 bool
-	}{
-		{"priority=100,ip,nw_src=10.244.0.5", "nw_src=", "10.244.0.5", true},
-		{"priority=100,ip,reg1=0x5", "reg1=", "0x5", true},
-		{"priority=100,ip,reg1=0x5", "nw_src=", "", false},
-	}
-	for _, tc := range tests {
-		got, ok := matchValue(tc.match, tc.field)
-		if got != tc.want || ok != tc.ok {
-			t.Errorf("matchValue(%q, %q) = %q, %v; want %q, %v", tc.match, tc.field, got, ok, tc.want, tc.ok)
-		}
-	}
-}
-
 func TestAgentStart(t *testing.T) {
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

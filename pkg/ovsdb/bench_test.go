@@ -25,7 +25,7 @@ func BenchmarkAddDeletePort(b *testing.B) {
 	addVeth(b, in, "vbench")
 	ctx := context.Background()
 	ids := map[string]string{
-		ovsdb.KeyWeirType:     ovsdb.WeirTypePod,
+		ovsdb.KeyWeirType:              ovsdb.WeirTypePod,
 		interfacestore.KeyPodNamespace: "default",
 		interfacestore.KeyPodName:      "bench",
 		interfacestore.KeyContainerID:  "0123456789abcdef",

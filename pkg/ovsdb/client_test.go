@@ -406,7 +406,7 @@ func TestAddPort(t *testing.T) {
 
 	addVeth(t, in, "vpod1")
 	ids := map[string]string{
-		ovsdb.KeyWeirType:     ovsdb.WeirTypePod,
+		ovsdb.KeyWeirType:              ovsdb.WeirTypePod,
 		interfacestore.KeyPodNamespace: "default",
 		interfacestore.KeyPodName:      "web-1",
 		interfacestore.KeyContainerID:  "0123456789abcdef",

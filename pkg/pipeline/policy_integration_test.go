@@ -198,6 +198,18 @@ func TestNetworkPolicy(t *testing.T) {
 		if err := a.Ping(b.IP, 2); err == nil {
 			t.Error("ping a -> b passed a default deny")
 		}
+		// The pipeline reports what it realized, with the drop's counters.
+		drops, err := n.pipe.IsolationDrops(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(drops) != 1 || drops[0].Direction != pipeline.Ingress || drops[0].Pod.OFPort != local(b).OFPort ||
+			drops[0].Counters.Packets < 2 {
+			t.Errorf("IsolationDrops = %+v, want b's ingress drop with the 2 pings (and the SYNs) counted", drops)
+		}
+		if iso := n.pipe.Isolation(); len(iso.Ingress) != 1 || len(iso.Egress) != 0 {
+			t.Errorf("Isolation = %+v, want b ingress only", iso)
+		}
 		// The node (gateway IP) still reaches the isolated pod.
 		if out, err := n.ovs.Exec("", "ping", "-c", "2", "-W", "1", "-i", "0.2", b.IP); err != nil {
 			t.Errorf("node -> isolated b: %v: %s", err, out)
