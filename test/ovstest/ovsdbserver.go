@@ -2,6 +2,7 @@ package ovstest
 
 import (
 	"fmt"
+	"syscall"
 	"testing"
 )
 
@@ -22,6 +23,25 @@ func (in *Instance) StopOVSDBServer(t testing.TB) {
 	t.Helper()
 	if err := stopDaemon(in.path(ovsdbComm+".pid"), ovsdbComm); err != nil {
 		t.Fatalf("ovstest: %v", err)
+	}
+}
+
+// KillOVSDBServer sends sig to ovsdb-server and waits (up to 10s) until it
+// has exited, to simulate a crash (SIGKILL) or an outside stop (SIGTERM).
+// Unlike StopOVSDBServer it leaves the files as the server leaves them:
+// after SIGKILL the pidfile and the socket stay, as after a crash.
+// StartOVSDBServer starts it again.
+func (in *Instance) KillOVSDBServer(t testing.TB, sig syscall.Signal) {
+	t.Helper()
+	pid := in.OVSDBServerPID()
+	if pid == 0 {
+		t.Fatalf("ovstest: kill ovsdb-server with %v: not running", sig)
+	}
+	if err := syscall.Kill(pid, sig); err != nil {
+		t.Fatalf("ovstest: kill ovsdb-server (pid %d) with %v: %v", pid, sig, err)
+	}
+	if !waitExit(pid, ovsdbComm, killTimeout) {
+		t.Fatalf("ovstest: ovsdb-server (pid %d) still running %s after %v", pid, killTimeout, sig)
 	}
 }
 

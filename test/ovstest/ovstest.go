@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weirnet/weir/test/netnstest"
 	"github.com/weirnet/weir/test/testroot"
 )
 
@@ -319,39 +320,19 @@ func (in *Instance) Close() error {
 // addNetNS creates network namespace name, records it for cleanup and brings
 // its loopback up.
 func (in *Instance) addNetNS(name string) error {
-	if _, err := in.run("ip", "netns", "add", name); err != nil {
+	if err := netnstest.Create(name); err != nil {
 		return fmt.Errorf("create netns: %w", err)
 	}
 	in.mu.Lock()
 	in.namespaces = append(in.namespaces, name)
 	in.mu.Unlock()
-	if _, err := in.run("ip", "-n", name, "link", "set", "lo", "up"); err != nil {
-		return fmt.Errorf("netns %s: %w", name, err)
-	}
 	return nil
 }
 
 // deleteNetNS kills any process left in namespace name (which would keep it
 // and its interfaces alive) and deletes it. A missing namespace is not an
 // error.
-func (in *Instance) deleteNetNS(name string) error {
-	if _, err := os.Stat(filepath.Join("/run/netns", name)); errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	out, err := in.run("ip", "netns", "pids", name)
-	if err != nil {
-		return fmt.Errorf("delete netns %s: %w", name, err)
-	}
-	if pids := strings.Fields(out); len(pids) > 0 {
-		if _, err := in.run("kill", append([]string{"-KILL"}, pids...)...); err != nil {
-			return fmt.Errorf("delete netns %s: kill leftover processes: %w", name, err)
-		}
-	}
-	if _, err := in.run("ip", "netns", "delete", name); err != nil {
-		return fmt.Errorf("delete netns %s: %w", name, err)
-	}
-	return nil
-}
+func (in *Instance) deleteNetNS(name string) error { return netnstest.Delete(name) }
 
 // DBSocket returns the OVSDB endpoint, "unix:<Dir>/db.sock".
 func (in *Instance) DBSocket() string { return "unix:" + in.path("db.sock") }

@@ -41,7 +41,7 @@ func TestInstance(t *testing.T) {
 		trace = instanceTrace{
 			dir:        ovs.Dir,
 			namespaces: []string{ovs.NetNS, a.NetNS, b.NetNS},
-			pids:       []int{ovs.VswitchdPID(), ovsdbServerPID(t, ovs)},
+			pids:       []int{ovs.VswitchdPID(), ovs.OVSDBServerPID()},
 		}
 		if a.IP != "10.0.0.2" || a.CIDR != "10.0.0.2/24" || a.HostIf != "v-a" || a.OFPort != 3 {
 			t.Errorf("pod a = %+v", *a)
@@ -187,19 +187,35 @@ func TestOptions(t *testing.T) {
 	}
 }
 
-// ovsdbServerPID reads ovsdb-server's pidfile, which the Instance API does not
-// expose.
-func ovsdbServerPID(t *testing.T, ovs *ovstest.Instance) int {
-	t.Helper()
-	data, err := os.ReadFile(ovs.Dir + "/ovsdb-server.pid")
-	if err != nil {
-		t.Fatalf("read ovsdb-server pidfile: %v", err)
+// TestOVSDBServerKill stops ovsdb-server from outside, gracefully and as
+// in a crash, and starts it again on the same database.
+func TestOVSDBServerKill(t *testing.T) {
+	t.Parallel()
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
+		t.Run(sig.String(), func(t *testing.T) {
+			t.Parallel()
+			ovs := ovstest.Start(t)
+			ovs.AddBridge(t, "br-int")
+			old := ovs.OVSDBServerPID()
+			if old == 0 {
+				t.Fatal("OVSDBServerPID() = 0 while running")
+			}
+			ovs.KillOVSDBServer(t, sig)
+			if pid := ovs.OVSDBServerPID(); pid != 0 || alive(old) {
+				t.Fatalf("ovsdb-server still running after %v (OVSDBServerPID() = %d)", sig, pid)
+			}
+			if _, err := ovs.Vsctl("--no-wait", "list-br"); err == nil {
+				t.Error("ovs-vsctl answered while ovsdb-server was down")
+			}
+			ovs.StartOVSDBServer(t)
+			if pid := ovs.OVSDBServerPID(); pid == 0 || pid == old {
+				t.Fatalf("OVSDBServerPID() = %d after restart (was %d)", pid, old)
+			}
+			if got := strings.TrimSpace(ovs.MustVsctl(t, "list-br")); got != "br-int" {
+				t.Errorf("bridges after restart = %q, want br-int", got)
+			}
+		})
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
-	if err != nil {
-		t.Fatalf("ovsdb-server pidfile: %v", err)
-	}
-	return pid
 }
 
 // alive reports whether pid exists and is not a zombie.

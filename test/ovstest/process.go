@@ -15,6 +15,8 @@ const (
 	termGrace = 5 * time.Second
 	// killGrace is how long a daemon gets to disappear after SIGKILL.
 	killGrace = 2 * time.Second
+	// killTimeout is how long KillOVSDBServer waits for the daemon to exit.
+	killTimeout = 10 * time.Second
 )
 
 // readPIDFile returns the PID stored in an OVS pidfile, or 0 if the file does
