@@ -5,6 +5,8 @@ import (
 	"math"
 	"strings"
 	"testing"
+
+	"github.com/weirnet/weir/test/netnstest"
 )
 
 func TestBandwidthValidate(t *testing.T) {
@@ -70,14 +72,14 @@ func TestTBFParams(t *testing.T) {
 // tc(8), changes and removes the limits.
 func TestSetBandwidth(t *testing.T) {
 	requireRoot(t)
-	node, pod := newNetNS(t, "node"), newNetNS(t, "pod")
+	node, pod := netnstest.New(t, "weirtest-node"), netnstest.New(t, "weirtest-pod")
 	vcfg := podConfig(t, node, pod, "10.99.0.5/24", "10.99.0.1")
 	if _, err := SetupVeth(context.Background(), vcfg); err != nil {
 		t.Fatal(err)
 	}
-	cfg := BandwidthConfig{HostNetNSPath: node.path, HostIfName: vcfg.HostIfName, NetNSPath: pod.path, IfName: "eth0", MTU: 1450}
-	tc := func(n testNS, dev string) string {
-		return run(t, "ip", "netns", "exec", n.name, "tc", "qdisc", "show", "dev", dev, "root")
+	cfg := BandwidthConfig{HostNetNSPath: node.Path, HostIfName: vcfg.HostIfName, NetNSPath: pod.Path, IfName: "eth0", MTU: 1450}
+	tc := func(n netnstest.NetNS, dev string) string {
+		return run(t, "ip", "netns", "exec", n.Name, "tc", "qdisc", "show", "dev", dev, "root")
 	}
 
 	steps := []struct {
@@ -132,8 +134,8 @@ func TestSetBandwidth(t *testing.T) {
 		t.Errorf("CheckBandwidth of an unshaped pair: %v, want it to report the missing tbf", err)
 	}
 	cfg.IfName = "nosuch0"
-	if err := SetBandwidth(context.Background(), BandwidthConfig{HostNetNSPath: node.path, HostIfName: vcfg.HostIfName,
-		NetNSPath: pod.path, IfName: "nosuch0", Limits: Bandwidth{EgressRate: 1e6, EgressBurst: 1e6}}); err == nil || !strings.Contains(err.Error(), "nosuch0") {
+	if err := SetBandwidth(context.Background(), BandwidthConfig{HostNetNSPath: node.Path, HostIfName: vcfg.HostIfName,
+		NetNSPath: pod.Path, IfName: "nosuch0", Limits: Bandwidth{EgressRate: 1e6, EgressBurst: 1e6}}); err == nil || !strings.Contains(err.Error(), "nosuch0") {
 		t.Errorf("SetBandwidth on a missing interface: %v", err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weirnet/weir/test/netnstest"
 	"github.com/weirnet/weir/test/testroot"
 )
 
@@ -37,28 +38,6 @@ func randHex(t testing.TB, n int) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(b)
-}
-
-type testNS struct {
-	name string
-	path string
-}
-
-// newNetNS creates a network namespace deleted when the test ends.
-func newNetNS(t testing.TB, role string) testNS {
-	t.Helper()
-	name := "weirtest-" + role + "-" + randHex(t, 4)
-	run(t, "ip", "netns", "add", name)
-	t.Cleanup(func() { deleteNetNS(t, name) })
-	return testNS{name: name, path: "/var/run/netns/" + name}
-}
-
-func deleteNetNS(t testing.TB, name string) {
-	t.Helper()
-	out, err := exec.Command("ip", "netns", "del", name).CombinedOutput()
-	if err != nil && !strings.Contains(string(out), "No such file") {
-		t.Errorf("ip netns del %s: %v: %s", name, err, out)
-	}
 }
 
 // run runs a command and returns its standard output; it fails the test if
@@ -112,10 +91,10 @@ func (l ipLink) up() bool {
 }
 
 // links returns the links of a namespace by name.
-func links(t testing.TB, n testNS) map[string]ipLink {
+func links(t testing.TB, n netnstest.NetNS) map[string]ipLink {
 	t.Helper()
 	var ls []ipLink
-	if err := json.Unmarshal([]byte(run(t, "ip", "-n", n.name, "-j", "addr", "show")), &ls); err != nil {
+	if err := json.Unmarshal([]byte(run(t, "ip", "-n", n.Name, "-j", "addr", "show")), &ls); err != nil {
 		t.Fatalf("parsing ip -j addr: %v", err)
 	}
 	out := map[string]ipLink{}
@@ -132,19 +111,19 @@ type ipRoute struct {
 	Flags   []string `json:"flags"`
 }
 
-func defaultRoutes(t testing.TB, n testNS) []ipRoute {
+func defaultRoutes(t testing.TB, n netnstest.NetNS) []ipRoute {
 	t.Helper()
 	var rs []ipRoute
-	if err := json.Unmarshal([]byte(run(t, "ip", "-n", n.name, "-j", "route", "show", "default")), &rs); err != nil {
+	if err := json.Unmarshal([]byte(run(t, "ip", "-n", n.Name, "-j", "route", "show", "default")), &rs); err != nil {
 		t.Fatalf("parsing ip -j route: %v", err)
 	}
 	return rs
 }
 
 // ethtoolFeature returns the value ethtool -k prints for feature in n.
-func ethtoolFeature(t testing.TB, n testNS, dev, feature string) string {
+func ethtoolFeature(t testing.TB, n netnstest.NetNS, dev, feature string) string {
 	t.Helper()
-	out := run(t, "ip", "netns", "exec", n.name, "ethtool", "-k", dev)
+	out := run(t, "ip", "netns", "exec", n.Name, "ethtool", "-k", dev)
 	for _, line := range strings.Split(out, "\n") {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(line), feature+":"); ok {
 			return strings.TrimSpace(v)
@@ -166,11 +145,11 @@ func mustIPNet(t testing.TB, s string) *net.IPNet {
 
 // podConfig returns a configuration for a pod in pod, with the host side in
 // node.
-func podConfig(t testing.TB, node, pod testNS, cidr, gw string) VethConfig {
+func podConfig(t testing.TB, node, pod netnstest.NetNS, cidr, gw string) VethConfig {
 	t.Helper()
 	return VethConfig{
-		HostNetNSPath: node.path,
-		NetNSPath:     pod.path,
+		HostNetNSPath: node.Path,
+		NetNSPath:     pod.Path,
 		IfName:        "eth0",
 		HostIfName:    HostIfName("test-"+randHex(t, 16), "eth0"),
 		MTU:           1450,

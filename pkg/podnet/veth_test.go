@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/weirnet/weir/test/netnstest"
 )
 
 func TestSetupVeth(t *testing.T) {
@@ -36,7 +38,7 @@ func TestSetupVeth(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			node, pod := newNetNS(t, "node"), newNetNS(t, "pod")
+			node, pod := netnstest.New(t, "weirtest-node"), netnstest.New(t, "weirtest-pod")
 			cfg := podConfig(t, node, pod, "10.99.0.5/24", "10.99.0.1")
 			tc.mutate(&cfg)
 			ctx := context.Background()
@@ -91,7 +93,7 @@ func TestSetupVeth(t *testing.T) {
 			if len(host.AddrInfo) != 0 {
 				t.Errorf("host side has addresses (IPv6 not disabled?): %+v", host.AddrInfo)
 			}
-			if v := strings.TrimSpace(run(t, "ip", "netns", "exec", node.name, "cat", "/proc/sys/net/ipv6/conf/"+cfg.HostIfName+"/disable_ipv6")); v != "1" {
+			if v := strings.TrimSpace(run(t, "ip", "netns", "exec", node.Name, "cat", "/proc/sys/net/ipv6/conf/"+cfg.HostIfName+"/disable_ipv6")); v != "1" {
 				t.Errorf("host side disable_ipv6 = %s, want 1", v)
 			}
 			// Nothing else in the node namespace: the veth is its only link
@@ -110,24 +112,24 @@ func TestSetupVeth(t *testing.T) {
 // it from the pod, with tx checksum offload off on the pod side.
 func TestSetupVethPingGateway(t *testing.T) {
 	requireRoot(t)
-	node, pod := newNetNS(t, "node"), newNetNS(t, "pod")
+	node, pod := netnstest.New(t, "weirtest-node"), netnstest.New(t, "weirtest-pod")
 	cfg := podConfig(t, node, pod, "10.99.0.5/24", "10.99.0.1")
 	if _, err := SetupVeth(context.Background(), cfg); err != nil {
 		t.Fatal(err)
 	}
-	run(t, "ip", "-n", node.name, "addr", "add", "10.99.0.1/24", "dev", cfg.HostIfName)
-	out := run(t, "ip", "netns", "exec", pod.name, "ping", "-c", "3", "-i", "0.2", "-W", "2", "10.99.0.1")
+	run(t, "ip", "-n", node.Name, "addr", "add", "10.99.0.1/24", "dev", cfg.HostIfName)
+	out := run(t, "ip", "netns", "exec", pod.Name, "ping", "-c", "3", "-i", "0.2", "-W", "2", "10.99.0.1")
 	if !strings.Contains(out, "3 received") {
 		t.Errorf("ping: %s", out)
 	}
 	// TCP too: checksums are computed in software with offload off.
-	run(t, "ip", "netns", "exec", pod.name, "ping", "-c", "1", "-s", "1400", "-M", "do", "-W", "2", "10.99.0.1")
+	run(t, "ip", "netns", "exec", pod.Name, "ping", "-c", "1", "-s", "1400", "-M", "do", "-W", "2", "10.99.0.1")
 }
 
 func TestSetupVethIdempotent(t *testing.T) {
 	requireRoot(t)
 	ctx := context.Background()
-	node, pod := newNetNS(t, "node"), newNetNS(t, "pod")
+	node, pod := netnstest.New(t, "weirtest-node"), netnstest.New(t, "weirtest-pod")
 	cfg := podConfig(t, node, pod, "10.99.0.5/24", "10.99.0.1")
 	first, err := SetupVeth(ctx, cfg)
 	if err != nil {
@@ -161,9 +163,9 @@ func TestSetupVethIdempotent(t *testing.T) {
 
 func TestSetupVethReplacesStaleHostVeth(t *testing.T) {
 	requireRoot(t)
-	node, pod := newNetNS(t, "node"), newNetNS(t, "pod")
+	node, pod := netnstest.New(t, "weirtest-node"), netnstest.New(t, "weirtest-pod")
 	cfg := podConfig(t, node, pod, "10.99.0.5/24", "10.99.0.1")
-	run(t, "ip", "-n", node.name, "link", "add", cfg.HostIfName, "type", "veth", "peer", "name", "straypeer")
+	run(t, "ip", "-n", node.Name, "link", "add", cfg.HostIfName, "type", "veth", "peer", "name", "straypeer")
 	if _, err := SetupVeth(context.Background(), cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +181,7 @@ func TestSetupVethRollback(t *testing.T) {
 	requireRoot(t)
 	tests := []struct {
 		name     string
-		prepare  func(t *testing.T, node, pod testNS, cfg *VethConfig) context.Context
+		prepare  func(t *testing.T, node, pod netnstest.NetNS, cfg *VethConfig) context.Context
 		wantStep string
 		wantErr  string
 		wantIs   error
@@ -187,7 +189,7 @@ func TestSetupVethRollback(t *testing.T) {
 	}{
 		{
 			name: "pod netns does not exist",
-			prepare: func(t *testing.T, _, _ testNS, cfg *VethConfig) context.Context {
+			prepare: func(t *testing.T, _, _ netnstest.NetNS, cfg *VethConfig) context.Context {
 				cfg.NetNSPath = "/var/run/netns/weirtest-missing-" + randHex(t, 4)
 				return context.Background()
 			},
@@ -196,8 +198,8 @@ func TestSetupVethRollback(t *testing.T) {
 		},
 		{
 			name: "pod netns deleted",
-			prepare: func(t *testing.T, _, pod testNS, _ *VethConfig) context.Context {
-				deleteNetNS(t, pod.name)
+			prepare: func(t *testing.T, _, pod netnstest.NetNS, _ *VethConfig) context.Context {
+				pod.Delete(t)
 				return context.Background()
 			},
 			wantStep: "open pod netns",
@@ -205,7 +207,7 @@ func TestSetupVethRollback(t *testing.T) {
 		},
 		{
 			name: "kernel rejects the default route",
-			prepare: func(_ *testing.T, _, _ testNS, cfg *VethConfig) context.Context {
+			prepare: func(_ *testing.T, _, _ netnstest.NetNS, cfg *VethConfig) context.Context {
 				// The subnet's broadcast address is no valid next hop.
 				cfg.Gateway = net.ParseIP("10.99.0.255")
 				return context.Background()
@@ -215,8 +217,8 @@ func TestSetupVethRollback(t *testing.T) {
 		},
 		{
 			name: "pod interface name taken",
-			prepare: func(t *testing.T, _, pod testNS, _ *VethConfig) context.Context {
-				run(t, "ip", "-n", pod.name, "link", "add", "eth0", "type", "bridge")
+			prepare: func(t *testing.T, _, pod netnstest.NetNS, _ *VethConfig) context.Context {
+				run(t, "ip", "-n", pod.Name, "link", "add", "eth0", "type", "bridge")
 				return context.Background()
 			},
 			wantStep: "create veth pair",
@@ -225,8 +227,8 @@ func TestSetupVethRollback(t *testing.T) {
 		},
 		{
 			name: "host name taken by a non-veth",
-			prepare: func(t *testing.T, node, _ testNS, cfg *VethConfig) context.Context {
-				run(t, "ip", "-n", node.name, "link", "add", cfg.HostIfName, "type", "bridge")
+			prepare: func(t *testing.T, node, _ netnstest.NetNS, cfg *VethConfig) context.Context {
+				run(t, "ip", "-n", node.Name, "link", "add", cfg.HostIfName, "type", "bridge")
 				return context.Background()
 			},
 			wantStep: "remove stale host interface",
@@ -235,7 +237,7 @@ func TestSetupVethRollback(t *testing.T) {
 		},
 		{
 			name: "context cancelled",
-			prepare: func(*testing.T, testNS, testNS, *VethConfig) context.Context {
+			prepare: func(*testing.T, netnstest.NetNS, netnstest.NetNS, *VethConfig) context.Context {
 				ctx, cancel := context.WithCancel(context.Background())
 				cancel()
 				return ctx
@@ -246,7 +248,7 @@ func TestSetupVethRollback(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			node, pod := newNetNS(t, "node"), newNetNS(t, "pod")
+			node, pod := netnstest.New(t, "weirtest-node"), netnstest.New(t, "weirtest-pod")
 			cfg := podConfig(t, node, pod, "10.99.0.5/24", "10.99.0.1")
 			ctx := tc.prepare(t, node, pod, &cfg)
 
@@ -280,7 +282,7 @@ func TestSetupVethRollback(t *testing.T) {
 			if len(nodeLinks) != 1+boolInt(tc.keep == "node:host") {
 				t.Errorf("node netns links after failed setup: %v", nodeLinks)
 			}
-			if _, err := tryRun("ip", "netns", "exec", pod.name, "true"); err == nil {
+			if _, err := tryRun("ip", "netns", "exec", pod.Name, "true"); err == nil {
 				podLinks := links(t, pod)
 				if len(podLinks) != 1+boolInt(tc.keep == "pod:eth0") {
 					t.Errorf("pod netns links after failed setup: %v", podLinks)
@@ -302,38 +304,38 @@ func TestTeardownVeth(t *testing.T) {
 	ctx := context.Background()
 	tests := []struct {
 		name   string
-		before func(t *testing.T, node, pod testNS, cfg VethConfig)
+		before func(t *testing.T, node, pod netnstest.NetNS, cfg VethConfig)
 	}{
-		{name: "both sides present", before: func(*testing.T, testNS, testNS, VethConfig) {}},
-		{name: "pod netns deleted", before: func(t *testing.T, _, pod testNS, _ VethConfig) { deleteNetNS(t, pod.name) }},
-		{name: "host side already deleted", before: func(t *testing.T, node, _ testNS, cfg VethConfig) {
-			run(t, "ip", "-n", node.name, "link", "del", cfg.HostIfName)
+		{name: "both sides present", before: func(*testing.T, netnstest.NetNS, netnstest.NetNS, VethConfig) {}},
+		{name: "pod netns deleted", before: func(t *testing.T, _, pod netnstest.NetNS, _ VethConfig) { pod.Delete(t) }},
+		{name: "host side already deleted", before: func(t *testing.T, node, _ netnstest.NetNS, cfg VethConfig) {
+			run(t, "ip", "-n", node.Name, "link", "del", cfg.HostIfName)
 		}},
-		{name: "host side moved away, pod side left", before: func(t *testing.T, node, _ testNS, cfg VethConfig) {
-			other := newNetNS(t, "other")
-			run(t, "ip", "-n", node.name, "link", "set", cfg.HostIfName, "netns", other.name)
+		{name: "host side moved away, pod side left", before: func(t *testing.T, node, _ netnstest.NetNS, cfg VethConfig) {
+			other := netnstest.New(t, "weirtest-other")
+			run(t, "ip", "-n", node.Name, "link", "set", cfg.HostIfName, "netns", other.Name)
 		}},
-		{name: "node netns deleted", before: func(t *testing.T, node, _ testNS, _ VethConfig) { deleteNetNS(t, node.name) }},
+		{name: "node netns deleted", before: func(t *testing.T, node, _ netnstest.NetNS, _ VethConfig) { node.Delete(t) }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			node, pod := newNetNS(t, "node"), newNetNS(t, "pod")
+			node, pod := netnstest.New(t, "weirtest-node"), netnstest.New(t, "weirtest-pod")
 			cfg := podConfig(t, node, pod, "10.99.0.5/24", "10.99.0.1")
 			if _, err := SetupVeth(ctx, cfg); err != nil {
 				t.Fatal(err)
 			}
 			tc.before(t, node, pod, cfg)
 			for i := range 2 {
-				if err := TeardownVeth(ctx, node.path, cfg.HostIfName, pod.path, cfg.IfName); err != nil {
+				if err := TeardownVeth(ctx, node.Path, cfg.HostIfName, pod.Path, cfg.IfName); err != nil {
 					t.Fatalf("TeardownVeth #%d: %v", i+1, err)
 				}
 			}
-			if _, err := tryRun("ip", "netns", "exec", node.name, "true"); err == nil {
+			if _, err := tryRun("ip", "netns", "exec", node.Name, "true"); err == nil {
 				if l := links(t, node); len(l) != 1 {
 					t.Errorf("node netns links after teardown: %v", l)
 				}
 			}
-			if _, err := tryRun("ip", "netns", "exec", pod.name, "true"); err == nil {
+			if _, err := tryRun("ip", "netns", "exec", pod.Name, "true"); err == nil {
 				if l := links(t, pod); len(l) != 1 {
 					t.Errorf("pod netns links after teardown: %v", l)
 				}
@@ -344,9 +346,9 @@ func TestTeardownVeth(t *testing.T) {
 
 func TestTeardownVethRefusesNonVeth(t *testing.T) {
 	requireRoot(t)
-	node := newNetNS(t, "node")
-	run(t, "ip", "-n", node.name, "link", "add", "weirnotaveth", "type", "bridge")
-	err := TeardownVeth(context.Background(), node.path, "weirnotaveth", "", "")
+	node := netnstest.New(t, "weirtest-node")
+	run(t, "ip", "-n", node.Name, "link", "add", "weirnotaveth", "type", "bridge")
+	err := TeardownVeth(context.Background(), node.Path, "weirnotaveth", "", "")
 	if err == nil || !strings.Contains(err.Error(), "not a veth") {
 		t.Fatalf("TeardownVeth of a bridge = %v, want a refusal", err)
 	}
@@ -360,65 +362,65 @@ func TestCheckVeth(t *testing.T) {
 	ctx := context.Background()
 	tests := []struct {
 		name    string
-		breakIt func(t *testing.T, node, pod testNS, cfg *VethConfig)
+		breakIt func(t *testing.T, node, pod netnstest.NetNS, cfg *VethConfig)
 		wantErr []string // substrings; nil means healthy
 		wantIs  error
 	}{
-		{name: "healthy", breakIt: func(*testing.T, testNS, testNS, *VethConfig) {}},
-		{name: "host veth deleted", breakIt: func(t *testing.T, node, _ testNS, cfg *VethConfig) {
-			run(t, "ip", "-n", node.name, "link", "del", cfg.HostIfName)
+		{name: "healthy", breakIt: func(*testing.T, netnstest.NetNS, netnstest.NetNS, *VethConfig) {}},
+		{name: "host veth deleted", breakIt: func(t *testing.T, node, _ netnstest.NetNS, cfg *VethConfig) {
+			run(t, "ip", "-n", node.Name, "link", "del", cfg.HostIfName)
 		}, wantErr: []string{"host interface weir", "not found in netns /var/run/netns/weirtest-node-", "interface eth0 not found in netns"}},
-		{name: "wrong IP", breakIt: func(t *testing.T, _, pod testNS, _ *VethConfig) {
-			run(t, "ip", "-n", pod.name, "addr", "del", "10.99.0.5/24", "dev", "eth0")
-			run(t, "ip", "-n", pod.name, "addr", "add", "10.99.0.77/24", "dev", "eth0")
+		{name: "wrong IP", breakIt: func(t *testing.T, _, pod netnstest.NetNS, _ *VethConfig) {
+			run(t, "ip", "-n", pod.Name, "addr", "del", "10.99.0.5/24", "dev", "eth0")
+			run(t, "ip", "-n", pod.Name, "addr", "add", "10.99.0.77/24", "dev", "eth0")
 		}, wantErr: []string{"interface eth0 in netns /var/run/netns/weirtest-pod-", "lacks address 10.99.0.5/24 (has 10.99.0.77/24)"}},
-		{name: "host side down", breakIt: func(t *testing.T, node, _ testNS, cfg *VethConfig) {
-			run(t, "ip", "-n", node.name, "link", "set", cfg.HostIfName, "down")
+		{name: "host side down", breakIt: func(t *testing.T, node, _ netnstest.NetNS, cfg *VethConfig) {
+			run(t, "ip", "-n", node.Name, "link", "set", cfg.HostIfName, "down")
 		}, wantErr: []string{"is down"}},
-		{name: "pod side down", breakIt: func(t *testing.T, _, pod testNS, _ *VethConfig) {
-			run(t, "ip", "-n", pod.name, "link", "set", "eth0", "down")
+		{name: "pod side down", breakIt: func(t *testing.T, _, pod netnstest.NetNS, _ *VethConfig) {
+			run(t, "ip", "-n", pod.Name, "link", "set", "eth0", "down")
 		}, wantErr: []string{"interface eth0 in netns", "is down", "no default route via 10.99.0.1 (has none)"}},
 		// A chained plugin (tuning) may lower the pod side's MTU: CHECK
 		// must allow for that. The host side is Weir's alone.
-		{name: "pod MTU changed", breakIt: func(t *testing.T, _, pod testNS, _ *VethConfig) {
-			run(t, "ip", "-n", pod.name, "link", "set", "eth0", "mtu", "1400")
+		{name: "pod MTU changed", breakIt: func(t *testing.T, _, pod netnstest.NetNS, _ *VethConfig) {
+			run(t, "ip", "-n", pod.Name, "link", "set", "eth0", "mtu", "1400")
 		}},
-		{name: "host MTU changed", breakIt: func(t *testing.T, node, _ testNS, cfg *VethConfig) {
-			run(t, "ip", "-n", node.name, "link", "set", cfg.HostIfName, "mtu", "1400")
+		{name: "host MTU changed", breakIt: func(t *testing.T, node, _ netnstest.NetNS, cfg *VethConfig) {
+			run(t, "ip", "-n", node.Name, "link", "set", cfg.HostIfName, "mtu", "1400")
 		}, wantErr: []string{"host interface weir", "has MTU 1400, want 1450"}},
-		{name: "routes another plugin added", breakIt: func(t *testing.T, _, pod testNS, _ *VethConfig) {
-			run(t, "ip", "-n", pod.name, "route", "add", "192.168.7.0/24", "via", "10.99.0.1", "dev", "eth0", "onlink")
+		{name: "routes another plugin added", breakIt: func(t *testing.T, _, pod netnstest.NetNS, _ *VethConfig) {
+			run(t, "ip", "-n", pod.Name, "route", "add", "192.168.7.0/24", "via", "10.99.0.1", "dev", "eth0", "onlink")
 		}},
-		{name: "default route deleted", breakIt: func(t *testing.T, _, pod testNS, _ *VethConfig) {
-			run(t, "ip", "-n", pod.name, "route", "del", "default")
+		{name: "default route deleted", breakIt: func(t *testing.T, _, pod netnstest.NetNS, _ *VethConfig) {
+			run(t, "ip", "-n", pod.Name, "route", "del", "default")
 		}, wantErr: []string{"no default route via 10.99.0.1 (has none)"}},
-		{name: "default route via another gateway", breakIt: func(t *testing.T, _, pod testNS, _ *VethConfig) {
-			run(t, "ip", "-n", pod.name, "route", "replace", "default", "via", "10.99.0.254", "dev", "eth0")
+		{name: "default route via another gateway", breakIt: func(t *testing.T, _, pod netnstest.NetNS, _ *VethConfig) {
+			run(t, "ip", "-n", pod.Name, "route", "replace", "default", "via", "10.99.0.254", "dev", "eth0")
 		}, wantErr: []string{"no default route via 10.99.0.1 (has via 10.99.0.254)"}},
-		{name: "tx checksum back on", breakIt: func(t *testing.T, _, pod testNS, _ *VethConfig) {
-			run(t, "ip", "netns", "exec", pod.name, "ethtool", "-K", "eth0", "tx", "on")
+		{name: "tx checksum back on", breakIt: func(t *testing.T, _, pod netnstest.NetNS, _ *VethConfig) {
+			run(t, "ip", "netns", "exec", pod.Name, "ethtool", "-K", "eth0", "tx", "on")
 		}, wantErr: []string{"tx checksum offload on, want off"}},
-		{name: "MAC differs", breakIt: func(_ *testing.T, _, _ testNS, cfg *VethConfig) {
+		{name: "MAC differs", breakIt: func(_ *testing.T, _, _ netnstest.NetNS, cfg *VethConfig) {
 			cfg.MAC = net.HardwareAddr{0x02, 0, 0, 0, 0, 9}
 		}, wantErr: []string{"has MAC 0a:58:0a:63:00:05, want 02:00:00:00:00:09"}},
-		{name: "pod netns gone", breakIt: func(t *testing.T, _, pod testNS, _ *VethConfig) {
-			deleteNetNS(t, pod.name)
+		{name: "pod netns gone", breakIt: func(t *testing.T, _, pod netnstest.NetNS, _ *VethConfig) {
+			pod.Delete(t)
 		}, wantErr: []string{"pod netns", "does not exist"}, wantIs: ErrNetNSNotFound},
-		{name: "host side not the peer", breakIt: func(t *testing.T, node, pod testNS, cfg *VethConfig) {
+		{name: "host side not the peer", breakIt: func(t *testing.T, node, pod netnstest.NetNS, cfg *VethConfig) {
 			// Replace the pair by an unrelated one with the same names.
-			run(t, "ip", "-n", node.name, "link", "del", cfg.HostIfName)
-			run(t, "ip", "-n", node.name, "link", "add", cfg.HostIfName, "mtu", "1450", "type", "veth", "peer", "name", "x", "mtu", "1450")
-			run(t, "ip", "-n", node.name, "link", "set", cfg.HostIfName, "up")
-			run(t, "ip", "-n", pod.name, "link", "add", "eth0", "mtu", "1450", "address", "0a:58:0a:63:00:05", "type", "veth", "peer", "name", "y")
-			run(t, "ip", "-n", pod.name, "link", "set", "eth0", "up")
-			run(t, "ip", "-n", pod.name, "addr", "add", "10.99.0.5/24", "dev", "eth0")
-			run(t, "ip", "-n", pod.name, "route", "add", "default", "via", "10.99.0.1", "dev", "eth0", "onlink")
-			run(t, "ip", "netns", "exec", pod.name, "ethtool", "-K", "eth0", "tx", "off")
+			run(t, "ip", "-n", node.Name, "link", "del", cfg.HostIfName)
+			run(t, "ip", "-n", node.Name, "link", "add", cfg.HostIfName, "mtu", "1450", "type", "veth", "peer", "name", "x", "mtu", "1450")
+			run(t, "ip", "-n", node.Name, "link", "set", cfg.HostIfName, "up")
+			run(t, "ip", "-n", pod.Name, "link", "add", "eth0", "mtu", "1450", "address", "0a:58:0a:63:00:05", "type", "veth", "peer", "name", "y")
+			run(t, "ip", "-n", pod.Name, "link", "set", "eth0", "up")
+			run(t, "ip", "-n", pod.Name, "addr", "add", "10.99.0.5/24", "dev", "eth0")
+			run(t, "ip", "-n", pod.Name, "route", "add", "default", "via", "10.99.0.1", "dev", "eth0", "onlink")
+			run(t, "ip", "netns", "exec", pod.Name, "ethtool", "-K", "eth0", "tx", "off")
 		}, wantErr: []string{"is not the peer of eth0"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			node, pod := newNetNS(t, "node"), newNetNS(t, "pod")
+			node, pod := netnstest.New(t, "weirtest-node"), netnstest.New(t, "weirtest-pod")
 			cfg := podConfig(t, node, pod, "10.99.0.5/24", "10.99.0.1")
 			if _, err := SetupVeth(ctx, cfg); err != nil {
 				t.Fatal(err)
@@ -473,10 +475,10 @@ func TestCheckVeth(t *testing.T) {
 func TestCurrentNetNS(t *testing.T) {
 	requireRoot(t)
 	ctx := context.Background()
-	node, pod := newNetNS(t, "node"), newNetNS(t, "pod")
+	node, pod := netnstest.New(t, "weirtest-node"), netnstest.New(t, "weirtest-pod")
 	cfg := podConfig(t, node, pod, "10.99.0.5/24", "10.99.0.1")
 	cfg.HostNetNSPath = ""
-	nodeNS, err := ns.GetNS(node.path)
+	nodeNS, err := ns.GetNS(node.Path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -494,7 +496,7 @@ func TestCurrentNetNS(t *testing.T) {
 		t.Fatal("host side not in the node netns")
 	}
 	err = nodeNS.Do(func(ns.NetNS) error {
-		return TeardownVeth(ctx, "", cfg.HostIfName, pod.path, cfg.IfName)
+		return TeardownVeth(ctx, "", cfg.HostIfName, pod.Path, cfg.IfName)
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -509,10 +511,10 @@ func TestConcurrentSetup(t *testing.T) {
 	requireRoot(t)
 	const n = 8
 	ctx := context.Background()
-	node := newNetNS(t, "node")
+	node := netnstest.New(t, "weirtest-node")
 	cfgs := make([]VethConfig, n)
 	for i := range cfgs {
-		cfgs[i] = podConfig(t, node, newNetNS(t, "pod"), fmt.Sprintf("10.99.0.%d/24", 10+i), "10.99.0.1")
+		cfgs[i] = podConfig(t, node, netnstest.New(t, "weirtest-pod"), fmt.Sprintf("10.99.0.%d/24", 10+i), "10.99.0.1")
 	}
 	var wg sync.WaitGroup
 	errs := make([]error, n)
@@ -555,7 +557,7 @@ func TestConcurrentSetup(t *testing.T) {
 func BenchmarkSetupTeardownVeth(b *testing.B) {
 	requireRoot(b)
 	ctx := context.Background()
-	node, pod := newNetNS(b, "node"), newNetNS(b, "pod")
+	node, pod := netnstest.New(b, "weirtest-node"), netnstest.New(b, "weirtest-pod")
 	cfg := podConfig(b, node, pod, "10.99.0.5/24", "10.99.0.1")
 	var setup, check, teardown time.Duration
 	for b.Loop() {
@@ -606,7 +608,7 @@ func TestSetupVethRoutes(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			node, pod := newNetNS(t, "node"), newNetNS(t, "pod")
+			node, pod := netnstest.New(t, "weirtest-node"), netnstest.New(t, "weirtest-pod")
 			cfg := podConfig(t, node, pod, "10.99.0.5/24", "10.99.0.1")
 			cfg.NoDefaultRoute = tc.noDefault
 			for _, r := range tc.routes {
@@ -616,7 +618,7 @@ func TestSetupVethRoutes(t *testing.T) {
 				t.Fatalf("SetupVeth: %v", err)
 			}
 			var got []string
-			for _, l := range strings.Split(strings.TrimSpace(run(t, "ip", "-n", pod.name, "-4", "route", "show", "dev", "eth0")), "\n") {
+			for _, l := range strings.Split(strings.TrimSpace(run(t, "ip", "-n", pod.Name, "-4", "route", "show", "dev", "eth0")), "\n") {
 				got = append(got, strings.TrimSpace(l))
 			}
 			if strings.Join(got, "\n") != strings.Join(tc.wantRoutes, "\n") {
@@ -628,7 +630,7 @@ func TestSetupVethRoutes(t *testing.T) {
 			if tc.breakRoute == "" {
 				return
 			}
-			run(t, "ip", "-n", pod.name, "route", "del", tc.breakRoute, "dev", "eth0")
+			run(t, "ip", "-n", pod.Name, "route", "del", tc.breakRoute, "dev", "eth0")
 			err := CheckVeth(ctx, cfg)
 			want := "no route " + tc.breakRoute + " via 10.99.0.1"
 			if tc.breakRoute == "default" {
@@ -643,7 +645,7 @@ func TestSetupVethRoutes(t *testing.T) {
 
 func TestSetupVethRejectsBadRoutesAndNames(t *testing.T) {
 	requireRoot(t)
-	node, pod := newNetNS(t, "node"), newNetNS(t, "pod")
+	node, pod := netnstest.New(t, "weirtest-node"), netnstest.New(t, "weirtest-pod")
 	tests := []struct {
 		name    string
 		mutate  func(*VethConfig)
