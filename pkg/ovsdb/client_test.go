@@ -18,12 +18,13 @@ import (
 	"github.com/weirnet/weir/pkg/interfacestore"
 	"github.com/weirnet/weir/pkg/ovsdb"
 	"github.com/weirnet/weir/test/ovstest"
+	"github.com/weirnet/weir/test/testctx"
 )
 
 func TestConnect(t *testing.T) {
 	t.Parallel()
 	in, c := startNode(t)
-	ctx := testContext(t)
+	ctx := testctx.Timeout(t, testTimeout)
 
 	if v := c.SchemaVersion(); v == "" {
 		t.Error("SchemaVersion is empty")
@@ -80,7 +81,7 @@ func TestConnectErrors(t *testing.T) {
 func TestConnectWaitsForServer(t *testing.T) {
 	t.Parallel()
 	in := ovstest.Start(t)
-	stopOVSDBServer(t, in, syscall.SIGTERM)
+	in.KillOVSDBServer(t, syscall.SIGTERM)
 	logger := ktesting.NewLogger(t, ktesting.NewConfig(ktesting.Verbosity(2)))
 	type result struct {
 		c   *ovsdb.Client
@@ -88,11 +89,11 @@ func TestConnectWaitsForServer(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		c, err := ovsdb.Connect(testContext(t), in.DBSocket(), logger)
+		c, err := ovsdb.Connect(testctx.Timeout(t, testTimeout), in.DBSocket(), logger)
 		done <- result{c, err}
 	}()
 	time.Sleep(300 * time.Millisecond)
-	startOVSDBServer(t, in)
+	in.StartOVSDBServer(t)
 	r := <-done
 	if r.err != nil {
 		t.Fatalf("Connect while ovsdb-server starts: %v", r.err)
@@ -104,7 +105,7 @@ func TestConnectWaitsForServer(t *testing.T) {
 func TestEnsureBridge(t *testing.T) {
 	t.Parallel()
 	in, c := startNode(t)
-	ctx := testContext(t)
+	ctx := testctx.Timeout(t, testTimeout)
 
 	cfg := ovsdb.BridgeConfig{
 		Name:         "br-int",
@@ -212,7 +213,7 @@ func TestEnsureBridgeInvalid(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := c.EnsureBridge(testContext(t), tt.cfg); !errors.Is(err, ovsdb.ErrInvalidArgument) {
+			if _, err := c.EnsureBridge(testctx.Timeout(t, testTimeout), tt.cfg); !errors.Is(err, ovsdb.ErrInvalidArgument) {
 				t.Fatalf("EnsureBridge(%+v) = %v, want ErrInvalidArgument", tt.cfg, err)
 			}
 		})
@@ -225,7 +226,7 @@ func TestEnsureBridgeInvalid(t *testing.T) {
 func TestEnsureBridgeSystemDatapath(t *testing.T) {
 	t.Parallel()
 	in, c := startNode(t, ovsdb.WithOFPortTimeout(2*time.Second))
-	if _, err := c.EnsureBridge(testContext(t), ovsdb.BridgeConfig{Name: "br-sys"}); err == nil {
+	if _, err := c.EnsureBridge(testctx.Timeout(t, testTimeout), ovsdb.BridgeConfig{Name: "br-sys"}); err == nil {
 		t.Skip("the system datapath works here (openvswitch kernel module loaded)")
 	} else {
 		t.Logf("EnsureBridge(system datapath): %v", err)
@@ -241,7 +242,7 @@ func TestEnsureBridgeSystemDatapath(t *testing.T) {
 func TestSetFlowTableNames(t *testing.T) {
 	t.Parallel()
 	in, c := startNode(t)
-	ctx := testContext(t)
+	ctx := testctx.Timeout(t, testTimeout)
 	ensureNetdevBridge(t, c, "br-int")
 
 	names := map[uint8]string{0: "Classifier", 1: "SpoofGuard", 3: "ConntrackZone"}
@@ -300,7 +301,7 @@ func TestSetFlowTableNames(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if err := c.SetFlowTableNames(testContext(t), tt.bridge, tt.names); !errors.Is(err, tt.want) {
+			if err := c.SetFlowTableNames(testctx.Timeout(t, testTimeout), tt.bridge, tt.names); !errors.Is(err, tt.want) {
 				t.Fatalf("SetFlowTableNames(%s, %v) = %v, want %v", tt.bridge, tt.names, err, tt.want)
 			}
 		})
@@ -310,7 +311,7 @@ func TestSetFlowTableNames(t *testing.T) {
 func TestEnsureInternalPort(t *testing.T) {
 	t.Parallel()
 	in, c := startNode(t)
-	ctx := testContext(t)
+	ctx := testctx.Timeout(t, testTimeout)
 	ensureNetdevBridge(t, c, "br-int")
 
 	opts := ovsdb.PortOptions{
@@ -395,7 +396,7 @@ func TestEnsureInternalPort(t *testing.T) {
 func TestAddPort(t *testing.T) {
 	t.Parallel()
 	in, c := startNode(t)
-	ctx := testContext(t)
+	ctx := testctx.Timeout(t, testTimeout)
 	ensureNetdevBridge(t, c, "br-int")
 	gwOFPort, err := c.EnsureInternalPort(ctx, "br-int", "weir-gw0", ovsdb.PortOptions{
 		ExternalIDs: map[string]string{ovsdb.KeyWeirType: ovsdb.WeirTypeGateway},
@@ -495,7 +496,7 @@ func TestAddPort(t *testing.T) {
 func TestAddPortMissingDevice(t *testing.T) {
 	t.Parallel()
 	in, c := startNode(t)
-	ctx := testContext(t)
+	ctx := testctx.Timeout(t, testTimeout)
 	ensureNetdevBridge(t, c, "br-int")
 
 	began := time.Now()
@@ -547,7 +548,7 @@ func TestAddPortMissingDevice(t *testing.T) {
 func TestPortErrors(t *testing.T) {
 	t.Parallel()
 	in, c := startNode(t)
-	ctx := testContext(t)
+	ctx := testctx.Timeout(t, testTimeout)
 	ensureNetdevBridge(t, c, "br-int")
 	ensureNetdevBridge(t, c, "br-phy")
 	if _, err := c.EnsureInternalPort(ctx, "br-phy", "uplink0", ovsdb.PortOptions{}); err != nil {
@@ -623,7 +624,7 @@ func TestPortErrors(t *testing.T) {
 func TestDeletePort(t *testing.T) {
 	t.Parallel()
 	in, c := startNode(t)
-	ctx := testContext(t)
+	ctx := testctx.Timeout(t, testTimeout)
 	ensureNetdevBridge(t, c, "br-int")
 	ensureNetdevBridge(t, c, "br-phy")
 	if _, err := c.EnsureInternalPort(ctx, "br-int", "p1", ovsdb.PortOptions{}); err != nil {
@@ -669,7 +670,7 @@ func TestDeletePort(t *testing.T) {
 func TestEnsureGenevePort(t *testing.T) {
 	t.Parallel()
 	in, c := startNode(t)
-	ctx := testContext(t)
+	ctx := testctx.Timeout(t, testTimeout)
 	ensureNetdevBridge(t, c, "br-int")
 
 	ids := map[string]string{ovsdb.KeyWeirType: ovsdb.WeirTypeTunnel}
@@ -716,13 +717,13 @@ func TestReconnect(t *testing.T) {
 		t.Run(sig.String(), func(t *testing.T) {
 			t.Parallel()
 			in, c := startNode(t)
-			ctx := testContext(t)
+			ctx := testctx.Timeout(t, testTimeout)
 			ensureNetdevBridge(t, c, "br-int")
 			if _, err := c.EnsureInternalPort(ctx, "br-int", "before", ovsdb.PortOptions{}); err != nil {
 				t.Fatalf("EnsureInternalPort before the restart: %v", err)
 			}
 
-			stopOVSDBServer(t, in, sig)
+			in.KillOVSDBServer(t, sig)
 			// A call made during the outage waits for the server.
 			done := make(chan error, 1)
 			go func() {
@@ -754,7 +755,7 @@ func TestReconnect(t *testing.T) {
 				t.Errorf("WaitApplied during the outage = %v, want ErrNotConnected", err)
 			}
 			began := time.Now()
-			startOVSDBServer(t, in)
+			in.StartOVSDBServer(t)
 			if err := <-done; err != nil {
 				t.Fatalf("EnsureInternalPort across the restart: %v", err)
 			}
@@ -807,14 +808,14 @@ func TestClose(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			in := ovstest.Start(t)
 			logger := ktesting.NewLogger(t, ktesting.NewConfig(ktesting.Verbosity(2)))
-			c, err := ovsdb.Connect(testContext(t), in.DBSocket(), logger)
+			c, err := ovsdb.Connect(testctx.Timeout(t, testTimeout), in.DBSocket(), logger)
 			if err != nil {
 				t.Fatalf("Connect: %v", err)
 			}
 			ensureNetdevBridge(t, c, "br-int")
 			pending := make(chan error, 1)
 			if tt.outage {
-				stopOVSDBServer(t, in, syscall.SIGKILL)
+				in.KillOVSDBServer(t, syscall.SIGKILL)
 				// Let libovsdb notice and start reconnecting.
 				time.Sleep(200 * time.Millisecond)
 				// A call waiting for the server (with no deadline)
@@ -840,7 +841,7 @@ func TestClose(t *testing.T) {
 			if c.Connected() {
 				t.Error("Connected() = true after Close")
 			}
-			ctx := testContext(t)
+			ctx := testctx.Timeout(t, testTimeout)
 			if _, err := c.ListPorts(ctx, "br-int"); !errors.Is(err, ovsdb.ErrClosed) {
 				t.Errorf("ListPorts after Close = %v, want ErrClosed", err)
 			}
@@ -848,7 +849,7 @@ func TestClose(t *testing.T) {
 				t.Errorf("EnsureInternalPort after Close = %v, want ErrClosed", err)
 			}
 			if tt.outage {
-				startOVSDBServer(t, in)
+				in.StartOVSDBServer(t)
 			}
 			eventually(t, 10*time.Second, "libovsdb's goroutines to end", func() error {
 				if stacks := libovsdbGoroutines(); stacks != "" {
@@ -891,7 +892,7 @@ func TestConcurrentEnsure(t *testing.T) {
 	t.Parallel()
 	in, c1 := startNode(t)
 	c2 := connect(t, in)
-	ctx := testContext(t)
+	ctx := testctx.Timeout(t, testTimeout)
 	ensureNetdevBridge(t, c1, "br-int")
 
 	const workers = 8

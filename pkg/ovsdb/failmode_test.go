@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/weirnet/weir/pkg/ovsdb"
+	"github.com/weirnet/weir/test/testctx"
 )
 
 // TestBridgeFailMode creates a standalone bridge (the underlay bridge of the
@@ -13,7 +14,7 @@ import (
 func TestBridgeFailMode(t *testing.T) {
 	t.Parallel()
 	in, c := startNode(t)
-	ctx := testContext(t)
+	ctx := testctx.Timeout(t, testTimeout)
 	cfg := ovsdb.BridgeConfig{Name: "br-phy", DatapathType: ovsdb.DatapathNetdev, FailMode: ovsdb.FailModeStandalone}
 	if _, err := c.EnsureBridge(ctx, cfg); err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/weirnet/weir/pkg/ovsdb"
+	"github.com/weirnet/weir/test/testctx"
 )
 
 // TestClearFlowRestoreWait sets other_config:flow-restore-wait with
@@ -30,7 +31,7 @@ func TestClearFlowRestoreWait(t *testing.T) {
 				in.MustVsctl(t, "remove", "Open_vSwitch", ".", "other_config", ovsdb.FlowRestoreWaitKey)
 			}
 			for range 2 { // idempotent
-				if err := c.ClearFlowRestoreWait(testContext(t)); err != nil {
+				if err := c.ClearFlowRestoreWait(testctx.Timeout(t, testTimeout)); err != nil {
 					t.Fatalf("ClearFlowRestoreWait: %v", err)
 				}
 				oc := in.MustVsctl(t, "get", "Open_vSwitch", ".", "other_config")

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/weirnet/weir/pkg/ovsdb"
+	"github.com/weirnet/weir/test/testctx"
 )
 
 // TestAddPortKeepQdiscs: a tbf set on a veth before it becomes a port is
@@ -14,7 +15,7 @@ import (
 func TestAddPortKeepQdiscs(t *testing.T) {
 	t.Parallel()
 	in, c := startNode(t)
-	ctx := testContext(t)
+	ctx := testctx.Timeout(t, testTimeout)
 	ensureNetdevBridge(t, c, "br-int")
 	tbf := func(dev string) {
 		t.Helper()
