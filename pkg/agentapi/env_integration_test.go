@@ -85,7 +85,7 @@ func (n *node) addPod(t *testing.T, name, ip, mac string, ofport int) *ovstest.P
 	t.Helper()
 	p := n.ovs.AddPod(t, "br-int", name, ip+"/24", mac, ofport)
 	hw, _ := net.ParseMAC(mac)
-	if err := n.pipe.AddPod(ctxT(t), pipeline.PodInterface{Key: name, OFPort: uint32(ofport), IP: net.ParseIP(ip), MAC: hw}); err != nil {
+	if err := n.pipe.AddPod(ctxT(t), pipeline.PodInterface{Key: name, OFPort: uint32(ofport), IPs: []netip.Addr{netip.MustParseAddr(ip)}, MAC: hw}); err != nil {
 		t.Fatal(err)
 	}
 	n.pods = append(n.pods, p)

@@ -3,6 +3,7 @@ package agentapi
 import (
 	"context"
 	"net"
+	"net/netip"
 	"sort"
 
 	"google.golang.org/grpc/codes"
@@ -136,7 +137,7 @@ func (n *node) podByOFPort(port uint32) (pod, bool) {
 }
 
 func (p pod) pipelineInterface() pipeline.PodInterface {
-	return pipeline.PodInterface{Key: p.Key, OFPort: p.OFPort, IP: p.IP, MAC: p.MAC}
+	return pipeline.PodInterface{Key: p.Key, OFPort: p.OFPort, IPs: addrsOf(p.IP), MAC: p.MAC}
 }
 
 // ListPodInterfaces implements agentv1.AgentServiceServer.
@@ -159,4 +160,12 @@ func (s *Server) ListPodInterfaces(ctx context.Context, req *agentv1.ListPodInte
 		return nil, status.Errorf(codes.NotFound, "pod %s/%s has no interface on this node", req.GetNamespace(), req.GetPod())
 	}
 	return resp, nil
+}
+
+// addrsOf converts ip to the pipeline's form (nil for no address).
+func addrsOf(ip net.IP) []netip.Addr {
+	if a, ok := netip.AddrFromSlice(ip); ok {
+		return []netip.Addr{a.Unmap()}
+	}
+	return nil
 }

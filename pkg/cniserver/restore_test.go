@@ -51,11 +51,19 @@ func newRestoreNode(t *testing.T) *restoreNode {
 	return n
 }
 
-// addPort creates an internal port (a device OVS gives an ofport) with ids
-// as its external_ids, the way an earlier agent left it.
+// addPort creates a pod port with ids as its external_ids, the way an
+// earlier agent left it: the host end of a veth pair in the node netns, as
+// the CNI server makes them (Restore tears down the veth of a pod that is
+// gone, and refuses other kinds of devices).
 func (n *restoreNode) addPort(t *testing.T, name string, ofport int, ids map[string]string) {
 	t.Helper()
-	args := []string{"add-port", "br-int", name, "--", "set", "Interface", name, "type=internal",
+	if out, err := n.ovs.Exec(n.ovs.NetNS, "ip", "link", "add", name, "type", "veth", "peer", "name", "p"+name[len(name)-8:]); err != nil {
+		t.Fatalf("creating veth %s: %v: %s", name, err, out)
+	}
+	if out, err := n.ovs.Exec(n.ovs.NetNS, "ip", "link", "set", name, "up"); err != nil {
+		t.Fatalf("setting %s up: %v: %s", name, err, out)
+	}
+	args := []string{"add-port", "br-int", name, "--", "set", "Interface", name,
 		"ofport_request=" + strconv.Itoa(ofport), "--", "set", "Port", name}
 	for _, k := range slices.Sorted(maps.Keys(ids)) {
 		args = append(args, "external_ids:"+k+"="+ids[k])
@@ -150,6 +158,9 @@ func TestRestoreRecordsOfEarlierWeir(t *testing.T) {
 	ports := n.ovs.MustVsctl(t, "list-ports", "br-int")
 	if strings.Contains(ports, "weirc0000000004") {
 		t.Errorf("the port of the pod whose netns is gone is still there:\n%s", ports)
+	}
+	if out, err := n.ovs.Exec(n.ovs.NetNS, "ip", "link", "show", "weirc0000000004"); err == nil {
+		t.Errorf("the veth of the pod whose netns is gone is still there:\n%s", out)
 	}
 	// The restored ofports are not handed out again.
 	if p, err := s.ofports.Reserve("weirnew00000000"); err != nil || p <= 7 {

@@ -380,11 +380,9 @@ func (s *Server) add(ctx context.Context, req *request, routes []*net.IPNet, log
 	return att, nil
 }
 
-// podInterface is what the pipeline needs of an interface (its IPv4
-// address; the pipeline is IPv4-only so far).
+// podInterface is what the pipeline needs of an interface.
 func podInterface(i *interfacestore.Interface) pipeline.PodInterface {
-	ip, _ := i.IPv4()
-	return pipeline.PodInterface{Key: i.Key(), OFPort: i.OFPort, IP: net.IP(ip.AsSlice()), MAC: i.MAC}
+	return pipeline.PodInterface{Key: i.Key(), OFPort: i.OFPort, IPs: slices.Clone(i.IPs), MAC: i.MAC}
 }
 
 // result builds the CNI result for an attachment in the request's version.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"regexp"
@@ -174,7 +175,7 @@ func (n *simNode) addPod(t *testing.T, name string, host byte, ofport int) *ovst
 	p := n.ovs.AddPod(t, "br-int", name, fmt.Sprintf("%s/%d", ip, ones), mac.String(), ofport)
 	n.setPodMTU(t, p, n.podMTU)
 	mustPodExec(t, p, "ip", "route", "add", "default", "via", n.gwIP.String())
-	pi := pipeline.PodInterface{Key: name, OFPort: uint32(ofport), IP: ip, MAC: mac}
+	pi := pipeline.PodInterface{Key: name, OFPort: uint32(ofport), IPs: []netip.Addr{netip.MustParseAddr(ip.String())}, MAC: mac}
 	if err := n.pipe.AddPod(ctxT(t), pi); err != nil {
 		t.Fatal(err)
 	}

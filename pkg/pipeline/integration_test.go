@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -74,7 +75,7 @@ func (n *node) addPod(t *testing.T, name, ip, mac string, ofport int) *ovstest.P
 	t.Helper()
 	p := n.ovs.AddPod(t, "br-int", name, ip+"/24", mac, ofport)
 	hw, _ := net.ParseMAC(mac)
-	if err := n.pipe.AddPod(ctxT(t), pipeline.PodInterface{Key: name, OFPort: uint32(ofport), IP: net.ParseIP(ip), MAC: hw}); err != nil {
+	if err := n.pipe.AddPod(ctxT(t), pipeline.PodInterface{Key: name, OFPort: uint32(ofport), IPs: []netip.Addr{netip.MustParseAddr(ip)}, MAC: hw}); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -105,7 +106,7 @@ func TestPodSwitching(t *testing.T) {
 	for i, key := range n.pipe.Pods() {
 		pods := []*ovstest.Pod{p1, p2, p3}
 		hw, _ := net.ParseMAC(pods[i].MAC)
-		flows, err := n.pipe.PodFlows(pipeline.PodInterface{Key: key, OFPort: uint32(pods[i].OFPort), IP: net.ParseIP(pods[i].IP), MAC: hw},
+		flows, err := n.pipe.PodFlows(pipeline.PodInterface{Key: key, OFPort: uint32(pods[i].OFPort), IPs: []netip.Addr{netip.MustParseAddr(pods[i].IP)}, MAC: hw},
 			openflow.MakeCookie(1, pipeline.CategoryPod, uint64(i+1)))
 		if err != nil {
 			t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/netip"
 	"slices"
 	"sync"
 
@@ -61,8 +62,29 @@ type PodInterface struct {
 	// Key identifies the attachment (container id + ifname).
 	Key    string
 	OFPort uint32
-	IP     net.IP
-	MAC    net.HardwareAddr
+	// IPs are the pod's addresses, at most one per family.
+	IPs []netip.Addr
+	MAC net.HardwareAddr
+}
+
+// IPv4 returns the pod's IPv4 address as a net.IP (nil if it has none).
+func (p PodInterface) IPv4() net.IP {
+	for _, a := range p.IPs {
+		if a.Is4() {
+			return net.IP(a.AsSlice())
+		}
+	}
+	return nil
+}
+
+// IPv6 returns the pod's IPv6 address as a net.IP (nil if it has none).
+func (p PodInterface) IPv6() net.IP {
+	for _, a := range p.IPs {
+		if a.Is6() && !a.Is4In6() {
+			return net.IP(a.AsSlice())
+		}
+	}
+	return nil
 }
 
 func (p PodInterface) validate() error {
@@ -71,7 +93,7 @@ func (p PodInterface) validate() error {
 		return errors.New("pipeline: pod interface key is required")
 	case p.OFPort == 0:
 		return fmt.Errorf("pipeline: pod %s: OpenFlow port is required", p.Key)
-	case p.IP.To4() == nil:
+	case p.IPv4() == nil:
 		return fmt.Errorf("pipeline: pod %s: IPv4 address is required", p.Key)
 	case len(p.MAC) != 6:
 		return fmt.Errorf("pipeline: pod %s: MAC address is required", p.Key)
@@ -302,15 +324,16 @@ func (p *Pipeline) PodFlows(pod PodInterface, cookie openflow.Cookie) ([]*openfl
 	}
 	c := uint64(cookie)
 	nf := func(table uint8, prio uint16) *openflow.FlowBuilder { return openflow.NewFlow(table, prio).Cookie(c) }
+	ip := pod.IPv4()
 	bs := []*openflow.FlowBuilder{
 		nf(Classifier, prioClassifierPod).MatchInPort(pod.OFPort).
 			LoadReg(sourcePodMark.load()).GotoTable(SpoofGuard),
-		nf(SpoofGuard, prioSpoofGuardPod).MatchInPort(pod.OFPort).MatchProtocol(openflow.ProtocolIP).MatchEthSrc(pod.MAC).MatchSrcIP(pod.IP).
+		nf(SpoofGuard, prioSpoofGuardPod).MatchInPort(pod.OFPort).MatchProtocol(openflow.ProtocolIP).MatchEthSrc(pod.MAC).MatchSrcIP(ip).
 			GotoTable(ARPResponder),
-		nf(SpoofGuard, prioSpoofGuardPod).MatchInPort(pod.OFPort).MatchProtocol(openflow.ProtocolARP).MatchEthSrc(pod.MAC).MatchARPSpa(pod.IP).MatchARPSha(pod.MAC).
+		nf(SpoofGuard, prioSpoofGuardPod).MatchInPort(pod.OFPort).MatchProtocol(openflow.ProtocolARP).MatchEthSrc(pod.MAC).MatchARPSpa(ip).MatchARPSha(pod.MAC).
 			GotoTable(ARPResponder),
-		nf(ARPResponder, prioARPForward).MatchProtocol(openflow.ProtocolARP).MatchARPTpa(pod.IP).Output(pod.OFPort),
-		nf(L3Forwarding, prioL3Route).MatchProtocol(openflow.ProtocolIP).MatchEthDst(p.cfg.GatewayMAC).MatchDstIP(pod.IP).
+		nf(ARPResponder, prioARPForward).MatchProtocol(openflow.ProtocolARP).MatchARPTpa(ip).Output(pod.OFPort),
+		nf(L3Forwarding, prioL3Route).MatchProtocol(openflow.ProtocolIP).MatchEthDst(p.cfg.GatewayMAC).MatchDstIP(ip).
 			SetEthSrc(p.cfg.GatewayMAC).SetEthDst(pod.MAC).DecTTL().GotoTable(L2Forwarding),
 		nf(L2Forwarding, prioL2Forward).MatchEthDst(pod.MAC).LoadReg(outPortField.load(uint64(pod.OFPort))).
 			LoadReg(outputFoundMark.load()).GotoTable(IngressRule),
@@ -318,7 +341,7 @@ func (p *Pipeline) PodFlows(pod PodInterface, cookie openflow.Cookie) ([]*openfl
 	if p.cfg.TunnelOFPort != 0 {
 		// From another node: the sending node already routed the packet
 		// (and decremented its TTL); only the MACs are rewritten here.
-		bs = append(bs, nf(L3Forwarding, prioL3Route).MatchProtocol(openflow.ProtocolIP).MatchEthDst(globalVirtualMAC).MatchDstIP(pod.IP).
+		bs = append(bs, nf(L3Forwarding, prioL3Route).MatchProtocol(openflow.ProtocolIP).MatchEthDst(globalVirtualMAC).MatchDstIP(ip).
 			SetEthSrc(p.cfg.GatewayMAC).SetEthDst(pod.MAC).GotoTable(L2Forwarding))
 	}
 	return buildAll(bs)

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"flag"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,7 +63,7 @@ func TestFeatureFlows(t *testing.T) {
 	golden(t, "base.flows", render(base))
 
 	mac, _ := net.ParseMAC("02:00:0a:0a:00:05")
-	pod, err := p.PodFlows(PodInterface{Key: "c1/eth0", OFPort: 5, IP: net.ParseIP("10.10.0.5"), MAC: mac}, openflow.MakeCookie(1, CategoryPod, 7))
+	pod, err := p.PodFlows(PodInterface{Key: "c1/eth0", OFPort: 5, IPs: []netip.Addr{netip.MustParseAddr("10.10.0.5")}, MAC: mac}, openflow.MakeCookie(1, CategoryPod, 7))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,9 +81,9 @@ func TestConfigAndPodValidation(t *testing.T) {
 	}{
 		{"no gateway port", func(c *Config) { c.GatewayOFPort = 0 }, PodInterface{}, "gateway OpenFlow port"},
 		{"gateway outside CIDR", func(c *Config) { c.GatewayIP = net.ParseIP("10.99.0.1") }, PodInterface{}, "must contain gateway IP"},
-		{"pod without port", nil, PodInterface{Key: "k", IP: net.ParseIP("10.10.0.5"), MAC: mac}, "OpenFlow port is required"},
+		{"pod without port", nil, PodInterface{Key: "k", IPs: []netip.Addr{netip.MustParseAddr("10.10.0.5")}, MAC: mac}, "OpenFlow port is required"},
 		{"pod without IP", nil, PodInterface{Key: "k", OFPort: 3, MAC: mac}, "IPv4 address is required"},
-		{"pod without MAC", nil, PodInterface{Key: "k", OFPort: 3, IP: net.ParseIP("10.10.0.5")}, "MAC address is required"},
+		{"pod without MAC", nil, PodInterface{Key: "k", OFPort: 3, IPs: []netip.Addr{netip.MustParseAddr("10.10.0.5")}}, "MAC address is required"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -163,7 +164,7 @@ func TestARPResponderVerdicts(t *testing.T) {
 		t.Fatal(err)
 	}
 	mac, _ := net.ParseMAC("02:00:0a:0a:00:05")
-	pod, err := p.PodFlows(PodInterface{Key: "c1/eth0", OFPort: 5, IP: net.ParseIP("10.10.0.5"), MAC: mac}, openflow.MakeCookie(1, CategoryPod, 7))
+	pod, err := p.PodFlows(PodInterface{Key: "c1/eth0", OFPort: 5, IPs: []netip.Addr{netip.MustParseAddr("10.10.0.5")}, MAC: mac}, openflow.MakeCookie(1, CategoryPod, 7))
 	if err != nil {
 		t.Fatal(err)
 	}
