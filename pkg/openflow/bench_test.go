@@ -1,7 +1,6 @@
 package openflow_test
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"os"
@@ -14,7 +13,9 @@ import (
 	"time"
 
 	"github.com/weirnet/weir/pkg/openflow"
+	"github.com/weirnet/weir/test/oftest"
 	"github.com/weirnet/weir/test/ovstest"
+	"github.com/weirnet/weir/test/testctx"
 )
 
 // benchFlows returns n distinct flows in a realistic mix, spread over the
@@ -90,15 +91,8 @@ func childrenCPU() time.Duration {
 func BenchmarkFlowInstall(b *testing.B) {
 	ovs := ovstest.Start(b)
 	ovs.AddBridge(b, "br-int")
-	sw, err := openflow.Open(openflow.Config{MgmtSocket: ovs.MgmtSocket("br-int")})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(sw.Close)
-	ctx := ctxB(b)
-	if err := sw.WaitReady(ctx); err != nil {
-		b.Fatal(err)
-	}
+	sw := oftest.Open(b, openflow.Config{MgmtSocket: ovs.MgmtSocket("br-int")})
+	ctx := testctx.Timeout(b, benchTimeout)
 	const cookie = 0xbe
 	clear := func() {
 		if err := sw.Apply(ctx, []openflow.FlowOp{openflow.DeleteByCookie(cookie, ^uint64(0))}); err != nil {
@@ -166,26 +160,16 @@ func report(b *testing.B, n int, elapsed, vsCPU, clientCPU time.Duration) {
 	b.ReportMetric(float64(clientCPU.Milliseconds())/float64(b.N), "client-cpu-ms/op")
 }
 
-func ctxB(b *testing.B) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	b.Cleanup(cancel)
-	return ctx
-}
+// benchTimeout bounds a benchmark's calls into the Switch.
+const benchTimeout = 20 * time.Minute
 
 // BenchmarkFlowCacheMemory installs 100k flows under 1,000 owners through
 // the real switch and reports the heap the flow cache keeps per flow.
 func BenchmarkFlowCacheMemory(b *testing.B) {
 	ovs := ovstest.Start(b)
 	ovs.AddBridge(b, "br-int")
-	sw, err := openflow.Open(openflow.Config{MgmtSocket: ovs.MgmtSocket("br-int")})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(sw.Close)
-	ctx := ctxB(b)
-	if err := sw.WaitReady(ctx); err != nil {
-		b.Fatal(err)
-	}
+	sw := oftest.Open(b, openflow.Config{MgmtSocket: ovs.MgmtSocket("br-int")})
+	ctx := testctx.Timeout(b, benchTimeout)
 	const n, perOwner = 100000, 100
 	flows := benchFlows(b, n, 0xca)
 	b.ResetTimer()

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/weirnet/weir/pkg/openflow"
+	"github.com/weirnet/weir/test/testctx"
 )
 
 // TestPipelineForwardsPing builds a small multi-table pipeline with
@@ -41,7 +42,7 @@ func TestPipelineForwardsPing(t *testing.T) {
 		openflow.NewFlow(3, 100).MatchProtocol(openflow.ProtocolIP).MatchDstIP(ip(p1.IP)).Output(uint32(p1.OFPort)),
 		openflow.NewFlow(3, 100).MatchProtocol(openflow.ProtocolIP).MatchDstIP(ip(p2.IP)).Output(uint32(p2.OFPort)),
 	)
-	if err := sw.Install(ctxT(t), "demo", flows...); err != nil {
+	if err := sw.Install(testctx.Timeout(t, callTimeout), "demo", flows...); err != nil {
 		t.Fatal(err)
 	}
 	if err := p1.Ping(p2.IP, 3); err != nil {
@@ -55,7 +56,7 @@ func TestPipelineForwardsPing(t *testing.T) {
 	// share one ICMP id, so conntrack sees one connection: only the first
 	// request is +new and crosses the conjunction; the other two requests
 	// and the three replies are +est. p2's requests hit the drop flow.
-	stats, err := sw.DumpFlows(ctxT(t), openflow.FlowFilter{})
+	stats, err := sw.DumpFlows(testctx.Timeout(t, callTimeout), openflow.FlowFilter{})
 	if err != nil {
 		t.Fatal(err)
 	}

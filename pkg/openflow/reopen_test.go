@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/weirnet/weir/pkg/openflow"
+	"github.com/weirnet/weir/test/testctx"
 )
 
 // TestReopenSameBridge opens and closes a Switch on one bridge repeatedly in
@@ -18,10 +19,10 @@ func TestReopenSameBridge(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := s.WaitReady(ctxT(t)); err != nil {
+		if err := s.WaitReady(testctx.Timeout(t, callTimeout)); err != nil {
 			t.Fatalf("open #%d: %v", i+2, err)
 		}
-		if err := s.Barrier(ctxT(t)); err != nil {
+		if err := s.Barrier(testctx.Timeout(t, callTimeout)); err != nil {
 			t.Fatalf("open #%d: barrier: %v", i+2, err)
 		}
 		s.Close()

@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/weirnet/weir/pkg/openflow"
+	"github.com/weirnet/weir/test/oftest"
 	"github.com/weirnet/weir/test/ovstest"
+	"github.com/weirnet/weir/test/testctx"
 	"github.com/weirnet/weir/test/testroot"
 )
 
@@ -118,7 +120,7 @@ func waitReconnected(t *testing.T, sw *openflow.Switch, d time.Duration) uint64 
 func requireConverged(t *testing.T, ovs *ovstest.Instance, sw *openflow.Switch, want int) {
 	t.Helper()
 	start := time.Now()
-	ds, err := sw.Verify(ctxT(t), nil)
+	ds, err := sw.Verify(testctx.Timeout(t, callTimeout), nil)
 	if err != nil {
 		t.Fatalf("Verify: %v", err)
 	}
@@ -160,7 +162,7 @@ func TestReplayConvergesUnderChanges(t *testing.T) {
 	for _, how := range []string{"relay dropped", "vswitchd restarted"} {
 		t.Run(how, func(t *testing.T) {
 			ovs, sw := newBridge(t)
-			ctx := ctxT(t)
+			ctx := testctx.Timeout(t, callTimeout)
 			start := time.Now()
 			if err := sw.SyncOwners(ctx, cached); err != nil {
 				t.Fatal(err)
@@ -260,7 +262,7 @@ func TestReplayRemovesUnansweredChanges(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			ovs, sw := newBridge(t)
-			ctx := ctxT(t)
+			ctx := testctx.Timeout(t, callTimeout)
 			if err := sw.Sync(ctx, "A", withCookies(a, cA)...); err != nil {
 				t.Fatal(err)
 			}
@@ -339,7 +341,7 @@ func TestReplayRetries(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			ovs, sw := newBridge(t)
-			ctx := ctxT(t)
+			ctx := testctx.Timeout(t, callTimeout)
 			cached, _ := ownersOf("owner", 0, benchFlows(t, 2000, 0), 100)
 			if err := sw.SyncOwners(ctx, cached); err != nil {
 				t.Fatal(err)
@@ -409,7 +411,7 @@ func TestVerify(t *testing.T) {
 	ovs, sw := newBridge(t)
 	ovs.MustOfctl(t, "-O", "OpenFlow15", "add-group", "br-int", "group_id=1,type=all,bucket=actions=output:1")
 	ovs.MustOfctl(t, "-O", "OpenFlow15", "add-meter", "br-int", "meter=1,pktps,band=type=drop,rate=100")
-	ctx := ctxT(t)
+	ctx := testctx.Timeout(t, callTimeout)
 	var catalog []*openflow.Flow
 	for _, c := range openflow.ExportedCatalog() {
 		f, err := c.Build.Done()
@@ -464,15 +466,8 @@ func BenchmarkReplay(b *testing.B) {
 	testroot.Require(b, "runs a private ovs-vswitchd")
 	ovs := ovstest.Start(b)
 	ovs.AddBridge(b, "br-int")
-	sw, err := openflow.Open(openflow.Config{MgmtSocket: ovs.MgmtSocket("br-int"), RetryInterval: 50 * time.Millisecond})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(sw.Close)
-	ctx := ctxB(b)
-	if err := sw.WaitReady(ctx); err != nil {
-		b.Fatal(err)
-	}
+	sw := oftest.Switch(b, ovs, "br-int")
+	ctx := testctx.Timeout(b, benchTimeout)
 	cached, _ := ownersOf("owner", 0, benchFlows(b, 100000, 0), 100)
 	if err := sw.SyncOwners(ctx, cached); err != nil {
 		b.Fatal(err)

@@ -1,7 +1,6 @@
 package openflow_test
 
 import (
-	"context"
 	"errors"
 	"os"
 	"sort"
@@ -9,9 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weirnet/weir/pkg/openflow"
-	"github.com/weirnet/weir/test/ovstest"
 	"k8s.io/klog/v2"
+
+	"github.com/weirnet/weir/pkg/openflow"
+	"github.com/weirnet/weir/test/oftest"
+	"github.com/weirnet/weir/test/ovstest"
+	"github.com/weirnet/weir/test/testctx"
 )
 
 func TestMain(m *testing.M) {
@@ -24,17 +26,7 @@ func newBridge(t *testing.T) (*ovstest.Instance, *openflow.Switch) {
 	t.Helper()
 	ovs := ovstest.Start(t)
 	ovs.AddBridge(t, "br-int")
-	sw, err := openflow.Open(openflow.Config{MgmtSocket: ovs.MgmtSocket("br-int"), RetryInterval: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sw.Close)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := sw.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return ovs, sw
+	return ovs, oftest.Switch(t, ovs, "br-int")
 }
 
 // dumpFlows returns ovs-ofctl's flows on br-int (no stats, numbers), sorted.
@@ -43,11 +35,9 @@ func dumpFlows(t *testing.T, ovs *ovstest.Instance, args ...string) []string {
 	return ovs.DumpFlows(t, "br-int", args...)
 }
 
-func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+// callTimeout bounds a call into the Switch, which waits for a lost
+// connection without end (see test/testctx).
+const callTimeout = time.Minute
 
 func buildAll(t *testing.T, bs ...*openflow.FlowBuilder) []*openflow.Flow {
 	t.Helper()
@@ -82,7 +72,7 @@ func TestCatalogOnRealSwitch(t *testing.T) {
 		ops = append(ops, openflow.Add(f))
 		want = append(want, f.String())
 	}
-	if err := sw.Apply(ctxT(t), ops); err != nil {
+	if err := sw.Apply(testctx.Timeout(t, callTimeout), ops); err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
 	got := dumpFlows(t, ovs)
@@ -105,7 +95,7 @@ func TestCatalogOnRealSwitch(t *testing.T) {
 	}
 
 	// Our own read-back (flow stats) must agree on table, cookie, match.
-	stats, err := sw.DumpFlows(ctxT(t), openflow.FlowFilter{})
+	stats, err := sw.DumpFlows(testctx.Timeout(t, callTimeout), openflow.FlowFilter{})
 	if err != nil {
 		t.Fatalf("DumpFlows: %v", err)
 	}
@@ -129,7 +119,7 @@ func TestCatalogOnRealSwitch(t *testing.T) {
 func TestBarrierAndTypedErrors(t *testing.T) {
 	ovs, sw := newBridge(t)
 	good := buildAll(t, openflow.NewFlow(0, 10).Cookie(0x77).MatchInPort(1).Output(2))[0]
-	if err := sw.Apply(ctxT(t), []openflow.FlowOp{openflow.Add(good)}); err != nil {
+	if err := sw.Apply(testctx.Timeout(t, callTimeout), []openflow.FlowOp{openflow.Add(good)}); err != nil {
 		t.Fatal(err)
 	}
 	if got := dumpFlows(t, ovs, "cookie=0x77/-1"); len(got) != 1 || got[0] != good.String() {
@@ -151,7 +141,7 @@ func TestBarrierAndTypedErrors(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f := buildAll(t, tc.flow)[0]
-			err := sw.Apply(ctxT(t), []openflow.FlowOp{openflow.Add(f)})
+			err := sw.Apply(testctx.Timeout(t, callTimeout), []openflow.FlowOp{openflow.Add(f)})
 			var oe *openflow.OVSError
 			if !errors.As(err, &oe) {
 				t.Fatalf("want *OVSError, got %v", err)
@@ -170,10 +160,10 @@ func TestBarrierAndTypedErrors(t *testing.T) {
 	}
 	// Unbundled flow_mods report errors the same way.
 	bad := buildAll(t, openflow.NewFlow(0, 13).MatchInPort(1).Output(70000))[0]
-	if err := sw.ApplyUnbundled(ctxT(t), []openflow.FlowOp{openflow.Add(bad)}); !openflow.IsOVSError(err, openflow.ErrTypeBadAction, 4) {
+	if err := sw.ApplyUnbundled(testctx.Timeout(t, callTimeout), []openflow.FlowOp{openflow.Add(bad)}); !openflow.IsOVSError(err, openflow.ErrTypeBadAction, 4) {
 		t.Fatalf("ApplyUnbundled: want OFPBAC_BAD_OUT_PORT, got %v", err)
 	}
-	if err := sw.Barrier(ctxT(t)); err != nil {
+	if err := sw.Barrier(testctx.Timeout(t, callTimeout)); err != nil {
 		t.Fatal(err)
 	}
 	if got := dumpFlows(t, ovs); len(got) != 1 {
@@ -195,7 +185,7 @@ func TestBundleAtomicity(t *testing.T) {
 	for i, f := range flows {
 		ops[i] = openflow.Add(f)
 	}
-	err := sw.Apply(ctxT(t), ops)
+	err := sw.Apply(testctx.Timeout(t, callTimeout), ops)
 	var oe *openflow.OVSError
 	if !errors.As(err, &oe) || oe.Flow != flows[25] {
 		t.Fatalf("want the OVS error for flow 25, got %v", err)
@@ -205,7 +195,7 @@ func TestBundleAtomicity(t *testing.T) {
 	}
 	// Without the bad flow the same bundle installs all 49.
 	ops = append(ops[:25], ops[26:]...)
-	if err := sw.Apply(ctxT(t), ops); err != nil {
+	if err := sw.Apply(testctx.Timeout(t, callTimeout), ops); err != nil {
 		t.Fatal(err)
 	}
 	if got := dumpFlows(t, ovs); len(got) != 49 {
@@ -224,7 +214,7 @@ func TestCacheSyncAndCookies(t *testing.T) {
 		openflow.NewFlow(2, 100).Cookie(uint64(cA)).MatchInPort(1).Output(2),
 		openflow.NewFlow(2, 101).Cookie(uint64(cA)).MatchInPort(3).Output(2))
 	flowsB := buildAll(t, openflow.NewFlow(2, 100).Cookie(uint64(cB)).MatchInPort(5).Output(6))
-	ctx := ctxT(t)
+	ctx := testctx.Timeout(t, callTimeout)
 	if err := sw.Install(ctx, "A", flowsA...); err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +261,7 @@ func TestReconnectReplay(t *testing.T) {
 	flows := buildAll(t,
 		openflow.NewFlow(0, 10).Cookie(0x1).MatchInPort(1).Output(2),
 		openflow.NewFlow(3, 20).Cookie(0x2).MatchProtocol(openflow.ProtocolIP).CT(openflow.CT(7, 4)))
-	if err := sw.Install(ctxT(t), "owner", flows...); err != nil {
+	if err := sw.Install(testctx.Timeout(t, callTimeout), "owner", flows...); err != nil {
 		t.Fatal(err)
 	}
 	before := dumpFlows(t, ovs)
@@ -279,7 +269,7 @@ func TestReconnectReplay(t *testing.T) {
 
 	ovs.StopVswitchd(t)
 	waitFor(t, 10*time.Second, "state connecting", func() bool { return sw.State() == openflow.StateConnecting })
-	if err := sw.Apply(ctxT(t), []openflow.FlowOp{openflow.Add(flows[0])}); !errors.Is(err, openflow.ErrNotConnected) {
+	if err := sw.Apply(testctx.Timeout(t, callTimeout), []openflow.FlowOp{openflow.Add(flows[0])}); !errors.Is(err, openflow.ErrNotConnected) {
 		t.Fatalf("Apply while disconnected: want ErrNotConnected, got %v", err)
 	}
 	// RetryInterval is 50ms: 1s down means ~20 failed dials, more than

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/weirnet/weir/pkg/openflow"
+	"github.com/weirnet/weir/test/testctx"
 )
 
 // TestSyncOwners changes several owners in one bundle: owners are
@@ -16,7 +17,7 @@ func TestSyncOwners(t *testing.T) {
 	f := func(prio uint16, port uint32, cookie uint64) *openflow.Flow {
 		return buildAll(t, openflow.NewFlow(0, prio).Cookie(cookie).MatchInPort(port).Output(9))[0]
 	}
-	ctx := ctxT(t)
+	ctx := testctx.Timeout(t, callTimeout)
 	if err := sw.Sync(ctx, "c", f(10, 30, 3)); err != nil {
 		t.Fatal(err)
 	}
