@@ -1,7 +1,8 @@
 // Package podnet owns the plumbing of a pod's network interface: the veth
 // pair between a pod sandbox's network namespace and the node's network
-// namespace, the pod side's MAC, MTU, address and routes (the default route
-// unless VethConfig.NoDefaultRoute, plus VethConfig.Routes), the
+// namespace, the pod side's MAC, MTU, addresses (one, or one per family with
+// VethConfig.Second) and routes (per address, the default route of its
+// family unless VethConfig.NoDefaultRoute, plus its Routes), the
 // checksum offload setting the OVS userspace datapath needs, and removing
 // and verifying all of that. It knows nothing of OVS: attaching the host side
 // to the bridge is the caller's job.
@@ -74,12 +75,34 @@ type VethConfig struct {
 	// Routes are extra routes installed via Gateway (on-link), each a
 	// destination of the pod address's family.
 	Routes []*net.IPNet
+	// Second, if set, is an address of the other family (a dual-stack
+	// pod), with its own gateway and extra routes; its default route
+	// follows NoDefaultRoute as the first one's does.
+	Second *Address
 	// TxChecksumOff turns off transmit checksum offload on the pod side
 	// (ethtool -K IfName tx off), which the OVS userspace datapath needs:
 	// it does not complete partial checksums of packets it receives from a
 	// veth. The kernel adjusts the features that depend on it (TSO for
 	// IPv4) as it does for ethtool.
 	TxChecksumOff bool
+}
+
+// Address is one address of a pod interface with the gateway of its family
+// and the extra routes via that gateway.
+type Address struct {
+	IPNet   *net.IPNet
+	Gateway net.IP
+	Routes  []*net.IPNet
+}
+
+// addresses returns the pod's addresses: the first (IPNet, Gateway, Routes)
+// and Second.
+func (cfg VethConfig) addresses() []Address {
+	out := []Address{{IPNet: cfg.IPNet, Gateway: cfg.Gateway, Routes: cfg.Routes}}
+	if cfg.Second != nil {
+		out = append(out, *cfg.Second)
+	}
+	return out
 }
 
 // VethResult describes the interfaces SetupVeth created or found.
@@ -147,30 +170,18 @@ func (cfg VethConfig) validate() (VethConfig, error) {
 		problems = append(problems, fmt.Sprintf("MTU %d out of range [68, 65535]", cfg.MTU))
 	}
 	var podIP net.IP
-	if cfg.IPNet == nil || cfg.IPNet.IP == nil {
-		problems = append(problems, "IPNet is empty")
-	} else if _, bits := cfg.IPNet.Mask.Size(); bits == 0 {
-		problems = append(problems, fmt.Sprintf("IPNet %s has a non-canonical mask", cfg.IPNet))
-	} else {
-		podIP = cfg.IPNet.IP
-	}
-	switch {
-	case cfg.Gateway == nil:
-		problems = append(problems, "Gateway is empty")
-	case podIP != nil && (cfg.Gateway.To4() == nil) != (podIP.To4() == nil):
-		problems = append(problems, fmt.Sprintf("Gateway %s and pod address %s are of different families", cfg.Gateway, podIP))
-	case podIP != nil && cfg.Gateway.Equal(podIP):
-		problems = append(problems, fmt.Sprintf("Gateway %s is the pod address", cfg.Gateway))
-	}
-	for _, r := range cfg.Routes {
-		if r == nil || r.IP == nil {
-			problems = append(problems, "Routes has an empty destination")
-			continue
+	for i, a := range cfg.addresses() {
+		what := ""
+		if i == 1 {
+			what = "Second."
 		}
-		if _, bits := r.Mask.Size(); bits == 0 {
-			problems = append(problems, fmt.Sprintf("route %s has a non-canonical mask", r))
-		} else if podIP != nil && (r.IP.To4() == nil) != (podIP.To4() == nil) {
-			problems = append(problems, fmt.Sprintf("route %s and pod address %s are of different families", r, podIP))
+		ip, p := validateAddress(what, a)
+		problems = append(problems, p...)
+		switch {
+		case i == 0:
+			podIP = ip
+		case ip != nil && podIP != nil && (ip.To4() == nil) == (podIP.To4() == nil):
+			problems = append(problems, fmt.Sprintf("Second address %s is of the same family as %s", ip, podIP))
 		}
 	}
 	if cfg.MAC != nil {
@@ -191,15 +202,60 @@ func (cfg VethConfig) validate() (VethConfig, error) {
 		out.MAC = MACFromIP(podIP)
 	}
 	// Keep the caller's IPNet intact; use the 4-byte form for IPv4.
-	ip, mask := podIP, cfg.IPNet.Mask
-	if v4 := podIP.To4(); v4 != nil {
+	out.IPNet = canonical(cfg.IPNet)
+	if cfg.Second != nil {
+		second := *cfg.Second
+		second.IPNet = canonical(second.IPNet)
+		out.Second = &second
+	}
+	return out, nil
+}
+
+// canonical returns a copy of n with the 4-byte form of an IPv4 address and
+// mask.
+func canonical(n *net.IPNet) *net.IPNet {
+	ip, mask := n.IP, n.Mask
+	if v4 := ip.To4(); v4 != nil {
 		ip = v4
 		if len(mask) == net.IPv6len {
 			mask = mask[12:]
 		}
 	}
-	out.IPNet = &net.IPNet{IP: ip, Mask: mask}
-	return out, nil
+	return &net.IPNet{IP: ip, Mask: mask}
+}
+
+// validateAddress lists the problems of one address (what names it in the
+// messages) and returns its IP when it has one.
+func validateAddress(what string, a Address) (net.IP, []string) {
+	var problems []string
+	var podIP net.IP
+	if a.IPNet == nil || a.IPNet.IP == nil {
+		problems = append(problems, what+"IPNet is empty")
+	} else if _, bits := a.IPNet.Mask.Size(); bits == 0 {
+		problems = append(problems, fmt.Sprintf("%sIPNet %s has a non-canonical mask", what, a.IPNet))
+	} else {
+		podIP = a.IPNet.IP
+	}
+	switch {
+	case a.Gateway == nil:
+		problems = append(problems, what+"Gateway is empty")
+	case podIP != nil && (a.Gateway.To4() == nil) != (podIP.To4() == nil):
+		problems = append(problems, fmt.Sprintf("%sGateway %s and pod address %s are of different families", what, a.Gateway, podIP))
+	case podIP != nil && a.Gateway.Equal(podIP):
+		problems = append(problems, fmt.Sprintf("%sGateway %s is the pod address", what, a.Gateway))
+	}
+	for _, r := range a.Routes {
+		if r == nil || r.IP == nil {
+			problems = append(problems, what+"Routes has an empty destination")
+			continue
+		}
+		if _, bits := r.Mask.Size(); bits == 0 {
+			problems = append(problems, fmt.Sprintf("route %s has a non-canonical mask", r))
+		} else if podIP != nil && (r.IP.To4() == nil) != (podIP.To4() == nil) {
+			problems = append(problems, fmt.Sprintf("route %s and pod address %s are of different families", r, podIP))
+		}
+	}
+	return podIP, problems
 }
 
 // validIfName applies the kernel's rules for interface names (dev_valid_name).

@@ -159,26 +159,28 @@ func SetupVeth(ctx context.Context, cfg VethConfig) (_ *VethResult, err error) {
 		if err := netlink.LinkSetUp(link); err != nil {
 			return fmt.Errorf("setting %s up: %w", cfg.IfName, err)
 		}
-		addr := &netlink.Addr{IPNet: cfg.IPNet}
-		if cfg.IPNet.IP.To4() == nil {
-			addr.Flags = unix.IFA_F_NODAD // the address is ours alone
-		}
-		if err := netlink.AddrAdd(link, addr); err != nil {
-			return fmt.Errorf("adding address %s to %s: %w", cfg.IPNet, cfg.IfName, err)
-		}
-		for _, dst := range cfg.routes() {
-			route := &netlink.Route{
-				LinkIndex: link.Attrs().Index,
-				Dst:       dst,
-				Gw:        cfg.Gateway,
-				Flags:     int(netlink.FLAG_ONLINK),
+		for _, a := range cfg.addresses() {
+			addr := &netlink.Addr{IPNet: a.IPNet}
+			if a.IPNet.IP.To4() == nil {
+				addr.Flags = unix.IFA_F_NODAD // the address is ours alone
 			}
-			if err := netlink.RouteAdd(route); err != nil {
-				what := "route " + dst.String()
-				if isDefault(dst) {
-					what = "default route"
+			if err := netlink.AddrAdd(link, addr); err != nil {
+				return fmt.Errorf("adding address %s to %s: %w", a.IPNet, cfg.IfName, err)
+			}
+			for _, dst := range cfg.routes(a) {
+				route := &netlink.Route{
+					LinkIndex: link.Attrs().Index,
+					Dst:       dst,
+					Gw:        a.Gateway,
+					Flags:     int(netlink.FLAG_ONLINK),
 				}
-				return fmt.Errorf("adding %s via %s dev %s: %w", what, cfg.Gateway, cfg.IfName, err)
+				if err := netlink.RouteAdd(route); err != nil {
+					what := "route " + dst.String()
+					if isDefault(dst) {
+						what = "default route"
+					}
+					return fmt.Errorf("adding %s via %s dev %s: %w", what, a.Gateway, cfg.IfName, err)
+				}
 			}
 		}
 		res.ContainerIfName = cfg.IfName
@@ -409,30 +411,8 @@ func compare(cfg VethConfig, hv hostView, pv podView, exact bool) []string {
 	if exact && cfg.MTU != 0 && a.MTU != cfg.MTU {
 		add("interface %s in netns %s has MTU %d, want %d", cfg.IfName, cfg.NetNSPath, a.MTU, cfg.MTU)
 	}
-	if !slices.ContainsFunc(pv.addrs, func(ad netlink.Addr) bool { return sameIPNet(ad.IPNet, cfg.IPNet) }) {
-		var have []string
-		for _, ad := range pv.addrs {
-			if ad.IP.IsGlobalUnicast() {
-				have = append(have, ad.IPNet.String())
-			}
-		}
-		add("interface %s in netns %s lacks address %s (has %s)", cfg.IfName, cfg.NetNSPath, cfg.IPNet, listOrNone(have))
-	}
-	for _, dst := range cfg.routes() {
-		if slices.ContainsFunc(pv.routes, func(r netlink.Route) bool { return sameDst(r.Dst, dst) && r.Gw.Equal(cfg.Gateway) }) {
-			continue
-		}
-		var have []string
-		for _, r := range pv.routes {
-			if sameDst(r.Dst, dst) {
-				have = append(have, "via "+r.Gw.String())
-			}
-		}
-		what := "route " + dst.String()
-		if isDefault(dst) {
-			what = "default route"
-		}
-		add("interface %s in netns %s has no %s via %s (has %s)", cfg.IfName, cfg.NetNSPath, what, cfg.Gateway, listOrNone(have))
+	for _, want := range cfg.addresses() {
+		p = append(p, compareAddress(cfg, want, pv)...)
 	}
 	if cfg.TxChecksumOff && pv.txCsum {
 		add("interface %s in netns %s has tx checksum offload on, want off", cfg.IfName, cfg.NetNSPath)
@@ -442,6 +422,39 @@ func compare(cfg VethConfig, hv hostView, pv podView, exact bool) []string {
 		if h.ParentIndex != a.Index || a.ParentIndex != h.Index || h.NetNsID != hv.podNsID {
 			add("host interface %s is not the peer of %s in netns %s", cfg.HostIfName, cfg.IfName, cfg.NetNSPath)
 		}
+	}
+	return p
+}
+
+// compareAddress lists what the pod side lacks of one address: the address
+// and its routes via its gateway.
+func compareAddress(cfg VethConfig, want Address, pv podView) []string {
+	var p []string
+	add := func(format string, a ...any) { p = append(p, fmt.Sprintf(format, a...)) }
+	if !slices.ContainsFunc(pv.addrs, func(ad netlink.Addr) bool { return sameIPNet(ad.IPNet, want.IPNet) }) {
+		var have []string
+		for _, ad := range pv.addrs {
+			if ad.IP.IsGlobalUnicast() {
+				have = append(have, ad.IPNet.String())
+			}
+		}
+		add("interface %s in netns %s lacks address %s (has %s)", cfg.IfName, cfg.NetNSPath, want.IPNet, listOrNone(have))
+	}
+	for _, dst := range cfg.routes(want) {
+		if slices.ContainsFunc(pv.routes, func(r netlink.Route) bool { return sameDst(r.Dst, dst) && r.Gw.Equal(want.Gateway) }) {
+			continue
+		}
+		var have []string
+		for _, r := range pv.routes {
+			if sameDst(r.Dst, dst) && (r.Gw == nil || (r.Gw.To4() == nil) == (want.Gateway.To4() == nil)) {
+				have = append(have, "via "+r.Gw.String())
+			}
+		}
+		what := "route " + dst.String()
+		if isDefault(dst) {
+			what = "default route"
+		}
+		add("interface %s in netns %s has no %s via %s (has %s)", cfg.IfName, cfg.NetNSPath, what, want.Gateway, listOrNone(have))
 	}
 	return p
 }
@@ -526,14 +539,14 @@ func defaultDst(gw net.IP) *net.IPNet {
 	return &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
 }
 
-// routes returns the destinations SetupVeth routes via cfg.Gateway: the
-// default route unless NoDefaultRoute, then Routes.
-func (cfg VethConfig) routes() []*net.IPNet {
+// routes returns the destinations SetupVeth routes via a's gateway: the
+// default route of its family unless NoDefaultRoute, then its Routes.
+func (cfg VethConfig) routes(a Address) []*net.IPNet {
 	var out []*net.IPNet
 	if !cfg.NoDefaultRoute {
-		out = append(out, defaultDst(cfg.Gateway))
+		out = append(out, defaultDst(a.Gateway))
 	}
-	return append(out, cfg.Routes...)
+	return append(out, a.Routes...)
 }
 
 // sameDst compares route destinations; nil (as netlink reports a default
