@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/weirnet/weir/pkg/nodenet"
+	"github.com/weirnet/weir/test/netnstest"
 )
 
 // TestSetGatewayARPAnnounce: the node pings a fresh pod from its node IP
@@ -23,7 +24,7 @@ func TestSetGatewayARPAnnounce(t *testing.T) {
 		{"arp_announce 2", true, gwIP},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			node, pod := scratchNetNS(t), scratchNetNS(t)
+			node, pod := netnstest.New(t, "weir-nn").Name, netnstest.New(t, "weir-nn").Name
 			mustRun(t, "ip", "link", "add", "gw0", "netns", node, "type", "veth", "peer", "name", "eth0", "netns", pod)
 			nsRun(t, node, "ip", "addr", "add", gwIP+"/24", "dev", "gw0")
 			nsRun(t, node, "ip", "addr", "add", nodeIP+"/32", "dev", "lo")
@@ -32,7 +33,7 @@ func TestSetGatewayARPAnnounce(t *testing.T) {
 			nsRun(t, pod, "ip", "link", "set", "eth0", "up")
 			nsRun(t, pod, "ip", "route", "add", "default", "via", gwIP)
 			if tc.set {
-				inNS(t, node, func() error {
+				netnstest.MustDo(t, node, func() error {
 					changed, err := nodenet.SetGatewayARPAnnounce("gw0")
 					if err != nil || !changed {
 						t.Errorf("SetGatewayARPAnnounce: changed %v, %v; want a change", changed, err)

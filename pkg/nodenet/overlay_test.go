@@ -16,15 +16,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containernetworking/plugins/pkg/ns"
 	"k8s.io/klog/v2"
-	"k8s.io/klog/v2/ktesting"
 
 	"github.com/weirnet/weir/pkg/nodenet"
 	"github.com/weirnet/weir/pkg/openflow"
 	"github.com/weirnet/weir/pkg/ovsdb"
 	"github.com/weirnet/weir/pkg/pipeline"
+	"github.com/weirnet/weir/test/netnstest"
+	"github.com/weirnet/weir/test/oftest"
 	"github.com/weirnet/weir/test/ovstest"
+	"github.com/weirnet/weir/test/testctx"
 )
 
 func TestMain(m *testing.M) {
@@ -59,26 +60,6 @@ type simNode struct {
 	podIfs  []pipeline.PodInterface
 }
 
-func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// inNS runs fn in the network namespace name (on a thread switched into
-// it, so netlink calls and child processes act there).
-func inNS(t *testing.T, name string, fn func() error) {
-	t.Helper()
-	netns, err := ns.GetNS("/run/netns/" + name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer netns.Close()
-	if err := netns.Do(func(ns.NetNS) error { return fn() }); err != nil {
-		t.Fatalf("in netns %s: %v", name, err)
-	}
-}
-
 func mustRun(t *testing.T, name string, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(name, args...).CombinedOutput()
@@ -109,11 +90,7 @@ func startNode(t *testing.T, name, cidr, gwMAC string) *simNode {
 	n := &simNode{name: name, ovs: ovstest.Start(t), podCIDR: podCIDR, gwMAC: mac}
 	n.gwIP = slices.Clone(podCIDR.IP.To4())
 	n.gwIP[3]++
-	logger := ktesting.NewLogger(t, ktesting.NewConfig(ktesting.Verbosity(1)))
-	if n.db, err = ovsdb.Connect(ctxT(t), n.ovs.DBSocket(), logger); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(n.db.Close)
+	n.db = connectDB(t, n.ovs)
 	return n
 }
 
@@ -121,9 +98,9 @@ func startNode(t *testing.T, name, cidr, gwMAC string) *simNode {
 // MTU), then br-int with the gateway and Geneve ports, then the pipeline.
 func (n *simNode) setUp(t *testing.T) {
 	t.Helper()
-	ctx := ctxT(t)
+	ctx := testctx.Timeout(t, callTimeout)
 	var u *nodenet.Underlay
-	inNS(t, n.ovs.NetNS, func() (err error) {
+	netnstest.MustDo(t, n.ovs.NetNS, func() (err error) {
 		u, err = nodenet.SetupUnderlay(ctx, nodenet.UnderlayConfig{OVSDB: n.db, NIC: nicName})
 		return err
 	})
@@ -147,14 +124,8 @@ func (n *simNode) setUp(t *testing.T) {
 	mustExec(t, n.ovs, "", "ip", "addr", "replace", fmt.Sprintf("%s/%d", n.gwIP, ones), "dev", gatewayName)
 	mustExec(t, n.ovs, "", "ip", "link", "set", gatewayName, "mtu", strconv.Itoa(n.podMTU), "up")
 
+	n.sw = oftest.Switch(t, n.ovs, "br-int")
 	var err error
-	if n.sw, err = openflow.Open(openflow.Config{MgmtSocket: n.ovs.MgmtSocket("br-int"), RetryInterval: 50 * time.Millisecond}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(n.sw.Close)
-	if err := n.sw.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
 	if n.pipe, err = pipeline.New(n.sw, pipeline.Config{GatewayOFPort: gatewayOFPort, GatewayMAC: n.gwMAC, GatewayIP: n.gwIP,
 		TunnelOFPort: tunnelOFPort, PodCIDR: n.podCIDR, CTZone: 65520, Round: 1}); err != nil {
 		t.Fatal(err)
@@ -176,7 +147,7 @@ func (n *simNode) addPod(t *testing.T, name string, host byte, ofport int) *ovst
 	n.setPodMTU(t, p, n.podMTU)
 	mustPodExec(t, p, "ip", "route", "add", "default", "via", n.gwIP.String())
 	pi := pipeline.PodInterface{Key: name, OFPort: uint32(ofport), IPs: []netip.Addr{netip.MustParseAddr(ip.String())}, MAC: mac}
-	if err := n.pipe.AddPod(ctxT(t), pi); err != nil {
+	if err := n.pipe.AddPod(testctx.Timeout(t, callTimeout), pi); err != nil {
 		t.Fatal(err)
 	}
 	n.pods = append(n.pods, p)
@@ -197,10 +168,10 @@ func (n *simNode) peer() pipeline.PeerNode {
 // connect makes peer reachable from n: pipeline flows and the node route.
 func (n *simNode) connect(t *testing.T, peer *simNode) {
 	t.Helper()
-	if err := n.pipe.AddPeer(ctxT(t), peer.peer()); err != nil {
+	if err := n.pipe.AddPeer(testctx.Timeout(t, callTimeout), peer.peer()); err != nil {
 		t.Fatal(err)
 	}
-	inNS(t, n.ovs.NetNS, func() error { return nodenet.EnsurePeerRoute(gatewayName, peer.podCIDR, peer.gwIP) })
+	netnstest.MustDo(t, n.ovs.NetNS, func() error { return nodenet.EnsurePeerRoute(gatewayName, peer.podCIDR, peer.gwIP) })
 }
 
 // wantFlows renders every flow the pipeline should have installed, as
@@ -230,12 +201,42 @@ func (n *simNode) wantFlows(t *testing.T) []string {
 // peerFlowStats reads back the flows of category peer.
 func (n *simNode) peerFlowStats(t *testing.T) []openflow.FlowStats {
 	t.Helper()
-	st, err := n.sw.DumpFlows(ctxT(t), openflow.FlowFilter{Cookie: uint64(openflow.MakeCookie(0, pipeline.CategoryPeer, 0)),
+	st, err := n.sw.DumpFlows(testctx.Timeout(t, callTimeout), openflow.FlowFilter{Cookie: uint64(openflow.MakeCookie(0, pipeline.CategoryPeer, 0)),
 		CookieMask: openflow.CookieCategoryMask})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return st
+}
+
+// twoNodes starts node1 (pods 10.10.1.0/24) and node2 (10.10.2.0/24) and
+// sets them up with an underlay between them: ul0, a veth pair between the
+// two node namespaces (192.0.2.1 and 192.0.2.2), created there directly so
+// nothing is in the root namespace; deleting either namespace deletes it.
+func twoNodes(t *testing.T) (*simNode, *simNode) {
+	t.Helper()
+	n1 := startNode(t, "node1", "10.10.1.0/24", "02:00:0a:0a:01:01")
+	n2 := startNode(t, "node2", "10.10.2.0/24", "02:00:0a:0a:02:01")
+	mustRun(t, "ip", "link", "add", nicName, "netns", n1.ovs.NetNS, "type", "veth", "peer", "name", nicName, "netns", n2.ovs.NetNS)
+	for i, n := range []*simNode{n1, n2} {
+		mustExec(t, n.ovs, "", "ip", "addr", "add", fmt.Sprintf("192.0.2.%d/24", i+1), "dev", nicName)
+		mustExec(t, n.ovs, "", "ip", "link", "set", nicName, "up")
+		n.setUp(t)
+	}
+	return n1, n2
+}
+
+// peerNodes makes n1 and n2 reachable from each other (peer flows and
+// routes) and warms OVS's tunnel neighbour cache both ways.
+func peerNodes(t *testing.T, n1, n2 *simNode) {
+	t.Helper()
+	n1.connect(t, n2)
+	n2.connect(t, n1)
+	for _, pair := range [][2]*simNode{{n1, n2}, {n2, n1}} {
+		netnstest.MustDo(t, pair[0].ovs.NetNS, func() error {
+			return nodenet.WarmTunnelNeighbor(testctx.Timeout(t, callTimeout), nodenet.DefaultUnderlayBridge, pair[1].nodeIP)
+		})
+	}
 }
 
 func mustPodExec(t *testing.T, p *ovstest.Pod, args ...string) string {
@@ -259,29 +260,13 @@ func TestOverlay(t *testing.T) {
 	var namespaces []string
 	t.Run("two nodes", func(t *testing.T) {
 		began := time.Now()
-		n1 := startNode(t, "node1", "10.10.1.0/24", "02:00:0a:0a:01:01")
-		n2 := startNode(t, "node2", "10.10.2.0/24", "02:00:0a:0a:02:01")
-		// The underlay: a veth pair between the two node namespaces, created
-		// there directly (nothing in the root namespace); deleting either
-		// namespace deletes it.
-		mustRun(t, "ip", "link", "add", nicName, "netns", n1.ovs.NetNS, "type", "veth", "peer", "name", nicName, "netns", n2.ovs.NetNS)
-		for i, n := range []*simNode{n1, n2} {
-			mustExec(t, n.ovs, "", "ip", "addr", "add", fmt.Sprintf("192.0.2.%d/24", i+1), "dev", nicName)
-			mustExec(t, n.ovs, "", "ip", "link", "set", nicName, "up")
-			n.setUp(t)
-		}
+		n1, n2 := twoNodes(t)
 		p11 := n1.addPod(t, "p11", 2, 3)
 		p12 := n1.addPod(t, "p12", 3, 4)
 		p21 := n2.addPod(t, "p21", 2, 3)
 		namespaces = []string{n1.ovs.NetNS, n2.ovs.NetNS, p11.NetNS, p12.NetNS, p21.NetNS}
 
-		n1.connect(t, n2)
-		n2.connect(t, n1)
-		for _, pair := range [][2]*simNode{{n1, n2}, {n2, n1}} {
-			inNS(t, pair[0].ovs.NetNS, func() error {
-				return nodenet.WarmTunnelNeighbor(ctxT(t), nodenet.DefaultUnderlayBridge, pair[1].nodeIP)
-			})
-		}
+		peerNodes(t, n1, n2)
 		t.Logf("two nodes up in %v: underlay %v / %v, pod MTU %d", time.Since(began).Round(time.Millisecond), n1.nodeIP, n2.nodeIP, n1.podMTU)
 		if out := n1.ovs.MustAppctl(t, "tnl/neigh/show"); !strings.Contains(out, n2.nodeIP.String()) {
 			t.Errorf("OVS's tunnel neighbour cache lacks %v after warming:\n%s", n2.nodeIP, out)
@@ -306,7 +291,7 @@ func TestOverlay(t *testing.T) {
 					t.Errorf("%s: switch flows differ from the rendered ones:\n--- switch\n%s\n--- rendered\n%s",
 						n.name, strings.Join(got, "\n"), strings.Join(want, "\n"))
 				}
-				if err := n.pipe.CheckPeer(ctxT(t), peer.name); err != nil {
+				if err := n.pipe.CheckPeer(testctx.Timeout(t, callTimeout), peer.name); err != nil {
 					t.Error(err)
 				}
 			}
@@ -466,12 +451,12 @@ func TestOverlay(t *testing.T) {
 		})
 
 		t.Run("DeletePeer cuts the peer off", func(t *testing.T) {
-			ctx := ctxT(t)
+			ctx := testctx.Timeout(t, callTimeout)
 			if err := n1.pipe.DeletePeer(ctx, n2.name); err != nil {
 				t.Fatal(err)
 			}
-			inNS(t, n1.ovs.NetNS, func() error { return nodenet.DeletePeerRoute(gatewayName, n2.podCIDR) })
-			inNS(t, n1.ovs.NetNS, func() error { return nodenet.DeletePeerRoute(gatewayName, n2.podCIDR) }) // idempotent
+			netnstest.MustDo(t, n1.ovs.NetNS, func() error { return nodenet.DeletePeerRoute(gatewayName, n2.podCIDR) })
+			netnstest.MustDo(t, n1.ovs.NetNS, func() error { return nodenet.DeletePeerRoute(gatewayName, n2.podCIDR) }) // idempotent
 			if st := n1.peerFlowStats(t); len(st) != 0 {
 				t.Errorf("%d peer flows left after DeletePeer", len(st))
 			}

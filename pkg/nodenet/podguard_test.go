@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/weirnet/weir/pkg/nodenet"
+	"github.com/weirnet/weir/test/netnstest"
 )
 
 // TestPodGuard checks that the node's kernel stops answering (ARP and IP)
@@ -15,7 +16,7 @@ import (
 // 10.9.0.1 (held on lo: a local address on another device, as the
 // gateway address is).
 func TestPodGuard(t *testing.T) {
-	node, pod, gwPod := scratchNetNS(t), scratchNetNS(t), scratchNetNS(t)
+	node, pod, gwPod := netnstest.New(t, "weir-nn").Name, netnstest.New(t, "weir-nn").Name, netnstest.New(t, "weir-nn").Name
 	nsRun(t, node, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
 	nsRun(t, node, "ip", "addr", "add", "10.9.0.1/32", "dev", "lo")
 	for _, p := range []struct{ ns, hostIf, ip string }{{pod, "weir0123456789a", "10.9.0.2/24"}, {gwPod, "weir-gwt", "10.9.0.3/24"}} {
@@ -35,12 +36,12 @@ func TestPodGuard(t *testing.T) {
 		wantPod, want bool // pod, gateway-named interface
 	}{
 		{"no guard", func() error { return nil }, true, true},
-		{"guard", func() error { return nodenet.InstallPodGuard(ctxT(t), "weir-gwt") }, false, true},
-		{"guard again", func() error { return nodenet.InstallPodGuard(ctxT(t), "weir-gwt") }, false, true},
-		{"removed", func() error { return nodenet.RemovePodGuard(ctxT(t)) }, true, true},
-		{"removed again", func() error { return nodenet.RemovePodGuard(ctxT(t)) }, true, true},
+		{"guard", func() error { return nodenet.InstallPodGuard(t.Context(), "weir-gwt") }, false, true},
+		{"guard again", func() error { return nodenet.InstallPodGuard(t.Context(), "weir-gwt") }, false, true},
+		{"removed", func() error { return nodenet.RemovePodGuard(t.Context()) }, true, true},
+		{"removed again", func() error { return nodenet.RemovePodGuard(t.Context()) }, true, true},
 	} {
-		inNS(t, node, tc.step)
+		netnstest.MustDo(t, node, tc.step)
 		if got := reaches(pod); got != tc.wantPod {
 			t.Errorf("%s: the kernel answers the pod on its veth: %v, want %v", tc.name, got, tc.wantPod)
 		}
@@ -48,8 +49,8 @@ func TestPodGuard(t *testing.T) {
 			t.Errorf("%s: the kernel answers on the gateway-named interface: %v, want %v", tc.name, got, tc.want)
 		}
 	}
-	inNS(t, node, func() error {
-		if err := nodenet.InstallPodGuard(ctxT(t), ""); err == nil {
+	netnstest.MustDo(t, node, func() error {
+		if err := nodenet.InstallPodGuard(t.Context(), ""); err == nil {
 			t.Error("InstallPodGuard without a gateway name: no error")
 		}
 		return nil

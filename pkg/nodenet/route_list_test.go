@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/weirnet/weir/pkg/nodenet"
+	"github.com/weirnet/weir/test/netnstest"
 )
 
 // TestListPeerRoutes checks on a real kernel (a scratch netns) that
@@ -15,7 +16,7 @@ import (
 // those (not routes others put on the gateway), and that DeletePeerRoute
 // removes marked and legacy routes alike.
 func TestListPeerRoutes(t *testing.T) {
-	ns := scratchNetNS(t)
+	ns := netnstest.New(t, "weir-nn").Name
 	nsRun(t, ns, "ip", "link", "add", "gw0", "type", "veth", "peer", "name", "gw0p")
 	nsRun(t, ns, "ip", "link", "add", "other0", "type", "veth", "peer", "name", "other0p")
 	for _, l := range []string{"gw0", "gw0p", "other0", "other0p"} {
@@ -33,7 +34,7 @@ func TestListPeerRoutes(t *testing.T) {
 	_, marked, _ := net.ParseCIDR("10.72.1.0/24")
 	list := func() []string {
 		var got []string
-		inNS(t, ns, func() error {
+		netnstest.MustDo(t, ns, func() error {
 			dsts, err := nodenet.ListPeerRoutes("gw0")
 			for _, d := range dsts {
 				got = append(got, d.Dst.String()+" via "+d.Via.String())
@@ -43,7 +44,7 @@ func TestListPeerRoutes(t *testing.T) {
 		slices.Sort(got)
 		return got
 	}
-	inNS(t, ns, func() error { return nodenet.EnsurePeerRoute("gw0", marked, net.ParseIP("10.72.1.1")) })
+	netnstest.MustDo(t, ns, func() error { return nodenet.EnsurePeerRoute("gw0", marked, net.ParseIP("10.72.1.1")) })
 	if got := nsRun(t, ns, "ip", "route", "show", "10.72.1.0/24"); !strings.Contains(got, "proto 87") {
 		t.Errorf("peer route %q has no proto 87", strings.TrimSpace(got))
 	}
@@ -52,14 +53,14 @@ func TestListPeerRoutes(t *testing.T) {
 	}
 	// EnsurePeerRoute over a legacy route marks it.
 	_, legacy, _ := net.ParseCIDR("10.72.5.0/24")
-	inNS(t, ns, func() error { return nodenet.EnsurePeerRoute("gw0", legacy, net.ParseIP("10.72.5.1")) })
+	netnstest.MustDo(t, ns, func() error { return nodenet.EnsurePeerRoute("gw0", legacy, net.ParseIP("10.72.5.1")) })
 	if got := nsRun(t, ns, "ip", "route", "show", "10.72.5.0/24"); !strings.Contains(got, "proto 87") ||
 		strings.Count(strings.TrimSpace(got), "\n") != 0 {
 		t.Errorf("legacy route after EnsurePeerRoute: %q, want one route with proto 87", got)
 	}
 	for _, c := range []*net.IPNet{marked, legacy} {
 		for range 2 { // idempotent
-			inNS(t, ns, func() error { return nodenet.DeletePeerRoute("gw0", c) })
+			netnstest.MustDo(t, ns, func() error { return nodenet.DeletePeerRoute("gw0", c) })
 		}
 	}
 	if got := list(); len(got) != 0 {
@@ -70,7 +71,7 @@ func TestListPeerRoutes(t *testing.T) {
 			t.Errorf("the route to %s, not Weir's, is gone", dst)
 		}
 	}
-	inNS(t, ns, func() error {
+	netnstest.MustDo(t, ns, func() error {
 		dsts, err := nodenet.ListPeerRoutes("no-such-gw")
 		if len(dsts) != 0 {
 			t.Errorf("routes of a missing gateway: %v", dsts)

@@ -6,10 +6,11 @@ import (
 	"testing"
 
 	"github.com/weirnet/weir/pkg/nodenet"
+	"github.com/weirnet/weir/test/netnstest"
 )
 
 func TestPeerRoute(t *testing.T) {
-	ns := scratchNetNS(t)
+	ns := netnstest.New(t, "weir-nn").Name
 	// No dummy module here: a veth stands in for the gateway.
 	nsRun(t, ns, "ip", "link", "add", "gw0", "type", "veth", "peer", "name", "gw0p")
 	nsRun(t, ns, "ip", "link", "set", "gw0p", "up")
@@ -19,24 +20,24 @@ func TestPeerRoute(t *testing.T) {
 	route := func() string { return strings.TrimSpace(nsRun(t, ns, "ip", "route", "show", "10.20.1.0/24")) }
 
 	for range 2 { // idempotent
-		inNS(t, ns, func() error { return nodenet.EnsurePeerRoute("gw0", cidr, net.ParseIP("10.20.1.1")) })
+		netnstest.MustDo(t, ns, func() error { return nodenet.EnsurePeerRoute("gw0", cidr, net.ParseIP("10.20.1.1")) })
 	}
 	if got, want := route(), "10.20.1.0/24 via 10.20.1.1 dev gw0 proto 87 onlink"; got != want {
 		t.Errorf("route = %q, want %q", got, want)
 	}
 	// Another next hop replaces the route.
-	inNS(t, ns, func() error { return nodenet.EnsurePeerRoute("gw0", cidr, net.ParseIP("10.20.1.254")) })
+	netnstest.MustDo(t, ns, func() error { return nodenet.EnsurePeerRoute("gw0", cidr, net.ParseIP("10.20.1.254")) })
 	if got, want := route(), "10.20.1.0/24 via 10.20.1.254 dev gw0 proto 87 onlink"; got != want {
 		t.Errorf("route = %q, want %q", got, want)
 	}
 	for range 2 { // idempotent
-		inNS(t, ns, func() error { return nodenet.DeletePeerRoute("gw0", cidr) })
+		netnstest.MustDo(t, ns, func() error { return nodenet.DeletePeerRoute("gw0", cidr) })
 	}
 	if got := route(); got != "" {
 		t.Errorf("route still there after delete: %q", got)
 	}
 	// Without the gateway the route is gone anyway.
-	inNS(t, ns, func() error { return nodenet.DeletePeerRoute("no-such-gw", cidr) })
+	netnstest.MustDo(t, ns, func() error { return nodenet.DeletePeerRoute("no-such-gw", cidr) })
 
 	for _, tc := range []struct {
 		name string
@@ -54,7 +55,7 @@ func TestPeerRoute(t *testing.T) {
 			if strings.Contains(tc.want, "nope") {
 				gwIf = "nope"
 			}
-			inNS(t, ns, func() error {
+			netnstest.MustDo(t, ns, func() error {
 				if err := nodenet.EnsurePeerRoute(gwIf, c, net.ParseIP(tc.gw)); err == nil || !strings.Contains(err.Error(), tc.want) {
 					t.Errorf("got %v, want an error containing %q", err, tc.want)
 				}

@@ -8,10 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weirnet/weir/pkg/nodenet"
 	"github.com/weirnet/weir/pkg/openflow"
 	"github.com/weirnet/weir/pkg/pipeline"
 	"github.com/weirnet/weir/test/ovstest"
+	"github.com/weirnet/weir/test/testctx"
 )
 
 // fakeKubeProxy is what kube-proxy (iptables mode) does for a ClusterIP
@@ -49,25 +49,14 @@ func fakeKubeProxy(t *testing.T, n *simNode, dnat map[string]string) {
 // same connections fail; with them back they work again.
 func TestServiceReplies(t *testing.T) {
 	began := time.Now()
-	n1 := startNode(t, "node1", "10.10.1.0/24", "02:00:0a:0a:01:01")
-	n2 := startNode(t, "node2", "10.10.2.0/24", "02:00:0a:0a:02:01")
-	mustRun(t, "ip", "link", "add", nicName, "netns", n1.ovs.NetNS, "type", "veth", "peer", "name", nicName, "netns", n2.ovs.NetNS)
-	for i, n := range []*simNode{n1, n2} {
-		mustExec(t, n.ovs, "", "ip", "addr", "add", fmt.Sprintf("192.0.2.%d/24", i+1), "dev", nicName)
-		mustExec(t, n.ovs, "", "ip", "link", "set", nicName, "up")
-		n.setUp(t)
+	n1, n2 := twoNodes(t)
+	for _, n := range []*simNode{n1, n2} {
 		mustExec(t, n.ovs, "", "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
 	}
 	a := n1.addPod(t, "a", 2, 3)
 	b := n1.addPod(t, "b", 3, 4)
 	c := n2.addPod(t, "c", 2, 3)
-	n1.connect(t, n2)
-	n2.connect(t, n1)
-	for _, pair := range [][2]*simNode{{n1, n2}, {n2, n1}} {
-		inNS(t, pair[0].ovs.NetNS, func() error {
-			return nodenet.WarmTunnelNeighbor(ctxT(t), nodenet.DefaultUnderlayBridge, pair[1].nodeIP)
-		})
-	}
+	peerNodes(t, n1, n2)
 	for _, p := range []*ovstest.Pod{b, c} {
 		serveWhoAmI(t, p.NetNS, net.JoinHostPort(p.IP, "8080"), p.Name)
 	}
@@ -122,7 +111,7 @@ func TestServiceReplies(t *testing.T) {
 		return out
 	}
 	n1.ovs.MustAppctl(t, "revalidator/wait") // datapath flow stats reach the OpenFlow flows
-	st, err := n1.sw.DumpFlows(ctxT(t), openflow.FlowFilter{Table: ptr(pipeline.L3Forwarding)})
+	st, err := n1.sw.DumpFlows(testctx.Timeout(t, callTimeout), openflow.FlowFilter{Table: ptr(pipeline.L3Forwarding)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +127,7 @@ func TestServiceReplies(t *testing.T) {
 	}
 
 	t.Run("without the flows service replies are lost", func(t *testing.T) {
-		ctx := ctxT(t)
+		ctx := testctx.Timeout(t, callTimeout)
 		var del, add []openflow.FlowOp
 		for _, n := range []*simNode{n1, n2} {
 			for _, f := range replyFlows(n) {

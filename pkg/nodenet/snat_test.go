@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/weirnet/weir/pkg/nodenet"
+	"github.com/weirnet/weir/test/netnstest"
 )
 
 func TestSNATConfigValidation(t *testing.T) {
@@ -43,7 +44,7 @@ func TestSNATConfigValidation(t *testing.T) {
 func TestSNAT(t *testing.T) {
 	began := time.Now()
 	n := startNode(t, "node1", "10.10.1.0/24", "02:00:0a:0a:01:01")
-	outside := scratchNetNS(t)
+	outside := netnstest.New(t, "weir-nn").Name
 	mustRun(t, "ip", "link", "add", nicName, "netns", n.ovs.NetNS, "type", "veth", "peer", "name", "eth0", "netns", outside)
 	mustExec(t, n.ovs, "", "ip", "addr", "add", "192.0.2.1/24", "dev", nicName)
 	mustExec(t, n.ovs, "", "ip", "link", "set", nicName, "up")
@@ -62,7 +63,7 @@ func TestSNAT(t *testing.T) {
 	}
 	t.Logf("node, pod and outside host up in %v", time.Since(began).Round(time.Millisecond))
 
-	ctx := ctxT(t)
+	ctx := t.Context()
 	cfg := nodenet.SNATConfig{PodCIDR: n.podCIDR, GatewayName: gatewayName}
 	listTable := func() string {
 		t.Helper()
@@ -70,7 +71,7 @@ func TestSNAT(t *testing.T) {
 	}
 	reconcile := func(c nodenet.SNATConfig) {
 		t.Helper()
-		inNS(t, n.ovs.NetNS, func() error { return nodenet.ReconcileSNAT(ctx, c) })
+		netnstest.MustDo(t, n.ovs.NetNS, func() error { return nodenet.ReconcileSNAT(ctx, c) })
 	}
 
 	t.Run("rule as nft prints it", func(t *testing.T) {
@@ -94,7 +95,7 @@ func TestSNAT(t *testing.T) {
 			t.Errorf("second Reconcile changed the table:\n%s\nfirst:\n%s", again, got)
 		}
 		var rules int
-		inNS(t, n.ovs.NetNS, func() error {
+		netnstest.MustDo(t, n.ovs.NetNS, func() error {
 			r, err := nodenet.SNATRules()
 			rules = len(r)
 			return err
@@ -141,12 +142,12 @@ func TestSNAT(t *testing.T) {
 	})
 
 	t.Run("without SNAT the outside cannot answer", func(t *testing.T) {
-		inNS(t, n.ovs.NetNS, func() error { return nodenet.RemoveSNAT(ctx) })
-		inNS(t, n.ovs.NetNS, func() error { return nodenet.RemoveSNAT(ctx) }) // idempotent
+		netnstest.MustDo(t, n.ovs.NetNS, func() error { return nodenet.RemoveSNAT(ctx) })
+		netnstest.MustDo(t, n.ovs.NetNS, func() error { return nodenet.RemoveSNAT(ctx) }) // idempotent
 		if out, err := n.ovs.Exec("", "nft", "list", "table", "ip", nodenet.SNATTable); err == nil {
 			t.Errorf("table still there after RemoveSNAT:\n%s", out)
 		}
-		inNS(t, n.ovs.NetNS, func() error {
+		netnstest.MustDo(t, n.ovs.NetNS, func() error {
 			r, err := nodenet.SNATRules()
 			if err == nil && r != nil {
 				t.Errorf("SNATRules lists %d rules without the table", len(r))

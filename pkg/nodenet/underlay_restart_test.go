@@ -5,11 +5,9 @@ import (
 	"testing"
 	"time"
 
-	"k8s.io/klog/v2/ktesting"
-
 	"github.com/weirnet/weir/pkg/nodenet"
-	"github.com/weirnet/weir/pkg/ovsdb"
-	"github.com/weirnet/weir/test/ovstest"
+	"github.com/weirnet/weir/test/netnstest"
+	"github.com/weirnet/weir/test/testctx"
 )
 
 // TestUnderlayVswitchdRestart sets up the underlay, then restarts
@@ -20,30 +18,21 @@ import (
 // the addresses and routes from the OVSDB record; run again it changes
 // nothing, and it keeps a route added on br-phy by hand in the record.
 func TestUnderlayVswitchdRestart(t *testing.T) {
-	in := ovstest.Start(t)
-	remote := scratchNetNS(t)
-	db, err := ovsdb.Connect(ctxT(t), in.DBSocket(), ktesting.NewLogger(t, ktesting.NewConfig(ktesting.Verbosity(1))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Close)
+	in, db, remote := underlayNode(t)
 	node := in.NetNS
 
-	mustRun(t, "ip", "link", "add", "ul0", "netns", node, "type", "veth", "peer", "name", "ul0", "netns", remote)
 	nsRun(t, node, "ip", "addr", "add", "192.0.2.1/24", "dev", "ul0")
 	nsRun(t, node, "ip", "addr", "add", "203.0.113.1/28", "dev", "ul0")
 	nsRun(t, node, "ip", "link", "set", "ul0", "up")
 	nsRun(t, node, "ip", "route", "add", "default", "via", "192.0.2.254", "metric", "100")
 	nsRun(t, node, "ip", "route", "add", "198.51.100.0/24", "via", "192.0.2.254", "src", "192.0.2.1")
-	nsRun(t, remote, "ip", "addr", "add", "192.0.2.2/24", "dev", "ul0")
-	nsRun(t, remote, "ip", "link", "set", "ul0", "up")
 	cfg := nodenet.UnderlayConfig{OVSDB: db, NIC: "ul0"}
 
 	setup := func(t *testing.T) *nodenet.Underlay {
 		t.Helper()
 		var u *nodenet.Underlay
-		inNS(t, node, func() (err error) {
-			u, err = nodenet.SetupUnderlay(ctxT(t), cfg)
+		netnstest.MustDo(t, node, func() (err error) {
+			u, err = nodenet.SetupUnderlay(testctx.Timeout(t, callTimeout), cfg)
 			return err
 		})
 		return u
@@ -131,10 +120,10 @@ func TestUnderlayVswitchdRestart(t *testing.T) {
 	}
 
 	// Without addresses anywhere and without a record, SetupUnderlay fails.
-	inNS(t, node, func() error { return nodenet.TeardownUnderlay(ctxT(t), cfg) })
+	netnstest.MustDo(t, node, func() error { return nodenet.TeardownUnderlay(testctx.Timeout(t, callTimeout), cfg) })
 	nsRun(t, node, "ip", "addr", "flush", "dev", "ul0")
-	inNS(t, node, func() error {
-		if _, err := nodenet.SetupUnderlay(ctxT(t), cfg); err == nil || !strings.Contains(err.Error(), "no record") {
+	netnstest.MustDo(t, node, func() error {
+		if _, err := nodenet.SetupUnderlay(testctx.Timeout(t, callTimeout), cfg); err == nil || !strings.Contains(err.Error(), "no record") {
 			t.Errorf("SetupUnderlay without any address: got %v, want an error about the missing record", err)
 		}
 		return nil
@@ -144,10 +133,10 @@ func TestUnderlayVswitchdRestart(t *testing.T) {
 // TestEnableIPv4Forwarding turns forwarding on in a fresh namespace: once
 // reported as a change, then as none.
 func TestEnableIPv4Forwarding(t *testing.T) {
-	netns := scratchNetNS(t)
+	netns := netnstest.New(t, "weir-nn").Name
 	nsRun(t, netns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=0")
 	for i, want := range []bool{true, false} {
-		inNS(t, netns, func() error {
+		netnstest.MustDo(t, netns, func() error {
 			changed, err := nodenet.EnableIPv4Forwarding()
 			if changed != want {
 				t.Errorf("call %d: changed=%v, want %v", i+1, changed, want)

@@ -4,11 +4,9 @@ import (
 	"strings"
 	"testing"
 
-	"k8s.io/klog/v2/ktesting"
-
 	"github.com/weirnet/weir/pkg/nodenet"
-	"github.com/weirnet/weir/pkg/ovsdb"
-	"github.com/weirnet/weir/test/ovstest"
+	"github.com/weirnet/weir/test/netnstest"
+	"github.com/weirnet/weir/test/testctx"
 )
 
 // TestUnderlaySetupTeardown moves a node's underlay address and routes onto
@@ -16,21 +14,12 @@ import (
 // from a remote namespace with exactly one answer per ping (the NIC itself
 // must no longer answer).
 func TestUnderlaySetupTeardown(t *testing.T) {
-	in := ovstest.Start(t)
-	remote := scratchNetNS(t)
-	db, err := ovsdb.Connect(ctxT(t), in.DBSocket(), ktesting.NewLogger(t, ktesting.NewConfig(ktesting.Verbosity(1))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Close)
+	in, db, remote := underlayNode(t)
 	node := in.NetNS
 
-	mustRun(t, "ip", "link", "add", "ul0", "netns", node, "type", "veth", "peer", "name", "ul0", "netns", remote)
 	nsRun(t, node, "ip", "addr", "add", "192.0.2.1/24", "dev", "ul0")
 	nsRun(t, node, "ip", "link", "set", "ul0", "up")
 	nsRun(t, node, "ip", "route", "add", "198.51.100.0/24", "via", "192.0.2.254")
-	nsRun(t, remote, "ip", "addr", "add", "192.0.2.2/24", "dev", "ul0")
-	nsRun(t, remote, "ip", "link", "set", "ul0", "up")
 	nicMAC := strings.Fields(nsRun(t, node, "cat", "/sys/class/net/ul0/address"))[0]
 
 	cfg := nodenet.UnderlayConfig{OVSDB: db, NIC: "ul0"}
@@ -47,8 +36,8 @@ func TestUnderlaySetupTeardown(t *testing.T) {
 
 	for i := range 2 {
 		var u *nodenet.Underlay
-		inNS(t, node, func() (err error) {
-			u, err = nodenet.SetupUnderlay(ctxT(t), cfg)
+		netnstest.MustDo(t, node, func() (err error) {
+			u, err = nodenet.SetupUnderlay(testctx.Timeout(t, callTimeout), cfg)
 			return err
 		})
 		if len(u.Addrs) != 1 || u.Addrs[0].String() != "192.0.2.1/24" || u.MTU != 1500 || u.Bridge != "br-phy" {
@@ -83,7 +72,7 @@ func TestUnderlaySetupTeardown(t *testing.T) {
 	}
 
 	for range 2 {
-		inNS(t, node, func() error { return nodenet.TeardownUnderlay(ctxT(t), cfg) })
+		netnstest.MustDo(t, node, func() error { return nodenet.TeardownUnderlay(testctx.Timeout(t, callTimeout), cfg) })
 		if got := addrs("ul0"); !strings.Contains(got, "192.0.2.1/24") {
 			t.Errorf("ul0 did not get its address back: %q", got)
 		}
@@ -109,8 +98,8 @@ func TestUnderlaySetupTeardown(t *testing.T) {
 		{nodenet.UnderlayConfig{OVSDB: db, NIC: "br-phy"}, "both named"},
 		{nodenet.UnderlayConfig{OVSDB: db, NIC: "nope0"}, "underlay NIC nope0"},
 	} {
-		inNS(t, node, func() error {
-			if _, err := nodenet.SetupUnderlay(ctxT(t), tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+		netnstest.MustDo(t, node, func() error {
+			if _, err := nodenet.SetupUnderlay(testctx.Timeout(t, callTimeout), tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("SetupUnderlay(%+v): got %v, want an error containing %q", tc.cfg, err, tc.want)
 			}
 			return nil
