@@ -58,11 +58,12 @@ func (c *netConf) wantsDefaultRoute(ifName string) bool {
 	return ifName == primaryIfName
 }
 
-// extraRoutes validates "routes" for a pod network with gateway gw: every
-// destination a canonical CIDR of gw's family, no duplicates, no default
-// route when the default route is installed anyway, and "gw" (if set) the
-// gateway. The error is CodeInvalidNetworkConfig.
-func (c *netConf) extraRoutes(ifName string, gw net.IP) ([]*net.IPNet, *cniError) {
+// extraRoutes validates "routes" for a pod network with gateways gws (one
+// per family the node serves): every destination a canonical CIDR of a
+// family with a gateway, no duplicates, no default route when the default
+// route is installed anyway, and "gw" (if set) the gateway of its family.
+// The error is CodeInvalidNetworkConfig.
+func (c *netConf) extraRoutes(ifName string, gws ...net.IP) ([]*net.IPNet, *cniError) {
 	var out []*net.IPNet
 	seen := map[string]bool{}
 	for i, r := range c.Routes {
@@ -73,8 +74,9 @@ func (c *netConf) extraRoutes(ifName string, gw net.IP) ([]*net.IPNet, *cniError
 		if !ip.Equal(dst.IP) {
 			return nil, errorf(cniv1.CodeInvalidNetworkConfig, "weir: routes[%d].dst %q has host bits set (the network is %s)", i, r.Dst, dst)
 		}
-		if (ip.To4() == nil) != (gw.To4() == nil) {
-			return nil, errorf(cniv1.CodeInvalidNetworkConfig, "weir: routes[%d].dst %s is not of the pod network's family (gateway %s)", i, dst, gw)
+		gw := sameFamily(ip, gws)
+		if gw == nil {
+			return nil, errorf(cniv1.CodeInvalidNetworkConfig, "weir: routes[%d].dst %s is not of the pod network's family (gateway %s)", i, dst, joinIPs(gws))
 		}
 		if r.GW != "" && !net.ParseIP(r.GW).Equal(gw) {
 			return nil, errorf(cniv1.CodeInvalidNetworkConfig, "weir: routes[%d].gw %q: Weir routes via the node's gateway %s only", i, r.GW, gw)
@@ -89,6 +91,35 @@ func (c *netConf) extraRoutes(ifName string, gw net.IP) ([]*net.IPNet, *cniError
 		out = append(out, dst)
 	}
 	return out, nil
+}
+
+// sameFamily returns the address of ips of ip's family, nil if none.
+func sameFamily(ip net.IP, ips []net.IP) net.IP {
+	for _, o := range ips {
+		if o != nil && (o.To4() == nil) == (ip.To4() == nil) {
+			return o
+		}
+	}
+	return nil
+}
+
+// ofFamily returns the routes of the family of ip.
+func ofFamily(routes []*net.IPNet, ip net.IP) []*net.IPNet {
+	var out []*net.IPNet
+	for _, r := range routes {
+		if (r.IP.To4() == nil) == (ip.To4() == nil) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func joinIPs(ips []net.IP) string {
+	var s []string
+	for _, ip := range ips {
+		s = append(s, ip.String())
+	}
+	return strings.Join(s, ", ")
 }
 
 // request is a validated CNI request.

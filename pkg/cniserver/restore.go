@@ -72,19 +72,23 @@ func (s *Server) Restore(ctx context.Context) (RestoreStats, error) {
 		}
 		st.Removed++
 	}
-	allocs := map[string]net.IP{}
-	for k, a := range keep {
-		if ip := ipv4(&a); ip != nil {
-			allocs[k] = ip
+	// Each family's IPAM gets the addresses of that family.
+	for _, alloc := range s.allocators() {
+		gw := alloc.Gateway()
+		allocs := map[string]net.IP{}
+		for k, a := range keep {
+			if ip := sameFamily(gw, ipsOf(&a)); ip != nil {
+				allocs[k] = ip
+			}
 		}
-	}
-	for k := range s.ipam.List() {
-		if _, ok := allocs[k]; !ok {
-			st.Released++
+		for k := range alloc.List() {
+			if _, ok := allocs[k]; !ok {
+				st.Released++
+			}
 		}
-	}
-	if err := s.ipam.Restore(allocs); err != nil {
-		return st, fmt.Errorf("restoring IP allocations: %w", err)
+		if err := alloc.Restore(allocs); err != nil {
+			return st, fmt.Errorf("restoring IP allocations of %s: %w", alloc.CIDR(), err)
+		}
 	}
 	for _, a := range keep {
 		if err := s.flows.AddPod(ctx, podInterface(&a)); err != nil {

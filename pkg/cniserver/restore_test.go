@@ -71,9 +71,9 @@ func (n *restoreNode) addPort(t *testing.T, name string, ofport int, ids map[str
 	n.ovs.MustVsctl(t, args...)
 }
 
-func ipsOf(addrs ...string) []netip.Addr {
-	out := make([]netip.Addr, len(addrs))
-	for i, a := range addrs {
+func addrs(in ...string) []netip.Addr {
+	out := make([]netip.Addr, len(in))
+	for i, a := range in {
 		out[i] = netip.MustParseAddr(a)
 	}
 	return out
@@ -107,7 +107,7 @@ func TestRestoreRecordsOfEarlierWeir(t *testing.T) {
 	n.addPort(t, "weirc0000000002", 6, v1("c-legacy", "10.244.1.6", "0a:58:0a:f4:01:06", "web-1"))
 	v2 := interfacestore.ExternalIDs(interfacestore.Interface{ContainerID: "c-v2", IfName: "eth0", NetNS: live,
 		PodNamespace: "default", PodName: "web-2", Network: "weir", MAC: net.HardwareAddr{0x0a, 0x58, 10, 244, 1, 7},
-		IPs: ipsOf("10.244.1.7")})
+		IPs: addrs("10.244.1.7")})
 	n.addPort(t, "weirc0000000003", 7, v2)
 	gone := v1("c-gone", "10.244.1.8", "0a:58:0a:f4:01:08", "web-3")
 	gone["netns"] = "/var/run/netns/weir-restore-test-gone"
@@ -173,7 +173,7 @@ func TestRestoreRecordsOfEarlierWeir(t *testing.T) {
 func TestRestoreRefusesNewerRecord(t *testing.T) {
 	n := newRestoreNode(t)
 	newer := interfacestore.ExternalIDs(interfacestore.Interface{ContainerID: "c-new", IfName: "eth0",
-		NetNS: "/var/run/netns/gone", MAC: net.HardwareAddr{0x0a, 0x58, 10, 244, 1, 9}, IPs: ipsOf("10.244.1.9")})
+		NetNS: "/var/run/netns/gone", MAC: net.HardwareAddr{0x0a, 0x58, 10, 244, 1, 9}, IPs: addrs("10.244.1.9")})
 	newer[interfacestore.KeyRecordVersion] = "99"
 	n.addPort(t, "weirc0000000009", 9, newer)
 	s, _ := n.server(t)
@@ -186,5 +186,35 @@ func TestRestoreRefusesNewerRecord(t *testing.T) {
 	}
 	if s.Interfaces().Len() != 0 {
 		t.Errorf("Restore put %d interfaces in the store", s.Interfaces().Len())
+	}
+}
+
+// TestRestoreDualStack restores a version 2 record with an address of each
+// family into the IPAM of each family.
+func TestRestoreDualStack(t *testing.T) {
+	n := newRestoreNode(t)
+	live := filepath.Join(t.TempDir(), "netns-live")
+	if err := os.WriteFile(live, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n.addPort(t, "weirc0000000011", 11, interfacestore.ExternalIDs(interfacestore.Interface{ContainerID: "c-ds", IfName: "eth0",
+		NetNS: live, PodNamespace: "default", PodName: "ds", Network: "weir", MAC: net.HardwareAddr{0x0a, 0x58, 10, 244, 1, 11},
+		IPs: addrs("10.244.1.11", "fd00:244:1::b")}))
+	_, c6, _ := net.ParseCIDR("fd00:244:1::/64")
+	alloc6, err := ipam.New(c6, &ipam.MemStore{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	flows := &fakeFlows{pods: map[string]bool{}}
+	log := ktesting.NewLogger(t, ktesting.NewConfig(ktesting.Verbosity(2)))
+	s := New(Config{Bridge: "br-int", HostNetNSPath: "/var/run/netns/" + n.ovs.NetNS, IPv6: alloc6, Logger: log}, n.db, flows, n.alloc)
+	if st, err := s.Restore(context.Background()); err != nil || st.Restored != 1 {
+		t.Fatalf("Restore = %+v, %v", st, err)
+	}
+	if ip, ok := n.alloc.Lookup("c-ds/eth0"); !ok || ip.String() != "10.244.1.11" {
+		t.Errorf("IPv4 IPAM has %v, %v", ip, ok)
+	}
+	if ip, ok := alloc6.Lookup("c-ds/eth0"); !ok || ip.String() != "fd00:244:1::b" {
+		t.Errorf("IPv6 IPAM has %v, %v", ip, ok)
 	}
 }

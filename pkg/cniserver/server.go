@@ -63,6 +63,10 @@ type Config struct {
 	// OVSDB record names no network (written by Weir before it recorded the
 	// network name; empty: DefaultNetworkName). See legacyNetwork.
 	DefaultNetwork string
+	// IPv6, if set, is the IPAM of the node's IPv6 pod CIDR: pods get an
+	// address of each family, the allocator passed to New giving the IPv4
+	// one (nil: IPv4 only).
+	IPv6 *ipam.Allocator
 	// Interfaces is the node's store of pod interfaces, which the server
 	// writes (nil: a store of its own; see Server.Interfaces).
 	Interfaces *interfacestore.Store
@@ -247,7 +251,7 @@ func (s *Server) CmdAdd(ctx context.Context, in *cniv1.CniCmdRequest) (*cniv1.Cn
 		log.Info("CNI ADD rejected", "err", cerr.Error())
 		return fail(cerr)
 	}
-	routes, cerr := req.conf.extraRoutes(req.ifName, s.ipam.Gateway())
+	routes, cerr := req.conf.extraRoutes(req.ifName, s.gateways()...)
 	if cerr != nil {
 		log.Info("CNI ADD rejected", "err", cerr.Error())
 		return fail(cerr)
@@ -286,25 +290,34 @@ func (s *Server) add(ctx context.Context, req *request, routes []*net.IPNet, log
 		mark = now
 	}
 	defer func() { log.V(2).Info("ADD steps", steps...) }()
-	ip, err := s.ipam.Allocate(req.key())
-	if err != nil {
-		if errors.Is(err, ipam.ErrExhausted) {
-			return nil, withDetails(cniv1.CodeIPAMExhausted, "weir: no IP address left for the pod", err)
+	// One address per family, the IPv4 one first.
+	var addrs []*net.IPNet
+	var gws []net.IP
+	for _, alloc := range s.allocators() {
+		ip, err := alloc.Allocate(req.key())
+		if err != nil {
+			rollback()
+			if errors.Is(err, ipam.ErrExhausted) {
+				return nil, withDetails(cniv1.CodeIPAMExhausted, fmt.Sprintf("weir: no IP address left for the pod in %s", alloc.CIDR()), err)
+			}
+			return nil, withDetails(cniv1.CodeInternal, "weir: allocating the pod's IP failed", err)
 		}
-		return nil, withDetails(cniv1.CodeInternal, "weir: allocating the pod's IP failed", err)
+		undo = append(undo, func() {
+			if err := alloc.Release(req.key()); err != nil {
+				log.Error(err, "Rollback: releasing IP failed", "ip", ip)
+			}
+		})
+		a, ok := netip.AddrFromSlice(ip)
+		if !ok {
+			rollback()
+			return nil, errorf(cniv1.CodeInternal, "weir: IPAM allocated an invalid address %v", ip)
+		}
+		att.IPs = append(att.IPs, a.Unmap())
+		addrs = append(addrs, &net.IPNet{IP: ip, Mask: alloc.CIDR().Mask})
+		gws = append(gws, alloc.Gateway())
 	}
-	addr, ok := netip.AddrFromSlice(ip.To4())
-	if !ok {
-		_ = s.ipam.Release(req.key())
-		return nil, errorf(cniv1.CodeInternal, "weir: IPAM allocated %v, not an IPv4 address", ip)
-	}
-	att.IPs = []netip.Addr{addr}
+	ip := addrs[0].IP
 	step("ipam")
-	undo = append(undo, func() {
-		if err := s.ipam.Release(req.key()); err != nil {
-			log.Error(err, "Rollback: releasing IP failed")
-		}
-	})
 
 	// The pod's MAC follows from its IP, and the agent picks the OpenFlow
 	// port number itself (ofport_request), so the pod's flows can be
@@ -321,11 +334,13 @@ func (s *Server) add(ctx context.Context, req *request, routes []*net.IPNet, log
 	undo = append(undo, func() { s.ofports.Release(att.PortName) })
 
 	mtu := s.mtuFor(req)
-	cidr := s.ipam.CIDR()
 	vcfg := podnet.VethConfig{
 		NetNSPath: req.netns, IfName: req.ifName, HostIfName: att.PortName, HostNetNSPath: s.cfg.HostNetNSPath,
-		MAC: att.MAC, MTU: mtu, IPNet: &net.IPNet{IP: ip, Mask: cidr.Mask}, Gateway: s.ipam.Gateway(), TxChecksumOff: s.cfg.TxChecksumOff,
-		NoDefaultRoute: !req.conf.wantsDefaultRoute(req.ifName), Routes: routes,
+		MAC: att.MAC, MTU: mtu, IPNet: addrs[0], Gateway: gws[0], TxChecksumOff: s.cfg.TxChecksumOff,
+		NoDefaultRoute: !req.conf.wantsDefaultRoute(req.ifName), Routes: ofFamily(routes, gws[0]),
+	}
+	if len(addrs) > 1 {
+		vcfg.Second = &podnet.Address{IPNet: addrs[1], Gateway: gws[1], Routes: ofFamily(routes, gws[1])}
 	}
 	flowsErr := make(chan error, 1)
 	go func() { flowsErr <- s.flows.AddPod(ctx, podInterface(att)) }()
@@ -389,15 +404,22 @@ func podInterface(i *interfacestore.Interface) pipeline.PodInterface {
 // Routes lists exactly the routes ADD installed via the gateway (the
 // kernel's on-link route of the pod CIDR is not one of them).
 func (s *Server) result(req *request, att *interfacestore.Interface, routes []*net.IPNet) (*cniv1.CniCmdResponse, error) {
-	cidr := s.ipam.CIDR()
-	gw := s.ipam.Gateway()
 	sandboxIdx := 1
 	var rs []*types.Route
-	if req.conf.wantsDefaultRoute(req.ifName) {
-		rs = append(rs, &types.Route{Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, GW: gw})
-	}
-	for _, dst := range routes {
-		rs = append(rs, &types.Route{Dst: *dst, GW: gw})
+	var ips []*current.IPConfig
+	for _, alloc := range s.allocators() {
+		gw := alloc.Gateway()
+		ip := sameFamily(gw, ipsOf(att))
+		if ip == nil {
+			continue
+		}
+		ips = append(ips, &current.IPConfig{Interface: &sandboxIdx, Address: net.IPNet{IP: ip, Mask: alloc.CIDR().Mask}, Gateway: gw})
+		if req.conf.wantsDefaultRoute(req.ifName) {
+			rs = append(rs, &types.Route{Dst: *defaultRoute(gw), GW: gw})
+		}
+		for _, dst := range ofFamily(routes, gw) {
+			rs = append(rs, &types.Route{Dst: *dst, GW: gw})
+		}
 	}
 	r := &current.Result{
 		CNIVersion: current.ImplementedSpecVersion,
@@ -405,11 +427,7 @@ func (s *Server) result(req *request, att *interfacestore.Interface, routes []*n
 			{Name: att.PortName},
 			{Name: att.IfName, Mac: att.MAC.String(), Sandbox: att.NetNS},
 		},
-		IPs: []*current.IPConfig{{
-			Interface: &sandboxIdx,
-			Address:   net.IPNet{IP: ipv4(att), Mask: cidr.Mask},
-			Gateway:   gw,
-		}},
+		IPs:    ips,
 		Routes: rs,
 		DNS:    req.conf.DNS,
 	}
@@ -511,8 +529,10 @@ func (s *Server) del(ctx context.Context, containerID, ifName, netns string) err
 	if err := errors.Join(errs...); err != nil {
 		return err // keep the IP and the record: the runtime retries DEL
 	}
-	if err := s.ipam.Release(key); err != nil {
-		return err
+	for _, alloc := range s.allocators() {
+		if err := alloc.Release(key); err != nil {
+			return err
+		}
 	}
 	s.ofports.Release(hostIf)
 	s.store.Delete(key)
@@ -541,7 +561,7 @@ func (s *Server) CmdCheck(ctx context.Context, in *cniv1.CniCmdRequest) (*cniv1.
 		return fail(errorf(cniv1.CodeInvalidNetworkConfig,
 			"weir: CHECK without prevResult: the runtime must pass the result of the ADD as prevResult (CNI spec %s, CHECK)", req.conf.CNIVersion))
 	}
-	routes, cerr := req.conf.extraRoutes(req.ifName, s.ipam.Gateway())
+	routes, cerr := req.conf.extraRoutes(req.ifName, s.gateways()...)
 	if cerr != nil {
 		return fail(cerr)
 	}
@@ -553,15 +573,25 @@ func (s *Server) CmdCheck(ctx context.Context, in *cniv1.CniCmdRequest) (*cniv1.
 		return fail(errorf(cniv1.CodeUnknownContainer, "weir: CHECK: network %q has no attachment for container %s interface %s",
 			req.conf.Name, req.containerID, req.ifName))
 	}
-	cidr := s.ipam.CIDR()
-	podIP := net.IPNet{IP: ipv4(att), Mask: cidr.Mask}
-	problems := checkPrevResult(prev, att, podIP, s.ipam.Gateway())
+	var want []podAddress
+	for _, alloc := range s.allocators() {
+		if ip := sameFamily(alloc.Gateway(), ipsOf(att)); ip != nil {
+			want = append(want, podAddress{ipNet: net.IPNet{IP: ip, Mask: alloc.CIDR().Mask}, gateway: alloc.Gateway(), alloc: alloc})
+		} else {
+			want = append(want, podAddress{gateway: alloc.Gateway(), alloc: alloc})
+		}
+	}
+	problems := checkPrevResult(prev, att, want)
 	if !sameNetNS(req.netns, att.NetNS) {
 		problems = append(problems, fmt.Sprintf("CNI_NETNS %s is not the netns %s of the ADD", req.netns, att.NetNS))
 	}
 	vcfg := podnet.VethConfig{NetNSPath: req.netns, IfName: req.ifName, HostIfName: att.PortName,
 		HostNetNSPath: s.cfg.HostNetNSPath, MAC: att.MAC, MTU: s.mtuFor(req), TxChecksumOff: s.cfg.TxChecksumOff,
-		IPNet: &podIP, Gateway: s.ipam.Gateway(), NoDefaultRoute: !req.conf.wantsDefaultRoute(req.ifName), Routes: routes}
+		IPNet: &want[0].ipNet, Gateway: want[0].gateway, NoDefaultRoute: !req.conf.wantsDefaultRoute(req.ifName),
+		Routes: ofFamily(routes, want[0].gateway)}
+	if len(want) > 1 {
+		vcfg.Second = &podnet.Address{IPNet: &want[1].ipNet, Gateway: want[1].gateway, Routes: ofFamily(routes, want[1].gateway)}
+	}
 	if err := podnet.CheckVeth(ctx, vcfg); err != nil {
 		problems = append(problems, err.Error())
 	}
@@ -576,8 +606,12 @@ func (s *Server) CmdCheck(ctx context.Context, in *cniv1.CniCmdRequest) (*cniv1.
 	if err := s.flows.CheckPod(ctx, att.Key()); err != nil {
 		problems = append(problems, err.Error())
 	}
-	if ip, ok := s.ipam.Lookup(att.Key()); !ok || !ip.Equal(ipv4(att)) {
-		problems = append(problems, fmt.Sprintf("IPAM has no record of %s for this attachment", ipv4(att)))
+	for _, w := range want {
+		if w.ipNet.IP == nil {
+			problems = append(problems, fmt.Sprintf("the attachment has no address of pod CIDR %s", w.alloc.CIDR()))
+		} else if ip, ok := w.alloc.Lookup(att.Key()); !ok || !ip.Equal(w.ipNet.IP) {
+			problems = append(problems, fmt.Sprintf("IPAM has no record of %s for this attachment", w.ipNet.IP))
+		}
 	}
 	if len(problems) > 0 {
 		return fail(&cniError{code: cniv1.CodeInternal, msg: "weir: CHECK failed: " + strings.Join(problems, "; ")})
@@ -585,12 +619,20 @@ func (s *Server) CmdCheck(ctx context.Context, in *cniv1.CniCmdRequest) (*cniv1.
 	return &cniv1.CniCmdResponse{}, nil
 }
 
+// podAddress is one address Weir gave an attachment (ipNet.IP nil if the
+// attachment lacks one of that family), with its family's gateway and IPAM.
+type podAddress struct {
+	ipNet   net.IPNet
+	gateway net.IP
+	alloc   *ipam.Allocator
+}
+
 // checkPrevResult lists where prevResult contradicts Weir's attachment:
 // it must list the host interface (no sandbox) and the container interface
-// in att's netns with att's MAC, and the pod address on that interface;
-// another address of the pod CIDR on it is a wrong claim. Interfaces,
+// in att's netns with att's MAC, and each pod address on that interface;
+// another address of a pod CIDR on it is a wrong claim. Interfaces,
 // addresses and routes of other plugins are allowed.
-func checkPrevResult(prev *current.Result, att *interfacestore.Interface, podIP net.IPNet, gw net.IP) []string {
+func checkPrevResult(prev *current.Result, att *interfacestore.Interface, want []podAddress) []string {
 	var problems []string
 	add := func(format string, a ...any) { problems = append(problems, "prevResult: "+fmt.Sprintf(format, a...)) }
 	hostIdx, podIdx := -1, -1
@@ -619,27 +661,33 @@ func checkPrevResult(prev *current.Result, att *interfacestore.Interface, podIP 
 	if podIdx < 0 {
 		add("does not list interface %s in a sandbox", att.IfName)
 	}
-	found := false
-	for _, ipc := range prev.IPs {
-		onPod := ipc.Interface != nil && *ipc.Interface == podIdx && podIdx >= 0
-		switch {
-		case ipc.Address.IP.Equal(podIP.IP):
-			found = true
-			if ones, _ := ipc.Address.Mask.Size(); ones != prefixLen(podIP) {
-				add("address %s has the wrong prefix length, Weir assigned %s", ipc.Address.String(), podIP.String())
-			}
-			if ipc.Interface != nil && !onPod {
-				add("address %s is not on interface %s", ipc.Address.IP, att.IfName)
-			}
-			if ipc.Gateway != nil && !ipc.Gateway.Equal(gw) {
-				add("address %s has gateway %s, Weir's is %s", ipc.Address.IP, ipc.Gateway, gw)
-			}
-		case onPod && podIP.Contains(ipc.Address.IP):
-			add("claims address %s on interface %s, Weir assigned %s", ipc.Address.String(), att.IfName, podIP.String())
+	for _, w := range want {
+		if w.ipNet.IP == nil {
+			continue
 		}
-	}
-	if !found {
-		add("does not list Weir's address %s", podIP.String())
+		podIP := w.ipNet
+		found := false
+		for _, ipc := range prev.IPs {
+			onPod := ipc.Interface != nil && *ipc.Interface == podIdx && podIdx >= 0
+			switch {
+			case ipc.Address.IP.Equal(podIP.IP):
+				found = true
+				if ones, _ := ipc.Address.Mask.Size(); ones != prefixLen(podIP) {
+					add("address %s has the wrong prefix length, Weir assigned %s", ipc.Address.String(), podIP.String())
+				}
+				if ipc.Interface != nil && !onPod {
+					add("address %s is not on interface %s", ipc.Address.IP, att.IfName)
+				}
+				if ipc.Gateway != nil && !ipc.Gateway.Equal(w.gateway) {
+					add("address %s has gateway %s, Weir's is %s", ipc.Address.IP, ipc.Gateway, w.gateway)
+				}
+			case onPod && podIP.Contains(ipc.Address.IP):
+				add("claims address %s on interface %s, Weir assigned %s", ipc.Address.String(), att.IfName, podIP.String())
+			}
+		}
+		if !found {
+			add("does not list Weir's address %s", podIP.String())
+		}
 	}
 	return problems
 }
@@ -683,9 +731,11 @@ func (s *Server) CmdStatus(_ context.Context, in *cniv1.CniCmdRequest) (*cniv1.C
 	}
 	// An exhausted pool: no ADD can succeed until a pod goes. The existing
 	// pods are not affected, hence 50 rather than 51.
-	if used, size := len(s.ipam.List()), s.ipam.Size(); uint64(used) >= size {
-		return fail(errorf(cniv1.CodePluginNotAvailable, "weir: no IP address left for new pods in pod CIDR %s (%d of %d in use)",
-			s.ipam.CIDR(), used, size))
+	for _, alloc := range s.allocators() {
+		if used, size := len(alloc.List()), alloc.Size(); uint64(used) >= size {
+			return fail(errorf(cniv1.CodePluginNotAvailable, "weir: no IP address left for new pods in pod CIDR %s (%d of %d in use)",
+				alloc.CIDR(), used, size))
+		}
 	}
 	return &cniv1.CniCmdResponse{}, nil
 }
@@ -731,21 +781,46 @@ func (s *Server) CmdGC(ctx context.Context, in *cniv1.CniCmdRequest) (*cniv1.Cni
 	return &cniv1.CniCmdResponse{}, nil
 }
 
+// allocators returns the IPAM of each family the node serves, IPv4 first.
+func (s *Server) allocators() []*ipam.Allocator {
+	if s.cfg.IPv6 != nil {
+		return []*ipam.Allocator{s.ipam, s.cfg.IPv6}
+	}
+	return []*ipam.Allocator{s.ipam}
+}
+
+// gateways returns the gateway of each family the node serves.
+func (s *Server) gateways() []net.IP {
+	var out []net.IP
+	for _, a := range s.allocators() {
+		out = append(out, a.Gateway())
+	}
+	return out
+}
+
+// defaultRoute is the default route of gw's family.
+func defaultRoute(gw net.IP) *net.IPNet {
+	if gw.To4() != nil {
+		return &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
+	}
+	return &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
+}
+
+// ipsOf returns i's addresses as net.IPs.
+func ipsOf(i *interfacestore.Interface) []net.IP {
+	out := make([]net.IP, len(i.IPs))
+	for n, a := range i.IPs {
+		out[n] = net.IP(a.AsSlice())
+	}
+	return out
+}
+
 // sameAttachment reports whether a and b are one ADD's attachment: a DEL
 // and a new ADD of the same key give another port number, or netns, or
 // address.
 func sameAttachment(a, b *interfacestore.Interface) bool {
 	return a.Key() == b.Key() && a.NetNS == b.NetNS && a.PortName == b.PortName && a.OFPort == b.OFPort &&
 		slices.Equal(a.IPs, b.IPs) && a.MAC.String() == b.MAC.String()
-}
-
-// ipv4 is i's IPv4 address as a net.IP (nil if it has none).
-func ipv4(i *interfacestore.Interface) net.IP {
-	ip, ok := i.IPv4()
-	if !ok {
-		return nil
-	}
-	return net.IP(ip.AsSlice())
 }
 
 // keyedMutex serializes work per container ID.

@@ -409,7 +409,7 @@ func FuzzCNIResult(f *testing.F) {
 			}
 		}
 		if prev, cerr := req.prevResult(); cerr == nil && prev != nil {
-			_ = checkPrevResult(prev, att, net.IPNet{IP: ip, Mask: cidr.Mask}, alloc.Gateway())
+			_ = checkPrevResult(prev, att, []podAddress{{ipNet: net.IPNet{IP: ip, Mask: cidr.Mask}, gateway: alloc.Gateway(), alloc: alloc}})
 		}
 	})
 }

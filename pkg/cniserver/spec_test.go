@@ -116,7 +116,7 @@ func TestCheckPrevResult(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			r := good()
 			tt.mutate(r)
-			got := strings.Join(checkPrevResult(r, att, podIP, gw), "; ")
+			got := strings.Join(checkPrevResult(r, att, []podAddress{{ipNet: podIP, gateway: gw}}), "; ")
 			if len(tt.want) == 0 && got != "" {
 				t.Fatalf("problems %q, want none", got)
 			}
