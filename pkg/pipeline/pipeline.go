@@ -32,6 +32,12 @@ type Config struct {
 	TunnelOFPort uint32
 	// PodCIDR is the node's pod subnet.
 	PodCIDR *net.IPNet
+	// GatewayIPv6 and PodCIDRv6, both set or both unset, turn on IPv6
+	// (dual-stack): the gateway's IPv6 address (also held by the gateway
+	// interface, which answers Neighbor Discovery for it) and the node's
+	// IPv6 pod subnet, which must contain it. See ipv6.go.
+	GatewayIPv6 net.IP
+	PodCIDRv6   *net.IPNet
 	// ServiceCIDR, if set, is the ClusterIP range. A pod's packets to it
 	// skip egress policy on their first pass (they leave through the
 	// gateway to kube-proxy's DNAT); egress policy applies when they come
@@ -54,7 +60,7 @@ func (c *Config) validate() error {
 	case c.PodCIDR == nil || !c.PodCIDR.Contains(c.GatewayIP):
 		return fmt.Errorf("pipeline: pod CIDR %v must contain gateway IP %v", c.PodCIDR, c.GatewayIP)
 	}
-	return nil
+	return c.validateIPv6()
 }
 
 // PodInterface is one local pod's attachment to the bridge.
@@ -97,6 +103,20 @@ func (p PodInterface) validate() error {
 		return fmt.Errorf("pipeline: pod %s: IPv4 address is required", p.Key)
 	case len(p.MAC) != 6:
 		return fmt.Errorf("pipeline: pod %s: MAC address is required", p.Key)
+	}
+	var n4, n6 int
+	for _, a := range p.IPs {
+		switch {
+		case a.Is4():
+			n4++
+		case a.Is6() && !a.Is4In6():
+			n6++
+		default:
+			return fmt.Errorf("pipeline: pod %s: invalid address %v", p.Key, a)
+		}
+	}
+	if n4 > 1 || n6 > 1 {
+		return fmt.Errorf("pipeline: pod %s: at most one address per family, got %v", p.Key, p.IPs)
 	}
 	return nil
 }
@@ -277,6 +297,11 @@ func (p *Pipeline) baseFlows(gen uint32) ([]*openflow.Flow, error) {
 	}
 	// Service replies back through the gateway (service.go).
 	bs = append(bs, p.serviceFlows(nf, gen)...)
+	// IPv6, if configured (ipv6.go); after every IPv4 flow, so an
+	// IPv4-only node's flows are what they always were.
+	if p.ipv6Enabled() {
+		bs = append(bs, p.ipv6BaseFlows(nf, gen)...)
+	}
 	return buildAll(bs)
 }
 
@@ -317,7 +342,9 @@ func buildAll(bs []*openflow.FlowBuilder) ([]*openflow.Flow, error) {
 // (IP+MAC, ARP sender), ARP forwarding by target, L3 route for traffic sent
 // to the gateway MAC, and L2 forwarding to its port. With a tunnel port
 // (Config.TunnelOFPort) there is one more: the L3 route for traffic from
-// other nodes, which arrives addressed to GlobalVirtualMAC.
+// other nodes, which arrives addressed to GlobalVirtualMAC. A pod with an
+// IPv6 address (which needs the IPv6 configuration) also gets its IPv6
+// spoof guard and L3 route (podIPv6Flows in ipv6.go).
 func (p *Pipeline) PodFlows(pod PodInterface, cookie openflow.Cookie) ([]*openflow.Flow, error) {
 	if err := pod.validate(); err != nil {
 		return nil, err
@@ -343,6 +370,12 @@ func (p *Pipeline) PodFlows(pod PodInterface, cookie openflow.Cookie) ([]*openfl
 		// (and decremented its TTL); only the MACs are rewritten here.
 		bs = append(bs, nf(L3Forwarding, prioL3Route).MatchProtocol(openflow.ProtocolIP).MatchEthDst(globalVirtualMAC).MatchDstIP(ip).
 			SetEthSrc(p.cfg.GatewayMAC).SetEthDst(pod.MAC).GotoTable(L2Forwarding))
+	}
+	if ip6 := pod.IPv6(); ip6 != nil {
+		if !p.ipv6Enabled() {
+			return nil, fmt.Errorf("pipeline: pod %s has IPv6 address %v but the pipeline has no IPv6 configuration", pod.Key, ip6)
+		}
+		bs = append(bs, p.podIPv6Flows(nf, pod, ip6)...)
 	}
 	return buildAll(bs)
 }

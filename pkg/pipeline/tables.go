@@ -98,6 +98,11 @@ const (
 	// prioSpoofGuardPod: a pod's packets with its own IP and MAC, above
 	// the miss that drops everything else from pods.
 	prioSpoofGuardPod uint16 = 200
+	// prioSpoofGuardRouterOnly: ICMPv6 messages only routers send (Router
+	// Advertisement, Redirect) are dropped from pods even with the pod's
+	// own addresses; above prioSpoofGuardPod, which would let them pass
+	// (ipv6.go).
+	prioSpoofGuardRouterOnly uint16 = 210
 
 	// ARPResponder, from the top:
 	//
@@ -116,6 +121,11 @@ const (
 	// prioARPDrop: any other ARP is dropped; above the miss, which sends
 	// IP on to conntrack.
 	prioARPDrop uint16 = 1
+	// prioNDDrop: Neighbor Solicitations and Advertisements are dropped
+	// here, above the miss that would send them into conntrack, until
+	// the ND flows exist (ipv6.go: they need nd_target/nd_sll/nd_tll
+	// matches pkg/openflow does not have yet).
+	prioNDDrop uint16 = 1
 
 	// prioConntrackZone: IP goes through conntrack; the miss drops the
 	// rest (ARP never gets here: ARPResponder outputs or drops it).

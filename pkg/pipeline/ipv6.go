@@ -1,0 +1,123 @@
+package pipeline
+
+import (
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/weirnet/weir/pkg/openflow"
+)
+
+// IPv6 (dual-stack). With Config.GatewayIPv6 and Config.PodCIDRv6 set, the
+// pipeline carries IPv6 beside IPv4: every base flow that matches "ip" on
+// the way through conntrack, policy bypass and commit has an "ipv6" twin,
+// and a pod with an IPv6 address gets an IPv6 spoof guard and an L3 route
+// for traffic sent to the gateway MAC. Same-subnet traffic between pods
+// switches on the destination MAC in L2Forwarding, as for IPv4.
+//
+// Router Advertisements and Redirects from pods are dropped in SpoofGuard.
+//
+// Neighbor Discovery (the ARP of IPv6) is not switched yet: pkg/openflow
+// has no match for the ND fields (nd_target, nd_sll, nd_tll), without which
+// neither the forwarding of a solicitation to the pod owning its target nor
+// the guard that a pod advertises only its own address and MAC can be
+// written. Until then Neighbor Solicitations and Advertisements are dropped
+// in ARPResponder (prioNDDrop), before conntrack, and neighbours must be
+// known otherwise (static entries). docs/pipeline.md lists what is missing.
+
+// ICMPv6 types the pipeline matches.
+const (
+	icmp6RouterAdvert   = 134
+	icmp6NeighborSolict = 135
+	icmp6NeighborAdvert = 136
+	icmp6Redirect       = 137
+)
+
+func (c *Config) validateIPv6() error {
+	switch {
+	case c.GatewayIPv6 == nil && c.PodCIDRv6 == nil:
+		return nil
+	case c.GatewayIPv6 == nil || c.PodCIDRv6 == nil:
+		return errors.New("pipeline: gateway IPv6 address and IPv6 pod CIDR must be set together")
+	case c.GatewayIPv6.To4() != nil || c.GatewayIPv6.To16() == nil:
+		return fmt.Errorf("pipeline: gateway IPv6 address %v is not an IPv6 address", c.GatewayIPv6)
+	case c.PodCIDRv6.IP.To4() != nil || len(c.PodCIDRv6.Mask) != net.IPv6len:
+		return fmt.Errorf("pipeline: IPv6 pod CIDR %v is not an IPv6 prefix", c.PodCIDRv6)
+	case !c.PodCIDRv6.Contains(c.GatewayIPv6):
+		return fmt.Errorf("pipeline: IPv6 pod CIDR %v must contain gateway IPv6 address %v", c.PodCIDRv6, c.GatewayIPv6)
+	}
+	return nil
+}
+
+func (p *Pipeline) ipv6Enabled() bool { return p.cfg.GatewayIPv6 != nil }
+
+// ipv6BaseFlows returns the IPv6 base flows for policy generation gen: the
+// ipv6 twins of the IPv4 base flows that match "ip" (conntrack zone, policy
+// bypasses, the node's own traffic to pods, commit and re-commit, the
+// service-reply mark and route), the drop of router-only ICMPv6 from pods
+// and the drop of Neighbor Discovery before conntrack.
+//
+// Not twinned: the Service CIDR bypass (Config.ServiceCIDR is IPv4) and the
+// tunnel flows (no IPv6 between nodes yet).
+//
+// ICMPv6 errors (Packet Too Big, Destination Unreachable, Time Exceeded)
+// about a tracked connection are +rel in conntrack and pass policy through
+// the +rel bypasses, as ICMP errors do for IPv4.
+func (p *Pipeline) ipv6BaseFlows(nf func(table uint8, prio uint16) *openflow.FlowBuilder, gen uint32) []*openflow.FlowBuilder {
+	zone, gwMAC := p.cfg.CTZone, p.cfg.GatewayMAC
+	ip6, icmp6 := openflow.ProtocolIPv6, openflow.ProtocolICMPv6
+	st := openflow.CTState{}.Trk(true)
+	genMark := gen << ctMarkGenShift
+	return []*openflow.FlowBuilder{
+		// SpoofGuard: only routers advertise routes and redirect; a pod
+		// doing either could take over its neighbours' traffic.
+		nf(SpoofGuard, prioSpoofGuardRouterOnly).MatchProtocol(icmp6).MatchICMPType(icmp6RouterAdvert).Drop(),
+		nf(SpoofGuard, prioSpoofGuardRouterOnly).MatchProtocol(icmp6).MatchICMPType(icmp6Redirect).Drop(),
+		// ARPResponder: Neighbor Discovery never enters conntrack.
+		nf(ARPResponder, prioNDDrop).MatchProtocol(icmp6).MatchICMPType(icmp6NeighborSolict).Drop(),
+		nf(ARPResponder, prioNDDrop).MatchProtocol(icmp6).MatchICMPType(icmp6NeighborAdvert).Drop(),
+		// Conntrack.
+		nf(ConntrackZone, prioConntrackZone).MatchProtocol(ip6).CT(openflow.CT(zone, ConntrackState)),
+		// Egress hooks.
+		nf(EgressRule, prioPolicyBypass).MatchProtocol(ip6).MatchCTState(st.New(false).Rpl(true)).GotoTable(L3Forwarding),
+		nf(EgressRule, prioPolicyBypass).MatchProtocol(ip6).MatchCTState(st.New(false).Rel(true)).GotoTable(L3Forwarding),
+		nf(EgressRule, prioPolicyCurrent).MatchProtocol(ip6).MatchCTState(st.New(false)).
+			MatchCTMark(genMark, ctMarkGenMask).GotoTable(L3Forwarding),
+		// Ingress hooks, with the node's own traffic from the gateway IPv6.
+		nf(IngressRule, prioPolicyBypass).MatchProtocol(ip6).MatchCTState(st.New(false).Rpl(true)).GotoTable(ConntrackCommit),
+		nf(IngressRule, prioPolicyBypass).MatchProtocol(ip6).MatchCTState(st.New(false).Rel(true)).GotoTable(ConntrackCommit),
+		nf(IngressRule, prioPolicyNode).MatchProtocol(ip6).MatchRegBits(sourceGatewayMark.match()).
+			MatchSrcIP(p.cfg.GatewayIPv6).GotoTable(ConntrackCommit),
+		nf(IngressRule, prioPolicyCurrent).MatchProtocol(ip6).MatchCTState(st.New(false)).
+			MatchCTMark(genMark, ctMarkGenMask).GotoTable(ConntrackCommit),
+		// Commit and re-commit.
+		nf(ConntrackCommit, prioCommitNew).MatchProtocol(ip6).MatchCTState(st.New(true)).
+			CT(openflow.CTCommit(zone, openflow.SetCTMark(genMark, ctMarkGenMask))).GotoTable(Output),
+		nf(ConntrackCommit, prioCommitCurrent).MatchProtocol(ip6).MatchCTState(st.New(false).Rpl(false)).
+			MatchCTMark(genMark, ctMarkGenMask).GotoTable(Output),
+		nf(ConntrackCommit, prioRecommit).MatchProtocol(ip6).MatchCTState(st.New(false).Est(true).Rpl(false)).
+			CT(openflow.CTCommit(zone, openflow.SetCTMark(genMark, ctMarkGenMask))).GotoTable(Output),
+		// Replies of connections from the gateway go back through it
+		// (service.go).
+		nf(ConntrackCommit, prioCommitMarked).MatchProtocol(ip6).MatchRegBits(sourceGatewayMark.match()).
+			MatchCTState(st.New(true)).
+			CT(openflow.CTCommit(zone, openflow.SetCTMark(ctMarkFromGateway|genMark, ctMarkFromGatewayMask|ctMarkGenMask))).GotoTable(Output),
+		nf(L3Forwarding, prioL3ServiceReply).MatchProtocol(ip6).MatchRegBits(sourcePodMark.match()).
+			MatchCTState(st.Rpl(true)).MatchCTMark(ctMarkFromGateway, ctMarkFromGatewayMask).
+			SetEthDst(gwMAC).GotoTable(L2Forwarding),
+	}
+}
+
+// podIPv6Flows returns the IPv6 flows of a local pod with address ip: its
+// spoof guard (port, MAC and IPv6 source) and its L3 route for packets sent
+// to the gateway MAC (rewritten MACs, hop limit decremented: dec_ttl works
+// on IPv6).
+func (p *Pipeline) podIPv6Flows(nf func(table uint8, prio uint16) *openflow.FlowBuilder, pod PodInterface, ip net.IP) []*openflow.FlowBuilder {
+	ip6 := openflow.ProtocolIPv6
+	return []*openflow.FlowBuilder{
+		nf(SpoofGuard, prioSpoofGuardPod).MatchInPort(pod.OFPort).MatchProtocol(ip6).MatchEthSrc(pod.MAC).MatchSrcIP(ip).
+			GotoTable(ARPResponder),
+		nf(L3Forwarding, prioL3Route).MatchProtocol(ip6).MatchEthDst(p.cfg.GatewayMAC).MatchDstIP(ip).
+			SetEthSrc(p.cfg.GatewayMAC).SetEthDst(pod.MAC).DecTTL().GotoTable(L2Forwarding),
+	}
+}
