@@ -34,7 +34,13 @@ type node struct {
 // opts adjust the pipeline's Config.
 func newNode(t *testing.T, opts ...func(*pipeline.Config)) *node {
 	t.Helper()
-	ovs := ovstest.Start(t)
+	return newNodeWith(t, nil, opts...)
+}
+
+// newNodeWith is newNode on an OVS started with ovsOpts.
+func newNodeWith(t *testing.T, ovsOpts []ovstest.Option, opts ...func(*pipeline.Config)) *node {
+	t.Helper()
+	ovs := ovstest.Start(t, ovsOpts...)
 	ovs.AddBridge(t, "br-int")
 	ovs.MustVsctl(t, "add-port", "br-int", "gw0", "--", "set", "Interface", "gw0",
 		"type=internal", "ofport_request=2", `mac="`+gwMAC+`"`)
