@@ -34,8 +34,9 @@ type Config struct {
 	PodCIDR *net.IPNet
 	// GatewayIPv6 and PodCIDRv6, both set or both unset, turn on IPv6
 	// (dual-stack): the gateway's IPv6 address (also held by the gateway
-	// interface, which answers Neighbor Discovery for it) and the node's
-	// IPv6 pod subnet, which must contain it. See ipv6.go.
+	// interface, whose kernel is to answer Neighbor Discovery for it once
+	// ND is switched: ipv6.go) and the node's IPv6 pod subnet, which must
+	// contain it.
 	GatewayIPv6 net.IP
 	PodCIDRv6   *net.IPNet
 	// ServiceCIDR, if set, is the ClusterIP range. A pod's packets to it
