@@ -56,6 +56,12 @@ func catalog() []catalogCase {
 			"cookie=0x8, table=3, priority=302,sctp,tp_dst=9 actions=output:5"},
 		{"icmp", NewFlow(3, 303).Cookie(0x9).MatchProtocol(ProtocolICMP).MatchICMPType(8).MatchICMPCode(0).Output(5),
 			"cookie=0x9, table=3, priority=303,icmp,icmp_type=8,icmp_code=0 actions=output:5"},
+		{"nd solicitation", NewFlow(3, 304).Cookie(0x7b).MatchProtocol(ProtocolICMPv6).MatchICMPType(135).MatchICMPCode(0).
+			MatchNDTarget(ip("fd00::5")).MatchNDSll(mustMAC("02:00:00:00:00:02")).Output(5),
+			"cookie=0x7b, table=3, priority=304,icmp6,icmp_type=135,icmp_code=0,nd_target=fd00::5,nd_sll=02:00:00:00:00:02 actions=output:5"},
+		{"nd advertisement", NewFlow(3, 305).Cookie(0x7c).MatchInPort(3).MatchProtocol(ProtocolICMPv6).MatchICMPType(136).
+			MatchNDTarget(ip("fd00::5")).MatchNDTll(mustMAC("02:00:00:00:00:05")).GotoTable(4),
+			"cookie=0x7c, table=3, priority=305,icmp6,in_port=3,icmp_type=136,nd_target=fd00::5,nd_tll=02:00:00:00:00:05 actions=goto_table:4"},
 		{"arp", NewFlow(4, 400).Cookie(0xa).MatchProtocol(ProtocolARP).MatchARPOp(1).MatchARPTpa(ip("10.0.0.1")).MatchARPSpa(ip("10.0.0.2")).MatchARPSha(mustMAC("02:00:00:00:00:02")).
 			Move(Whole(FieldEthSrc), Whole(FieldEthDst)).SetEthSrc(mustMAC("02:00:00:00:00:ff")).Load(Whole(FieldArpOp), 2).
 			Move(Whole(FieldArpSha), Whole(FieldArpTha)).SetField(FieldArpSha, mustMAC("02:00:00:00:00:ff")).

@@ -46,6 +46,9 @@ const (
 	FieldICMPCode
 	FieldICMPv6Type
 	FieldICMPv6Code
+	FieldNDTarget // Neighbor Discovery target (NS and NA); ovs-ofctl prints these after icmp_code
+	FieldNDSll    // source link-layer address option (NS)
+	FieldNDTll    // target link-layer address option (NA)
 	FieldTCPSrc
 	FieldTCPDst
 	FieldUDPSrc
@@ -117,6 +120,9 @@ var fieldTable = func() [numFields]fieldInfo {
 	t[FieldICMPCode] = fieldInfo{"OXM_OF_ICMPV4_CODE", "NXM_OF_ICMP_CODE", "icmp_code", "icmp_code", 1, fmtDecimal}
 	t[FieldICMPv6Type] = fieldInfo{"OXM_OF_ICMPV6_TYPE", "NXM_NX_ICMPV6_TYPE", "icmp_type", "icmpv6_type", 1, fmtDecimal}
 	t[FieldICMPv6Code] = fieldInfo{"OXM_OF_ICMPV6_CODE", "NXM_NX_ICMPV6_CODE", "icmp_code", "icmpv6_code", 1, fmtDecimal}
+	t[FieldNDTarget] = fieldInfo{"OXM_OF_IPV6_ND_TARGET", "NXM_NX_ND_TARGET", "nd_target", "nd_target", 16, fmtIPv6}
+	t[FieldNDSll] = fieldInfo{"OXM_OF_IPV6_ND_SLL", "NXM_NX_ND_SLL", "nd_sll", "nd_sll", 6, fmtMAC}
+	t[FieldNDTll] = fieldInfo{"OXM_OF_IPV6_ND_TLL", "NXM_NX_ND_TLL", "nd_tll", "nd_tll", 6, fmtMAC}
 	t[FieldTCPSrc] = fieldInfo{"OXM_OF_TCP_SRC", "NXM_OF_TCP_SRC", "tp_src", "tcp_src", 2, fmtL4Port}
 	t[FieldTCPDst] = fieldInfo{"OXM_OF_TCP_DST", "NXM_OF_TCP_DST", "tp_dst", "tcp_dst", 2, fmtL4Port}
 	t[FieldUDPSrc] = fieldInfo{"OXM_OF_UDP_SRC", "NXM_OF_UDP_SRC", "tp_src", "udp_src", 2, fmtL4Port}

@@ -331,6 +331,57 @@ func (b *FlowBuilder) MatchICMPCode(c uint8) *FlowBuilder {
 	return b.matchUint(FieldICMPCode, uint64(c))
 }
 
+// ICMPv6 Neighbor Discovery message types whose fields the ND matches need.
+const (
+	icmpv6NeighborSolicitation  = 135
+	icmpv6NeighborAdvertisement = 136
+)
+
+// MatchNDTarget matches the target address of a Neighbor Solicitation or
+// Advertisement; call MatchProtocol(ProtocolICMPv6) and MatchICMPType(135
+// or 136) first (OVS refuses nd_target otherwise).
+func (b *FlowBuilder) MatchNDTarget(ip net.IP) *FlowBuilder {
+	if !b.hasICMPv6Type(icmpv6NeighborSolicitation, icmpv6NeighborAdvertisement) {
+		return b.fail("nd_target %v needs icmp6 with icmp_type 135 or 136 first", ip)
+	}
+	if ip.To4() != nil || ip.To16() == nil {
+		return b.fail("nd_target %v is not an IPv6 address", ip)
+	}
+	return b.match(FieldNDTarget, append([]byte(nil), ip.To16()...), nil)
+}
+
+// MatchNDSll matches the source link-layer address option of a Neighbor
+// Solicitation (icmp_type 135 first).
+func (b *FlowBuilder) MatchNDSll(mac net.HardwareAddr) *FlowBuilder {
+	if !b.hasICMPv6Type(icmpv6NeighborSolicitation) {
+		return b.fail("nd_sll %v needs icmp6 with icmp_type 135 first", mac)
+	}
+	return b.matchMAC(FieldNDSll, mac, nil)
+}
+
+// MatchNDTll matches the target link-layer address option of a Neighbor
+// Advertisement (icmp_type 136 first).
+func (b *FlowBuilder) MatchNDTll(mac net.HardwareAddr) *FlowBuilder {
+	if !b.hasICMPv6Type(icmpv6NeighborAdvertisement) {
+		return b.fail("nd_tll %v needs icmp6 with icmp_type 136 first", mac)
+	}
+	return b.matchMAC(FieldNDTll, mac, nil)
+}
+
+// hasICMPv6Type reports whether the flow matches one of the ICMPv6 types.
+func (b *FlowBuilder) hasICMPv6Type(types ...uint8) bool {
+	for _, m := range b.f.matches {
+		if m.field == FieldICMPv6Type && len(m.value) == 1 {
+			for _, t := range types {
+				if m.value[0] == t {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
 func (b *FlowBuilder) isIPv6() bool {
 	for _, m := range b.f.matches {
 		if m.field == FieldEthType {

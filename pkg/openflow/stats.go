@@ -40,7 +40,8 @@ var fieldByOXM = func() map[[2]uint16]Field {
 		m[[2]uint16{h.Class, uint16(h.Field)}] = f
 	}
 	// OVS may report a field under another of its names.
-	aliases := map[string]Field{"OXM_OF_TUNNEL_ID": FieldTunID, "NXM_OF_IN_PORT": FieldInPort}
+	aliases := map[string]Field{"OXM_OF_TUNNEL_ID": FieldTunID, "NXM_OF_IN_PORT": FieldInPort,
+		"NXM_NX_ND_TARGET": FieldNDTarget, "NXM_NX_ND_SLL": FieldNDSll, "NXM_NX_ND_TLL": FieldNDTll}
 	for name, f := range aliases {
 		h, err := openflow15.FindFieldHeaderByName(name, false)
 		if err != nil {
