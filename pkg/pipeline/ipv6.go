@@ -17,13 +17,15 @@ import (
 //
 // Router Advertisements and Redirects from pods are dropped in SpoofGuard.
 //
-// Neighbor Discovery (the ARP of IPv6) is not switched yet: pkg/openflow
-// has no match for the ND fields (nd_target, nd_sll, nd_tll), without which
-// neither the forwarding of a solicitation to the pod owning its target nor
-// the guard that a pod advertises only its own address and MAC can be
-// written. Until then Neighbor Solicitations and Advertisements are dropped
-// in ARPResponder (prioNDDrop), before conntrack, and neighbours must be
-// known otherwise (static entries). docs/pipeline.md lists what is missing.
+// Neighbor Discovery (the ARP of IPv6) is switched like ARP, never through
+// conntrack. SpoofGuard lets a pod's Neighbor Solicitation pass only with
+// the pod's MAC as source and as nd_sll, from the pod's IPv6 or a
+// link-local address, and its Advertisement only for the pod's own IPv6
+// (nd_target) with the pod's MAC (nd_tll); any other NS or NA from a pod is
+// dropped. ARPResponder sends an NS to the owner of its nd_target (a pod,
+// or the gateway port, whose kernel answers for the gateway's IPv6: OVS
+// cannot build an NA, as it lacks nd_reserved and nd_options_type) and an
+// NA to the owner of its destination MAC.
 
 // ICMPv6 types the pipeline matches.
 const (
@@ -73,7 +75,19 @@ func (p *Pipeline) ipv6BaseFlows(nf func(table uint8, prio uint16) *openflow.Flo
 		// doing either could take over its neighbours' traffic.
 		nf(SpoofGuard, prioSpoofGuardRouterOnly).MatchProtocol(icmp6).MatchICMPType(icmp6RouterAdvert).Drop(),
 		nf(SpoofGuard, prioSpoofGuardRouterOnly).MatchProtocol(icmp6).MatchICMPType(icmp6Redirect).Drop(),
-		// ARPResponder: Neighbor Discovery never enters conntrack.
+		// SpoofGuard: a pod's NS or NA that its own flows (prioSpoofGuardND)
+		// did not take is forged.
+		nf(SpoofGuard, prioSpoofGuardNDDrop).MatchRegBits(sourcePodMark.match()).MatchProtocol(icmp6).
+			MatchICMPType(icmp6NeighborSolict).Drop(),
+		nf(SpoofGuard, prioSpoofGuardNDDrop).MatchRegBits(sourcePodMark.match()).MatchProtocol(icmp6).
+			MatchICMPType(icmp6NeighborAdvert).Drop(),
+		// ARPResponder: Neighbor Discovery never enters conntrack. The
+		// gateway's kernel answers for the gateway's IPv6; NAs to the
+		// gateway MAC go to it.
+		nf(ARPResponder, prioARPForward).MatchProtocol(icmp6).MatchICMPType(icmp6NeighborSolict).
+			MatchNDTarget(p.cfg.GatewayIPv6).Output(p.cfg.GatewayOFPort),
+		nf(ARPResponder, prioARPForward).MatchProtocol(icmp6).MatchICMPType(icmp6NeighborAdvert).
+			MatchEthDst(gwMAC).Output(p.cfg.GatewayOFPort),
 		nf(ARPResponder, prioNDDrop).MatchProtocol(icmp6).MatchICMPType(icmp6NeighborSolict).Drop(),
 		nf(ARPResponder, prioNDDrop).MatchProtocol(icmp6).MatchICMPType(icmp6NeighborAdvert).Drop(),
 		// Conntrack.
@@ -108,15 +122,35 @@ func (p *Pipeline) ipv6BaseFlows(nf func(table uint8, prio uint16) *openflow.Flo
 	}
 }
 
+// linkLocal is fe80::/10, the source of Neighbor Solicitations sent before
+// (or instead of) a global address.
+var linkLocal = &net.IPNet{IP: net.ParseIP("fe80::"), Mask: net.CIDRMask(10, 128)}
+
 // podIPv6Flows returns the IPv6 flows of a local pod with address ip: its
-// spoof guard (port, MAC and IPv6 source) and its L3 route for packets sent
-// to the gateway MAC (rewritten MACs, hop limit decremented: dec_ttl works
-// on IPv6).
+// spoof guard (port, MAC and IPv6 source), its Neighbor Discovery guard and
+// forwarding (see the package comment above), and its L3 route for packets
+// sent to the gateway MAC (rewritten MACs, hop limit decremented: dec_ttl
+// works on IPv6).
 func (p *Pipeline) podIPv6Flows(nf func(table uint8, prio uint16) *openflow.FlowBuilder, pod PodInterface, ip net.IP) []*openflow.FlowBuilder {
-	ip6 := openflow.ProtocolIPv6
+	ip6, icmp6 := openflow.ProtocolIPv6, openflow.ProtocolICMPv6
+	ns := func(b *openflow.FlowBuilder) *openflow.FlowBuilder {
+		return b.MatchInPort(pod.OFPort).MatchProtocol(icmp6).MatchEthSrc(pod.MAC)
+	}
 	return []*openflow.FlowBuilder{
 		nf(SpoofGuard, prioSpoofGuardPod).MatchInPort(pod.OFPort).MatchProtocol(ip6).MatchEthSrc(pod.MAC).MatchSrcIP(ip).
 			GotoTable(ARPResponder),
+		ns(nf(SpoofGuard, prioSpoofGuardND)).MatchSrcIP(ip).MatchICMPType(icmp6NeighborSolict).MatchNDSll(pod.MAC).
+			GotoTable(ARPResponder),
+		ns(nf(SpoofGuard, prioSpoofGuardND)).MatchSrcNet(linkLocal).MatchICMPType(icmp6NeighborSolict).MatchNDSll(pod.MAC).
+			GotoTable(ARPResponder),
+		ns(nf(SpoofGuard, prioSpoofGuardND)).MatchSrcIP(ip).MatchICMPType(icmp6NeighborAdvert).MatchNDTarget(ip).
+			MatchNDTll(pod.MAC).GotoTable(ARPResponder),
+		ns(nf(SpoofGuard, prioSpoofGuardND)).MatchSrcNet(linkLocal).MatchICMPType(icmp6NeighborAdvert).MatchNDTarget(ip).
+			MatchNDTll(pod.MAC).GotoTable(ARPResponder),
+		nf(ARPResponder, prioARPForward).MatchProtocol(icmp6).MatchICMPType(icmp6NeighborSolict).MatchNDTarget(ip).
+			Output(pod.OFPort),
+		nf(ARPResponder, prioARPForward).MatchProtocol(icmp6).MatchICMPType(icmp6NeighborAdvert).MatchEthDst(pod.MAC).
+			Output(pod.OFPort),
 		nf(L3Forwarding, prioL3Route).MatchProtocol(ip6).MatchEthDst(p.cfg.GatewayMAC).MatchDstIP(ip).
 			SetEthSrc(p.cfg.GatewayMAC).SetEthDst(pod.MAC).DecTTL().GotoTable(L2Forwarding),
 	}

@@ -103,6 +103,15 @@ const (
 	// own addresses; above prioSpoofGuardPod, which would let them pass
 	// (ipv6.go).
 	prioSpoofGuardRouterOnly uint16 = 210
+	// prioSpoofGuardND: a pod's Neighbor Solicitations and Advertisements
+	// that claim only the pod's own addresses and MAC (ipv6.go); above
+	// prioSpoofGuardNDDrop.
+	prioSpoofGuardND uint16 = 206
+	// prioSpoofGuardNDDrop: any other NS or NA from a pod is dropped (a
+	// forged one would poison its neighbours' caches); above
+	// prioSpoofGuardPod, whose IPv6 flow would let one with the pod's own
+	// source address pass.
+	prioSpoofGuardNDDrop uint16 = 205
 
 	// ARPResponder, from the top:
 	//
@@ -121,10 +130,9 @@ const (
 	// prioARPDrop: any other ARP is dropped; above the miss, which sends
 	// IP on to conntrack.
 	prioARPDrop uint16 = 1
-	// prioNDDrop: Neighbor Solicitations and Advertisements are dropped
-	// here, above the miss that would send them into conntrack, until
-	// the ND flows exist (ipv6.go: they need nd_target/nd_sll/nd_tll
-	// matches pkg/openflow does not have yet).
+	// prioNDDrop: Neighbor Solicitations and Advertisements the ND
+	// forwarding flows (prioARPForward) do not take are dropped, above the
+	// miss that would send them into conntrack.
 	prioNDDrop uint16 = 1
 
 	// prioConntrackZone: IP goes through conntrack; the miss drops the
