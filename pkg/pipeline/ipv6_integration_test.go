@@ -339,4 +339,34 @@ except socket.timeout:
 			t.Errorf("node -> p1 without a static neighbour: %v: %s", err, out)
 		}
 	})
+	// Policy rules are IPv4-only so far: isolation must not leave IPv6
+	// open (fail closed), and lifting it restores IPv6.
+	t.Run("isolation drops IPv6 too", func(t *testing.T) {
+		iso := func(ingress, egress []pipeline.LocalPod) {
+			t.Helper()
+			if err := n.pipe.ApplyPolicy(ctxT(t), pipeline.PolicyChange{Isolation: &pipeline.Isolation{Ingress: ingress, Egress: egress}}); err != nil {
+				t.Fatal(err)
+			}
+			n.ovs.MustAppctl(t, "revalidator/wait")
+		}
+		local := func(p dualStackPod) []pipeline.LocalPod {
+			return []pipeline.LocalPod{{IP: net.ParseIP(p.IP), OFPort: uint32(p.OFPort)}}
+		}
+		iso(local(p2), nil)
+		if out, err := ping6(p1, p2.IPv6); err == nil {
+			t.Errorf("p1 -> ingress-isolated p2 over IPv6 passed: %s", out)
+		}
+		iso(nil, local(p1))
+		if out, err := ping6(p1, p3.IPv6); err == nil {
+			t.Errorf("egress-isolated p1 -> p3 over IPv6 passed: %s", out)
+		}
+		drops, err := n.pipe.IsolationDrops(ctxT(t))
+		if err != nil || len(drops) != 1 || drops[0].Counters.Packets == 0 {
+			t.Errorf("IsolationDrops = %+v, %v; want p1's egress drop with the IPv6 pings counted", drops, err)
+		}
+		iso(nil, nil)
+		if out, err := ping6(p1, p2.IPv6); err != nil {
+			t.Errorf("p1 -> p2 over IPv6 after the isolation was lifted: %v: %s", err, out)
+		}
+	})
 }

@@ -546,12 +546,23 @@ func (p *Pipeline) isolationFlows(iso Isolation) ([]*openflow.Flow, error) {
 			bs = append(bs, openflow.NewFlow(EgressDefaultRule, prioPolicyDrop).Cookie(c).
 				MatchProtocol(openflow.ProtocolIP).MatchSrcIP(pod.IP.To4()).Drop())
 		}
+		// Rules are IPv4-only so far: an isolated pod's IPv6 is dropped
+		// whole (fail closed), by its port, rather than let through.
+		if k := fmt.Sprint("e6", pod.OFPort); p.ipv6Enabled() && !seen[k] {
+			seen[k] = true
+			bs = append(bs, openflow.NewFlow(EgressDefaultRule, prioPolicyDrop).Cookie(c).
+				MatchProtocol(openflow.ProtocolIPv6).MatchInPort(pod.OFPort).Drop())
+		}
 	}
 	for _, pod := range iso.Ingress {
 		if k := fmt.Sprint("i", pod.OFPort); !seen[k] {
 			seen[k] = true
 			bs = append(bs, openflow.NewFlow(IngressDefaultRule, prioPolicyDrop).Cookie(c).
 				MatchProtocol(openflow.ProtocolIP).MatchRegBits(outPortField.match(pod.OFPort)).Drop())
+			if p.ipv6Enabled() {
+				bs = append(bs, openflow.NewFlow(IngressDefaultRule, prioPolicyDrop).Cookie(c).
+					MatchProtocol(openflow.ProtocolIPv6).MatchRegBits(outPortField.match(pod.OFPort)).Drop())
+			}
 		}
 	}
 	return buildAll(bs)

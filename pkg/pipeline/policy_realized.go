@@ -26,7 +26,8 @@ func (p *Pipeline) Isolation() Isolation {
 }
 
 // IsolationDrops returns every isolated pod's default drop with the
-// counters of its flow read from the switch: egress drops first, then
+// counters of its flows (IPv4 and, on a dual-stack node, IPv6) read from
+// the switch: egress drops first, then
 // ingress, in the order of Isolation. Pods that share a drop flow (one IP
 // egress, one port ingress) each report that flow's counters; a drop whose
 // flow the switch does not hold reports zeros.
@@ -34,7 +35,7 @@ func (p *Pipeline) IsolationDrops(ctx context.Context) ([]IsolationDrop, error) 
 	iso := p.Isolation()
 	type drop struct {
 		IsolationDrop
-		key string
+		keys []string // its flows: IPv4, and IPv6 on a dual-stack node
 	}
 	var drops []drop
 	for _, d := range []struct {
@@ -50,7 +51,11 @@ func (p *Pipeline) IsolationDrops(ctx context.Context) ([]IsolationDrop, error) 
 			if err != nil {
 				return nil, err
 			}
-			drops = append(drops, drop{IsolationDrop{Direction: d.dir, Pod: pod}, isolationKey(fs[0])})
+			keys := make([]string, len(fs))
+			for i, f := range fs {
+				keys[i] = isolationKey(f)
+			}
+			drops = append(drops, drop{IsolationDrop{Direction: d.dir, Pod: pod}, keys})
 		}
 	}
 	if len(drops) == 0 {
@@ -69,7 +74,11 @@ func (p *Pipeline) IsolationDrops(ctx context.Context) ([]IsolationDrop, error) 
 	}
 	out := make([]IsolationDrop, len(drops))
 	for i, d := range drops {
-		d.Counters = counters[d.key]
+		for _, k := range d.keys {
+			c := counters[k]
+			d.Counters.Packets += c.Packets
+			d.Counters.Bytes += c.Bytes
+		}
 		out[i] = d.IsolationDrop
 	}
 	return out, nil
