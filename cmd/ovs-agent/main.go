@@ -22,6 +22,7 @@ func main() {
 	configPath := flag.String("config", "", "path of the agent's YAML config file (see docs/agent.md)")
 	cfg := agent.DefaultConfig()
 	flag.StringVar(&cfg.PodCIDR, "pod-cidr", "", "the node's pod CIDR (overrides the config file; empty: read the Node's spec.podCIDR)")
+	flag.StringVar(&cfg.PodCIDRv6, "pod-cidr-v6", "", "with --pod-cidr: the node's IPv6 pod CIDR, for dual-stack pods (overrides the config file)")
 	flag.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig file for the API server (overrides the config file; empty: in-cluster)")
 	flag.StringVar(&cfg.NodeName, "node-name", "", "name of this node's Node object (overrides the config file and $NODE_NAME)")
 	flag.StringVar(&cfg.DatapathType, "datapath-type", "", "OVS datapath: system or netdev (overrides the config file)")
@@ -59,7 +60,7 @@ func run(configPath string, flags agent.Config, cleanup bool) error {
 		dst *string
 		v   string
 	}{
-		{&cfg.PodCIDR, flags.PodCIDR}, {&cfg.DatapathType, flags.DatapathType}, {&cfg.Bridge, flags.Bridge},
+		{&cfg.PodCIDR, flags.PodCIDR}, {&cfg.PodCIDRv6, flags.PodCIDRv6}, {&cfg.DatapathType, flags.DatapathType}, {&cfg.Bridge, flags.Bridge},
 		{&cfg.OVSRunDir, flags.OVSRunDir}, {&cfg.OVSDBEndpoint, flags.OVSDBEndpoint},
 		{&cfg.CNISocket, flags.CNISocket}, {&cfg.StateDir, flags.StateDir},
 		{&cfg.Kubeconfig, flags.Kubeconfig}, {&cfg.NodeName, flags.NodeName},

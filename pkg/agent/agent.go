@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -68,10 +69,11 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 		return err
 	}
 	defer stopMetrics()
-	cidr, err := podCIDR(ctx, cfg, mon.WrapKubeTransport, log)
+	cidrs, err := podCIDRs(ctx, cfg, mon.WrapKubeTransport, log)
 	if err != nil {
 		return err
 	}
+	cidr := cidrs.IPv4
 	start := time.Now() // the pod CIDR wait is logged on its own
 
 	db, err := ovsdb.Connect(ctx, cfg.OVSDBEndpoint, log.WithName("ovsdb"), ovsdb.WithObserver(mon))
@@ -119,6 +121,16 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 	}
 	gwIP := alloc.Gateway()
 	gwMAC := podnet.MACFromIP(gwIP)
+	// A dual-stack node: the IPv6 pod CIDR has an IPAM of its own (its own
+	// state file) and its gateway address is on the same gateway port.
+	var alloc6 *ipam.Allocator
+	var gwIPv6 net.IP
+	if cidrs.IPv6 != nil {
+		if alloc6, err = ipam.New(cidrs.IPv6, ipam.NewFileStore(filepath.Join(cfg.StateDir, "ipam-v6.json"))); err != nil {
+			return fmt.Errorf("opening IPv6 IPAM state: %w", err)
+		}
+		gwIPv6 = alloc6.Gateway()
+	}
 	gwPort, err := db.EnsureInternalPort(ctx, cfg.Bridge, cfg.GatewayName, ovsdb.PortOptions{
 		OFPortRequest: int(interfacestore.GatewayOFPort), MAC: gwMAC.String(), MTU: mtu,
 		ExternalIDs: map[string]string{ovsdb.KeyWeirType: ovsdb.WeirTypeGateway},
@@ -126,8 +138,11 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("ensuring gateway port %s: %w", cfg.GatewayName, err)
 	}
-	gwAddr := &net.IPNet{IP: gwIP, Mask: cidr.Mask}
-	if err := configureGateway(ctx, cfg.GatewayName, gwAddr, mtu); err != nil {
+	gwAddrs := []*net.IPNet{{IP: gwIP, Mask: cidr.Mask}}
+	if alloc6 != nil {
+		gwAddrs = append(gwAddrs, &net.IPNet{IP: gwIPv6, Mask: cidrs.IPv6.Mask})
+	}
+	if err := configureGateway(ctx, cfg.GatewayName, mtu, gwAddrs...); err != nil {
 		return err
 	}
 	// ARP for pods from the gateway IP, whatever address the node sends
@@ -151,6 +166,13 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 		return err
 	}
 	log.Info("IPv4 forwarding on", "sysctl", "net.ipv4.ip_forward=1", "changed", changed)
+	if alloc6 != nil {
+		changed, err := nodenet.EnableIPv6Forwarding()
+		if err != nil {
+			return err
+		}
+		log.Info("IPv6 forwarding on", "sysctl", "net.ipv6.conf.all.forwarding=1", "changed", changed)
+	}
 	if err := reconcileSNAT(ctx, cfg, cidr, log); err != nil {
 		return err
 	}
@@ -189,7 +211,7 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 		return err
 	}
 	pipe, err := pipeline.New(sw, pipeline.Config{ServiceCIDR: svcCIDR, GatewayOFPort: uint32(gwPort), GatewayMAC: gwMAC, GatewayIP: gwIP,
-		TunnelOFPort: uint32(tunPort), PodCIDR: cidr, CTZone: cfg.CTZone, Round: round})
+		TunnelOFPort: uint32(tunPort), PodCIDR: cidr, GatewayIPv6: gwIPv6, PodCIDRv6: cidrs.IPv6, CTZone: cfg.CTZone, Round: round})
 	if err != nil {
 		return err
 	}
@@ -202,7 +224,7 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 	// and Pod controllers, the tooling API and metrics read them.
 	ifaces := interfacestore.NewStore()
 	srv := cniserver.New(cniserver.Config{Bridge: cfg.Bridge, MTU: mtu, TxChecksumOff: cfg.DatapathType == "netdev",
-		Interfaces: ifaces, Logger: log, Observer: mon, Dataplane: openFlowHealth(sw)}, db, pipe, alloc)
+		IPv6: alloc6, Interfaces: ifaces, Logger: log, Observer: mon, Dataplane: openFlowHealth(sw)}, db, pipe, alloc)
 	mon.SetCNIServer(srv, cfg.CNISocket)
 	st, err := srv.Restore(ctx)
 	if err != nil {
@@ -226,7 +248,7 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 		return fmt.Errorf("telling ovs-vswitchd the flows are restored: %w", err)
 	}
 	srv.SetReady(true)
-	log.Info("Agent ready", "bridge", cfg.Bridge, "datapath", cfg.DatapathType, "podCIDR", cidr.String(),
+	log.Info("Agent ready", "bridge", cfg.Bridge, "datapath", cfg.DatapathType, "podCIDRs", cidrs.String(),
 		"gateway", gwIP.String(), "mtu", mtu, "tunnelOFPort", tunPort, "round", round, "restoredPods", st.Restored, "removedPods", st.Removed,
 		"releasedIPs", st.Released, "startup", time.Since(start).Round(time.Millisecond))
 
@@ -289,7 +311,7 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 	})()
 	// After an ovs-vswitchd restart: restore what it may have lost, then
 	// clear flow-restore-wait.
-	node := &nodeNetwork{underlay: underlayCfg, gateway: cfg.GatewayName, gatewayAddr: gwAddr, mtu: mtu, peers: nc,
+	node := &nodeNetwork{underlay: underlayCfg, gateway: cfg.GatewayName, gatewayAddrs: gwAddrs, mtu: mtu, peers: nc,
 		log: log.WithName("restore")}
 	defer background(ctx, func(ctx context.Context) { watchReconnectsRestoring(ctx, sw, db, node.Restore, log) })()
 	return srv.Serve(ctx, cfg.CNISocket)
@@ -385,29 +407,39 @@ func linkOfNodeIP(ctx context.Context, client kubernetes.Interface, nodeName str
 	return nil
 }
 
-// podCIDR returns the configured pod CIDR or, when none is configured,
-// waits until the API server's Node object cfg.NodeName has one; wrap
+// podCIDRs returns the configured pod CIDRs or, when none is configured,
+// waits until the API server's Node object cfg.NodeName has them; wrap
 // wraps the client's transport (NewKubeClient).
-func podCIDR(ctx context.Context, cfg Config, wrap transport.WrapperFunc, log klog.Logger) (*net.IPNet, error) {
+func podCIDRs(ctx context.Context, cfg Config, wrap transport.WrapperFunc, log klog.Logger) (PodCIDRs, error) {
 	if cfg.PodCIDR != "" {
-		return cfg.ParsePodCIDR()
+		v4, err := cfg.ParsePodCIDR()
+		if err != nil {
+			return PodCIDRs{}, err
+		}
+		out := PodCIDRs{IPv4: v4}
+		if cfg.PodCIDRv6 != "" {
+			if out.IPv6, err = parseIPv6PodCIDR(cfg.PodCIDRv6); err != nil {
+				return PodCIDRs{}, err
+			}
+		}
+		return out, nil
 	}
 	client, err := NewKubeClient(cfg.Kubeconfig, cfg.KubeAPIServerOverride, wrap)
 	if err != nil {
-		return nil, err
+		return PodCIDRs{}, err
 	}
-	cidr, err := WaitForPodCIDR(ctx, client, cfg.NodeName, log.WithName("podcidr"))
+	cidrs, err := WaitForPodCIDR(ctx, client, cfg.NodeName, log.WithName("podcidr"))
 	if err != nil {
-		return nil, fmt.Errorf("reading the pod CIDR from the API server: %w", err)
+		return PodCIDRs{}, fmt.Errorf("reading the pod CIDR from the API server: %w", err)
 	}
-	return cidr, nil
+	return cidrs, nil
 }
 
 func ptr[T any](v T) *T { return &v }
 
 // configureGateway puts the gateway address on the gateway interface and
 // brings it up. OVS creates the interface asynchronously, so wait for it.
-func configureGateway(ctx context.Context, name string, addr *net.IPNet, mtu int) error {
+func configureGateway(ctx context.Context, name string, mtu int, addrs ...*net.IPNet) error {
 	var link netlink.Link
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -423,8 +455,16 @@ func configureGateway(ctx context.Context, name string, addr *net.IPNet, mtu int
 	if err := netlink.LinkSetMTU(link, mtu); err != nil {
 		return fmt.Errorf("setting MTU %d on gateway %s: %w", mtu, name, err)
 	}
-	if err := netlink.AddrReplace(link, &netlink.Addr{IPNet: addr}); err != nil {
-		return fmt.Errorf("adding %s to gateway %s: %w", addr, name, err)
+	for _, addr := range addrs {
+		a := &netlink.Addr{IPNet: addr}
+		if addr.IP.To4() == nil {
+			// The address is the node's alone; without DAD it is usable
+			// at once.
+			a.Flags = unix.IFA_F_NODAD
+		}
+		if err := netlink.AddrReplace(link, a); err != nil {
+			return fmt.Errorf("adding %s to gateway %s: %w", addr, name, err)
+		}
 	}
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("bringing gateway %s up: %w", name, err)

@@ -31,6 +31,10 @@ type Config struct {
 	// When empty, the agent reads it from its Node object (spec.podCIDR),
 	// which needs NodeName.
 	PodCIDR string `json:"podCIDR"`
+	// PodCIDRv6, with a static PodCIDR, makes the node dual-stack: pods
+	// also get an address of this IPv6 subnet (the gateway its first). With
+	// the pod CIDRs read from the Node, an IPv6 entry of spec.podCIDRs does.
+	PodCIDRv6 string `json:"podCIDRv6"`
 	// Kubeconfig is the path of a kubeconfig file for reaching the API
 	// server; empty means the in-cluster configuration (service account).
 	Kubeconfig string `json:"kubeconfig"`
@@ -164,6 +168,13 @@ func (c Config) Validate() error {
 			errs = append(errs, err)
 		}
 	}
+	if c.PodCIDRv6 != "" {
+		if c.PodCIDR == "" {
+			errs = append(errs, errors.New("podCIDRv6 needs a static podCIDR (IPv6-only nodes are not supported yet)"))
+		} else if _, err := parseIPv6PodCIDR(c.PodCIDRv6); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if c.KubeAPIServerOverride != "" {
 		if err := validateAPIServerURL(c.KubeAPIServerOverride); err != nil {
 			errs = append(errs, err)
@@ -208,6 +219,25 @@ func (c Config) ParsePodCIDR() (*net.IPNet, error) {
 		return nil, errors.New("podCIDR is required (e.g. 10.244.1.0/24)")
 	}
 	return parseIPv4PodCIDR(c.PodCIDR)
+}
+
+// parseIPv6PodCIDR parses s as an IPv6 pod subnet: canonical (no host
+// bits), from /48 to /120 (the controller-manager gives nodes /64).
+func parseIPv6PodCIDR(s string) (*net.IPNet, error) {
+	ip, n, err := net.ParseCIDR(s)
+	if err != nil {
+		return nil, fmt.Errorf("pod CIDR %q: %w", s, err)
+	}
+	if ip.To4() != nil {
+		return nil, fmt.Errorf("pod CIDR %q is not IPv6", s)
+	}
+	if !ip.Equal(n.IP) {
+		return nil, fmt.Errorf("pod CIDR %q has host bits set (the network is %s)", s, n)
+	}
+	if ones, _ := n.Mask.Size(); ones < 48 || ones > 120 {
+		return nil, fmt.Errorf("IPv6 pod CIDR %q: prefix length /%d is outside /48../120", s, ones)
+	}
+	return n, nil
 }
 
 // parseIPv4PodCIDR parses s as a pod subnet: IPv4, with room for the

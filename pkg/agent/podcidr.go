@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -155,9 +156,9 @@ func validateAPIServerURL(s string) error {
 // soon as the CIDR is known, while the shared factory's Node informer lists
 // every Node for the rest of the run (a factory holds one informer per type,
 // so the one-Node selector cannot share it).
-func WaitForPodCIDR(ctx context.Context, client kubernetes.Interface, nodeName string, log klog.Logger) (*net.IPNet, error) {
+func WaitForPodCIDR(ctx context.Context, client kubernetes.Interface, nodeName string, log klog.Logger) (PodCIDRs, error) {
 	if nodeName == "" {
-		return nil, errors.New("waiting for the pod CIDR: no node name given")
+		return PodCIDRs{}, errors.New("waiting for the pod CIDR: no node name given")
 	}
 	log = log.WithValues("node", nodeName)
 	start := time.Now()
@@ -185,12 +186,12 @@ func WaitForPodCIDR(ctx context.Context, client kubernetes.Interface, nodeName s
 		mu.Unlock()
 		log.Info("Listing or watching the Node failed; retrying", "err", err)
 	}); err != nil {
-		return nil, fmt.Errorf("waiting for the pod CIDR of Node %q: %w", nodeName, err)
+		return PodCIDRs{}, fmt.Errorf("waiting for the pod CIDR of Node %q: %w", nodeName, err)
 	}
 
 	type result struct {
-		cidr *net.IPNet
-		err  error
+		cidrs PodCIDRs
+		err   error
 	}
 	found := make(chan result, 1)
 	check := func(obj any) {
@@ -198,13 +199,13 @@ func WaitForPodCIDR(ctx context.Context, client kubernetes.Interface, nodeName s
 		if !ok || node.Name != nodeName {
 			return
 		}
-		cidr, err := NodePodCIDR(node)
-		if cidr == nil && err == nil {
+		cidrs, err := NodePodCIDRs(node)
+		if cidrs.IPv4 == nil && err == nil {
 			log.V(2).Info("Node has no pod CIDR yet", "resourceVersion", node.ResourceVersion)
 			return
 		}
 		select {
-		case found <- result{cidr, err}:
+		case found <- result{cidrs, err}:
 		default: // a result is already pending
 		}
 	}
@@ -212,7 +213,7 @@ func WaitForPodCIDR(ctx context.Context, client kubernetes.Interface, nodeName s
 		AddFunc:    check,
 		UpdateFunc: func(_, obj any) { check(obj) },
 	}); err != nil {
-		return nil, fmt.Errorf("waiting for the pod CIDR of Node %q: %w", nodeName, err)
+		return PodCIDRs{}, fmt.Errorf("waiting for the pod CIDR of Node %q: %w", nodeName, err)
 	}
 	factory.Start(ctx.Done())
 	log.Info("Waiting for the Node's pod CIDR")
@@ -240,46 +241,76 @@ func WaitForPodCIDR(ctx context.Context, client kubernetes.Interface, nodeName s
 		select {
 		case r := <-found:
 			if r.err != nil {
-				return nil, fmt.Errorf("Node %q: %w", nodeName, r.err)
+				return PodCIDRs{}, fmt.Errorf("Node %q: %w", nodeName, r.err)
 			}
-			log.Info("Got the Node's pod CIDR", "podCIDR", r.cidr.String(),
+			log.Info("Got the Node's pod CIDR", "podCIDRs", r.cidrs.String(),
 				"waited", time.Since(start).Round(time.Millisecond))
-			return r.cidr, nil
+			return r.cidrs, nil
 		case <-tick.C:
 			log.Info("Still waiting for the Node's pod CIDR", "state", state(),
 				"waited", time.Since(start).Round(100*time.Millisecond))
 		case <-ctx.Done():
-			return nil, fmt.Errorf("gave up waiting for the pod CIDR of Node %q after %s; %s: %w",
+			return PodCIDRs{}, fmt.Errorf("gave up waiting for the pod CIDR of Node %q after %s; %s: %w",
 				nodeName, time.Since(start).Round(time.Millisecond), state(), context.Cause(ctx))
 		}
 	}
 }
 
-// NodePodCIDR returns the pod CIDR node was allocated: the first IPv4 entry
-// of spec.podCIDRs, or spec.podCIDR when podCIDRs is empty. It returns
-// (nil, nil) when none is set yet, and an error when the CIDR is malformed,
-// too small, or the Node has only IPv6 pod CIDRs.
+// PodCIDRs are a node's pod subnets, one per family. IPv4 is required so
+// far; IPv6 is set on a dual-stack node.
+type PodCIDRs struct {
+	IPv4, IPv6 *net.IPNet
+}
+
+func (c PodCIDRs) String() string {
+	var out []string
+	for _, n := range []*net.IPNet{c.IPv4, c.IPv6} {
+		if n != nil {
+			out = append(out, n.String())
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+// NodePodCIDR returns the IPv4 pod CIDR node was allocated (see
+// NodePodCIDRs); (nil, nil) when none is set yet.
 func NodePodCIDR(node *corev1.Node) (*net.IPNet, error) {
+	cidrs, err := NodePodCIDRs(node)
+	return cidrs.IPv4, err
+}
+
+// NodePodCIDRs returns the pod CIDRs node was allocated: the first entry of
+// each family of spec.podCIDRs, or spec.podCIDR when podCIDRs is empty. It
+// returns zero PodCIDRs (and no error) when none is set yet, and an error
+// when a CIDR is malformed, too small, or the node has no IPv4 one (an
+// IPv6-only node is not supported yet).
+func NodePodCIDRs(node *corev1.Node) (PodCIDRs, error) {
 	cidrs := node.Spec.PodCIDRs
 	if len(cidrs) == 0 && node.Spec.PodCIDR != "" {
 		cidrs = []string{node.Spec.PodCIDR}
 	}
+	var out PodCIDRs
 	if len(cidrs) == 0 {
-		return nil, nil
+		return out, nil
 	}
 	for _, s := range cidrs {
 		ip, _, err := net.ParseCIDR(s)
 		if err != nil {
-			return nil, fmt.Errorf("malformed pod CIDR %q in spec.podCIDRs %q: %w", s, cidrs, err)
+			return PodCIDRs{}, fmt.Errorf("malformed pod CIDR %q in spec.podCIDRs %q: %w", s, cidrs, err)
 		}
-		if ip.To4() == nil {
-			continue
+		switch {
+		case ip.To4() != nil && out.IPv4 == nil:
+			if out.IPv4, err = parseIPv4PodCIDR(s); err != nil {
+				return PodCIDRs{}, fmt.Errorf("unusable pod CIDR in the Node spec: %w", err)
+			}
+		case ip.To4() == nil && out.IPv6 == nil:
+			if out.IPv6, err = parseIPv6PodCIDR(s); err != nil {
+				return PodCIDRs{}, fmt.Errorf("unusable pod CIDR in the Node spec: %w", err)
+			}
 		}
-		n, err := parseIPv4PodCIDR(s)
-		if err != nil {
-			return nil, fmt.Errorf("unusable pod CIDR in the Node spec: %w", err)
-		}
-		return n, nil
 	}
-	return nil, fmt.Errorf("no IPv4 pod CIDR in spec.podCIDRs %q: only IPv4 is supported so far", cidrs)
+	if out.IPv4 == nil {
+		return PodCIDRs{}, fmt.Errorf("no IPv4 pod CIDR in spec.podCIDRs %q: IPv6-only nodes are not supported yet", cidrs)
+	}
+	return out, nil
 }

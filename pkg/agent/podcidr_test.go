@@ -28,8 +28,10 @@ func TestNodePodCIDR(t *testing.T) {
 	}{
 		{name: "none"},
 		{name: "podCIDR only", podCIDR: "10.244.1.0/24", want: "10.244.1.0/24"},
-		{name: "podCIDRs first", podCIDR: "10.244.1.0/24", podCIDRs: []string{"10.244.1.0/24", "fd00::/64"}, want: "10.244.1.0/24"},
-		{name: "IPv6 first", podCIDR: "fd00::/64", podCIDRs: []string{"fd00::/64", "10.244.2.0/24"}, want: "10.244.2.0/24"},
+		{name: "podCIDRs first", podCIDR: "10.244.1.0/24", podCIDRs: []string{"10.244.1.0/24", "fd00::/64"}, want: "10.244.1.0/24,fd00::/64"},
+		{name: "IPv6 first", podCIDR: "fd00::/64", podCIDRs: []string{"fd00::/64", "10.244.2.0/24"}, want: "10.244.2.0/24,fd00::/64"},
+		{name: "IPv6 too small", podCIDR: "10.244.1.0/24", podCIDRs: []string{"10.244.1.0/24", "fd00::/124"}, wantErr: "outside /48../120"},
+		{name: "IPv6 host bits", podCIDR: "10.244.1.0/24", podCIDRs: []string{"10.244.1.0/24", "fd00::5/64"}, wantErr: "host bits"},
 		{name: "host bits", podCIDR: "10.244.3.7/24", want: "10.244.3.0/24"},
 		{name: "malformed", podCIDR: "10.244.1.0/33", wantErr: `malformed pod CIDR "10.244.1.0/33"`},
 		{name: "garbage", podCIDRs: []string{"not-a-cidr"}, wantErr: "malformed pod CIDR"},
@@ -39,7 +41,7 @@ func TestNodePodCIDR(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			node := &corev1.Node{Spec: corev1.NodeSpec{PodCIDR: tc.podCIDR, PodCIDRs: tc.podCIDRs}}
-			got, err := NodePodCIDR(node)
+			got, err := NodePodCIDRs(node)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("got %v, %v; want error containing %q", got, err, tc.wantErr)
@@ -49,8 +51,11 @@ func TestNodePodCIDR(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if (got == nil) != (tc.want == "") || (got != nil && got.String() != tc.want) {
+			if got.String() != tc.want {
 				t.Fatalf("got %v, want %q", got, tc.want)
+			}
+			if v4, _ := NodePodCIDR(node); (v4 == nil) != (got.IPv4 == nil) {
+				t.Fatalf("NodePodCIDR = %v, NodePodCIDRs.IPv4 = %v", v4, got.IPv4)
 			}
 		})
 	}
@@ -98,7 +103,7 @@ func TestWaitForPodCIDR(t *testing.T) {
 			name:    "dual stack, IPv6 first",
 			initial: &corev1.NodeSpec{PodCIDR: "fd00:10::/64", PodCIDRs: []string{"fd00:10::/64", "10.244.4.0/24"}},
 			timeout: 10 * time.Second,
-			want:    "10.244.4.0/24",
+			want:    "10.244.4.0/24,fd00:10::/64",
 		},
 		{
 			name:    "timeout without a CIDR",
@@ -222,6 +227,8 @@ func TestWaitForPodCIDRForbidden(t *testing.T) {
 func TestRunPodCIDR(t *testing.T) {
 	cp := k8stest.Shared(t)
 	createNode(t, cp.ClientSet(t), "run-podcidr", corev1.NodeSpec{PodCIDR: "10.244.9.0/24"})
+	createNode(t, cp.ClientSet(t), "run-podcidr-dual", corev1.NodeSpec{PodCIDR: "10.244.10.0/24",
+		PodCIDRs: []string{"10.244.10.0/24", "fd00:10:244:a::/64"}})
 	tests := []struct {
 		name    string
 		cfg     Config
@@ -229,14 +236,17 @@ func TestRunPodCIDR(t *testing.T) {
 		wantErr string
 	}{
 		{"static", Config{PodCIDR: "10.1.2.0/24", NodeName: "run-podcidr", Kubeconfig: "/nonexistent"}, "10.1.2.0/24", ""},
+		{"static dual-stack", Config{PodCIDR: "10.1.2.0/24", PodCIDRv6: "fd00:1:2::/64", NodeName: "run-podcidr", Kubeconfig: "/nonexistent"},
+			"10.1.2.0/24,fd00:1:2::/64", ""},
 		{"from the Node", Config{NodeName: "run-podcidr", Kubeconfig: cp.Kubeconfig}, "10.244.9.0/24", ""},
+		{"from a dual-stack Node", Config{NodeName: "run-podcidr-dual", Kubeconfig: cp.Kubeconfig}, "10.244.10.0/24,fd00:10:244:a::/64", ""},
 		{"bad kubeconfig", Config{NodeName: "run-podcidr", Kubeconfig: "/nonexistent/kubeconfig"}, "", "loading kubeconfig /nonexistent/kubeconfig"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			got, err := podCIDR(ctx, tc.cfg, nil, ktesting.NewLogger(t, ktesting.NewConfig()))
+			got, err := podCIDRs(ctx, tc.cfg, nil, ktesting.NewLogger(t, ktesting.NewConfig()))
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("got %v, %v; want error containing %q", got, err, tc.wantErr)

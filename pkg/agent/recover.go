@@ -38,10 +38,10 @@ type nodeRestorer func(ctx context.Context) error
 type nodeNetwork struct {
 	// underlay, when set, is the userspace underlay (SetupUnderlay).
 	underlay *nodenet.UnderlayConfig
-	// gateway, gatewayAddr and mtu configure the gateway interface.
-	gateway     string
-	gatewayAddr *net.IPNet
-	mtu         int
+	// gateway, gatewayAddrs and mtu configure the gateway interface.
+	gateway      string
+	gatewayAddrs []*net.IPNet
+	mtu          int
 	// peers, when set (cluster mode), restores the peers' routes and
 	// tunnel neighbours.
 	peers *NodeController
@@ -60,7 +60,7 @@ func (n *nodeNetwork) Restore(ctx context.Context) error {
 			return fmt.Errorf("restoring the underlay on %s: %w", n.underlay.NIC, err)
 		}
 	}
-	if err := configureGateway(ctx, n.gateway, n.gatewayAddr, n.mtu); err != nil {
+	if err := configureGateway(ctx, n.gateway, n.mtu, n.gatewayAddrs...); err != nil {
 		return fmt.Errorf("restoring the gateway: %w", err)
 	}
 	if n.peers != nil {

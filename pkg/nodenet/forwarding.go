@@ -12,3 +12,14 @@ const ipForwardPath = "/proc/sys/net/ipv4/ip_forward"
 func EnableIPv4Forwarding() (changed bool, err error) {
 	return setSysctl(ipForwardPath, "net.ipv4.ip_forward", "1")
 }
+
+// ipv6ForwardPath is net.ipv6.conf.all.forwarding, which turns IPv6
+// forwarding on for every interface.
+const ipv6ForwardPath = "/proc/sys/net/ipv6/conf/all/forwarding"
+
+// EnableIPv6Forwarding sets net.ipv6.conf.all.forwarding=1 in the calling
+// thread's network namespace, the IPv6 twin of EnableIPv4Forwarding for a
+// dual-stack node. It reports whether the setting was off before.
+func EnableIPv6Forwarding() (changed bool, err error) {
+	return setSysctl(ipv6ForwardPath, "net.ipv6.conf.all.forwarding", "1")
+}

@@ -148,3 +148,21 @@ func TestEnableIPv4Forwarding(t *testing.T) {
 		}
 	}
 }
+
+// TestEnableIPv6Forwarding: the IPv6 twin of TestEnableIPv4Forwarding.
+func TestEnableIPv6Forwarding(t *testing.T) {
+	netns := netnstest.New(t, "weir-nn6").Name
+	nsRun(t, netns, "sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=0")
+	for i, want := range []bool{true, false} {
+		netnstest.MustDo(t, netns, func() error {
+			changed, err := nodenet.EnableIPv6Forwarding()
+			if changed != want {
+				t.Errorf("call %d: changed=%v, want %v", i+1, changed, want)
+			}
+			return err
+		})
+		if got := strings.TrimSpace(nsRun(t, netns, "sysctl", "-n", "net.ipv6.conf.all.forwarding")); got != "1" {
+			t.Errorf("call %d: forwarding=%s", i+1, got)
+		}
+	}
+}

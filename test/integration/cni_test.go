@@ -63,6 +63,7 @@ type node struct {
 	dir      string
 	sock     string
 	podCIDR  string
+	podCIDR6 string // dual-stack when set
 	agent    *exec.Cmd
 	agentLog string
 	cni      *libcni.CNIConfig
@@ -70,9 +71,16 @@ type node struct {
 
 func newNode(t testing.TB, podCIDR string) *node {
 	t.Helper()
+	return newDualStackNode(t, podCIDR, "")
+}
+
+// newDualStackNode is newNode with an IPv6 pod CIDR too (none if podCIDR6
+// is empty).
+func newDualStackNode(t testing.TB, podCIDR, podCIDR6 string) *node {
+	t.Helper()
 	ovs := ovstest.Start(t)
 	dir := t.TempDir()
-	n := &node{ovs: ovs, dir: dir, sock: filepath.Join(dir, "cni.sock"), podCIDR: podCIDR,
+	n := &node{ovs: ovs, dir: dir, sock: filepath.Join(dir, "cni.sock"), podCIDR: podCIDR, podCIDR6: podCIDR6,
 		cni: libcni.NewCNIConfigWithCacheDir([]string{binDir}, filepath.Join(dir, "cache"), nil)}
 	n.startAgent(t)
 	t.Cleanup(func() {
@@ -114,6 +122,9 @@ func (n *node) startAgent(t testing.TB) {
 		"--pod-cidr", n.podCIDR, "--datapath-type", "netdev", "--bridge", "br-int",
 		"--ovs-rundir", n.ovs.Dir, "--ovsdb", n.ovs.DBSocket(),
 		"--cni-socket", n.sock, "--state-dir", filepath.Join(n.dir, "state"), "-v=2")
+	if n.podCIDR6 != "" {
+		cmd.Args = append(cmd.Args, "--pod-cidr-v6", n.podCIDR6)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -276,22 +287,24 @@ func (n *node) hostVeths(t testing.TB) []string {
 
 func (n *node) allocatedIPs(t testing.TB) map[string]bool {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(n.dir, "state", "ipam.json"))
-	if errors.Is(err, os.ErrNotExist) {
-		return map[string]bool{}
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc struct {
-		Allocations map[string]string `json:"allocations"`
-	}
-	if err := json.Unmarshal(b, &doc); err != nil {
-		t.Fatalf("IPAM state: %v", err)
-	}
 	ips := map[string]bool{}
-	for _, ip := range doc.Allocations {
-		ips[ip] = true
+	for _, name := range []string{"ipam.json", "ipam-v6.json"} {
+		b, err := os.ReadFile(filepath.Join(n.dir, "state", name))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc struct {
+			Allocations map[string]string `json:"allocations"`
+		}
+		if err := json.Unmarshal(b, &doc); err != nil {
+			t.Fatalf("IPAM state %s: %v", name, err)
+		}
+		for _, ip := range doc.Allocations {
+			ips[ip] = true
+		}
 	}
 	return ips
 }
