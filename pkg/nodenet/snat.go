@@ -12,10 +12,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// SNATTable is the nftables table (family ip) in which Weir masquerades pod
-// egress. Weir owns it whole: ReconcileSNAT replaces it, RemoveSNAT deletes
-// it, and no other rule set (kube-proxy's iptables-nft chains live in
-// tables "nat"/"filter") ever touches it.
+// SNATTable is the name of the nftables tables in which Weir masquerades
+// pod egress: "ip weir" for IPv4 and, on a dual-stack node, its twin
+// "ip6 weir" for IPv6 (the same chain, the same rule over the IPv6 header).
+// Weir owns both whole: ReconcileSNAT replaces them, RemoveSNAT deletes
+// them, and no other rule set (kube-proxy's iptables-nft chains live in
+// tables "nat"/"filter") ever touches them.
+//
+// Why two tables rather than one "inet weir": the IPv4 table stays exactly
+// what agents before IPv6 SNAT created, so an upgrade rewrites it to the
+// same content and nothing that lists or deletes "ip weir" (operators,
+// tests, older cleanup instructions) changes meaning; the IPv6 rule comes
+// and goes on its own as the node gains or loses its IPv6 pod CIDR.
 const SNATTable = "weir"
 
 // SNATChain is the chain of SNATTable: type nat, hook postrouting,
@@ -28,8 +36,13 @@ const snatComment = "weir: masquerade pod egress leaving the node"
 
 // SNATConfig is the wanted masquerade rule set of a node.
 type SNATConfig struct {
-	// PodCIDR is the node's pod subnet: packets from it are masqueraded...
+	// PodCIDR is the node's IPv4 pod subnet: packets from it are
+	// masqueraded...
 	PodCIDR *net.IPNet
+	// PodCIDRv6 is the node's IPv6 pod subnet on a dual-stack node, nil on
+	// an IPv4-only one: packets from it are masqueraded the same way (table
+	// ip6 weir); nil removes that table.
+	PodCIDRv6 *net.IPNet
 	// GatewayName is the gateway interface: ...unless they leave through
 	// it, i.e. go back into OVS towards a pod of this or (through the
 	// tunnel) another node, which sees the pod's own address.
@@ -40,6 +53,8 @@ func (c SNATConfig) validate() error {
 	switch {
 	case c.PodCIDR == nil || c.PodCIDR.IP.To4() == nil || len(c.PodCIDR.Mask) != net.IPv4len:
 		return fmt.Errorf("nodenet: SNAT needs an IPv4 pod CIDR, got %v", c.PodCIDR)
+	case c.PodCIDRv6 != nil && (c.PodCIDRv6.IP.To4() != nil || len(c.PodCIDRv6.IP) != net.IPv6len || len(c.PodCIDRv6.Mask) != net.IPv6len):
+		return fmt.Errorf("nodenet: SNAT's second pod CIDR must be IPv6, got %v", c.PodCIDRv6)
 	case c.GatewayName == "" || len(c.GatewayName) >= unix.IFNAMSIZ:
 		return fmt.Errorf("nodenet: SNAT needs a gateway interface name of 1 to %d characters, got %q", unix.IFNAMSIZ-1, c.GatewayName)
 	}
@@ -50,19 +65,31 @@ func snatTable() *nftables.Table {
 	return &nftables.Table{Family: nftables.TableFamilyIPv4, Name: SNATTable}
 }
 
+func snatTableV6() *nftables.Table {
+	return &nftables.Table{Family: nftables.TableFamilyIPv6, Name: SNATTable}
+}
+
 // snatRuleExprs is the rule
 //
-//	ip saddr <PodCIDR> oifname != "<GatewayName>" masquerade
+//	ip saddr <cidr> oifname != "<gateway>" masquerade
 //
-// as nftables expressions (what nft compiles it to).
-func snatRuleExprs(c SNATConfig) []expr.Any {
-	network := c.PodCIDR.IP.To4().Mask(c.PodCIDR.Mask)
+// (ip6 saddr for an IPv6 cidr) as nftables expressions (what nft compiles
+// it to).
+func snatRuleExprs(cidr *net.IPNet, gateway string) []expr.Any {
+	// The source address: 4 bytes at offset 12 of the IPv4 header, or 16
+	// bytes at offset 8 of the IPv6 header.
+	addr, offset := cidr.IP.To4(), uint32(12)
+	if addr == nil {
+		addr, offset = cidr.IP.To16(), 8
+	}
+	n := uint32(len(addr))
+	network := addr.Mask(cidr.Mask)
 	ifname := make([]byte, unix.IFNAMSIZ) // oifname compares the whole, NUL-padded name
-	copy(ifname, c.GatewayName)
+	copy(ifname, gateway)
 	return []expr.Any{
-		// ip saddr: 4 bytes at offset 12 of the IPv4 header, masked.
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: []byte(c.PodCIDR.Mask), Xor: make([]byte, 4)},
+		// ip saddr / ip6 saddr, masked.
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: n},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: n, Mask: []byte(cidr.Mask), Xor: make([]byte, n)},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte(network)},
 		// oifname != gateway.
 		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
@@ -73,21 +100,29 @@ func snatRuleExprs(c SNATConfig) []expr.Any {
 	}
 }
 
-// ReconcileSNAT makes the node's table SNATTable exactly what c describes:
-// a nat chain on postrouting (priority srcnat) with the one rule
+// ReconcileSNAT makes the node's SNAT tables exactly what c describes:
+// table ip weir with a nat chain on postrouting (priority srcnat) holding
+// the one rule
 //
 //	ip saddr <PodCIDR> oifname != "<GatewayName>" counter masquerade
 //
-// so pod traffic leaving the node for anything outside the cluster (another
-// interface than the gateway) takes the address of the interface it leaves
-// through (the node IP), and replies find their way back; traffic to pods,
-// which leaves through the gateway into OVS and the tunnel, keeps the pod's
-// address.
+// and, if c.PodCIDRv6 is set, its twin table ip6 weir with
 //
-// The table is declared, deleted and created again with its chain and rule
-// in one nftables transaction (one netlink batch): atomic (no moment
-// without the rule), idempotent, and it replaces whatever a previous run
-// left there, e.g. the rule of another pod CIDR. It works in the network
+//	ip6 saddr <PodCIDRv6> oifname != "<GatewayName>" counter masquerade
+//
+// (without it, no ip6 weir table). So pod traffic leaving the node for
+// anything outside the cluster (another interface than the gateway) takes
+// the address of the interface it leaves through (the node IP of that
+// family), and replies find their way back; traffic to pods, which leaves
+// through the gateway into OVS and the tunnel, keeps the pod's address.
+//
+// Both tables are declared, deleted and (as wanted) created again with
+// their chain and rule in one nftables transaction (one netlink batch):
+// atomic (no moment without the rules, and a failure leaves the old
+// tables), idempotent, and it replaces whatever a previous run left there:
+// the rule of another pod CIDR, the ip weir table of an agent from before
+// IPv6 SNAT (same content, rewritten), or an ip6 weir table of a node that
+// no longer has an IPv6 pod CIDR (removed). It works in the network
 // namespace of the calling thread.
 func ReconcileSNAT(ctx context.Context, c SNATConfig) error {
 	if err := c.validate(); err != nil {
@@ -100,9 +135,32 @@ func ReconcileSNAT(ctx context.Context, c SNATConfig) error {
 	if err != nil {
 		return fmt.Errorf("nodenet: opening nftables: %w", err)
 	}
-	t := snatTable()
+	replaceSNATTable(conn, snatTable(), c.PodCIDR, c.GatewayName)
+	replaceSNATTable(conn, snatTableV6(), c.PodCIDRv6, c.GatewayName)
+	if err := conn.Flush(); err != nil {
+		return fmt.Errorf("nodenet: installing nftables tables ip/ip6 %s (masquerade %s except via %s): %w",
+			SNATTable, c.cidrs(), c.GatewayName, err)
+	}
+	return nil
+}
+
+// cidrs names c's pod CIDRs for messages.
+func (c SNATConfig) cidrs() string {
+	if c.PodCIDRv6 == nil {
+		return c.PodCIDR.String()
+	}
+	return c.PodCIDR.String() + "," + c.PodCIDRv6.String()
+}
+
+// replaceSNATTable queues on conn the deletion of table t (declared first,
+// so a missing table is no error) and, unless cidr is nil, its creation
+// with the chain and the masquerade rule of cidr.
+func replaceSNATTable(conn *nftables.Conn, t *nftables.Table, cidr *net.IPNet, gateway string) {
 	conn.AddTable(t) // so the delete cannot fail on a missing table
 	conn.DelTable(t)
+	if cidr == nil {
+		return
+	}
 	conn.AddTable(t)
 	ch := conn.AddChain(&nftables.Chain{
 		Name:     SNATChain,
@@ -114,20 +172,16 @@ func ReconcileSNAT(ctx context.Context, c SNATConfig) error {
 	conn.AddRule(&nftables.Rule{
 		Table:    t,
 		Chain:    ch,
-		Exprs:    snatRuleExprs(c),
+		Exprs:    snatRuleExprs(cidr, gateway),
 		UserData: userdata.AppendString(nil, userdata.TypeComment, snatComment),
 	})
-	if err := conn.Flush(); err != nil {
-		return fmt.Errorf("nodenet: installing nftables table ip %s (masquerade %v except via %s): %w",
-			SNATTable, c.PodCIDR, c.GatewayName, err)
-	}
-	return nil
 }
 
-// RemoveSNAT deletes the table SNATTable, in the calling thread's network
-// namespace; a missing table is fine (it is declared first, in the same
-// transaction). The agent calls it at start-up when SNAT is turned off; an
-// uninstall of Weir from a node calls it too.
+// RemoveSNAT deletes both SNAT tables (ip weir and ip6 weir) in one
+// transaction, in the calling thread's network namespace; missing tables
+// are fine (each is declared first, in the same transaction). The agent
+// calls it at start-up when SNAT is turned off; the uninstall
+// (`ovs-agent --cleanup`) calls it too.
 func RemoveSNAT(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("nodenet: removing SNAT: %w", err)
@@ -136,29 +190,44 @@ func RemoveSNAT(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("nodenet: opening nftables: %w", err)
 	}
-	t := snatTable()
-	conn.AddTable(t)
-	conn.DelTable(t)
+	replaceSNATTable(conn, snatTable(), nil, "")
+	replaceSNATTable(conn, snatTableV6(), nil, "")
 	if err := conn.Flush(); err != nil {
-		return fmt.Errorf("nodenet: removing nftables table ip %s: %w", SNATTable, err)
+		return fmt.Errorf("nodenet: removing nftables tables ip and ip6 %s: %w", SNATTable, err)
 	}
 	return nil
 }
 
-// SNATRules returns the rules of SNATTable's chain as the kernel holds them
-// (nil, nil if the table does not exist), for checks and tests.
+// SNATRules returns the rules of the IPv4 SNAT table's chain (ip weir) as
+// the kernel holds them (nil, nil if the table does not exist), for checks
+// and tests.
 func SNATRules() ([]*nftables.Rule, error) {
+	return snatRules(snatTable())
+}
+
+// SNATRulesIPv6 is SNATRules for the IPv6 table ip6 weir.
+func SNATRulesIPv6() ([]*nftables.Rule, error) {
+	return snatRules(snatTableV6())
+}
+
+func snatRules(t *nftables.Table) ([]*nftables.Rule, error) {
 	conn, err := nftables.New()
 	if err != nil {
 		return nil, fmt.Errorf("nodenet: opening nftables: %w", err)
 	}
-	t := snatTable()
 	rules, err := conn.GetRules(t, &nftables.Chain{Name: SNATChain, Table: t})
 	if errors.Is(err, unix.ENOENT) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("nodenet: listing nftables table ip %s: %w", SNATTable, err)
+		return nil, fmt.Errorf("nodenet: listing nftables table %s %s: %w", familyName(t.Family), SNATTable, err)
 	}
 	return rules, nil
+}
+
+func familyName(f nftables.TableFamily) string {
+	if f == nftables.TableFamilyIPv6 {
+		return "ip6"
+	}
+	return "ip"
 }
