@@ -123,9 +123,13 @@ func newGetPodsCommand(o *options) *cobra.Command {
 }
 
 func podsTable(w io.Writer, r *agentv1.ListPodInterfacesResponse) {
-	row(w, "NAMESPACE", "POD", "IP", "MAC", "OVS PORT", "OFPORT", "IFNAME", "CONTAINER")
+	row(w, "NAMESPACE", "POD", "IPS", "MAC", "OVS PORT", "OFPORT", "IFNAME", "CONTAINER")
 	for _, i := range r.GetInterfaces() {
-		row(w, i.GetPod().GetNamespace(), i.GetPod().GetName(), i.GetIp(), i.GetMac(), i.GetOvsPortName(),
+		ips := strings.Join(i.GetIps(), ",")
+		if ips == "" { // an agent from before dual-stack
+			ips = i.GetIp()
+		}
+		row(w, i.GetPod().GetNamespace(), i.GetPod().GetName(), ips, i.GetMac(), i.GetOvsPortName(),
 			i.GetOfport(), i.GetIfname(), shortID(i.GetContainerId()))
 	}
 }

@@ -61,7 +61,7 @@ func (f *fakeAgent) ListPodInterfaces(_ context.Context, r *agentv1.ListPodInter
 	f.record("ListPodInterfaces", r)
 	all := []*agentv1.PodInterface{
 		{Pod: &agentv1.PodRef{Namespace: "ns1", Name: "web"}, Ifname: "eth0", OvsPortName: "web-1a2b3c", Ofport: 3, Ip: "10.244.0.2", Mac: "02:00:0a:f4:00:02", ContainerId: "0123456789abcdef0123"},
-		{Pod: &agentv1.PodRef{Namespace: "ns2", Name: "db"}, Ifname: "eth0", OvsPortName: "db-4d5e6f", Ofport: 4, Ip: "10.244.0.3", Mac: "02:00:0a:f4:00:03", ContainerId: "fedcba"},
+		{Pod: &agentv1.PodRef{Namespace: "ns2", Name: "db"}, Ifname: "eth0", OvsPortName: "db-4d5e6f", Ofport: 4, Ip: "10.244.0.3", Ips: []string{"10.244.0.3", "fd00:10:244::3"}, Mac: "02:00:0a:f4:00:03", ContainerId: "fedcba"},
 	}
 	var out []*agentv1.PodInterface
 	for _, i := range all {
@@ -197,7 +197,7 @@ func TestCommands(t *testing.T) {
 		{
 			name:      "all pods",
 			args:      []string{"get", "pods"},
-			stdout:    []string{"NAMESPACE", "POD", "IP", "MAC", "OVS PORT", "OFPORT", "ns1", "web", "10.244.0.2", "web-1a2b3c", "3", "eth0", "0123456789ab", "ns2", "db"},
+			stdout:    []string{"NAMESPACE", "POD", "IPS", "MAC", "OVS PORT", "OFPORT", "ns1", "web", "10.244.0.2", "web-1a2b3c", "3", "eth0", "0123456789ab", "ns2", "db", "10.244.0.3,fd00:10:244::3"},
 			notStdout: []string{"0123456789abc"},
 			call:      "ListPodInterfaces", wantReq: &agentv1.ListPodInterfacesRequest{},
 		},

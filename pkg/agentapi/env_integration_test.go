@@ -2,6 +2,7 @@ package agentapi_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -62,8 +63,9 @@ func newNode(t *testing.T) *node {
 	}
 	mac, _ := net.ParseMAC(gwMAC)
 	_, cidr, _ := net.ParseCIDR("10.10.0.0/24")
+	_, cidr6, _ := net.ParseCIDR("fd00:10:10::/64") // dual-stack: traces over IPv6 too
 	pipe, err := pipeline.New(sw, pipeline.Config{GatewayOFPort: 2, GatewayMAC: mac, GatewayIP: net.ParseIP("10.10.0.1"),
-		PodCIDR: cidr, CTZone: 65520, Round: 1})
+		PodCIDR: cidr, GatewayIPv6: net.ParseIP("fd00:10:10::1"), PodCIDRv6: cidr6, CTZone: 65520, Round: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,11 +87,17 @@ func (n *node) addPod(t *testing.T, name, ip, mac string, ofport int) *ovstest.P
 	t.Helper()
 	p := n.ovs.AddPod(t, "br-int", name, ip+"/24", mac, ofport)
 	hw, _ := net.ParseMAC(mac)
-	if err := n.pipe.AddPod(ctxT(t), pipeline.PodInterface{Key: name, OFPort: uint32(ofport), IPs: []netip.Addr{netip.MustParseAddr(ip)}, MAC: hw}); err != nil {
+	if err := n.pipe.AddPod(ctxT(t), pipeline.PodInterface{Key: name, OFPort: uint32(ofport), IPs: podIPs(ip), MAC: hw}); err != nil {
 		t.Fatal(err)
 	}
 	n.pods = append(n.pods, p)
 	return p
+}
+
+// podIPs are a test pod's addresses: ip and fd00:10:10::<last octet of ip>.
+func podIPs(ip string) []netip.Addr {
+	v4 := netip.MustParseAddr(ip)
+	return []netip.Addr{v4, netip.MustParseAddr(fmt.Sprintf("fd00:10:10::%x", v4.As4()[3]))}
 }
 
 func ctxT(t *testing.T) context.Context {
@@ -106,7 +114,7 @@ func (a attachments) List() []interfacestore.Interface {
 	var out []interfacestore.Interface
 	for _, p := range a.n.pods {
 		out = append(out, interfacestore.Interface{ContainerID: "c-" + p.Name, IfName: "eth0",
-			NetNS: "/run/netns/" + p.NetNS, PortName: p.HostIf, IPs: []netip.Addr{netip.MustParseAddr(p.IP)}, MAC: podnet.MACFromIP(net.ParseIP(p.IP)), PodNamespace: "ns", PodName: p.Name})
+			NetNS: "/run/netns/" + p.NetNS, PortName: p.HostIf, IPs: podIPs(p.IP), MAC: podnet.MACFromIP(net.ParseIP(p.IP)), PodNamespace: "ns", PodName: p.Name})
 	}
 	return out
 }
@@ -206,8 +214,9 @@ func TestAgainstRealOVS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(podFlows.Flows) != 2 {
-		t.Errorf("ListFlows(pod a, SpoofGuard) = %d flows, want 2: %v", len(podFlows.Flows), podFlows.Flows)
+	// IPv4 and ARP; IPv6, and NS and NA from its IPv6 and link-local source.
+	if len(podFlows.Flows) != 7 {
+		t.Errorf("ListFlows(pod a, SpoofGuard) = %d flows, want 7: %v", len(podFlows.Flows), podFlows.Flows)
 	}
 
 	trace := func(proto string, port uint32) *agentv1.TraceResponse {
@@ -222,6 +231,20 @@ func TestAgainstRealOVS(t *testing.T) {
 	if tr.Verdict.Kind != agentv1.TraceVerdict_OUTPUT || tr.Verdict.OutPort != 4 || tr.Verdict.Pod.GetName() != "b" {
 		t.Errorf("Trace a->b = %v\n%s", tr.Verdict, tr.RawOutput)
 	}
+	// Over IPv6: the destination as b's IPv6 address.
+	trace6 := func() *agentv1.TraceResponse {
+		t.Helper()
+		tr, err := c.Trace(ctx, &agentv1.TraceRequest{SourcePod: pod("a"), DestinationIp: "fd00:10:10::4", Protocol: "tcp", DestinationPort: 80})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tr
+	}
+	tr = trace6()
+	if tr.Verdict.Kind != agentv1.TraceVerdict_OUTPUT || tr.Verdict.OutPort != 4 || tr.Verdict.Pod.GetName() != "b" ||
+		!strings.Contains(tr.Flow, "tcp6") || !strings.Contains(tr.Flow, "ipv6_dst=fd00:10:10::4") {
+		t.Errorf("Trace a->b over IPv6 = %v (flow %s)\n%s", tr.Verdict, tr.Flow, tr.RawOutput)
+	}
 	if !hasTable(tr.Steps, "ConntrackState") || !hasTable(tr.Steps, "Output") {
 		t.Errorf("Trace a->b steps miss the tables after conntrack: %v", tr.Steps)
 	}
@@ -235,6 +258,9 @@ func TestAgainstRealOVS(t *testing.T) {
 	if tr.Verdict.Kind != agentv1.TraceVerdict_DROP || tr.Verdict.IsolatedPod.GetName() != "b" ||
 		!strings.Contains(tr.Verdict.DropReason, "isolation of ns/b (ingress)") {
 		t.Errorf("Trace a->b isolated = %v\n%s", tr.Verdict, tr.RawOutput)
+	}
+	if tr = trace6(); tr.Verdict.Kind != agentv1.TraceVerdict_DROP || tr.Verdict.IsolatedPod.GetName() != "b" {
+		t.Errorf("Trace a->b over IPv6, isolated = %v\n%s", tr.Verdict, tr.RawOutput)
 	}
 
 	// An allow rule for TCP 80.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 
 	"google.golang.org/grpc/codes"
@@ -32,7 +33,8 @@ type pod struct {
 	IfName          string
 	PortName        string
 	OFPort          uint32
-	IP              net.IP
+	IP              net.IP       // IPv4 (else the first address)
+	IPs             []netip.Addr // every address, IPv4 first
 	MAC             net.HardwareAddr
 	ContainerID     string
 	NetNS           string
@@ -77,7 +79,7 @@ func (s *Server) snapshot(ctx context.Context) (*node, error) {
 	}
 	for _, a := range s.deps.Pods.List() {
 		n.pods = append(n.pods, pod{Namespace: a.PodNamespace, Name: a.PodName, IfName: a.IfName, PortName: a.PortName,
-			OFPort: ofport[a.PortName], IP: ipOf(a), MAC: a.MAC, ContainerID: a.ContainerID, NetNS: a.NetNS, UID: a.PodUID, Key: a.Key()})
+			OFPort: ofport[a.PortName], IP: ipOf(a), IPs: slices.Clone(a.IPs), MAC: a.MAC, ContainerID: a.ContainerID, NetNS: a.NetNS, UID: a.PodUID, Key: a.Key()})
 	}
 	sort.Slice(n.pods, func(i, j int) bool {
 		a, b := n.pods[i], n.pods[j]
@@ -118,8 +120,9 @@ func (n *node) findPod(ref *agentv1.PodRef, what string) (pod, error) {
 
 // podByIP returns the local pod with ip.
 func (n *node) podByIP(ip net.IP) (pod, bool) {
+	a, ok := netip.AddrFromSlice(ip)
 	for _, p := range n.pods {
-		if p.IP.Equal(ip) {
+		if p.IP.Equal(ip) || ok && slices.Contains(p.IPs, a.Unmap()) {
 			return p, true
 		}
 	}
@@ -137,7 +140,7 @@ func (n *node) podByOFPort(port uint32) (pod, bool) {
 }
 
 func (p pod) pipelineInterface() pipeline.PodInterface {
-	return pipeline.PodInterface{Key: p.Key, OFPort: p.OFPort, IPs: addrsOf(p.IP), MAC: p.MAC}
+	return pipeline.PodInterface{Key: p.Key, OFPort: p.OFPort, IPs: p.IPs, MAC: p.MAC}
 }
 
 // ListPodInterfaces implements agentv1.AgentServiceServer.
@@ -154,6 +157,7 @@ func (s *Server) ListPodInterfaces(ctx context.Context, req *agentv1.ListPodInte
 		resp.Interfaces = append(resp.Interfaces, &agentv1.PodInterface{
 			Pod: &agentv1.PodRef{Namespace: p.Namespace, Name: p.Name}, Ifname: p.IfName, OvsPortName: p.PortName,
 			Ofport: p.OFPort, Ip: ipString(p.IP), Mac: macString(p.MAC), ContainerId: p.ContainerID, Netns: p.NetNS, PodUid: p.UID,
+			Ips: addrStrings(p.IPs),
 		})
 	}
 	if req.GetPod() != "" && len(resp.Interfaces) == 0 {
@@ -162,10 +166,11 @@ func (s *Server) ListPodInterfaces(ctx context.Context, req *agentv1.ListPodInte
 	return resp, nil
 }
 
-// addrsOf converts ip to the pipeline's form (nil for no address).
-func addrsOf(ip net.IP) []netip.Addr {
-	if a, ok := netip.AddrFromSlice(ip); ok {
-		return []netip.Addr{a.Unmap()}
+// addrStrings formats addresses.
+func addrStrings(addrs []netip.Addr) []string {
+	out := make([]string, len(addrs))
+	for i, a := range addrs {
+		out[i] = a.String()
 	}
-	return nil
+	return out
 }

@@ -62,11 +62,15 @@ func TestBadInput(t *testing.T) {
 		{"trace malformed source IP", func() error {
 			_, err := f.srv.Trace(ctx, &agentv1.TraceRequest{SourceIp: "10.0.0.300", DestinationPod: ref("ns", "b")})
 			return err
-		}, codes.InvalidArgument, `source IP "10.0.0.300" is not an IPv4 address`},
-		{"trace IPv6 destination", func() error {
+		}, codes.InvalidArgument, `source IP "10.0.0.300" is not an IP address`},
+		{"trace IPv6 from a pod without IPv6", func() error {
 			_, err := f.srv.Trace(ctx, &agentv1.TraceRequest{SourcePod: ref("ns", "a"), DestinationIp: "fd00::1"})
 			return err
-		}, codes.InvalidArgument, "not an IPv4 address"},
+		}, codes.FailedPrecondition, "pod ns/a has no IPv6 address"},
+		{"trace mixed families", func() error {
+			_, err := f.srv.Trace(ctx, &agentv1.TraceRequest{SourceIp: "fd00::9", DestinationIp: "192.0.2.7"})
+			return err
+		}, codes.InvalidArgument, "different IP families"},
 		{"trace unknown source pod", func() error {
 			_, err := f.srv.Trace(ctx, &agentv1.TraceRequest{SourcePod: ref("ns", "zz"), DestinationPod: ref("ns", "b")})
 			return err

@@ -45,12 +45,12 @@ func (s *Server) resolveSource(n *node, req *agentv1.TraceRequest) (endpoint, er
 		}
 		return podEndpoint(p)
 	case req.GetSourceIp() != "":
-		ip, err := parseIPv4(req.GetSourceIp(), "source IP")
+		ip, err := parseIP(req.GetSourceIp(), "source IP")
 		if err != nil {
 			return e, err
 		}
 		if p, ok := n.podByIP(ip); ok {
-			return podEndpoint(p)
+			return podEndpointAt(p, ip)
 		}
 		e.ip = ip
 		if e.peer = s.peerOfPodIP(ip); e.peer != nil {
@@ -61,6 +61,16 @@ func (s *Server) resolveSource(n *node, req *agentv1.TraceRequest) (endpoint, er
 		return e, nil
 	}
 	return e, status.Error(codes.InvalidArgument, "a source (pod or IP) is required")
+}
+
+// podEndpointAt is podEndpoint with the address the request named (which
+// picks the family).
+func podEndpointAt(p pod, ip net.IP) (endpoint, error) {
+	e, err := podEndpoint(p)
+	if err == nil {
+		e.ip = ip
+	}
+	return e, err
 }
 
 func podEndpoint(p pod) (endpoint, error) {
@@ -100,12 +110,12 @@ func (s *Server) resolveDestination(n *node, req *agentv1.TraceRequest) (endpoin
 		}
 		return e, status.Errorf(codes.NotFound, "no peer node %q on this node", req.GetDestinationNode())
 	}
-	ip, err := parseIPv4(req.GetDestinationIp(), "destination IP")
+	ip, err := parseIP(req.GetDestinationIp(), "destination IP")
 	if err != nil {
 		return e, err
 	}
 	if p, ok := n.podByIP(ip); ok {
-		return podEndpoint(p)
+		return podEndpointAt(p, ip)
 	}
 	e.ip = ip
 	e.peer = s.peerOfPodIP(ip)
@@ -122,12 +132,42 @@ func (s *Server) peerOfPodIP(ip net.IP) *pipeline.PeerNode {
 	return nil
 }
 
-func parseIPv4(s, what string) (net.IP, error) {
+func parseIP(s, what string) (net.IP, error) {
 	ip := net.ParseIP(s)
-	if ip == nil || ip.To4() == nil {
-		return nil, status.Errorf(codes.InvalidArgument, "%s %q is not an IPv4 address", what, s)
+	if ip == nil {
+		return nil, status.Errorf(codes.InvalidArgument, "%s %q is not an IP address", what, s)
 	}
-	return ip.To4(), nil
+	if v4 := ip.To4(); v4 != nil {
+		return v4, nil
+	}
+	return ip, nil
+}
+
+// toIPv6 turns a trace whose source or destination IP is IPv6 into an
+// IPv6 trace: pod endpoints take the pod's IPv6 address. A pod without one
+// cannot be traced over IPv6.
+func toIPv6(src, dst *endpoint) error {
+	if src.ip.To4() == nil || dst.ip.To4() == nil {
+		for _, e := range []*endpoint{src, dst} {
+			if e.pod == nil || e.ip.To4() == nil {
+				continue
+			}
+			var v6 net.IP
+			for _, a := range e.pod.IPs {
+				if a.Is6() && !a.Is4In6() {
+					v6 = net.IP(a.AsSlice())
+				}
+			}
+			if v6 == nil {
+				return status.Errorf(codes.FailedPrecondition, "pod %s has no IPv6 address", e.pod.ref())
+			}
+			e.ip = v6
+		}
+	}
+	if (src.ip.To4() == nil) != (dst.ip.To4() == nil) {
+		return status.Errorf(codes.InvalidArgument, "source %s and destination %s are of different IP families", src.ip, dst.ip)
+	}
+	return nil
 }
 
 // traceFlow builds the ofproto/trace flow: the packet as it arrives at
@@ -136,12 +176,18 @@ func parseIPv4(s, what string) (net.IP, error) {
 // the gateway's MAC (routed). Through the tunnel: to GlobalVirtualMAC.
 // From the gateway: the gateway's MAC to the destination pod's MAC.
 func (s *Server) traceFlow(src, dst endpoint, req *agentv1.TraceRequest) (string, error) {
+	if err := toIPv6(&src, &dst); err != nil {
+		return "", err
+	}
+	v6 := src.ip.To4() == nil
 	var dlSrc, dlDst string
 	gwMAC := macString(s.cfg.GatewayMAC)
 	switch {
 	case src.pod != nil:
 		dlSrc = src.mac.String()
-		if dst.pod != nil && s.cfg.PodCIDR != nil && s.cfg.PodCIDR.Contains(src.ip) && s.cfg.PodCIDR.Contains(dst.ip) {
+		// Local pods of one subnet resolve each other (ARP, or ND: the
+		// node's pods share its IPv6 pod CIDR).
+		if dst.pod != nil && (v6 || s.cfg.PodCIDR != nil && s.cfg.PodCIDR.Contains(src.ip) && s.cfg.PodCIDR.Contains(dst.ip)) {
 			dlDst = dst.mac.String()
 		} else {
 			dlDst = gwMAC
@@ -170,13 +216,21 @@ func (s *Server) traceFlow(src, dst endpoint, req *agentv1.TraceRequest) (string
 	if src.peer != nil {
 		parts = append(parts, "tun_src="+src.peer.NodeIP.String(), "tun_id=0")
 	}
-	parts = append(parts, proto, "dl_src="+dlSrc, "dl_dst="+dlDst, "nw_src="+src.ip.String(), "nw_dst="+dst.ip.String(), "nw_ttl=64")
+	family, srcField, dstField, echo := "", "nw_src=", "nw_dst=", "icmp_type=8"
+	if v6 {
+		family, srcField, dstField, echo = "6", "ipv6_src=", "ipv6_dst=", "icmp_type=128"
+	}
+	switch proto {
+	case "icmp", "tcp", "udp":
+		parts = append(parts, proto+family)
+	}
+	parts = append(parts, "dl_src="+dlSrc, "dl_dst="+dlDst, srcField+src.ip.String(), dstField+dst.ip.String(), "nw_ttl=64")
 	switch proto {
 	case "icmp":
 		if req.GetSourcePort() != 0 || req.GetDestinationPort() != 0 {
 			return "", status.Error(codes.InvalidArgument, "ports need protocol tcp or udp")
 		}
-		parts = append(parts, "icmp_type=8", "icmp_code=0")
+		parts = append(parts, echo, "icmp_code=0")
 	case "tcp", "udp":
 		sp := req.GetSourcePort()
 		if sp == 0 {
@@ -415,11 +469,11 @@ func parseIsolationMatch(match string) (ofport uint32, ip net.IP) {
 	for _, kv := range strings.Split(match, ",") {
 		k, v, _ := strings.Cut(kv, "=")
 		switch k {
-		case "reg1":
+		case "reg1", "in_port":
 			if n, err := strconv.ParseUint(v, 0, 32); err == nil {
 				ofport = uint32(n)
 			}
-		case "nw_src":
+		case "nw_src", "ipv6_src":
 			ip = net.ParseIP(v)
 		}
 	}

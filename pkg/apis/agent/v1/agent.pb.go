@@ -599,13 +599,16 @@ type PodInterface struct {
 	// The interface name inside the pod (CNI_IFNAME).
 	Ifname string `protobuf:"bytes,2,opt,name=ifname,proto3" json:"ifname,omitempty"`
 	// The OVS port (host-side veth) and its OpenFlow port number.
-	OvsPortName   string `protobuf:"bytes,3,opt,name=ovs_port_name,json=ovsPortName,proto3" json:"ovs_port_name,omitempty"`
-	Ofport        uint32 `protobuf:"varint,4,opt,name=ofport,proto3" json:"ofport,omitempty"`
-	Ip            string `protobuf:"bytes,5,opt,name=ip,proto3" json:"ip,omitempty"`
-	Mac           string `protobuf:"bytes,6,opt,name=mac,proto3" json:"mac,omitempty"`
-	ContainerId   string `protobuf:"bytes,7,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
-	Netns         string `protobuf:"bytes,8,opt,name=netns,proto3" json:"netns,omitempty"`
-	PodUid        string `protobuf:"bytes,9,opt,name=pod_uid,json=podUid,proto3" json:"pod_uid,omitempty"`
+	OvsPortName string `protobuf:"bytes,3,opt,name=ovs_port_name,json=ovsPortName,proto3" json:"ovs_port_name,omitempty"`
+	Ofport      uint32 `protobuf:"varint,4,opt,name=ofport,proto3" json:"ofport,omitempty"`
+	// The pod's IPv4 address (its first address on an IPv6-only node).
+	Ip          string `protobuf:"bytes,5,opt,name=ip,proto3" json:"ip,omitempty"`
+	Mac         string `protobuf:"bytes,6,opt,name=mac,proto3" json:"mac,omitempty"`
+	ContainerId string `protobuf:"bytes,7,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	Netns       string `protobuf:"bytes,8,opt,name=netns,proto3" json:"netns,omitempty"`
+	PodUid      string `protobuf:"bytes,9,opt,name=pod_uid,json=podUid,proto3" json:"pod_uid,omitempty"`
+	// Every address of the interface, one per family, IPv4 first.
+	Ips           []string `protobuf:"bytes,10,rep,name=ips,proto3" json:"ips,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -701,6 +704,13 @@ func (x *PodInterface) GetPodUid() string {
 		return x.PodUid
 	}
 	return ""
+}
+
+func (x *PodInterface) GetIps() []string {
+	if x != nil {
+		return x.Ips
+	}
+	return nil
 }
 
 type ListPodInterfacesResponse struct {
@@ -2420,7 +2430,7 @@ const file_pkg_apis_agent_v1_agent_proto_rawDesc = "" +
 	"gatewayMac\"J\n" +
 	"\x18ListPodInterfacesRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n" +
-	"\x03pod\x18\x02 \x01(\tR\x03pod\"\xff\x01\n" +
+	"\x03pod\x18\x02 \x01(\tR\x03pod\"\x91\x02\n" +
 	"\fPodInterface\x12'\n" +
 	"\x03pod\x18\x01 \x01(\v2\x15.weir.agent.v1.PodRefR\x03pod\x12\x16\n" +
 	"\x06ifname\x18\x02 \x01(\tR\x06ifname\x12\"\n" +
@@ -2430,7 +2440,9 @@ const file_pkg_apis_agent_v1_agent_proto_rawDesc = "" +
 	"\x03mac\x18\x06 \x01(\tR\x03mac\x12!\n" +
 	"\fcontainer_id\x18\a \x01(\tR\vcontainerId\x12\x14\n" +
 	"\x05netns\x18\b \x01(\tR\x05netns\x12\x17\n" +
-	"\apod_uid\x18\t \x01(\tR\x06podUid\"X\n" +
+	"\apod_uid\x18\t \x01(\tR\x06podUid\x12\x10\n" +
+	"\x03ips\x18\n" +
+	" \x03(\tR\x03ips\"X\n" +
 	"\x19ListPodInterfacesResponse\x12;\n" +
 	"\n" +
 	"interfaces\x18\x01 \x03(\v2\x1b.weir.agent.v1.PodInterfaceR\n" +
