@@ -173,7 +173,7 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 		}
 		log.Info("IPv6 forwarding on", "sysctl", "net.ipv6.conf.all.forwarding=1", "changed", changed)
 	}
-	if err := reconcileSNAT(ctx, cfg, cidr, log); err != nil {
+	if err := reconcileSNAT(ctx, cfg, cidrs, log); err != nil {
 		return err
 	}
 	var tunPort int
@@ -318,19 +318,25 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 }
 
 // reconcileSNAT installs (cfg.SNAT) or removes the masquerade of pod
-// egress, nftables table "ip weir" (docs/overlay.md, "SNAT").
-func reconcileSNAT(ctx context.Context, cfg Config, cidr *net.IPNet, log klog.Logger) error {
+// egress: nftables table "ip weir" for the IPv4 pod CIDR and, on a
+// dual-stack node, "ip6 weir" for the IPv6 one; a node without an IPv6 pod
+// CIDR (any more) has no ip6 table (docs/overlay.md, "SNAT").
+func reconcileSNAT(ctx context.Context, cfg Config, cidrs PodCIDRs, log klog.Logger) error {
 	if !cfg.SNAT {
 		if err := nodenet.RemoveSNAT(ctx); err != nil {
 			return err
 		}
-		log.Info("Pod egress SNAT off", "table", "ip "+nodenet.SNATTable)
+		log.Info("Pod egress SNAT off", "tables", "ip "+nodenet.SNATTable+", ip6 "+nodenet.SNATTable)
 		return nil
 	}
-	if err := nodenet.ReconcileSNAT(ctx, nodenet.SNATConfig{PodCIDR: cidr, GatewayName: cfg.GatewayName}); err != nil {
+	if err := nodenet.ReconcileSNAT(ctx, nodenet.SNATConfig{PodCIDR: cidrs.IPv4, PodCIDRv6: cidrs.IPv6, GatewayName: cfg.GatewayName}); err != nil {
 		return err
 	}
-	log.Info("Pod egress SNAT installed", "table", "ip "+nodenet.SNATTable, "podCIDR", cidr.String(), "except", cfg.GatewayName)
+	tables := "ip " + nodenet.SNATTable
+	if cidrs.IPv6 != nil {
+		tables += ", ip6 " + nodenet.SNATTable
+	}
+	log.Info("Pod egress SNAT installed", "tables", tables, "podCIDRs", cidrs.String(), "except", cfg.GatewayName)
 	return nil
 }
 
