@@ -59,8 +59,9 @@ func (p *Pipeline) ipv6Enabled() bool { return p.cfg.GatewayIPv6 != nil }
 // service-reply mark and route), the drop of router-only ICMPv6 from pods
 // and the drop of Neighbor Discovery before conntrack.
 //
-// Not twinned: the Service CIDR bypass (Config.ServiceCIDR is IPv4) and the
-// tunnel flows (no IPv6 between nodes yet).
+// Not twinned: the Service CIDR bypass (Config.ServiceCIDR is IPv4). With a
+// tunnel port, tunnelled IPv6 for the gateway's IPv6 goes to the gateway
+// (the twin of the IPv4 base flow; peers: peer_ipv6.go).
 //
 // ICMPv6 errors (Packet Too Big, Destination Unreachable, Time Exceeded)
 // about a tracked connection are +rel in conntrack and pass policy through
@@ -70,7 +71,7 @@ func (p *Pipeline) ipv6BaseFlows(nf func(table uint8, prio uint16) *openflow.Flo
 	ip6, icmp6 := openflow.ProtocolIPv6, openflow.ProtocolICMPv6
 	st := openflow.CTState{}.Trk(true)
 	genMark := gen << ctMarkGenShift
-	return []*openflow.FlowBuilder{
+	bs := []*openflow.FlowBuilder{
 		// SpoofGuard: only routers advertise routes and redirect; a pod
 		// doing either could take over its neighbours' traffic.
 		nf(SpoofGuard, prioSpoofGuardRouterOnly).MatchProtocol(icmp6).MatchICMPType(icmp6RouterAdvert).Drop(),
@@ -120,6 +121,14 @@ func (p *Pipeline) ipv6BaseFlows(nf func(table uint8, prio uint16) *openflow.Flo
 			MatchCTState(st.Rpl(true)).MatchCTMark(ctMarkFromGateway, ctMarkFromGatewayMask).
 			SetEthDst(gwMAC).GotoTable(L2Forwarding),
 	}
+	if p.cfg.TunnelOFPort != 0 {
+		// Tunnelled IPv6 for this node's gateway IPv6 (a remote pod, or
+		// the reply to a peer node that sent from its gateway IPv6): to
+		// the gateway port (peer_ipv6.go).
+		bs = append(bs, nf(L3Forwarding, prioL3Route).MatchProtocol(ip6).MatchEthDst(globalVirtualMAC).
+			MatchDstIP(p.cfg.GatewayIPv6).SetEthDst(gwMAC).GotoTable(L2Forwarding))
+	}
+	return bs
 }
 
 // linkLocal is fe80::/10, the source of Neighbor Solicitations sent before
@@ -136,7 +145,7 @@ func (p *Pipeline) podIPv6Flows(nf func(table uint8, prio uint16) *openflow.Flow
 	ns := func(b *openflow.FlowBuilder) *openflow.FlowBuilder {
 		return b.MatchInPort(pod.OFPort).MatchProtocol(icmp6).MatchEthSrc(pod.MAC)
 	}
-	return []*openflow.FlowBuilder{
+	bs := []*openflow.FlowBuilder{
 		nf(SpoofGuard, prioSpoofGuardPod).MatchInPort(pod.OFPort).MatchProtocol(ip6).MatchEthSrc(pod.MAC).MatchSrcIP(ip).
 			GotoTable(ARPResponder),
 		ns(nf(SpoofGuard, prioSpoofGuardND)).MatchSrcIP(ip).MatchICMPType(icmp6NeighborSolict).MatchNDSll(pod.MAC).
@@ -154,4 +163,11 @@ func (p *Pipeline) podIPv6Flows(nf func(table uint8, prio uint16) *openflow.Flow
 		nf(L3Forwarding, prioL3Route).MatchProtocol(ip6).MatchEthDst(p.cfg.GatewayMAC).MatchDstIP(ip).
 			SetEthSrc(p.cfg.GatewayMAC).SetEthDst(pod.MAC).DecTTL().GotoTable(L2Forwarding),
 	}
+	if p.cfg.TunnelOFPort != 0 {
+		// From another node (peer_ipv6.go), the twin of the IPv4 flow in
+		// PodFlows: the sending node routed it, only the MACs change.
+		bs = append(bs, nf(L3Forwarding, prioL3Route).MatchProtocol(ip6).MatchEthDst(globalVirtualMAC).MatchDstIP(ip).
+			SetEthSrc(p.cfg.GatewayMAC).SetEthDst(pod.MAC).GotoTable(L2Forwarding))
+	}
+	return bs
 }

@@ -44,6 +44,12 @@ type PeerNode struct {
 	// This node's kernel routes PodCIDR via it (on link, through the local
 	// gateway), so the pipeline answers ARP for it.
 	GatewayIP net.IP
+	// PodCIDRv6 and GatewayIPv6, optional and set together, are the peer's
+	// IPv6 pod subnet and its gateway address in it (peer_ipv6.go). They
+	// need the local pipeline's IPv6 configuration. IPv6 pod traffic is
+	// tunnelled over the same IPv4 underlay (NodeIP).
+	PodCIDRv6   *net.IPNet
+	GatewayIPv6 net.IP
 }
 
 func (n PeerNode) validate() error {
@@ -57,7 +63,7 @@ func (n PeerNode) validate() error {
 	case n.GatewayIP.To4() == nil || !n.PodCIDR.Contains(n.GatewayIP):
 		return fmt.Errorf("pipeline: peer %s: gateway IP %v must be an IPv4 address in pod CIDR %v", n.Name, n.GatewayIP, n.PodCIDR)
 	}
-	return nil
+	return n.validateIPv6()
 }
 
 type peerState struct {
@@ -105,6 +111,9 @@ func (p *Pipeline) PeerFlows(peer PeerNode, cookie openflow.Cookie) ([]*openflow
 	if overlaps(peer.PodCIDR, p.cfg.PodCIDR) {
 		return nil, fmt.Errorf("pipeline: peer %s: pod CIDR %v overlaps this node's %v", peer.Name, peer.PodCIDR, p.cfg.PodCIDR)
 	}
+	if err := p.checkPeerIPv6(peer); err != nil {
+		return nil, err
+	}
 	c := uint64(cookie)
 	nf := func(table uint8, prio uint16) *openflow.FlowBuilder { return openflow.NewFlow(table, prio).Cookie(c) }
 	toPeer := func(b *openflow.FlowBuilder) *openflow.FlowBuilder {
@@ -113,7 +122,7 @@ func (p *Pipeline) PeerFlows(peer PeerNode, cookie openflow.Cookie) ([]*openflow
 			LoadReg(outputFoundMark.load()).
 			GotoTable(ConntrackCommit)
 	}
-	return buildAll([]*openflow.FlowBuilder{
+	bs := []*openflow.FlowBuilder{
 		arpReply(nf(ARPResponder, prioARPRespond), peer.GatewayIP, globalVirtualMAC),
 		toPeer(nf(L3Forwarding, prioL3Route).MatchProtocol(openflow.ProtocolIP).MatchDstNet(peer.PodCIDR)),
 		toPeer(nf(L3Forwarding, prioL3Route).MatchProtocol(openflow.ProtocolIP).
@@ -121,7 +130,13 @@ func (p *Pipeline) PeerFlows(peer PeerNode, cookie openflow.Cookie) ([]*openflow
 			MatchCTState(openflow.CTState{}.Trk(true).Rpl(true)).
 			MatchCTMark(ctMarkFromTunnel, ctMarkFromTunnelMask).
 			MatchDstIP(peer.NodeIP)),
-	})
+	}
+	// IPv6 after every IPv4 flow, so an IPv4-only peer's flows are what
+	// they always were (peer_ipv6.go).
+	if peer.PodCIDRv6 != nil {
+		bs = append(bs, toPeer(nf(L3Forwarding, prioL3Route).MatchProtocol(openflow.ProtocolIPv6).MatchDstNet(peer.PodCIDRv6)))
+	}
+	return buildAll(bs)
 }
 
 // AddPeer installs (or updates, e.g. for a new node IP) the flows of a peer
@@ -133,15 +148,20 @@ func (p *Pipeline) AddPeer(ctx context.Context, peer PeerNode) error {
 	p.mu.Lock()
 	st, ok := p.peers[peer.Name]
 	var conflict string
+	mine := peer.PodCIDR
 	for name, other := range p.peers {
 		if name != peer.Name && peer.PodCIDR != nil && overlaps(peer.PodCIDR, other.peer.PodCIDR) {
 			conflict = fmt.Sprintf("peer %s's %v", name, other.peer.PodCIDR)
 			break
 		}
+		if name != peer.Name && peer.PodCIDRv6 != nil && other.peer.PodCIDRv6 != nil && overlaps(peer.PodCIDRv6, other.peer.PodCIDRv6) {
+			conflict, mine = fmt.Sprintf("peer %s's %v", name, other.peer.PodCIDRv6), peer.PodCIDRv6
+			break
+		}
 	}
 	p.mu.Unlock()
 	if conflict != "" {
-		return fmt.Errorf("pipeline: peer %s: pod CIDR %v overlaps %s", peer.Name, peer.PodCIDR, conflict)
+		return fmt.Errorf("pipeline: peer %s: pod CIDR %v overlaps %s", peer.Name, mine, conflict)
 	}
 	cookie := st.cookie
 	if !ok {
