@@ -19,6 +19,9 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
 	"github.com/weirnet/weir/pkg/ipam"
 	"github.com/weirnet/weir/pkg/kubecache"
 	"github.com/weirnet/weir/pkg/nodenet"
@@ -55,8 +58,9 @@ type PeerPipeline interface {
 }
 
 // PeerRoutes is the node-side half of a peer: the kernel route to its pod
-// CIDR and, with the userspace datapath, the tunnel neighbour warm-up.
-// NodenetRoutes is the real implementation (pkg/nodenet).
+// CIDR (one per family: EnsurePeerRoute and DeletePeerRoute take an IPv4
+// or an IPv6 pod CIDR) and, with the userspace datapath, the tunnel
+// neighbour warm-up. NodenetRoutes is the real implementation.
 type PeerRoutes interface {
 	EnsurePeerRoute(gatewayName string, podCIDR *net.IPNet, gatewayIP net.IP) error
 	DeletePeerRoute(gatewayName string, podCIDR *net.IPNet) error
@@ -69,27 +73,152 @@ type PeerRoutes interface {
 
 // NodenetRoutes implements PeerRoutes on the kernel's routing table, in
 // the network namespace of the calling thread (the agent runs in the
-// node's); its routes carry nodenet.RouteProtocolWeir.
+// node's); its routes carry nodenet.RouteProtocolWeir. IPv4 routes are
+// pkg/nodenet's; the IPv6 ones (ensurePeerRouteV6 and its kin below) are
+// written here for now, as pkg/nodenet's route functions are IPv4 only.
 type NodenetRoutes struct{}
 
-// EnsurePeerRoute calls nodenet.EnsurePeerRoute.
+// EnsurePeerRoute calls nodenet.EnsurePeerRoute for an IPv4 pod CIDR and
+// ensurePeerRouteV6 for an IPv6 one.
 func (NodenetRoutes) EnsurePeerRoute(gw string, cidr *net.IPNet, gwIP net.IP) error {
+	if isIPv6Net(cidr) {
+		return ensurePeerRouteV6(gw, cidr, gwIP)
+	}
 	return nodenet.EnsurePeerRoute(gw, cidr, gwIP)
 }
 
-// DeletePeerRoute calls nodenet.DeletePeerRoute.
+// DeletePeerRoute calls nodenet.DeletePeerRoute for an IPv4 pod CIDR and
+// deletePeerRouteV6 for an IPv6 one.
 func (NodenetRoutes) DeletePeerRoute(gw string, cidr *net.IPNet) error {
+	if isIPv6Net(cidr) {
+		return deletePeerRouteV6(gw, cidr)
+	}
 	return nodenet.DeletePeerRoute(gw, cidr)
 }
 
-// ListPeerRoutes returns the destinations of nodenet.ListPeerRoutes.
+// ListPeerRoutes returns the destinations of nodenet.ListPeerRoutes (IPv4)
+// and of listPeerRoutesV6.
 func (NodenetRoutes) ListPeerRoutes(gw string) ([]*net.IPNet, error) {
 	routes, err := nodenet.ListPeerRoutes(gw)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]*net.IPNet, len(routes))
 	for i, r := range routes {
 		out[i] = r.Dst
 	}
-	return out, err
+	v6, err := listPeerRoutesV6(gw)
+	return append(out, v6...), err
+}
+
+func isIPv6Net(n *net.IPNet) bool { return n != nil && n.IP.To4() == nil && len(n.Mask) == net.IPv6len }
+
+// IPv6 peer routes. The route to a peer's IPv6 pod CIDR is
+// "cidr via <peer gateway IPv6> dev <gateway> onlink proto 87", like the
+// IPv4 one; but where the pipeline answers ARP for the peer's gateway IPv4,
+// it cannot answer Neighbor Discovery (OVS would need nd_reserved and
+// nd_options_type to build an NA: pkg/pipeline/peer_ipv6.go), so the next
+// hop gets a permanent neighbour entry on the gateway: peer gateway IPv6 →
+// pipeline.GlobalVirtualMAC. It is written before the route and removed
+// after it. Only routes with Weir's protocol are Weir's (there were no
+// unmarked IPv6 peer routes), and only permanent entries with the virtual
+// MAC are removed, so nothing of anyone else's is touched.
+//
+// This belongs beside the IPv4 functions in pkg/nodenet (route.go); it
+// lives here until that file grows IPv6.
+
+// ensurePeerRouteV6 installs the neighbour entry and the route.
+func ensurePeerRouteV6(gw string, cidr *net.IPNet, gwIP net.IP) error {
+	if gwIP.To4() != nil || gwIP.To16() == nil || !cidr.Contains(gwIP) {
+		return fmt.Errorf("peer route to %v: gateway %v must be an IPv6 address in it", cidr, gwIP)
+	}
+	link, err := netlink.LinkByName(gw)
+	if err != nil {
+		return fmt.Errorf("peer route to %v: gateway interface %s: %w", cidr, gw, err)
+	}
+	mac, _ := net.ParseMAC(pipeline.GlobalVirtualMAC)
+	if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: link.Attrs().Index, Family: netlink.FAMILY_V6,
+		State: netlink.NUD_PERMANENT, IP: gwIP, HardwareAddr: mac}); err != nil {
+		return fmt.Errorf("neighbour %v lladdr %s dev %s permanent: %w", gwIP, mac, gw, err)
+	}
+	r := peerRouteV6(link.Attrs().Index, cidr)
+	r.Gw = gwIP.To16()
+	r.Flags = int(netlink.FLAG_ONLINK)
+	r.Protocol = nodenet.RouteProtocolWeir
+	if err := netlink.RouteReplace(r); err != nil {
+		return fmt.Errorf("adding route %v via %v dev %s onlink proto %d: %w", cidr, gwIP, gw, nodenet.RouteProtocolWeir, err)
+	}
+	return nil
+}
+
+// deletePeerRouteV6 removes the route to cidr and the neighbour entry of
+// its next hop (the route's, else the CIDR's gateway address). Both may be
+// gone already, the gateway too.
+func deletePeerRouteV6(gw string, cidr *net.IPNet) error {
+	link, err := netlink.LinkByName(gw)
+	if err != nil {
+		if errors.As(err, new(netlink.LinkNotFoundError)) {
+			return nil
+		}
+		return fmt.Errorf("delete route to %v: gateway interface %s: %w", cidr, gw, err)
+	}
+	key := peerRouteV6(link.Attrs().Index, cidr)
+	via := ipam.GatewayOf(cidr)
+	if routes, err := netlink.RouteListFiltered(netlink.FAMILY_V6, key,
+		netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE|netlink.RT_FILTER_DST); err == nil {
+		for _, r := range routes {
+			if r.Gw != nil {
+				via = r.Gw
+			}
+		}
+	}
+	if err := netlink.RouteDel(key); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("deleting route %v dev %s: %w", cidr, gw, err)
+	}
+	if via == nil {
+		return nil
+	}
+	neighs, err := netlink.NeighList(link.Attrs().Index, netlink.FAMILY_V6)
+	if err != nil {
+		return fmt.Errorf("listing IPv6 neighbours of %s: %w", gw, err)
+	}
+	for _, n := range neighs {
+		if n.IP.Equal(via) && n.State&netlink.NUD_PERMANENT != 0 && n.HardwareAddr.String() == pipeline.GlobalVirtualMAC {
+			if err := netlink.NeighDel(&n); err != nil && !errors.Is(err, unix.ENOENT) {
+				return fmt.Errorf("deleting neighbour %v dev %s: %w", via, gw, err)
+			}
+		}
+	}
+	return nil
+}
+
+// listPeerRoutesV6 returns the destinations of Weir's IPv6 peer routes on
+// the gateway (main table, protocol nodenet.RouteProtocolWeir).
+func listPeerRoutesV6(gw string) ([]*net.IPNet, error) {
+	link, err := netlink.LinkByName(gw)
+	if err != nil {
+		if errors.As(err, new(netlink.LinkNotFoundError)) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("listing IPv6 peer routes: gateway interface %s: %w", gw, err)
+	}
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V6,
+		&netlink.Route{LinkIndex: link.Attrs().Index, Table: unix.RT_TABLE_MAIN},
+		netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return nil, fmt.Errorf("listing IPv6 routes on gateway %s: %w", gw, err)
+	}
+	var out []*net.IPNet
+	for _, r := range routes {
+		if r.Protocol == nodenet.RouteProtocolWeir && isIPv6Net(r.Dst) && len(r.MultiPath) == 0 {
+			out = append(out, r.Dst)
+		}
+	}
+	return out, nil
+}
+
+func peerRouteV6(linkIndex int, dst *net.IPNet) *netlink.Route {
+	return &netlink.Route{LinkIndex: linkIndex, Dst: &net.IPNet{IP: dst.IP.Mask(dst.Mask), Mask: dst.Mask}, Table: unix.RT_TABLE_MAIN}
 }
 
 // WarmTunnelNeighbor calls nodenet.WarmTunnelNeighbor.
@@ -109,6 +238,10 @@ type NodeControllerConfig struct {
 	// down. Nil gives the controller a factory of its own, which Run starts
 	// and shuts down.
 	Informers informers.SharedInformerFactory
+	// IPv6, when set, says this node is dual-stack (the pipeline has its
+	// IPv6 configuration): peers with an IPv6 pod CIDR get it too. When
+	// unset, a Pipeline with an IPv6Enabled() bool method is asked.
+	IPv6 bool
 	// LocalNode is this node's name: it is never a peer, its InternalIP is
 	// the local tunnel endpoint (logged only).
 	LocalNode string
@@ -170,6 +303,9 @@ func NewNodeController(cfg NodeControllerConfig) (*NodeController, error) {
 	}
 	if cfg.Routes == nil {
 		cfg.Routes = NodenetRoutes{}
+	}
+	if v6, ok := cfg.Pipeline.(interface{ IPv6Enabled() bool }); ok && !cfg.IPv6 {
+		cfg.IPv6 = v6.IPv6Enabled()
 	}
 	factory, own := cfg.Informers, false
 	if factory == nil {
@@ -295,9 +431,9 @@ func (c *NodeController) WaitForGarbageCollection(ctx context.Context) error {
 
 // collectGarbage removes what Nodes that no longer exist left behind:
 //
-//   - the peer routes Weir owns on the gateway (PeerRoutes.ListPeerRoutes)
-//     whose destination is the pod CIDR of no current Node nor installed
-//     peer: routes of Nodes deleted while the agent was down (the informer
+//   - the peer routes Weir owns on the gateway (PeerRoutes.ListPeerRoutes,
+//     both families) whose destination is the pod CIDR of no current Node
+//     nor installed peer (an IPv6 one only counts on a dual-stack node): routes of Nodes deleted while the agent was down (the informer
 //     never tells about those, and the route outlives the agent), or of a
 //     pod CIDR changed while it was down;
 //   - peers with flows in the pipeline but no Node: they are queued, and
@@ -322,13 +458,19 @@ func (c *NodeController) collectGarbage(ctx context.Context) (routesRemoved, pee
 	keep := map[string]struct{}{}
 	for _, n := range nodes {
 		names[n.Name] = struct{}{}
-		if cidr, err := NodePodCIDR(n); err == nil && cidr != nil {
-			keep[cidr.String()] = struct{}{}
+		if cidrs, err := NodePodCIDRs(n); err == nil && cidrs.IPv4 != nil {
+			keep[cidrs.IPv4.String()] = struct{}{}
+			if cidrs.IPv6 != nil && c.cfg.IPv6 {
+				keep[cidrs.IPv6.String()] = struct{}{}
+			}
 		}
 	}
 	c.mu.Lock()
 	for _, p := range c.installed {
 		keep[p.PodCIDR.String()] = struct{}{}
+		if p.PodCIDRv6 != nil {
+			keep[p.PodCIDRv6.String()] = struct{}{}
+		}
 	}
 	c.mu.Unlock()
 	routes, err := c.cfg.Routes.ListPeerRoutes(c.cfg.GatewayName)
@@ -412,8 +554,8 @@ func (c *NodeController) ResyncPeers(ctx context.Context) error {
 		p, ok := c.installed[name]
 		c.mu.Unlock()
 		if ok {
-			if err := c.cfg.Routes.EnsurePeerRoute(c.cfg.GatewayName, p.PodCIDR, p.GatewayIP); err != nil {
-				errs = append(errs, fmt.Errorf("restoring the route of peer %s: %w", name, err))
+			if err := c.ensureRoutes(p); err != nil {
+				errs = append(errs, fmt.Errorf("restoring the routes of peer %s: %w", name, err))
 			} else {
 				warm = append(warm, p)
 			}
@@ -477,7 +619,7 @@ func (c *NodeController) sync(ctx context.Context, name string) error {
 		c.noteLocal(node)
 		return nil
 	}
-	peer, reason, err := peerFromNode(node)
+	peer, reason, err := peerFromNode(node, c.cfg.IPv6)
 	if err != nil {
 		// A malformed Node does not get better by retrying; its next
 		// update is queued anyway.
@@ -502,16 +644,21 @@ func (c *NodeController) addPeer(ctx context.Context, peer pipeline.PeerNode) er
 	}
 	log := c.log.WithValues("node", peer.Name, "podCIDR", peer.PodCIDR.String(), "nodeIP", peer.NodeIP.String())
 	if had && old.PodCIDR.String() != peer.PodCIDR.String() {
-		if err := c.forgetPeer(peer.Name, old.PodCIDR); err != nil {
-			return fmt.Errorf("removing the old route of peer %s to %v: %w", peer.Name, old.PodCIDR, err)
+		if err := c.forgetPeer(peer.Name, old.PodCIDR, old.PodCIDRv6); err != nil {
+			return fmt.Errorf("removing the old routes of peer %s to %v: %w", peer.Name, old.PodCIDR, err)
 		}
-		log.Info("Peer's pod CIDR changed; old route removed", "oldPodCIDR", old.PodCIDR.String())
+		log.Info("Peer's pod CIDR changed; old routes removed", "oldPodCIDR", old.PodCIDR.String())
+	} else if had && old.PodCIDRv6 != nil && cidrString(old.PodCIDRv6) != cidrString(peer.PodCIDRv6) {
+		if err := c.forgetPeer(peer.Name, old.PodCIDRv6); err != nil {
+			return fmt.Errorf("removing the old route of peer %s to %v: %w", peer.Name, old.PodCIDRv6, err)
+		}
+		log.Info("Peer's IPv6 pod CIDR changed; old route removed", "oldPodCIDRv6", old.PodCIDRv6.String())
 	}
 	if err := c.cfg.Pipeline.AddPeer(ctx, peer); err != nil {
 		return fmt.Errorf("installing the flows of peer %s: %w", peer.Name, err)
 	}
 	c.netMu.Lock()
-	err := c.cfg.Routes.EnsurePeerRoute(c.cfg.GatewayName, peer.PodCIDR, peer.GatewayIP)
+	err := c.ensureRoutes(peer)
 	if err == nil {
 		c.mu.Lock()
 		c.installed[peer.Name] = peer
@@ -527,9 +674,44 @@ func (c *NodeController) addPeer(ctx context.Context, peer pipeline.PeerNode) er
 	if had {
 		log.Info("Tunnel peer updated", "oldPodCIDR", old.PodCIDR.String(), "oldNodeIP", old.NodeIP.String())
 	} else {
-		log.Info("Tunnel peer added", "gatewayIP", peer.GatewayIP.String())
+		log.Info("Tunnel peer added", "gatewayIP", peer.GatewayIP.String(), "podCIDRv6", cidrString(peer.PodCIDRv6))
 	}
 	return nil
+}
+
+// ensureRoutes installs peer's route per family: IPv4, and IPv6 when the
+// peer has an IPv6 pod CIDR.
+func (c *NodeController) ensureRoutes(peer pipeline.PeerNode) error {
+	if err := c.cfg.Routes.EnsurePeerRoute(c.cfg.GatewayName, peer.PodCIDR, peer.GatewayIP); err != nil {
+		return err
+	}
+	if peer.PodCIDRv6 != nil {
+		return c.cfg.Routes.EnsurePeerRoute(c.cfg.GatewayName, peer.PodCIDRv6, peer.GatewayIPv6)
+	}
+	return nil
+}
+
+// deleteRoutes removes the routes to the given pod CIDRs (nil ones
+// skipped), all of them even if one fails.
+func (c *NodeController) deleteRoutes(cidrs ...*net.IPNet) error {
+	var errs []error
+	for _, cidr := range cidrs {
+		if cidr == nil {
+			continue
+		}
+		if err := c.cfg.Routes.DeletePeerRoute(c.cfg.GatewayName, cidr); err != nil {
+			errs = append(errs, fmt.Errorf("route to %v: %w", cidr, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// cidrString is n.String(), "" for nil.
+func cidrString(n *net.IPNet) string {
+	if n == nil {
+		return ""
+	}
+	return n.String()
 }
 
 // warmLater warms peer's tunnel neighbour (warm) in the background, so
@@ -582,8 +764,8 @@ func (c *NodeController) removePeer(ctx context.Context, name, reason string) er
 	}
 	c.netMu.Lock()
 	defer c.netMu.Unlock()
-	if err := c.cfg.Routes.DeletePeerRoute(c.cfg.GatewayName, old.PodCIDR); err != nil {
-		return fmt.Errorf("removing the route of peer %s to %v: %w", name, old.PodCIDR, err)
+	if err := c.deleteRoutes(old.PodCIDR, old.PodCIDRv6); err != nil {
+		return fmt.Errorf("removing the routes of peer %s: %w", name, err)
 	}
 	if err := c.cfg.Pipeline.DeletePeer(ctx, name); err != nil {
 		return fmt.Errorf("removing the flows of peer %s: %w", name, err)
@@ -596,12 +778,12 @@ func (c *NodeController) removePeer(ctx context.Context, name, reason string) er
 	return nil
 }
 
-// forgetPeer removes the route of peer name to podCIDR and forgets the
+// forgetPeer removes the routes of peer name to podCIDRs and forgets the
 // peer, so that a failure afterwards retries it from scratch.
-func (c *NodeController) forgetPeer(name string, podCIDR *net.IPNet) error {
+func (c *NodeController) forgetPeer(name string, podCIDRs ...*net.IPNet) error {
 	c.netMu.Lock()
 	defer c.netMu.Unlock()
-	if err := c.cfg.Routes.DeletePeerRoute(c.cfg.GatewayName, podCIDR); err != nil {
+	if err := c.deleteRoutes(podCIDRs...); err != nil {
 		return err
 	}
 	c.mu.Lock()
@@ -624,25 +806,33 @@ func (c *NodeController) noteLocal(node *corev1.Node) {
 }
 
 func samePeer(a, b pipeline.PeerNode) bool {
-	return a.PodCIDR.String() == b.PodCIDR.String() && a.NodeIP.Equal(b.NodeIP) && a.GatewayIP.Equal(b.GatewayIP)
+	return a.PodCIDR.String() == b.PodCIDR.String() && a.NodeIP.Equal(b.NodeIP) && a.GatewayIP.Equal(b.GatewayIP) &&
+		cidrString(a.PodCIDRv6) == cidrString(b.PodCIDRv6) && a.GatewayIPv6.Equal(b.GatewayIPv6)
 }
 
 // peerFromNode returns the tunnel peer a Node describes. When the Node
 // cannot be a peer yet (no pod CIDR, no InternalIP), reason says why; err is
-// for a Node whose pod CIDR is malformed.
-func peerFromNode(node *corev1.Node) (peer pipeline.PeerNode, reason string, err error) {
-	cidr, err := NodePodCIDR(node)
+// for a Node whose pod CIDR is malformed. With ipv6 (this node is
+// dual-stack) a peer with an IPv6 pod CIDR gets it and its gateway IPv6;
+// its IPv6 pod traffic goes over the same IPv4 underlay. An IPv4-only
+// peer, or any peer of an IPv4-only node, is IPv4 only.
+func peerFromNode(node *corev1.Node, ipv6 bool) (peer pipeline.PeerNode, reason string, err error) {
+	cidrs, err := NodePodCIDRs(node)
 	if err != nil {
 		return peer, "", fmt.Errorf("Node %s: %w", node.Name, err)
 	}
-	if cidr == nil {
+	if cidrs.IPv4 == nil {
 		return peer, "no spec.podCIDR", nil
 	}
 	ip := NodeInternalIP(node)
 	if ip == nil {
 		return peer, "no IPv4 InternalIP in status.addresses", nil
 	}
-	return pipeline.PeerNode{Name: node.Name, PodCIDR: cidr, NodeIP: ip, GatewayIP: ipam.GatewayOf(cidr)}, "", nil
+	peer = pipeline.PeerNode{Name: node.Name, PodCIDR: cidrs.IPv4, NodeIP: ip, GatewayIP: ipam.GatewayOf(cidrs.IPv4)}
+	if ipv6 && cidrs.IPv6 != nil {
+		peer.PodCIDRv6, peer.GatewayIPv6 = cidrs.IPv6, ipam.GatewayOf(cidrs.IPv6)
+	}
+	return peer, "", nil
 }
 
 // NodeInternalIP returns the first IPv4 InternalIP of node's

@@ -33,7 +33,11 @@ type fakeOverlay struct {
 	// silent makes WarmTunnelNeighbor wait until its context ends, as for
 	// a peer that never answers ARP.
 	silent bool
+	// ipv6 is what IPv6Enabled reports: the local pipeline is dual-stack.
+	ipv6 bool
 }
+
+func (f *fakeOverlay) IPv6Enabled() bool { return f.ipv6 }
 
 func newFakeOverlay() *fakeOverlay {
 	return &fakeOverlay{peers: map[string]pipeline.PeerNode{}, routes: map[string]string{}, failAdd: map[string]int{}}
@@ -111,7 +115,11 @@ func (f *fakeOverlay) state() string {
 	defer f.mu.Unlock()
 	var out []string
 	for _, p := range f.peers {
-		out = append(out, fmt.Sprintf("peer %s %s %s %s", p.Name, p.PodCIDR, p.NodeIP, p.GatewayIP))
+		line := fmt.Sprintf("peer %s %s %s %s", p.Name, p.PodCIDR, p.NodeIP, p.GatewayIP)
+		if p.PodCIDRv6 != nil {
+			line += fmt.Sprintf(" %s %s", p.PodCIDRv6, p.GatewayIPv6)
+		}
+		out = append(out, line)
 	}
 	for cidr, via := range f.routes {
 		out = append(out, fmt.Sprintf("route %s via %s", cidr, via))
@@ -268,7 +276,7 @@ func TestPeerFromNode(t *testing.T) {
 		{testNode("a", "10.1.2.0/24", "fd00::1"), "", "no IPv4 InternalIP", ""},
 	}
 	for _, tc := range tests {
-		p, reason, err := peerFromNode(tc.node)
+		p, reason, err := peerFromNode(tc.node, false)
 		if tc.wantErr != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Errorf("%+v: got %v, want error containing %q", tc.node.Spec, err, tc.wantErr)
