@@ -18,6 +18,7 @@ import (
 
 	"k8s.io/klog/v2"
 
+	"github.com/weirnet/weir/pkg/agent"
 	"github.com/weirnet/weir/pkg/nodenet"
 	"github.com/weirnet/weir/pkg/openflow"
 	"github.com/weirnet/weir/pkg/ovsdb"
@@ -58,6 +59,9 @@ type simNode struct {
 	podMTU  int
 	pods    []*ovstest.Pod
 	podIfs  []pipeline.PodInterface
+	// podCIDRv6 and gwIPv6 are set on a dual-stack node (startDualStackNode).
+	podCIDRv6 *net.IPNet
+	gwIPv6    net.IP
 }
 
 func mustRun(t *testing.T, name string, args ...string) string {
@@ -80,14 +84,14 @@ func mustExec(t *testing.T, in *ovstest.Instance, ns string, args ...string) str
 
 // startNode starts node name's OVS and OVSDB client; the rest of its set-up
 // needs the underlay NIC (setUp).
-func startNode(t *testing.T, name, cidr, gwMAC string) *simNode {
+func startNode(t *testing.T, name, cidr, gwMAC string, opts ...ovstest.Option) *simNode {
 	t.Helper()
 	_, podCIDR, err := net.ParseCIDR(cidr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	mac, _ := net.ParseMAC(gwMAC)
-	n := &simNode{name: name, ovs: ovstest.Start(t), podCIDR: podCIDR, gwMAC: mac}
+	n := &simNode{name: name, ovs: ovstest.Start(t, opts...), podCIDR: podCIDR, gwMAC: mac}
 	n.gwIP = slices.Clone(podCIDR.IP.To4())
 	n.gwIP[3]++
 	n.db = connectDB(t, n.ovs)
@@ -124,10 +128,16 @@ func (n *simNode) setUp(t *testing.T) {
 	mustExec(t, n.ovs, "", "ip", "addr", "replace", fmt.Sprintf("%s/%d", n.gwIP, ones), "dev", gatewayName)
 	mustExec(t, n.ovs, "", "ip", "link", "set", gatewayName, "mtu", strconv.Itoa(n.podMTU), "up")
 
+	if n.podCIDRv6 != nil {
+		ones6, _ := n.podCIDRv6.Mask.Size()
+		mustExec(t, n.ovs, "", "ip", "-6", "addr", "replace", fmt.Sprintf("%s/%d", n.gwIPv6, ones6), "dev", gatewayName, "nodad")
+	}
+
 	n.sw = oftest.Switch(t, n.ovs, "br-int")
 	var err error
 	if n.pipe, err = pipeline.New(n.sw, pipeline.Config{GatewayOFPort: gatewayOFPort, GatewayMAC: n.gwMAC, GatewayIP: n.gwIP,
-		TunnelOFPort: tunnelOFPort, PodCIDR: n.podCIDR, CTZone: 65520, Round: 1}); err != nil {
+		TunnelOFPort: tunnelOFPort, PodCIDR: n.podCIDR, GatewayIPv6: n.gwIPv6, PodCIDRv6: n.podCIDRv6,
+		CTZone: 65520, Round: 1}); err != nil {
 		t.Fatal(err)
 	}
 	if err := n.pipe.InstallBase(ctx); err != nil {
@@ -162,7 +172,8 @@ func (n *simNode) setPodMTU(t *testing.T, p *ovstest.Pod, mtu int) {
 }
 
 func (n *simNode) peer() pipeline.PeerNode {
-	return pipeline.PeerNode{Name: n.name, PodCIDR: n.podCIDR, NodeIP: n.nodeIP, GatewayIP: n.gwIP}
+	return pipeline.PeerNode{Name: n.name, PodCIDR: n.podCIDR, NodeIP: n.nodeIP, GatewayIP: n.gwIP,
+		PodCIDRv6: n.podCIDRv6, GatewayIPv6: n.gwIPv6}
 }
 
 // connect makes peer reachable from n: pipeline flows and the node route.
@@ -217,13 +228,20 @@ func twoNodes(t *testing.T) (*simNode, *simNode) {
 	t.Helper()
 	n1 := startNode(t, "node1", "10.10.1.0/24", "02:00:0a:0a:01:01")
 	n2 := startNode(t, "node2", "10.10.2.0/24", "02:00:0a:0a:02:01")
+	joinNodes(t, n1, n2)
+	return n1, n2
+}
+
+// joinNodes connects two started nodes by the underlay veth pair ul0
+// (192.0.2.1 and 192.0.2.2) and sets them up (see twoNodes).
+func joinNodes(t *testing.T, n1, n2 *simNode) {
+	t.Helper()
 	mustRun(t, "ip", "link", "add", nicName, "netns", n1.ovs.NetNS, "type", "veth", "peer", "name", nicName, "netns", n2.ovs.NetNS)
 	for i, n := range []*simNode{n1, n2} {
 		mustExec(t, n.ovs, "", "ip", "addr", "add", fmt.Sprintf("192.0.2.%d/24", i+1), "dev", nicName)
 		mustExec(t, n.ovs, "", "ip", "link", "set", nicName, "up")
 		n.setUp(t)
 	}
-	return n1, n2
 }
 
 // peerNodes makes n1 and n2 reachable from each other (peer flows and
@@ -530,4 +548,284 @@ func captureGeneve(t *testing.T, n *simNode, traffic func()) string {
 		t.Errorf("tcpdump: %v", err)
 	}
 	return stdout.String()
+}
+
+// twoDualStackNodes is twoNodes with IPv6 pod CIDRs beside the IPv4 ones
+// (node1 fd00:10:1::/64, node2 fd00:10:2::/64, gateways ::1; IPv6 kept on
+// in the pods). The underlay stays IPv4.
+func twoDualStackNodes(t *testing.T) (*simNode, *simNode) {
+	t.Helper()
+	n1 := startNode(t, "node1", "10.10.1.0/24", "02:00:0a:0a:01:01", ovstest.WithPodIPv6())
+	n2 := startNode(t, "node2", "10.10.2.0/24", "02:00:0a:0a:02:01", ovstest.WithPodIPv6())
+	for i, n := range []*simNode{n1, n2} {
+		_, n.podCIDRv6, _ = net.ParseCIDR(fmt.Sprintf("fd00:10:%d::/64", i+1))
+		n.gwIPv6 = net.ParseIP(fmt.Sprintf("fd00:10:%d::1", i+1))
+	}
+	joinNodes(t, n1, n2)
+	return n1, n2
+}
+
+// addDualStackPod is addPod with an IPv6 address beside the IPv4 one
+// (<IPv6 CIDR>::<host>, no DAD) and a default IPv6 route via the gateway.
+// It returns the pod and its IPv6 address.
+func (n *simNode) addDualStackPod(t *testing.T, name string, host byte, ofport int) (*ovstest.Pod, string) {
+	t.Helper()
+	ip := slices.Clone(n.podCIDR.IP.To4())
+	ip[3] = host
+	ip6 := slices.Clone(n.podCIDRv6.IP.To16())
+	ip6[15] = host
+	mac := net.HardwareAddr{0x02, 0x00, ip[0], ip[1], ip[2], ip[3]}
+	ones, _ := n.podCIDR.Mask.Size()
+	ones6, _ := n.podCIDRv6.Mask.Size()
+	p := n.ovs.AddPod(t, "br-int", name, fmt.Sprintf("%s/%d", ip, ones), mac.String(), ofport)
+	n.setPodMTU(t, p, n.podMTU)
+	mustPodExec(t, p, "ip", "route", "add", "default", "via", n.gwIP.String())
+	mustPodExec(t, p, "ip", "-6", "addr", "add", fmt.Sprintf("%s/%d", ip6, ones6), "dev", "eth0", "nodad")
+	mustPodExec(t, p, "ip", "-6", "route", "add", "default", "via", n.gwIPv6.String())
+	pi := pipeline.PodInterface{Key: name, OFPort: uint32(ofport), MAC: mac,
+		IPs: []netip.Addr{netip.MustParseAddr(ip.String()), netip.MustParseAddr(net.IP(ip6).String())}}
+	if err := n.pipe.AddPod(testctx.Timeout(t, callTimeout), pi); err != nil {
+		t.Fatal(err)
+	}
+	n.pods = append(n.pods, p)
+	n.podIfs = append(n.podIfs, pi)
+	return p, net.IP(ip6).String()
+}
+
+// connectDualStack makes dual-stack peer reachable from n as the agent's
+// Node controller does: pipeline flows, then the route of each family
+// through the agent's PeerRoutes (the IPv6 one with its permanent
+// neighbour entry for the peer's gateway IPv6).
+func (n *simNode) connectDualStack(t *testing.T, peer *simNode) {
+	t.Helper()
+	if err := n.pipe.AddPeer(testctx.Timeout(t, callTimeout), peer.peer()); err != nil {
+		t.Fatal(err)
+	}
+	netnstest.MustDo(t, n.ovs.NetNS, func() error {
+		r := agent.NodenetRoutes{}
+		if err := r.EnsurePeerRoute(gatewayName, peer.podCIDR, peer.gwIP); err != nil {
+			return err
+		}
+		return r.EnsurePeerRoute(gatewayName, peer.podCIDRv6, peer.gwIPv6)
+	})
+}
+
+func ping6(p *ovstest.Pod, dst string, args ...string) (string, error) {
+	return p.Exec(append([]string{"ping", "-6", "-n", "-c", "2", "-W", "1", "-i", "0.2"}, append(args, dst)...)...)
+}
+
+// iperfMbps runs iperf3 for one second from client to server's address
+// addr (either family) and returns the received rate.
+func iperfMbps(t *testing.T, client, server *ovstest.Pod, addr string) float64 {
+	t.Helper()
+	mustPodExec(t, server, "iperf3", "-s", "-1", "-D", "-B", addr)
+	var out string
+	var err error
+	for range 30 { // until the daemon listens
+		if out, err = client.Exec("iperf3", "-c", addr, "-t", "1", "-J"); err == nil || !strings.Contains(out, "refused") {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("iperf3 to %s: %v\n%s", addr, err, out)
+	}
+	var res struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	i := strings.Index(out, "{")
+	if i < 0 {
+		t.Fatalf("iperf3 printed no JSON:\n%s", out)
+	}
+	if err := json.Unmarshal([]byte(out[i:]), &res); err != nil {
+		t.Fatalf("iperf3 output: %v\n%s", err, out)
+	}
+	return res.End.SumReceived.BitsPerSecond / 1e6
+}
+
+// TestOverlayDualStack: IPv6 pod traffic over the IPv4 Geneve underlay.
+// Two dual-stack nodes peer with IPv6 pod CIDRs; the switch holds exactly
+// the rendered flows; pods reach each other across nodes over IPv6 (ICMPv6
+// and TCP) and still over IPv4; nodes reach remote pods over IPv6; the
+// largest IPv6 packet is the pod MTU (underlay MTU - 50, as for IPv4: the
+// overhead is the outer IPv4 header's); Geneve on the wire carries IPv6;
+// deleting the peer removes its IPv6 route and neighbour and cuts IPv6 off.
+func TestOverlayDualStack(t *testing.T) {
+	began := time.Now()
+	n1, n2 := twoDualStackNodes(t)
+	p11, p11v6 := n1.addDualStackPod(t, "p11", 2, 3)
+	p21, p21v6 := n2.addDualStackPod(t, "p21", 2, 3)
+	n1.connectDualStack(t, n2)
+	n2.connectDualStack(t, n1)
+	for _, pair := range [][2]*simNode{{n1, n2}, {n2, n1}} {
+		netnstest.MustDo(t, pair[0].ovs.NetNS, func() error {
+			return nodenet.WarmTunnelNeighbor(testctx.Timeout(t, callTimeout), nodenet.DefaultUnderlayBridge, pair[1].nodeIP)
+		})
+	}
+	t.Logf("two dual-stack nodes up in %v, pod MTU %d", time.Since(began).Round(time.Millisecond), n1.podMTU)
+
+	t.Run("switch holds exactly the rendered flows", func(t *testing.T) {
+		for _, c := range [][2]*simNode{{n1, n2}, {n2, n1}} {
+			n, peer := c[0], c[1]
+			want := n.wantFlows(t)
+			pf, err := n.pipe.PeerFlows(peer.peer(), openflow.MakeCookie(1, pipeline.CategoryPeer, 1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range pf {
+				want = append(want, f.String())
+			}
+			slices.Sort(want)
+			if got := n.ovs.DumpFlows(t, "br-int"); !slices.Equal(got, want) {
+				t.Errorf("%s: switch flows differ from the rendered ones:\n--- switch\n%s\n--- rendered\n%s",
+					n.name, strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+			if err := n.pipe.CheckPeer(testctx.Timeout(t, callTimeout), peer.name); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+
+	t.Run("node routes", func(t *testing.T) {
+		if got := mustExec(t, n1.ovs, "", "ip", "-6", "route", "show", n2.podCIDRv6.String()); !strings.Contains(got, "via "+n2.gwIPv6.String()+" dev gw0 proto 87") {
+			t.Errorf("node1's IPv6 route to node2's pods: %q", got)
+		}
+		if got := mustExec(t, n1.ovs, "", "ip", "-6", "neigh", "show", n2.gwIPv6.String(), "dev", gatewayName); !strings.Contains(got, pipeline.GlobalVirtualMAC+" PERMANENT") {
+			t.Errorf("node1's neighbour entry for node2's gateway IPv6: %q", got)
+		}
+		var routes []*net.IPNet
+		netnstest.MustDo(t, n1.ovs.NetNS, func() (err error) { routes, err = agent.NodenetRoutes{}.ListPeerRoutes(gatewayName); return err })
+		if got, want := fmt.Sprint(routes), fmt.Sprintf("[%s %s]", n2.podCIDR, n2.podCIDRv6); got != want {
+			t.Errorf("ListPeerRoutes = %s, want %s", got, want)
+		}
+	})
+
+	t.Run("pod to pod across nodes", func(t *testing.T) {
+		for _, c := range []struct {
+			from *ovstest.Pod
+			to   string
+		}{{p11, p21v6}, {p21, p11v6}} {
+			if out, err := ping6(c.from, c.to); err != nil {
+				t.Errorf("%s -> %s: %v\n%s", c.from.Name, c.to, err, out)
+			}
+		}
+		for _, c := range []struct {
+			from *ovstest.Pod
+			to   string
+		}{{p11, p21.IP}, {p21, p11.IP}} {
+			if err := c.from.Ping(c.to, 2); err != nil {
+				t.Errorf("IPv4 %s -> %s: %v", c.from.Name, c.to, err)
+			}
+		}
+		out := mustPodExec(t, p11, "ping", "-6", "-n", "-c", "10", "-i", "0.05", "-W", "1", p21v6)
+		if m := rttRe.FindStringSubmatch(out); m != nil {
+			t.Logf("cross-node IPv6 RTT p11 -> p21: min/avg/max %s/%s/%s ms", m[1], m[2], m[3])
+		}
+		// The hop limit is decremented once (by the sending node).
+		if !strings.Contains(out, "ttl=63") {
+			t.Errorf("IPv6 echo replies across nodes do not carry hop limit 63:\n%s", out)
+		}
+	})
+
+	t.Run("nodes reach remote pods and gateways over IPv6", func(t *testing.T) {
+		for _, c := range []struct {
+			from *simNode
+			to   string
+		}{{n1, p21v6}, {n2, p11v6}, {n1, n2.gwIPv6.String()}} {
+			if out, err := c.from.ovs.Exec("", "ping", "-6", "-n", "-c", "2", "-i", "0.2", "-W", "1", c.to); err != nil {
+				t.Errorf("node %s -> %s: %v\n%s", c.from.name, c.to, err, out)
+			}
+		}
+		if out, err := ping6(p21, n1.gwIPv6.String()); err != nil {
+			t.Errorf("p21 -> node1's gateway IPv6: %v\n%s", err, out)
+		}
+	})
+
+	t.Run("TCP over IPv6 across nodes", func(t *testing.T) {
+		mbps := iperfMbps(t, p11, p21, p21v6)
+		t.Logf("TCP over IPv6 p11 -> p21 across nodes (iperf3 -t 1): %.0f Mbit/s", mbps)
+		if mbps <= 0 {
+			t.Error("no TCP throughput over IPv6")
+		}
+	})
+
+	t.Run("MTU", func(t *testing.T) {
+		payload := n1.podMTU - 48 // IPv6 header 40 + ICMPv6 8
+		dfPing := func(size, count int) error {
+			out, err := p11.Exec("ping", "-6", "-n", "-c", strconv.Itoa(count), "-i", "0.2", "-W", "1", "-M", "do", "-s", strconv.Itoa(size), p21v6)
+			if err != nil {
+				return fmt.Errorf("%w\n%s", err, out)
+			}
+			return nil
+		}
+		if err := dfPing(payload, 2); err != nil {
+			t.Fatalf("DF ping -6 with %d bytes (pod MTU %d) failed: %v", payload, n1.podMTU, err)
+		}
+		t.Logf("max DF ping -6 across nodes: %d bytes payload = %d bytes IPv6 = pod MTU; %d on the underlay", payload, n1.podMTU,
+			n1.podMTU+nodenet.GeneveOverhead)
+		if err := dfPing(payload+1, 1); err == nil {
+			t.Error("a DF ping -6 one byte over the pod MTU got through")
+		}
+		// With both pods' MTU one higher the IPv4 underlay cannot carry the
+		// packet, until its MTU is one higher too: the overhead for inner
+		// IPv6 is GeneveOverhead, exactly.
+		setUnderlayMTU := func(mtu int) {
+			for _, n := range []*simNode{n1, n2} {
+				mustExec(t, n.ovs, "", "ip", "link", "set", nicName, "mtu", strconv.Itoa(mtu))
+			}
+		}
+		n1.setPodMTU(t, p11, n1.podMTU+1)
+		n2.setPodMTU(t, p21, n2.podMTU+1)
+		t.Cleanup(func() {
+			setUnderlayMTU(n1.podMTU + nodenet.GeneveOverhead)
+			n1.setPodMTU(t, p11, n1.podMTU)
+			n2.setPodMTU(t, p21, n2.podMTU)
+		})
+		if err := dfPing(payload+1, 1); err == nil {
+			t.Errorf("a %d-byte IPv6 packet crossed a %d-byte underlay", n1.podMTU+1, n1.podMTU+nodenet.GeneveOverhead)
+		}
+		setUnderlayMTU(n1.podMTU + nodenet.GeneveOverhead + 1)
+		if err := dfPing(payload+1, 2); err != nil {
+			t.Errorf("a %d-byte IPv6 packet did not cross a %d-byte underlay: %v", n1.podMTU+1, n1.podMTU+nodenet.GeneveOverhead+1, err)
+		}
+	})
+
+	t.Run("Geneve on the underlay carries IPv6", func(t *testing.T) {
+		out := captureGeneve(t, n1, func() { _, _ = ping6(p11, p21v6) })
+		t.Logf("tcpdump on node1's %s:\n%s", nicName, out)
+		if !strings.Contains(out, n2.nodeIP.String()+".6081") || !strings.Contains(out, "IP6 "+p11v6+" > "+p21v6) {
+			t.Errorf("no IPv6 in Geneve to %v:6081 seen on the underlay:\n%s", n2.nodeIP, out)
+		}
+	})
+
+	t.Run("deleting the peer removes its IPv6 route and neighbour", func(t *testing.T) {
+		if err := n1.pipe.DeletePeer(testctx.Timeout(t, callTimeout), n2.name); err != nil {
+			t.Fatal(err)
+		}
+		netnstest.MustDo(t, n1.ovs.NetNS, func() error {
+			r := agent.NodenetRoutes{}
+			if err := r.DeletePeerRoute(gatewayName, n2.podCIDR); err != nil {
+				return err
+			}
+			return r.DeletePeerRoute(gatewayName, n2.podCIDRv6)
+		})
+		if out := mustExec(t, n1.ovs, "", "ip", "-6", "route", "show", n2.podCIDRv6.String()); strings.TrimSpace(out) != "" {
+			t.Errorf("IPv6 route to %v still there: %s", n2.podCIDRv6, out)
+		}
+		if out := mustExec(t, n1.ovs, "", "ip", "-6", "neigh", "show", n2.gwIPv6.String(), "dev", gatewayName); strings.TrimSpace(out) != "" {
+			t.Errorf("neighbour entry for %v still there: %s", n2.gwIPv6, out)
+		}
+		if out, err := ping6(p11, p21v6); err == nil {
+			t.Errorf("p11 still reaches p21 over IPv6 after DeletePeer:\n%s", out)
+		}
+		n1.connectDualStack(t, n2)
+		if out, err := ping6(p11, p21v6); err != nil {
+			t.Errorf("after re-adding the peer: %v\n%s", err, out)
+		}
+	})
+	t.Logf("dual-stack overlay test took %v", time.Since(began).Round(time.Millisecond))
 }
