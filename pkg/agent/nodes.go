@@ -19,9 +19,6 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
-
 	"github.com/weirnet/weir/pkg/ipam"
 	"github.com/weirnet/weir/pkg/kubecache"
 	"github.com/weirnet/weir/pkg/nodenet"
@@ -71,33 +68,43 @@ type PeerRoutes interface {
 	ListPeerRoutes(gatewayName string) ([]*net.IPNet, error)
 }
 
-// NodenetRoutes implements PeerRoutes on the kernel's routing table, in
-// the network namespace of the calling thread (the agent runs in the
-// node's); its routes carry nodenet.RouteProtocolWeir. IPv4 routes are
-// pkg/nodenet's; the IPv6 ones (ensurePeerRouteV6 and its kin below) are
-// written here for now, as pkg/nodenet's route functions are IPv4 only.
+// NodenetRoutes implements PeerRoutes on the kernel's routing table with
+// pkg/nodenet, in the network namespace of the calling thread (the agent
+// runs in the node's); its routes carry nodenet.RouteProtocolWeir. An IPv6
+// route's next hop (the peer's gateway IPv6) is pinned to
+// pipeline.GlobalVirtualMAC: the pipeline cannot answer Neighbor Discovery
+// for it (nodenet.EnsurePeerRouteV6).
 type NodenetRoutes struct{}
 
+// virtualMAC is pipeline.GlobalVirtualMAC parsed.
+var virtualMAC = func() net.HardwareAddr {
+	mac, err := net.ParseMAC(pipeline.GlobalVirtualMAC)
+	if err != nil {
+		panic(err) // a constant
+	}
+	return mac
+}()
+
 // EnsurePeerRoute calls nodenet.EnsurePeerRoute for an IPv4 pod CIDR and
-// ensurePeerRouteV6 for an IPv6 one.
+// nodenet.EnsurePeerRouteV6 for an IPv6 one.
 func (NodenetRoutes) EnsurePeerRoute(gw string, cidr *net.IPNet, gwIP net.IP) error {
 	if isIPv6Net(cidr) {
-		return ensurePeerRouteV6(gw, cidr, gwIP)
+		return nodenet.EnsurePeerRouteV6(gw, cidr, gwIP, virtualMAC)
 	}
 	return nodenet.EnsurePeerRoute(gw, cidr, gwIP)
 }
 
 // DeletePeerRoute calls nodenet.DeletePeerRoute for an IPv4 pod CIDR and
-// deletePeerRouteV6 for an IPv6 one.
+// nodenet.DeletePeerRouteV6 for an IPv6 one.
 func (NodenetRoutes) DeletePeerRoute(gw string, cidr *net.IPNet) error {
 	if isIPv6Net(cidr) {
-		return deletePeerRouteV6(gw, cidr)
+		return nodenet.DeletePeerRouteV6(gw, cidr, virtualMAC)
 	}
 	return nodenet.DeletePeerRoute(gw, cidr)
 }
 
 // ListPeerRoutes returns the destinations of nodenet.ListPeerRoutes (IPv4)
-// and of listPeerRoutesV6.
+// and of nodenet.ListPeerRoutesV6.
 func (NodenetRoutes) ListPeerRoutes(gw string) ([]*net.IPNet, error) {
 	routes, err := nodenet.ListPeerRoutes(gw)
 	if err != nil {
@@ -107,119 +114,11 @@ func (NodenetRoutes) ListPeerRoutes(gw string) ([]*net.IPNet, error) {
 	for i, r := range routes {
 		out[i] = r.Dst
 	}
-	v6, err := listPeerRoutesV6(gw)
+	v6, err := nodenet.ListPeerRoutesV6(gw)
 	return append(out, v6...), err
 }
 
 func isIPv6Net(n *net.IPNet) bool { return n != nil && n.IP.To4() == nil && len(n.Mask) == net.IPv6len }
-
-// IPv6 peer routes. The route to a peer's IPv6 pod CIDR is
-// "cidr via <peer gateway IPv6> dev <gateway> onlink proto 87", like the
-// IPv4 one; but where the pipeline answers ARP for the peer's gateway IPv4,
-// it cannot answer Neighbor Discovery (OVS would need nd_reserved and
-// nd_options_type to build an NA: pkg/pipeline/peer_ipv6.go), so the next
-// hop gets a permanent neighbour entry on the gateway: peer gateway IPv6 →
-// pipeline.GlobalVirtualMAC. It is written before the route and removed
-// after it. Only routes with Weir's protocol are Weir's (there were no
-// unmarked IPv6 peer routes), and only permanent entries with the virtual
-// MAC are removed, so nothing of anyone else's is touched.
-//
-// This belongs beside the IPv4 functions in pkg/nodenet (route.go); it
-// lives here until that file grows IPv6.
-
-// ensurePeerRouteV6 installs the neighbour entry and the route.
-func ensurePeerRouteV6(gw string, cidr *net.IPNet, gwIP net.IP) error {
-	if gwIP.To4() != nil || gwIP.To16() == nil || !cidr.Contains(gwIP) {
-		return fmt.Errorf("peer route to %v: gateway %v must be an IPv6 address in it", cidr, gwIP)
-	}
-	link, err := netlink.LinkByName(gw)
-	if err != nil {
-		return fmt.Errorf("peer route to %v: gateway interface %s: %w", cidr, gw, err)
-	}
-	mac, _ := net.ParseMAC(pipeline.GlobalVirtualMAC)
-	if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: link.Attrs().Index, Family: netlink.FAMILY_V6,
-		State: netlink.NUD_PERMANENT, IP: gwIP, HardwareAddr: mac}); err != nil {
-		return fmt.Errorf("neighbour %v lladdr %s dev %s permanent: %w", gwIP, mac, gw, err)
-	}
-	r := peerRouteV6(link.Attrs().Index, cidr)
-	r.Gw = gwIP.To16()
-	r.Flags = int(netlink.FLAG_ONLINK)
-	r.Protocol = nodenet.RouteProtocolWeir
-	if err := netlink.RouteReplace(r); err != nil {
-		return fmt.Errorf("adding route %v via %v dev %s onlink proto %d: %w", cidr, gwIP, gw, nodenet.RouteProtocolWeir, err)
-	}
-	return nil
-}
-
-// deletePeerRouteV6 removes the route to cidr and the neighbour entry of
-// its next hop (the route's, else the CIDR's gateway address). Both may be
-// gone already, the gateway too.
-func deletePeerRouteV6(gw string, cidr *net.IPNet) error {
-	link, err := netlink.LinkByName(gw)
-	if err != nil {
-		if errors.As(err, new(netlink.LinkNotFoundError)) {
-			return nil
-		}
-		return fmt.Errorf("delete route to %v: gateway interface %s: %w", cidr, gw, err)
-	}
-	key := peerRouteV6(link.Attrs().Index, cidr)
-	via := ipam.GatewayOf(cidr)
-	if routes, err := netlink.RouteListFiltered(netlink.FAMILY_V6, key,
-		netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE|netlink.RT_FILTER_DST); err == nil {
-		for _, r := range routes {
-			if r.Gw != nil {
-				via = r.Gw
-			}
-		}
-	}
-	if err := netlink.RouteDel(key); err != nil && !errors.Is(err, unix.ESRCH) {
-		return fmt.Errorf("deleting route %v dev %s: %w", cidr, gw, err)
-	}
-	if via == nil {
-		return nil
-	}
-	neighs, err := netlink.NeighList(link.Attrs().Index, netlink.FAMILY_V6)
-	if err != nil {
-		return fmt.Errorf("listing IPv6 neighbours of %s: %w", gw, err)
-	}
-	for _, n := range neighs {
-		if n.IP.Equal(via) && n.State&netlink.NUD_PERMANENT != 0 && n.HardwareAddr.String() == pipeline.GlobalVirtualMAC {
-			if err := netlink.NeighDel(&n); err != nil && !errors.Is(err, unix.ENOENT) {
-				return fmt.Errorf("deleting neighbour %v dev %s: %w", via, gw, err)
-			}
-		}
-	}
-	return nil
-}
-
-// listPeerRoutesV6 returns the destinations of Weir's IPv6 peer routes on
-// the gateway (main table, protocol nodenet.RouteProtocolWeir).
-func listPeerRoutesV6(gw string) ([]*net.IPNet, error) {
-	link, err := netlink.LinkByName(gw)
-	if err != nil {
-		if errors.As(err, new(netlink.LinkNotFoundError)) {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("listing IPv6 peer routes: gateway interface %s: %w", gw, err)
-	}
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V6,
-		&netlink.Route{LinkIndex: link.Attrs().Index, Table: unix.RT_TABLE_MAIN},
-		netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
-	if err != nil {
-		return nil, fmt.Errorf("listing IPv6 routes on gateway %s: %w", gw, err)
-	}
-	var out []*net.IPNet
-	for _, r := range routes {
-		if r.Protocol == nodenet.RouteProtocolWeir && isIPv6Net(r.Dst) && len(r.MultiPath) == 0 {
-			out = append(out, r.Dst)
-		}
-	}
-	return out, nil
-}
-
-func peerRouteV6(linkIndex int, dst *net.IPNet) *netlink.Route {
-	return &netlink.Route{LinkIndex: linkIndex, Dst: &net.IPNet{IP: dst.IP.Mask(dst.Mask), Mask: dst.Mask}, Table: unix.RT_TABLE_MAIN}
-}
 
 // WarmTunnelNeighbor calls nodenet.WarmTunnelNeighbor.
 func (NodenetRoutes) WarmTunnelNeighbor(ctx context.Context, bridge string, ip net.IP) error {
