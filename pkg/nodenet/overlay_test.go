@@ -292,26 +292,11 @@ func TestOverlay(t *testing.T) {
 
 		t.Run("switch holds exactly the rendered flows", func(t *testing.T) {
 			for _, n := range []*simNode{n1, n2} {
-				want := n.wantFlows(t)
 				peer := n2
 				if n == n2 {
 					peer = n1
 				}
-				pf, err := n.pipe.PeerFlows(peer.peer(), openflow.MakeCookie(1, pipeline.CategoryPeer, 1))
-				if err != nil {
-					t.Fatal(err)
-				}
-				for _, f := range pf {
-					want = append(want, f.String())
-				}
-				slices.Sort(want)
-				if got := n.ovs.DumpFlows(t, "br-int"); !slices.Equal(got, want) {
-					t.Errorf("%s: switch flows differ from the rendered ones:\n--- switch\n%s\n--- rendered\n%s",
-						n.name, strings.Join(got, "\n"), strings.Join(want, "\n"))
-				}
-				if err := n.pipe.CheckPeer(testctx.Timeout(t, callTimeout), peer.name); err != nil {
-					t.Error(err)
-				}
+				checkSwitchFlows(t, n, peer)
 			}
 		})
 
@@ -671,22 +656,7 @@ func TestOverlayDualStack(t *testing.T) {
 	t.Run("switch holds exactly the rendered flows", func(t *testing.T) {
 		for _, c := range [][2]*simNode{{n1, n2}, {n2, n1}} {
 			n, peer := c[0], c[1]
-			want := n.wantFlows(t)
-			pf, err := n.pipe.PeerFlows(peer.peer(), openflow.MakeCookie(1, pipeline.CategoryPeer, 1))
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, f := range pf {
-				want = append(want, f.String())
-			}
-			slices.Sort(want)
-			if got := n.ovs.DumpFlows(t, "br-int"); !slices.Equal(got, want) {
-				t.Errorf("%s: switch flows differ from the rendered ones:\n--- switch\n%s\n--- rendered\n%s",
-					n.name, strings.Join(got, "\n"), strings.Join(want, "\n"))
-			}
-			if err := n.pipe.CheckPeer(testctx.Timeout(t, callTimeout), peer.name); err != nil {
-				t.Error(err)
-			}
+			checkSwitchFlows(t, n, peer)
 		}
 	})
 
@@ -828,4 +798,26 @@ func TestOverlayDualStack(t *testing.T) {
 		}
 	})
 	t.Logf("dual-stack overlay test took %v", time.Since(began).Round(time.Millisecond))
+}
+
+// checkSwitchFlows checks that n's bridge holds exactly the flows its
+// pipeline renders, with peer installed, and that CheckPeer agrees.
+func checkSwitchFlows(t *testing.T, n, peer *simNode) {
+	t.Helper()
+	want := n.wantFlows(t)
+	pf, err := n.pipe.PeerFlows(peer.peer(), openflow.MakeCookie(1, pipeline.CategoryPeer, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range pf {
+		want = append(want, f.String())
+	}
+	slices.Sort(want)
+	if got := n.ovs.DumpFlows(t, "br-int"); !slices.Equal(got, want) {
+		t.Errorf("%s: switch flows differ from the rendered ones:\n--- switch\n%s\n--- rendered\n%s",
+			n.name, strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if err := n.pipe.CheckPeer(testctx.Timeout(t, callTimeout), peer.name); err != nil {
+		t.Error(err)
+	}
 }

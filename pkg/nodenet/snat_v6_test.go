@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -225,8 +224,8 @@ func TestSNATMasqueradeIPv6(t *testing.T) {
 		strings.Contains(out, "fd00:") || strings.Contains(out, "default") {
 		t.Fatalf("the outside host must have no route to the pods:\n%s", out)
 	}
-	serveWho(t, outside, "[2001:db8:1::2]:8080", "outside6")
-	serveWho(t, outside, "192.0.2.2:8080", "outside4")
+	serveWhoAmI(t, outside, "[2001:db8:1::2]:8080", "outside6")
+	serveWhoAmI(t, outside, "192.0.2.2:8080", "outside4")
 	ctx := t.Context()
 	reconcile := func(c nodenet.SNATConfig) {
 		t.Helper()
@@ -284,39 +283,6 @@ func TestSNATMasqueradeIPv6(t *testing.T) {
 		}
 	})
 	t.Logf("test body took %v", time.Since(began).Round(time.Millisecond))
-}
-
-// serveWho is serveWhoAmI for either family: a TCP server on addr in netns
-// answering every connection with "<name> <remote address>".
-func serveWho(t *testing.T, netns, addr, name string) {
-	t.Helper()
-	var l net.Listener
-	err := ns.WithNetNSPath("/run/netns/"+netns, func(ns.NetNS) error {
-		var err error
-		l, err = net.Listen("tcp", addr) // the socket stays in netns
-		return err
-	})
-	if err != nil {
-		t.Fatalf("listening on %s in netns %s: %v", addr, netns, err)
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return // closed at cleanup
-			}
-			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-			_, _ = fmt.Fprintf(c, "%s %s\n", name, c.RemoteAddr())
-			_ = c.Close()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = l.Close()
-		wg.Wait()
-	})
 }
 
 // askWho connects from netns to addr (either family) and returns the

@@ -12,7 +12,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 )
 
-// serveWhoAmI starts a TCP server listening on addr inside network
+// serveWhoAmI starts a TCP server (IPv4 or IPv6) listening on addr inside network
 // namespace netns that answers every connection with one line,
 // "<name> <remote address>", and closes it: the client learns who answered
 // and which source address the server saw. It stops at cleanup.
@@ -21,7 +21,7 @@ func serveWhoAmI(t *testing.T, netns, addr, name string) {
 	var l net.Listener
 	err := ns.WithNetNSPath("/run/netns/"+netns, func(ns.NetNS) error {
 		var err error
-		l, err = net.Listen("tcp4", addr) // the socket stays in netns
+		l, err = net.Listen("tcp", addr) // the socket stays in netns
 		return err
 	})
 	if err != nil {

@@ -46,13 +46,6 @@ func TestDualStackPeerFlowsGolden(t *testing.T) {
 }
 
 func TestDualStackPeerValidation(t *testing.T) {
-	mustCIDR := func(s string) *net.IPNet {
-		_, n, err := net.ParseCIDR(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
 	tests := []struct {
 		name   string
 		ipv4   bool // local pipeline without IPv6
@@ -62,10 +55,10 @@ func TestDualStackPeerValidation(t *testing.T) {
 		{"local pipeline IPv4 only", true, nil, "no IPv6 configuration"},
 		{"CIDR without gateway", false, func(n *PeerNode) { n.GatewayIPv6 = nil }, "set together"},
 		{"gateway without CIDR", false, func(n *PeerNode) { n.PodCIDRv6 = nil }, "set together"},
-		{"IPv4 as IPv6 CIDR", false, func(n *PeerNode) { n.PodCIDRv6 = mustCIDR("10.10.9.0/24") }, "not an IPv6 prefix"},
+		{"IPv4 as IPv6 CIDR", false, func(n *PeerNode) { n.PodCIDRv6 = cidr(t, "10.10.9.0/24") }, "not an IPv6 prefix"},
 		{"gateway outside CIDR", false, func(n *PeerNode) { n.GatewayIPv6 = net.ParseIP("fd00:99::1") }, "must be an IPv6 address in"},
 		{"overlaps local IPv6 CIDR", false, func(n *PeerNode) {
-			n.PodCIDRv6, n.GatewayIPv6 = mustCIDR("fd00:10::/32"), net.ParseIP("fd00:10::1")
+			n.PodCIDRv6, n.GatewayIPv6 = cidr(t, "fd00:10::/32"), net.ParseIP("fd00:10::1")
 		}, "overlaps this node's fd00:10:10::/64"},
 	}
 	for _, tc := range tests {

@@ -33,13 +33,6 @@ func TestPeerFlowsGolden(t *testing.T) {
 }
 
 func TestPeerValidation(t *testing.T) {
-	mustCIDR := func(s string) *net.IPNet {
-		_, n, err := net.ParseCIDR(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
 	tests := []struct {
 		name   string
 		cfg    func(*Config)
@@ -49,11 +42,11 @@ func TestPeerValidation(t *testing.T) {
 		{"no tunnel port", func(c *Config) { c.TunnelOFPort = 0 }, nil, "no tunnel port"},
 		{"no name", nil, func(n *PeerNode) { n.Name = "" }, "name is required"},
 		{"no pod CIDR", nil, func(n *PeerNode) { n.PodCIDR = nil }, "pod CIDR is required"},
-		{"IPv6 pod CIDR", nil, func(n *PeerNode) { n.PodCIDR = mustCIDR("fd00::/64") }, "pod CIDR is required"},
+		{"IPv6 pod CIDR", nil, func(n *PeerNode) { n.PodCIDR = cidr(t, "fd00::/64") }, "pod CIDR is required"},
 		{"no node IP", nil, func(n *PeerNode) { n.NodeIP = nil }, "node IP is required"},
 		{"gateway outside CIDR", nil, func(n *PeerNode) { n.GatewayIP = net.ParseIP("10.10.9.1") }, "must be an IPv4 address in pod CIDR"},
 		{"overlaps local CIDR", nil, func(n *PeerNode) {
-			n.PodCIDR, n.GatewayIP = mustCIDR("10.10.0.0/16"), net.ParseIP("10.10.0.1")
+			n.PodCIDR, n.GatewayIP = cidr(t, "10.10.0.0/16"), net.ParseIP("10.10.0.1")
 		}, "overlaps this node's"},
 	}
 	for _, tc := range tests {
