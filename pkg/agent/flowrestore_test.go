@@ -12,6 +12,7 @@ import (
 	"k8s.io/klog/v2/ktesting"
 
 	"github.com/weirnet/weir/pkg/ovsdb"
+	"github.com/weirnet/weir/test/testctx"
 )
 
 // TestFlowRestoreWaitAfterVswitchdRestart restarts ovs-vswitchd the way the
@@ -26,7 +27,7 @@ func TestFlowRestoreWaitAfterVswitchdRestart(t *testing.T) {
 		t.Fatalf("only %d flows installed", len(before))
 	}
 	log := ktesting.NewLogger(t, ktesting.NewConfig(ktesting.Verbosity(2)))
-	ctx, stop := context.WithCancel(testCtx(t))
+	ctx, stop := context.WithCancel(testctx.Timeout(t, 2*time.Minute))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

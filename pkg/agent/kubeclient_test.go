@@ -5,12 +5,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/weirnet/weir/test/k8stest"
+	"github.com/weirnet/weir/test/testctx"
 )
 
 func TestValidateAPIServerURL(t *testing.T) {
@@ -53,7 +55,7 @@ func TestValidateAPIServerURL(t *testing.T) {
 func TestServiceAccountConfig(t *testing.T) {
 	cp := k8stest.Shared(t)
 	admin := cp.ClientSet(t)
-	tr, err := admin.CoreV1().ServiceAccounts(metav1.NamespaceDefault).CreateToken(testCtx(t), "default",
+	tr, err := admin.CoreV1().ServiceAccounts(metav1.NamespaceDefault).CreateToken(testctx.Timeout(t, 2*time.Minute), "default",
 		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr(int64(600))}},
 		metav1.CreateOptions{})
 	if err != nil {
@@ -85,7 +87,7 @@ func TestServiceAccountConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	review, err := client.AuthenticationV1().SelfSubjectReviews().Create(testCtx(t),
+	review, err := client.AuthenticationV1().SelfSubjectReviews().Create(testctx.Timeout(t, 2*time.Minute),
 		&authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatalf("SelfSubjectReview at %s: %v", cp.Host, err)

@@ -29,6 +29,7 @@ import (
 	"github.com/weirnet/weir/pkg/podnet"
 	"github.com/weirnet/weir/test/k8stest"
 	"github.com/weirnet/weir/test/ovstest"
+	"github.com/weirnet/weir/test/testctx"
 )
 
 func TestStaleAgainst(t *testing.T) {
@@ -74,7 +75,7 @@ type cniNode struct {
 
 func newCNINode(t *testing.T, cidr string) *cniNode {
 	t.Helper()
-	ctx := testCtx(t)
+	ctx := testctx.Timeout(t, 2*time.Minute)
 	log := ktesting.NewLogger(t, ktesting.NewConfig(ktesting.Verbosity(2)))
 	n := &cniNode{ovs: ovstest.Start(t)}
 	var err error
@@ -112,12 +113,6 @@ func newCNINode(t *testing.T, cidr string) *cniNode {
 	return n
 }
 
-func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 func randSuffix(t *testing.T) string {
 	b := make([]byte, 4)
 	if _, err := rand.Read(b); err != nil {
@@ -150,7 +145,7 @@ func (n *cniNode) add(t *testing.T, ns, name, uid string) *sandbox {
 	if uid != "" {
 		args = append(args, "K8S_POD_UID="+uid)
 	}
-	resp, err := n.srv.CmdAdd(testCtx(t), &cniv1.CniCmdRequest{CniArgs: &cniv1.CniCmdArgs{
+	resp, err := n.srv.CmdAdd(testctx.Timeout(t, 2*time.Minute), &cniv1.CniCmdRequest{CniArgs: &cniv1.CniCmdArgs{
 		ContainerId: sb.containerID, Ifname: "eth0", Netns: sb.netns, Args: strings.Join(args, ";"),
 		NetworkConfiguration: []byte(`{"cniVersion":"1.0.0","name":"weir","type":"weir"}`)}})
 	if err != nil || resp.Error != nil {
@@ -167,7 +162,7 @@ func (n *cniNode) add(t *testing.T, ns, name, uid string) *sandbox {
 // del is the kubelet's CNI DEL.
 func (n *cniNode) del(t *testing.T, sb *sandbox) {
 	t.Helper()
-	resp, err := n.srv.CmdDel(testCtx(t), &cniv1.CniCmdRequest{CniArgs: &cniv1.CniCmdArgs{
+	resp, err := n.srv.CmdDel(testctx.Timeout(t, 2*time.Minute), &cniv1.CniCmdRequest{CniArgs: &cniv1.CniCmdArgs{
 		ContainerId: sb.containerID, Ifname: "eth0", Netns: sb.netns,
 		NetworkConfiguration: []byte(`{"cniVersion":"1.0.0","name":"weir","type":"weir"}`)}})
 	if err != nil || resp.Error != nil {
@@ -212,7 +207,7 @@ func (n *cniNode) state(t *testing.T, sb *sandbox) string {
 
 func createPod(t *testing.T, client kubernetes.Interface, ns, name, node string) *corev1.Pod {
 	t.Helper()
-	pod, err := client.CoreV1().Pods(ns).Create(testCtx(t), &corev1.Pod{
+	pod, err := client.CoreV1().Pods(ns).Create(testctx.Timeout(t, 2*time.Minute), &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: corev1.PodSpec{NodeName: node, AutomountServiceAccountToken: ptr(false),
 			Containers: []corev1.Container{{Name: "c", Image: "registry.invalid/none:1"}}},
@@ -280,7 +275,7 @@ func TestPodReconcile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, stop := context.WithCancel(testCtx(t))
+	ctx, stop := context.WithCancel(testctx.Timeout(t, 2*time.Minute))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -291,7 +286,7 @@ func TestPodReconcile(t *testing.T) {
 		<-done
 	})
 	start := time.Now()
-	if err := pc.WaitInitialReconcile(testCtx(t)); err != nil {
+	if err := pc.WaitInitialReconcile(testctx.Timeout(t, 2*time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("start-up reconcile (informer sync included) took %s", time.Since(start).Round(time.Millisecond))

@@ -17,6 +17,7 @@ import (
 	"github.com/weirnet/weir/pkg/pipeline"
 	"github.com/weirnet/weir/pkg/podnet"
 	"github.com/weirnet/weir/test/ovstest"
+	"github.com/weirnet/weir/test/testctx"
 )
 
 func TestPickRound(t *testing.T) {
@@ -111,7 +112,7 @@ func TestTallyRounds(t *testing.T) {
 // to leave behind for good (it deleted only the previous round).
 func TestStaleRoundsAfterTwoRestarts(t *testing.T) {
 	ovs := ovstest.Start(t)
-	ctx := testCtx(t)
+	ctx := testctx.Timeout(t, 2*time.Minute)
 	log := ktesting.NewLogger(t, ktesting.NewConfig(ktesting.Verbosity(2)))
 	db, err := ovsdb.Connect(ctx, ovs.DBSocket(), log.WithName("ovsdb"))
 	if err != nil {

@@ -25,6 +25,7 @@ import (
 	"github.com/weirnet/weir/pkg/podnet"
 	"github.com/weirnet/weir/pkg/unixctl"
 	"github.com/weirnet/weir/test/ovstest"
+	"github.com/weirnet/weir/test/testctx"
 )
 
 const gwMAC = "02:00:0a:0a:00:01"
@@ -58,7 +59,7 @@ func newNode(t *testing.T) *node {
 		t.Fatal(err)
 	}
 	t.Cleanup(sw.Close)
-	if err := sw.WaitReady(ctxT(t)); err != nil {
+	if err := sw.WaitReady(testctx.Timeout(t, time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	mac, _ := net.ParseMAC(gwMAC)
@@ -69,15 +70,15 @@ func newNode(t *testing.T) *node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := pipe.InstallBase(ctxT(t)); err != nil {
+	if err := pipe.InstallBase(testctx.Timeout(t, time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	db, err := ovsdb.Connect(ctxT(t), ovs.DBSocket(), klog.Background())
+	db, err := ovsdb.Connect(testctx.Timeout(t, time.Minute), ovs.DBSocket(), klog.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(db.Close)
-	if err := db.SetFlowTableNames(ctxT(t), "br-int", pipeline.TableNames()); err != nil {
+	if err := db.SetFlowTableNames(testctx.Timeout(t, time.Minute), "br-int", pipeline.TableNames()); err != nil {
 		t.Fatal(err)
 	}
 	return &node{ovs: ovs, sw: sw, pipe: pipe, db: db}
@@ -87,7 +88,7 @@ func (n *node) addPod(t *testing.T, name, ip, mac string, ofport int) *ovstest.P
 	t.Helper()
 	p := n.ovs.AddPod(t, "br-int", name, ip+"/24", mac, ofport)
 	hw, _ := net.ParseMAC(mac)
-	if err := n.pipe.AddPod(ctxT(t), pipeline.PodInterface{Key: name, OFPort: uint32(ofport), IPs: podIPs(ip), MAC: hw}); err != nil {
+	if err := n.pipe.AddPod(testctx.Timeout(t, time.Minute), pipeline.PodInterface{Key: name, OFPort: uint32(ofport), IPs: podIPs(ip), MAC: hw}); err != nil {
 		t.Fatal(err)
 	}
 	n.pods = append(n.pods, p)
@@ -98,12 +99,6 @@ func (n *node) addPod(t *testing.T, name, ip, mac string, ofport int) *ovstest.P
 func podIPs(ip string) []netip.Addr {
 	v4 := netip.MustParseAddr(ip)
 	return []netip.Addr{v4, netip.MustParseAddr(fmt.Sprintf("fd00:10:10::%x", v4.As4()[3]))}
-}
-
-func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	t.Cleanup(cancel)
-	return ctx
 }
 
 // attachments fakes the CNI server's attachments from the test's pods
@@ -147,7 +142,7 @@ func (n *node) server(t *testing.T) (agentv1.AgentServiceClient, string) {
 	// Wait for the listener.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		_, err := c.AgentInfo(ctxT(t), &agentv1.AgentInfoRequest{})
+		_, err := c.AgentInfo(testctx.Timeout(t, time.Minute), &agentv1.AgentInfoRequest{})
 		if err == nil {
 			break
 		}
@@ -171,7 +166,7 @@ func TestAgainstRealOVS(t *testing.T) {
 	n.addPod(t, "a", "10.10.0.3", "0a:58:0a:0a:00:03", 3)
 	b := n.addPod(t, "b", "10.10.0.4", "0a:58:0a:0a:00:04", 4)
 	c, _ := n.server(t)
-	ctx := ctxT(t)
+	ctx := testctx.Timeout(t, time.Minute)
 
 	info, err := c.AgentInfo(ctx, &agentv1.AgentInfoRequest{})
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/weirnet/weir/pkg/ipam"
 	"github.com/weirnet/weir/pkg/ovsdb"
 	"github.com/weirnet/weir/pkg/pipeline"
+	"github.com/weirnet/weir/test/netnstest"
 	"github.com/weirnet/weir/test/testroot"
 )
 
@@ -69,14 +70,9 @@ func (f *fakeFlows) DeletePod(_ context.Context, key string) error {
 
 func (f *fakeFlows) CheckPod(context.Context, string) error { return nil }
 
-func netnsAdd(t *testing.T, name string) string {
-	t.Helper()
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "delete", name).Run() })
-	return "/var/run/netns/" + name
-}
+// netnsAdd creates network namespace name for the test and returns its
+// path (test/netnstest deletes it at cleanup).
+func netnsAdd(t *testing.T, name string) string { return netnstest.Add(t, name).Path }
 
 // TestAddRollsBackEveryStep injects a failure at each step of ADD and
 // checks that nothing is left: no veth, no IP, no flows, no port, no

@@ -1,7 +1,6 @@
 package pipeline_test
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"net/netip"
@@ -13,6 +12,7 @@ import (
 	"github.com/weirnet/weir/pkg/openflow"
 	"github.com/weirnet/weir/pkg/pipeline"
 	"github.com/weirnet/weir/test/ovstest"
+	"github.com/weirnet/weir/test/testctx"
 	"k8s.io/klog/v2"
 )
 
@@ -57,7 +57,7 @@ func newNodeWith(t *testing.T, ovsOpts []ovstest.Option, opts ...func(*pipeline.
 		t.Fatal(err)
 	}
 	t.Cleanup(sw.Close)
-	if err := sw.WaitReady(ctxT(t)); err != nil {
+	if err := sw.WaitReady(testctx.Timeout(t, time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	mac, _ := net.ParseMAC(gwMAC)
@@ -71,7 +71,7 @@ func newNodeWith(t *testing.T, ovsOpts []ovstest.Option, opts ...func(*pipeline.
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := pipe.InstallBase(ctxT(t)); err != nil {
+	if err := pipe.InstallBase(testctx.Timeout(t, time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	return &node{ovs: ovs, sw: sw, pipe: pipe}
@@ -81,16 +81,10 @@ func (n *node) addPod(t *testing.T, name, ip, mac string, ofport int) *ovstest.P
 	t.Helper()
 	p := n.ovs.AddPod(t, "br-int", name, ip+"/24", mac, ofport)
 	hw, _ := net.ParseMAC(mac)
-	if err := n.pipe.AddPod(ctxT(t), pipeline.PodInterface{Key: name, OFPort: uint32(ofport), IPs: []netip.Addr{netip.MustParseAddr(ip)}, MAC: hw}); err != nil {
+	if err := n.pipe.AddPod(testctx.Timeout(t, time.Minute), pipeline.PodInterface{Key: name, OFPort: uint32(ofport), IPs: []netip.Addr{netip.MustParseAddr(ip)}, MAC: hw}); err != nil {
 		t.Fatal(err)
 	}
 	return p
-}
-
-func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	t.Cleanup(cancel)
-	return ctx
 }
 
 func (n *node) dump(t *testing.T) []string { return n.ovs.DumpFlows(t, "br-int") }
@@ -120,7 +114,7 @@ func TestPodSwitching(t *testing.T) {
 		want = append(want, renderAll(flows)...)
 	}
 	for _, key := range n.pipe.Pods() {
-		if err := n.pipe.CheckPod(ctxT(t), key); err != nil {
+		if err := n.pipe.CheckPod(testctx.Timeout(t, time.Minute), key); err != nil {
 			t.Fatalf("CheckPod(%s): %v", key, err)
 		}
 	}
@@ -174,13 +168,13 @@ func TestPodSwitching(t *testing.T) {
 		}
 	})
 	t.Run("deleted pod is unreachable and its flows are gone", func(t *testing.T) {
-		if err := n.pipe.DeletePod(ctxT(t), "p2"); err != nil {
+		if err := n.pipe.DeletePod(testctx.Timeout(t, time.Minute), "p2"); err != nil {
 			t.Fatal(err)
 		}
-		if err := n.pipe.DeletePod(ctxT(t), "p2"); err != nil {
+		if err := n.pipe.DeletePod(testctx.Timeout(t, time.Minute), "p2"); err != nil {
 			t.Fatalf("second DeletePod: %v", err)
 		}
-		if err := n.pipe.CheckPod(ctxT(t), "p2"); err == nil {
+		if err := n.pipe.CheckPod(testctx.Timeout(t, time.Minute), "p2"); err == nil {
 			t.Fatal("CheckPod of a deleted pod succeeded")
 		}
 		if got := n.dump(t); len(got) != len(base)+2*6 {

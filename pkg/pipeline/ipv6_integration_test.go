@@ -15,6 +15,7 @@ import (
 	"github.com/weirnet/weir/pkg/openflow"
 	"github.com/weirnet/weir/pkg/pipeline"
 	"github.com/weirnet/weir/test/ovstest"
+	"github.com/weirnet/weir/test/testctx"
 )
 
 const gwIPv6 = "fd00:10:10::1"
@@ -48,7 +49,7 @@ func (n *node) addDualStackPod(t *testing.T, name, ip, ip6, mac string, ofport i
 	mustPodExec(t, p, "ip", "-6", "addr", "add", ip6+"/64", "dev", "eth0", "nodad")
 	mustPodExec(t, p, "ip", "-6", "route", "add", "default", "via", gwIPv6)
 	hw, _ := net.ParseMAC(mac)
-	if err := n.pipe.AddPod(ctxT(t), dualStackInterface(name, ofport, ip, ip6, hw)); err != nil {
+	if err := n.pipe.AddPod(testctx.Timeout(t, time.Minute), dualStackInterface(name, ofport, ip, ip6, hw)); err != nil {
 		t.Fatal(err)
 	}
 	return dualStackPod{p, ip6}
@@ -151,7 +152,7 @@ func TestDualStackPodSwitching(t *testing.T) {
 			t.Fatal(err)
 		}
 		want = append(want, renderAll(flows)...)
-		if err := n.pipe.CheckPod(ctxT(t), p.Name); err != nil {
+		if err := n.pipe.CheckPod(testctx.Timeout(t, time.Minute), p.Name); err != nil {
 			t.Fatalf("CheckPod(%s): %v", p.Name, err)
 		}
 	}
@@ -344,7 +345,7 @@ except socket.timeout:
 	t.Run("isolation drops IPv6 too", func(t *testing.T) {
 		iso := func(ingress, egress []pipeline.LocalPod) {
 			t.Helper()
-			if err := n.pipe.ApplyPolicy(ctxT(t), pipeline.PolicyChange{Isolation: &pipeline.Isolation{Ingress: ingress, Egress: egress}}); err != nil {
+			if err := n.pipe.ApplyPolicy(testctx.Timeout(t, time.Minute), pipeline.PolicyChange{Isolation: &pipeline.Isolation{Ingress: ingress, Egress: egress}}); err != nil {
 				t.Fatal(err)
 			}
 			n.ovs.MustAppctl(t, "revalidator/wait")
@@ -360,7 +361,7 @@ except socket.timeout:
 		if out, err := ping6(p1, p3.IPv6); err == nil {
 			t.Errorf("egress-isolated p1 -> p3 over IPv6 passed: %s", out)
 		}
-		drops, err := n.pipe.IsolationDrops(ctxT(t))
+		drops, err := n.pipe.IsolationDrops(testctx.Timeout(t, time.Minute))
 		if err != nil || len(drops) != 1 || drops[0].Counters.Packets == 0 {
 			t.Errorf("IsolationDrops = %+v, %v; want p1's egress drop with the IPv6 pings counted", drops, err)
 		}

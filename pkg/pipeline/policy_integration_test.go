@@ -15,6 +15,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/weirnet/weir/pkg/pipeline"
 	"github.com/weirnet/weir/test/ovstest"
+	"github.com/weirnet/weir/test/testctx"
 )
 
 // inPod runs f inside pod's network namespace (sockets created there stay
@@ -163,7 +164,7 @@ func TestNetworkPolicy(t *testing.T) {
 
 	apply := func(t *testing.T, ch pipeline.PolicyChange) {
 		t.Helper()
-		if err := n.pipe.ApplyPolicy(ctxT(t), ch); err != nil {
+		if err := n.pipe.ApplyPolicy(testctx.Timeout(t, time.Minute), ch); err != nil {
 			t.Fatal(err)
 		}
 		// The userspace datapath caches megaflows: wait until they were
@@ -199,7 +200,7 @@ func TestNetworkPolicy(t *testing.T) {
 			t.Error("ping a -> b passed a default deny")
 		}
 		// The pipeline reports what it realized, with the drop's counters.
-		drops, err := n.pipe.IsolationDrops(ctxT(t))
+		drops, err := n.pipe.IsolationDrops(testctx.Timeout(t, time.Minute))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -304,7 +305,7 @@ func TestNetworkPolicy(t *testing.T) {
 	})
 
 	t.Run("rule counters", func(t *testing.T) {
-		stats, err := n.pipe.PolicyRuleStats(ctxT(t))
+		stats, err := n.pipe.PolicyRuleStats(testctx.Timeout(t, time.Minute))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -405,7 +406,7 @@ func TestNetworkPolicyServices(t *testing.T) {
 	bAddr := b.IP + ":8080"
 	apply := func(t *testing.T, ch pipeline.PolicyChange) {
 		t.Helper()
-		if err := n.pipe.ApplyPolicy(ctxT(t), ch); err != nil {
+		if err := n.pipe.ApplyPolicy(testctx.Timeout(t, time.Minute), ch); err != nil {
 			t.Fatal(err)
 		}
 		n.ovs.MustAppctl(t, "revalidator/wait")
