@@ -21,7 +21,18 @@ import (
 // A rule has up to three dimensions: the local pods it applies to (egress:
 // ip,nw_src=<pod IP>; ingress: ip,reg1=<pod ofport>, the output port
 // L2Forwarding chose), the peers (egress nw_dst, ingress nw_src) and the
-// ports (tcp/udp/sctp with a masked tp_dst). A packet is allowed by the rule
+// ports (tcp/udp/sctp with a masked tp_dst).
+//
+// On a dual-stack pipeline (ipv6Enabled) a rule whose peers include IPv6
+// networks, or that allows any peer, also gets the ipv6 twins of its
+// flows in the same clauses: applied-to egress ipv6,in_port=<pod ofport>
+// (SpoofGuard already pinned the pod's IPv6 source to its port), ingress
+// ipv6,reg1=<pod ofport>; peers ipv6_dst / ipv6_src; ports
+// tcp6/udp6/sctp6. A packet is of one family, so it can only complete a
+// conjunction with the flows of its family; the IPv4 flows of a rule are
+// those of an IPv4-only pipeline, and a rule whose peers are all of one
+// family gets the flows of that family only. Without IPv6 on the
+// pipeline, IPv6 peers make no flows (no local pod has IPv6 there). A packet is allowed by the rule
 // when it matches one flow of every dimension: each dimension's flows carry
 // conjunction(<rule ID>, k/n), and the flow conj_id=<rule ID> (cookie
 // category Policy, object rule ID: its counters are the rule's) sends the
@@ -66,8 +77,9 @@ type matchKind uint8
 const (
 	matchSrcNet  matchKind = iota + 1 // ip,nw_src=<prefix>
 	matchDstNet                       // ip,nw_dst=<prefix>
-	matchOutPort                      // ip,reg1=<ofport>
-	matchL4                           // tcp|udp|sctp[,tp_dst=<port>/<mask>]
+	matchOutPort                      // ip,reg1=<ofport> (v6: ipv6,reg1=<ofport>)
+	matchL4                           // tcp|udp|sctp[,tp_dst=<port>/<mask>] (v6: tcp6|udp6|sctp6)
+	matchInPort                       // ipv6,in_port=<ofport> (egress applied-to of IPv6)
 )
 
 // policyMatch is one (table, priority, match) of a policy flow; it is
@@ -81,6 +93,9 @@ type policyMatch struct {
 	proto  Protocol
 	port   uint16
 	mask   uint16 // 0: any port of proto
+	// v6 selects the IPv6 twin of matchOutPort and matchL4 (the net
+	// matches take the family of prefix; matchInPort is IPv6 only).
+	v6 bool
 }
 
 func (m policyMatch) String() string {
@@ -90,16 +105,32 @@ func (m policyMatch) String() string {
 	case matchDstNet:
 		return fmt.Sprintf("%d/%d/dst/%s", m.table, m.prio, m.prefix)
 	case matchOutPort:
+		if m.v6 {
+			return fmt.Sprintf("%d/%d/out6/%d", m.table, m.prio, m.ofport)
+		}
 		return fmt.Sprintf("%d/%d/out/%d", m.table, m.prio, m.ofport)
+	case matchInPort:
+		return fmt.Sprintf("%d/%d/in6/%d", m.table, m.prio, m.ofport)
+	}
+	if m.v6 {
+		return fmt.Sprintf("%d/%d/l46/%d/%d/%#x", m.table, m.prio, m.proto, m.port, m.mask)
 	}
 	return fmt.Sprintf("%d/%d/l4/%d/%d/%#x", m.table, m.prio, m.proto, m.port, m.mask)
 }
 
-// comparePolicyMatch orders matches by kind, then value.
+// comparePolicyMatch orders matches by kind, then family (IPv4 first),
+// then value.
 func comparePolicyMatch(a, b policyMatch) int {
 	return cmp.Or(cmp.Compare(a.table, b.table), cmp.Compare(a.prio, b.prio), cmp.Compare(a.kind, b.kind),
-		a.prefix.Addr().Compare(b.prefix.Addr()), cmp.Compare(a.prefix.Bits(), b.prefix.Bits()),
+		cmp.Compare(boolInt(a.v6), boolInt(b.v6)), a.prefix.Addr().Compare(b.prefix.Addr()), cmp.Compare(a.prefix.Bits(), b.prefix.Bits()),
 		cmp.Compare(a.ofport, b.ofport), cmp.Compare(a.proto, b.proto), cmp.Compare(a.port, b.port), cmp.Compare(a.mask, b.mask))
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // builder returns the flow builder of m with cookie c.
@@ -107,13 +138,15 @@ func (m policyMatch) builder(c uint64) *openflow.FlowBuilder {
 	b := openflow.NewFlow(m.table, m.prio).Cookie(c)
 	switch m.kind {
 	case matchSrcNet:
-		b.MatchProtocol(openflow.ProtocolIP).MatchSrcNet(prefixNet(m.prefix))
+		b.MatchProtocol(ipProtocol(m.prefix.Addr().Is6())).MatchSrcNet(prefixNet(m.prefix))
 	case matchDstNet:
-		b.MatchProtocol(openflow.ProtocolIP).MatchDstNet(prefixNet(m.prefix))
+		b.MatchProtocol(ipProtocol(m.prefix.Addr().Is6())).MatchDstNet(prefixNet(m.prefix))
 	case matchOutPort:
-		b.MatchProtocol(openflow.ProtocolIP).MatchRegBits(outPortField.match(m.ofport))
+		b.MatchProtocol(ipProtocol(m.v6)).MatchRegBits(outPortField.match(m.ofport))
+	case matchInPort:
+		b.MatchProtocol(openflow.ProtocolIPv6).MatchInPort(m.ofport)
 	case matchL4:
-		b.MatchProtocol(l4Protocol(m.proto))
+		b.MatchProtocol(l4Protocol(m.proto, m.v6))
 		switch m.mask {
 		case 0:
 		case 0xffff:
@@ -133,12 +166,25 @@ func prefixNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), bits)}
 }
 
-func l4Protocol(p Protocol) openflow.Protocol {
-	switch p {
-	case ProtocolUDP:
+func ipProtocol(v6 bool) openflow.Protocol {
+	if v6 {
+		return openflow.ProtocolIPv6
+	}
+	return openflow.ProtocolIP
+}
+
+func l4Protocol(p Protocol, v6 bool) openflow.Protocol {
+	switch {
+	case p == ProtocolUDP && v6:
+		return openflow.ProtocolUDPv6
+	case p == ProtocolUDP:
 		return openflow.ProtocolUDP
-	case ProtocolSCTP:
+	case p == ProtocolSCTP && v6:
+		return openflow.ProtocolSCTPv6
+	case p == ProtocolSCTP:
 		return openflow.ProtocolSCTP
+	case v6:
+		return openflow.ProtocolTCPv6
 	}
 	return openflow.ProtocolTCP
 }
@@ -213,8 +259,11 @@ func ruleTables(d Direction) (table, next uint8) {
 
 // ruleDimensions validates r and returns its dimensions (applied-to, peers,
 // ports; "any" dimensions left out), each deduplicated and sorted; nil
-// dimensions mean the rule matches nothing.
-func ruleDimensions(r PolicyRule) ([][]policyMatch, error) {
+// dimensions mean the rule matches nothing. With ipv6 (a dual-stack
+// pipeline) the dimensions hold the IPv6 twins too where the rule can
+// match IPv6 (any peer, or some IPv6 peer); without it IPv6 peers are
+// left out.
+func ruleDimensions(r PolicyRule, ipv6 bool) ([][]policyMatch, error) {
 	if r.ID == 0 {
 		return nil, errors.New("policy rule ID 0 is reserved")
 	}
@@ -222,30 +271,29 @@ func ruleDimensions(r PolicyRule) ([][]policyMatch, error) {
 		return nil, fmt.Errorf("policy rule %d (%s): invalid direction %d", r.ID, r.Name, r.Direction)
 	}
 	table, _ := ruleTables(r.Direction)
-	var appliedTo, peers, ports []policyMatch
-	for _, pod := range r.Pods {
-		if r.Direction == Egress {
-			a, ok := netip.AddrFromSlice(pod.IP.To4())
-			if !ok || pod.IP.To4() == nil {
-				return nil, fmt.Errorf("policy rule %d (%s): pod IP %v is not IPv4", r.ID, r.Name, pod.IP)
-			}
-			appliedTo = append(appliedTo, policyMatch{table: table, kind: matchSrcNet, prefix: netip.PrefixFrom(a, 32)})
-		} else {
-			if pod.OFPort == 0 {
-				return nil, fmt.Errorf("policy rule %d (%s): pod %v without OpenFlow port", r.ID, r.Name, pod.IP)
-			}
-			appliedTo = append(appliedTo, policyMatch{table: table, kind: matchOutPort, ofport: pod.OFPort})
-		}
-	}
 	peerKind := matchDstNet
 	if r.Direction == Ingress {
 		peerKind = matchSrcNet
 	}
+	var appliedTo, peers, ports []policyMatch
+	var peers6 int
 	for _, n := range r.Peers {
-		if n == nil || n.IP.To4() == nil {
-			return nil, fmt.Errorf("policy rule %d (%s): peer %v is not an IPv4 network", r.ID, r.Name, n)
+		if n == nil || n.IP.To4() == nil && len(n.IP) != net.IPv6len {
+			return nil, fmt.Errorf("policy rule %d (%s): peer %v is not an IP network", r.ID, r.Name, n)
 		}
 		ones, bits := n.Mask.Size()
+		if n.IP.To4() == nil {
+			if bits != 128 {
+				return nil, fmt.Errorf("policy rule %d (%s): invalid peer mask %v", r.ID, r.Name, n)
+			}
+			if !ipv6 {
+				continue // no IPv6 here: the peer cannot match
+			}
+			a := netip.AddrFrom16([16]byte(n.IP))
+			peers = append(peers, policyMatch{table: table, kind: peerKind, prefix: netip.PrefixFrom(a, ones).Masked()})
+			peers6++
+			continue
+		}
 		if bits != 32 && bits != 128 || bits == 128 && ones < 96 {
 			return nil, fmt.Errorf("policy rule %d (%s): invalid peer mask %v", r.ID, r.Name, n)
 		}
@@ -255,6 +303,42 @@ func ruleDimensions(r PolicyRule) ([][]policyMatch, error) {
 		a, _ := netip.AddrFromSlice(n.IP.To4())
 		peers = append(peers, policyMatch{table: table, kind: peerKind, prefix: netip.PrefixFrom(a, ones).Masked()})
 	}
+	// The families the rule can match.
+	fam4 := r.Peers == nil || len(peers) > peers6
+	fam6 := ipv6 && (r.Peers == nil || peers6 > 0)
+	for _, pod := range r.Pods {
+		if r.Direction == Egress {
+			a, ok := netip.AddrFromSlice(pod.IP.To4())
+			if !ok || pod.IP.To4() == nil {
+				return nil, fmt.Errorf("policy rule %d (%s): pod IP %v is not IPv4", r.ID, r.Name, pod.IP)
+			}
+			if fam4 {
+				appliedTo = append(appliedTo, policyMatch{table: table, kind: matchSrcNet, prefix: netip.PrefixFrom(a, 32)})
+			}
+		} else if pod.OFPort == 0 {
+			return nil, fmt.Errorf("policy rule %d (%s): pod %v without OpenFlow port", r.ID, r.Name, pod.IP)
+		} else if fam4 {
+			appliedTo = append(appliedTo, policyMatch{table: table, kind: matchOutPort, ofport: pod.OFPort})
+		}
+		if !fam6 {
+			continue
+		}
+		if pod.OFPort == 0 {
+			return nil, fmt.Errorf("policy rule %d (%s): pod %v without OpenFlow port", r.ID, r.Name, pod.IP)
+		}
+		if r.Direction == Egress {
+			appliedTo = append(appliedTo, policyMatch{table: table, kind: matchInPort, ofport: pod.OFPort})
+		} else {
+			appliedTo = append(appliedTo, policyMatch{table: table, kind: matchOutPort, ofport: pod.OFPort, v6: true})
+		}
+	}
+	var fams []bool
+	if fam4 {
+		fams = append(fams, false)
+	}
+	if fam6 {
+		fams = append(fams, true)
+	}
 	for _, pr := range r.Ports {
 		switch pr.Protocol {
 		case ProtocolTCP, ProtocolUDP, ProtocolSCTP:
@@ -262,18 +346,20 @@ func ruleDimensions(r PolicyRule) ([][]policyMatch, error) {
 			return nil, fmt.Errorf("policy rule %d (%s): unsupported protocol %d", r.ID, r.Name, pr.Protocol)
 		}
 		from, to := pr.From, pr.To
-		if from == 0 && to == 0 {
-			ports = append(ports, policyMatch{table: table, kind: matchL4, proto: pr.Protocol})
-			continue
-		}
 		if to == 0 {
 			to = from // a single port given as From only
 		}
 		if from > to {
 			return nil, fmt.Errorf("policy rule %d (%s): port range %d-%d is empty", r.ID, r.Name, pr.From, pr.To)
 		}
-		for _, pm := range PortRangeMasks(from, to) {
-			ports = append(ports, policyMatch{table: table, kind: matchL4, proto: pr.Protocol, port: pm.Port, mask: pm.Mask})
+		for _, v6 := range fams {
+			if from == 0 && to == 0 {
+				ports = append(ports, policyMatch{table: table, kind: matchL4, proto: pr.Protocol, v6: v6})
+				continue
+			}
+			for _, pm := range PortRangeMasks(from, to) {
+				ports = append(ports, policyMatch{table: table, kind: matchL4, proto: pr.Protocol, port: pm.Port, mask: pm.Mask, v6: v6})
+			}
 		}
 	}
 	dims := [][]policyMatch{appliedTo}
@@ -338,7 +424,7 @@ func (p *Pipeline) ApplyPolicy(ctx context.Context, c PolicyChange) error {
 			return fmt.Errorf("policy change: rule %d given twice", r.ID)
 		}
 		seen[r.ID] = true
-		dims, err := ruleDimensions(r)
+		dims, err := ruleDimensions(r, p.ipv6Enabled())
 		if err != nil {
 			return fmt.Errorf("policy change: %w", err)
 		}
@@ -535,7 +621,8 @@ func (p *Pipeline) conjFlow(r PolicyRule) (*openflow.Flow, error) {
 }
 
 // isolationFlows returns the default drops of isolated pods: IP from
-// egress-isolated pods, IP to ingress-isolated pods (ARP passes).
+// egress-isolated pods, IP to ingress-isolated pods (ARP passes); on a
+// dual-stack pipeline IPv6 likewise.
 func (p *Pipeline) isolationFlows(iso Isolation) ([]*openflow.Flow, error) {
 	c := p.sharedCookie()
 	var bs []*openflow.FlowBuilder
@@ -546,8 +633,8 @@ func (p *Pipeline) isolationFlows(iso Isolation) ([]*openflow.Flow, error) {
 			bs = append(bs, openflow.NewFlow(EgressDefaultRule, prioPolicyDrop).Cookie(c).
 				MatchProtocol(openflow.ProtocolIP).MatchSrcIP(pod.IP.To4()).Drop())
 		}
-		// Rules are IPv4-only so far: an isolated pod's IPv6 is dropped
-		// whole (fail closed), by its port, rather than let through.
+		// The IPv6 default drop, by the pod's port (SpoofGuard pinned
+		// its IPv6 source to it), as the IPv6 applied-to of egress rules.
 		if k := fmt.Sprint("e6", pod.OFPort); p.ipv6Enabled() && !seen[k] {
 			seen[k] = true
 			bs = append(bs, openflow.NewFlow(EgressDefaultRule, prioPolicyDrop).Cookie(c).

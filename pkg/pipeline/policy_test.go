@@ -301,7 +301,9 @@ func TestPolicyValidationAndRollback(t *testing.T) {
 	}{
 		{"zero ID", PolicyRule{Direction: Ingress, Pods: []LocalPod{podA}}, "reserved"},
 		{"no direction", PolicyRule{ID: 1, Pods: []LocalPod{podA}}, "invalid direction"},
-		{"IPv6 peer", PolicyRule{ID: 1, Direction: Egress, Pods: []LocalPod{podA}, Peers: []*net.IPNet{cidr(t, "fd00::/64")}}, "not an IPv4"},
+		{"nil peer", PolicyRule{ID: 1, Direction: Egress, Pods: []LocalPod{podA}, Peers: []*net.IPNet{nil}}, "not an IP network"},
+		{"IPv6 peer with an IPv4 mask", PolicyRule{ID: 1, Direction: Egress, Pods: []LocalPod{podA},
+			Peers: []*net.IPNet{{IP: net.ParseIP("fd00::"), Mask: net.CIDRMask(24, 32)}}}, "invalid peer mask"},
 		{"bad protocol", PolicyRule{ID: 1, Direction: Egress, Pods: []LocalPod{podA}, Ports: []PortRange{{Protocol: 1}}}, "unsupported protocol"},
 		{"reversed range", PolicyRule{ID: 1, Direction: Egress, Pods: []LocalPod{podA}, Ports: []PortRange{{Protocol: ProtocolTCP, From: 90, To: 80}}}, "empty"},
 		{"ingress pod without port", PolicyRule{ID: 1, Direction: Ingress, Pods: []LocalPod{{IP: podA.IP}}}, "without OpenFlow port"},
@@ -371,4 +373,189 @@ func TestPolicyFlowCount(t *testing.T) {
 	if len(flows) != 151 {
 		t.Fatalf("%d flows for 50 pods, 50 peers, 50 ports, want 151", len(flows))
 	}
+}
+
+// TestPolicyFlowsDualStack renders rules with IPv6 peers (and any peer) on
+// a dual-stack pipeline: the IPv4 flows are those of TestPolicyFlows, the
+// ipv6 twins join the same clauses (goldens policy-*-dualstack.flows).
+func TestPolicyFlowsDualStack(t *testing.T) {
+	tests := []struct {
+		name   string
+		golden string
+		change PolicyChange
+	}{
+		{"ingress from IPv4 and IPv6 peers on ports", "policy-ingress-dualstack.flows", PolicyChange{Upsert: []PolicyRule{{
+			ID: 1, Name: "ns1/web/ingress/0", Direction: Ingress, Pods: []LocalPod{podA, podB},
+			Peers: []*net.IPNet{cidr(t, "10.10.0.7/32"), cidr(t, "10.10.1.0/24"), cidr(t, "fd00:10:10::7/128"), cidr(t, "fd00:10:11::/64")},
+			Ports: []PortRange{{Protocol: ProtocolTCP, From: 80}, {Protocol: ProtocolUDP, From: 8080, To: 8083}, {Protocol: ProtocolSCTP}},
+		}}, Isolation: &Isolation{Ingress: []LocalPod{podA, podB}}}},
+		{"egress to an IPv6 block only; egress allow-all", "policy-egress-dualstack.flows", PolicyChange{Upsert: []PolicyRule{
+			{ID: 2, Name: "ns1/db/egress/0", Direction: Egress, Pods: []LocalPod{podA},
+				Peers: []*net.IPNet{cidr(t, "fd00:20::8000:0:0:0/65")}, Ports: []PortRange{{Protocol: ProtocolTCP, From: 443}}},
+			{ID: 3, Name: "ns1/all/egress/0", Direction: Egress, Pods: []LocalPod{podB}},
+		}, Isolation: &Isolation{Egress: []LocalPod{podA, podB}}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			sw := &fakeSwitch{owners: map[string][]*openflow.Flow{}}
+			p, err := New(sw, dualStackConfig(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := p.ApplyPolicy(context.Background(), tc.change); err != nil {
+				t.Fatal(err)
+			}
+			flows, err := p.PolicyFlows()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := render(flows)
+			golden(t, tc.golden, got)
+			// The same flows the switch got.
+			if sw := strings.Join(renderSwitch(sw, "policy/"), "\n"); sw != strings.Join(slices.Sorted(slices.Values(strings.Split(strings.TrimSpace(got), "\n"))), "\n") {
+				t.Fatalf("switch flows differ from PolicyFlows:\n%s\nvs\n%s", sw, got)
+			}
+		})
+	}
+}
+
+// TestPolicyIPv6Families: which family's flows a rule gets, on an IPv4-only
+// and a dual-stack pipeline; the IPv4 flows of a rule never change with
+// IPv6 (same as on the IPv4-only pipeline).
+func TestPolicyIPv6Families(t *testing.T) {
+	v4, v6 := cidr(t, "10.10.0.7/32"), cidr(t, "fd00:10:10::7/128")
+	tcp80 := []PortRange{{Protocol: ProtocolTCP, From: 80}}
+	tests := []struct {
+		name        string
+		rule        PolicyRule
+		ipv4Only    int // flows on the IPv4-only pipeline
+		dual, dual6 int // flows on the dual-stack pipeline, of them IPv6
+	}{
+		{"IPv4 peer only", PolicyRule{Direction: Ingress, Pods: []LocalPod{podA}, Peers: []*net.IPNet{v4}, Ports: tcp80}, 4, 4, 0},
+		{"IPv6 peer only", PolicyRule{Direction: Ingress, Pods: []LocalPod{podA}, Peers: []*net.IPNet{v6}, Ports: tcp80}, 0, 4, 3},
+		{"both", PolicyRule{Direction: Egress, Pods: []LocalPod{podA}, Peers: []*net.IPNet{v4, v6}, Ports: tcp80}, 4, 7, 3},
+		{"any peer", PolicyRule{Direction: Egress, Pods: []LocalPod{podA}, Ports: tcp80}, 3, 5, 2},
+		{"any peer, any port (plain)", PolicyRule{Direction: Ingress, Pods: []LocalPod{podA}}, 1, 2, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.rule.ID = 9
+			var v4Flows string
+			for i, cfg := range []Config{testConfig(t), dualStackConfig(t)} {
+				p, err := New(&fakeSwitch{owners: map[string][]*openflow.Flow{}}, cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := p.ApplyPolicy(context.Background(), PolicyChange{Upsert: []PolicyRule{tc.rule}}); err != nil {
+					t.Fatal(err)
+				}
+				flows, _ := p.PolicyFlows()
+				var n6 int
+				var four []string
+				for _, l := range strings.Split(strings.TrimSpace(render(flows)), "\n") {
+					if l == "" {
+						continue
+					}
+					if strings.Contains(l, "ipv6") || strings.Contains(l, "tcp6") {
+						n6++
+					} else {
+						four = append(four, l)
+					}
+				}
+				if i == 0 {
+					if len(flows) != tc.ipv4Only || n6 != 0 {
+						t.Fatalf("IPv4-only pipeline: %d flows (%d IPv6), want %d:\n%s", len(flows), n6, tc.ipv4Only, render(flows))
+					}
+					v4Flows = strings.Join(four, "\n")
+					continue
+				}
+				if len(flows) != tc.dual || n6 != tc.dual6 {
+					t.Fatalf("dual-stack pipeline: %d flows (%d IPv6), want %d (%d):\n%s", len(flows), n6, tc.dual, tc.dual6, render(flows))
+				}
+				if tc.ipv4Only > 0 && strings.Join(four, "\n") != v4Flows {
+					t.Fatalf("IPv4 flows differ:\n%s\nvs\n%s", strings.Join(four, "\n"), v4Flows)
+				}
+			}
+		})
+	}
+	t.Run("egress IPv6 needs the pod's port", func(t *testing.T) {
+		p, err := New(&fakeSwitch{owners: map[string][]*openflow.Flow{}}, dualStackConfig(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := PolicyRule{ID: 1, Direction: Egress, Pods: []LocalPod{{IP: podA.IP}}, Peers: []*net.IPNet{v6}}
+		if err := p.ApplyPolicy(context.Background(), PolicyChange{Upsert: []PolicyRule{r}}); err == nil ||
+			!strings.Contains(err.Error(), "without OpenFlow port") {
+			t.Fatalf("got %v", err)
+		}
+	})
+}
+
+// TestPolicyMergingDualStack: rules of both families share clause flows;
+// removing them in any order leaves the flows a fresh pipeline has for the
+// rules left, and nothing at the end.
+func TestPolicyMergingDualStack(t *testing.T) {
+	v4, v6 := cidr(t, "10.10.0.7/32"), cidr(t, "fd00:10:10::7/128")
+	tcp80 := []PortRange{{Protocol: ProtocolTCP, From: 80}}
+	rules := []PolicyRule{
+		{ID: 1, Direction: Ingress, Pods: []LocalPod{podA}, Peers: []*net.IPNet{v4}, Ports: tcp80},
+		{ID: 2, Direction: Ingress, Pods: []LocalPod{podA, podB}, Peers: []*net.IPNet{v6}, Ports: tcp80},
+		{ID: 3, Direction: Ingress, Pods: []LocalPod{podA}, Peers: []*net.IPNet{v4, v6}},
+		{ID: 4, Direction: Ingress, Pods: []LocalPod{podB}},
+		{ID: 5, Direction: Egress, Pods: []LocalPod{podA}, Peers: []*net.IPNet{v6}, Ports: tcp80},
+		{ID: 6, Direction: Egress, Pods: []LocalPod{podA}, Ports: tcp80},
+	}
+	fresh := func(rs []PolicyRule) string {
+		p, err := New(&fakeSwitch{owners: map[string][]*openflow.Flow{}}, dualStackConfig(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rs) > 0 {
+			if err := p.ApplyPolicy(context.Background(), PolicyChange{Upsert: rs}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		f, _ := p.PolicyFlows()
+		return render(f)
+	}
+	for _, order := range [][]int{{0, 1, 2, 3, 4, 5}, {5, 3, 1, 0, 2, 4}, {2, 4, 0, 5, 1, 3}} {
+		sw := &fakeSwitch{owners: map[string][]*openflow.Flow{}}
+		p, err := New(sw, dualStackConfig(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rules {
+			if err := p.ApplyPolicy(context.Background(), PolicyChange{Upsert: []PolicyRule{r}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := fresh(rules); got != render(must(p.PolicyFlows())) {
+			t.Fatalf("incremental != fresh:\n%s\nvs\n%s", render(must(p.PolicyFlows())), got)
+		}
+		left := slices.Clone(rules)
+		for _, i := range order {
+			if err := p.ApplyPolicy(context.Background(), PolicyChange{Delete: []uint32{rules[i].ID}}); err != nil {
+				t.Fatal(err)
+			}
+			left = slices.DeleteFunc(left, func(r PolicyRule) bool { return r.ID == rules[i].ID })
+			if got, want := render(must(p.PolicyFlows())), fresh(left); got != want {
+				t.Fatalf("order %v, after deleting %d:\n%s\nwant\n%s", order, rules[i].ID, got, want)
+			}
+			sws := strings.Join(renderSwitch(sw, "policy/"), "\n")
+			want := strings.Join(slices.Sorted(slices.Values(strings.Split(strings.TrimSpace(render(must(p.PolicyFlows()))), "\n"))), "\n")
+			if sws != want && !(sws == "" && want == "") {
+				t.Fatalf("order %v, after deleting %d: switch\n%s\nwant\n%s", order, rules[i].ID, sws, want)
+			}
+		}
+		if n := len(p.policy.matches); n != 0 {
+			t.Fatalf("%d matches left", n)
+		}
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }
