@@ -3,6 +3,7 @@ package policy
 import (
 	"encoding/binary"
 	"net"
+	"net/netip"
 	"slices"
 )
 
@@ -111,4 +112,63 @@ func comparePrefixes(x, y prefix) int {
 		return 1
 	}
 	return x.bits - y.bits
+}
+
+// subtractCIDRs6 is subtractCIDRs for IPv6: base minus every IPv6 CIDR in
+// except as disjoint CIDRs in address order (16-byte IPs, 128-bit masks).
+// Non-IPv6 exceptions and exceptions outside base are ignored; a non-IPv6
+// base yields nil. Same halving as the IPv4 version, on netip.Prefix.
+func subtractCIDRs6(base *net.IPNet, except []*net.IPNet) []*net.IPNet {
+	b, ok := toPrefix6(base)
+	if !ok {
+		return nil
+	}
+	var ex []netip.Prefix
+	for _, en := range except {
+		if e, ok := toPrefix6(en); ok && (contains6(b, e) || contains6(e, b)) {
+			ex = append(ex, e)
+		}
+	}
+	slices.SortFunc(ex, func(x, y netip.Prefix) int {
+		if c := x.Addr().Compare(y.Addr()); c != 0 {
+			return c
+		}
+		return x.Bits() - y.Bits()
+	})
+	return subtractSorted6(b, ex, make([]*net.IPNet, 0))
+}
+
+// toPrefix6 converts an IPv6 (not IPv4-mapped) net.IPNet, host bits
+// cleared.
+func toPrefix6(n *net.IPNet) (netip.Prefix, bool) {
+	if n == nil || n.IP.To4() != nil || len(n.IP) != net.IPv6len {
+		return netip.Prefix{}, false
+	}
+	ones, bits := n.Mask.Size()
+	if bits != 128 {
+		return netip.Prefix{}, false
+	}
+	return netip.PrefixFrom(netip.AddrFrom16([16]byte(n.IP)), ones).Masked(), true
+}
+
+// contains6 reports whether q lies within p.
+func contains6(p, q netip.Prefix) bool { return q.Bits() >= p.Bits() && p.Contains(q.Addr()) }
+
+func subtractSorted6(blk netip.Prefix, ex []netip.Prefix, out []*net.IPNet) []*net.IPNet {
+	if len(ex) == 0 {
+		return append(out, &net.IPNet{IP: blk.Addr().AsSlice(), Mask: net.CIDRMask(blk.Bits(), 128)})
+	}
+	for _, e := range ex {
+		if contains6(e, blk) {
+			return out
+		}
+	}
+	bits := blk.Bits()
+	a := blk.Addr().As16()
+	lo := netip.PrefixFrom(blk.Addr(), bits+1)
+	a[bits/8] |= 0x80 >> (bits % 8)
+	hi := netip.PrefixFrom(netip.AddrFrom16(a), bits+1)
+	n, _ := slices.BinarySearchFunc(ex, hi.Addr(), func(e netip.Prefix, t netip.Addr) int { return e.Addr().Compare(t) })
+	out = subtractSorted6(lo, ex[:n], out)
+	return subtractSorted6(hi, ex[n:], out)
 }

@@ -93,3 +93,53 @@ func TestSubtractCIDRs(t *testing.T) {
 		})
 	}
 }
+
+func TestSubtractCIDRs6(t *testing.T) {
+	tests := []struct {
+		name   string
+		base   string
+		except []string
+		want   []string
+	}{
+		{"no except", "fd00::/48", nil, []string{"fd00::/48"}},
+		{"host bits cleared", "fd00::1:2:3/64", nil, []string{"fd00::/64"}},
+		{"one half", "fd00::/64", []string{"fd00::/65"}, []string{"fd00::8000:0:0:0/65"}},
+		{"deep", "fd00::/120", []string{"fd00::/122"}, []string{"fd00::40/122", "fd00::80/121"}},
+		{"single host", "fd00::/126", []string{"fd00::2/128"}, []string{"fd00::/127", "fd00::3/128"}},
+		{"two exceptions, out of order", "fd00::/120", []string{"fd00::c0/122", "fd00::/122"},
+			[]string{"fd00::40/122", "fd00::80/122"}},
+		{"byte boundary", "fd00::/64", []string{"fd00:0:0:0:ff00::/72"},
+			[]string{"fd00::/65", "fd00::8000:0:0:0/66", "fd00::c000:0:0:0/67", "fd00::e000:0:0:0/68",
+				"fd00::f000:0:0:0/69", "fd00::f800:0:0:0/70", "fd00::fc00:0:0:0/71", "fd00::fe00:0:0:0/72"}},
+		{"except everything", "fd00::/64", []string{"fd00::/16"}, []string{}},
+		{"except outside", "fd00::/64", []string{"fd01::/64"}, []string{"fd00::/64"}},
+		{"ipv4 except ignored", "fd00::/64", []string{"10.0.0.0/8"}, []string{"fd00::/64"}},
+		{"all addresses", "::/0", []string{"8000::/1"}, []string{"::/1"}},
+		{"ipv4 base", "10.0.0.0/8", nil, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var except []*net.IPNet
+			for _, e := range tc.except {
+				except = append(except, mustCIDR(t, e))
+			}
+			got := subtractCIDRs6(mustCIDR(t, tc.base), except)
+			if tc.want == nil {
+				if got != nil {
+					t.Fatalf("got %v, want nil", got)
+				}
+				return
+			}
+			gotS := []string{}
+			for _, n := range got {
+				if len(n.IP) != 16 || len(n.Mask) != 16 {
+					t.Fatalf("%v: not in 16-byte form", n)
+				}
+				gotS = append(gotS, n.String())
+			}
+			if !slices.Equal(gotS, tc.want) {
+				t.Fatalf("got %v, want %v", gotS, tc.want)
+			}
+		})
+	}
+}

@@ -410,7 +410,7 @@ func (c *Controller) warn(policyKey string, warnings []string) {
 	}
 	for _, w := range warnings {
 		c.log.Info("NetworkPolicy partly ignored", "policy", policyKey, "reason", w)
-		c.event(np, corev1.EventTypeWarning, "IPv6IPBlockIgnored", w)
+		c.event(np, corev1.EventTypeWarning, "IPBlockExceptIgnored", w)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"sort"
 	"strconv"
@@ -25,7 +26,10 @@ type podInfo struct {
 	labels          labels.Set
 	// ip is the pod's IPv4 address; nil for a pod that takes no part in
 	// policy (no IPv4 address yet, terminated, or host network).
-	ip     net.IP
+	ip net.IP
+	// ip6 is the pod's IPv6 address on a dual-stack cluster, the zero Addr
+	// if it has none (24 bytes inline, no allocation of its own).
+	ip6    netip.Addr
 	local  bool   // spec.nodeName is this node
 	ofport uint32 // local pods: the OpenFlow port, 0 while unknown
 	ports  []containerPort
@@ -49,7 +53,7 @@ func (p *podInfo) equal(q *podInfo) bool {
 	if p == nil || q == nil {
 		return p == q
 	}
-	return p.namespace == q.namespace && p.name == q.name && p.ip.Equal(q.ip) && p.local == q.local &&
+	return p.namespace == q.namespace && p.name == q.name && p.ip.Equal(q.ip) && p.ip6 == q.ip6 && p.local == q.local &&
 		p.ofport == q.ofport && labels.Equals(p.labels, q.labels) && slices.Equal(p.ports, q.ports)
 }
 
@@ -65,6 +69,9 @@ func newPodInfo(pod *corev1.Pod, node string, ofport uint32) *podInfo {
 		return pi
 	}
 	pi.ip = podIPv4(pod)
+	if pi.ip != nil {
+		pi.ip6 = podIPv6(pod)
+	}
 	for _, c := range pod.Spec.Containers {
 		for _, cp := range c.Ports {
 			if cp.Name == "" || cp.ContainerPort <= 0 || cp.ContainerPort > 65535 {
@@ -94,6 +101,20 @@ func podIPv4(pod *corev1.Pod) net.IP {
 	return nil
 }
 
+// podIPv6 returns the pod's IPv6 address (Pod.status.podIPs), the zero
+// Addr if it has none.
+func podIPv6(pod *corev1.Pod) netip.Addr {
+	for _, ip := range pod.Status.PodIPs {
+		if a, err := netip.ParseAddr(ip.IP); err == nil && a.Is6() && !a.Is4In6() && a.Zone() == "" {
+			return a
+		}
+	}
+	if a, err := netip.ParseAddr(pod.Status.PodIP); err == nil && a.Is6() && !a.Is4In6() && a.Zone() == "" {
+		return a
+	}
+	return netip.Addr{}
+}
+
 func protocolOf(p corev1.Protocol) (pipeline.Protocol, bool) {
 	switch p {
 	case "", corev1.ProtocolTCP:
@@ -112,7 +133,8 @@ type compiledPolicy struct {
 	podSel                    labels.Selector
 	ingress, egress           bool // policy types
 	rules                     []compiledRule
-	// warnings are problems found while compiling (IPv6 ipBlocks).
+	// warnings are problems found while compiling (ipBlock excepts that
+	// cannot apply: other address family, outside the block).
 	warnings []string
 	// peers is which pods the peer selectors can reach (for the index).
 	peers peerScope
@@ -222,20 +244,32 @@ func (cp *compiledPolicy) compileRule(dir pipeline.Direction, index int, peers [
 			if err != nil {
 				return cr, fmt.Errorf("%s: ipBlock %q: %w", where, p.IPBlock.CIDR, err)
 			}
-			if base.IP.To4() == nil {
-				cp.warnings = append(cp.warnings, fmt.Sprintf("%s: IPv6 ipBlock %s ignored (Weir is IPv4-only)",
-					where, p.IPBlock.CIDR))
-				continue
-			}
 			var except []*net.IPNet
+			var otherFamily []string
 			for _, e := range p.IPBlock.Except {
 				_, en, err := net.ParseCIDR(e)
 				if err != nil {
 					return cr, fmt.Errorf("%s: ipBlock except %q: %w", where, e, err)
 				}
+				if (en.IP.To4() == nil) != (base.IP.To4() == nil) {
+					otherFamily = append(otherFamily, e)
+					continue
+				}
 				except = append(except, en)
 			}
-			cr.peers = append(cr.peers, compiledPeer{ipBlock: true, blocks: subtractCIDRs(base, except)})
+			if len(otherFamily) > 0 {
+				// The API server rejects these (an except must lie in
+				// the block); one that got past it excepts nothing.
+				cp.warnings = append(cp.warnings, fmt.Sprintf("%s: ipBlock %s: %d except(s) of the other address family ignored: %s",
+					where, p.IPBlock.CIDR, len(otherFamily), strings.Join(otherFamily[:min(len(otherFamily), 3)], ", ")))
+			}
+			var blocks []*net.IPNet
+			if base.IP.To4() != nil {
+				blocks = subtractCIDRs(base, except)
+			} else {
+				blocks = subtractCIDRs6(base, except)
+			}
+			cr.peers = append(cr.peers, compiledPeer{ipBlock: true, blocks: blocks})
 			continue
 		}
 		var cpe compiledPeer
@@ -470,7 +504,7 @@ func (m *Model) Dirty() int { return len(m.dirty) }
 type Plan struct {
 	Change pipeline.PolicyChange
 	// Warnings are per policy key the problems found in recomputed
-	// policies (IPv6 ipBlocks ignored).
+	// policies (ipBlock excepts of the other address family ignored).
 	Warnings map[string][]string
 
 	results   map[string]*policyResult // recomputed policies (nil: gone)
@@ -709,6 +743,9 @@ func (m *Model) computeRule(cp *compiledPolicy, r *compiledRule, targets []*podI
 		ps := make([]*net.IPNet, 0, len(pods)+len(blocks))
 		for _, p := range pods {
 			ps = append(ps, &net.IPNet{IP: p.ip, Mask: net.CIDRMask(32, 32)})
+			if p.ip6.IsValid() {
+				ps = append(ps, &net.IPNet{IP: p.ip6.AsSlice(), Mask: net.CIDRMask(128, 128)})
+			}
 		}
 		ps = append(ps, blocks...)
 		return normPeers(ps)
@@ -854,7 +891,8 @@ func portsKey(ps []pipeline.PortRange) string {
 	return b.String()
 }
 
-// normPeers sorts and deduplicates peers (IPv4 CIDRs) in 4-byte form.
+// normPeers sorts and deduplicates peers in 4-byte (IPv4) or 16-byte
+// (IPv6) form, IPv4 first.
 func normPeers(ps []*net.IPNet) []*net.IPNet {
 	for i, p := range ps {
 		if ip4 := p.IP.To4(); ip4 != nil && len(p.IP) != 4 {
@@ -862,6 +900,9 @@ func normPeers(ps []*net.IPNet) []*net.IPNet {
 		}
 	}
 	slices.SortFunc(ps, func(a, b *net.IPNet) int {
+		if len(a.IP) != len(b.IP) {
+			return len(a.IP) - len(b.IP)
+		}
 		if c := bytes.Compare(a.IP, b.IP); c != 0 {
 			return c
 		}

@@ -124,6 +124,7 @@ func renderIsolation(iso pipeline.Isolation) string {
 // ("" = other node), ofport (local), named ports "name:proto:port".
 type tpod struct {
 	ns, name, labels, ip string
+	ip6                  string // IPv6 address beside ip (status.podIPs)
 	local                bool
 	ofport               uint32
 	ports                []string
@@ -149,6 +150,15 @@ func (p tpod) pod() *corev1.Pod {
 		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: p.ip}}
 	if p.phase != "" {
 		pod.Status.Phase = p.phase
+	}
+	if p.ip6 != "" {
+		if p.ip != "" {
+			pod.Status.PodIPs = append(pod.Status.PodIPs, corev1.PodIP{IP: p.ip})
+		}
+		pod.Status.PodIPs = append(pod.Status.PodIPs, corev1.PodIP{IP: p.ip6})
+		if p.ip == "" {
+			pod.Status.PodIP = p.ip6
+		}
 	}
 	if p.local {
 		pod.Spec.NodeName = testNode
@@ -312,16 +322,22 @@ func TestCompute(t *testing.T) {
 			policy("a", "p", networkingv1.NetworkPolicySpec{PodSelector: *sel("app=db"),
 				Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{
 					{PodSelector: sel("app=none")}}}}})}, nil, "in=[13] eg=[]"},
-		{"ipBlock with except, IPv6 block skipped", []*networkingv1.NetworkPolicy{
+		{"ipBlocks with except, both families", []*networkingv1.NetworkPolicy{
 			policy("a", "p", networkingv1.NetworkPolicySpec{PodSelector: *sel("app=db"), PolicyTypes: egress,
 				Egress: []networkingv1.NetworkPolicyEgressRule{{To: []networkingv1.NetworkPolicyPeer{
-					{IPBlock: &networkingv1.IPBlock{CIDR: "172.16.0.0/16", Except: []string{"172.16.0.0/17", "172.16.192.0/18"}}},
+					{IPBlock: &networkingv1.IPBlock{CIDR: "fd00::/64", Except: []string{"fd00::/65", "fd00::c000:0:0:0/66"}}},
+					{IPBlock: &networkingv1.IPBlock{CIDR: "172.16.0.0/16", Except: []string{"172.16.0.0/17", "172.16.192.0/18"}}}}}}})},
+			[]string{"a/p/egress/0 pods=[13] peers=[172.16.128.0/18 fd00::8000:0:0:0/66] ports=any"}, "in=[] eg=[13]"},
+		{"only an IPv6 block", []*networkingv1.NetworkPolicy{
+			policy("a", "p", networkingv1.NetworkPolicySpec{PodSelector: *sel("app=db"), PolicyTypes: egress,
+				Egress: []networkingv1.NetworkPolicyEgressRule{{To: []networkingv1.NetworkPolicyPeer{
 					{IPBlock: &networkingv1.IPBlock{CIDR: "fd00::/64"}}}}}})},
-			[]string{"a/p/egress/0 pods=[13] peers=[172.16.128.0/18] ports=any"}, "in=[] eg=[13]"},
-		{"only an IPv6 block: rule matches nothing", []*networkingv1.NetworkPolicy{
+			[]string{"a/p/egress/0 pods=[13] peers=[fd00::/64] ports=any"}, "in=[] eg=[13]"},
+		{"IPv6 block excepted whole: rule matches nothing", []*networkingv1.NetworkPolicy{
 			policy("a", "p", networkingv1.NetworkPolicySpec{PodSelector: *sel("app=db"), PolicyTypes: egress,
 				Egress: []networkingv1.NetworkPolicyEgressRule{{To: []networkingv1.NetworkPolicyPeer{
-					{IPBlock: &networkingv1.IPBlock{CIDR: "fd00::/64"}}}}}})}, nil, "in=[] eg=[13]"},
+					{IPBlock: &networkingv1.IPBlock{CIDR: "fd00::/64", Except: []string{"fd00::/64"}}}}}}})},
+			nil, "in=[] eg=[13]"},
 		{"numeric ports, protocols, ranges, protocol only", []*networkingv1.NetworkPolicy{
 			policy("a", "p", networkingv1.NetworkPolicySpec{PodSelector: *sel("app=db"),
 				Ingress: []networkingv1.NetworkPolicyIngressRule{{Ports: []networkingv1.NetworkPolicyPort{
@@ -413,10 +429,14 @@ func TestCompute(t *testing.T) {
 	}
 }
 
-func TestIPv6Warning(t *testing.T) {
+func TestIPBlockExceptWarning(t *testing.T) {
+	// An except of the other address family (the API server rejects it)
+	// is ignored with one warning per ipBlock; IPv6 blocks themselves are
+	// resolved, without warning.
 	np := policy("a", "p", networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress},
 		Egress: []networkingv1.NetworkPolicyEgressRule{{To: []networkingv1.NetworkPolicyPeer{
-			{IPBlock: &networkingv1.IPBlock{CIDR: "fd00::/64"}}}}}})
+			{IPBlock: &networkingv1.IPBlock{CIDR: "fd00::/64", Except: []string{"fd00::/65"}}},
+			{IPBlock: &networkingv1.IPBlock{CIDR: "10.0.0.0/8", Except: []string{"fd00::/66", "10.0.0.0/9", "fd01::/64"}}}}}}})
 	m := NewModel(testNode)
 	if err := m.SetPolicy("a/p", np); err != nil {
 		t.Fatal(err)
@@ -425,7 +445,11 @@ func TestIPv6Warning(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ws := plan.Warnings["a/p"]; len(ws) != 1 || !strings.Contains(ws[0], "IPv6 ipBlock fd00::/64 ignored") {
+	if ws := plan.Warnings["a/p"]; len(ws) != 1 ||
+		!strings.Contains(ws[0], "ipBlock 10.0.0.0/8: 2 except(s) of the other address family ignored: fd00::/66, fd01::/64") {
+		t.Fatalf("warnings %q", plan.Warnings)
+	}
+	if ws := plan.Warnings["a/p"]; strings.Contains(ws[0], "10.0.0.0/9") {
 		t.Fatalf("warnings %q", plan.Warnings)
 	}
 }
@@ -610,5 +634,52 @@ func TestIsolationIndex(t *testing.T) {
 	w.flush()
 	if got := w.m.IsolationIndex()[pipeline.Ingress][11]; got != nil {
 		t.Errorf("after deleting a/deny-all, ofport 11 ingress isolated by %v", got)
+	}
+}
+
+// TestComputeDualStack: peer pods contribute both of their addresses;
+// a pod with only an IPv6 address takes no part (pods need IPv4); a change
+// of only the IPv6 address updates the rule.
+func TestComputeDualStack(t *testing.T) {
+	pods := []tpod{
+		{ns: "a", name: "db", labels: "app=db", ip: "10.0.0.3", ip6: "fd00:10::3", local: true, ofport: 13},
+		{ns: "a", name: "web", labels: "app=web", ip: "10.0.1.1", ip6: "fd00:10::1:1"},
+		{ns: "a", name: "web4", labels: "app=web", ip: "10.0.1.2"},
+		{ns: "a", name: "web6", labels: "app=web", ip6: "fd00:10::1:3"},
+		{ns: "a", name: "mapped", labels: "app=web", ip: "10.0.1.4", ip6: "::ffff:10.0.1.4"},
+	}
+	np := policy("a", "p", networkingv1.NetworkPolicySpec{PodSelector: *sel("app=db"),
+		Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{PodSelector: sel("app=web")}},
+			Ports: []networkingv1.NetworkPolicyPort{port("TCP", 80)}}}})
+	w := newWorld(t, []string{"a"}, pods, []*networkingv1.NetworkPolicy{np})
+	want := []string{"a/p/ingress/0 pods=[13] peers=[10.0.1.1/32 10.0.1.2/32 10.0.1.4/32 fd00:10::1:1/128] ports=[6:80-80]"}
+	if got := w.f.render(); !slices.Equal(got, want) {
+		t.Fatalf("rules %q, want %q", got, want)
+	}
+	for _, r := range w.f.rules {
+		for _, p := range r.Peers {
+			if ones, bits := p.Mask.Size(); len(p.IP)*8 != bits || (bits == 128) != (p.IP.To4() == nil) || ones != bits {
+				t.Fatalf("peer %v: IP %d bytes, mask %d/%d", p, len(p.IP), ones, bits)
+			}
+		}
+	}
+	// Only the IPv6 address changes: the rule follows.
+	w.setPod(tpod{ns: "a", name: "web", labels: "app=web", ip: "10.0.1.1", ip6: "fd00:10::1:9"})
+	w.flush()
+	want = []string{"a/p/ingress/0 pods=[13] peers=[10.0.1.1/32 10.0.1.2/32 10.0.1.4/32 fd00:10::1:9/128] ports=[6:80-80]"}
+	if got := w.f.render(); !slices.Equal(got, want) {
+		t.Fatalf("after the IPv6 change: rules %q, want %q", got, want)
+	}
+	// Egress to web on its named port resolves on the peer with both IPs.
+	np2 := policy("a", "e", networkingv1.NetworkPolicySpec{PodSelector: *sel("app=db"),
+		PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress},
+		Egress: []networkingv1.NetworkPolicyEgressRule{{To: []networkingv1.NetworkPolicyPeer{{PodSelector: sel("app=web")},
+			{IPBlock: &networkingv1.IPBlock{CIDR: "fd00:20::/64", Except: []string{"fd00:20::/65"}}}}}}})
+	w.setPolicy(np2)
+	w.flush()
+	want = append(want, "a/e/egress/0 pods=[13] peers=[10.0.1.1/32 10.0.1.2/32 10.0.1.4/32 fd00:10::1:9/128 fd00:20:0:0:8000::/65] ports=any")
+	sort.Strings(want)
+	if got := w.f.render(); !slices.Equal(got, want) {
+		t.Fatalf("with the egress policy: rules %q, want %q", got, want)
 	}
 }
