@@ -21,18 +21,40 @@ import (
 )
 
 // podInfo is what the model keeps of a Pod.
+//
+// The addresses are kept inline as arrays (96 bytes in all, as when only
+// an IPv4 net.IP was kept): ip() and ipv6() slice them, so the rules'
+// net.IPs share the podInfo's memory instead of allocating. (A realized
+// rule that did not change therefore keeps the podInfo it was computed
+// from alive, at most one older version per peer and rule, until it does.)
 type podInfo struct {
 	namespace, name string
 	labels          labels.Set
-	// ip is the pod's IPv4 address; nil for a pod that takes no part in
-	// policy (no IPv4 address yet, terminated, or host network).
-	ip net.IP
-	// ip6 is the pod's IPv6 address on a dual-stack cluster, the zero Addr
-	// if it has none (24 bytes inline, no allocation of its own).
-	ip6    netip.Addr
-	local  bool   // spec.nodeName is this node
-	ofport uint32 // local pods: the OpenFlow port, 0 while unknown
-	ports  []containerPort
+	ports           []containerPort
+	ofport          uint32 // local pods: the OpenFlow port, 0 while unknown
+	ip4             [4]byte
+	ip6             [16]byte
+	// hasIP: the pod has an IPv4 address (ip4); false for a pod that takes
+	// no part in policy (no IPv4 address yet, terminated, or host network).
+	hasIP bool
+	has6  bool // the pod also has an IPv6 address (ip6)
+	local bool // spec.nodeName is this node
+}
+
+// ip returns the pod's IPv4 address (4 bytes), nil if it has none.
+func (p *podInfo) ip() net.IP {
+	if !p.hasIP {
+		return nil
+	}
+	return p.ip4[:]
+}
+
+// ipv6 returns the pod's IPv6 address (16 bytes), nil if it has none.
+func (p *podInfo) ipv6() net.IP {
+	if !p.has6 {
+		return nil
+	}
+	return p.ip6[:]
 }
 
 type containerPort struct {
@@ -44,7 +66,7 @@ type containerPort struct {
 func (p *podInfo) key() string { return p.namespace + "/" + p.name }
 
 // eligible reports whether the pod takes part in policy at all.
-func (p *podInfo) eligible() bool { return p != nil && p.ip != nil }
+func (p *podInfo) eligible() bool { return p != nil && p.hasIP }
 
 // target reports whether the pod can be a target ("appliedTo") on this node.
 func (p *podInfo) target() bool { return p.eligible() && p.local && p.ofport != 0 }
@@ -53,7 +75,8 @@ func (p *podInfo) equal(q *podInfo) bool {
 	if p == nil || q == nil {
 		return p == q
 	}
-	return p.namespace == q.namespace && p.name == q.name && p.ip.Equal(q.ip) && p.ip6 == q.ip6 && p.local == q.local &&
+	return p.namespace == q.namespace && p.name == q.name && p.hasIP == q.hasIP && p.ip4 == q.ip4 &&
+		p.has6 == q.has6 && p.ip6 == q.ip6 && p.local == q.local &&
 		p.ofport == q.ofport && labels.Equals(p.labels, q.labels) && slices.Equal(p.ports, q.ports)
 }
 
@@ -68,9 +91,11 @@ func newPodInfo(pod *corev1.Pod, node string, ofport uint32) *podInfo {
 	if pod.Spec.HostNetwork || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 		return pi
 	}
-	pi.ip = podIPv4(pod)
-	if pi.ip != nil {
-		pi.ip6 = podIPv6(pod)
+	if ip := podIPv4(pod); ip != nil {
+		pi.hasIP, pi.ip4 = true, [4]byte(ip)
+		if a := podIPv6(pod); a.IsValid() {
+			pi.has6, pi.ip6 = true, a.As16()
+		}
 	}
 	for _, c := range pod.Spec.Containers {
 		for _, cp := range c.Ports {
@@ -104,12 +129,19 @@ func podIPv4(pod *corev1.Pod) net.IP {
 // podIPv6 returns the pod's IPv6 address (Pod.status.podIPs), the zero
 // Addr if it has none.
 func podIPv6(pod *corev1.Pod) netip.Addr {
+	parse := func(s string) (netip.Addr, bool) {
+		if !strings.Contains(s, ":") {
+			return netip.Addr{}, false // IPv4 or empty: not parsed twice
+		}
+		a, err := netip.ParseAddr(s)
+		return a, err == nil && a.Is6() && !a.Is4In6() && a.Zone() == ""
+	}
 	for _, ip := range pod.Status.PodIPs {
-		if a, err := netip.ParseAddr(ip.IP); err == nil && a.Is6() && !a.Is4In6() && a.Zone() == "" {
+		if a, ok := parse(ip.IP); ok {
 			return a
 		}
 	}
-	if a, err := netip.ParseAddr(pod.Status.PodIP); err == nil && a.Is6() && !a.Is4In6() && a.Zone() == "" {
+	if a, ok := parse(pod.Status.PodIP); ok {
 		return a
 	}
 	return netip.Addr{}
@@ -720,7 +752,7 @@ func (m *Model) computePolicy(cp *compiledPolicy) *policyResult {
 func localPods(ps []*podInfo) []pipeline.LocalPod {
 	out := make([]pipeline.LocalPod, len(ps))
 	for i, p := range ps {
-		out[i] = pipeline.LocalPod{IP: p.ip, OFPort: p.ofport}
+		out[i] = pipeline.LocalPod{IP: p.ip(), OFPort: p.ofport}
 	}
 	return out
 }
@@ -742,9 +774,9 @@ func (m *Model) computeRule(cp *compiledPolicy, r *compiledRule, targets []*podI
 	peersOf := func(pods []*podInfo, blocks []*net.IPNet) []*net.IPNet {
 		ps := make([]*net.IPNet, 0, len(pods)+len(blocks))
 		for _, p := range pods {
-			ps = append(ps, &net.IPNet{IP: p.ip, Mask: net.CIDRMask(32, 32)})
-			if p.ip6.IsValid() {
-				ps = append(ps, &net.IPNet{IP: p.ip6.AsSlice(), Mask: net.CIDRMask(128, 128)})
+			ps = append(ps, &net.IPNet{IP: p.ip(), Mask: net.CIDRMask(32, 32)})
+			if p.has6 {
+				ps = append(ps, &net.IPNet{IP: p.ipv6(), Mask: net.CIDRMask(128, 128)})
 			}
 		}
 		ps = append(ps, blocks...)
