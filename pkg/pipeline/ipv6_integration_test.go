@@ -340,8 +340,8 @@ except socket.timeout:
 			t.Errorf("node -> p1 without a static neighbour: %v: %s", err, out)
 		}
 	})
-	// Policy rules are IPv4-only so far: isolation must not leave IPv6
-	// open (fail closed), and lifting it restores IPv6.
+	// Isolation covers IPv6 too (the ipv6 default drops); with no allow
+	// rule an isolated pod has no IPv6, and lifting it restores IPv6.
 	t.Run("isolation drops IPv6 too", func(t *testing.T) {
 		iso := func(ingress, egress []pipeline.LocalPod) {
 			t.Helper()
