@@ -69,6 +69,8 @@ func (n *restoreNode) addPort(t *testing.T, name string, ofport int, ids map[str
 		args = append(args, "external_ids:"+k+"="+ids[k])
 	}
 	n.ovs.MustVsctl(t, args...)
+	// As after a restart: ovs-vswitchd has given the port its number.
+	n.ovs.MustVsctl(t, "--timeout=20", "wait-until", "Interface", name, "ofport="+strconv.Itoa(ofport))
 }
 
 func addrs(in ...string) []netip.Addr {

@@ -411,33 +411,7 @@ func TestOverlay(t *testing.T) {
 			// ...and with both pods' MTU raised by one, the underlay cannot
 			// carry it, until its MTU is raised by one too: the overhead is
 			// exactly GeneveOverhead.
-			setUnderlayMTU := func(mtu int) {
-				for _, n := range []*simNode{n1, n2} {
-					mustExec(t, n.ovs, "", "ip", "link", "set", nicName, "mtu", strconv.Itoa(mtu))
-				}
-			}
-			n1.setPodMTU(t, p11, n1.podMTU+1)
-			n2.setPodMTU(t, p21, n2.podMTU+1)
-			t.Cleanup(func() {
-				setUnderlayMTU(n1.podMTU + nodenet.GeneveOverhead)
-				n1.setPodMTU(t, p11, n1.podMTU)
-				n2.setPodMTU(t, p21, n2.podMTU)
-			})
-			if err := dfPing(payload+1, 1); err == nil {
-				t.Errorf("a %d-byte packet crossed a %d-byte underlay with %d bytes of Geneve overhead",
-					n1.podMTU+1, n1.podMTU+nodenet.GeneveOverhead, nodenet.GeneveOverhead)
-			}
-			// OVS drops it silently (no ICMP "fragmentation needed" to the
-			// pod), logging why.
-			if b, err := os.ReadFile(n1.ovs.Dir + "/ovs-vswitchd.log"); err == nil {
-				if m := regexp.MustCompile(`.*error sending .* on ` + nicName + `: Message too long`).Find(b); m != nil {
-					t.Logf("node1 ovs-vswitchd: %s", m)
-				}
-			}
-			setUnderlayMTU(n1.podMTU + nodenet.GeneveOverhead + 1)
-			if err := dfPing(payload+1, 2); err != nil {
-				t.Errorf("a %d-byte packet did not cross a %d-byte underlay: %v", n1.podMTU+1, n1.podMTU+nodenet.GeneveOverhead+1, err)
-			}
+			checkExactOverhead(t, n1, n2, p11, p21, payload, "IPv4", dfPing)
 		})
 
 		t.Run("Geneve on the underlay", func(t *testing.T) {
@@ -743,25 +717,7 @@ func TestOverlayDualStack(t *testing.T) {
 		// With both pods' MTU one higher the IPv4 underlay cannot carry the
 		// packet, until its MTU is one higher too: the overhead for inner
 		// IPv6 is GeneveOverhead, exactly.
-		setUnderlayMTU := func(mtu int) {
-			for _, n := range []*simNode{n1, n2} {
-				mustExec(t, n.ovs, "", "ip", "link", "set", nicName, "mtu", strconv.Itoa(mtu))
-			}
-		}
-		n1.setPodMTU(t, p11, n1.podMTU+1)
-		n2.setPodMTU(t, p21, n2.podMTU+1)
-		t.Cleanup(func() {
-			setUnderlayMTU(n1.podMTU + nodenet.GeneveOverhead)
-			n1.setPodMTU(t, p11, n1.podMTU)
-			n2.setPodMTU(t, p21, n2.podMTU)
-		})
-		if err := dfPing(payload+1, 1); err == nil {
-			t.Errorf("a %d-byte IPv6 packet crossed a %d-byte underlay", n1.podMTU+1, n1.podMTU+nodenet.GeneveOverhead)
-		}
-		setUnderlayMTU(n1.podMTU + nodenet.GeneveOverhead + 1)
-		if err := dfPing(payload+1, 2); err != nil {
-			t.Errorf("a %d-byte IPv6 packet did not cross a %d-byte underlay: %v", n1.podMTU+1, n1.podMTU+nodenet.GeneveOverhead+1, err)
-		}
+		checkExactOverhead(t, n1, n2, p11, p21, payload, "IPv6", dfPing)
 	})
 
 	t.Run("Geneve on the underlay carries IPv6", func(t *testing.T) {
@@ -819,5 +775,40 @@ func checkSwitchFlows(t *testing.T, n, peer *simNode) {
 	}
 	if err := n.pipe.CheckPeer(testctx.Timeout(t, callTimeout), peer.name); err != nil {
 		t.Error(err)
+	}
+}
+
+// checkExactOverhead raises both pods' MTU by one: a DF packet of
+// payload+1 bytes (dfPing, of family) must then not cross the underlay,
+// and must once the underlay's MTU is one higher too, so the overhead is
+// GeneveOverhead exactly. It restores the MTUs at cleanup.
+func checkExactOverhead(t *testing.T, n1, n2 *simNode, p1, p2 *ovstest.Pod, payload int, family string, dfPing func(payload, count int) error) {
+	t.Helper()
+	setUnderlayMTU := func(mtu int) {
+		for _, n := range []*simNode{n1, n2} {
+			mustExec(t, n.ovs, "", "ip", "link", "set", nicName, "mtu", strconv.Itoa(mtu))
+		}
+	}
+	n1.setPodMTU(t, p1, n1.podMTU+1)
+	n2.setPodMTU(t, p2, n2.podMTU+1)
+	t.Cleanup(func() {
+		setUnderlayMTU(n1.podMTU + nodenet.GeneveOverhead)
+		n1.setPodMTU(t, p1, n1.podMTU)
+		n2.setPodMTU(t, p2, n2.podMTU)
+	})
+	if err := dfPing(payload+1, 1); err == nil {
+		t.Errorf("a %d-byte %s packet crossed a %d-byte underlay with %d bytes of Geneve overhead",
+			n1.podMTU+1, family, n1.podMTU+nodenet.GeneveOverhead, nodenet.GeneveOverhead)
+	}
+	// OVS drops it silently (no ICMP "fragmentation needed" to the pod),
+	// logging why.
+	if b, err := os.ReadFile(n1.ovs.Dir + "/ovs-vswitchd.log"); err == nil {
+		if m := regexp.MustCompile(`.*error sending .* on ` + nicName + `: Message too long`).Find(b); m != nil {
+			t.Logf("node1 ovs-vswitchd: %s", m)
+		}
+	}
+	setUnderlayMTU(n1.podMTU + nodenet.GeneveOverhead + 1)
+	if err := dfPing(payload+1, 2); err != nil {
+		t.Errorf("a %d-byte %s packet did not cross a %d-byte underlay: %v", n1.podMTU+1, family, n1.podMTU+nodenet.GeneveOverhead+1, err)
 	}
 }

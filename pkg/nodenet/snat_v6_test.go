@@ -1,7 +1,6 @@
 package nodenet_test
 
 import (
-	"bufio"
 	"fmt"
 	"net"
 	"os/exec"
@@ -9,8 +8,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/weirnet/weir/pkg/nodenet"
 	"github.com/weirnet/weir/test/netnstest"
@@ -235,13 +232,13 @@ func TestSNATMasqueradeIPv6(t *testing.T) {
 	t.Logf("pod, node and outside up in %v", time.Since(began).Round(time.Millisecond))
 
 	t.Run("without SNAT the outside cannot answer", func(t *testing.T) {
-		if _, seen, err := askWho(pod, "[2001:db8:1::2]:8080", time.Second); err == nil {
+		if _, seen, err := whoAnswers(pod, "[2001:db8:1::2]:8080", time.Second); err == nil {
 			t.Fatalf("the pod reached the outside over IPv6 without SNAT (seen as %v)", seen)
 		}
 	})
 	t.Run("dual-stack: the outside sees the node's addresses", func(t *testing.T) {
 		reconcile(nodenet.SNATConfig{PodCIDR: v4, PodCIDRv6: v6, GatewayName: "gw0"})
-		who, seen, err := waitWho(pod, "[2001:db8:1::2]:8080", 5*time.Second)
+		who, seen, err := waitAnswer(pod, "[2001:db8:1::2]:8080", 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -252,7 +249,7 @@ func TestSNATMasqueradeIPv6(t *testing.T) {
 		if out, err := exec.Command("ip", "netns", "exec", pod, "ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", "2001:db8:1::2").CombinedOutput(); err != nil {
 			t.Errorf("ping6 to the outside: %v\n%s", err, out)
 		}
-		who, seen, err = waitWho(pod, "192.0.2.2:8080", 5*time.Second)
+		who, seen, err = waitAnswer(pod, "192.0.2.2:8080", 5*time.Second)
 		if err != nil || who != "outside4" || !seen.IP.Equal(net.ParseIP("192.0.2.1")) {
 			t.Errorf("IPv4: answered by %q seeing %v (%v); want outside4 seeing 192.0.2.1", who, seen, err)
 		}
@@ -269,59 +266,18 @@ func TestSNATMasqueradeIPv6(t *testing.T) {
 	})
 	t.Run("IPv4-only config: IPv6 egress is no longer masqueraded", func(t *testing.T) {
 		reconcile(nodenet.SNATConfig{PodCIDR: v4, GatewayName: "gw0"})
-		if _, seen, err := askWho(pod, "[2001:db8:1::2]:8080", time.Second); err == nil {
+		if _, seen, err := whoAnswers(pod, "[2001:db8:1::2]:8080", time.Second); err == nil {
 			t.Errorf("the pod reached the outside over IPv6 without the ip6 table (seen as %v)", seen)
 		}
-		if who, seen, err := waitWho(pod, "192.0.2.2:8080", 5*time.Second); err != nil || !seen.IP.Equal(net.ParseIP("192.0.2.1")) {
+		if who, seen, err := waitAnswer(pod, "192.0.2.2:8080", 5*time.Second); err != nil || !seen.IP.Equal(net.ParseIP("192.0.2.1")) {
 			t.Errorf("IPv4: answered by %q seeing %v (%v); want the node address 192.0.2.1", who, seen, err)
 		}
 	})
 	t.Run("dual-stack again", func(t *testing.T) {
 		reconcile(nodenet.SNATConfig{PodCIDR: v4, PodCIDRv6: v6, GatewayName: "gw0"})
-		if _, seen, err := waitWho(pod, "[2001:db8:1::2]:8080", 5*time.Second); err != nil || !seen.IP.Equal(net.ParseIP("2001:db8:1::1")) {
+		if _, seen, err := waitAnswer(pod, "[2001:db8:1::2]:8080", 5*time.Second); err != nil || !seen.IP.Equal(net.ParseIP("2001:db8:1::1")) {
 			t.Errorf("IPv6 after Reconcile again: %v (seen %v)", err, seen)
 		}
 	})
 	t.Logf("test body took %v", time.Since(began).Round(time.Millisecond))
-}
-
-// askWho connects from netns to addr (either family) and returns the
-// server's name and the source address it saw (see serveWho).
-func askWho(netns, addr string, timeout time.Duration) (string, *net.TCPAddr, error) {
-	var c net.Conn
-	err := ns.WithNetNSPath("/run/netns/"+netns, func(ns.NetNS) error {
-		var err error
-		c, err = net.DialTimeout("tcp", addr, timeout) // the socket is created in netns
-		return err
-	})
-	if err != nil {
-		return "", nil, fmt.Errorf("connecting from %s to %s: %w", netns, addr, err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(timeout))
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return "", nil, fmt.Errorf("reading the answer of %s: %w", addr, err)
-	}
-	f := strings.Fields(line)
-	if len(f) != 2 {
-		return "", nil, fmt.Errorf("unexpected answer %q from %s", line, addr)
-	}
-	seen, err := net.ResolveTCPAddr("tcp", f[1])
-	if err != nil {
-		return "", nil, fmt.Errorf("answer %q from %s: %w", line, addr, err)
-	}
-	return f[0], seen, nil
-}
-
-// waitWho retries askWho until it succeeds or within has passed.
-func waitWho(netns, addr string, within time.Duration) (string, *net.TCPAddr, error) {
-	deadline := time.Now().Add(within)
-	for {
-		name, seen, err := askWho(netns, addr, time.Second)
-		if err == nil || time.Now().After(deadline) {
-			return name, seen, err
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }

@@ -47,14 +47,14 @@ func serveWhoAmI(t *testing.T, netns, addr, name string) {
 	})
 }
 
-// whoAnswers connects from network namespace netns to addr (TCP, within
+// whoAnswers connects from network namespace netns to addr (TCP, IPv4 or IPv6, within
 // timeout) and returns the server's name and the source address it saw
 // (see serveWhoAmI).
 func whoAnswers(netns, addr string, timeout time.Duration) (name string, seen *net.TCPAddr, err error) {
 	var c net.Conn
 	err = ns.WithNetNSPath("/run/netns/"+netns, func(ns.NetNS) error {
 		var err error
-		c, err = net.DialTimeout("tcp4", addr, timeout) // the socket is created in netns
+		c, err = net.DialTimeout("tcp", addr, timeout) // the socket is created in netns
 		return err
 	})
 	if err != nil {
@@ -70,7 +70,7 @@ func whoAnswers(netns, addr string, timeout time.Duration) (name string, seen *n
 	if len(f) != 2 {
 		return "", nil, fmt.Errorf("unexpected answer %q from %s", line, addr)
 	}
-	seen, err = net.ResolveTCPAddr("tcp4", f[1])
+	seen, err = net.ResolveTCPAddr("tcp", f[1])
 	if err != nil {
 		return "", nil, fmt.Errorf("answer %q from %s: %w", line, addr, err)
 	}

@@ -36,9 +36,16 @@ func inNS(t *testing.T, name string, f func() error) error {
 	return netns.Do(func(ns.NetNS) error { return f() })
 }
 
-// echoServer listens on ports in pod and echoes every line back; it stops
-// at the test's cleanup.
+// echoServer listens on ports of pod's IPv4 address and echoes every line
+// back; it stops at the test's cleanup.
 func echoServer(t *testing.T, pod *ovstest.Pod, ports ...int) {
+	t.Helper()
+	echoServerOn(t, pod, "tcp4", pod.IP, ports...)
+}
+
+// echoServerOn is echoServer on network ("tcp4" or "tcp6") and the given
+// address of pod.
+func echoServerOn(t *testing.T, pod *ovstest.Pod, network, ip string, ports ...int) {
 	t.Helper()
 	var accepting, copying sync.WaitGroup
 	var mu sync.Mutex
@@ -59,7 +66,7 @@ func echoServer(t *testing.T, pod *ovstest.Pod, ports ...int) {
 	for _, port := range ports {
 		var ln net.Listener
 		if err := inPod(t, pod, func() (err error) {
-			ln, err = net.Listen("tcp4", fmt.Sprintf("%s:%d", pod.IP, port))
+			ln, err = net.Listen(network, net.JoinHostPort(ip, fmt.Sprint(port)))
 			return err
 		}); err != nil {
 			t.Fatal(err)

@@ -2,11 +2,9 @@ package pipeline_test
 
 import (
 	"fmt"
-	"io"
 	"net"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,55 +12,6 @@ import (
 	"github.com/weirnet/weir/test/ovstest"
 	"github.com/weirnet/weir/test/testctx"
 )
-
-// echoServerOn is echoServer on network ("tcp4" or "tcp6") and the given
-// address of pod.
-func echoServerOn(t *testing.T, pod *ovstest.Pod, network, ip string, ports ...int) {
-	t.Helper()
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	var lns []net.Listener
-	t.Cleanup(func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	for _, port := range ports {
-		var ln net.Listener
-		if err := inPod(t, pod, func() (err error) {
-			ln, err = net.Listen(network, net.JoinHostPort(ip, fmt.Sprint(port)))
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				mu.Lock()
-				conns = append(conns, c)
-				mu.Unlock()
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					_, _ = io.Copy(c, c)
-				}()
-			}
-		}()
-	}
-}
 
 // tcp6Works reports whether a fresh IPv6 connection from pod to [ip]:port
 // echoes.
