@@ -358,36 +358,10 @@ func TestOverlay(t *testing.T) {
 		})
 
 		t.Run("TCP across nodes", func(t *testing.T) {
-			mustPodExec(t, p21, "iperf3", "-s", "-1", "-D", "-B", p21.IP)
-			var out string
-			var err error
-			for range 30 { // until the daemon listens
-				if out, err = p11.Exec("iperf3", "-c", p21.IP, "-t", "1", "-J"); err == nil || !strings.Contains(out, "refused") {
-					break
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
-			if err != nil {
-				t.Fatalf("iperf3: %v", err)
-			}
-			var res struct {
-				End struct {
-					SumReceived struct {
-						BitsPerSecond float64 `json:"bits_per_second"`
-					} `json:"sum_received"`
-				} `json:"end"`
-			}
-			i := strings.Index(out, "{")
-			if i < 0 {
-				t.Fatalf("iperf3 printed no JSON:\n%s", out)
-			}
-			if err := json.Unmarshal([]byte(out[i:]), &res); err != nil {
-				t.Fatalf("iperf3 output: %v\n%s", err, out)
-			}
-			mbps := res.End.SumReceived.BitsPerSecond / 1e6
+			mbps := iperfMbps(t, p11, p21, p21.IP)
 			t.Logf("TCP p11 -> p21 across nodes (iperf3 -t 1): %.0f Mbit/s", mbps)
 			if mbps <= 0 {
-				t.Errorf("no TCP throughput:\n%s", out)
+				t.Error("no TCP throughput")
 			}
 		})
 

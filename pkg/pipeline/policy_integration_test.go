@@ -242,19 +242,7 @@ func TestNetworkPolicy(t *testing.T) {
 		}
 	})
 
-	t.Run("switch holds exactly the rendered policy flows", func(t *testing.T) {
-		want, err := n.pipe.PolicyFlows()
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := n.ovs.DumpFlows(t, "br-int", "cookie=0x104000000000000/0xffff000000000000")
-		w := renderAll(want)
-		slices.Sort(w)
-		slices.Sort(got)
-		if !slices.Equal(got, w) {
-			t.Fatalf("switch:\n%s\nrendered:\n%s", strings.Join(got, "\n"), strings.Join(w, "\n"))
-		}
-	})
+	t.Run("switch holds exactly the rendered policy flows", func(t *testing.T) { checkPolicyFlows(t, n) })
 
 	t.Run("existing connections follow policy changes", func(t *testing.T) {
 		conn1, err := dial(t, a, bAddr(8080))
@@ -457,4 +445,21 @@ func TestNetworkPolicyServices(t *testing.T) {
 		check(t, a.NetNS, vip, false)
 		check(t, a.NetNS, bAddr, false)
 	})
+}
+
+// checkPolicyFlows checks that n's switch holds exactly the policy flows
+// (cookie category policy) its pipeline renders.
+func checkPolicyFlows(t *testing.T, n *node) {
+	t.Helper()
+	want, err := n.pipe.PolicyFlows()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := n.ovs.DumpFlows(t, "br-int", "cookie=0x104000000000000/0xffff000000000000")
+	w := renderAll(want)
+	slices.Sort(w)
+	slices.Sort(got)
+	if !slices.Equal(got, w) {
+		t.Fatalf("switch:\n%s\nrendered:\n%s", strings.Join(got, "\n"), strings.Join(w, "\n"))
+	}
 }

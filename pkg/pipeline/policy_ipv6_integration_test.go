@@ -3,7 +3,6 @@ package pipeline_test
 import (
 	"fmt"
 	"net"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -78,20 +77,6 @@ func TestNetworkPolicyDualStack(t *testing.T) {
 	localPod := func(p dualStackPod) pipeline.LocalPod {
 		return pipeline.LocalPod{IP: net.ParseIP(p.IP).To4(), OFPort: uint32(p.OFPort)}
 	}
-	checkFlows := func(t *testing.T) {
-		t.Helper()
-		want, err := n.pipe.PolicyFlows()
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := n.ovs.DumpFlows(t, "br-int", "cookie=0x104000000000000/0xffff000000000000")
-		w := renderAll(want)
-		slices.Sort(w)
-		slices.Sort(got)
-		if !slices.Equal(got, w) {
-			t.Fatalf("switch:\n%s\nrendered:\n%s", strings.Join(got, "\n"), strings.Join(w, "\n"))
-		}
-	}
 
 	// Without policy both families pass.
 	run(t, []check{{p1, p2.IPv6, 8080, true}, {p1, p2.IP, 8081, true}})
@@ -103,7 +88,7 @@ func TestNetworkPolicyDualStack(t *testing.T) {
 			Ports: []pipeline.PortRange{{Protocol: pipeline.ProtocolTCP, From: 8080}}}
 		apply(t, pipeline.PolicyChange{Upsert: []pipeline.PolicyRule{rule},
 			Isolation: &pipeline.Isolation{Ingress: []pipeline.LocalPod{localPod(p2)}}})
-		checkFlows(t)
+		checkPolicyFlows(t, n)
 		before := n.nPackets(t, fmt.Sprintf("table=%d,conj_id=1", pipeline.IngressRule))
 		run(t, []check{
 			{p1, p2.IPv6, 8080, true},
@@ -136,7 +121,7 @@ func TestNetworkPolicyDualStack(t *testing.T) {
 			Peers: []*net.IPNet{hostNet("fd00:10:10::/126"), hostNet("fd00:10:10::6/127")}}
 		apply(t, pipeline.PolicyChange{Upsert: []pipeline.PolicyRule{rule},
 			Isolation: &pipeline.Isolation{Egress: []pipeline.LocalPod{localPod(p1)}}})
-		checkFlows(t)
+		checkPolicyFlows(t, n)
 		run(t, []check{
 			{p1, p2.IPv6, 8080, true},
 			{p1, p2.IPv6, 8081, true}, // any port
@@ -152,6 +137,6 @@ func TestNetworkPolicyDualStack(t *testing.T) {
 		}
 		apply(t, pipeline.PolicyChange{Delete: []uint32{2}, Isolation: &pipeline.Isolation{}})
 		run(t, []check{{p1, p3.IPv6, 8080, true}})
-		checkFlows(t)
+		checkPolicyFlows(t, n)
 	})
 }
