@@ -206,11 +206,11 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 		return fmt.Errorf("choosing a cookie round: %w", err)
 	}
 	log.Info("Cookie round chosen", "round", round, "previous", before.latest, "roundsOnBridge", roundsForLog(before.rounds()))
-	svcCIDR, err := cfg.ParseServiceCIDR()
+	svcCIDR, svcCIDRv6, err := cfg.ParseServiceCIDRs()
 	if err != nil {
 		return err
 	}
-	pipe, err := pipeline.New(sw, pipeline.Config{ServiceCIDR: svcCIDR, GatewayOFPort: uint32(gwPort), GatewayMAC: gwMAC, GatewayIP: gwIP,
+	pipe, err := pipeline.New(sw, pipeline.Config{ServiceCIDR: svcCIDR, ServiceCIDRv6: svcCIDRv6, GatewayOFPort: uint32(gwPort), GatewayMAC: gwMAC, GatewayIP: gwIP,
 		TunnelOFPort: uint32(tunPort), PodCIDR: cidr, GatewayIPv6: gwIPv6, PodCIDRv6: cidrs.IPv6, CTZone: cfg.CTZone, Round: round})
 	if err != nil {
 		return err

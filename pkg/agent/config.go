@@ -73,7 +73,8 @@ type Config struct {
 	// Default true; false removes that table at start.
 	SNAT bool `json:"snat"`
 	// ServiceCIDR is the cluster's ClusterIP range (kube-apiserver
-	// --service-cluster-ip-range). A pod's packets to it are not subject to
+	// --service-cluster-ip-range): one CIDR, or "IPv4,IPv6" on a
+	// dual-stack cluster. A pod's packets to it are not subject to
 	// egress NetworkPolicy before kube-proxy translated them: policy applies
 	// to the Service's endpoints, as Kubernetes specifies. Default
 	// 10.96.0.0/12 (kubeadm's default); empty disables the exemption, so an
@@ -181,7 +182,7 @@ func (c Config) Validate() error {
 		}
 	}
 	if c.ServiceCIDR != "" {
-		if _, err := c.ParseServiceCIDR(); err != nil {
+		if _, _, err := c.ParseServiceCIDRs(); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -256,17 +257,31 @@ func parseIPv4PodCIDR(s string) (*net.IPNet, error) {
 	return n, nil
 }
 
-// ParseServiceCIDR returns the ServiceCIDR (nil when it is empty).
-func (c Config) ParseServiceCIDR() (*net.IPNet, error) {
+// ParseServiceCIDRs returns the ServiceCIDR ranges by family (nil for a
+// family it does not name). Like kube-apiserver's
+// --service-cluster-ip-range it is one CIDR, or an IPv4 and an IPv6 CIDR
+// separated by a comma (dual-stack). An IPv6 range needs an IPv4 one: the
+// agent needs IPv4 (IPv6-only nodes are not supported yet).
+func (c Config) ParseServiceCIDRs() (v4, v6 *net.IPNet, err error) {
 	if c.ServiceCIDR == "" {
-		return nil, nil
+		return nil, nil, nil
 	}
-	ip, n, err := net.ParseCIDR(c.ServiceCIDR)
-	if err != nil {
-		return nil, fmt.Errorf("serviceCIDR %q: %w", c.ServiceCIDR, err)
+	for _, s := range strings.Split(c.ServiceCIDR, ",") {
+		ip, n, err := net.ParseCIDR(strings.TrimSpace(s))
+		if err != nil {
+			return nil, nil, fmt.Errorf("serviceCIDR %q: %w", c.ServiceCIDR, err)
+		}
+		switch {
+		case ip.To4() != nil && v4 == nil:
+			v4 = n
+		case ip.To4() == nil && v6 == nil:
+			v6 = n
+		default:
+			return nil, nil, fmt.Errorf("serviceCIDR %q: at most one CIDR per family", c.ServiceCIDR)
+		}
 	}
-	if ip.To4() == nil {
-		return nil, fmt.Errorf("serviceCIDR %q: only IPv4 is supported so far", c.ServiceCIDR)
+	if v4 == nil {
+		return nil, nil, fmt.Errorf("serviceCIDR %q: an IPv4 range is required (IPv6-only is not supported yet)", c.ServiceCIDR)
 	}
-	return n, nil
+	return v4, v6, nil
 }

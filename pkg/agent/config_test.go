@@ -78,6 +78,9 @@ func TestValidate(t *testing.T) {
 		{"relative socket", func(c *Config) { c.CNISocket = "cni.sock" }, "cniSocket"},
 		{"long bridge", func(c *Config) { c.Bridge = "a-very-long-bridge-name" }, "bridge"},
 		{"endpoint", func(c *Config) { c.OVSDBEndpoint = "/x.sock" }, "ovsdbEndpoint"},
+		{"IPv6-only service CIDR", func(c *Config) { c.ServiceCIDR = "fd00:10:96::/112" }, "an IPv4 range is required"},
+		{"two IPv4 service CIDRs", func(c *Config) { c.ServiceCIDR = "10.96.0.0/16,10.97.0.0/16" }, "one CIDR per family"},
+		{"bad second service CIDR", func(c *Config) { c.ServiceCIDR = "10.96.0.0/16,fd00::/129" }, "serviceCIDR"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -102,6 +105,8 @@ func TestValidateAccepts(t *testing.T) {
 		{"pod CIDR from the Node", func(c *Config) { c.NodeName = "node-a" }},
 		{"pod CIDR from the Node, kubeconfig", func(c *Config) { c.NodeName = "node-a"; c.Kubeconfig = "/etc/weir/kubeconfig" }},
 		{"static pod CIDR wins over the Node", func(c *Config) { c.PodCIDR = "10.244.1.0/24"; c.NodeName = "node-a" }},
+		{"dual-stack service CIDRs", func(c *Config) { c.NodeName = "node-a"; c.ServiceCIDR = "10.96.0.0/16, fd00:10:96::/112" }},
+		{"no service CIDR", func(c *Config) { c.NodeName = "node-a"; c.ServiceCIDR = "" }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

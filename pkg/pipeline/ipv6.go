@@ -37,6 +37,8 @@ const (
 
 func (c *Config) validateIPv6() error {
 	switch {
+	case c.ServiceCIDRv6 != nil && (c.ServiceCIDRv6.IP.To4() != nil || len(c.ServiceCIDRv6.Mask) != net.IPv6len):
+		return fmt.Errorf("pipeline: IPv6 Service CIDR %v is not an IPv6 prefix", c.ServiceCIDRv6)
 	case c.GatewayIPv6 == nil && c.PodCIDRv6 == nil:
 		return nil
 	case c.GatewayIPv6 == nil || c.PodCIDRv6 == nil:
@@ -59,7 +61,7 @@ func (p *Pipeline) ipv6Enabled() bool { return p.cfg.GatewayIPv6 != nil }
 // service-reply mark and route), the drop of router-only ICMPv6 from pods
 // and the drop of Neighbor Discovery before conntrack.
 //
-// Not twinned: the Service CIDR bypass (Config.ServiceCIDR is IPv4). With a
+// The Service CIDR bypass is twinned by Config.ServiceCIDRv6. With a
 // tunnel port, tunnelled IPv6 for the gateway's IPv6 goes to the gateway
 // (the twin of the IPv4 base flow; peers: peer_ipv6.go).
 //
@@ -120,6 +122,12 @@ func (p *Pipeline) ipv6BaseFlows(nf func(table uint8, prio uint16) *openflow.Flo
 		nf(L3Forwarding, prioL3ServiceReply).MatchProtocol(ip6).MatchRegBits(sourcePodMark.match()).
 			MatchCTState(st.Rpl(true)).MatchCTMark(ctMarkFromGateway, ctMarkFromGatewayMask).
 			SetEthDst(gwMAC).GotoTable(L2Forwarding),
+	}
+	if p.cfg.ServiceCIDRv6 != nil {
+		// A pod's packets to an IPv6 ClusterIP, as for IPv4 (pipeline.go).
+		bs = append(bs, nf(EgressRule, prioPolicyNode).MatchProtocol(ip6).
+			MatchRegBits(sourcePodMark.match()).
+			MatchDstNet(p.cfg.ServiceCIDRv6).GotoTable(L3Forwarding))
 	}
 	if p.cfg.TunnelOFPort != 0 {
 		// Tunnelled IPv6 for this node's gateway IPv6 (a remote pod, or

@@ -70,6 +70,44 @@ func TestDualStackFlows(t *testing.T) {
 	}
 }
 
+// TestIPv6ServiceCIDRBypass: with an IPv6 Service CIDR a pod's IPv6 packets
+// to it skip egress policy on their first pass, as the IPv4 ones do, and
+// the IPv4 flows stay as they are; without one there is no such flow.
+func TestIPv6ServiceCIDRBypass(t *testing.T) {
+	_, svc6, _ := net.ParseCIDR("fd00:10:96::/112")
+	const want = "ipv6_dst=fd00:10:96::/112"
+	for _, tc := range []struct {
+		name  string
+		svc6  *net.IPNet
+		count int
+	}{{"with IPv6 Service CIDR", svc6, 1}, {"without", nil, 0}} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := dualStackConfig(t)
+			cfg.ServiceCIDRv6 = tc.svc6
+			p, err := New(nil, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			base, err := p.BaseFlows()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, l := range strings.Split(render(base), "\n") {
+				if strings.Contains(l, want) {
+					got = append(got, l)
+				}
+			}
+			if len(got) != tc.count {
+				t.Fatalf("flows matching %s: %q, want %d", want, got, tc.count)
+			}
+			if tc.count == 1 && (!strings.Contains(got[0], "ipv6") || !strings.Contains(got[0], "goto_table")) {
+				t.Errorf("bypass flow %q: want an ipv6 match going on to L3 forwarding", got[0])
+			}
+		})
+	}
+}
+
 func TestIPv6ConfigAndPodValidation(t *testing.T) {
 	_, cidr4, _ := net.ParseCIDR("10.20.0.0/24")
 	_, other6, _ := net.ParseCIDR("fd00:99::/64")
@@ -83,6 +121,7 @@ func TestIPv6ConfigAndPodValidation(t *testing.T) {
 		{"IPv4 gateway as IPv6", func(c *Config) { c.GatewayIPv6 = net.ParseIP("10.10.0.1") }, "not an IPv6 address"},
 		{"IPv4 CIDR as IPv6", func(c *Config) { c.PodCIDRv6 = cidr4 }, "not an IPv6 prefix"},
 		{"gateway IPv6 outside CIDR", func(c *Config) { c.PodCIDRv6 = other6 }, "must contain gateway IPv6"},
+		{"IPv4 Service CIDR as IPv6", func(c *Config) { c.ServiceCIDRv6 = cidr4 }, "IPv6 Service CIDR"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := dualStackConfig(t)

@@ -44,6 +44,9 @@ type Config struct {
 	// gateway to kube-proxy's DNAT); egress policy applies when they come
 	// back from the gateway addressed to the endpoint (see policy.go).
 	ServiceCIDR *net.IPNet
+	// ServiceCIDRv6 is the IPv6 ClusterIP range of a dual-stack cluster,
+	// bypassed as ServiceCIDR is for IPv4 (on a node with IPv6 pods only).
+	ServiceCIDRv6 *net.IPNet
 	// CTZone is the conntrack zone of pod traffic.
 	CTZone uint16
 	// Round is the cookie round of this agent run.
