@@ -69,10 +69,12 @@ scale: deps k8s-bins images ## Measure Weir agents against kwok-simulated nodes 
 	kwok="$$(hack/kwok-build.sh | tail -n 1)" && $(GO) build -o bin/weir-scale ./test/scale && \
 	bin/weir-scale -scenario $(SCENARIO) -kwok-bin "$$kwok" $(SCALE_ARGS)
 
-# Sets of `make conformance` (docs/conformance.md): a, b, c, d (comma-separated) or all.
+# Sets of `make conformance` (docs/conformance.md): a, b, c, d, e (comma-separated) or all;
+# IP_FAMILY is the family of the cluster it starts (dual or ipv4; set e needs dual).
 SET ?= all
-conformance: deps k8s-bins images ## Run upstream Kubernetes e2e network suites (SET=a|b|c|d|all) against a weir-local cluster; builds e2e.test once (needs root; docs/conformance.md).
-	e2e="$$(hack/e2e-build.sh)" && bin/weir-conformance run --set $(SET) --e2e-bin "$$e2e"
+IP_FAMILY ?= dual
+conformance: deps k8s-bins images ## Run upstream Kubernetes e2e network suites (SET=a|b|c|d|e|all, IP_FAMILY=dual|ipv4) against a weir-local cluster; builds e2e.test once (needs root; docs/conformance.md).
+	e2e="$$(hack/e2e-build.sh)" && bin/weir-conformance run --set $(SET) --ip-family $(IP_FAMILY) --e2e-bin "$$e2e"
 
 stop: ## Remove the local cluster of `make run` (every process, namespace, mount, cgroup and file).
 	bin/weir-local down

@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -82,7 +83,8 @@ func newRootCmd(stdout io.Writer) *cobra.Command {
 		},
 	}
 	f := run.Flags()
-	f.StringVar(&o.sets, "set", "all", "sets to run: a, b, c, d (comma-separated) or all")
+	f.StringVar(&o.sets, "set", "all", "sets to run: a, b, c, d, e (comma-separated) or all")
+	f.StringVar(&o.cluster.IPFamily, "ip-family", o.cluster.IPFamily, "IP family of the cluster started when none is up: ipv4 or dual (set e needs dual)")
 	f.StringVar(&o.e2eBin, "e2e-bin", "/var/cache/weir/e2e-v1.37.2/bin", "directory from hack/e2e-build.sh (e2e.test, ginkgo, agnhost, ...)")
 	f.StringVar(&o.imagesOut, "images-out", "/var/cache/weir/e2e-v1.37.2/images", "directory for the test images' tarballs (kept; rebuilt when their inputs change)")
 	f.StringVar(&o.reportDir, "report-dir", "_output/conformance", "directory for the JUnit reports and logs, one subdirectory per set")
@@ -186,6 +188,22 @@ func runSets(ctx context.Context, stdout io.Writer, o options) error {
 	if err != nil {
 		return err
 	}
+	if !cfg.DualStack() {
+		// Not before: the family of a cluster that is up is what it recorded.
+		var dual []string
+		for _, s := range sets {
+			if s.dualStack {
+				dual = append(dual, s.name)
+			}
+		}
+		if len(dual) > 0 && o.sets != "all" {
+			return fmt.Errorf("set(s) %s need a dual-stack cluster; the one in %s is %s-only", strings.Join(dual, ","), cfg.Dir, cfg.IPFamily)
+		}
+		if len(dual) > 0 {
+			fmt.Fprintf(stdout, "the cluster is %s-only: not running set(s) %s, which need a dual-stack cluster (--ip-family dual)\n", cfg.IPFamily, strings.Join(dual, ","))
+			sets = slices.DeleteFunc(sets, func(s testSet) bool { return s.dualStack })
+		}
+	}
 	if started && !o.keep {
 		defer func() {
 			fmt.Fprintf(stdout, "removing the cluster in %s (--keep-cluster leaves it)\n", cfg.Dir)
@@ -277,7 +295,7 @@ func ensureCluster(ctx context.Context, stdout io.Writer, o options) (localclust
 			return cfg, false, fmt.Errorf("a cluster exists in %s but does not answer (%w); `weir-local --dir %s down` removes it", cfg.Dir, err, cfg.Dir)
 		}
 	}
-	fmt.Fprintf(stdout, "starting a %d-node cluster in %s (prefix %s, subnet %s.0/24)\n", o.nodes, cfg.Dir, cfg.Prefix, cfg.Subnet)
+	fmt.Fprintf(stdout, "starting a %d-node %s cluster in %s (prefix %s, subnet %s.0/24)\n", o.nodes, cfg.IPFamily, cfg.Dir, cfg.Prefix, cfg.Subnet)
 	start := time.Now()
 	if err := localcluster.Up(ctx, cfg, o.nodes); err != nil {
 		// Left as far as it got, for its logs.

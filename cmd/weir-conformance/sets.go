@@ -14,6 +14,8 @@ type testSet struct {
 	focus       []string
 	// skip are this set's own exclusions; commonSkips apply to every set.
 	skip []skipRule
+	// dualStack sets need a dual-stack cluster (weir-local --ip-family dual).
+	dualStack bool
 }
 
 // skipRule excludes the tests whose text matches re, for reason.
@@ -37,9 +39,10 @@ const (
 	granularRE    = `\[sig-network\] Networking Granular Checks`
 )
 
-// testSets are the four selections of `make conformance SET=a|b|c|d`. Sets
+// testSets are the selections of `make conformance SET=a|b|c|d|e`. Sets
 // a and c overlap (the Granular Checks marked [Conformance] are in both); d
-// is what none of a, b, c runs.
+// is what none of a, b, c runs except the [Feature:...] tests, of which e
+// runs the dual-stack ones.
 var testSets = []testSet{
 	{
 		name: "a", title: "[sig-network] Conformance (including DNS)",
@@ -67,6 +70,11 @@ var testSets = []testSet{
 			{granularRE, "in set c"},
 		},
 	},
+	{
+		name: "e", title: "[Feature:IPv6DualStack] (needs a dual-stack cluster)",
+		focus:     []string{`\[Feature:IPv6DualStack\]`},
+		dualStack: true,
+	},
 }
 
 // setByName returns the sets named by sel: one of a, b, c, d, or all.
@@ -84,7 +92,7 @@ func setByName(sel string) ([]testSet, error) {
 			}
 		}
 		if !found {
-			return nil, fmt.Errorf("unknown set %q: want a, b, c, d (comma-separated) or all", n)
+			return nil, fmt.Errorf("unknown set %q: want a, b, c, d, e (comma-separated) or all", n)
 		}
 	}
 	return out, nil

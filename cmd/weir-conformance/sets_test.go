@@ -29,6 +29,8 @@ func TestSetsSelect(t *testing.T) {
 		{"[sig-network] Services should serve endpoints on same port and different protocol for internal traffic on Type LoadBalancer", "d"},
 		{"[sig-network] ServiceCIDR [Alpha] should create ServiceCIDRs", ""},
 		{"[sig-node] Pods should be submitted and removed [NodeConformance] [Conformance]", ""},
+		{"[sig-network] [Feature:IPv6DualStack] should create service with ipv6,v4 cluster ip", "e"},
+		{"[sig-network] [Feature:IPv6DualStack] Granular Checks: Services Secondary IP Family [LinuxOnly] should function for pod-Service: sctp [Feature:SCTPConnectivity]", ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -51,10 +53,10 @@ func TestSetByName(t *testing.T) {
 		want    []string
 		wantErr bool
 	}{
-		{sel: "all", want: []string{"a", "b", "c", "d"}},
+		{sel: "all", want: []string{"a", "b", "c", "d", "e"}},
 		{sel: "c", want: []string{"c"}},
 		{sel: "a,c", want: []string{"a", "c"}},
-		{sel: "e", wantErr: true},
+		{sel: "f", wantErr: true},
 		{sel: "", wantErr: true},
 	}
 	for _, tc := range tests {

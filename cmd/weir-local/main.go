@@ -89,6 +89,7 @@ func newRootCommand() *cobra.Command {
 	up.Flags().StringVar(&cfg.Prefix, "prefix", cfg.Prefix, "prefix of the cluster's host objects (nodes, netns, bridge, veths; at most 8 characters)")
 	up.Flags().StringVar(&cfg.Subnet, "subnet", cfg.Subnet, "first three octets of the nodes' /24 underlay")
 	up.Flags().IntVar(&cfg.PortBase, "port-base", cfg.PortBase, "base of the control-plane ports (API server at base+443)")
+	up.Flags().StringVar(&cfg.IPFamily, "ip-family", cfg.IPFamily, "IP family of the cluster: ipv4 or dual (IPv4 and IPv6 pod, Service and node addresses; ipv6 alone is not supported yet)")
 
 	down := &cobra.Command{
 		Use:   "down",

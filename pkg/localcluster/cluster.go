@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -51,6 +52,13 @@ type Config struct {
 	// controller-manager. ServiceCIDR is the ClusterIP range.
 	ClusterCIDR string
 	ServiceCIDR string
+	// IPFamily is the cluster's IP family: IPFamilyIPv4, or IPFamilyDual
+	// (the default), which adds ClusterCIDRv6 (a /64 per node) and
+	// ServiceCIDRv6 to the control plane and an IPv6 underlay address to
+	// every node (Subnet6). IPv4 stays the primary family.
+	IPFamily      string
+	ClusterCIDRv6 string
+	ServiceCIDRv6 string
 	// ExtraArgs are appended to a control-plane daemon's command line, by
 	// daemon: "etcd", "kube-apiserver", "kube-controller-manager" or
 	// "kube-scheduler" (a later flag wins). The scale harness tunes the
@@ -63,18 +71,51 @@ type Config struct {
 // DefaultConfig is the cluster `weir-local up` starts.
 func DefaultConfig() Config {
 	return Config{
-		Dir:         "/var/lib/weir-local",
-		Prefix:      "weir",
-		Subnet:      "172.31.250",
-		PortBase:    17000,
-		K8sBin:      "/var/cache/weir/k8s-v1.37.2-etcd-v3.7.3/bin",
-		BinDir:      "bin",
-		ImagesDir:   "bin/images",
-		Manifest:    "build/yamls/weir.yml",
-		ClusterCIDR: "10.244.0.0/16",
-		ServiceCIDR: "10.96.0.0/16",
-		Out:         os.Stdout,
+		Dir:           "/var/lib/weir-local",
+		Prefix:        "weir",
+		Subnet:        "172.31.250",
+		PortBase:      17000,
+		K8sBin:        "/var/cache/weir/k8s-v1.37.2-etcd-v3.7.3/bin",
+		BinDir:        "bin",
+		ImagesDir:     "bin/images",
+		Manifest:      "build/yamls/weir.yml",
+		ClusterCIDR:   "10.244.0.0/16",
+		ServiceCIDR:   "10.96.0.0/16",
+		IPFamily:      IPFamilyDual,
+		ClusterCIDRv6: "fd00:10:244::/56",
+		ServiceCIDRv6: "fd00:10:96::/112",
+		Out:           os.Stdout,
 	}
+}
+
+// The IP families of Config.IPFamily.
+const (
+	IPFamilyIPv4 = "ipv4"
+	IPFamilyDual = "dual"
+	// IPFamilyIPv6 (IPv6-only) is refused: the agent needs an IPv4 pod
+	// CIDR and an IPv4 underlay today.
+	IPFamilyIPv6 = "ipv6"
+)
+
+// DualStack reports whether the cluster has IPv6 besides IPv4.
+func (c Config) DualStack() bool { return c.IPFamily == IPFamilyDual }
+
+// ClusterCIDRs is the pod network as the control plane's flags take it:
+// "v4" or "v4,v6".
+func (c Config) ClusterCIDRs() string {
+	if c.DualStack() {
+		return c.ClusterCIDR + "," + c.ClusterCIDRv6
+	}
+	return c.ClusterCIDR
+}
+
+// ServiceCIDRs is the ClusterIP range as kube-apiserver's
+// --service-cluster-ip-range takes it: "v4" or "v4,v6".
+func (c Config) ServiceCIDRs() string {
+	if c.DualStack() {
+		return c.ServiceCIDR + "," + c.ServiceCIDRv6
+	}
+	return c.ServiceCIDR
 }
 
 // Validate reports configuration errors before anything is created.
@@ -88,6 +129,22 @@ func (c Config) Validate() error {
 	}
 	if ip := net.ParseIP(c.Subnet + ".1"); ip == nil || ip.To4() == nil {
 		errs = append(errs, fmt.Errorf("subnet %q: need three IPv4 octets, e.g. 172.31.250", c.Subnet))
+	}
+	switch c.IPFamily {
+	case IPFamilyIPv4:
+	case IPFamilyDual:
+		for name, cidr := range map[string]string{"cluster CIDR v6": c.ClusterCIDRv6, "service CIDR v6": c.ServiceCIDRv6} {
+			if p, err := netip.ParsePrefix(cidr); err != nil || !p.Addr().Is6() || p.Addr().Is4In6() {
+				errs = append(errs, fmt.Errorf("%s %q: need an IPv6 prefix", name, cidr))
+			}
+		}
+		if p, err := netip.ParsePrefix(c.ClusterCIDRv6); err == nil && p.Bits() > 60 {
+			errs = append(errs, fmt.Errorf("cluster CIDR v6 %q: need /60 or shorter (nodes get a /64 each)", c.ClusterCIDRv6))
+		}
+	case IPFamilyIPv6:
+		errs = append(errs, fmt.Errorf("ip family %q: IPv6-only clusters are not supported yet (the agent needs IPv4 pod addresses and an IPv4 underlay); use %q", c.IPFamily, IPFamilyDual))
+	default:
+		errs = append(errs, fmt.Errorf("ip family %q: want %s or %s", c.IPFamily, IPFamilyIPv4, IPFamilyDual))
 	}
 	for d := range c.ExtraArgs {
 		if !slices.Contains(controlPlaneDaemons, d) {
@@ -137,6 +194,24 @@ func (c Config) NodeName(idx int) string {
 // NodeIP returns the underlay IP of node idx (the control plane's is .10).
 func (c Config) NodeIP(idx int) string { return fmt.Sprintf("%s.%d", c.Subnet, 10+idx) }
 
+// Subnet6 is the nodes' IPv6 underlay /64 of a dual-stack cluster, written
+// with the IPv4 subnet's octets as its groups so the two read alike:
+// 172.31.250 gives fd00:172:31:250::/64.
+func (c Config) Subnet6() string { return "fd00:" + strings.ReplaceAll(c.Subnet, ".", ":") + "::" }
+
+// NodeIP6 returns the IPv6 underlay address of node idx on a dual-stack
+// cluster (the host bridge is ::1, node N ::1N, as its IPv4 .1N).
+func (c Config) NodeIP6(idx int) string { return fmt.Sprintf("%s%d", c.Subnet6(), 10+idx) }
+
+// NodeIPs is kubelet's --node-ip for node idx: the IPv4 address, then the
+// IPv6 one on a dual-stack cluster.
+func (c Config) NodeIPs(idx int) string {
+	if c.DualStack() {
+		return c.NodeIP(idx) + "," + c.NodeIP6(idx)
+	}
+	return c.NodeIP(idx)
+}
+
 func (c Config) bridge() string             { return c.Prefix + "-br" }
 func (c Config) hostVeth(idx int) string    { return fmt.Sprintf("%s-v%d", c.Prefix, idx) }
 func (c Config) runDir() string             { return filepath.Join(c.Dir, "run") }
@@ -159,6 +234,9 @@ type state struct {
 	Prefix   string `json:"prefix,omitempty"`
 	Subnet   string `json:"subnet,omitempty"`
 	PortBase int    `json:"portBase,omitempty"`
+	// IPFamily is empty in the state of a cluster an earlier version
+	// started, which was IPv4-only.
+	IPFamily string `json:"ipFamily,omitempty"`
 	Nodes    []int  `json:"nodes"`
 	// CreatedDirs are host directories an Up of an earlier version created
 	// as bind-mount targets; the record is now machine-wide (hostdirs.go).
@@ -366,6 +444,10 @@ func (c Config) Resolve() (Config, error) {
 	}
 	if st.Prefix != "" {
 		c.Prefix, c.Subnet, c.PortBase = st.Prefix, st.Subnet, st.PortBase
+		c.IPFamily = st.IPFamily
+		if c.IPFamily == "" {
+			c.IPFamily = IPFamilyIPv4
+		}
 	}
 	return c, nil
 }

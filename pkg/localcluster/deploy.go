@@ -29,7 +29,7 @@ underlayInterface: eth0
 mtu: 0
 serviceCIDR: %s
 kubeAPIServerOverride: %s
-`, c.ServiceCIDR, c.APIServerURL())
+`, c.ServiceCIDRs(), c.APIServerURL())
 }
 
 // RenderManifest returns cfg.Manifest with the weir-config ConfigMap's agent

@@ -88,13 +88,20 @@ func bootNetwork(ctx context.Context, cfg Config, idx int) error {
 			}
 		}
 	}
-	for _, s := range [][]string{
+	steps := [][]string{
 		{"addr", "flush", "dev", "eth0"},
 		{"addr", "add", ip + "/24", "dev", "eth0"},
 		{"link", "set", "eth0", "up"},
 		{"route", "replace", "default", "via", cfg.Subnet + ".1"},
 		{"route", "replace", "unreachable", cfg.ClusterCIDR},
-	} {
+	}
+	if cfg.DualStack() {
+		steps = append(steps,
+			[]string{"addr", "add", cfg.NodeIP6(idx) + "/64", "dev", "eth0", "nodad"},
+			[]string{"-6", "route", "replace", "default", "via", cfg.Subnet6() + "1"},
+			[]string{"-6", "route", "replace", "unreachable", cfg.ClusterCIDRv6})
+	}
+	for _, s := range steps {
 		if err := run(ctx, "ip", append([]string{"-n", name}, s...)...); err != nil {
 			return err
 		}

@@ -47,6 +47,27 @@ func (c Config) guardTable() string {
 // host processes cannot be attributed to a cluster and are counted in "sent".
 func (c Config) guardRuleset() string {
 	t := c.guardTable()
+	// On a dual-stack cluster the same rules again for the IPv6 networks
+	// (nft sets hold one family; leaks6 is listed with leaks).
+	set6, pre6, fwd6, out6 := "", "", "", ""
+	if c.DualStack() {
+		set6 = fmt.Sprintf(`
+	set cluster6 {
+		type ipv6_addr; flags interval
+		elements = { %s, %s }
+	}
+	set leaks6 {
+		type ipv6_addr . ipv6_addr . inet_proto . inet_service; flags dynamic; size 64
+	}`, c.ClusterCIDRv6, c.ServiceCIDRv6)
+		pre6 = fmt.Sprintf(`
+		iifname %[1]q ip6 daddr @cluster6 add @leaks6 { ip6 saddr . ip6 daddr . meta l4proto . th dport } counter name %[2]s drop
+		iifname %[1]q ip6 daddr @cluster6 counter name %[2]s drop`, c.bridge(), GuardForwarded)
+		fwd6 = `
+		ip6 daddr @cluster6 drop`
+		out6 = fmt.Sprintf(`
+		ip6 daddr @cluster6 add @leaks6 { ip6 saddr . ip6 daddr . meta l4proto . th dport } counter name %[1]s drop
+		ip6 daddr @cluster6 counter name %[1]s drop`, GuardSent)
+	}
 	return fmt.Sprintf(`table inet %[1]s
 delete table inet %[1]s
 table inet %[1]s {
@@ -58,27 +79,27 @@ table inet %[1]s {
 	}
 	set leaks {
 		type ipv4_addr . ipv4_addr . inet_proto . inet_service; flags dynamic; size 64
-	}
+	}%[8]s
 	chain prerouting {
 		type filter hook prerouting priority -300; policy accept;
 		iifname %[4]q ip daddr @cluster add @leaks { ip saddr . ip daddr . meta l4proto . th dport } counter name %[5]s drop
-		iifname %[4]q ip daddr @cluster counter name %[5]s drop
+		iifname %[4]q ip daddr @cluster counter name %[5]s drop%[9]s
 	}
 	chain forward {
 		type filter hook forward priority -10; policy accept;
 		oifname %[4]q accept
 		oifname "%[7]s*" accept
-		ip daddr @cluster drop
+		ip daddr @cluster drop%[10]s
 	}
 	chain output {
 		type filter hook output priority -10; policy accept;
 		oifname %[4]q accept
 		oifname "%[7]s*" accept
 		ip daddr @cluster add @leaks { ip saddr . ip daddr . meta l4proto . th dport } counter name %[6]s drop
-		ip daddr @cluster counter name %[6]s drop
+		ip daddr @cluster counter name %[6]s drop%[11]s
 	}
 }
-`, t, c.ClusterCIDR, c.ServiceCIDR, c.bridge(), GuardForwarded, GuardSent, c.Prefix+"-v")
+`, t, c.ClusterCIDR, c.ServiceCIDR, c.bridge(), GuardForwarded, GuardSent, c.Prefix+"-v", set6, pre6, fwd6, out6)
 }
 
 // InstallGuard installs the leak guard in the network namespace at netns
@@ -120,16 +141,24 @@ func GuardCount(ctx context.Context, cfg Config, netns, name string) (uint64, er
 // nft prints the set: "source . destination . protocol . port", for a
 // report when a counter is not 0.
 func GuardLeaks(ctx context.Context, cfg Config, netns string) (string, error) {
-	out, err := nftCmd(ctx, netns, "list", "set", "inet", cfg.guardTable(), "leaks").CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("nft list set: %w: %s", err, strings.TrimSpace(string(out)))
+	sets := []string{"leaks"}
+	if cfg.DualStack() {
+		sets = append(sets, "leaks6")
 	}
-	_, elems, ok := strings.Cut(string(out), "elements = {")
-	if !ok {
-		return "", nil // empty set
+	var all []string
+	for _, set := range sets {
+		out, err := nftCmd(ctx, netns, "list", "set", "inet", cfg.guardTable(), set).CombinedOutput()
+		if err != nil {
+			return "", fmt.Errorf("nft list set %s: %w: %s", set, err, strings.TrimSpace(string(out)))
+		}
+		_, elems, ok := strings.Cut(string(out), "elements = {")
+		if !ok {
+			continue // empty set
+		}
+		elems, _, _ = strings.Cut(elems, "}")
+		all = append(all, strings.Fields(elems)...)
 	}
-	elems, _, _ = strings.Cut(elems, "}")
-	return strings.Join(strings.Fields(elems), " "), nil
+	return strings.Join(all, " "), nil
 }
 
 func nftCmd(ctx context.Context, netns string, args ...string) *exec.Cmd {

@@ -65,6 +65,14 @@ func TestGuardCountsLeaks(t *testing.T) {
 		{"ip", "-n", node, "addr", "add", cfg.NodeIP(1) + "/24", "dev", "eth0"},
 		{"ip", "-n", node, "link", "set", "eth0", "up"},
 		{"ip", "-n", node, "route", "add", "default", "via", cfg.Subnet + ".1"},
+		// The IPv6 half of the dual-stack default (nodad: no DAD wait).
+		{"ip", "-n", sink, "addr", "add", "2001:db8:100::254/64", "dev", "eth0", "nodad"},
+		{"ip", "-n", root, "addr", "add", "2001:db8:100::1/64", "dev", "uplink", "nodad"},
+		{"ip", "-n", root, "-6", "route", "add", "default", "via", "2001:db8:100::254"},
+		{"ip", "-n", root, "addr", "add", cfg.Subnet6() + "1/64", "dev", cfg.bridge(), "nodad"},
+		{"ip", "netns", "exec", root, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"},
+		{"ip", "-n", node, "addr", "add", cfg.NodeIP6(1) + "/64", "dev", "eth0", "nodad"},
+		{"ip", "-n", node, "-6", "route", "add", "default", "via", cfg.Subnet6() + "1"},
 	} {
 		sh(s...)
 	}
@@ -104,6 +112,11 @@ func TestGuardCountsLeaks(t *testing.T) {
 		{"root process to a pod IP", rootNS, "10.244.0.5", 0, 1},
 		{"root process to the node is not counted", rootNS, cfg.NodeIP(1), 0, 0},
 		{"root process to an outside address is not counted", rootNS, "198.51.100.8", 0, 0},
+		{"node to an IPv6 pod IP", nodeNS, "fd00:10:244:3::7", 1, 0},
+		{"node to an IPv6 service IP", nodeNS, "fd00:10:96::10", 1, 0},
+		{"node to an outside IPv6 address is not counted", nodeNS, "2001:db8:100::7", 0, 0},
+		{"root process to an IPv6 pod IP", rootNS, "fd00:10:244::5", 0, 1},
+		{"root process to the node's IPv6 is not counted", rootNS, cfg.NodeIP6(1), 0, 0},
 	}
 	// Counted also where the host forwards nothing (as on this machine):
 	// the node's leak is counted before the routing decision.
@@ -132,6 +145,7 @@ func TestGuardCountsLeaks(t *testing.T) {
 	}
 	f0, _ := counts()
 	send(nodeNS, "10.96.7.7")
+	send(nodeNS, "fd00:10:96::7:7")
 	if f1, _ := counts(); f1 != f0 {
 		t.Errorf("node rule installed: the guard still counted %d packets to a ClusterIP from the node", f1-f0)
 	}
@@ -140,7 +154,8 @@ func TestGuardCountsLeaks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{cfg.NodeIP(1) + " . 10.244.3.7 . udp . 9", "10.96.0.10 . udp . 9", "10.244.0.5 . udp . 9"} {
+	for _, want := range []string{cfg.NodeIP(1) + " . 10.244.3.7 . udp . 9", "10.96.0.10 . udp . 9", "10.244.0.5 . udp . 9",
+		cfg.NodeIP6(1) + " . fd00:10:244:3::7 . udp . 9", "fd00:10:96::10 . udp . 9", "fd00:10:244::5 . udp . 9"} {
 		if !strings.Contains(leaks, want) {
 			t.Errorf("the guard's record of dropped flows lacks %q: %q", want, leaks)
 		}

@@ -182,7 +182,7 @@ func nodeCgroups(name string) error {
 // kubelet and kube-proxy in a new mount namespace in the node's network
 // namespace (node-inside.sh).
 func runNodeInside(ctx context.Context, cfg Config, idx int) error {
-	name, ip := cfg.NodeName(idx), cfg.NodeIP(idx)
+	name, ip := cfg.NodeName(idx), cfg.NodeIPs(idx)
 	dir := cfg.nodeDir(name)
 	script := filepath.Join(dir, "node-inside.sh")
 	if err := os.WriteFile(script, nodeInsideScript, 0o755); err != nil {
@@ -195,7 +195,7 @@ func runNodeInside(ctx context.Context, cfg Config, idx int) error {
 	cmd := exec.CommandContext(ctx, "nsenter", "--net=/run/netns/"+name,
 		"unshare", "--mount", "--propagation", "slave", "bash", script)
 	cmd.Env = append(os.Environ(), "NODE_DIR="+dir, "NODE_NAME="+name, "NODE_IP="+ip,
-		"K8S_BIN="+cfg.K8sBin, "IMAGES="+images, "CLUSTER_CIDR="+cfg.ClusterCIDR)
+		"K8S_BIN="+cfg.K8sBin, "IMAGES="+images, "CLUSTER_CIDR="+cfg.ClusterCIDRs())
 	if idx == ControlPlane {
 		cmd.Env = append(cmd.Env, "KUBELET_TAINTS="+ControlPlaneTaint+":NoSchedule")
 	}
@@ -232,6 +232,9 @@ func nodeNetwork(ctx context.Context, cfg Config, idx int) error {
 		// kube-proxy's DNAT (nodeRuleset covers it).
 		{"ip", "-n", name, "route", "add", "unreachable", cfg.ClusterCIDR},
 	}
+	if cfg.DualStack() {
+		steps = append(steps, cfg.nodeNetwork6(idx)...)
+	}
 	for _, s := range steps {
 		if err := run(ctx, s[0], s[1:]...); err != nil {
 			return err
@@ -241,6 +244,19 @@ func nodeNetwork(ctx context.Context, cfg Config, idx int) error {
 		return fmt.Errorf("node %s: rejecting untranslated Service traffic: %w", name, err)
 	}
 	return nil
+}
+
+// nodeNetwork6 is the IPv6 part of a dual-stack node's network: its
+// underlay address (nodad: the wire is ours, no one else has it), the
+// default route via the host bridge and the unreachable pod network, as
+// for IPv4.
+func (c Config) nodeNetwork6(idx int) [][]string {
+	name := c.NodeName(idx)
+	return [][]string{
+		{"ip", "-n", name, "addr", "add", c.NodeIP6(idx) + "/64", "dev", "eth0", "nodad"},
+		{"ip", "-n", name, "-6", "route", "add", "default", "via", c.Subnet6() + "1"},
+		{"ip", "-n", name, "-6", "route", "add", "unreachable", c.ClusterCIDRv6},
+	}
 }
 
 // nodeRuleset rejects, in a node's network namespace, packets that still
@@ -256,13 +272,24 @@ table inet weir_local_node {
 	chain forward {
 		type filter hook forward priority 10; policy accept;
 		ip daddr %[1]s counter reject with icmp type net-unreachable
+		%[2]s
 	}
 	chain output {
 		type filter hook output priority 10; policy accept;
 		ip daddr %[1]s counter reject with icmp type net-unreachable
+		%[2]s
 	}
 }
-`, c.ServiceCIDR)
+`, c.ServiceCIDR, c.nodeRule6())
+}
+
+// nodeRule6 is nodeRuleset's rule for IPv6 ClusterIPs (a comment on an
+// IPv4-only cluster).
+func (c Config) nodeRule6() string {
+	if !c.DualStack() {
+		return "# IPv4-only cluster"
+	}
+	return fmt.Sprintf("ip6 daddr %s counter reject with icmpv6 type no-route", c.ServiceCIDRv6)
 }
 
 // NodePID returns a process living in node idx's network and mount

@@ -55,7 +55,7 @@ func Up(ctx context.Context, cfg Config, nodes int) error {
 	if err != nil {
 		return err
 	}
-	st.Prefix, st.Subnet, st.PortBase = cfg.Prefix, cfg.Subnet, cfg.PortBase
+	st.Prefix, st.Subnet, st.PortBase, st.IPFamily = cfg.Prefix, cfg.Subnet, cfg.PortBase, cfg.IPFamily
 	if st.Sysctls == nil {
 		if st.Sysctls, err = readSysctls(); err != nil {
 			return err
@@ -205,6 +205,12 @@ func ensureBridge(ctx context.Context, cfg Config) error {
 			return err
 		}
 	}
+	if cfg.DualStack() {
+		// nodad: usable at once; nothing else on the bridge claims it.
+		if err := run(ctx, "ip", "addr", "add", cfg.Subnet6()+"1/64", "dev", cfg.bridge(), "nodad"); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -240,7 +246,7 @@ func startControlPlane(ctx context.Context, cfg Config, p *pki) error {
 		"--client-ca-file="+pk("ca.crt"), "--kubelet-preferred-address-types=InternalIP,Hostname",
 		"--kubelet-client-certificate="+pk("apiserver-kubelet-client.crt"), "--kubelet-client-key="+pk("apiserver-kubelet-client.key"),
 		"--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction", "--allow-privileged=true",
-		"--service-cluster-ip-range="+cfg.ServiceCIDR,
+		"--service-cluster-ip-range="+cfg.ServiceCIDRs(),
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file="+pk("sa.pub"), "--service-account-signing-key-file="+pk("sa.key"),
 		"--cert-dir="+filepath.Join(r, "apiserver-certs"), "--v=1"); err != nil {
@@ -267,8 +273,9 @@ func startControlPlane(ctx context.Context, cfg Config, p *pki) error {
 		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", cfg.PortBase+257), "--leader-elect=false",
 		"--use-service-account-credentials=true", "--service-account-private-key-file="+pk("sa.key"), "--root-ca-file="+pk("ca.crt"),
 		"--cluster-signing-cert-file="+pk("ca.crt"), "--cluster-signing-key-file="+pk("ca.key"),
-		"--allocate-node-cidrs=true", "--cluster-cidr="+cfg.ClusterCIDR, "--node-cidr-mask-size=24",
-		"--service-cluster-ip-range="+cfg.ServiceCIDR,
+		"--allocate-node-cidrs=true", "--cluster-cidr="+cfg.ClusterCIDRs(),
+		"--node-cidr-mask-size-ipv4=24", "--node-cidr-mask-size-ipv6=64",
+		"--service-cluster-ip-range="+cfg.ServiceCIDRs(),
 		// Deleted nodes' pods go away quickly, which the e2e node-removal case relies on.
 		"--node-monitor-grace-period=20s", "--v=1"); err != nil {
 		return err

@@ -143,3 +143,68 @@ func TestValidateExtraArgs(t *testing.T) {
 		})
 	}
 }
+
+func TestIPFamilies(t *testing.T) {
+	tests := []struct {
+		family                     string
+		nodeIPs, clusterCIDRs, svc string
+		wantErr                    string
+	}{
+		{IPFamilyIPv4, "172.31.250.11", "10.244.0.0/16", "10.96.0.0/16", ""},
+		{IPFamilyDual, "172.31.250.11,fd00:172:31:250::11", "10.244.0.0/16,fd00:10:244::/56", "10.96.0.0/16,fd00:10:96::/112", ""},
+		{IPFamilyIPv6, "", "", "", "not supported yet"},
+		{"ipv5", "", "", "", "want ipv4 or dual"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.family, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.IPFamily = tt.family
+			err := cfg.Validate()
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Validate: %v, want an error containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.NodeIPs(1); got != tt.nodeIPs {
+				t.Errorf("NodeIPs(1) = %q, want %q", got, tt.nodeIPs)
+			}
+			if got := cfg.ClusterCIDRs(); got != tt.clusterCIDRs {
+				t.Errorf("ClusterCIDRs = %q, want %q", got, tt.clusterCIDRs)
+			}
+			if got := cfg.ServiceCIDRs(); got != tt.svc {
+				t.Errorf("ServiceCIDRs = %q, want %q", got, tt.svc)
+			}
+			if !strings.Contains(cfg.AgentConfig(), "serviceCIDR: "+tt.svc+"\n") {
+				t.Errorf("agent config lacks serviceCIDR %s:\n%s", tt.svc, cfg.AgentConfig())
+			}
+		})
+	}
+	t.Run("bad IPv6 cluster CIDR", func(t *testing.T) {
+		cfg := DefaultConfig()
+		cfg.ClusterCIDRv6 = "fd00:10:244::/64"
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "/60 or shorter") {
+			t.Errorf("Validate: %v", err)
+		}
+	})
+}
+
+// TestResolveStateOfEarlierVersion: a cluster started before the IP family
+// was recorded was IPv4-only, whatever today's default.
+func TestResolveStateOfEarlierVersion(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Dir = t.TempDir()
+	if err := os.WriteFile(cfg.statePath(), []byte(`{"prefix":"old","subnet":"172.31.1","portBase":3000,"nodes":[1]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := cfg.Resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.IPFamily != IPFamilyIPv4 || got.Prefix != "old" {
+		t.Errorf("resolved family %q prefix %q, want ipv4 old", got.IPFamily, got.Prefix)
+	}
+}
