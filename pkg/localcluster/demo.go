@@ -3,6 +3,7 @@ package localcluster
 import (
 	"context"
 	"fmt"
+	"net"
 	"path/filepath"
 	"strings"
 	"time"
@@ -101,7 +102,7 @@ func Demo(ctx context.Context, cfg Config) error {
 	}
 	cfg.logf("demo pods Running after %.1fs:", time.Since(start).Seconds())
 	for _, p := range pods {
-		cfg.logf("  %s/%s  node %s  IP %s", ns, p.Name, p.Spec.NodeName, p.Status.PodIP)
+		cfg.logf("  %s/%s  node %s  IPs %s", ns, p.Name, p.Spec.NodeName, strings.Join(podIPs(p), ","))
 	}
 	probe, err := filepath.Abs(filepath.Join(cfg.BinDir, "test-server"))
 	if err != nil {
@@ -110,19 +111,22 @@ func Demo(ctx context.Context, cfg Config) error {
 	failed := 0
 	for _, from := range pods {
 		for _, to := range pods {
-			for _, proto := range []string{"tcp", "udp"} {
-				cmd, err := PodExec(ctx, cfg, ns+"/"+from.Name, probe, "probe", "--proto", proto,
-					"--to", to.Status.PodIP+":80", "--timeout", "2s")
-				if err != nil {
-					return err
+			// Every address of the pod: IPv4 and, on a dual-stack cluster, IPv6.
+			for _, ip := range podIPs(to) {
+				for _, proto := range []string{"tcp", "udp"} {
+					cmd, err := PodExec(ctx, cfg, ns+"/"+from.Name, probe, "probe", "--proto", proto,
+						"--to", net.JoinHostPort(ip, "80"), "--timeout", "2s")
+					if err != nil {
+						return err
+					}
+					out, err := cmd.CombinedOutput()
+					verdict := "ok, answered " + strings.TrimSpace(string(out))
+					if err != nil {
+						verdict = "FAILED: " + strings.TrimSpace(string(out))
+						failed++
+					}
+					cfg.logf("  %s -> %s %s %s/80: %s", from.Name, to.Name, ip, proto, verdict)
 				}
-				out, err := cmd.CombinedOutput()
-				verdict := "ok, answered " + strings.TrimSpace(string(out))
-				if err != nil {
-					verdict = "FAILED: " + strings.TrimSpace(string(out))
-					failed++
-				}
-				cfg.logf("  %s -> %s %s/80: %s", from.Name, to.Name, proto, verdict)
 			}
 		}
 	}
@@ -139,4 +143,17 @@ Try it:
   bin/weir-local down     # removes everything`, cfg.KubeconfigPath(), filepath.Join(cfg.K8sBin, "kubectl"), node,
 		ns, pods[0].Name, filepath.Join(cfg.BinDir, "test-server"), pods[len(pods)-1].Status.PodIP)
 	return nil
+}
+
+// podIPs returns a pod's addresses, primary first (status.podIPs; podIP
+// alone from a kubelet that reports no list).
+func podIPs(p corev1.Pod) []string {
+	var out []string
+	for _, ip := range p.Status.PodIPs {
+		out = append(out, ip.IP)
+	}
+	if len(out) == 0 && p.Status.PodIP != "" {
+		out = append(out, p.Status.PodIP)
+	}
+	return out
 }
