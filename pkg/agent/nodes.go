@@ -66,6 +66,10 @@ type PeerRoutes interface {
 	// owns on the gateway (whoever installed them: this run or an
 	// earlier one).
 	ListPeerRoutes(gatewayName string) ([]*net.IPNet, error)
+	// PruneNeighbours removes next-hop entries Weir pinned for peer routes
+	// that no longer exist (an IPv6 route removed outside Weir), and says
+	// how many.
+	PruneNeighbours(gatewayName string) (int, error)
 }
 
 // NodenetRoutes implements PeerRoutes on the kernel's routing table with
@@ -116,6 +120,12 @@ func (NodenetRoutes) ListPeerRoutes(gw string) ([]*net.IPNet, error) {
 	}
 	v6, err := nodenet.ListPeerRoutesV6(gw)
 	return append(out, v6...), err
+}
+
+// PruneNeighbours calls nodenet.PruneNeighboursV6 (IPv4 next hops are
+// answered by the pipeline's ARP responder and never pinned).
+func (NodenetRoutes) PruneNeighbours(gw string) (int, error) {
+	return nodenet.PruneNeighboursV6(gw, virtualMAC)
 }
 
 func isIPv6Net(n *net.IPNet) bool { return n != nil && n.IP.To4() == nil && len(n.Mask) == net.IPv6len }
@@ -387,6 +397,12 @@ func (c *NodeController) collectGarbage(ctx context.Context) (routesRemoved, pee
 		}
 		routesRemoved++
 		c.log.Info("Removed the route of a Node that no longer exists", "podCIDR", dst.String(), "gateway", c.cfg.GatewayName)
+	}
+	// After the routes: a next hop whose route went, here or by hand.
+	if n, err := c.cfg.Routes.PruneNeighbours(c.cfg.GatewayName); err != nil {
+		errs = append(errs, err)
+	} else if n > 0 {
+		c.log.Info("Removed pinned next-hop neighbour entries no peer route uses", "count", n, "gateway", c.cfg.GatewayName)
 	}
 	for _, name := range pipePeers {
 		if _, ok := names[name]; !ok {

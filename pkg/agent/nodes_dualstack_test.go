@@ -253,6 +253,32 @@ func TestNodenetRoutesDualStack(t *testing.T) {
 	if got := fmt.Sprint(listed); got != "[10.72.1.0/24]" {
 		t.Errorf("ListPeerRoutes after delete = %s", got)
 	}
+	// A route removed by hand leaves its pinned next hop; pruning removes
+	// exactly that one (not a next hop still in use, not a foreign entry).
+	_, v6b, _ := net.ParseCIDR("fd00:72:0:2::/64")
+	netnstest.MustDo(t, ns, func() error {
+		if err := r.EnsurePeerRoute("gw0", v6, net.ParseIP("fd00:72:0:1::1")); err != nil {
+			return err
+		}
+		return r.EnsurePeerRoute("gw0", v6b, net.ParseIP("fd00:72:0:2::1"))
+	})
+	nsOut(t, ns, "-6", "route", "del", "fd00:72:0:1::/64")
+	var pruned int
+	for i := range 2 { // idempotent
+		netnstest.MustDo(t, ns, func() (err error) { pruned, err = r.PruneNeighbours("gw0"); return err })
+		if want := 1 - i; pruned != want {
+			t.Errorf("PruneNeighbours (call %d) removed %d entries, want %d", i+1, pruned, want)
+		}
+	}
+	if got := nsOut(t, ns, "-6", "neigh", "show", "fd00:72:0:1::1", "dev", "gw0"); got != "" {
+		t.Errorf("orphaned next hop left: %q", got)
+	}
+	for _, ip := range []string{"fd00:72:0:2::1", "fd00:99::1"} {
+		if got := nsOut(t, ns, "-6", "neigh", "show", ip, "dev", "gw0"); !strings.Contains(got, "PERMANENT") {
+			t.Errorf("neighbour %s pruned although it is in use or foreign: %q", ip, got)
+		}
+	}
+	netnstest.MustDo(t, ns, func() error { return r.DeletePeerRoute("gw0", v6b) })
 	// Without the gateway there is nothing to delete or list.
 	nsOut(t, ns, "link", "del", "gw0")
 	netnstest.MustDo(t, ns, func() error {

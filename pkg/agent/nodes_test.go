@@ -84,6 +84,8 @@ func (f *fakeOverlay) Peers() []string {
 	return slices.Sorted(maps.Keys(f.peers))
 }
 
+func (f *fakeOverlay) PruneNeighbours(string) (int, error) { return 0, nil }
+
 func (f *fakeOverlay) ListPeerRoutes(string) ([]*net.IPNet, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

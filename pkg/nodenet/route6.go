@@ -17,10 +17,12 @@ import (
 // it cannot answer Neighbor Discovery (OVS would need nd_reserved and
 // nd_options_type to build an NA: pkg/pipeline/peer_ipv6.go), so the next
 // hop gets a permanent neighbour entry on the gateway: peer gateway IPv6 →
-// nextHopMAC (the pipeline's virtual MAC). It is written before the route
-// and removed after it. Only routes with Weir's protocol are Weir's (there
-// were no unmarked IPv6 peer routes), and only permanent entries with
-// nextHopMAC are removed, so nothing of anyone else's is touched.
+// nextHopMAC (the pipeline's virtual MAC). It is written after the route
+// and removed after it, so a neighbour entry without a route is always an
+// orphan (its route was removed by someone else, e.g. by hand), which
+// PruneNeighboursV6 removes. Only routes with Weir's protocol are Weir's
+// (there were no unmarked IPv6 peer routes), and only permanent entries
+// with nextHopMAC are removed, so nothing of anyone else's is touched.
 
 // EnsurePeerRouteV6 installs the neighbour entry and the route.
 func EnsurePeerRouteV6(gw string, cidr *net.IPNet, gwIP net.IP, nextHopMAC net.HardwareAddr) error {
@@ -31,17 +33,16 @@ func EnsurePeerRouteV6(gw string, cidr *net.IPNet, gwIP net.IP, nextHopMAC net.H
 	if err != nil {
 		return fmt.Errorf("nodenet: peer route to %v: gateway interface %s: %w", cidr, gw, err)
 	}
-	mac := nextHopMAC
-	if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: link.Attrs().Index, Family: netlink.FAMILY_V6,
-		State: netlink.NUD_PERMANENT, IP: gwIP, HardwareAddr: mac}); err != nil {
-		return fmt.Errorf("neighbour %v lladdr %s dev %s permanent: %w", gwIP, mac, gw, err)
-	}
 	r := peerRouteV6(link.Attrs().Index, cidr)
 	r.Gw = gwIP.To16()
 	r.Flags = int(netlink.FLAG_ONLINK)
 	r.Protocol = RouteProtocolWeir
 	if err := netlink.RouteReplace(r); err != nil {
 		return fmt.Errorf("adding route %v via %v dev %s onlink proto %d: %w", cidr, gwIP, gw, RouteProtocolWeir, err)
+	}
+	if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: link.Attrs().Index, Family: netlink.FAMILY_V6,
+		State: netlink.NUD_PERMANENT, IP: gwIP, HardwareAddr: nextHopMAC}); err != nil {
+		return fmt.Errorf("neighbour %v lladdr %s dev %s permanent: %w", gwIP, nextHopMAC, gw, err)
 	}
 	return nil
 }
@@ -110,6 +111,46 @@ func ListPeerRoutesV6(gw string) ([]*net.IPNet, error) {
 		}
 	}
 	return out, nil
+}
+
+// PruneNeighboursV6 removes the permanent neighbour entries to nextHopMAC
+// on the gateway that no Weir IPv6 route uses as its next hop any more
+// (left when a peer route was removed outside Weir), and returns how many.
+func PruneNeighboursV6(gw string, nextHopMAC net.HardwareAddr) (int, error) {
+	link, err := netlink.LinkByName(gw)
+	if err != nil {
+		if errors.As(err, new(netlink.LinkNotFoundError)) {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("nodenet: pruning IPv6 neighbours: gateway interface %s: %w", gw, err)
+	}
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V6,
+		&netlink.Route{LinkIndex: link.Attrs().Index, Table: unix.RT_TABLE_MAIN},
+		netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return 0, fmt.Errorf("nodenet: listing IPv6 routes on gateway %s: %w", gw, err)
+	}
+	used := map[string]bool{}
+	for _, r := range routes {
+		if r.Protocol == RouteProtocolWeir && r.Gw != nil {
+			used[r.Gw.String()] = true
+		}
+	}
+	neighs, err := netlink.NeighList(link.Attrs().Index, netlink.FAMILY_V6)
+	if err != nil {
+		return 0, fmt.Errorf("nodenet: listing IPv6 neighbours of %s: %w", gw, err)
+	}
+	removed := 0
+	for _, n := range neighs {
+		if n.State&netlink.NUD_PERMANENT == 0 || n.HardwareAddr.String() != nextHopMAC.String() || used[n.IP.String()] {
+			continue
+		}
+		if err := netlink.NeighDel(&n); err != nil && !errors.Is(err, unix.ENOENT) {
+			return removed, fmt.Errorf("deleting neighbour %v dev %s: %w", n.IP, gw, err)
+		}
+		removed++
+	}
+	return removed, nil
 }
 
 func peerRouteV6(linkIndex int, dst *net.IPNet) *netlink.Route {
