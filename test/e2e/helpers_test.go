@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os/exec"
 	"strings"
 	"testing"
@@ -131,4 +132,52 @@ func (s *suite) waitContainerRestarted(ctx context.Context, node, name string, r
 		}
 		return nil
 	})
+}
+
+// ipFamilies are the address families every family-table test runs over:
+// the e2e cluster is dual-stack (localcluster.DefaultConfig), so a pod has
+// one address of each in status.podIPs.
+var ipFamilies = []corev1.IPFamily{corev1.IPv4Protocol, corev1.IPv6Protocol}
+
+// podIP returns pod's address of family fam from status.podIPs. It is an
+// error when the pod has none, or more than one, of that family.
+func podIP(pod *corev1.Pod, fam corev1.IPFamily) (string, error) {
+	var found []string
+	for _, pip := range pod.Status.PodIPs {
+		a, err := netip.ParseAddr(pip.IP)
+		if err != nil {
+			return "", fmt.Errorf("pod %s/%s: status.podIPs entry %q: %w", pod.Namespace, pod.Name, pip.IP, err)
+		}
+		if a.Is4() == (fam == corev1.IPv4Protocol) && !a.Is4In6() {
+			found = append(found, pip.IP)
+		}
+	}
+	if len(found) != 1 {
+		return "", fmt.Errorf("pod %s/%s: %d %s addresses in status.podIPs %v, want 1", pod.Namespace, pod.Name, len(found), fam, pod.Status.PodIPs)
+	}
+	return found[0], nil
+}
+
+// mustPodIP is podIP for a test: it fails t at once when there is no
+// address of fam.
+func mustPodIP(t testing.TB, pod corev1.Pod, fam corev1.IPFamily) string {
+	t.Helper()
+	ip, err := podIP(&pod, fam)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ip
+}
+
+// famOf returns the family of an IP address literal ("" if it is none).
+func famOf(ip string) corev1.IPFamily {
+	a, err := netip.ParseAddr(ip)
+	switch {
+	case err != nil:
+		return ""
+	case a.Is4() || a.Is4In6():
+		return corev1.IPv4Protocol
+	default:
+		return corev1.IPv6Protocol
+	}
 }

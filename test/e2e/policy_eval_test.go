@@ -28,6 +28,10 @@ package e2e
 //     such port: the rule entry matches nothing for that pod).
 //   - A connection src → dst is allowed iff src's egress allows it and dst's
 //     ingress allows it.
+//   - Connections are of one IP family (a dual-stack pod has an address of
+//     each): an ipBlock matches the peer pod's address of the connection's
+//     family, so a CIDR of the other family matches nothing; selectors match
+//     pods whatever the family.
 
 import (
 	"fmt"
@@ -41,16 +45,25 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
-// evalPod is what the evaluator knows of a pod.
+// evalPod is what the evaluator knows of a pod: IP is its IPv4 address,
+// IP6 its IPv6 one (empty when it has none).
 type evalPod struct {
 	Namespace, Name string
 	Labels          map[string]string
-	IP              string
+	IP, IP6         string
 	Node            string
 	Ports           []corev1.ContainerPort
 }
 
 func (p evalPod) key() string { return p.Namespace + "/" + p.Name }
+
+// addr returns the pod's address of family fam ("" if it has none).
+func (p evalPod) addr(fam corev1.IPFamily) string {
+	if fam == corev1.IPv6Protocol {
+		return p.IP6
+	}
+	return p.IP
+}
 
 // evalModel is the input of the evaluator: namespaces with their labels,
 // pods, and NetworkPolicies.
@@ -60,20 +73,26 @@ type evalModel struct {
 	Policies   []networkingv1.NetworkPolicy
 }
 
-// allowed reports whether a connection from src to dst on proto/port is
-// allowed by the model's policies.
-func (m *evalModel) allowed(src, dst evalPod, proto corev1.Protocol, port int32) (bool, error) {
-	eg, err := m.directionAllows(src, dst, dst, networkingv1.PolicyTypeEgress, proto, port)
+// allowed reports whether a connection of family fam from src to dst on
+// proto/port is allowed by the model's policies. Both pods must have an
+// address of fam.
+func (m *evalModel) allowed(fam corev1.IPFamily, src, dst evalPod, proto corev1.Protocol, port int32) (bool, error) {
+	for _, p := range []evalPod{src, dst} {
+		if p.addr(fam) == "" {
+			return false, fmt.Errorf("pod %s has no %s address", p.key(), fam)
+		}
+	}
+	eg, err := m.directionAllows(fam, src, dst, dst, networkingv1.PolicyTypeEgress, proto, port)
 	if err != nil || !eg {
 		return false, err
 	}
-	return m.directionAllows(dst, src, dst, networkingv1.PolicyTypeIngress, proto, port)
+	return m.directionAllows(fam, dst, src, dst, networkingv1.PolicyTypeIngress, proto, port)
 }
 
 // directionAllows reports whether pod's policies of direction dir allow a
 // connection with peer; portPod is the destination pod, where named ports
 // resolve.
-func (m *evalModel) directionAllows(pod, peer, portPod evalPod, dir networkingv1.PolicyType, proto corev1.Protocol, port int32) (bool, error) {
+func (m *evalModel) directionAllows(fam corev1.IPFamily, pod, peer, portPod evalPod, dir networkingv1.PolicyType, proto corev1.Protocol, port int32) (bool, error) {
 	isolated := false
 	for i := range m.Policies {
 		np := &m.Policies[i]
@@ -99,7 +118,7 @@ func (m *evalModel) directionAllows(pod, peer, portPod evalPod, dir networkingv1
 			}
 		}
 		for _, r := range rules {
-			pm, err := m.peersMatch(np.Namespace, r.peers, peer)
+			pm, err := m.peersMatch(fam, np.Namespace, r.peers, peer)
 			if err != nil {
 				return false, fmt.Errorf("policy %s/%s: %w", np.Namespace, np.Name, err)
 			}
@@ -135,14 +154,14 @@ func selector(s *metav1.LabelSelector) (labels.Selector, error) {
 	return metav1.LabelSelectorAsSelector(s)
 }
 
-// peersMatch reports whether pod is one of peers of a policy in namespace
-// policyNS; no peers means every peer.
-func (m *evalModel) peersMatch(policyNS string, peers []networkingv1.NetworkPolicyPeer, pod evalPod) (bool, error) {
+// peersMatch reports whether pod, in a connection of family fam, is one of
+// peers of a policy in namespace policyNS; no peers means every peer.
+func (m *evalModel) peersMatch(fam corev1.IPFamily, policyNS string, peers []networkingv1.NetworkPolicyPeer, pod evalPod) (bool, error) {
 	if len(peers) == 0 {
 		return true, nil
 	}
 	for _, p := range peers {
-		ok, err := m.peerMatches(policyNS, p, pod)
+		ok, err := m.peerMatches(fam, policyNS, p, pod)
 		if err != nil || ok {
 			return ok, err
 		}
@@ -150,9 +169,9 @@ func (m *evalModel) peersMatch(policyNS string, peers []networkingv1.NetworkPoli
 	return false, nil
 }
 
-func (m *evalModel) peerMatches(policyNS string, p networkingv1.NetworkPolicyPeer, pod evalPod) (bool, error) {
+func (m *evalModel) peerMatches(fam corev1.IPFamily, policyNS string, p networkingv1.NetworkPolicyPeer, pod evalPod) (bool, error) {
 	if p.IPBlock != nil {
-		return ipBlockMatches(p.IPBlock, pod.IP)
+		return ipBlockMatches(p.IPBlock, pod.addr(fam))
 	}
 	if p.PodSelector == nil && p.NamespaceSelector == nil {
 		return false, fmt.Errorf("peer with neither ipBlock nor selectors")
@@ -184,6 +203,8 @@ func (m *evalModel) peerMatches(policyNS string, p networkingv1.NetworkPolicyPee
 	return podSel.Matches(labels.Set(pod.Labels)), nil
 }
 
+// ipBlockMatches reports whether ip is in b's CIDR and none of its excepts;
+// an address of the other family than the CIDR's is not.
 func ipBlockMatches(b *networkingv1.IPBlock, ip string) (bool, error) {
 	addr, err := netip.ParseAddr(ip)
 	if err != nil {
@@ -260,15 +281,15 @@ func namedPort(pod evalPod, name string, proto corev1.Protocol) (int32, bool) {
 // The evaluator's own tests: small hand-computed cases, no cluster needed.
 
 // evalTestModel: namespaces n1 (ns=n1) and n2 (ns=n2, team=t); pods n1/p,
-// n1/q and n2/r.
+// n1/q (10.0.0.0/24, fd00::/64) and n2/r (10.0.1.0/24, fd00:0:0:1::/64).
 func evalTestModel(nps ...networkingv1.NetworkPolicy) *evalModel {
 	return &evalModel{
 		Namespaces: map[string]map[string]string{"n1": {"ns": "n1"}, "n2": {"ns": "n2", "team": "t"}},
 		Pods: []evalPod{
-			{Namespace: "n1", Name: "p", Labels: map[string]string{"app": "p"}, IP: "10.0.0.1",
+			{Namespace: "n1", Name: "p", Labels: map[string]string{"app": "p"}, IP: "10.0.0.1", IP6: "fd00::1",
 				Ports: []corev1.ContainerPort{{Name: "web", ContainerPort: 8080}, {Name: "dns", ContainerPort: 53, Protocol: corev1.ProtocolUDP}}},
-			{Namespace: "n1", Name: "q", Labels: map[string]string{"app": "q", "role": "db"}, IP: "10.0.0.2"},
-			{Namespace: "n2", Name: "r", Labels: map[string]string{"app": "r"}, IP: "10.0.1.1",
+			{Namespace: "n1", Name: "q", Labels: map[string]string{"app": "q", "role": "db"}, IP: "10.0.0.2", IP6: "fd00::2"},
+			{Namespace: "n2", Name: "r", Labels: map[string]string{"app": "r"}, IP: "10.0.1.1", IP6: "fd00:0:0:1::1",
 				Ports: []corev1.ContainerPort{{Name: "web", ContainerPort: 9090, Protocol: corev1.ProtocolTCP}}},
 		},
 		Policies: nps,
@@ -373,7 +394,7 @@ func TestPolicyEvaluator(t *testing.T) {
 				pods[p.key()] = p
 			}
 			for _, p := range tc.probes {
-				got, err := m.allowed(pods[p.src], pods[p.dst], p.proto, p.port)
+				got, err := m.allowed(corev1.IPv4Protocol, pods[p.src], pods[p.dst], p.proto, p.port)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -387,11 +408,65 @@ func TestPolicyEvaluator(t *testing.T) {
 
 func TestPolicyEvaluatorErrors(t *testing.T) {
 	m := evalTestModel(*netpol("n1", "bad", all(), ingressOnly, from(nil, networkingv1.NetworkPolicyPeer{}), nil))
-	if _, err := m.allowed(m.Pods[2], m.Pods[0], corev1.ProtocolTCP, 80); err == nil {
+	if _, err := m.allowed(corev1.IPv4Protocol, m.Pods[2], m.Pods[0], corev1.ProtocolTCP, 80); err == nil {
 		t.Error("a peer without selectors or ipBlock gave no error")
 	}
 	m = evalTestModel(*netpol("n1", "bad", all(), ingressOnly, from(nil, ipPeer("10.0.0.0/33")), nil))
-	if _, err := m.allowed(m.Pods[2], m.Pods[0], corev1.ProtocolTCP, 80); err == nil {
+	if _, err := m.allowed(corev1.IPv4Protocol, m.Pods[2], m.Pods[0], corev1.ProtocolTCP, 80); err == nil {
 		t.Error("a bad CIDR gave no error")
+	}
+}
+
+// TestPolicyEvaluatorFamilies: the same policies evaluated for an IPv4 and
+// an IPv6 connection: selectors match whatever the family, an ipBlock only
+// connections of its own family.
+func TestPolicyEvaluatorFamilies(t *testing.T) {
+	v4, v6, tcp := corev1.IPv4Protocol, corev1.IPv6Protocol, corev1.ProtocolTCP
+	type probe struct {
+		src, dst string
+		v4, v6   bool // allowed over IPv4, over IPv6
+	}
+	tests := []struct {
+		name   string
+		policy *networkingv1.NetworkPolicy
+		probes []probe
+	}{
+		{name: "selectors match both families",
+			policy: netpol("n1", "np", sel("app", "p"), ingressOnly, from(nil, nsPeer(sel("team", "t"))), nil),
+			probes: []probe{{"n2/r", "n1/p", true, true}, {"n1/q", "n1/p", false, false}}},
+		{name: "an IPv4 ipBlock allows IPv4 only, the pod is isolated for both",
+			policy: netpol("n1", "np", sel("app", "p"), ingressOnly, from(nil, ipPeer("10.0.1.0/24")), nil),
+			probes: []probe{{"n2/r", "n1/p", true, false}, {"n1/q", "n1/p", false, false}}},
+		{name: "an IPv6 ipBlock with except allows IPv6 only",
+			policy: netpol("n1", "np", sel("app", "p"), ingressOnly, from(nil, ipPeer("fd00::/48", "fd00::/64")), nil),
+			probes: []probe{{"n2/r", "n1/p", false, true}, {"n1/q", "n1/p", false, false}}},
+		{name: "egress to both families' blocks",
+			policy: netpol("n1", "np", sel("app", "q"), egressOnly, nil, to(nil, ipPeer("10.0.0.0/24"), ipPeer("fd00:0:0:1::/64"))),
+			probes: []probe{{"n1/q", "n1/p", true, false}, {"n1/q", "n2/r", false, true}, {"n2/r", "n1/q", true, true}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m := evalTestModel(*tc.policy)
+			pods := map[string]evalPod{}
+			for _, p := range m.Pods {
+				pods[p.key()] = p
+			}
+			for _, p := range tc.probes {
+				for fam, want := range map[corev1.IPFamily]bool{v4: p.v4, v6: p.v6} {
+					got, err := m.allowed(fam, pods[p.src], pods[p.dst], tcp, 80)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if got != want {
+						t.Errorf("%s -> %s %s tcp/80: allowed=%v, want %v", p.src, p.dst, fam, got, want)
+					}
+				}
+			}
+		})
+	}
+	m := evalTestModel()
+	m.Pods[0].IP6 = ""
+	if _, err := m.allowed(v6, m.Pods[2], m.Pods[0], tcp, 80); err == nil {
+		t.Error("an IPv6 connection to a pod without an IPv6 address gave no error")
 	}
 }

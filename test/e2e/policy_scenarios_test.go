@@ -50,8 +50,10 @@ type npStep struct {
 	newPods   []npNewPod
 	// unchanged declares that the step leaves the expected matrix as it was.
 	unchanged bool
-	// facts are hand-computed cells "FROM TO T80 ok|no" the evaluator's
-	// expectation must contain: they check the scenario means what it says.
+	// facts are hand-computed cells "FROM TO T80 ok|no", over both
+	// families unless a family ends the fact ("... ok IPv6"), the
+	// evaluator's expectation must contain: they check the scenario means
+	// what it says.
 	facts []string
 }
 
@@ -148,26 +150,37 @@ func mergeLabels(cur, change map[string]string) map[string]string {
 // check verifies the step's facts against the expectation.
 func (st npStep) check(want map[npProbe]bool) error {
 	for _, f := range st.facts {
-		p, allowed, err := parseFact(f)
+		ps, allowed, err := parseFact(f)
 		if err != nil {
 			return err
 		}
-		w, ok := want[p]
-		if !ok {
-			return fmt.Errorf("fact %q: no such probe in the matrix", f)
-		}
-		if w != allowed {
-			return fmt.Errorf("fact %q: the evaluator says allowed=%v", f, w)
+		for _, p := range ps {
+			w, ok := want[p]
+			if !ok {
+				return fmt.Errorf("fact %q: no such probe in the matrix (%s)", f, p.fam)
+			}
+			if w != allowed {
+				return fmt.Errorf("fact %q: the evaluator says allowed=%v over %s", f, w, p.fam)
+			}
 		}
 	}
 	return nil
 }
 
-// parseFact parses "FROM TO T80 ok|no".
-func parseFact(f string) (npProbe, bool, error) {
+// parseFact parses "FROM TO T80 ok|no [IPv4|IPv6]": the probe over the
+// family given, or over every family when none is.
+func parseFact(f string) ([]npProbe, bool, error) {
 	fs := strings.Fields(f)
-	if len(fs) != 4 || len(fs[2]) < 2 || (fs[3] != "ok" && fs[3] != "no") {
-		return npProbe{}, false, fmt.Errorf("bad fact %q", f)
+	if len(fs) < 4 || len(fs) > 5 || len(fs[2]) < 2 || (fs[3] != "ok" && fs[3] != "no") {
+		return nil, false, fmt.Errorf("bad fact %q", f)
+	}
+	fams := ipFamilies
+	if len(fs) == 5 {
+		fam := corev1.IPFamily(fs[4])
+		if !slices.Contains(ipFamilies, fam) {
+			return nil, false, fmt.Errorf("bad fact %q: family %q", f, fs[4])
+		}
+		fams = []corev1.IPFamily{fam}
 	}
 	proto := corev1.ProtocolTCP
 	if fs[2][0] == 'U' {
@@ -175,9 +188,13 @@ func parseFact(f string) (npProbe, bool, error) {
 	}
 	var port int32
 	if _, err := fmt.Sscan(fs[2][1:], &port); err != nil {
-		return npProbe{}, false, fmt.Errorf("bad fact %q: %w", f, err)
+		return nil, false, fmt.Errorf("bad fact %q: %w", f, err)
 	}
-	return npProbe{fs[0], fs[1], proto, port}, fs[3] == "ok", nil
+	var out []npProbe
+	for _, fam := range fams {
+		out = append(out, npProbe{fam, fs[0], fs[1], proto, port})
+	}
+	return out, fs[3] == "ok", nil
 }
 
 // Policy construction helpers.
@@ -262,7 +279,13 @@ var (
 	allTo   = []networkingv1.NetworkPolicyEgressRule{{}}
 )
 
-func ip32(e *npEnv, key string) string { return e.pod(key).IP + "/32" }
+// hostPrefix is pod key's address of fam as a CIDR: a /32 or a /128.
+func hostPrefix(e *npEnv, key string, fam corev1.IPFamily) string {
+	if fam == corev1.IPv6Protocol {
+		return e.pod(key).IP6 + "/128"
+	}
+	return e.pod(key).IP + "/32"
+}
 
 func npScenarios() []npScenario {
 	return []npScenario{
@@ -303,22 +326,33 @@ func npScenarios() []npScenario {
 				from(nil, podNSPeer(selExpr("role", metav1.LabelSelectorOpDoesNotExist), selExpr("ns", metav1.LabelSelectorOpExists))), nil),
 				netpol("x", "deny-c", sel("pod", "c"), ingressOnly, nil, nil)),
 			facts: []string{"z/b x/a T80 ok", "z/b x/c T80 no"}}}},
-		{name: "ipBlock pod /32s", steps: []npStep{{desc: "x/a accepts y/b and z/c by IP",
+		// An ipBlock matches one family: the IPv4 /32s allow nothing over
+		// IPv6 (x/a is isolated for both), the IPv6 /128s nothing over IPv4.
+		{name: "ipBlock pod /32s (IPv4 only)", steps: []npStep{{desc: "x/a accepts y/b and z/c by IPv4 address",
 			policies: func(e *npEnv) []*networkingv1.NetworkPolicy {
 				return []*networkingv1.NetworkPolicy{netpol("x", "ip32", sel("pod", "a"), ingressOnly,
-					from(nil, ipPeer(ip32(e, "y/b")), ipPeer(ip32(e, "z/c"))), nil)}
+					from(nil, ipPeer(hostPrefix(e, "y/b", corev1.IPv4Protocol)), ipPeer(hostPrefix(e, "z/c", corev1.IPv4Protocol))), nil)}
 			},
-			facts: []string{"y/b x/a U81 ok", "z/c x/a T80 ok", "y/c x/a T80 no"}}}},
-		{name: "ipBlock node pod CIDR with except", steps: []npStep{{desc: "x/a accepts node 2's pod CIDR except y/b",
+			facts: []string{"y/b x/a U81 ok IPv4", "z/c x/a T80 ok IPv4", "y/b x/a U81 no IPv6", "z/c x/a T80 no IPv6", "y/c x/a T80 no"}}}},
+		{name: "ipBlock pod /128s (IPv6 only)", steps: []npStep{{desc: "x/a accepts y/b and z/c by IPv6 address",
 			policies: func(e *npEnv) []*networkingv1.NetworkPolicy {
-				return []*networkingv1.NetworkPolicy{netpol("x", "cidr", sel("pod", "a"), ingressOnly,
-					from(nil, ipPeer(e.podCIDRs[2], ip32(e, "y/b"))), nil)}
+				return []*networkingv1.NetworkPolicy{netpol("x", "ip128", sel("pod", "a"), ingressOnly,
+					from(nil, ipPeer(hostPrefix(e, "y/b", corev1.IPv6Protocol)), ipPeer(hostPrefix(e, "z/c", corev1.IPv6Protocol))), nil)}
+			},
+			facts: []string{"y/b x/a U81 ok IPv6", "z/c x/a T80 ok IPv6", "y/b x/a U81 no IPv4", "z/c x/a T80 no IPv4", "y/c x/a T80 no"}}}},
+		{name: "ipBlock node pod CIDR with except", steps: []npStep{{desc: "x/a accepts node 2's pod CIDRs (both families) except y/b",
+			policies: func(e *npEnv) []*networkingv1.NetworkPolicy {
+				var peers []networkingv1.NetworkPolicyPeer
+				for _, fam := range ipFamilies {
+					peers = append(peers, ipPeer(e.podCIDRs[fam][2], hostPrefix(e, "y/b", fam)))
+				}
+				return []*networkingv1.NetworkPolicy{netpol("x", "cidr", sel("pod", "a"), ingressOnly, from(nil, peers...), nil)}
 			},
 			facts: []string{"x/b x/a T80 ok", "y/c x/a T80 ok", "y/b x/a T80 no", "x/c x/a T80 no"}}}},
-		{name: "egress ipBlock with except", steps: []npStep{{desc: "x/a reaches 0.0.0.0/0 except node 1's pod CIDR",
+		{name: "egress ipBlock with except", steps: []npStep{{desc: "x/a reaches 0.0.0.0/0 and ::/0 except node 1's pod CIDRs",
 			policies: func(e *npEnv) []*networkingv1.NetworkPolicy {
 				return []*networkingv1.NetworkPolicy{netpol("x", "out-cidr", sel("pod", "a"), egressOnly, nil,
-					to(nil, ipPeer("0.0.0.0/0", e.podCIDRs[1])))}
+					to(nil, ipPeer("0.0.0.0/0", e.podCIDRs[corev1.IPv4Protocol][1]), ipPeer("::/0", e.podCIDRs[corev1.IPv6Protocol][1])))}
 			},
 			facts: []string{"x/a x/b T80 ok", "x/a x/c T80 no", "x/a y/a T80 no"}}}},
 		{name: "numeric port only", steps: []npStep{{desc: "x accepts TCP 80 from anyone",
@@ -443,7 +477,8 @@ func npScenarios() []npScenario {
 }
 
 // nodeToLocalPods checks that each node reaches all its local pods on every
-// port although they are isolated: kubelet probes need it.
+// port, over both families, although they are isolated: kubelet probes need
+// it.
 func nodeToLocalPods(ctx context.Context, t *testing.T, e *npEnv) {
 	for i := 1; i <= 2; i++ {
 		node := e.s.cfg.NodeName(i)
@@ -453,10 +488,12 @@ func nodeToLocalPods(ctx context.Context, t *testing.T, e *npEnv) {
 			if p.Node != node {
 				continue
 			}
-			for _, pp := range npPorts {
-				tg := fmt.Sprintf("%s:%s:%d", strings.ToLower(string(pp.proto)), p.IP, pp.port)
-				targets = append(targets, tg)
-				want[fmt.Sprintf("%s %s:%d", pp.proto, p.IP, pp.port)] = p.Name
+			for _, fam := range ipFamilies {
+				for _, pp := range npPorts {
+					hp := net.JoinHostPort(p.addr(fam), strconv.Itoa(int(pp.port)))
+					targets = append(targets, strings.ToLower(string(pp.proto))+":"+hp)
+					want[string(pp.proto)+" "+hp] = p.Name
+				}
 			}
 		}
 		if len(targets) == 0 {
@@ -467,12 +504,17 @@ func nodeToLocalPods(ctx context.Context, t *testing.T, e *npEnv) {
 			t.Fatal(err)
 		}
 		for tg, r := range res {
-			name := want[fmt.Sprintf("%s %s:%d", tg.proto, tg.host, tg.port)]
+			hp := net.JoinHostPort(tg.host, strconv.Itoa(int(tg.port)))
+			name, ok := want[string(tg.proto)+" "+hp]
+			if !ok {
+				t.Errorf("node %s: probe-matrix reported %s %s, not a target", node, tg.proto, hp)
+				continue
+			}
 			if !r.ok || r.detail != name {
-				t.Errorf("node %s -> local pod %s %s %s:%d: ok=%v %q, want an answer from %s", node, name, tg.proto, tg.host, tg.port, r.ok, r.detail, name)
+				t.Errorf("node %s -> local pod %s %s %s: ok=%v %q, want an answer from %s", node, name, tg.proto, hp, r.ok, r.detail, name)
 			}
 		}
-		t.Logf("node %s reached its %d local pods on all %d ports", node, len(targets)/len(npPorts), len(npPorts))
+		t.Logf("node %s reached its %d local pods on all %d ports over %v", node, len(targets)/len(npPorts)/len(ipFamilies), len(npPorts), ipFamilies)
 	}
 }
 
@@ -501,23 +543,26 @@ func (st npStep) applyOffline(e *npEnv) {
 	}
 	for _, np := range st.newPods {
 		m.Pods = append(m.Pods, evalPod{Namespace: np.ns, Name: np.name, Labels: np.labels,
-			IP: fmt.Sprintf("10.244.%d.%d", np.node-1, 100+len(m.Pods)), Node: fmt.Sprintf("node%d", np.node),
-			Ports: npContainerPorts[np.style]})
+			IP: fmt.Sprintf("10.244.%d.%d", np.node-1, 100+len(m.Pods)), IP6: fmt.Sprintf("fd00:10:244:%d::%x", np.node-1, 100+len(m.Pods)),
+			Node: fmt.Sprintf("node%d", np.node), Ports: npContainerPorts[np.style]})
 	}
 }
 
 // offlineEnv is the topology with made-up IPs: node i's pods in
-// 10.244.(i-1).0/24.
+// 10.244.(i-1).0/24 and fd00:10:244:(i-1)::/64, as the cluster's
+// controller-manager allocates them.
 func offlineEnv() *npEnv {
-	e := &npEnv{podCIDRs: map[int]string{1: "10.244.0.0/24", 2: "10.244.1.0/24"},
-		model: &evalModel{Namespaces: map[string]map[string]string{}}}
+	e := &npEnv{podCIDRs: map[corev1.IPFamily]map[int]string{
+		corev1.IPv4Protocol: {1: "10.244.0.0/24", 2: "10.244.1.0/24"},
+		corev1.IPv6Protocol: {1: "fd00:10:244::/64", 2: "fd00:10:244:1::/64"},
+	}, model: &evalModel{Namespaces: map[string]map[string]string{}}}
 	for _, ns := range npNamespaces {
 		e.model.Namespaces[ns] = map[string]string{"ns": ns, "kubernetes.io/metadata.name": ns}
 		for _, name := range npPodNames {
 			node := npPodNode[ns+"/"+name]
 			e.model.Pods = append(e.model.Pods, evalPod{Namespace: ns, Name: name, Labels: map[string]string{"pod": name},
-				IP: fmt.Sprintf("10.244.%d.%d", node-1, 10+len(e.model.Pods)), Node: fmt.Sprintf("node%d", node),
-				Ports: npContainerPorts[name]})
+				IP: fmt.Sprintf("10.244.%d.%d", node-1, 10+len(e.model.Pods)), IP6: fmt.Sprintf("fd00:10:244:%d::%x", node-1, 10+len(e.model.Pods)),
+				Node: fmt.Sprintf("node%d", node), Ports: npContainerPorts[name]})
 		}
 	}
 	return e
@@ -572,22 +617,26 @@ func TestNetworkPolicyScenarioDesign(t *testing.T) {
 
 // heldConnections opens long-lived TCP connections x/b → x/a:80 (to be
 // denied by the scenario's policy while open) and y/a → x/a:80 (to stay
-// allowed), and checks at the end that the first broke and the second
-// lasted.
+// allowed), each over IPv4 and over IPv6, and checks at the end that the
+// first broke and the second lasted.
 func heldConnections(ctx context.Context, t *testing.T, e *npEnv) func() {
 	const holdFor = 12 * time.Second
 	type held struct {
+		fam      corev1.IPFamily
 		from, to string
 		broken   bool            // whether the connection must break
 		out      strings.Builder // stdout, written by the reader goroutine
 		errOut   strings.Builder // stderr, written by exec
 		done     chan error
 	}
-	conns := []*held{{from: "x/b", to: "x/a", broken: true}, {from: "y/a", to: "x/a"}}
+	var conns []*held
+	for _, fam := range ipFamilies {
+		conns = append(conns, &held{fam: fam, from: "x/b", to: "x/a", broken: true}, &held{fam: fam, from: "y/a", to: "x/a"})
+	}
 	connected := make(chan string, len(conns))
 	for _, h := range conns {
 		h.done = make(chan error, 1)
-		cmd, err := localcluster.PodExec(ctx, e.s.cfg, h.from, e.s.bin, "hold", "--to", net.JoinHostPort(e.pod(h.to).IP, "80"),
+		cmd, err := localcluster.PodExec(ctx, e.s.cfg, h.from, e.s.bin, "hold", "--to", net.JoinHostPort(e.pod(h.to).addr(h.fam), "80"),
 			"--for", holdFor.String(), "--interval", "200ms", "--timeout", "1s")
 		if err != nil {
 			t.Fatal(err)
@@ -598,7 +647,7 @@ func heldConnections(ctx context.Context, t *testing.T, e *npEnv) func() {
 		}
 		cmd.Stderr = &h.errOut
 		if err := cmd.Start(); err != nil {
-			t.Fatalf("hold from %s: %v", h.from, err)
+			t.Fatalf("hold from %s over %s: %v", h.from, h.fam, err)
 		}
 		go func() {
 			sc := bufio.NewScanner(stdout)
@@ -627,19 +676,19 @@ func heldConnections(ctx context.Context, t *testing.T, e *npEnv) func() {
 			select {
 			case err = <-h.done:
 			case <-time.After(holdFor + 10*time.Second):
-				t.Errorf("hold from %s did not end", h.from)
+				t.Errorf("hold from %s over %s did not end", h.from, h.fam)
 				continue
 			}
 			out := strings.TrimSpace(h.out.String() + h.errOut.String())
 			switch {
 			case h.broken && (err == nil || !strings.Contains(out, "broken after")):
-				t.Errorf("the connection %s -> %s survived the policy that denies it: %v\n%s", h.from, h.to, err, out)
+				t.Errorf("the connection %s -> %s over %s survived the policy that denies it: %v\n%s", h.from, h.to, h.fam, err, out)
 			case h.broken && echoesBefore(out) < 3:
-				t.Errorf("the connection %s -> %s broke before the policy came (fewer than 3 echoes):\n%s", h.from, h.to, out)
+				t.Errorf("the connection %s -> %s over %s broke before the policy came (fewer than 3 echoes):\n%s", h.from, h.to, h.fam, out)
 			case !h.broken && err != nil:
-				t.Errorf("the connection %s -> %s, still allowed, broke: %v\n%s", h.from, h.to, err, out)
+				t.Errorf("the connection %s -> %s over %s, still allowed, broke: %v\n%s", h.from, h.to, h.fam, err, out)
 			default:
-				t.Logf("connection %s -> %s: %s", h.from, h.to, strings.ReplaceAll(out, "\n", "; "))
+				t.Logf("connection %s -> %s over %s: %s", h.from, h.to, h.fam, strings.ReplaceAll(out, "\n", "; "))
 			}
 		}
 	}

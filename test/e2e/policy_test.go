@@ -3,16 +3,18 @@ package e2e
 // The NetworkPolicy e2e suite: namespaces x, y, z with pods a, b, c each,
 // spread over both nodes, every pod serving TCP and UDP on 80 and 81. Every
 // scenario applies policies (and label changes, new pods), then probes the
-// full matrix — every ordered pair of distinct pods × {tcp, udp} × {80, 81},
-// one `test-server probe-matrix` per source pod, all sources at once — until
-// it equals what the independent evaluator (policy_eval_test.go) computes
-// from the cluster's objects, or a deadline passes.
+// full matrix — every ordered pair of distinct pods × {IPv4, IPv6} × {tcp,
+// udp} × {80, 81}, one `test-server probe-matrix` per source pod, all sources
+// at once, the IPv6 probes to the pods' IPv6 addresses — until it equals what
+// the independent evaluator (policy_eval_test.go) computes from the cluster's
+// objects, or a deadline passes.
 
 import (
 	"context"
 	"fmt"
 	"maps"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -80,9 +82,9 @@ func npPodSpec(ns, name, node, style string, labels map[string]string) *corev1.P
 // npEnv is the policy suite's view of the cluster.
 type npEnv struct {
 	s        *suite
-	podCIDRs map[int]string               // node index → pod CIDR
-	origPods map[string]map[string]string // ns/name → labels of the topology's pods
-	origNS   map[string]map[string]string // namespace → labels
+	podCIDRs map[corev1.IPFamily]map[int]string // family → node index → pod CIDR
+	origPods map[string]map[string]string       // ns/name → labels of the topology's pods
+	origNS   map[string]map[string]string       // namespace → labels
 	// model is the evaluator's input, rebuilt from the cluster after every
 	// step.
 	model *evalModel
@@ -117,10 +119,25 @@ func (e *npEnv) setUp(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("node %d: %w", i, err)
 		}
-		if n.Spec.PodCIDR == "" {
-			return fmt.Errorf("node %s has no pod CIDR", n.Name)
+		for _, c := range n.Spec.PodCIDRs {
+			pfx, err := netip.ParsePrefix(c)
+			if err != nil {
+				return fmt.Errorf("node %s: pod CIDR %q: %w", n.Name, c, err)
+			}
+			fam := corev1.IPv4Protocol
+			if pfx.Addr().Is6() {
+				fam = corev1.IPv6Protocol
+			}
+			if e.podCIDRs[fam] == nil {
+				e.podCIDRs[fam] = map[int]string{}
+			}
+			e.podCIDRs[fam][i] = c
 		}
-		e.podCIDRs[i] = n.Spec.PodCIDR
+		for _, fam := range ipFamilies {
+			if e.podCIDRs[fam][i] == "" {
+				return fmt.Errorf("node %s has no %s pod CIDR (spec.podCIDRs %v)", n.Name, fam, n.Spec.PodCIDRs)
+			}
+		}
 	}
 	if err := e.refresh(ctx); err != nil {
 		return err
@@ -172,7 +189,16 @@ func (e *npEnv) refresh(ctx context.Context) error {
 			for _, ctr := range p.Spec.Containers {
 				ports = append(ports, ctr.Ports...)
 			}
-			m.Pods = append(m.Pods, evalPod{Namespace: ns, Name: p.Name, Labels: p.Labels, IP: p.Status.PodIP, Node: p.Spec.NodeName, Ports: ports})
+			// A running pod of the dual-stack cluster has both addresses.
+			ip4, err := podIP(&p, corev1.IPv4Protocol)
+			if err != nil {
+				return err
+			}
+			ip6, err := podIP(&p, corev1.IPv6Protocol)
+			if err != nil {
+				return err
+			}
+			m.Pods = append(m.Pods, evalPod{Namespace: ns, Name: p.Name, Labels: p.Labels, IP: ip4, IP6: ip6, Node: p.Spec.NodeName, Ports: ports})
 		}
 		nps, err := c.NetworkingV1().NetworkPolicies(ns).List(ctx, metav1.ListOptions{})
 		if err != nil {
@@ -195,8 +221,10 @@ func (e *npEnv) pod(key string) evalPod {
 	panic("no pod " + key + " in the model")
 }
 
-// npProbe is one cell entry of the matrix.
+// npProbe is one cell entry of the matrix: a probe over family fam, to the
+// destination pod's address of that family.
 type npProbe struct {
+	fam      corev1.IPFamily
 	from, to string // ns/name
 	proto    corev1.Protocol
 	port     int32
@@ -211,29 +239,41 @@ type npResult struct {
 // expected computes the matrix the evaluator allows for the current model.
 func (e *npEnv) expected() (map[npProbe]bool, error) {
 	want := map[npProbe]bool{}
-	for _, src := range e.model.Pods {
-		for _, dst := range e.model.Pods {
-			if src.key() == dst.key() {
-				continue
-			}
-			for _, pp := range npPorts {
-				ok, err := e.model.allowed(src, dst, pp.proto, pp.port)
-				if err != nil {
-					return nil, err
+	for _, fam := range ipFamilies {
+		for _, src := range e.model.Pods {
+			for _, dst := range e.model.Pods {
+				if src.key() == dst.key() {
+					continue
 				}
-				want[npProbe{src.key(), dst.key(), pp.proto, pp.port}] = ok
+				for _, pp := range npPorts {
+					ok, err := e.model.allowed(fam, src, dst, pp.proto, pp.port)
+					if err != nil {
+						return nil, err
+					}
+					want[npProbe{fam, src.key(), dst.key(), pp.proto, pp.port}] = ok
+				}
 			}
 		}
 	}
 	return want, nil
 }
 
-// observe probes the full matrix of the model's pods: one probe-matrix per
-// source pod, all at once.
+// observe probes the full matrix of the model's pods, both families: one
+// probe-matrix per source pod, all at once.
 func (e *npEnv) observe(ctx context.Context) (map[npProbe]npResult, error) {
-	byAddr := map[string]evalPod{}
+	type dest struct {
+		pod evalPod
+		fam corev1.IPFamily
+	}
+	byAddr := map[netip.Addr]dest{}
 	for _, p := range e.model.Pods {
-		byAddr[p.IP] = p
+		for _, fam := range ipFamilies {
+			a, err := netip.ParseAddr(p.addr(fam))
+			if err != nil {
+				return nil, fmt.Errorf("pod %s: %s address: %w", p.key(), fam, err)
+			}
+			byAddr[a] = dest{p, fam}
+		}
 	}
 	got := map[npProbe]npResult{}
 	var mu sync.Mutex
@@ -246,8 +286,10 @@ func (e *npEnv) observe(ctx context.Context) (map[npProbe]npResult, error) {
 				if dst.key() == src.key() {
 					continue
 				}
-				for _, pp := range npPorts {
-					targets = append(targets, strings.ToLower(string(pp.proto))+":"+net.JoinHostPort(dst.IP, strconv.Itoa(int(pp.port))))
+				for _, fam := range ipFamilies {
+					for _, pp := range npPorts {
+						targets = append(targets, strings.ToLower(string(pp.proto))+":"+net.JoinHostPort(dst.addr(fam), strconv.Itoa(int(pp.port))))
+					}
 				}
 			}
 			res, err := e.s.probeMatrix(ctx, src.key(), "", targets)
@@ -258,11 +300,16 @@ func (e *npEnv) observe(ctx context.Context) (map[npProbe]npResult, error) {
 			mu.Lock()
 			defer mu.Unlock()
 			for t, r := range res {
-				dst := byAddr[t.host]
-				if r.ok && r.detail != dst.Name {
-					r = npResult{ok: false, detail: fmt.Sprintf("answered by %q, not %q", r.detail, dst.Name)}
+				a, err := netip.ParseAddr(t.host)
+				d, known := byAddr[a]
+				if err != nil || !known {
+					errs[i] = fmt.Errorf("probe-matrix from %s reported target %q, not a pod address", src.key(), t.host)
+					return
 				}
-				got[npProbe{src.key(), dst.key(), t.proto, t.port}] = r
+				if r.ok && r.detail != d.pod.Name {
+					r = npResult{ok: false, detail: fmt.Sprintf("answered by %q, not %q", r.detail, d.pod.Name)}
+				}
+				got[npProbe{d.fam, src.key(), d.pod.key(), t.proto, t.port}] = r
 			}
 		})
 	}
@@ -333,42 +380,45 @@ func mismatches(want map[npProbe]bool, got map[npProbe]npResult) []npProbe {
 	return out
 }
 
-// renderMatrix prints the matrix: rows are sources, columns destinations,
-// each cell "T80 T81 U80 U81" where an allowed probe shows its name, a
-// denied one "-", and a mismatch "X"; the mismatches are listed below.
+// renderMatrix prints the matrix of each family: rows are sources, columns
+// destinations, each cell "T80 T81 U80 U81" where an allowed probe shows its
+// name, a denied one "-", and a mismatch "X"; the mismatches are listed
+// below.
 func renderMatrix(pods []evalPod, want map[npProbe]bool, got map[npProbe]npResult) string {
 	var b strings.Builder
 	const cellW = 16
 	fmt.Fprintf(&b, "expected vs observed (rows: from, columns: to; per cell T80 T81 U80 U81; name = allowed, - = denied, X = MISMATCH)\n")
-	fmt.Fprintf(&b, "%-6s", "")
-	for _, dst := range pods {
-		fmt.Fprintf(&b, "%-*s", cellW, dst.key())
-	}
-	b.WriteString("\n")
-	for _, src := range pods {
-		fmt.Fprintf(&b, "%-6s", src.key())
+	for _, fam := range ipFamilies {
+		fmt.Fprintf(&b, "%-6s", fam)
 		for _, dst := range pods {
-			if src.key() == dst.key() {
-				fmt.Fprintf(&b, "%-*s", cellW, "")
-				continue
-			}
-			var toks []string
-			for _, pp := range npPorts {
-				p := npProbe{src.key(), dst.key(), pp.proto, pp.port}
-				w := want[p]
-				r, seen := got[p]
-				switch {
-				case !seen || r.ok != w:
-					toks = append(toks, "X")
-				case w:
-					toks = append(toks, fmt.Sprintf("%c%d", pp.proto[0], pp.port))
-				default:
-					toks = append(toks, "-")
-				}
-			}
-			fmt.Fprintf(&b, "%-*s", cellW, strings.Join(toks, " "))
+			fmt.Fprintf(&b, "%-*s", cellW, dst.key())
 		}
 		b.WriteString("\n")
+		for _, src := range pods {
+			fmt.Fprintf(&b, "%-6s", src.key())
+			for _, dst := range pods {
+				if src.key() == dst.key() {
+					fmt.Fprintf(&b, "%-*s", cellW, "")
+					continue
+				}
+				var toks []string
+				for _, pp := range npPorts {
+					p := npProbe{fam, src.key(), dst.key(), pp.proto, pp.port}
+					w := want[p]
+					r, seen := got[p]
+					switch {
+					case !seen || r.ok != w:
+						toks = append(toks, "X")
+					case w:
+						toks = append(toks, fmt.Sprintf("%c%d", pp.proto[0], pp.port))
+					default:
+						toks = append(toks, "-")
+					}
+				}
+				fmt.Fprintf(&b, "%-*s", cellW, strings.Join(toks, " "))
+			}
+			b.WriteString("\n")
+		}
 	}
 	mm := mismatches(want, got)
 	if len(mm) > 0 {
@@ -385,7 +435,7 @@ func renderMatrix(pods []evalPod, want map[npProbe]bool, got map[npProbe]npResul
 		if seen {
 			obs = verdict[r.ok] + " (" + r.detail + ")"
 		}
-		fmt.Fprintf(&b, "  %s -> %s %s/%d: expected %s, observed %s\n", p.from, p.to, p.proto, p.port, verdict[want[p]], obs)
+		fmt.Fprintf(&b, "  %s %s -> %s %s/%d: expected %s, observed %s\n", p.fam, p.from, p.to, p.proto, p.port, verdict[want[p]], obs)
 	}
 	return b.String()
 }
@@ -502,7 +552,7 @@ func (e *npEnv) restore(ctx context.Context) error {
 // original labels, every probe allowed).
 func TestNetworkPolicy(t *testing.T) {
 	s := need(t)
-	e := &npEnv{s: s, podCIDRs: map[int]string{}, origPods: map[string]map[string]string{}, origNS: map[string]map[string]string{}}
+	e := &npEnv{s: s, podCIDRs: map[corev1.IPFamily]map[int]string{}, origPods: map[string]map[string]string{}, origNS: map[string]map[string]string{}}
 	ctx := context.Background()
 	suiteStart := time.Now()
 	t.Cleanup(func() {
@@ -522,7 +572,7 @@ func TestNetworkPolicy(t *testing.T) {
 		t.Fatalf("setting up the policy topology: %v", err)
 	}
 	for _, p := range e.model.Pods {
-		t.Logf("pod %s on %s, IP %s", p.key(), p.Node, p.IP)
+		t.Logf("pod %s on %s, IPs %s %s", p.key(), p.Node, p.IP, p.IP6)
 	}
 	t.Logf("topology of %d pods ready after %v; pod CIDRs %v", len(e.model.Pods), time.Since(suiteStart).Round(time.Millisecond), e.podCIDRs)
 	baseline, err := e.expected()
@@ -681,9 +731,10 @@ func harnessSelfCheck(ctx context.Context, t *testing.T, e *npEnv, baseline map[
 			denied++
 		}
 	}
-	// By hand: x/a and x/b each have 8 sources and deny 3 of 4 ports.
-	if denied != 2*8*3 {
-		t.Fatalf("the evaluator denies %d probes for the stand-in, want %d", denied, 2*8*3)
+	// By hand: x/a and x/b each have 8 sources and deny 3 of 4 ports, over
+	// each family (the stand-in is an inet table: IPv4 and IPv6).
+	if want := len(ipFamilies) * 2 * 8 * 3; denied != want {
+		t.Fatalf("the evaluator denies %d probes for the stand-in, want %d", denied, want)
 	}
 	start := time.Now()
 	w := e.waitMatrix(ctx, want, npRealizeTimeout)

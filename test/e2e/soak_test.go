@@ -599,7 +599,7 @@ func TestSoak10Min(t *testing.T) {
 			if src.Name == dst.Name {
 				continue
 			}
-			want, err := model.allowed(src, dst, corev1.ProtocolTCP, 80)
+			want, err := model.allowed(corev1.IPv4Protocol, src, dst, corev1.ProtocolTCP, 80)
 			if err != nil {
 				t.Fatal(err)
 			}
