@@ -129,7 +129,10 @@ func SetField(f Field, value []byte) Action {
 	return setFieldAction{f, append([]byte(nil), value...)}
 }
 
-// SetIPField sets an IPv4 field (ip_src, ip_dst, tun_dst, arp_spa, ...).
+// SetIPField sets an IP address field: an IPv4 one (ip_src, ip_dst,
+// tun_dst, arp_spa, ...) from an IPv4 address, an IPv6 one (ipv6_src,
+// tun_ipv6_dst, ...) from an IPv6 address. A family that does not fit the
+// field fails validation (wrong width).
 func SetIPField(f Field, ip net.IP) Action {
 	if v4 := ip.To4(); v4 != nil {
 		return SetField(f, v4)

@@ -75,6 +75,16 @@ func catalog() []catalogCase {
 			"cookie=0xd, table=6, priority=600,tun_id=0x64,tun_src=192.0.2.2,tun_dst=192.0.2.1 actions=output:3"},
 		{"set tunnel", NewFlow(6, 601).Cookie(0xe).MatchProtocol(ProtocolIP).MatchDstNet(mustCIDR("10.2.0.0/24")).SetTunDst(ip("192.0.2.9")).SetTunID(0).Output(1),
 			"cookie=0xe, table=6, priority=601,ip,nw_dst=10.2.0.0/24 actions=set_field:192.0.2.9->tun_dst,set_field:0->tun_id,output:1"},
+		// Tunnels over an IPv6 underlay: the same builder calls with IPv6
+		// addresses choose tun_ipv6_src/tun_ipv6_dst.
+		{"tunnel ipv6", NewFlow(6, 602).Cookie(0x24).MatchTunID(0x64).MatchTunDst(ip("2001:db8::1")).MatchTunSrc(ip("2001:db8::2")).Output(3),
+			"cookie=0x24, table=6, priority=602,tun_id=0x64,tun_ipv6_src=2001:db8::2,tun_ipv6_dst=2001:db8::1 actions=output:3"},
+		{"set tunnel ipv6", NewFlow(6, 603).Cookie(0x25).MatchProtocol(ProtocolIP).MatchDstNet(mustCIDR("10.3.0.0/24")).SetTunDst(ip("2001:db8::9")).Output(1),
+			"cookie=0x25, table=6, priority=603,ip,nw_dst=10.3.0.0/24 actions=set_field:2001:db8::9->tun_ipv6_dst,output:1"},
+		{"tun_ipv6_src after registers, before metadata and in_port", NewFlow(6, 604).Cookie(0x26).MatchInPort(1).MatchMetadata(0x1, 0xff).
+			MatchProtocol(ProtocolIPv6).MatchRegBits(0, 0, 3, 2).MatchTunSrc(ip("fd00:192:0:2::2")).MatchCTState(CTState{}.Trk(true).Rpl(true)).
+			SetEthDst(mustMAC("02:00:00:00:00:01")).GotoTable(7),
+			"cookie=0x26, table=6, priority=604,ct_state=+rpl+trk,ipv6,reg0=0x2/0xf,tun_ipv6_src=fd00:192:0:2::2,metadata=0x1/0xff,in_port=1 actions=set_field:02:00:00:00:00:01->eth_dst,goto_table:7"},
 		{"ct_state est", NewFlow(7, 700).Cookie(0xf).MatchProtocol(ProtocolIP).MatchCTState(CTState{}.Trk(true).Est(true).New(false)).GotoTable(9),
 			"cookie=0xf, table=7, priority=700,ct_state=-new+est+trk,ip actions=goto_table:9"},
 		{"ct_state inv", NewFlow(7, 701).Cookie(0x10).MatchCTState(CTState{}.Trk(true).Inv(true)).Drop(),

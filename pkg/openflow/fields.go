@@ -27,6 +27,8 @@ const (
 	FieldTunID Field = FieldReg0 + 16 + iota
 	FieldTunSrc
 	FieldTunDst
+	FieldTunIPv6Src // tunnels over IPv6; ovs-ofctl prints these right after tun_src, tun_dst
+	FieldTunIPv6Dst
 	FieldMetadata
 	FieldInPort
 	FieldEthSrc
@@ -101,6 +103,8 @@ var fieldTable = func() [numFields]fieldInfo {
 	t[FieldTunID] = fieldInfo{"NXM_NX_TUN_ID", "NXM_NX_TUN_ID", "tun_id", "tun_id", 8, fmtHex}
 	t[FieldTunSrc] = fieldInfo{"NXM_NX_TUN_IPV4_SRC", "NXM_NX_TUN_IPV4_SRC", "tun_src", "tun_src", 4, fmtIPv4}
 	t[FieldTunDst] = fieldInfo{"NXM_NX_TUN_IPV4_DST", "NXM_NX_TUN_IPV4_DST", "tun_dst", "tun_dst", 4, fmtIPv4}
+	t[FieldTunIPv6Src] = fieldInfo{"NXM_NX_TUN_IPV6_SRC", "NXM_NX_TUN_IPV6_SRC", "tun_ipv6_src", "tun_ipv6_src", 16, fmtIPv6}
+	t[FieldTunIPv6Dst] = fieldInfo{"NXM_NX_TUN_IPV6_DST", "NXM_NX_TUN_IPV6_DST", "tun_ipv6_dst", "tun_ipv6_dst", 16, fmtIPv6}
 	t[FieldMetadata] = fieldInfo{"OXM_OF_METADATA", "OXM_OF_METADATA", "metadata", "metadata", 8, fmtHex}
 	t[FieldInPort] = fieldInfo{"OXM_OF_IN_PORT", "NXM_OF_IN_PORT", "in_port", "in_port", 4, fmtPort}
 	t[FieldEthType] = fieldInfo{"OXM_OF_ETH_TYPE", "NXM_OF_ETH_TYPE", "dl_type", "eth_type", 2, fmtHex}

@@ -394,14 +394,16 @@ func (b *FlowBuilder) isIPv6() bool {
 // MatchTunID matches the tunnel ID (Geneve VNI).
 func (b *FlowBuilder) MatchTunID(id uint64) *FlowBuilder { return b.matchUint(FieldTunID, id) }
 
-// MatchTunDst matches the tunnel's outer IPv4 destination.
+// MatchTunDst matches the tunnel's outer destination: tun_dst for an IPv4
+// address, tun_ipv6_dst for an IPv6 one (a tunnel over an IPv6 underlay).
 func (b *FlowBuilder) MatchTunDst(ip net.IP) *FlowBuilder {
-	return b.matchIP(FieldTunDst, noField, ip, nil)
+	return b.matchIP(FieldTunDst, FieldTunIPv6Dst, ip, nil)
 }
 
-// MatchTunSrc matches the tunnel's outer IPv4 source.
+// MatchTunSrc matches the tunnel's outer source: tun_src for an IPv4
+// address, tun_ipv6_src for an IPv6 one.
 func (b *FlowBuilder) MatchTunSrc(ip net.IP) *FlowBuilder {
-	return b.matchIP(FieldTunSrc, noField, ip, nil)
+	return b.matchIP(FieldTunSrc, FieldTunIPv6Src, ip, nil)
 }
 
 // MatchReg matches the whole 32-bit register reg.
@@ -573,8 +575,29 @@ func (b *FlowBuilder) SetEthDst(mac net.HardwareAddr) *FlowBuilder {
 	return b.SetField(FieldEthDst, mac)
 }
 
-// SetTunDst sets the tunnel's outer IPv4 destination (flow-based tunnels).
-func (b *FlowBuilder) SetTunDst(ip net.IP) *FlowBuilder { return b.Action(SetIPField(FieldTunDst, ip)) }
+// SetTunDst sets the tunnel's outer destination (flow-based tunnels) by
+// the address family: tun_dst for an IPv4 address, tun_ipv6_dst for an
+// IPv6 one. OVS keeps the two as separate fields and encapsulates over
+// IPv6 when tun_ipv6_dst is set, so one call covers both underlays and an
+// IPv4 address (also in its 16-byte form) gives exactly the IPv4 action.
+func (b *FlowBuilder) SetTunDst(ip net.IP) *FlowBuilder {
+	f, ok := tunDstField(ip)
+	if !ok {
+		return b.fail("set tunnel destination: invalid IP address %q", ip.String())
+	}
+	return b.Action(SetIPField(f, ip))
+}
+
+// tunDstField returns the tunnel destination field for ip's family.
+func tunDstField(ip net.IP) (Field, bool) {
+	switch {
+	case ip.To4() != nil:
+		return FieldTunDst, true
+	case len(ip) == net.IPv6len:
+		return FieldTunIPv6Dst, true
+	}
+	return 0, false
+}
 
 // SetTunID sets the tunnel ID (Geneve VNI).
 func (b *FlowBuilder) SetTunID(id uint64) *FlowBuilder { return b.SetField(FieldTunID, putBE(id, 8)) }
