@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -37,8 +38,9 @@ type OVSDB interface {
 type UnderlayConfig struct {
 	// OVSDB is the client of the node's ovsdb-server.
 	OVSDB OVSDB
-	// NIC is the underlay network device (e.g. eth0). Its IPv4 addresses
-	// and routes move to Bridge.
+	// NIC is the underlay network device (e.g. eth0). Its IPv4 and global
+	// IPv6 addresses and its movable routes of both families move to
+	// Bridge.
 	NIC string
 	// Bridge is the OVS bridge to create; DefaultUnderlayBridge if empty.
 	Bridge string
@@ -66,6 +68,10 @@ type Underlay struct {
 	// Addrs are the node's IPv4 underlay addresses (the first is the
 	// tunnel endpoint peers send to).
 	Addrs []*net.IPNet
+	// Addrs6 are the node's global IPv6 underlay addresses, empty on an
+	// IPv4-only underlay. They move with the IPv4 ones because the kernel
+	// drops every frame arriving on NIC: left there, they would be dead.
+	Addrs6 []*net.IPNet
 	// MTU is the NIC's MTU; PodMTU(MTU) is what pods can use.
 	MTU int
 }
@@ -92,13 +98,25 @@ type Underlay struct {
 //  5. removes the addresses from NIC and installs the routes on Bridge
 //     (moving them off NIC).
 //
-// Where the addresses come from: the NIC's, if it has any (first set-up);
+// Addresses are the IPv4 ones and the global (scope universe) IPv6 ones,
+// never link-local: every device has its own fe80::/64 address, and Bridge
+// gets one from the NIC's MAC. IPv6 addresses are added to Bridge with
+// IFA_F_NODAD: they only move between two devices of the node, so
+// duplicate address detection would find nothing and only delay them by a
+// second or more.
+//
+// Where the addresses come from, for each family on its own: the NIC's, if
+// it has any (first set-up);
 // else Bridge's (set up before: the agent restarted); else the OVSDB record
 // (with the netdev datapath Bridge's device is a tap owned by ovs-vswitchd:
 // when ovs-vswitchd exits, the device goes with its addresses and routes,
 // and a restarted ovs-vswitchd recreates it empty; OVSDB, which outlives
-// it, is the durable record). The routes are the NIC's movable routes (non
-// kernel: default and other gateway routes) in the first case; in the
+// it, is the durable record). Per family, because a node set up before
+// IPv6 moved has its IPv4 underlay on Bridge and its IPv6 one still on NIC:
+// this moves the IPv6 part and keeps the IPv4 part. IPv4 is required (the
+// tunnel endpoint is IPv4); IPv6 is moved when there is some. The routes are
+// the NIC's movable routes (see movableRoutes: default and other gateway
+// routes) in the first case; in the
 // others the record's, with those on Bridge added or winning (same
 // table, destination, metric and TOS), so a route added by hand on Bridge
 // is kept and one lost between a restore's address and route steps comes
@@ -125,6 +143,14 @@ func SetupUnderlay(ctx context.Context, cfg UnderlayConfig) (*Underlay, error) {
 	if err != nil {
 		return nil, err
 	}
+	nicAddrs6, err := ipv6Addrs(nic)
+	if err != nil {
+		return nil, err
+	}
+	nicRoutes6, err := movableRoutes6(nic)
+	if err != nil {
+		return nil, err
+	}
 	rec, err := readUnderlayRecord(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -148,6 +174,14 @@ func SetupUnderlay(ctx context.Context, cfg UnderlayConfig) (*Underlay, error) {
 	if err != nil {
 		return nil, err
 	}
+	brAddrs6, err := ipv6Addrs(br)
+	if err != nil {
+		return nil, err
+	}
+	brRoutes6, err := movableRoutes6(br)
+	if err != nil {
+		return nil, err
+	}
 
 	var want underlayRecord
 	switch {
@@ -160,6 +194,15 @@ func SetupUnderlay(ctx context.Context, cfg UnderlayConfig) (*Underlay, error) {
 	default:
 		return nil, fmt.Errorf("nodenet: underlay: neither %s nor %s has an IPv4 address, and OVSDB holds no record of one",
 			cfg.NIC, cfg.Bridge)
+	}
+	// IPv6 on its own, same order of sources; none at all is fine.
+	switch {
+	case len(nicAddrs6) > 0:
+		want.Addrs6, want.Routes6 = addrNets(nicAddrs6), recordRoutes(nicRoutes6)
+	case len(brAddrs6) > 0:
+		want.Addrs6, want.Routes6 = addrNets(brAddrs6), mergeRoutes(rec.Routes6, recordRoutes(brRoutes6))
+	default:
+		want.Addrs6, want.Routes6 = rec.Addrs6, mergeRoutes(rec.Routes6, recordRoutes(brRoutes6))
 	}
 	ids, err := want.externalIDs()
 	if err != nil {
@@ -180,20 +223,25 @@ func SetupUnderlay(ctx context.Context, cfg UnderlayConfig) (*Underlay, error) {
 	if len(toAdd) == 0 {
 		toAdd = want.netlinkAddrs()
 	}
-	if err := addAddrs(br, toAdd); err != nil {
+	if err := addAddrs(br, slices.Concat(toAdd, want.netlinkAddrs6())); err != nil {
 		return nil, err
 	}
 	if err := installIngressDrop(ctx, cfg.NIC); err != nil {
 		return nil, err
 	}
-	if err := delAddrs(nic, nicAddrs); err != nil {
+	if err := delAddrs(nic, slices.Concat(nicAddrs, nicAddrs6)); err != nil {
 		return nil, err
 	}
 	routes, err := want.netlinkRoutes()
 	if err != nil {
 		return nil, err
 	}
-	if err := moveRoutes(routes, br); err != nil {
+	routes6, err := want.netlinkRoutes6()
+	if err != nil {
+		return nil, err
+	}
+	// After the addresses: a gateway must be on a prefix of the new device.
+	if err := moveRoutes(slices.Concat(routes, routes6), br); err != nil {
 		return nil, err
 	}
 
@@ -204,9 +252,16 @@ func SetupUnderlay(ctx context.Context, cfg UnderlayConfig) (*Underlay, error) {
 	if len(addrs) == 0 {
 		return nil, fmt.Errorf("nodenet: underlay: %s has no IPv4 address after set-up", cfg.Bridge)
 	}
+	addrs6, err := ipv6Addrs(br)
+	if err != nil {
+		return nil, err
+	}
 	u := &Underlay{Bridge: cfg.Bridge, NIC: cfg.NIC, MTU: nic.Attrs().MTU}
 	for _, a := range addrs {
 		u.Addrs = append(u.Addrs, a.IPNet)
+	}
+	for _, a := range addrs6 {
+		u.Addrs6 = append(u.Addrs6, a.IPNet)
 	}
 	return u, nil
 }
@@ -225,8 +280,9 @@ func readUnderlayRecord(ctx context.Context, cfg UnderlayConfig) (underlayRecord
 }
 
 // TeardownUnderlay undoes SetupUnderlay: the addresses and routes on Bridge
-// go back to NIC, the ingress drop is removed and Bridge is deleted (which
-// releases NIC). Running it when there is nothing to undo is not an error.
+// (IPv4 and IPv6, chosen as SetupUnderlay chooses them) go back to NIC, the
+// ingress drop is removed and Bridge is deleted (which releases NIC).
+// Running it when there is nothing to undo is not an error.
 func TeardownUnderlay(ctx context.Context, cfg UnderlayConfig) error {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -256,6 +312,15 @@ func TeardownUnderlay(ctx context.Context, cfg UnderlayConfig) error {
 		if err != nil {
 			return errors.Join(append(errs, err)...)
 		}
+		addrs6, err := ipv6Addrs(br)
+		if err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+		routes6, err := movableRoutes6(br)
+		if err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+		addrs, routes = slices.Concat(addrs, addrs6), slices.Concat(routes, routes6)
 		if err := addAddrs(nic, addrs); err != nil {
 			return errors.Join(append(errs, err)...)
 		}
@@ -306,13 +371,56 @@ func ipv4Addrs(link netlink.Link) ([]netlink.Addr, error) {
 	return out, nil
 }
 
-// addAddrs puts addrs on link (keeping prefix length and broadcast).
-func addAddrs(link netlink.Link, addrs []netlink.Addr) error {
-	for _, a := range addrs {
-		na := &netlink.Addr{IPNet: a.IPNet, Broadcast: a.Broadcast}
-		if err := netlink.AddrReplace(link, na); err != nil {
-			return fmt.Errorf("nodenet: adding %s to %s: %w", a.IPNet, link.Attrs().Name, err)
+// ipv6Addrs returns the global (scope universe) IPv6 addresses of link:
+// not the link-local ones (each device has its own), not ::1 (host scope),
+// and not one whose duplicate address detection failed (another host owns
+// it; adding it elsewhere with IFA_F_NODAD would make it usable).
+func ipv6Addrs(link netlink.Link) ([]netlink.Addr, error) {
+	all, err := netlink.AddrList(link, netlink.FAMILY_V6)
+	if err != nil {
+		return nil, fmt.Errorf("nodenet: listing IPv6 addresses of %s: %w", link.Attrs().Name, err)
+	}
+	var out []netlink.Addr
+	for _, a := range all {
+		if a.Scope == unix.RT_SCOPE_UNIVERSE && a.Flags&unix.IFA_F_DADFAILED == 0 {
+			out = append(out, a)
 		}
+	}
+	return out, nil
+}
+
+// addAddrs puts addrs, in the kernel's listing order, on link (keeping
+// prefix length and broadcast). The kernel lists IPv4 addresses oldest
+// first but IPv6 ones newest first, so the IPv6 ones are added last to
+// first: link then lists them in the same order as the device they come
+// from, the record stays the same across moves, and source address
+// selection, which keeps the first of equally good candidates, picks as
+// before. IPv6 addresses get IFA_F_NODAD: they move from another device of
+// this node, so they are no new addresses on the link, and with DAD they
+// would stay tentative (unusable as a source, routes with them as source
+// refused) for a second or more after each move.
+func addAddrs(link netlink.Link, addrs []netlink.Addr) error {
+	var v6 []netlink.Addr
+	for _, a := range addrs {
+		if a.IP.To4() == nil {
+			v6 = append(v6, a)
+			continue
+		}
+		if err := addAddr(link, &netlink.Addr{IPNet: a.IPNet, Broadcast: a.Broadcast}); err != nil {
+			return err
+		}
+	}
+	for _, a := range slices.Backward(v6) {
+		if err := addAddr(link, &netlink.Addr{IPNet: a.IPNet, Flags: unix.IFA_F_NODAD}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func addAddr(link netlink.Link, a *netlink.Addr) error {
+	if err := netlink.AddrReplace(link, a); err != nil {
+		return fmt.Errorf("nodenet: adding %s to %s: %w", a.IPNet, link.Attrs().Name, err)
 	}
 	return nil
 }
@@ -346,12 +454,51 @@ func movableRoutes(link netlink.Link) ([]netlink.Route, error) {
 	return out, nil
 }
 
+// movableRoutes6 is the IPv6 twin of movableRoutes: link's IPv6 routes in
+// the main table (the local table's local, anycast and multicast routes
+// are the kernel's, per address and device) except those the kernel makes
+// itself (proto kernel: prefix routes of addresses, fe80::/64) and those
+// learnt from router advertisements (proto ra: they expire, and the kernel
+// learns them again on whichever device accepts RAs; a copy would pin them
+// forever). Multipath routes stay where they are, as with IPv4; so do
+// non-unicast ones (multicast, and unreachable and the like, which the
+// kernel puts on lo anyway).
+func movableRoutes6(link netlink.Link) ([]netlink.Route, error) {
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V6, &netlink.Route{LinkIndex: link.Attrs().Index},
+		netlink.RT_FILTER_OIF)
+	if err != nil {
+		return nil, fmt.Errorf("nodenet: listing IPv6 routes of %s: %w", link.Attrs().Name, err)
+	}
+	var out []netlink.Route
+	for _, r := range routes {
+		switch {
+		case r.Protocol == unix.RTPROT_KERNEL, r.Protocol == unix.RTPROT_RA, len(r.MultiPath) > 0,
+			r.Type != unix.RTN_UNICAST, r.Dst != nil && r.Dst.IP.IsMulticast():
+			continue
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
 // moveRoutes installs routes on link, replacing the same routes on their
-// old device.
+// old device (both families: a replace matches table, destination and
+// metric, not the device).
 func moveRoutes(routes []netlink.Route, link netlink.Link) error {
 	for _, r := range routes {
 		r.LinkIndex = link.Attrs().Index
 		r.ILinkIndex = 0
+		if r.Dst == nil {
+			// netlink takes the family from Dst, Src or Gw only (not
+			// Family): a default route through a device alone would go out
+			// without one, so spell out the family's default destination.
+			switch r.Family {
+			case netlink.FAMILY_V4:
+				r.Dst = &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
+			case netlink.FAMILY_V6:
+				r.Dst = &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
+			}
+		}
 		if err := netlink.RouteReplace(&r); err != nil {
 			return fmt.Errorf("nodenet: moving route %s to %s: %w", r, link.Attrs().Name, err)
 		}

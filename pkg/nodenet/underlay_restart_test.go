@@ -1,6 +1,7 @@
 package nodenet_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,15 +18,42 @@ import (
 // either. SetupUnderlay must restore
 // the addresses and routes from the OVSDB record; run again it changes
 // nothing, and it keeps a route added on br-phy by hand in the record.
+// IPv4-only, the record holds no IPv6 keys (as before IPv6 support);
+// dual-stack, the IPv6 addresses and routes come back from the record as
+// well, and IPv6 works again over br-phy.
 func TestUnderlayVswitchdRestart(t *testing.T) {
+	for _, fam := range []struct {
+		name      string
+		dualStack bool
+	}{
+		{name: "IPv4"},
+		{name: "dual-stack", dualStack: true},
+	} {
+		t.Run(fam.name, func(t *testing.T) { testUnderlayVswitchdRestart(t, fam.dualStack) })
+	}
+}
+
+func testUnderlayVswitchdRestart(t *testing.T, dualStack bool) {
 	in, db, remote := underlayNode(t)
 	node := in.NetNS
 
 	nsRun(t, node, "ip", "addr", "add", "192.0.2.1/24", "dev", "ul0")
 	nsRun(t, node, "ip", "addr", "add", "203.0.113.1/28", "dev", "ul0")
+	if dualStack {
+		nsRun(t, node, "ip", "-6", "addr", "add", underlayNodeIPv6+"/64", "dev", "ul0", "nodad")
+		nsRun(t, node, "ip", "-6", "addr", "add", "2001:db8:5::1/48", "dev", "ul0", "nodad")
+		addRemoteIPv6(t, remote)
+	}
 	nsRun(t, node, "ip", "link", "set", "ul0", "up")
 	nsRun(t, node, "ip", "route", "add", "default", "via", "192.0.2.254", "metric", "100")
 	nsRun(t, node, "ip", "route", "add", "198.51.100.0/24", "via", "192.0.2.254", "src", "192.0.2.1")
+	if dualStack {
+		nsRun(t, node, "ip", "-6", "route", "add", "default", "via", underlayGwIPv6, "metric", "100")
+		nsRun(t, node, "ip", "-6", "route", "add", "2001:db8:98::/48", "via", underlayGwIPv6, "src", "2001:db8:5::1")
+		// A default route through the device alone: no address in it
+		// tells netlink its family.
+		nsRun(t, node, "ip", "-6", "route", "add", "default", "dev", "ul0", "metric", "2048")
+	}
 	cfg := nodenet.UnderlayConfig{OVSDB: db, NIC: "ul0"}
 
 	setup := func(t *testing.T) *nodenet.Underlay {
@@ -37,9 +65,9 @@ func TestUnderlayVswitchdRestart(t *testing.T) {
 		})
 		return u
 	}
-	state := func() (addrs, routes string) {
-		return strings.TrimSpace(nsRun(t, node, "ip", "-4", "-o", "addr", "show", "dev", "br-phy", "scope", "global")),
-			strings.TrimSpace(nsRun(t, node, "ip", "-4", "route", "show", "dev", "br-phy"))
+	state := func(family string) (addrs, routes string) {
+		return strings.TrimSpace(nsRun(t, node, "ip", family, "-o", "addr", "show", "dev", "br-phy", "scope", "global")),
+			strings.TrimSpace(nsRun(t, node, "ip", family, "route", "show", "dev", "br-phy"))
 	}
 	wantRoutes := []string{
 		"default via 192.0.2.254 metric 100",
@@ -47,9 +75,17 @@ func TestUnderlayVswitchdRestart(t *testing.T) {
 		"192.0.2.0/24 proto kernel scope link src 192.0.2.1",
 		"203.0.113.0/28 proto kernel scope link src 203.0.113.1",
 	}
-	check := func(t *testing.T, what string, extraRoutes ...string) {
+	wantAddrs6 := []string{underlayNodeIPv6 + "/64", "2001:db8:5::1/48"}
+	wantRoutes6 := []string{
+		"default via " + underlayGwIPv6 + " metric 100",
+		"2001:db8:98::/48 via " + underlayGwIPv6 + " src 2001:db8:5::1 metric 1024",
+		"default metric 2048",
+		"fd00:192:0:2::/64 proto kernel metric 256",
+		"2001:db8:5::/48 proto kernel metric 256",
+	}
+	check := func(t *testing.T, what string, extraRoutes, extraRoutes6 []string) {
 		t.Helper()
-		addrs, routes := state()
+		addrs, routes := state("-4")
 		for _, a := range []string{"192.0.2.1/24 brd 192.0.2.255", "203.0.113.1/28 brd 203.0.113.15"} {
 			if !strings.Contains(addrs, a) {
 				t.Errorf("%s: br-phy lacks %s:\n%s", what, a, addrs)
@@ -67,30 +103,110 @@ func TestUnderlayVswitchdRestart(t *testing.T) {
 		if strings.Contains(out, "DUP!") {
 			t.Errorf("%s: duplicate answers:\n%s", what, out)
 		}
+		if !dualStack {
+			return
+		}
+		addrs6, routes6 := state("-6")
+		for _, a := range wantAddrs6 {
+			if !strings.Contains(addrs6, a) {
+				t.Errorf("%s: br-phy lacks %s:\n%s", what, a, addrs6)
+			}
+		}
+		if strings.Contains(addrs6, "tentative") {
+			t.Errorf("%s: br-phy has tentative IPv6 addresses:\n%s", what, addrs6)
+		}
+		for _, r := range append(wantRoutes6, extraRoutes6...) {
+			if !strings.Contains(routes6, r) {
+				t.Errorf("%s: br-phy lacks IPv6 route %q:\n%s", what, r, routes6)
+			}
+		}
+		if got := strings.TrimSpace(nsRun(t, node, "ip", "-6", "-o", "addr", "show", "dev", "ul0", "scope", "global")); got != "" {
+			t.Errorf("%s: ul0 keeps an IPv6 address: %s", what, got)
+		}
+		if got := strings.TrimSpace(nsRun(t, node, "ip", "-6", "route", "show", "dev", "ul0")); strings.Contains(got, "via") ||
+			strings.Contains(got, "default") {
+			t.Errorf("%s: ul0 keeps movable IPv6 routes:\n%s", what, got)
+		}
+		pingNoDup(t, remote, "-6", underlayNodeIPv6)
+		pingNoDup(t, node, "-6", underlayRemoteIPv6)
+	}
+	checkAddrs6 := func(t *testing.T, u *nodenet.Underlay) {
+		t.Helper()
+		var got []string
+		for _, a := range u.Addrs6 {
+			got = append(got, a.String())
+		}
+		slices.Sort(got)
+		want := slices.Clone(wantAddrs6)
+		if !dualStack {
+			want = nil
+		}
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Errorf("underlay IPv6 addresses %v, want %v", got, want)
+		}
 	}
 
-	setup(t)
-	check(t, "first set-up")
+	// The move keeps the order of the IPv6 addresses (the kernel lists them
+	// newest first): the NIC's before is br-phy's after.
+	globals6 := func(dev string) []string {
+		var out []string
+		for _, l := range strings.Split(strings.TrimSpace(nsRun(t, node, "ip", "-6", "-o", "addr", "show", "dev", dev, "scope", "global")), "\n") {
+			if f := strings.Fields(l); len(f) >= 4 {
+				out = append(out, f[3])
+			}
+		}
+		return out
+	}
+	nicOrder6 := globals6("ul0")
+	u := setup(t)
+	checkAddrs6(t, u)
+	if got := globals6("br-phy"); !slices.Equal(got, nicOrder6) {
+		t.Errorf("IPv6 addresses on br-phy in the order %v, on ul0 they were %v", got, nicOrder6)
+	}
+	check(t, "first set-up", nil, nil)
 	rec := in.MustVsctl(t, "get", "Port", "ul0", "external_ids")
 	for _, want := range []string{`weir-underlay-addrs="192.0.2.1/24,203.0.113.1/28"`, `weir-type=uplink`, `"dst\":\"198.51.100.0/24\"`} {
 		if !strings.Contains(rec, want) {
 			t.Errorf("OVSDB record lacks %s: %s", want, rec)
 		}
 	}
+	if dualStack {
+		for _, want := range append(wantAddrs6, `"dst\":\"2001:db8:98::/48\"`, nodenet.KeyUnderlayRoutes6) {
+			if !strings.Contains(rec, want) {
+				t.Errorf("OVSDB record lacks %s: %s", want, rec)
+			}
+		}
+	} else if strings.Contains(rec, nodenet.KeyUnderlayAddrs6) || strings.Contains(rec, nodenet.KeyUnderlayRoutes6) {
+		t.Errorf("IPv4-only record with IPv6 keys: %s", rec)
+	}
 
 	for _, tc := range []struct {
 		name       string
 		handRoute  []string // added on br-phy after set-up, before the restart
 		wantExtras []string
+		// handRoute6 and wantExtras6: the same for IPv6, dual-stack only.
+		handRoute6  []string
+		wantExtras6 []string
 	}{
 		{name: "restart"},
-		{name: "restart keeps a route added by hand", handRoute: []string{"192.0.2.0/24", "10.99.0.0/16", "via", "192.0.2.253"},
-			wantExtras: []string{"10.99.0.0/16 via 192.0.2.253"}},
+		{name: "restart keeps a route added by hand", handRoute: []string{"10.99.0.0/16", "via", "192.0.2.253"},
+			wantExtras:  []string{"10.99.0.0/16 via 192.0.2.253"},
+			handRoute6:  []string{"2001:db8:aa::/48", "via", "fd00:192:0:2::fd", "dev", "br-phy"},
+			wantExtras6: []string{"2001:db8:aa::/48 via fd00:192:0:2::fd metric 1024"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if !dualStack {
+				tc.handRoute6, tc.wantExtras6 = nil, nil
+			}
 			if len(tc.handRoute) > 0 {
-				nsRun(t, node, append([]string{"ip", "route", "add"}, tc.handRoute[1:]...)...)
-				setup(t) // an agent restart: records the route
+				nsRun(t, node, append([]string{"ip", "route", "add"}, tc.handRoute...)...)
+			}
+			if len(tc.handRoute6) > 0 {
+				nsRun(t, node, append([]string{"ip", "-6", "route", "add"}, tc.handRoute6...)...)
+			}
+			if len(tc.handRoute)+len(tc.handRoute6) > 0 {
+				setup(t) // an agent restart: records the routes
 			}
 			// OVS 3.1 makes its tap devices persistent: a plain exit
 			// (SIGTERM, SIGKILL, "ovs-appctl exit") leaves them with their
@@ -100,8 +216,11 @@ func TestUnderlayVswitchdRestart(t *testing.T) {
 			in.StopVswitchd(t)
 			nsRun(t, node, "ip", "link", "delete", "br-phy")
 			in.StartVswitchd(t)
-			if addrs, _ := state(); addrs != "" {
+			if addrs, _ := state("-4"); addrs != "" {
 				t.Fatalf("br-phy has addresses before the restore: %s", addrs)
+			}
+			if addrs, _ := state("-6"); addrs != "" {
+				t.Fatalf("br-phy has IPv6 addresses before the restore: %s", addrs)
 			}
 			began := time.Now()
 			u := setup(t)
@@ -109,25 +228,55 @@ func TestUnderlayVswitchdRestart(t *testing.T) {
 			if len(u.Addrs) != 2 || u.Addrs[0].String() != "192.0.2.1/24" {
 				t.Errorf("underlay after restore: %+v", u.Addrs)
 			}
-			check(t, "after the restart", tc.wantExtras...)
+			checkAddrs6(t, u)
+			check(t, "after the restart", tc.wantExtras, tc.wantExtras6)
 			before := in.MustVsctl(t, "get", "Port", "ul0", "external_ids")
 			setup(t)
-			check(t, "set-up again", tc.wantExtras...)
+			check(t, "set-up again", tc.wantExtras, tc.wantExtras6)
 			if after := in.MustVsctl(t, "get", "Port", "ul0", "external_ids"); after != before {
 				t.Errorf("record changed by an idempotent set-up:\n%s\n%s", before, after)
 			}
 		})
 	}
 
-	// Without addresses anywhere and without a record, SetupUnderlay fails.
+	// Teardown gives both families back to ul0.
 	netnstest.MustDo(t, node, func() error { return nodenet.TeardownUnderlay(testctx.Timeout(t, callTimeout), cfg) })
-	nsRun(t, node, "ip", "addr", "flush", "dev", "ul0")
+	if got := nsRun(t, node, "ip", "-4", "-o", "addr", "show", "dev", "ul0", "scope", "global"); !strings.Contains(got, "192.0.2.1/24") ||
+		!strings.Contains(got, "203.0.113.1/28") {
+		t.Errorf("ul0 after teardown: %s", got)
+	}
+	if got := nsRun(t, node, "ip", "-4", "route", "show", "default"); !strings.Contains(got, "via 192.0.2.254 dev ul0") {
+		t.Errorf("IPv4 default route after teardown: %q", got)
+	}
+	if dualStack {
+		got := nsRun(t, node, "ip", "-6", "-o", "addr", "show", "dev", "ul0", "scope", "global")
+		for _, a := range wantAddrs6 {
+			if !strings.Contains(got, a) {
+				t.Errorf("ul0 after teardown lacks %s: %s", a, got)
+			}
+		}
+		if got := nsRun(t, node, "ip", "-6", "route", "show", "default"); !strings.Contains(got, "via "+underlayGwIPv6+" dev ul0 metric 100") ||
+			!strings.Contains(got, "default dev ul0 metric 2048") {
+			t.Errorf("IPv6 default routes after teardown: %q", got)
+		}
+		pingNoDup(t, node, "-6", underlayRemoteIPv6)
+	}
+
+	// Without IPv4 addresses anywhere and without a record, SetupUnderlay
+	// fails, IPv6 addresses or not (the tunnel endpoint is IPv4), and leaves
+	// the NIC's IPv6 addresses where they are.
+	nsRun(t, node, "ip", "-4", "addr", "flush", "dev", "ul0")
 	netnstest.MustDo(t, node, func() error {
 		if _, err := nodenet.SetupUnderlay(testctx.Timeout(t, callTimeout), cfg); err == nil || !strings.Contains(err.Error(), "no record") {
 			t.Errorf("SetupUnderlay without any address: got %v, want an error about the missing record", err)
 		}
 		return nil
 	})
+	if dualStack {
+		if got := nsRun(t, node, "ip", "-6", "-o", "addr", "show", "dev", "ul0", "scope", "global"); !strings.Contains(got, underlayNodeIPv6) {
+			t.Errorf("a failed set-up took ul0's IPv6 address: %q", got)
+		}
+	}
 }
 
 // TestEnableIPv4Forwarding turns forwarding on in a fresh namespace: once

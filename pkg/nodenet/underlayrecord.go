@@ -15,13 +15,26 @@ import (
 // Keys of the underlay record SetupUnderlay keeps in the external_ids of
 // the NIC's Port row (OVSDB outlives ovs-vswitchd, which owns the
 // userspace bridge's device and with it the addresses and routes on it).
+//
+// IPv6 has keys of its own rather than sharing the IPv4 ones: an agent
+// before IPv6 support rejects any IPv6 CIDR or route in the IPv4 keys (and
+// would then fail to start after a rollback), while it ignores keys it does
+// not know. A record without the IPv6 keys, as those agents wrote it, is an
+// IPv4-only record; SetupUnderlay writes the IPv6 keys only when there is
+// something IPv6 to record, so an IPv4-only node's record stays as it was.
 const (
 	// KeyUnderlayAddrs holds the underlay IPv4 addresses, comma separated
 	// CIDRs: "192.0.2.1/24".
 	KeyUnderlayAddrs = "weir-underlay-addrs"
-	// KeyUnderlayRoutes holds the movable underlay routes as a JSON list of
-	// RecordedRoute.
+	// KeyUnderlayRoutes holds the movable underlay IPv4 routes as a JSON
+	// list of RecordedRoute.
 	KeyUnderlayRoutes = "weir-underlay-routes"
+	// KeyUnderlayAddrs6 holds the underlay's global IPv6 addresses, comma
+	// separated CIDRs: "2001:db8::1/64".
+	KeyUnderlayAddrs6 = "weir-underlay-addrs6"
+	// KeyUnderlayRoutes6 holds the movable underlay IPv6 routes as a JSON
+	// list of RecordedRoute.
+	KeyUnderlayRoutes6 = "weir-underlay-routes6"
 )
 
 // RecordedRoute is one underlay route in the OVSDB record. The device is
@@ -56,51 +69,113 @@ func (r RecordedRoute) key() string {
 }
 
 // underlayRecord is what SetupUnderlay records: the addresses and movable
-// routes the underlay bridge must carry.
+// routes the underlay bridge must carry, per family.
 type underlayRecord struct {
 	Addrs  []*net.IPNet
 	Routes []RecordedRoute
+	// Addrs6 and Routes6 are the IPv6 twins of Addrs and Routes.
+	Addrs6  []*net.IPNet
+	Routes6 []RecordedRoute
 }
 
-// externalIDs renders r as the record's external_ids.
+// externalIDs renders r as the record's external_ids. The IPv6 keys are
+// left out when r holds no IPv6 address or route (see KeyUnderlayAddrs6).
 func (r underlayRecord) externalIDs() (map[string]string, error) {
-	addrs := make([]string, 0, len(r.Addrs))
-	for _, a := range r.Addrs {
+	ids := map[string]string{}
+	if err := renderFamily(ids, KeyUnderlayAddrs, KeyUnderlayRoutes, r.Addrs, r.Routes); err != nil {
+		return nil, err
+	}
+	if len(r.Addrs6) > 0 || len(r.Routes6) > 0 {
+		if err := renderFamily(ids, KeyUnderlayAddrs6, KeyUnderlayRoutes6, r.Addrs6, r.Routes6); err != nil {
+			return nil, err
+		}
+	}
+	return ids, nil
+}
+
+// renderFamily puts one family's addresses and routes into ids under
+// addrsKey and routesKey.
+func renderFamily(ids map[string]string, addrsKey, routesKey string, nets []*net.IPNet, routes []RecordedRoute) error {
+	addrs := make([]string, 0, len(nets))
+	for _, a := range nets {
 		addrs = append(addrs, a.String())
 	}
-	routes := r.Routes
 	if routes == nil {
 		routes = []RecordedRoute{}
 	}
 	b, err := json.Marshal(routes)
 	if err != nil {
-		return nil, fmt.Errorf("nodenet: encoding the underlay routes: %w", err)
+		return fmt.Errorf("nodenet: encoding the underlay routes (%s): %w", routesKey, err)
 	}
-	return map[string]string{KeyUnderlayAddrs: strings.Join(addrs, ","), KeyUnderlayRoutes: string(b)}, nil
+	ids[addrsKey], ids[routesKey] = strings.Join(addrs, ","), string(b)
+	return nil
 }
 
 // parseUnderlayRecord reads the record from a Port row's external_ids; a
-// row without one gives an empty record.
+// row without one gives an empty record, a row without the IPv6 keys (an
+// IPv4-only node, or a record older than IPv6 support) one without IPv6.
 func parseUnderlayRecord(ids map[string]string) (underlayRecord, error) {
 	var r underlayRecord
-	if s := ids[KeyUnderlayAddrs]; s != "" {
-		for _, f := range strings.Split(s, ",") {
-			ip, n, err := net.ParseCIDR(strings.TrimSpace(f))
-			if err != nil || ip.To4() == nil {
-				return r, fmt.Errorf("nodenet: underlay record %s=%q: bad IPv4 CIDR %q", KeyUnderlayAddrs, s, f)
-			}
-			r.Addrs = append(r.Addrs, &net.IPNet{IP: ip.To4(), Mask: net.CIDRMask(maskOnes(n.Mask), 32)})
-		}
+	var err error
+	if r.Addrs, err = parseRecordAddrs(ids, KeyUnderlayAddrs, netlink.FAMILY_V4); err != nil {
+		return r, err
 	}
-	if s := ids[KeyUnderlayRoutes]; s != "" {
-		if err := json.Unmarshal([]byte(s), &r.Routes); err != nil {
-			return r, fmt.Errorf("nodenet: underlay record %s=%q: %w", KeyUnderlayRoutes, s, err)
-		}
-		if _, err := (underlayRecord{Routes: r.Routes}).netlinkRoutes(); err != nil {
-			return r, err
-		}
+	if r.Routes, err = parseRecordRoutes(ids, KeyUnderlayRoutes, netlink.FAMILY_V4); err != nil {
+		return r, err
+	}
+	if r.Addrs6, err = parseRecordAddrs(ids, KeyUnderlayAddrs6, netlink.FAMILY_V6); err != nil {
+		return r, err
+	}
+	if r.Routes6, err = parseRecordRoutes(ids, KeyUnderlayRoutes6, netlink.FAMILY_V6); err != nil {
+		return r, err
 	}
 	return r, nil
+}
+
+// parseRecordAddrs parses the comma separated CIDRs of family under key.
+func parseRecordAddrs(ids map[string]string, key string, family int) ([]*net.IPNet, error) {
+	s := ids[key]
+	if s == "" {
+		return nil, nil
+	}
+	var out []*net.IPNet
+	for _, f := range strings.Split(s, ",") {
+		ip, n, err := net.ParseCIDR(strings.TrimSpace(f))
+		if err != nil || (ip.To4() != nil) != (family == netlink.FAMILY_V4) {
+			return nil, fmt.Errorf("nodenet: underlay record %s=%q: bad %s CIDR %q", key, s, ipFamilyName(family), f)
+		}
+		if family == netlink.FAMILY_V4 {
+			out = append(out, &net.IPNet{IP: ip.To4(), Mask: net.CIDRMask(maskOnes(n.Mask), 32)})
+		} else {
+			out = append(out, &net.IPNet{IP: ip.To16(), Mask: net.CIDRMask(maskOnes(n.Mask), 128)})
+		}
+	}
+	return out, nil
+}
+
+// parseRecordRoutes parses the JSON route list of family under key and
+// checks that it converts to kernel routes (so a bad record fails here,
+// before SetupUnderlay changes anything).
+func parseRecordRoutes(ids map[string]string, key string, family int) ([]RecordedRoute, error) {
+	s := ids[key]
+	if s == "" {
+		return nil, nil
+	}
+	var routes []RecordedRoute
+	if err := json.Unmarshal([]byte(s), &routes); err != nil {
+		return nil, fmt.Errorf("nodenet: underlay record %s=%q: %w", key, s, err)
+	}
+	if _, err := toNetlinkRoutes(routes, family); err != nil {
+		return nil, err
+	}
+	return routes, nil
+}
+
+func ipFamilyName(family int) string {
+	if family == netlink.FAMILY_V6 {
+		return "IPv6"
+	}
+	return "IPv4"
 }
 
 func maskOnes(m net.IPMask) int {
@@ -108,20 +183,33 @@ func maskOnes(m net.IPMask) int {
 	return ones
 }
 
-// addrNets returns the prefixes of addrs.
+// addrNets returns the prefixes of addrs (IPv4 ones in their 4-byte form).
 func addrNets(addrs []netlink.Addr) []*net.IPNet {
 	out := make([]*net.IPNet, 0, len(addrs))
 	for _, a := range addrs {
-		out = append(out, &net.IPNet{IP: a.IP.To4(), Mask: a.Mask})
+		ip := a.IP.To4()
+		if ip == nil {
+			ip = a.IP
+		}
+		out = append(out, &net.IPNet{IP: ip, Mask: a.Mask})
 	}
 	return out
 }
 
-// netlinkAddrs returns the recorded addresses for addAddrs (the kernel
+// netlinkAddrs returns the recorded IPv4 addresses for addAddrs (the kernel
 // derives the broadcast address).
 func (r underlayRecord) netlinkAddrs() []netlink.Addr {
-	out := make([]netlink.Addr, 0, len(r.Addrs))
-	for _, a := range r.Addrs {
+	return netlinkAddrs(r.Addrs)
+}
+
+// netlinkAddrs6 returns the recorded IPv6 addresses for addAddrs.
+func (r underlayRecord) netlinkAddrs6() []netlink.Addr {
+	return netlinkAddrs(r.Addrs6)
+}
+
+func netlinkAddrs(nets []*net.IPNet) []netlink.Addr {
+	out := make([]netlink.Addr, 0, len(nets))
+	for _, a := range nets {
 		out = append(out, netlink.Addr{IPNet: a})
 	}
 	return out
@@ -172,12 +260,25 @@ func mergeRoutes(recorded, current []RecordedRoute) []RecordedRoute {
 	return out
 }
 
-// netlinkRoutes converts the recorded routes to kernel routes without a
-// device (moveRoutes sets it).
+// netlinkRoutes converts the recorded IPv4 routes to kernel routes without
+// a device (moveRoutes sets it).
 func (r underlayRecord) netlinkRoutes() ([]netlink.Route, error) {
-	out := make([]netlink.Route, 0, len(r.Routes))
-	for _, rr := range r.Routes {
-		nr := netlink.Route{Family: netlink.FAMILY_V4, Priority: rr.Metric, Table: rr.Table, Scope: netlink.Scope(rr.Scope),
+	return toNetlinkRoutes(r.Routes, netlink.FAMILY_V4)
+}
+
+// netlinkRoutes6 is the IPv6 twin of netlinkRoutes.
+func (r underlayRecord) netlinkRoutes6() ([]netlink.Route, error) {
+	return toNetlinkRoutes(r.Routes6, netlink.FAMILY_V6)
+}
+
+// toNetlinkRoutes converts recorded routes of family to kernel routes
+// without a device; every address in them must be of that family.
+func toNetlinkRoutes(routes []RecordedRoute, family int) ([]netlink.Route, error) {
+	v4 := family == netlink.FAMILY_V4
+	name := ipFamilyName(family)
+	out := make([]netlink.Route, 0, len(routes))
+	for _, rr := range routes {
+		nr := netlink.Route{Family: family, Priority: rr.Metric, Table: rr.Table, Scope: netlink.Scope(rr.Scope),
 			Protocol: netlink.RouteProtocol(rr.Protocol), Type: rr.Type, Tos: rr.TOS, MTU: rr.MTU}
 		if nr.Table == 0 {
 			nr.Table = unix.RT_TABLE_MAIN
@@ -190,8 +291,8 @@ func (r underlayRecord) netlinkRoutes() ([]netlink.Route, error) {
 		}
 		if rr.Dst != "" {
 			_, dst, err := net.ParseCIDR(rr.Dst)
-			if err != nil || dst.IP.To4() == nil {
-				return nil, fmt.Errorf("nodenet: underlay record: route destination %q is no IPv4 CIDR", rr.Dst)
+			if err != nil || (dst.IP.To4() != nil) != v4 {
+				return nil, fmt.Errorf("nodenet: underlay record: route destination %q is no %s CIDR", rr.Dst, name)
 			}
 			nr.Dst = dst
 		}
@@ -202,9 +303,14 @@ func (r underlayRecord) netlinkRoutes() ([]netlink.Route, error) {
 			if f.s == "" {
 				continue
 			}
-			ip := net.ParseIP(f.s).To4()
+			ip := net.ParseIP(f.s)
+			if v4 {
+				ip = ip.To4()
+			} else if ip.To4() != nil {
+				ip = nil // an IPv4 (or IPv4-mapped) address in an IPv6 route
+			}
 			if ip == nil {
-				return nil, fmt.Errorf("nodenet: underlay record: route to %q: %q is no IPv4 address", rr.Dst, f.s)
+				return nil, fmt.Errorf("nodenet: underlay record: route to %q: %q is no %s address", rr.Dst, f.s, name)
 			}
 			*f.ip = ip
 		}
