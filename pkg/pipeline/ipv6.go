@@ -134,7 +134,16 @@ func (p *Pipeline) ipv6BaseFlows(nf func(table uint8, prio uint16) *openflow.Flo
 		// the reply to a peer node that sent from its gateway IPv6): to
 		// the gateway port (peer_ipv6.go).
 		bs = append(bs, nf(L3Forwarding, prioL3Route).MatchProtocol(ip6).MatchEthDst(globalVirtualMAC).
-			MatchDstIP(p.cfg.GatewayIPv6).SetEthDst(gwMAC).GotoTable(L2Forwarding))
+			MatchDstIP(p.cfg.GatewayIPv6).SetEthDst(gwMAC).GotoTable(L2Forwarding),
+			// Replies through the tunnel of connections from the gateway
+			// (an IPv6 ClusterIP DNATed by this node's kube-proxy to an
+			// endpoint on another node) go back to the gateway for the
+			// kernel's un-DNAT, as service.go's IPv4 flow for the tunnel
+			// does; without it the reply goes straight to the client pod
+			// with the endpoint's address, and the client resets it.
+			nf(L3Forwarding, prioL3ServiceReply).MatchProtocol(ip6).MatchRegBits(sourceTunnelMark.match()).
+				MatchCTState(st.Rpl(true)).MatchCTMark(ctMarkFromGateway, ctMarkFromGatewayMask).
+				SetEthDst(gwMAC).GotoTable(L2Forwarding))
 	}
 	return bs
 }
