@@ -2,7 +2,8 @@
 //
 //	test-server serve [--ports 80,81]
 //
-// listens on TCP and UDP on every port (0.0.0.0) and answers every request
+// listens on TCP and UDP on every port (every address of both families,
+// unless --host narrows it) and answers every request
 // with the pod name (env POD_NAME, else the host name) and a newline: a TCP
 // client that sends an HTTP request line within 200 ms gets an HTTP/1.0 200
 // response with the name as body, any other TCP client gets the bare name,

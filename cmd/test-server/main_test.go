@@ -237,3 +237,45 @@ func TestPodName(t *testing.T) {
 		t.Errorf("podName() without POD_NAME = %q, %v; want the host name", n, err)
 	}
 }
+
+// TestListenFamilies: the default (empty) host serves IPv4 and IPv6 on one
+// port, as a dual-stack pod needs; an IPv4 or IPv6 host serves only its own
+// family.
+func TestListenFamilies(t *testing.T) {
+	for _, tc := range []struct {
+		host     string
+		v4, v6   bool // answers on 127.0.0.1, on ::1
+		wantName string
+	}{
+		{host: "", v4: true, v6: true, wantName: "both"},
+		{host: "0.0.0.0", v4: true, wantName: "ipv4"},
+		{host: "::", v6: true, wantName: "ipv6"},
+	} {
+		t.Run(tc.wantName, func(t *testing.T) {
+			srv, err := listen(tc.host, []int{0}, tc.wantName)
+			if err != nil {
+				t.Fatalf("listen %q: %v", tc.host, err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { srv.serve(ctx); close(done) }()
+			defer func() { cancel(); <-done }()
+			port := strconv.Itoa(srv.ports[0])
+			for _, c := range []struct {
+				addr string
+				want bool
+			}{{"127.0.0.1", tc.v4}, {"::1", tc.v6}} {
+				for _, proto := range []string{"tcp", "udp"} {
+					to := net.JoinHostPort(c.addr, port)
+					got, err := probe(context.Background(), proto, to, 300*time.Millisecond)
+					switch {
+					case c.want && (err != nil || got != tc.wantName+"\n"):
+						t.Errorf("host %q: %s %s: %q, %v; want an answer", tc.host, proto, to, got, err)
+					case !c.want && err == nil:
+						t.Errorf("host %q: %s %s answered %q; want no answer", tc.host, proto, to, got)
+					}
+				}
+			}
+		})
+	}
+}

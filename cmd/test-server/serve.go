@@ -53,7 +53,7 @@ func newServeCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().IntSliceVar(&ports, "ports", []int{80, 81}, "ports to listen on (TCP and UDP each)")
-	cmd.Flags().StringVar(&host, "host", "0.0.0.0", "address to listen on")
+	cmd.Flags().StringVar(&host, "host", "", `address to listen on ("": every address of both families; 0.0.0.0: IPv4 only; "::": IPv6 only)`)
 	return cmd
 }
 
@@ -78,17 +78,26 @@ type server struct {
 }
 
 // listen opens a TCP and a UDP socket on host for each port. Port 0 picks a
-// free TCP port and uses the same number for UDP.
+// free TCP port and uses the same number for UDP. An empty host is one
+// dual-stack socket per protocol and port (IPv4 and IPv6, as a dual-stack
+// pod needs); an IPv4 address, 0.0.0.0 included, listens on IPv4 only, an
+// IPv6 one, :: included, on IPv6 only.
 func listen(host string, ports []int, name string) (*server, error) {
 	s := &server{name: name}
+	tcp, udp := "tcp", "udp"
+	if ip := net.ParseIP(host); ip != nil && ip.To4() != nil {
+		tcp, udp = "tcp4", "udp4"
+	} else if ip != nil {
+		tcp, udp = "tcp6", "udp6"
+	}
 	for _, p := range ports {
-		ln, err := net.Listen("tcp4", net.JoinHostPort(host, strconv.Itoa(p)))
+		ln, err := net.Listen(tcp, net.JoinHostPort(host, strconv.Itoa(p)))
 		if err != nil {
 			s.close()
 			return nil, fmt.Errorf("listening on tcp port %d: %w", p, err)
 		}
 		p = ln.Addr().(*net.TCPAddr).Port
-		pc, err := net.ListenPacket("udp4", net.JoinHostPort(host, strconv.Itoa(p)))
+		pc, err := net.ListenPacket(udp, net.JoinHostPort(host, strconv.Itoa(p)))
 		if err != nil {
 			ln.Close()
 			s.close()
