@@ -130,14 +130,6 @@ func (p *Pipeline) ipv6BaseFlows(nf func(table uint8, prio uint16) *openflow.Flo
 			MatchDstNet(p.cfg.ServiceCIDRv6).GotoTable(L3Forwarding))
 	}
 	if p.cfg.TunnelOFPort != 0 {
-		// Replies through the tunnel of connections that came from the
-		// gateway (a local pod's Service connection DNATed to a remote
-		// endpoint) go back to the gateway for the un-DNAT (service.go).
-		// Without it, measured on a dual-stack weir-local cluster: every
-		// IPv6 ClusterIP connection to a remote endpoint timed out.
-		bs = append(bs, nf(L3Forwarding, prioL3ServiceReply).MatchProtocol(ip6).MatchRegBits(sourceTunnelMark.match()).
-			MatchCTState(st.Rpl(true)).MatchCTMark(ctMarkFromGateway, ctMarkFromGatewayMask).
-			SetEthDst(gwMAC).GotoTable(L2Forwarding))
 		// Tunnelled IPv6 for this node's gateway IPv6 (a remote pod, or
 		// the reply to a peer node that sent from its gateway IPv6): to
 		// the gateway port (peer_ipv6.go).
