@@ -57,9 +57,10 @@ type Config struct {
 	// cluster mode (NodeName set).
 	TunnelPort string `json:"tunnelPort"`
 	// UnderlayInterface optionally names the NIC whose IPv4 address is the
-	// node's tunnel endpoint. With datapathType netdev the agent moves it
-	// onto the OVS bridge br-phy at start (nodenet.SetupUnderlay); with the
-	// kernel datapath it is only read for the MTU.
+	// node's tunnel endpoint. With datapathType netdev the agent moves its
+	// addresses (IPv4 and global IPv6) and gateway routes onto the OVS
+	// bridge br-phy at start (nodenet.SetupUnderlay); with the kernel
+	// datapath it is only read for the MTU.
 	UnderlayInterface string `json:"underlayInterface"`
 	// CNISocket is where the CNI server listens (mode 0600).
 	CNISocket string `json:"cniSocket"`

@@ -8,8 +8,8 @@
 //   - the MTU arithmetic of the encapsulation (PodMTU, GeneveOverhead);
 //   - for the userspace (netdev) datapath only, the underlay: OVS's
 //     userspace tunnel code sends and receives Geneve through an OVS bridge
-//     that holds the underlay NIC and carries the node's underlay address
-//     (SetupUnderlay, TeardownUnderlay, WarmTunnelNeighbor). The kernel
+//     that holds the underlay NIC and carries the node's underlay addresses,
+//     IPv4 and IPv6 (SetupUnderlay, TeardownUnderlay, WarmTunnelNeighbor). The kernel
 //     datapath needs none of this.
 //
 // Every function works in the network namespace of the calling goroutine's
