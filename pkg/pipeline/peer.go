@@ -38,7 +38,9 @@ type PeerNode struct {
 	Name string
 	// PodCIDR is the peer's pod subnet.
 	PodCIDR *net.IPNet
-	// NodeIP is the peer's underlay address: the remote tunnel endpoint.
+	// NodeIP is the peer's underlay address: the remote tunnel endpoint,
+	// IPv4 or (an IPv6 underlay, peer_ipv6underlay.go) IPv6. Its family
+	// is the underlay's, whatever families the pods have.
 	NodeIP net.IP
 	// GatewayIP is the peer's gateway address, the first IP of PodCIDR.
 	// This node's kernel routes PodCIDR via it (on link, through the local
@@ -47,7 +49,7 @@ type PeerNode struct {
 	// PodCIDRv6 and GatewayIPv6, optional and set together, are the peer's
 	// IPv6 pod subnet and its gateway address in it (peer_ipv6.go). They
 	// need the local pipeline's IPv6 configuration. IPv6 pod traffic is
-	// tunnelled over the same IPv4 underlay (NodeIP).
+	// tunnelled over the same underlay as IPv4 (NodeIP, either family).
 	PodCIDRv6   *net.IPNet
 	GatewayIPv6 net.IP
 }
@@ -58,8 +60,10 @@ func (n PeerNode) validate() error {
 		return errors.New("pipeline: peer node name is required")
 	case n.PodCIDR == nil || n.PodCIDR.IP.To4() == nil:
 		return fmt.Errorf("pipeline: peer %s: IPv4 pod CIDR is required", n.Name)
-	case n.NodeIP.To4() == nil:
-		return fmt.Errorf("pipeline: peer %s: IPv4 node IP is required", n.Name)
+	case n.NodeIP == nil:
+		return fmt.Errorf("pipeline: peer %s: node IP is required", n.Name)
+	case n.NodeIP.To4() == nil && !isTunnelIPv6(n.NodeIP):
+		return fmt.Errorf("pipeline: peer %s: node IP %v must be an IPv4 or a global unicast IPv6 address", n.Name, n.NodeIP)
 	case n.GatewayIP.To4() == nil || !n.PodCIDR.Contains(n.GatewayIP):
 		return fmt.Errorf("pipeline: peer %s: gateway IP %v must be an IPv4 address in pod CIDR %v", n.Name, n.GatewayIP, n.PodCIDR)
 	}
@@ -80,7 +84,8 @@ func overlaps(a, b *net.IPNet) bool { return a.Contains(b.IP) || b.Contains(a.IP
 //
 //   - L3Forwarding: IP for the peer's pod CIDR is routed into the tunnel:
 //     source MAC the local gateway's, destination MAC GlobalVirtualMAC,
-//     TTL decremented, tun_dst the peer's node IP; the output port (the
+//     TTL decremented, tun_dst (tun_ipv6_dst for an IPv6 node IP) the
+//     peer's node IP; the output port (the
 //     tunnel) is chosen right there and the packet goes on to
 //     ConntrackCommit, past L2Forwarding and the ingress policy tables:
 //     ingress policy belongs to the node that holds the destination pod.
@@ -97,7 +102,8 @@ func overlaps(a, b *net.IPNet) bool { return a.Contains(b.IP) || b.Contains(a.IP
 //     of the gateway, through this node's kernel, which drops it (a SYN-ACK
 //     of a connection it never saw) or masquerades it. Measured on the
 //     local cluster: the TCP connection from node 2's IP to a pod on node
-//     1 timed out.
+//     1 timed out. Only for an IPv4 node IP; an IPv6 one has its own
+//     flows (peer_ipv6underlay.go).
 //
 // It fails if the pipeline has no tunnel port or peer overlaps this node's
 // pod CIDR.
@@ -125,18 +131,20 @@ func (p *Pipeline) PeerFlows(peer PeerNode, cookie openflow.Cookie) ([]*openflow
 	bs := []*openflow.FlowBuilder{
 		arpReply(nf(ARPResponder, prioARPRespond), peer.GatewayIP, globalVirtualMAC),
 		toPeer(nf(L3Forwarding, prioL3Route).MatchProtocol(openflow.ProtocolIP).MatchDstNet(peer.PodCIDR)),
-		toPeer(nf(L3Forwarding, prioL3Route).MatchProtocol(openflow.ProtocolIP).
+	}
+	if peer.NodeIP.To4() != nil {
+		bs = append(bs, toPeer(nf(L3Forwarding, prioL3Route).MatchProtocol(openflow.ProtocolIP).
 			MatchRegBits(sourcePodMark.match()).
 			MatchCTState(openflow.CTState{}.Trk(true).Rpl(true)).
 			MatchCTMark(ctMarkFromTunnel, ctMarkFromTunnelMask).
-			MatchDstIP(peer.NodeIP)),
+			MatchDstIP(peer.NodeIP)))
 	}
 	// IPv6 after every IPv4 flow, so an IPv4-only peer's flows are what
 	// they always were (peer_ipv6.go).
 	if peer.PodCIDRv6 != nil {
 		bs = append(bs, toPeer(nf(L3Forwarding, prioL3Route).MatchProtocol(openflow.ProtocolIPv6).MatchDstNet(peer.PodCIDRv6)))
 	}
-	return buildAll(bs)
+	return buildAll(append(bs, p.nodeIPv6Flows(peer, nf, toPeer)...))
 }
 
 // AddPeer installs (or updates, e.g. for a new node IP) the flows of a peer

@@ -10,8 +10,9 @@ import (
 // more flow: the ipv6 twin of its L3Forwarding route, which tunnels IPv6
 // for the peer's IPv6 pod CIDR exactly as IPv4 (source MAC the local
 // gateway's, destination MAC GlobalVirtualMAC, hop limit decremented,
-// tun_dst the peer's IPv4 node IP: the underlay stays IPv4, and Geneve
-// carries the inner Ethernet frame whatever its EtherType).
+// the tunnel destination the peer's node IP, of whichever family the
+// underlay is: Geneve carries the inner Ethernet frame whatever its
+// EtherType).
 //
 // Not twinned:
 //   - the ARP responder for the peer's gateway IP: an NA built inside OVS
@@ -22,7 +23,8 @@ import (
 //     local gateway that the Node controller writes and removes with the
 //     peer (pkg/agent, nodes.go). Its NS for that address would otherwise
 //     be dropped in ARPResponder (no owner of the nd_target).
-//   - the replies to the peer's node IP: the node IP is IPv4.
+//   - the replies to the peer's node IP over an IPv4 underlay: the node
+//     IP is IPv4 (an IPv6 node IP: peer_ipv6underlay.go).
 //
 // The receiving side needs no per-peer flow: the tunnel port's Classifier
 // flow matches no protocol, and each local pod's IPv6 has its
