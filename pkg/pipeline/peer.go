@@ -144,7 +144,7 @@ func (p *Pipeline) PeerFlows(peer PeerNode, cookie openflow.Cookie) ([]*openflow
 	if peer.PodCIDRv6 != nil {
 		bs = append(bs, toPeer(nf(L3Forwarding, prioL3Route).MatchProtocol(openflow.ProtocolIPv6).MatchDstNet(peer.PodCIDRv6)))
 	}
-	return buildAll(append(bs, p.nodeIPv6Flows(peer, nf, toPeer)...))
+	return buildAll(append(bs, nodeIPv6Flows(peer, nf, toPeer)...))
 }
 
 // AddPeer installs (or updates, e.g. for a new node IP) the flows of a peer

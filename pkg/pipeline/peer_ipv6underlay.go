@@ -42,21 +42,14 @@ import (
 //     going to the gateway (prioL3ServiceReply, ct_mark=0x1/0x1): the two
 //     matches are disjoint, not just ordered.
 //   - On the peer, the reply arrives through the tunnel as the reply of a
-//     connection that started at its gateway (bit 0x1), and must go to
-//     that gateway, to the peer's kernel. For IPv4 a base flow does it
-//     (L3Forwarding prioL3ServiceReply, reg0=tunnel, ct_mark 0x1); its
-//     ipv6 twin is missing from the base flows, and without it the reply
-//     meets no route and is dropped in Output. So each IPv6-underlay peer
-//     carries that flow for packets tunnelled from it, matched by
-//     tun_ipv6_src = the peer's node IP: owned by the peer, it comes and
-//     goes with it and adds nothing to the base flows (whose goldens stay
-//     as they are). It also sends IPv6 Service replies from endpoints on
-//     that peer back to the gateway (un-DNAT in the kernel), which over an
-//     IPv4 underlay still lack their base flow.
+//     connection that started at its gateway (bit 0x1) and goes to that
+//     gateway, to the peer's kernel, by the base flow that does so for
+//     IPv6 Service replies (ipv6.go, L3Forwarding prioL3ServiceReply,
+//     reg0=tunnel): nothing per peer is needed there.
 //
-// Both flows need IPv6 pods on both nodes (the peer's PodCIDRv6, which
-// needs the local IPv6 configuration): without them the node's host and
-// the peer's cannot reach each other's pods over IPv6 at all.
+// The flow needs IPv6 pods on both nodes (the peer's PodCIDRv6, which
+// needs the local IPv6 configuration): without them the peer's host cannot
+// reach this node's pods over IPv6 at all.
 
 // isTunnelIPv6 reports whether ip can be an IPv6 tunnel endpoint: a
 // 16-byte address that is not IPv4-mapped, unicast and not link-local
@@ -70,27 +63,18 @@ func isTunnelIPv6(ip net.IP) bool {
 // nodeIPv6Flows returns the flows for an IPv6 node IP (see above), after
 // every other flow of the peer; nil for an IPv4 node IP or a peer without
 // IPv6 pods.
-func (p *Pipeline) nodeIPv6Flows(peer PeerNode, nf func(table uint8, prio uint16) *openflow.FlowBuilder,
+func nodeIPv6Flows(peer PeerNode, nf func(table uint8, prio uint16) *openflow.FlowBuilder,
 	toPeer func(*openflow.FlowBuilder) *openflow.FlowBuilder) []*openflow.FlowBuilder {
 	if peer.NodeIP.To4() != nil || peer.PodCIDRv6 == nil {
 		return nil
 	}
-	rpl := openflow.CTState{}.Trk(true).Rpl(true)
 	return []*openflow.FlowBuilder{
 		// A local pod's replies to the peer's node IP, in connections
 		// that came through the tunnel, go back into it.
 		toPeer(nf(L3Forwarding, prioL3Route).MatchProtocol(openflow.ProtocolIPv6).
 			MatchRegBits(sourcePodMark.match()).
-			MatchCTState(rpl).
+			MatchCTState(openflow.CTState{}.Trk(true).Rpl(true)).
 			MatchCTMark(0, ctMarkFromGatewayMask).
 			MatchDstIP(peer.NodeIP)),
-		// Replies from the peer, through the tunnel, of connections from
-		// this node's gateway go to the gateway.
-		nf(L3Forwarding, prioL3ServiceReply).MatchProtocol(openflow.ProtocolIPv6).
-			MatchRegBits(sourceTunnelMark.match()).
-			MatchTunSrc(peer.NodeIP).
-			MatchCTState(rpl).
-			MatchCTMark(ctMarkFromGateway, ctMarkFromGatewayMask).
-			SetEthDst(p.cfg.GatewayMAC).GotoTable(L2Forwarding),
 	}
 }

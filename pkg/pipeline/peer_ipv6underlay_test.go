@@ -16,7 +16,7 @@ const ipv6UnderlayNodeIP = "2001:db8:2::2"
 // IPv4-only and on a dual-stack pipeline (goldens peer-ipv6underlay.flows,
 // peer-ipv6underlay-dualstack.flows). Its routes into the tunnel are the
 // IPv4-underlay peer's with tun_ipv6_dst for tun_dst; the IPv4 reply flow to
-// the node IP is gone, and a dual-stack peer has its IPv6 node IP flows
+// the node IP is gone, and a dual-stack peer has its ipv6 twin
 // (peer_ipv6underlay.go) last.
 func TestIPv6UnderlayPeerFlowsGolden(t *testing.T) {
 	tests := []struct {
@@ -26,7 +26,7 @@ func TestIPv6UnderlayPeerFlowsGolden(t *testing.T) {
 		nodeIPRest int // flows after the IPv4-underlay peer's, less its reply flow
 	}{
 		{"IPv4 pods", false, "peer-ipv6underlay.flows", 0},
-		{"dual-stack pods", true, "peer-ipv6underlay-dualstack.flows", 2},
+		{"dual-stack pods", true, "peer-ipv6underlay-dualstack.flows", 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -116,7 +116,7 @@ func TestAddPeerUnderlayFamilyChange(t *testing.T) {
 		n                     int
 	}{
 		{"192.0.2.2", "192.0.2.2->tun_dst", "tun_ipv6", 4},
-		{ipv6UnderlayNodeIP, ipv6UnderlayNodeIP + "->tun_ipv6_dst", "tun_dst", 5},
+		{ipv6UnderlayNodeIP, ipv6UnderlayNodeIP + "->tun_ipv6_dst", "tun_dst", 4},
 		{"192.0.2.2", "192.0.2.2->tun_dst", "tun_ipv6", 4},
 	} {
 		peer.NodeIP = net.ParseIP(c.nodeIP)
