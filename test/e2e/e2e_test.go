@@ -338,14 +338,31 @@ func TestPodDeletionFreesResources(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ip := pods[0].Status.PodIP
+	ip, ip6 := pods[0].Status.PodIP, ""
+	if s.cfg.DualStack() {
+		if ip6, err = podIP(&pods[0], corev1.IPv6Protocol); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// By pod name: on a dual-stack node external_ids:ip holds both addresses.
 	ports := func() string {
-		out, _ := s.nodeExec(ctx, node, "ovs-vsctl", "--columns=name,external_ids", "find", "Port", "external_ids:ip="+ip)
+		out, _ := s.nodeExec(ctx, node, "ovs-vsctl", "--columns=name,external_ids", "find", "Port",
+			"external_ids:pod-namespace="+e2eNS, "external_ids:pod-name=short-lived")
 		return out
 	}
-	flows := func() string {
+	flowsOf := func(re *regexp.Regexp) string {
 		out, _ := s.nodeExec(ctx, node, "ovs-ofctl", "-O", "OpenFlow15", "dump-flows", "br-int")
-		return strings.Join(linesMatching(out, ipRE(ip)), "\n")
+		return strings.Join(linesMatching(out, re), "\n")
+	}
+	flows := func() string {
+		f := flowsOf(ipRE(ip))
+		if ip6 != "" {
+			f += flowsOf(ip6RE(ip6))
+		}
+		return f
+	}
+	if ip6 != "" && flowsOf(ip6RE(ip6)) == "" {
+		t.Fatalf("pod %s: no IPv6 flows found before deletion", ip6)
 	}
 	if ports() == "" || flows() == "" {
 		t.Fatalf("pod %s: no OVS port or flows found before deletion (port %q)", ip, ports())
@@ -382,6 +399,22 @@ func TestPodDeletionFreesResources(t *testing.T) {
 	for owner, a := range store.Allocations {
 		if a == ip {
 			t.Errorf("IP %s still allocated to %s in /var/lib/weir/ipam.json on %s", ip, owner, node)
+		}
+	}
+	if ip6 == "" {
+		return
+	}
+	ipam6, err := s.nodeExec(ctx, node, "cat", "/var/lib/weir/ipam-v6.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.Allocations = nil
+	if err := json.Unmarshal([]byte(ipam6), &store); err != nil {
+		t.Fatalf("parsing ipam-v6.json: %v\n%s", err, ipam6)
+	}
+	for owner, a := range store.Allocations {
+		if a == ip6 {
+			t.Errorf("IP %s still allocated to %s in /var/lib/weir/ipam-v6.json on %s", ip6, owner, node)
 		}
 	}
 }
@@ -560,6 +593,11 @@ func linesMatching(out string, re *regexp.Regexp) []string {
 }
 
 // ipRE matches ip as a whole address (not 10.0.0.1 in 10.0.0.12).
+// ip6RE matches an IPv6 address as a whole (not a prefix of a longer one).
+func ip6RE(ip string) *regexp.Regexp {
+	return regexp.MustCompile(`(^|[^0-9a-fA-F:])` + regexp.QuoteMeta(ip) + `([^0-9a-fA-F:]|$)`)
+}
+
 func ipRE(ip string) *regexp.Regexp {
 	return regexp.MustCompile(`(^|[^0-9.])` + regexp.QuoteMeta(ip) + `([^0-9.]|$)`)
 }

@@ -227,8 +227,13 @@ func TestToolingWeirctl(t *testing.T) {
 			t.Fatal(r)
 		}
 		for _, p := range []corev1.Pod{a1, a2} {
-			if !hasRow(r.stdout, e2eNS, p.Name, p.Status.PodIP) {
-				t.Errorf("get pods on %s lacks %s/%s %s:\n%s", node1, e2eNS, p.Name, p.Status.PodIP, r.stdout)
+			// The IPS column: every address of the pod, as status.podIPs lists them.
+			var ips []string
+			for _, pip := range p.Status.PodIPs {
+				ips = append(ips, pip.IP)
+			}
+			if !hasRow(r.stdout, e2eNS, p.Name, strings.Join(ips, ",")) {
+				t.Errorf("get pods on %s lacks %s/%s %s:\n%s", node1, e2eNS, p.Name, strings.Join(ips, ","), r.stdout)
 			}
 		}
 		if strings.Contains(r.stdout, " b1 ") {
