@@ -33,7 +33,8 @@ type Config struct {
 	// the node veths <prefix>-v<N>. At most 8 characters.
 	Prefix string
 	// Subnet is the first three octets of the nodes' /24 underlay; the host
-	// bridge is .1, node N is .(10+N).
+	// bridge is .1, node N is .(10+N). It also names the IPv6 underlay
+	// (Subnet6), which is all an IPv6-only cluster uses of it.
 	Subnet string
 	// PortBase shifts every control-plane port (API server PortBase+443,
 	// etcd PortBase+379/+380, controller-manager +257, scheduler +259) so
@@ -49,13 +50,15 @@ type Config struct {
 	// Manifest is the DaemonSet manifest to deploy (build/yamls/weir.yml).
 	Manifest string
 	// ClusterCIDR is the pod network; nodes get a /24 each from the
-	// controller-manager. ServiceCIDR is the ClusterIP range.
+	// controller-manager. ServiceCIDR is the ClusterIP range. Both are
+	// IPv4 and unused on an IPv6-only cluster.
 	ClusterCIDR string
 	ServiceCIDR string
-	// IPFamily is the cluster's IP family: IPFamilyIPv4, or IPFamilyDual
-	// (the default), which adds ClusterCIDRv6 (a /64 per node) and
+	// IPFamily is the cluster's IP family: IPFamilyIPv4; IPFamilyDual (the
+	// default), which adds ClusterCIDRv6 (a /64 per node) and
 	// ServiceCIDRv6 to the control plane and an IPv6 underlay address to
-	// every node (Subnet6). IPv4 stays the primary family.
+	// every node (Subnet6), IPv4 staying the primary family; or
+	// IPFamilyIPv6, which has only the IPv6 ones.
 	IPFamily      string
 	ClusterCIDRv6 string
 	ServiceCIDRv6 string
@@ -92,28 +95,50 @@ func DefaultConfig() Config {
 const (
 	IPFamilyIPv4 = "ipv4"
 	IPFamilyDual = "dual"
-	// IPFamilyIPv6 (IPv6-only) is refused: the agent needs an IPv4 pod
-	// CIDR and an IPv4 underlay today.
+	// IPFamilyIPv6 is an IPv6-only cluster: IPv6 pod, Service and node
+	// addresses, and an IPv6 underlay between the nodes (Geneve over IPv6).
 	IPFamilyIPv6 = "ipv6"
 )
 
 // DualStack reports whether the cluster has IPv6 besides IPv4.
 func (c Config) DualStack() bool { return c.IPFamily == IPFamilyDual }
 
+// HasIPv4 reports whether the cluster has IPv4 addresses (ipv4 and dual).
+func (c Config) HasIPv4() bool { return c.IPFamily != IPFamilyIPv6 }
+
+// HasIPv6 reports whether the cluster has IPv6 addresses (dual and ipv6).
+func (c Config) HasIPv6() bool { return c.IPFamily == IPFamilyDual || c.IPFamily == IPFamilyIPv6 }
+
 // ClusterCIDRs is the pod network as the control plane's flags take it:
-// "v4" or "v4,v6".
+// "v4", "v4,v6" or, IPv6-only, "v6".
 func (c Config) ClusterCIDRs() string {
-	if c.DualStack() {
+	switch c.IPFamily {
+	case IPFamilyDual:
 		return c.ClusterCIDR + "," + c.ClusterCIDRv6
+	case IPFamilyIPv6:
+		return c.ClusterCIDRv6
 	}
 	return c.ClusterCIDR
 }
 
 // ServiceCIDRs is the ClusterIP range as kube-apiserver's
-// --service-cluster-ip-range takes it: "v4" or "v4,v6".
+// --service-cluster-ip-range takes it: "v4", "v4,v6" or, IPv6-only, "v6".
 func (c Config) ServiceCIDRs() string {
-	if c.DualStack() {
+	switch c.IPFamily {
+	case IPFamilyDual:
 		return c.ServiceCIDR + "," + c.ServiceCIDRv6
+	case IPFamilyIPv6:
+		return c.ServiceCIDRv6
+	}
+	return c.ServiceCIDR
+}
+
+// PrimaryServiceCIDR is the first range of ServiceCIDRs: the family of
+// Services that do not ask for one, of the kubernetes and kube-dns
+// Services among them.
+func (c Config) PrimaryServiceCIDR() string {
+	if c.IPFamily == IPFamilyIPv6 {
+		return c.ServiceCIDRv6
 	}
 	return c.ServiceCIDR
 }
@@ -132,7 +157,7 @@ func (c Config) Validate() error {
 	}
 	switch c.IPFamily {
 	case IPFamilyIPv4:
-	case IPFamilyDual:
+	case IPFamilyDual, IPFamilyIPv6:
 		for name, cidr := range map[string]string{"cluster CIDR v6": c.ClusterCIDRv6, "service CIDR v6": c.ServiceCIDRv6} {
 			if p, err := netip.ParsePrefix(cidr); err != nil || !p.Addr().Is6() || p.Addr().Is4In6() {
 				errs = append(errs, fmt.Errorf("%s %q: need an IPv6 prefix", name, cidr))
@@ -141,10 +166,8 @@ func (c Config) Validate() error {
 		if p, err := netip.ParsePrefix(c.ClusterCIDRv6); err == nil && p.Bits() > 60 {
 			errs = append(errs, fmt.Errorf("cluster CIDR v6 %q: need /60 or shorter (nodes get a /64 each)", c.ClusterCIDRv6))
 		}
-	case IPFamilyIPv6:
-		errs = append(errs, fmt.Errorf("ip family %q: IPv6-only clusters are not supported yet (the agent needs IPv4 pod addresses and an IPv4 underlay); use %q", c.IPFamily, IPFamilyDual))
 	default:
-		errs = append(errs, fmt.Errorf("ip family %q: want %s or %s", c.IPFamily, IPFamilyIPv4, IPFamilyDual))
+		errs = append(errs, fmt.Errorf("ip family %q: want %s, %s or %s", c.IPFamily, IPFamilyIPv4, IPFamilyDual, IPFamilyIPv6))
 	}
 	for d := range c.ExtraArgs {
 		if !slices.Contains(controlPlaneDaemons, d) {
@@ -173,10 +196,10 @@ const ControlPlane = 0
 const ControlPlaneTaint = "node-role.kubernetes.io/control-plane"
 
 // APIServerURL is the address nodes and users reach the API server at: the
-// control-plane node's underlay address, reachable from the host over the
-// node bridge.
+// control-plane node's primary underlay address (its advertise address),
+// reachable from the host over the node bridge; an IPv6 one in brackets.
 func (c Config) APIServerURL() string {
-	return fmt.Sprintf("https://%s:%d", c.NodeIP(ControlPlane), c.PortBase+443)
+	return "https://" + net.JoinHostPort(c.PrimaryNodeIP(ControlPlane), strconv.Itoa(c.PortBase+443))
 }
 
 // KubeconfigPath is the admin kubeconfig of the cluster.
@@ -191,23 +214,37 @@ func (c Config) NodeName(idx int) string {
 	return fmt.Sprintf("%s-node%d", c.Prefix, idx)
 }
 
-// NodeIP returns the underlay IP of node idx (the control plane's is .10).
+// NodeIP returns the IPv4 underlay IP of node idx (the control plane's is
+// .10); an IPv6-only cluster's nodes have none (PrimaryNodeIP).
 func (c Config) NodeIP(idx int) string { return fmt.Sprintf("%s.%d", c.Subnet, 10+idx) }
 
-// Subnet6 is the nodes' IPv6 underlay /64 of a dual-stack cluster, written
-// with the IPv4 subnet's octets as its groups so the two read alike:
-// 172.31.250 gives fd00:172:31:250::/64.
+// Subnet6 is the nodes' IPv6 underlay /64 of a dual-stack or IPv6-only
+// cluster, written with the IPv4 subnet's octets as its groups so the two
+// read alike: 172.31.250 gives fd00:172:31:250::/64.
 func (c Config) Subnet6() string { return "fd00:" + strings.ReplaceAll(c.Subnet, ".", ":") + "::" }
 
-// NodeIP6 returns the IPv6 underlay address of node idx on a dual-stack
-// cluster (the host bridge is ::1, node N ::1N, as its IPv4 .1N).
+// NodeIP6 returns the IPv6 underlay address of node idx on a dual-stack or
+// IPv6-only cluster (the host bridge is ::1, node N ::1N, as its IPv4 .1N).
 func (c Config) NodeIP6(idx int) string { return fmt.Sprintf("%s%d", c.Subnet6(), 10+idx) }
 
+// PrimaryNodeIP is node idx's address of the cluster's primary family:
+// its first InternalIP, and for the control-plane node the API server's
+// advertise address. NodeIP, but NodeIP6 on an IPv6-only cluster.
+func (c Config) PrimaryNodeIP(idx int) string {
+	if c.IPFamily == IPFamilyIPv6 {
+		return c.NodeIP6(idx)
+	}
+	return c.NodeIP(idx)
+}
+
 // NodeIPs is kubelet's --node-ip for node idx: the IPv4 address, then the
-// IPv6 one on a dual-stack cluster.
+// IPv6 one on a dual-stack cluster; the IPv6 one alone on an IPv6-only one.
 func (c Config) NodeIPs(idx int) string {
-	if c.DualStack() {
+	switch c.IPFamily {
+	case IPFamilyDual:
 		return c.NodeIP(idx) + "," + c.NodeIP6(idx)
+	case IPFamilyIPv6:
+		return c.NodeIP6(idx)
 	}
 	return c.NodeIP(idx)
 }

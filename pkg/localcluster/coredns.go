@@ -4,8 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
-	"slices"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -22,15 +21,21 @@ const CoreDNSImage = "weir-coredns:v1.15.0"
 const ClusterDomain = "cluster.local"
 
 // DNSServiceIP is the fixed ClusterIP of Service kube-system/kube-dns, the
-// kubelet's clusterDNS: the service CIDR's tenth address (10.96.0.10), as
-// kubeadm chooses it.
+// kubelet's clusterDNS: the primary service CIDR's tenth address
+// (10.96.0.10; fd00:10:96::a on an IPv6-only cluster), as kubeadm chooses
+// it. The Service is single-stack, of the primary family.
 func (c Config) DNSServiceIP() string {
-	_, svc, err := net.ParseCIDR(c.ServiceCIDR)
-	if err != nil || svc.IP.To4() == nil {
+	svc, err := netip.ParsePrefix(c.PrimaryServiceCIDR())
+	if err != nil || svc.Addr().Is4() != c.HasIPv4() {
+		return "" // a range not of the primary family is no use
+	}
+	ip := svc.Masked().Addr()
+	for range 10 {
+		ip = ip.Next()
+	}
+	if !svc.Contains(ip) {
 		return ""
 	}
-	ip := net.IP(slices.Clone(svc.IP.To4()))
-	ip[3] += 10
 	return ip.String()
 }
 
@@ -155,7 +160,7 @@ spec:
 func RenderDNSManifest(cfg Config) ([]byte, error) {
 	ip := cfg.DNSServiceIP()
 	if ip == "" {
-		return nil, fmt.Errorf("service CIDR %q: no IPv4 address for the DNS Service", cfg.ServiceCIDR)
+		return nil, fmt.Errorf("service CIDR %q: no tenth address for the DNS Service", cfg.PrimaryServiceCIDR())
 	}
 	cf := fmt.Sprintf(corefile, ClusterDomain)
 	var indented strings.Builder

@@ -18,17 +18,26 @@ import (
 )
 
 func TestDNSServiceIP(t *testing.T) {
-	tests := []struct{ cidr, want string }{
-		{"10.96.0.0/16", "10.96.0.10"},
-		{"10.100.0.0/24", "10.100.0.10"},
-		{"fd00::/108", ""},
-		{"nonsense", ""},
+	tests := []struct{ family, cidr, want string }{
+		{IPFamilyDual, "10.96.0.0/16", "10.96.0.10"},
+		{IPFamilyIPv4, "10.100.0.0/24", "10.100.0.10"},
+		{IPFamilyDual, "fd00::/108", ""}, // not of the primary family
+		{IPFamilyDual, "nonsense", ""},
+		// IPv6-only: the IPv6 range is the primary one.
+		{IPFamilyIPv6, "fd00:10:96::/112", "fd00:10:96::a"},
+		{IPFamilyIPv6, "10.96.0.0/16", ""},
+		{IPFamilyIPv6, "fd00:10:96::/125", ""}, // 8 addresses: no tenth
 	}
 	for _, tt := range tests {
 		cfg := DefaultConfig()
-		cfg.ServiceCIDR = tt.cidr
+		cfg.IPFamily = tt.family
+		if tt.family == IPFamilyIPv6 {
+			cfg.ServiceCIDRv6 = tt.cidr
+		} else {
+			cfg.ServiceCIDR = tt.cidr
+		}
 		if got := cfg.DNSServiceIP(); got != tt.want {
-			t.Errorf("DNSServiceIP(%s) = %q, want %q", tt.cidr, got, tt.want)
+			t.Errorf("%s: DNSServiceIP(%s) = %q, want %q", tt.family, tt.cidr, got, tt.want)
 		}
 	}
 }
@@ -38,7 +47,16 @@ func TestDNSServiceIP(t *testing.T) {
 // image, and a Corefile serving cluster.local with pod records and no
 // forwarding to an outside server.
 func TestRenderDNSManifest(t *testing.T) {
+	for _, tt := range []struct{ family, clusterIP string }{
+		{IPFamilyDual, "10.96.0.10"}, {IPFamilyIPv4, "10.96.0.10"}, {IPFamilyIPv6, "fd00:10:96::a"},
+	} {
+		t.Run(tt.family, func(t *testing.T) { testRenderDNSManifest(t, tt.family, tt.clusterIP) })
+	}
+}
+
+func testRenderDNSManifest(t *testing.T, family, clusterIP string) {
 	cfg := DefaultConfig()
+	cfg.IPFamily = family
 	m, err := RenderDNSManifest(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -81,8 +99,8 @@ func TestRenderDNSManifest(t *testing.T) {
 			t.Errorf("%d objects of kind %s, want 1", kinds[k], k)
 		}
 	}
-	if svc.Name != "kube-dns" || svc.Namespace != "kube-system" || svc.Spec.ClusterIP != "10.96.0.10" {
-		t.Errorf("Service %s/%s clusterIP %s, want kube-system/kube-dns 10.96.0.10", svc.Namespace, svc.Name, svc.Spec.ClusterIP)
+	if svc.Name != "kube-dns" || svc.Namespace != "kube-system" || svc.Spec.ClusterIP != clusterIP {
+		t.Errorf("Service %s/%s clusterIP %s, want kube-system/kube-dns %s", svc.Namespace, svc.Name, svc.Spec.ClusterIP, clusterIP)
 	}
 	if len(dep.Spec.Template.Spec.Containers) != 1 || dep.Spec.Template.Spec.Containers[0].Image != CoreDNSImage {
 		t.Errorf("Deployment containers %+v, want one with image %s", dep.Spec.Template.Spec.Containers, CoreDNSImage)

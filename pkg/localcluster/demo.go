@@ -111,7 +111,8 @@ func Demo(ctx context.Context, cfg Config) error {
 	failed := 0
 	for _, from := range pods {
 		for _, to := range pods {
-			// Every address of the pod: IPv4 and, on a dual-stack cluster, IPv6.
+			// Every address of the pod: IPv4 and, on a dual-stack cluster,
+			// IPv6; on an IPv6-only cluster its IPv6 address.
 			for _, ip := range podIPs(to) {
 				for _, proto := range []string{"tcp", "udp"} {
 					cmd, err := PodExec(ctx, cfg, ns+"/"+from.Name, probe, "probe", "--proto", proto,
@@ -139,9 +140,9 @@ Try it:
   export KUBECONFIG=%s
   %s get pods -A -o wide
   bin/weir-local node-exec %s -- ovs-ofctl -O OpenFlow15 --names dump-flows br-int
-  bin/weir-local pod-exec %s/%s -- %s probe --proto tcp --to %s:81
+  bin/weir-local pod-exec %s/%s -- %s probe --proto tcp --to %s
   bin/weir-local down     # removes everything`, cfg.KubeconfigPath(), filepath.Join(cfg.K8sBin, "kubectl"), node,
-		ns, pods[0].Name, filepath.Join(cfg.BinDir, "test-server"), pods[len(pods)-1].Status.PodIP)
+		ns, pods[0].Name, filepath.Join(cfg.BinDir, "test-server"), net.JoinHostPort(pods[len(pods)-1].Status.PodIP, "81"))
 	return nil
 }
 

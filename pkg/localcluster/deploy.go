@@ -126,10 +126,11 @@ func nsenterArgs(pid int, wd string, args []string) []string {
 }
 
 // findNetNSScript prints the path (in the node's mount namespace) of the
-// network namespace holding $1.
+// network namespace holding $1, an address of either family (an IPv6-only
+// pod's status.podIP is IPv6).
 const findNetNSScript = `for f in /run/netns/*; do
   [ -e "$f" ] || continue
-  if ip -n "${f##*/}" -4 -o addr show 2>/dev/null | grep -q " $1/"; then echo "$f"; exit 0; fi
+  if ip -n "${f##*/}" -o addr show 2>/dev/null | grep -q " $1/"; then echo "$f"; exit 0; fi
 done
 exit 1`
 

@@ -75,7 +75,7 @@ func RestartNode(ctx context.Context, cfg Config, idx int) error {
 // no tap devices, eth0 with the node's address, the default and unreachable
 // routes, and only localcluster's nftables table.
 func bootNetwork(ctx context.Context, cfg Config, idx int) error {
-	name, ip := cfg.NodeName(idx), cfg.NodeIP(idx)
+	name := cfg.NodeName(idx)
 	out, err := exec.CommandContext(ctx, "ip", "-n", name, "-o", "link", "show", "type", "tun").Output()
 	if err != nil {
 		return fmt.Errorf("listing tap devices: %w", err)
@@ -88,20 +88,7 @@ func bootNetwork(ctx context.Context, cfg Config, idx int) error {
 			}
 		}
 	}
-	steps := [][]string{
-		{"addr", "flush", "dev", "eth0"},
-		{"addr", "add", ip + "/24", "dev", "eth0"},
-		{"link", "set", "eth0", "up"},
-		{"route", "replace", "default", "via", cfg.Subnet + ".1"},
-		{"route", "replace", "unreachable", cfg.ClusterCIDR},
-	}
-	if cfg.DualStack() {
-		steps = append(steps,
-			[]string{"addr", "add", cfg.NodeIP6(idx) + "/64", "dev", "eth0", "nodad"},
-			[]string{"-6", "route", "replace", "default", "via", cfg.Subnet6() + "1"},
-			[]string{"-6", "route", "replace", "unreachable", cfg.ClusterCIDRv6})
-	}
-	for _, s := range steps {
+	for _, s := range cfg.bootNetworkSteps(idx) {
 		if err := run(ctx, "ip", append([]string{"-n", name}, s...)...); err != nil {
 			return err
 		}
@@ -110,6 +97,29 @@ func bootNetwork(ctx context.Context, cfg Config, idx int) error {
 		return err
 	}
 	return nft(ctx, "/run/netns/"+name, cfg.nodeRuleset())
+}
+
+// bootNetworkSteps are the `ip -n NODE` commands of bootNetwork: eth0's
+// addresses and the node's routes of each family of the cluster, as
+// nodeNetworkSteps made them.
+func (c Config) bootNetworkSteps(idx int) [][]string {
+	steps := [][]string{{"addr", "flush", "dev", "eth0"}}
+	if c.HasIPv4() {
+		steps = append(steps, []string{"addr", "add", c.NodeIP(idx) + "/24", "dev", "eth0"})
+	}
+	steps = append(steps, []string{"link", "set", "eth0", "up"})
+	if c.HasIPv4() {
+		steps = append(steps,
+			[]string{"route", "replace", "default", "via", c.Subnet + ".1"},
+			[]string{"route", "replace", "unreachable", c.ClusterCIDR})
+	}
+	if c.HasIPv6() {
+		steps = append(steps,
+			[]string{"addr", "add", c.NodeIP6(idx) + "/64", "dev", "eth0", "nodad"},
+			[]string{"-6", "route", "replace", "default", "via", c.Subnet6() + "1"},
+			[]string{"-6", "route", "replace", "unreachable", c.ClusterCIDRv6})
+	}
+	return steps
 }
 
 // StopControlPlane stops the named control-plane processes ("etcd",

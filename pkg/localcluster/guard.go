@@ -47,10 +47,30 @@ func (c Config) guardTable() string {
 // host processes cannot be attributed to a cluster and are counted in "sent".
 func (c Config) guardRuleset() string {
 	t := c.guardTable()
-	// On a dual-stack cluster the same rules again for the IPv6 networks
-	// (nft sets hold one family; leaks6 is listed with leaks).
+	// The rules of each family of the cluster (nft sets hold one family;
+	// leaks6 is listed with leaks). An IPv6-only cluster has no IPv4
+	// addresses to guard: its IPv4 ranges are not in use.
+	set4, pre4, fwd4, out4 := "", "", "", ""
+	if c.HasIPv4() {
+		set4 = fmt.Sprintf(`
+	set cluster {
+		type ipv4_addr; flags interval
+		elements = { %s, %s }
+	}
+	set leaks {
+		type ipv4_addr . ipv4_addr . inet_proto . inet_service; flags dynamic; size 64
+	}`, c.ClusterCIDR, c.ServiceCIDR)
+		pre4 = fmt.Sprintf(`
+		iifname %[1]q ip daddr @cluster add @leaks { ip saddr . ip daddr . meta l4proto . th dport } counter name %[2]s drop
+		iifname %[1]q ip daddr @cluster counter name %[2]s drop`, c.bridge(), GuardForwarded)
+		fwd4 = `
+		ip daddr @cluster drop`
+		out4 = fmt.Sprintf(`
+		ip daddr @cluster add @leaks { ip saddr . ip daddr . meta l4proto . th dport } counter name %[1]s drop
+		ip daddr @cluster counter name %[1]s drop`, GuardSent)
+	}
 	set6, pre6, fwd6, out6 := "", "", "", ""
-	if c.DualStack() {
+	if c.HasIPv6() {
 		set6 = fmt.Sprintf(`
 	set cluster6 {
 		type ipv6_addr; flags interval
@@ -71,35 +91,23 @@ func (c Config) guardRuleset() string {
 	return fmt.Sprintf(`table inet %[1]s
 delete table inet %[1]s
 table inet %[1]s {
-	counter %[5]s {}
-	counter %[6]s {}
-	set cluster {
-		type ipv4_addr; flags interval
-		elements = { %[2]s, %[3]s }
-	}
-	set leaks {
-		type ipv4_addr . ipv4_addr . inet_proto . inet_service; flags dynamic; size 64
-	}%[8]s
+	counter %[3]s {}
+	counter %[4]s {}%[6]s%[7]s
 	chain prerouting {
-		type filter hook prerouting priority -300; policy accept;
-		iifname %[4]q ip daddr @cluster add @leaks { ip saddr . ip daddr . meta l4proto . th dport } counter name %[5]s drop
-		iifname %[4]q ip daddr @cluster counter name %[5]s drop%[9]s
+		type filter hook prerouting priority -300; policy accept;%[8]s%[9]s
 	}
 	chain forward {
 		type filter hook forward priority -10; policy accept;
-		oifname %[4]q accept
-		oifname "%[7]s*" accept
-		ip daddr @cluster drop%[10]s
+		oifname %[2]q accept
+		oifname "%[5]s*" accept%[10]s%[11]s
 	}
 	chain output {
 		type filter hook output priority -10; policy accept;
-		oifname %[4]q accept
-		oifname "%[7]s*" accept
-		ip daddr @cluster add @leaks { ip saddr . ip daddr . meta l4proto . th dport } counter name %[6]s drop
-		ip daddr @cluster counter name %[6]s drop%[11]s
+		oifname %[2]q accept
+		oifname "%[5]s*" accept%[12]s%[13]s
 	}
 }
-`, t, c.ClusterCIDR, c.ServiceCIDR, c.bridge(), GuardForwarded, GuardSent, c.Prefix+"-v", set6, pre6, fwd6, out6)
+`, t, c.bridge(), GuardForwarded, GuardSent, c.Prefix+"-v", set4, set6, pre4, pre6, fwd4, fwd6, out4, out6)
 }
 
 // InstallGuard installs the leak guard in the network namespace at netns
@@ -141,8 +149,11 @@ func GuardCount(ctx context.Context, cfg Config, netns, name string) (uint64, er
 // nft prints the set: "source . destination . protocol . port", for a
 // report when a counter is not 0.
 func GuardLeaks(ctx context.Context, cfg Config, netns string) (string, error) {
-	sets := []string{"leaks"}
-	if cfg.DualStack() {
+	var sets []string
+	if cfg.HasIPv4() {
+		sets = append(sets, "leaks")
+	}
+	if cfg.HasIPv6() {
 		sets = append(sets, "leaks6")
 	}
 	var all []string

@@ -15,9 +15,12 @@ import (
 // TestGuardCountsLeaks builds, in namespaces of its own, what the guard
 // protects: a "root" namespace with the cluster bridge and an uplink (a veth
 // carrying the default route, standing in for the machine's way out), and
-// a node namespace on the bridge. Then it sends packets and checks which the
-// guard counts: cluster addresses towards the uplink are counted (forwarded
-// from the node, or sent by a root-namespace process), everything else is not.
+// a node namespace on the bridge, both with IPv4 and IPv6 addresses. Then it
+// sends packets and checks which the guard counts: cluster addresses towards
+// the uplink are counted (forwarded from the node, or sent by a
+// root-namespace process), everything else is not. For a dual-stack guard
+// and an IPv6-only one, whose IPv4 "cluster" ranges are not the cluster's:
+// packets to them are not counted.
 func TestGuardCountsLeaks(t *testing.T) {
 	testroot.Require(t, "network namespaces, nftables")
 	for _, tool := range []string{"ip", "nft", "nsenter"} {
@@ -25,10 +28,17 @@ func TestGuardCountsLeaks(t *testing.T) {
 			t.Skipf("%s not installed", tool)
 		}
 	}
+	for i, fam := range []string{IPFamilyDual, IPFamilyIPv6} {
+		t.Run(fam, func(t *testing.T) { testGuardCountsLeaks(t, fam, fmt.Sprintf("g%d%d", i, os.Getpid()%100000)) })
+	}
+}
+
+func testGuardCountsLeaks(t *testing.T, family, prefix string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cfg := DefaultConfig()
-	cfg.Prefix = fmt.Sprintf("g%d", os.Getpid()%100000)
+	cfg.IPFamily = family
+	cfg.Prefix = prefix
 	cfg.Subnet = "172.30.99"
 	root, node, sink := cfg.Prefix+"-root", cfg.Prefix+"-node", cfg.Prefix+"-sink"
 	sh := func(args ...string) {
@@ -102,10 +112,12 @@ func TestGuardCountsLeaks(t *testing.T) {
 		}
 		return f, s
 	}
-	tests := []struct {
+	type leakCase struct {
 		name, from, dst string
-		wantFwd, wantS  uint64
-	}{
+		// wantFwd and wantS are the counts of a guard of dst's family.
+		wantFwd, wantS uint64
+	}
+	tests := []leakCase{
 		{"node to a pod IP is forwarded to the uplink", nodeNS, "10.244.3.7", 1, 0},
 		{"node to a service IP", nodeNS, "10.96.0.10", 1, 0},
 		{"node to an outside address is not counted", nodeNS, "198.51.100.7", 0, 0},
@@ -120,13 +132,23 @@ func TestGuardCountsLeaks(t *testing.T) {
 	}
 	// Counted also where the host forwards nothing (as on this machine):
 	// the node's leak is counted before the routing decision.
-	tests = append(tests, struct {
-		name, from, dst string
-		wantFwd, wantS  uint64
-	}{"with forwarding off: node to a pod IP", nodeNS, "10.244.4.4", 1, 0})
+	const offCases = 2
+	tests = append(tests,
+		leakCase{"with forwarding off: node to a pod IP", nodeNS, "10.244.4.4", 1, 0},
+		leakCase{"with forwarding off: node to an IPv6 pod IP", nodeNS, "fd00:10:244:4::4", 1, 0})
+	// guarded: whether the guard covers dst's family. An IPv6-only
+	// cluster's guard has no IPv4 rules, so nothing of IPv4 is counted
+	// (10.244.0.0/16 is not its pod network).
+	guarded := func(dst string) bool {
+		return strings.Contains(dst, ":") && cfg.HasIPv6() || !strings.Contains(dst, ":") && cfg.HasIPv4()
+	}
 	for i, tt := range tests {
-		if i == len(tests)-1 {
+		if i == len(tests)-offCases {
 			sh("ip", "netns", "exec", root, "sysctl", "-qw", "net.ipv4.ip_forward=0")
+			sh("ip", "netns", "exec", root, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=0")
+		}
+		if !guarded(tt.dst) {
+			tt.wantFwd, tt.wantS = 0, 0
 		}
 		t.Run(tt.name, func(t *testing.T) {
 			f0, s0 := counts()
@@ -154,10 +176,13 @@ func TestGuardCountsLeaks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{cfg.NodeIP(1) + " . 10.244.3.7 . udp . 9", "10.96.0.10 . udp . 9", "10.244.0.5 . udp . 9",
-		cfg.NodeIP6(1) + " . fd00:10:244:3::7 . udp . 9", "fd00:10:96::10 . udp . 9", "fd00:10:244::5 . udp . 9"} {
-		if !strings.Contains(leaks, want) {
-			t.Errorf("the guard's record of dropped flows lacks %q: %q", want, leaks)
+	for _, l := range []struct{ flow, dst string }{
+		{cfg.NodeIP(1) + " . 10.244.3.7 . udp . 9", "10.244.3.7"}, {"10.96.0.10 . udp . 9", "10.96.0.10"}, {"10.244.0.5 . udp . 9", "10.244.0.5"},
+		{cfg.NodeIP6(1) + " . fd00:10:244:3::7 . udp . 9", "fd00:10:244:3::7"}, {"fd00:10:96::10 . udp . 9", "fd00:10:96::10"},
+		{"fd00:10:244::5 . udp . 9", "fd00:10:244::5"},
+	} {
+		if in := strings.Contains(leaks, l.flow); in != guarded(l.dst) {
+			t.Errorf("the guard's record of dropped flows has %q: %v, want %v: %q", l.flow, in, guarded(l.dst), leaks)
 		}
 	}
 

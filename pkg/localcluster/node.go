@@ -210,32 +210,8 @@ func runNodeInside(ctx context.Context, cfg Config, idx int) error {
 // nodeNetwork creates node idx's network namespace, whose eth0 is a veth
 // into the host bridge.
 func nodeNetwork(ctx context.Context, cfg Config, idx int) error {
-	name, ip := cfg.NodeName(idx), cfg.NodeIP(idx)
-	veth := cfg.hostVeth(idx)
-	steps := [][]string{
-		{"ip", "netns", "add", name},
-		{"ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", name},
-		{"ip", "link", "set", veth, "master", cfg.bridge(), "up"},
-		// Make the emulated wire behave like one: the host end hands the node
-		// full-size frames with complete checksums (no TSO/GSO super-frames or
-		// partial checksums), which the userspace datapath reading eth0
-		// through AF_PACKET cannot handle.
-		{"ethtool", "-K", veth, "tx", "off"},
-		{"ip", "-n", name, "link", "set", "lo", "up"},
-		{"ip", "-n", name, "addr", "add", ip + "/24", "dev", "eth0"},
-		{"ip", "-n", name, "link", "set", "eth0", "up"},
-		{"ip", "-n", name, "route", "add", "default", "via", cfg.Subnet + ".1"},
-		// Pod addresses no node owns fail here instead of following the
-		// default route to the host (where the leak guard would drop them):
-		// the agent's per-node routes are more specific. Not for the
-		// service CIDR: a local connect to a ClusterIP needs a route before
-		// kube-proxy's DNAT (nodeRuleset covers it).
-		{"ip", "-n", name, "route", "add", "unreachable", cfg.ClusterCIDR},
-	}
-	if cfg.DualStack() {
-		steps = append(steps, cfg.nodeNetwork6(idx)...)
-	}
-	for _, s := range steps {
+	name := cfg.NodeName(idx)
+	for _, s := range cfg.nodeNetworkSteps(idx) {
 		if err := run(ctx, s[0], s[1:]...); err != nil {
 			return err
 		}
@@ -246,10 +222,48 @@ func nodeNetwork(ctx context.Context, cfg Config, idx int) error {
 	return nil
 }
 
-// nodeNetwork6 is the IPv6 part of a dual-stack node's network: its
-// underlay address (nodad: the wire is ours, no one else has it), the
-// default route via the host bridge and the unreachable pod network, as
-// for IPv4.
+// nodeNetworkSteps are the commands that create node idx's network. An
+// IPv6-only node has no IPv4 address at all (only lo's 127.0.0.1, which
+// its kubelet, kube-proxy and the control plane's etcd listen on): nothing
+// on it needs one, the images are imported over containerd's unix socket.
+func (c Config) nodeNetworkSteps(idx int) [][]string {
+	name, ip := c.NodeName(idx), c.NodeIP(idx)
+	veth := c.hostVeth(idx)
+	steps := [][]string{
+		{"ip", "netns", "add", name},
+		{"ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", name},
+		{"ip", "link", "set", veth, "master", c.bridge(), "up"},
+		// Make the emulated wire behave like one: the host end hands the node
+		// full-size frames with complete checksums (no TSO/GSO super-frames or
+		// partial checksums), which the userspace datapath reading eth0
+		// through AF_PACKET cannot handle.
+		{"ethtool", "-K", veth, "tx", "off"},
+		{"ip", "-n", name, "link", "set", "lo", "up"},
+	}
+	if c.HasIPv4() {
+		steps = append(steps, []string{"ip", "-n", name, "addr", "add", ip + "/24", "dev", "eth0"})
+	}
+	steps = append(steps, []string{"ip", "-n", name, "link", "set", "eth0", "up"})
+	if c.HasIPv4() {
+		steps = append(steps,
+			[]string{"ip", "-n", name, "route", "add", "default", "via", c.Subnet + ".1"},
+			// Pod addresses no node owns fail here instead of following the
+			// default route to the host (where the leak guard would drop them):
+			// the agent's per-node routes are more specific. Not for the
+			// service CIDR: a local connect to a ClusterIP needs a route before
+			// kube-proxy's DNAT (nodeRuleset covers it).
+			[]string{"ip", "-n", name, "route", "add", "unreachable", c.ClusterCIDR})
+	}
+	if c.HasIPv6() {
+		steps = append(steps, c.nodeNetwork6(idx)...)
+	}
+	return steps
+}
+
+// nodeNetwork6 is the IPv6 part of a dual-stack or IPv6-only node's
+// network: its underlay address (nodad: the wire is ours, no one else has
+// it), the default route via the host bridge and the unreachable pod
+// network, as for IPv4.
 func (c Config) nodeNetwork6(idx int) [][]string {
 	name := c.NodeName(idx)
 	return [][]string{
@@ -271,22 +285,31 @@ delete table inet weir_local_node
 table inet weir_local_node {
 	chain forward {
 		type filter hook forward priority 10; policy accept;
-		ip daddr %[1]s counter reject with icmp type net-unreachable
+		%[1]s
 		%[2]s
 	}
 	chain output {
 		type filter hook output priority 10; policy accept;
-		ip daddr %[1]s counter reject with icmp type net-unreachable
+		%[1]s
 		%[2]s
 	}
 }
-`, c.ServiceCIDR, c.nodeRule6())
+`, c.nodeRule4(), c.nodeRule6())
+}
+
+// nodeRule4 is nodeRuleset's rule for IPv4 ClusterIPs (a comment on an
+// IPv6-only cluster).
+func (c Config) nodeRule4() string {
+	if !c.HasIPv4() {
+		return "# IPv6-only cluster"
+	}
+	return fmt.Sprintf("ip daddr %s counter reject with icmp type net-unreachable", c.ServiceCIDR)
 }
 
 // nodeRule6 is nodeRuleset's rule for IPv6 ClusterIPs (a comment on an
 // IPv4-only cluster).
 func (c Config) nodeRule6() string {
-	if !c.DualStack() {
+	if !c.HasIPv6() {
 		return "# IPv4-only cluster"
 	}
 	return fmt.Sprintf("ip6 daddr %s counter reject with icmpv6 type no-route", c.ServiceCIDRv6)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -158,16 +159,10 @@ func clusterPKI(cfg Config) (*pki, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, svc, err := net.ParseCIDR(cfg.ServiceCIDR)
-	if err != nil {
-		return nil, fmt.Errorf("service CIDR %q: %w", cfg.ServiceCIDR, err)
-	}
-	kubeSvc := slices.Clone(svc.IP.To4())
-	kubeSvc[3] = 1
 	specs := []certSpec{
 		{name: "apiserver", cn: "kube-apiserver", server: true,
 			dns: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
-			ips: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(cfg.NodeIP(ControlPlane)), kubeSvc}},
+			ips: apiServerIPs(cfg)},
 		{name: "admin", cn: "kubernetes-admin", orgs: []string{"system:masters"}},
 		{name: "apiserver-kubelet-client", cn: "kube-apiserver-kubelet-client", orgs: []string{"system:masters"}},
 		{name: "controller-manager", cn: "system:kube-controller-manager"},
@@ -192,20 +187,40 @@ func clusterPKI(cfg Config) (*pki, error) {
 	return p, nil
 }
 
+// apiServerIPs are the IP SANs of the API server's certificate: loopback,
+// the control-plane node's underlay addresses (IPv4, IPv6 or both; clients
+// use the primary one, APIServerURL) and the kubernetes Service's
+// ClusterIP, the first address of the primary service range (the family of
+// the advertise address: kube-apiserver refuses any other).
+func apiServerIPs(cfg Config) []net.IP {
+	ips := []net.IP{net.ParseIP("127.0.0.1")}
+	if cfg.HasIPv4() {
+		ips = append(ips, net.ParseIP(cfg.NodeIP(ControlPlane)))
+	}
+	if svc, err := netip.ParsePrefix(cfg.PrimaryServiceCIDR()); err == nil {
+		ips = append(ips, net.IP(svc.Masked().Addr().Next().AsSlice()))
+	}
+	if cfg.HasIPv6() {
+		ips = append(ips, net.IPv6loopback, net.ParseIP(cfg.NodeIP6(ControlPlane)))
+	}
+	return ips
+}
+
 func ensureBridge(ctx context.Context, cfg Config) error {
 	if err := run(ctx, "ip", "link", "show", cfg.bridge()); err == nil {
 		return nil
 	}
-	for _, s := range [][]string{
-		{"ip", "link", "add", cfg.bridge(), "type", "bridge"},
-		{"ip", "addr", "add", cfg.Subnet + ".1/24", "dev", cfg.bridge()},
-		{"ip", "link", "set", cfg.bridge(), "up"},
-	} {
+	steps := [][]string{{"ip", "link", "add", cfg.bridge(), "type", "bridge"}}
+	if cfg.HasIPv4() {
+		steps = append(steps, []string{"ip", "addr", "add", cfg.Subnet + ".1/24", "dev", cfg.bridge()})
+	}
+	steps = append(steps, []string{"ip", "link", "set", cfg.bridge(), "up"})
+	for _, s := range steps {
 		if err := run(ctx, s[0], s[1:]...); err != nil {
 			return err
 		}
 	}
-	if cfg.DualStack() {
+	if cfg.HasIPv6() {
 		// nodad: usable at once; nothing else on the bridge claims it.
 		if err := run(ctx, "ip", "addr", "add", cfg.Subnet6()+"1/64", "dev", cfg.bridge(), "nodad"); err != nil {
 			return err
@@ -236,20 +251,8 @@ func startControlPlane(ctx context.Context, cfg Config, p *pki) error {
 		"--heartbeat-interval=10", "--election-timeout=100"); err != nil {
 		return err
 	}
-	pk := func(n string) string { return filepath.Join(p.dir, n) }
 	if err := startDaemon(filepath.Join(r, "kube-apiserver.pid"), filepath.Join(l, "kube-apiserver.log"), nil, bin("kube-apiserver"),
-		// All addresses of the node: its underlay IP moves from eth0 to
-		// br-phy when the agent starts (userspace datapath).
-		"--etcd-servers="+etcdURL, "--bind-address=0.0.0.0", "--advertise-address="+cfg.NodeIP(ControlPlane),
-		fmt.Sprintf("--secure-port=%d", cfg.PortBase+443),
-		"--tls-cert-file="+pk("apiserver.crt"), "--tls-private-key-file="+pk("apiserver.key"),
-		"--client-ca-file="+pk("ca.crt"), "--kubelet-preferred-address-types=InternalIP,Hostname",
-		"--kubelet-client-certificate="+pk("apiserver-kubelet-client.crt"), "--kubelet-client-key="+pk("apiserver-kubelet-client.key"),
-		"--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction", "--allow-privileged=true",
-		"--service-cluster-ip-range="+cfg.ServiceCIDRs(),
-		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-account-key-file="+pk("sa.pub"), "--service-account-signing-key-file="+pk("sa.key"),
-		"--cert-dir="+filepath.Join(r, "apiserver-certs"), "--v=1"); err != nil {
+		apiServerArgs(cfg, p.dir, etcdURL)...); err != nil {
 		return err
 	}
 	client, err := cfg.Client()
@@ -267,23 +270,66 @@ func startControlPlane(ctx context.Context, cfg Config, p *pki) error {
 		return err
 	}
 	if err := startDaemon(filepath.Join(r, "kube-controller-manager.pid"), filepath.Join(l, "kube-controller-manager.log"), nil,
-		bin("kube-controller-manager"),
-		"--kubeconfig="+pk("controller-manager.kubeconfig"),
-		"--authentication-kubeconfig="+pk("controller-manager.kubeconfig"), "--authorization-kubeconfig="+pk("controller-manager.kubeconfig"),
-		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", cfg.PortBase+257), "--leader-elect=false",
-		"--use-service-account-credentials=true", "--service-account-private-key-file="+pk("sa.key"), "--root-ca-file="+pk("ca.crt"),
-		"--cluster-signing-cert-file="+pk("ca.crt"), "--cluster-signing-key-file="+pk("ca.key"),
-		"--allocate-node-cidrs=true", "--cluster-cidr="+cfg.ClusterCIDRs(),
-		"--node-cidr-mask-size-ipv4=24", "--node-cidr-mask-size-ipv6=64",
-		"--service-cluster-ip-range="+cfg.ServiceCIDRs(),
-		// Deleted nodes' pods go away quickly, which the e2e node-removal case relies on.
-		"--node-monitor-grace-period=20s", "--v=1"); err != nil {
+		bin("kube-controller-manager"), controllerManagerArgs(cfg, p.dir)...); err != nil {
 		return err
 	}
+	pk := func(n string) string { return filepath.Join(p.dir, n) }
 	return startDaemon(filepath.Join(r, "kube-scheduler.pid"), filepath.Join(l, "kube-scheduler.log"), nil, bin("kube-scheduler"),
 		"--kubeconfig="+pk("scheduler.kubeconfig"),
 		"--authentication-kubeconfig="+pk("scheduler.kubeconfig"), "--authorization-kubeconfig="+pk("scheduler.kubeconfig"),
 		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", cfg.PortBase+259), "--leader-elect=false", "--v=1")
+}
+
+// apiServerArgs is kube-apiserver's command line; pkiDir holds the
+// cluster's certificates and keys.
+func apiServerArgs(cfg Config, pkiDir, etcdURL string) []string {
+	pk := func(n string) string { return filepath.Join(pkiDir, n) }
+	// All addresses of the node: its underlay IP moves from eth0 to br-phy
+	// when the agent starts (userspace datapath). "::" is every address of
+	// both families, as an IPv6-only node needs.
+	bind := "0.0.0.0"
+	if cfg.IPFamily == IPFamilyIPv6 {
+		bind = "::"
+	}
+	return []string{
+		// The advertise address is the kubernetes Service's endpoint: of the
+		// primary service family, which kube-apiserver insists on.
+		"--etcd-servers=" + etcdURL, "--bind-address=" + bind, "--advertise-address=" + cfg.PrimaryNodeIP(ControlPlane),
+		fmt.Sprintf("--secure-port=%d", cfg.PortBase+443),
+		"--tls-cert-file=" + pk("apiserver.crt"), "--tls-private-key-file=" + pk("apiserver.key"),
+		"--client-ca-file=" + pk("ca.crt"), "--kubelet-preferred-address-types=InternalIP,Hostname",
+		"--kubelet-client-certificate=" + pk("apiserver-kubelet-client.crt"), "--kubelet-client-key=" + pk("apiserver-kubelet-client.key"),
+		"--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction", "--allow-privileged=true",
+		"--service-cluster-ip-range=" + cfg.ServiceCIDRs(),
+		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+		"--service-account-key-file=" + pk("sa.pub"), "--service-account-signing-key-file=" + pk("sa.key"),
+		"--cert-dir=" + filepath.Join(cfg.runDir(), "apiserver-certs"), "--v=1",
+	}
+}
+
+// controllerManagerArgs is kube-controller-manager's command line.
+func controllerManagerArgs(cfg Config, pkiDir string) []string {
+	pk := func(n string) string { return filepath.Join(pkiDir, n) }
+	// A node CIDR mask flag per family of the cluster CIDRs: the
+	// controller-manager refuses --node-cidr-mask-size-ipv4 when the
+	// cluster CIDR is IPv6 only, so that one takes the single-stack flag.
+	masks := []string{"--node-cidr-mask-size-ipv4=24", "--node-cidr-mask-size-ipv6=64"}
+	if cfg.IPFamily == IPFamilyIPv6 {
+		masks = []string{"--node-cidr-mask-size=64"}
+	}
+	args := []string{
+		"--kubeconfig=" + pk("controller-manager.kubeconfig"),
+		"--authentication-kubeconfig=" + pk("controller-manager.kubeconfig"), "--authorization-kubeconfig=" + pk("controller-manager.kubeconfig"),
+		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", cfg.PortBase+257), "--leader-elect=false",
+		"--use-service-account-credentials=true", "--service-account-private-key-file=" + pk("sa.key"), "--root-ca-file=" + pk("ca.crt"),
+		"--cluster-signing-cert-file=" + pk("ca.crt"), "--cluster-signing-key-file=" + pk("ca.key"),
+		"--allocate-node-cidrs=true", "--cluster-cidr=" + cfg.ClusterCIDRs(),
+	}
+	args = append(args, masks...)
+	return append(args,
+		"--service-cluster-ip-range="+cfg.ServiceCIDRs(),
+		// Deleted nodes' pods go away quickly, which the e2e node-removal case relies on.
+		"--node-monitor-grace-period=20s", "--v=1")
 }
 
 // WaitReady waits until n worker nodes and the control-plane node are Ready

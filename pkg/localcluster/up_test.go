@@ -1,11 +1,15 @@
 package localcluster
 
 import (
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/yaml"
 )
 
 func TestMkdirAllRecorded(t *testing.T) {
@@ -148,12 +152,18 @@ func TestIPFamilies(t *testing.T) {
 	tests := []struct {
 		family                     string
 		nodeIPs, clusterCIDRs, svc string
-		wantErr                    string
+		// primary is the control-plane node's primary address, dns the
+		// kube-dns ClusterIP.
+		primary, apiURL, dns string
+		wantErr              string
 	}{
-		{IPFamilyIPv4, "172.31.250.11", "10.244.0.0/16", "10.96.0.0/16", ""},
-		{IPFamilyDual, "172.31.250.11,fd00:172:31:250::11", "10.244.0.0/16,fd00:10:244::/56", "10.96.0.0/16,fd00:10:96::/112", ""},
-		{IPFamilyIPv6, "", "", "", "not supported yet"},
-		{"ipv5", "", "", "", "want ipv4 or dual"},
+		{IPFamilyIPv4, "172.31.250.11", "10.244.0.0/16", "10.96.0.0/16",
+			"172.31.250.10", "https://172.31.250.10:17443", "10.96.0.10", ""},
+		{IPFamilyDual, "172.31.250.11,fd00:172:31:250::11", "10.244.0.0/16,fd00:10:244::/56", "10.96.0.0/16,fd00:10:96::/112",
+			"172.31.250.10", "https://172.31.250.10:17443", "10.96.0.10", ""},
+		{IPFamilyIPv6, "fd00:172:31:250::11", "fd00:10:244::/56", "fd00:10:96::/112",
+			"fd00:172:31:250::10", "https://[fd00:172:31:250::10]:17443", "fd00:10:96::a", ""},
+		{"ipv5", "", "", "", "", "", "", "want ipv4, dual or ipv6"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.family, func(t *testing.T) {
@@ -178,18 +188,242 @@ func TestIPFamilies(t *testing.T) {
 			if got := cfg.ServiceCIDRs(); got != tt.svc {
 				t.Errorf("ServiceCIDRs = %q, want %q", got, tt.svc)
 			}
-			if !strings.Contains(cfg.AgentConfig(), "serviceCIDR: "+tt.svc+"\n") {
-				t.Errorf("agent config lacks serviceCIDR %s:\n%s", tt.svc, cfg.AgentConfig())
+			if got := cfg.PrimaryNodeIP(ControlPlane); got != tt.primary {
+				t.Errorf("PrimaryNodeIP(ControlPlane) = %q, want %q", got, tt.primary)
+			}
+			if got := cfg.APIServerURL(); got != tt.apiURL {
+				t.Errorf("APIServerURL = %q, want %q", got, tt.apiURL)
+			}
+			if got := cfg.DNSServiceIP(); got != tt.dns {
+				t.Errorf("DNSServiceIP = %q, want %q", got, tt.dns)
+			}
+			// The agent reads this YAML: the values must survive parsing
+			// (an IPv6 URL's brackets included).
+			var agent struct {
+				ServiceCIDR           string `json:"serviceCIDR"`
+				KubeAPIServerOverride string `json:"kubeAPIServerOverride"`
+			}
+			if err := yaml.Unmarshal([]byte(cfg.AgentConfig()), &agent); err != nil {
+				t.Fatalf("agent config: %v\n%s", err, cfg.AgentConfig())
+			}
+			if agent.ServiceCIDR != tt.svc || agent.KubeAPIServerOverride != tt.apiURL {
+				t.Errorf("agent config has serviceCIDR %q, kubeAPIServerOverride %q; want %q, %q", agent.ServiceCIDR, agent.KubeAPIServerOverride, tt.svc, tt.apiURL)
+			}
+			p, err := loadOrCreatePKI(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var kc struct {
+				ClusterDNS []string `json:"clusterDNS"`
+			}
+			if err := yaml.Unmarshal([]byte(kubeletConfig(cfg, "n1", p)), &kc); err != nil || !slices.Equal(kc.ClusterDNS, []string{tt.dns}) {
+				t.Errorf("kubelet config: clusterDNS %q (%v), want [%s]", kc.ClusterDNS, err, tt.dns)
 			}
 		})
 	}
 	t.Run("bad IPv6 cluster CIDR", func(t *testing.T) {
-		cfg := DefaultConfig()
-		cfg.ClusterCIDRv6 = "fd00:10:244::/64"
-		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "/60 or shorter") {
-			t.Errorf("Validate: %v", err)
+		for _, fam := range []string{IPFamilyDual, IPFamilyIPv6} {
+			cfg := DefaultConfig()
+			cfg.IPFamily = fam
+			cfg.ClusterCIDRv6 = "fd00:10:244::/64"
+			if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "/60 or shorter") {
+				t.Errorf("%s: Validate: %v", fam, err)
+			}
 		}
 	})
+}
+
+// TestControlPlaneArgs: the control plane's flags of each family. An
+// IPv6-only cluster gets single-family ranges, the single-stack node mask
+// flag, and an IPv6 advertise address (the kubernetes Service's endpoint
+// must be of the primary service family).
+func TestControlPlaneArgs(t *testing.T) {
+	tests := []struct {
+		family          string
+		apiWant         []string
+		cmWant, cmNever []string
+	}{
+		{IPFamilyIPv4,
+			[]string{"--bind-address=0.0.0.0", "--advertise-address=172.31.250.10", "--service-cluster-ip-range=10.96.0.0/16"},
+			[]string{"--cluster-cidr=10.244.0.0/16", "--node-cidr-mask-size-ipv4=24", "--node-cidr-mask-size-ipv6=64", "--service-cluster-ip-range=10.96.0.0/16"},
+			[]string{"--node-cidr-mask-size=64"}},
+		{IPFamilyDual,
+			[]string{"--bind-address=0.0.0.0", "--advertise-address=172.31.250.10", "--service-cluster-ip-range=10.96.0.0/16,fd00:10:96::/112"},
+			[]string{"--cluster-cidr=10.244.0.0/16,fd00:10:244::/56", "--node-cidr-mask-size-ipv4=24", "--node-cidr-mask-size-ipv6=64",
+				"--service-cluster-ip-range=10.96.0.0/16,fd00:10:96::/112"},
+			[]string{"--node-cidr-mask-size=64"}},
+		{IPFamilyIPv6,
+			[]string{"--bind-address=::", "--advertise-address=fd00:172:31:250::10", "--service-cluster-ip-range=fd00:10:96::/112"},
+			[]string{"--cluster-cidr=fd00:10:244::/56", "--node-cidr-mask-size=64", "--service-cluster-ip-range=fd00:10:96::/112"},
+			[]string{"--node-cidr-mask-size-ipv4=24", "--node-cidr-mask-size-ipv6=64"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.family, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.IPFamily = tt.family
+			api := apiServerArgs(cfg, "/pki", "http://127.0.0.1:17379")
+			for _, w := range tt.apiWant {
+				if !slices.Contains(api, w) {
+					t.Errorf("kube-apiserver lacks %s: %q", w, api)
+				}
+			}
+			cm := controllerManagerArgs(cfg, "/pki")
+			for _, w := range tt.cmWant {
+				if !slices.Contains(cm, w) {
+					t.Errorf("kube-controller-manager lacks %s: %q", w, cm)
+				}
+			}
+			for _, n := range tt.cmNever {
+				if slices.Contains(cm, n) {
+					t.Errorf("kube-controller-manager has %s: %q", n, cm)
+				}
+			}
+		})
+	}
+}
+
+// TestAPIServerCertificateAndKubeconfigs: the API server's certificate
+// names every address clients use (the IPv6 node address and the IPv6
+// kubernetes ClusterIP on an IPv6-only cluster), and the kubeconfigs point
+// at a URL client-go parses to that address.
+func TestAPIServerCertificateAndKubeconfigs(t *testing.T) {
+	tests := []struct {
+		family  string
+		want    []string
+		notWant []string
+	}{
+		{IPFamilyIPv4, []string{"127.0.0.1", "172.31.250.10", "10.96.0.1"}, []string{"::1", "fd00:172:31:250::10"}},
+		{IPFamilyDual, []string{"127.0.0.1", "172.31.250.10", "10.96.0.1", "::1", "fd00:172:31:250::10"}, []string{"fd00:10:96::1"}},
+		{IPFamilyIPv6, []string{"127.0.0.1", "::1", "fd00:172:31:250::10", "fd00:10:96::1"}, []string{"172.31.250.10", "10.96.0.1"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.family, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.IPFamily, cfg.Dir = tt.family, t.TempDir()
+			p, err := clusterPKI(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cert, _, err := readPair(p.dir, "apiserver")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, ip := range cert.IPAddresses {
+				got = append(got, ip.String())
+			}
+			for _, w := range tt.want {
+				if !slices.Contains(got, w) {
+					t.Errorf("API server certificate IP SANs %v lack %s", got, w)
+				}
+			}
+			for _, n := range tt.notWant {
+				if slices.Contains(got, n) {
+					t.Errorf("API server certificate IP SANs %v have %s", got, n)
+				}
+			}
+			rc, err := clientcmd.BuildConfigFromFlags("", cfg.KubeconfigPath())
+			if err != nil {
+				t.Fatal(err)
+			}
+			u, err := url.Parse(rc.Host)
+			if err != nil {
+				t.Fatalf("kubeconfig server %q: %v", rc.Host, err)
+			}
+			if u.Hostname() != cfg.PrimaryNodeIP(ControlPlane) || !slices.Contains(got, u.Hostname()) {
+				t.Errorf("kubeconfig server %q: host %q, want %s (and in the certificate)", rc.Host, u.Hostname(), cfg.PrimaryNodeIP(ControlPlane))
+			}
+		})
+	}
+}
+
+// TestNodeNetworkSteps: an IPv4 or dual-stack node's network as before the
+// IPv6-only family existed (exact commands), and an IPv6-only node with no
+// IPv4 address or route at all.
+func TestNodeNetworkSteps(t *testing.T) {
+	common := []string{
+		"ip netns add weir-node1",
+		"ip link add weir-v1 type veth peer name eth0 netns weir-node1",
+		"ip link set weir-v1 master weir-br up",
+		"ethtool -K weir-v1 tx off",
+		"ip -n weir-node1 link set lo up",
+	}
+	v4 := []string{
+		"ip -n weir-node1 addr add 172.31.250.11/24 dev eth0",
+		"ip -n weir-node1 link set eth0 up",
+		"ip -n weir-node1 route add default via 172.31.250.1",
+		"ip -n weir-node1 route add unreachable 10.244.0.0/16",
+	}
+	v6 := []string{
+		"ip -n weir-node1 addr add fd00:172:31:250::11/64 dev eth0 nodad",
+		"ip -n weir-node1 -6 route add default via fd00:172:31:250::1",
+		"ip -n weir-node1 -6 route add unreachable fd00:10:244::/56",
+	}
+	boot4 := []string{"addr flush dev eth0", "addr add 172.31.250.11/24 dev eth0", "link set eth0 up",
+		"route replace default via 172.31.250.1", "route replace unreachable 10.244.0.0/16"}
+	boot6 := []string{"addr add fd00:172:31:250::11/64 dev eth0 nodad", "-6 route replace default via fd00:172:31:250::1",
+		"-6 route replace unreachable fd00:10:244::/56"}
+	tests := []struct {
+		family     string
+		want, boot []string
+	}{
+		{IPFamilyIPv4, slices.Concat(common, v4), boot4},
+		{IPFamilyDual, slices.Concat(common, v4, v6), slices.Concat(boot4, boot6)},
+		{IPFamilyIPv6, slices.Concat(common, []string{"ip -n weir-node1 link set eth0 up"}, v6),
+			slices.Concat([]string{"addr flush dev eth0", "link set eth0 up"}, boot6)},
+	}
+	join := func(steps [][]string) []string {
+		var out []string
+		for _, s := range steps {
+			out = append(out, strings.Join(s, " "))
+		}
+		return out
+	}
+	for _, tt := range tests {
+		t.Run(tt.family, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.IPFamily = tt.family
+			if got := join(cfg.nodeNetworkSteps(1)); !slices.Equal(got, tt.want) {
+				t.Errorf("nodeNetworkSteps:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
+			}
+			if got := join(cfg.bootNetworkSteps(1)); !slices.Equal(got, tt.boot) {
+				t.Errorf("bootNetworkSteps:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(tt.boot, "\n"))
+			}
+		})
+	}
+}
+
+// TestRulesetsPerFamily: the leak guard and the node's ClusterIP reject rule
+// hold exactly the cluster's families.
+func TestRulesetsPerFamily(t *testing.T) {
+	tests := []struct {
+		family     string
+		has, lacks []string
+	}{
+		{IPFamilyIPv4, []string{"ip daddr 10.96.0.0/16 counter reject", "elements = { 10.244.0.0/16, 10.96.0.0/16 }", "ip daddr @cluster drop"},
+			[]string{"ip6 daddr", "cluster6"}},
+		{IPFamilyDual, []string{"ip daddr 10.96.0.0/16 counter reject", "ip6 daddr fd00:10:96::/112 counter reject",
+			"elements = { 10.244.0.0/16, 10.96.0.0/16 }", "elements = { fd00:10:244::/56, fd00:10:96::/112 }"}, nil},
+		{IPFamilyIPv6, []string{"ip6 daddr fd00:10:96::/112 counter reject", "elements = { fd00:10:244::/56, fd00:10:96::/112 }", "ip6 daddr @cluster6 drop"},
+			[]string{"ip daddr", "10.244.", "10.96.", "set cluster {", "set leaks {"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.family, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.IPFamily = tt.family
+			rules := cfg.guardRuleset() + cfg.nodeRuleset()
+			for _, h := range tt.has {
+				if !strings.Contains(rules, h) {
+					t.Errorf("rulesets lack %q:\n%s", h, rules)
+				}
+			}
+			for _, l := range tt.lacks {
+				if strings.Contains(rules, l) {
+					t.Errorf("rulesets have %q:\n%s", l, rules)
+				}
+			}
+		})
+	}
 }
 
 // TestResolveStateOfEarlierVersion: a cluster started before the IP family
@@ -206,5 +440,32 @@ func TestResolveStateOfEarlierVersion(t *testing.T) {
 	}
 	if got.IPFamily != IPFamilyIPv4 || got.Prefix != "old" {
 		t.Errorf("resolved family %q prefix %q, want ipv4 old", got.IPFamily, got.Prefix)
+	}
+}
+
+// TestResolveIPv6Only: the family an Up recorded is what later commands
+// act on, whatever their own default.
+func TestResolveIPv6Only(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Dir = t.TempDir()
+	cfg.IPFamily = IPFamilyIPv6
+	if err := cfg.saveState(state{Prefix: "v6", Subnet: "172.31.2", PortBase: 3000, IPFamily: cfg.IPFamily}); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(cfg.statePath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), `"ipFamily": "ipv6"`) {
+		t.Errorf("state.json lacks the family: %s", data)
+	}
+	other := DefaultConfig()
+	other.Dir = cfg.Dir
+	got, err := other.Resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.IPFamily != IPFamilyIPv6 || got.APIServerURL() != "https://[fd00:172:31:2::10]:3443" {
+		t.Errorf("resolved family %q, API server %s; want ipv6, https://[fd00:172:31:2::10]:3443", got.IPFamily, got.APIServerURL())
 	}
 }
