@@ -15,6 +15,13 @@ import (
 // for traffic sent to the gateway MAC. Same-subnet traffic between pods
 // switches on the destination MAC in L2Forwarding, as for IPv4.
 //
+// IPv6-only: without Config.GatewayIP and Config.PodCIDR the base flows
+// are the family-neutral ones (classifier, misses, the gateway MAC's L2
+// flow, output, the drop of all ARP) and the IPv6 ones below; no flow
+// matches IPv4 or answers ARP, so a pod's IPv4 and ARP meet SpoofGuard's
+// drop and the node's IPv4 ConntrackZone's. A pod may then have an IPv6
+// address only (PodFlows), as it may on a dual-stack node.
+//
 // Router Advertisements and Redirects from pods are dropped in SpoofGuard.
 //
 // Neighbor Discovery (the ARP of IPv6) is switched like ARP, never through
@@ -54,6 +61,10 @@ func (c *Config) validateIPv6() error {
 }
 
 func (p *Pipeline) ipv6Enabled() bool { return p.cfg.GatewayIPv6 != nil }
+
+// ipv4Enabled reports whether the pipeline has its IPv4 configuration
+// (Config.GatewayIP, Config.PodCIDR); false on an IPv6-only node.
+func (p *Pipeline) ipv4Enabled() bool { return p.cfg.GatewayIP != nil }
 
 // ipv6BaseFlows returns the IPv6 base flows for policy generation gen: the
 // ipv6 twins of the IPv4 base flows that match "ip" (conntrack zone, policy

@@ -148,7 +148,6 @@ func TestIPv6ConfigAndPodValidation(t *testing.T) {
 		ips  []string
 		want string
 	}{
-		{"IPv6 only", []string{"fd00:10:10::5"}, "IPv4 address is required"},
 		{"two IPv6", []string{"10.10.0.5", "fd00:10:10::5", "fd00:10:10::6"}, "at most one address per family"},
 		{"two IPv4", []string{"10.10.0.5", "10.10.0.6"}, "at most one address per family"},
 		{"4in6", []string{"10.10.0.5", "::ffff:10.10.0.6"}, "invalid address"},

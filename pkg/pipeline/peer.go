@@ -36,20 +36,24 @@ func mustParseMAC(s string) net.HardwareAddr {
 type PeerNode struct {
 	// Name identifies the peer (the Kubernetes Node name).
 	Name string
-	// PodCIDR is the peer's pod subnet.
+	// PodCIDR is the peer's IPv4 pod subnet; nil for an IPv6-only peer
+	// (then PodCIDRv6 is set). It needs the local pipeline's IPv4
+	// configuration.
 	PodCIDR *net.IPNet
 	// NodeIP is the peer's underlay address: the remote tunnel endpoint,
 	// IPv4 or (an IPv6 underlay, peer_ipv6underlay.go) IPv6. Its family
 	// is the underlay's, whatever families the pods have.
 	NodeIP net.IP
-	// GatewayIP is the peer's gateway address, the first IP of PodCIDR.
-	// This node's kernel routes PodCIDR via it (on link, through the local
-	// gateway), so the pipeline answers ARP for it.
+	// GatewayIP is the peer's gateway address, the first IP of PodCIDR,
+	// set with it. This node's kernel routes PodCIDR via it (on link,
+	// through the local gateway), so the pipeline answers ARP for it.
 	GatewayIP net.IP
-	// PodCIDRv6 and GatewayIPv6, optional and set together, are the peer's
-	// IPv6 pod subnet and its gateway address in it (peer_ipv6.go). They
-	// need the local pipeline's IPv6 configuration. IPv6 pod traffic is
-	// tunnelled over the same underlay as IPv4 (NodeIP, either family).
+	// PodCIDRv6 and GatewayIPv6, set together, are the peer's IPv6 pod
+	// subnet and its gateway address in it (peer_ipv6.go); alone (no
+	// PodCIDR) they describe an IPv6-only peer. They need the local
+	// pipeline's IPv6 configuration. IPv6 pod traffic is tunnelled over
+	// the same underlay as IPv4 (NodeIP, either family). A peer has a pod
+	// CIDR of at least one family.
 	PodCIDRv6   *net.IPNet
 	GatewayIPv6 net.IP
 }
@@ -58,16 +62,34 @@ func (n PeerNode) validate() error {
 	switch {
 	case n.Name == "":
 		return errors.New("pipeline: peer node name is required")
-	case n.PodCIDR == nil || n.PodCIDR.IP.To4() == nil:
-		return fmt.Errorf("pipeline: peer %s: IPv4 pod CIDR is required", n.Name)
+	case n.PodCIDR == nil && n.PodCIDRv6 == nil:
+		return fmt.Errorf("pipeline: peer %s: a pod CIDR of at least one family is required (PodCIDR, PodCIDRv6)", n.Name)
 	case n.NodeIP == nil:
 		return fmt.Errorf("pipeline: peer %s: node IP is required", n.Name)
 	case n.NodeIP.To4() == nil && !isTunnelIPv6(n.NodeIP):
 		return fmt.Errorf("pipeline: peer %s: node IP %v must be an IPv4 or a global unicast IPv6 address", n.Name, n.NodeIP)
+	}
+	if err := n.validateIPv4(); err != nil {
+		return err
+	}
+	return n.validateIPv6()
+}
+
+// validateIPv4 checks the optional IPv4 half of a peer.
+func (n PeerNode) validateIPv4() error {
+	switch {
+	case n.PodCIDR == nil && n.GatewayIP == nil:
+		return nil // an IPv6-only peer
+	case n.PodCIDR == nil:
+		return fmt.Errorf("pipeline: peer %s: gateway IP %v needs an IPv4 pod CIDR", n.Name, n.GatewayIP)
+	case n.PodCIDR.IP.To4() == nil:
+		return fmt.Errorf("pipeline: peer %s: pod CIDR %v is not an IPv4 prefix", n.Name, n.PodCIDR)
+	case n.GatewayIP == nil:
+		return fmt.Errorf("pipeline: peer %s: pod CIDR %v needs the peer's gateway IP", n.Name, n.PodCIDR)
 	case n.GatewayIP.To4() == nil || !n.PodCIDR.Contains(n.GatewayIP):
 		return fmt.Errorf("pipeline: peer %s: gateway IP %v must be an IPv4 address in pod CIDR %v", n.Name, n.GatewayIP, n.PodCIDR)
 	}
-	return n.validateIPv6()
+	return nil
 }
 
 type peerState struct {
@@ -77,8 +99,11 @@ type peerState struct {
 
 func peerOwner(name string) string { return "peer/" + name }
 
-// overlaps reports whether two subnets share an address.
-func overlaps(a, b *net.IPNet) bool { return a.Contains(b.IP) || b.Contains(a.IP) }
+// overlaps reports whether two subnets share an address; a nil subnet (a
+// family the node or peer does not have) overlaps nothing.
+func overlaps(a, b *net.IPNet) bool {
+	return a != nil && b != nil && (a.Contains(b.IP) || b.Contains(a.IP))
+}
 
 // PeerFlows returns the flows that make a peer node's pods reachable:
 //
@@ -105,14 +130,23 @@ func overlaps(a, b *net.IPNet) bool { return a.Contains(b.IP) || b.Contains(a.IP
 //     1 timed out. Only for an IPv4 node IP; an IPv6 one has its own
 //     flows (peer_ipv6underlay.go).
 //
-// It fails if the pipeline has no tunnel port or peer overlaps this node's
-// pod CIDR.
+// These are the flows of the peer's IPv4 half; an IPv6-only peer (no
+// PodCIDR) has none of them, only its IPv6 route into the tunnel and, over
+// an IPv6 underlay, the IPv6 reply flow to its node IP (peer_ipv6.go,
+// peer_ipv6underlay.go).
+//
+// It fails if the pipeline has no tunnel port, lacks the configuration of a
+// family the peer has, or peer overlaps this node's pod CIDR of a family.
 func (p *Pipeline) PeerFlows(peer PeerNode, cookie openflow.Cookie) ([]*openflow.Flow, error) {
 	if err := peer.validate(); err != nil {
 		return nil, err
 	}
 	if p.cfg.TunnelOFPort == 0 {
 		return nil, fmt.Errorf("pipeline: peer %s: the pipeline has no tunnel port (Config.TunnelOFPort)", peer.Name)
+	}
+	if peer.PodCIDR != nil && !p.ipv4Enabled() {
+		return nil, fmt.Errorf("pipeline: peer %s: has IPv4 pod CIDR %v but this node's pipeline has no IPv4 configuration (Config.GatewayIP, Config.PodCIDR)",
+			peer.Name, peer.PodCIDR)
 	}
 	if overlaps(peer.PodCIDR, p.cfg.PodCIDR) {
 		return nil, fmt.Errorf("pipeline: peer %s: pod CIDR %v overlaps this node's %v", peer.Name, peer.PodCIDR, p.cfg.PodCIDR)
@@ -128,11 +162,15 @@ func (p *Pipeline) PeerFlows(peer PeerNode, cookie openflow.Cookie) ([]*openflow
 			LoadReg(outputFoundMark.load()).
 			GotoTable(ConntrackCommit)
 	}
-	bs := []*openflow.FlowBuilder{
-		arpReply(nf(ARPResponder, prioARPRespond), peer.GatewayIP, globalVirtualMAC),
-		toPeer(nf(L3Forwarding, prioL3Route).MatchProtocol(openflow.ProtocolIP).MatchDstNet(peer.PodCIDR)),
+	var bs []*openflow.FlowBuilder
+	if peer.PodCIDR != nil {
+		bs = append(bs,
+			arpReply(nf(ARPResponder, prioARPRespond), peer.GatewayIP, globalVirtualMAC),
+			toPeer(nf(L3Forwarding, prioL3Route).MatchProtocol(openflow.ProtocolIP).MatchDstNet(peer.PodCIDR)))
 	}
-	if peer.NodeIP.To4() != nil {
+	if peer.PodCIDR != nil && peer.NodeIP.To4() != nil {
+		// (An IPv6-only peer over an IPv4 underlay sends no IPv4 into the
+		// tunnel, so there are no IPv4 replies to carry back.)
 		bs = append(bs, toPeer(nf(L3Forwarding, prioL3Route).MatchProtocol(openflow.ProtocolIP).
 			MatchRegBits(sourcePodMark.match()).
 			MatchCTState(openflow.CTState{}.Trk(true).Rpl(true)).
@@ -148,8 +186,8 @@ func (p *Pipeline) PeerFlows(peer PeerNode, cookie openflow.Cookie) ([]*openflow
 }
 
 // AddPeer installs (or updates, e.g. for a new node IP) the flows of a peer
-// node, atomically. A peer whose pod CIDR overlaps another peer's is
-// rejected.
+// node, atomically. A peer whose pod CIDR overlaps another peer's of the
+// same family is rejected.
 func (p *Pipeline) AddPeer(ctx context.Context, peer PeerNode) error {
 	p.peerMu.Lock()
 	defer p.peerMu.Unlock()
@@ -158,11 +196,11 @@ func (p *Pipeline) AddPeer(ctx context.Context, peer PeerNode) error {
 	var conflict string
 	mine := peer.PodCIDR
 	for name, other := range p.peers {
-		if name != peer.Name && peer.PodCIDR != nil && overlaps(peer.PodCIDR, other.peer.PodCIDR) {
+		if name != peer.Name && overlaps(peer.PodCIDR, other.peer.PodCIDR) {
 			conflict = fmt.Sprintf("peer %s's %v", name, other.peer.PodCIDR)
 			break
 		}
-		if name != peer.Name && peer.PodCIDRv6 != nil && other.peer.PodCIDRv6 != nil && overlaps(peer.PodCIDRv6, other.peer.PodCIDRv6) {
+		if name != peer.Name && overlaps(peer.PodCIDRv6, other.peer.PodCIDRv6) {
 			conflict, mine = fmt.Sprintf("peer %s's %v", name, other.peer.PodCIDRv6), peer.PodCIDRv6
 			break
 		}

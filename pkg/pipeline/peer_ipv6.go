@@ -7,7 +7,9 @@ import (
 )
 
 // IPv6 between nodes. A peer with PodCIDRv6 and GatewayIPv6 set gets one
-// more flow: the ipv6 twin of its L3Forwarding route, which tunnels IPv6
+// more flow (an IPv6-only peer, without PodCIDR, this one alone, plus the
+// reply flow of an IPv6 node IP: peer_ipv6underlay.go): the ipv6 twin of
+// its L3Forwarding route, which tunnels IPv6
 // for the peer's IPv6 pod CIDR exactly as IPv4 (source MAC the local
 // gateway's, destination MAC GlobalVirtualMAC, hop limit decremented,
 // the tunnel destination the peer's node IP, of whichever family the
@@ -66,3 +68,8 @@ func (p *Pipeline) checkPeerIPv6(peer PeerNode) error {
 // (Config.GatewayIPv6, Config.PodCIDRv6), i.e. whether peers may carry
 // IPv6 pod CIDRs.
 func (p *Pipeline) IPv6Enabled() bool { return p.ipv6Enabled() }
+
+// IPv4Enabled reports whether the pipeline has its IPv4 configuration
+// (Config.GatewayIP, Config.PodCIDR), i.e. whether peers may carry IPv4
+// pod CIDRs; false on an IPv6-only node.
+func (p *Pipeline) IPv4Enabled() bool { return p.ipv4Enabled() }

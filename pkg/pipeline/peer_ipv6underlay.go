@@ -8,8 +8,9 @@ import (
 
 // An IPv6 underlay: the peer's NodeIP (the remote tunnel endpoint) is
 // IPv6. Geneve then runs over IPv6 between the nodes and carries pod
-// traffic of both families, IPv4 and (on dual-stack nodes) IPv6, exactly
-// as over IPv4: the peer's routes into the tunnel are the same flows with
+// traffic of the nodes' families, IPv4, IPv6 (dual-stack) or IPv6 alone
+// (an IPv6-only peer, without PodCIDR: its route and the reply flow
+// below are all its flows), exactly as over IPv4: the peer's routes into the tunnel are the same flows with
 // the tunnel destination in tun_ipv6_dst instead of tun_dst (SetTunDst
 // chooses the field by the address's family). Nothing on the receiving
 // side depends on the underlay's family: the tunnel port's Classifier flow

@@ -41,8 +41,12 @@ func TestPeerValidation(t *testing.T) {
 	}{
 		{"no tunnel port", func(c *Config) { c.TunnelOFPort = 0 }, nil, "no tunnel port"},
 		{"no name", nil, func(n *PeerNode) { n.Name = "" }, "name is required"},
-		{"no pod CIDR", nil, func(n *PeerNode) { n.PodCIDR = nil }, "pod CIDR is required"},
-		{"IPv6 pod CIDR", nil, func(n *PeerNode) { n.PodCIDR = cidr(t, "fd00::/64") }, "pod CIDR is required"},
+		{"no pod CIDR", nil, func(n *PeerNode) { n.PodCIDR, n.GatewayIP = nil, nil }, "a pod CIDR of at least one family is required"},
+		{"gateway IP without pod CIDR", nil, func(n *PeerNode) {
+			n.PodCIDR, n.PodCIDRv6, n.GatewayIPv6 = nil, cidr(t, "fd00:10:11::/64"), net.ParseIP("fd00:10:11::1")
+		}, "needs an IPv4 pod CIDR"},
+		{"pod CIDR without gateway IP", nil, func(n *PeerNode) { n.GatewayIP = nil }, "needs the peer's gateway IP"},
+		{"IPv6 pod CIDR", nil, func(n *PeerNode) { n.PodCIDR = cidr(t, "fd00::/64") }, "is not an IPv4 prefix"},
 		{"no node IP", nil, func(n *PeerNode) { n.NodeIP = nil }, "node IP is required"},
 		{"gateway outside CIDR", nil, func(n *PeerNode) { n.GatewayIP = net.ParseIP("10.10.9.1") }, "must be an IPv4 address in pod CIDR"},
 		{"overlaps local CIDR", nil, func(n *PeerNode) {

@@ -22,30 +22,37 @@ type Switch interface {
 }
 
 // Config describes the node's fixed parts of the pipeline.
+//
+// The node serves IPv4 (GatewayIP and PodCIDR), IPv6 (GatewayIPv6 and
+// PodCIDRv6) or both (dual-stack); at least one family is required. Each
+// family's pair is set together or not at all. The flows of a family exist
+// only with its configuration (docs/pipeline.md, "IPv6-only nodes").
 type Config struct {
 	// GatewayOFPort, GatewayMAC and GatewayIP describe the node's gateway
 	// interface (an OVS internal port holding the pod CIDR's first IP).
+	// GatewayIP is nil on an IPv6-only node.
 	GatewayOFPort uint32
 	GatewayMAC    net.HardwareAddr
 	GatewayIP     net.IP
 	// TunnelOFPort is the Geneve port, 0 if there is none yet.
 	TunnelOFPort uint32
-	// PodCIDR is the node's pod subnet.
+	// PodCIDR is the node's IPv4 pod subnet, nil on an IPv6-only node.
 	PodCIDR *net.IPNet
 	// GatewayIPv6 and PodCIDRv6, both set or both unset, turn on IPv6
-	// (dual-stack): the gateway's IPv6 address (also held by the gateway
-	// interface, whose kernel is to answer Neighbor Discovery for it once
-	// ND is switched: ipv6.go) and the node's IPv6 pod subnet, which must
-	// contain it.
+	// (dual-stack, or IPv6-only without GatewayIP and PodCIDR): the
+	// gateway's IPv6 address (also held by the gateway interface, whose
+	// kernel is to answer Neighbor Discovery for it once ND is switched:
+	// ipv6.go) and the node's IPv6 pod subnet, which must contain it.
 	GatewayIPv6 net.IP
 	PodCIDRv6   *net.IPNet
-	// ServiceCIDR, if set, is the ClusterIP range. A pod's packets to it
-	// skip egress policy on their first pass (they leave through the
+	// ServiceCIDR, if set, is the IPv4 ClusterIP range. A pod's packets to
+	// it skip egress policy on their first pass (they leave through the
 	// gateway to kube-proxy's DNAT); egress policy applies when they come
 	// back from the gateway addressed to the endpoint (see policy.go).
+	// Without the IPv4 configuration it makes no flow (no pod has IPv4).
 	ServiceCIDR *net.IPNet
-	// ServiceCIDRv6 is the IPv6 ClusterIP range of a dual-stack cluster,
-	// bypassed as ServiceCIDR is for IPv4 (on a node with IPv6 pods only).
+	// ServiceCIDRv6 is the IPv6 ClusterIP range, bypassed as ServiceCIDR
+	// is for IPv4; without the IPv6 configuration it makes no flow.
 	ServiceCIDRv6 *net.IPNet
 	// CTZone is the conntrack zone of pod traffic.
 	CTZone uint16
@@ -59,12 +66,38 @@ func (c *Config) validate() error {
 		return errors.New("pipeline: gateway OpenFlow port is required")
 	case len(c.GatewayMAC) != 6:
 		return errors.New("pipeline: gateway MAC is required")
+	}
+	if err := c.validateIPv4(); err != nil {
+		return err
+	}
+	if err := c.validateIPv6(); err != nil {
+		return err
+	}
+	if c.GatewayIP == nil && c.GatewayIPv6 == nil {
+		return errors.New("pipeline: a gateway address of at least one family is required " +
+			"(GatewayIP with PodCIDR, GatewayIPv6 with PodCIDRv6)")
+	}
+	return nil
+}
+
+// validateIPv4 checks the optional IPv4 half of the configuration.
+func (c *Config) validateIPv4() error {
+	if c.ServiceCIDR != nil {
+		if c.ServiceCIDR.IP.To4() == nil {
+			return fmt.Errorf("pipeline: Service CIDR %v is not an IPv4 prefix", c.ServiceCIDR)
+		}
+	}
+	switch {
+	case c.GatewayIP == nil && c.PodCIDR == nil:
+		return nil // no IPv4 (an IPv6-only node)
+	case c.GatewayIP == nil:
+		return fmt.Errorf("pipeline: pod CIDR %v needs the gateway IPv4 address (GatewayIP)", c.PodCIDR)
 	case c.GatewayIP.To4() == nil:
-		return errors.New("pipeline: gateway IPv4 address is required")
+		return fmt.Errorf("pipeline: gateway IP %v is not an IPv4 address", c.GatewayIP)
 	case c.PodCIDR == nil || !c.PodCIDR.Contains(c.GatewayIP):
 		return fmt.Errorf("pipeline: pod CIDR %v must contain gateway IP %v", c.PodCIDR, c.GatewayIP)
 	}
-	return c.validateIPv6()
+	return nil
 }
 
 // PodInterface is one local pod's attachment to the bridge.
@@ -97,14 +130,16 @@ func (p PodInterface) IPv6() net.IP {
 	return nil
 }
 
+// validate checks the pod on its own; PodFlows checks that the pipeline
+// serves the families of its addresses.
 func (p PodInterface) validate() error {
 	switch {
 	case p.Key == "":
 		return errors.New("pipeline: pod interface key is required")
 	case p.OFPort == 0:
 		return fmt.Errorf("pipeline: pod %s: OpenFlow port is required", p.Key)
-	case p.IPv4() == nil:
-		return fmt.Errorf("pipeline: pod %s: IPv4 address is required", p.Key)
+	case len(p.IPs) == 0:
+		return fmt.Errorf("pipeline: pod %s: at least one IP address is required", p.Key)
 	case len(p.MAC) != 6:
 		return fmt.Errorf("pipeline: pod %s: MAC address is required", p.Key)
 	}
@@ -195,7 +230,9 @@ func (p *Pipeline) InstallBase(ctx context.Context) error {
 // pass-through defaults, and output; with a tunnel port also the delivery of
 // tunnelled traffic for the gateway IP; and the flows that send replies of
 // connections from the gateway (kube-proxy's DNATed service traffic) back
-// through the gateway (serviceFlows).
+// through the gateway (serviceFlows). The flows that match IPv4 or ARP for
+// the gateway exist only with the IPv4 configuration, the IPv6 ones only
+// with the IPv6 configuration (ipv6.go).
 func (p *Pipeline) BaseFlows() ([]*openflow.Flow, error) {
 	p.mu.Lock()
 	gen := p.policy.generation
@@ -211,6 +248,17 @@ func (p *Pipeline) baseFlows(gen uint32) ([]*openflow.Flow, error) {
 	nf := func(table uint8, prio uint16) *openflow.FlowBuilder { return openflow.NewFlow(table, prio).Cookie(c) }
 	arp := openflow.ProtocolARP
 	ip := openflow.ProtocolIP
+	// v4 marks the flows of the IPv4 family: on an IPv6-only node (no
+	// GatewayIP) they are left out, and the family-neutral flows keep the
+	// places they have on an IPv4 or dual-stack node, whose flows and
+	// their order do not change. (A left-out builder may carry the error
+	// of its nil gateway IP; it is never built.)
+	v4 := func(b *openflow.FlowBuilder) *openflow.FlowBuilder {
+		if !p.ipv4Enabled() {
+			return nil
+		}
+		return b
+	}
 	bs := []*openflow.FlowBuilder{
 		// Classifier: mark the source; unknown ports are dropped.
 		nf(Classifier, prioClassifierPort).MatchInPort(p.cfg.GatewayOFPort).LoadReg(sourceGatewayMark.load()).GotoTable(ARPResponder),
@@ -220,8 +268,8 @@ func (p *Pipeline) baseFlows(gen uint32) ([]*openflow.Flow, error) {
 		// ARPResponder: pods asking for the gateway get the answer from
 		// OVS; ARP for the gateway from elsewhere (replies to the node's own
 		// requests) goes to the gateway port.
-		arpReply(nf(ARPResponder, prioARPRespond).MatchRegBits(sourcePodMark.match()), gwIP, gwMAC),
-		nf(ARPResponder, prioARPForward).MatchProtocol(arp).MatchARPTpa(gwIP).Output(p.cfg.GatewayOFPort),
+		v4(arpReply(nf(ARPResponder, prioARPRespond).MatchRegBits(sourcePodMark.match()), gwIP, gwMAC)),
+		v4(nf(ARPResponder, prioARPForward).MatchProtocol(arp).MatchARPTpa(gwIP).Output(p.cfg.GatewayOFPort)),
 		// A pod's ARP reply addressed to the gateway MAC goes to the
 		// gateway whatever its target IP: the node's kernel asks with the
 		// source address of the packet it is about to send (arp_announce
@@ -231,22 +279,24 @@ func (p *Pipeline) baseFlows(gen uint32) ([]*openflow.Flow, error) {
 		// the reply's sender IP and MAC to the pod's own, so a pod can only
 		// tell the node its own address. Above the per-pod target flows
 		// (prioARPForward), so a reply to the gateway is never sent to a pod.
-		nf(ARPResponder, prioARPReplyToGateway).MatchRegBits(sourcePodMark.match()).
-			MatchProtocol(arp).MatchARPOp(arpOpReply).MatchEthDst(gwMAC).Output(p.cfg.GatewayOFPort),
+		v4(nf(ARPResponder, prioARPReplyToGateway).MatchRegBits(sourcePodMark.match()).
+			MatchProtocol(arp).MatchARPOp(arpOpReply).MatchEthDst(gwMAC).Output(p.cfg.GatewayOFPort)),
+		// Any other ARP is dropped; on an IPv6-only node all of it (a
+		// pod's ARP does not even pass SpoofGuard there: PodFlows).
 		nf(ARPResponder, prioARPDrop).MatchProtocol(arp).Drop(),
 		nf(ARPResponder, prioMiss).GotoTable(ConntrackZone),
 		// Conntrack.
-		nf(ConntrackZone, prioConntrackZone).MatchProtocol(ip).CT(openflow.CT(zone, ConntrackState)),
+		v4(nf(ConntrackZone, prioConntrackZone).MatchProtocol(ip).CT(openflow.CT(zone, ConntrackState))),
 		nf(ConntrackZone, prioMiss).Drop(),
 		nf(ConntrackState, prioConntrackInvalid).MatchCTState(openflow.CTState{}.Trk(true).Inv(true)).Drop(),
 		nf(ConntrackState, prioMiss).GotoTable(EgressRule),
 		// Egress hooks: replies and related packets, and packets of
 		// connections checked against the current policy generation, skip
 		// policy (policy.go); everything else meets the rules.
-		nf(EgressRule, prioPolicyBypass).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false).Rpl(true)).GotoTable(L3Forwarding),
-		nf(EgressRule, prioPolicyBypass).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false).Rel(true)).GotoTable(L3Forwarding),
-		nf(EgressRule, prioPolicyCurrent).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false)).
-			MatchCTMark(gen<<ctMarkGenShift, ctMarkGenMask).GotoTable(L3Forwarding),
+		v4(nf(EgressRule, prioPolicyBypass).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false).Rpl(true)).GotoTable(L3Forwarding)),
+		v4(nf(EgressRule, prioPolicyBypass).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false).Rel(true)).GotoTable(L3Forwarding)),
+		v4(nf(EgressRule, prioPolicyCurrent).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false)).
+			MatchCTMark(gen<<ctMarkGenShift, ctMarkGenMask).GotoTable(L3Forwarding)),
 		nf(EgressRule, prioMiss).GotoTable(EgressDefaultRule),
 		nf(EgressDefaultRule, prioMiss).GotoTable(L3Forwarding),
 		// L3Forwarding: per-pod routes are added with each pod.
@@ -258,29 +308,29 @@ func (p *Pipeline) baseFlows(gen uint32) ([]*openflow.Flow, error) {
 		// Ingress hooks, as egress; plus the node's own traffic to pods
 		// (from the gateway port with the gateway IP as source: kubelet
 		// probes), which policy never blocks.
-		nf(IngressRule, prioPolicyBypass).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false).Rpl(true)).GotoTable(ConntrackCommit),
-		nf(IngressRule, prioPolicyBypass).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false).Rel(true)).GotoTable(ConntrackCommit),
-		nf(IngressRule, prioPolicyNode).MatchProtocol(ip).MatchRegBits(sourceGatewayMark.match()).
-			MatchSrcIP(gwIP).GotoTable(ConntrackCommit),
-		nf(IngressRule, prioPolicyCurrent).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false)).
-			MatchCTMark(gen<<ctMarkGenShift, ctMarkGenMask).GotoTable(ConntrackCommit),
+		v4(nf(IngressRule, prioPolicyBypass).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false).Rpl(true)).GotoTable(ConntrackCommit)),
+		v4(nf(IngressRule, prioPolicyBypass).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false).Rel(true)).GotoTable(ConntrackCommit)),
+		v4(nf(IngressRule, prioPolicyNode).MatchProtocol(ip).MatchRegBits(sourceGatewayMark.match()).
+			MatchSrcIP(gwIP).GotoTable(ConntrackCommit)),
+		v4(nf(IngressRule, prioPolicyCurrent).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false)).
+			MatchCTMark(gen<<ctMarkGenShift, ctMarkGenMask).GotoTable(ConntrackCommit)),
 		nf(IngressRule, prioMiss).GotoTable(IngressDefaultRule),
 		nf(IngressDefaultRule, prioMiss).GotoTable(ConntrackCommit),
 		// Commit new connections with the policy generation; re-commit
 		// established ones checked again after a policy change (keeping
 		// ct_mark bits 0..7: from gateway, from tunnel).
-		nf(ConntrackCommit, prioCommitNew).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(true)).
-			CT(openflow.CTCommit(zone, openflow.SetCTMark(gen<<ctMarkGenShift, ctMarkGenMask))).GotoTable(Output),
-		nf(ConntrackCommit, prioCommitCurrent).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false).Rpl(false)).
-			MatchCTMark(gen<<ctMarkGenShift, ctMarkGenMask).GotoTable(Output),
-		nf(ConntrackCommit, prioRecommit).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false).Est(true).Rpl(false)).
-			CT(openflow.CTCommit(zone, openflow.SetCTMark(gen<<ctMarkGenShift, ctMarkGenMask))).GotoTable(Output),
+		v4(nf(ConntrackCommit, prioCommitNew).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(true)).
+			CT(openflow.CTCommit(zone, openflow.SetCTMark(gen<<ctMarkGenShift, ctMarkGenMask))).GotoTable(Output)),
+		v4(nf(ConntrackCommit, prioCommitCurrent).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false).Rpl(false)).
+			MatchCTMark(gen<<ctMarkGenShift, ctMarkGenMask).GotoTable(Output)),
+		v4(nf(ConntrackCommit, prioRecommit).MatchProtocol(ip).MatchCTState(openflow.CTState{}.Trk(true).New(false).Est(true).Rpl(false)).
+			CT(openflow.CTCommit(zone, openflow.SetCTMark(gen<<ctMarkGenShift, ctMarkGenMask))).GotoTable(Output)),
 		nf(ConntrackCommit, prioMiss).GotoTable(Output),
 		// Output to the chosen port; no port chosen means drop.
 		nf(Output, prioOutput).MatchRegBits(outputFoundMark.match()).OutputReg(outPortField.bits()),
 		nf(Output, prioMiss).Drop(),
 	}
-	if p.cfg.ServiceCIDR != nil {
+	if p.cfg.ServiceCIDR != nil && p.ipv4Enabled() {
 		// A pod's packets to a ClusterIP: egress policy is applied after
 		// kube-proxy's DNAT, when they come back from the gateway.
 		bs = append(bs, nf(EgressRule, prioPolicyNode).MatchProtocol(ip).
@@ -295,18 +345,20 @@ func (p *Pipeline) baseFlows(gen uint32) ([]*openflow.Flow, error) {
 				LoadReg(sourceTunnelMark.load()).GotoTable(ConntrackZone),
 			// Tunnelled traffic for this node's gateway IP (a remote pod
 			// talking to this node): address it to the gateway port.
-			nf(L3Forwarding, prioL3Route).MatchProtocol(ip).MatchEthDst(globalVirtualMAC).MatchDstIP(gwIP).
-				SetEthDst(gwMAC).GotoTable(L2Forwarding),
+			v4(nf(L3Forwarding, prioL3Route).MatchProtocol(ip).MatchEthDst(globalVirtualMAC).MatchDstIP(gwIP).
+				SetEthDst(gwMAC).GotoTable(L2Forwarding)),
 		)
 	}
 	// Service replies back through the gateway (service.go).
-	bs = append(bs, p.serviceFlows(nf, gen)...)
+	if p.ipv4Enabled() {
+		bs = append(bs, p.serviceFlows(nf, gen)...)
+	}
 	// IPv6, if configured (ipv6.go); after every IPv4 flow, so an
 	// IPv4-only node's flows are what they always were.
 	if p.ipv6Enabled() {
 		bs = append(bs, p.ipv6BaseFlows(nf, gen)...)
 	}
-	return buildAll(bs)
+	return buildAll(slices.DeleteFunc(bs, func(b *openflow.FlowBuilder) bool { return b == nil }))
 }
 
 // ARP opcodes (arp_op).
@@ -348,37 +400,46 @@ func buildAll(bs []*openflow.FlowBuilder) ([]*openflow.Flow, error) {
 // (Config.TunnelOFPort) there is one more: the L3 route for traffic from
 // other nodes, which arrives addressed to GlobalVirtualMAC. A pod with an
 // IPv6 address (which needs the IPv6 configuration) also gets its IPv6
-// spoof guard and L3 route (podIPv6Flows in ipv6.go).
+// spoof guard and L3 route (podIPv6Flows in ipv6.go). A pod without an
+// IPv4 address (an IPv6-only pod) gets only the family-neutral classifier
+// and L2 flows and its IPv6 flows: its IPv4 and ARP meet SpoofGuard's drop.
+// Each address's family must be configured in the pipeline.
 func (p *Pipeline) PodFlows(pod PodInterface, cookie openflow.Cookie) ([]*openflow.Flow, error) {
 	if err := pod.validate(); err != nil {
 		return nil, err
 	}
+	ip, ip6 := pod.IPv4(), pod.IPv6()
+	if ip != nil && !p.ipv4Enabled() {
+		return nil, fmt.Errorf("pipeline: pod %s has IPv4 address %v but the pipeline has no IPv4 configuration", pod.Key, ip)
+	}
+	if ip6 != nil && !p.ipv6Enabled() {
+		return nil, fmt.Errorf("pipeline: pod %s has IPv6 address %v but the pipeline has no IPv6 configuration", pod.Key, ip6)
+	}
 	c := uint64(cookie)
 	nf := func(table uint8, prio uint16) *openflow.FlowBuilder { return openflow.NewFlow(table, prio).Cookie(c) }
-	ip := pod.IPv4()
 	bs := []*openflow.FlowBuilder{
 		nf(Classifier, prioClassifierPod).MatchInPort(pod.OFPort).
 			LoadReg(sourcePodMark.load()).GotoTable(SpoofGuard),
-		nf(SpoofGuard, prioSpoofGuardPod).MatchInPort(pod.OFPort).MatchProtocol(openflow.ProtocolIP).MatchEthSrc(pod.MAC).MatchSrcIP(ip).
-			GotoTable(ARPResponder),
-		nf(SpoofGuard, prioSpoofGuardPod).MatchInPort(pod.OFPort).MatchProtocol(openflow.ProtocolARP).MatchEthSrc(pod.MAC).MatchARPSpa(ip).MatchARPSha(pod.MAC).
-			GotoTable(ARPResponder),
-		nf(ARPResponder, prioARPForward).MatchProtocol(openflow.ProtocolARP).MatchARPTpa(ip).Output(pod.OFPort),
-		nf(L3Forwarding, prioL3Route).MatchProtocol(openflow.ProtocolIP).MatchEthDst(p.cfg.GatewayMAC).MatchDstIP(ip).
-			SetEthSrc(p.cfg.GatewayMAC).SetEthDst(pod.MAC).DecTTL().GotoTable(L2Forwarding),
-		nf(L2Forwarding, prioL2Forward).MatchEthDst(pod.MAC).LoadReg(outPortField.load(uint64(pod.OFPort))).
-			LoadReg(outputFoundMark.load()).GotoTable(IngressRule),
 	}
-	if p.cfg.TunnelOFPort != 0 {
+	if ip != nil {
+		bs = append(bs,
+			nf(SpoofGuard, prioSpoofGuardPod).MatchInPort(pod.OFPort).MatchProtocol(openflow.ProtocolIP).MatchEthSrc(pod.MAC).MatchSrcIP(ip).
+				GotoTable(ARPResponder),
+			nf(SpoofGuard, prioSpoofGuardPod).MatchInPort(pod.OFPort).MatchProtocol(openflow.ProtocolARP).MatchEthSrc(pod.MAC).MatchARPSpa(ip).MatchARPSha(pod.MAC).
+				GotoTable(ARPResponder),
+			nf(ARPResponder, prioARPForward).MatchProtocol(openflow.ProtocolARP).MatchARPTpa(ip).Output(pod.OFPort),
+			nf(L3Forwarding, prioL3Route).MatchProtocol(openflow.ProtocolIP).MatchEthDst(p.cfg.GatewayMAC).MatchDstIP(ip).
+				SetEthSrc(p.cfg.GatewayMAC).SetEthDst(pod.MAC).DecTTL().GotoTable(L2Forwarding))
+	}
+	bs = append(bs, nf(L2Forwarding, prioL2Forward).MatchEthDst(pod.MAC).LoadReg(outPortField.load(uint64(pod.OFPort))).
+		LoadReg(outputFoundMark.load()).GotoTable(IngressRule))
+	if ip != nil && p.cfg.TunnelOFPort != 0 {
 		// From another node: the sending node already routed the packet
 		// (and decremented its TTL); only the MACs are rewritten here.
 		bs = append(bs, nf(L3Forwarding, prioL3Route).MatchProtocol(openflow.ProtocolIP).MatchEthDst(globalVirtualMAC).MatchDstIP(ip).
 			SetEthSrc(p.cfg.GatewayMAC).SetEthDst(pod.MAC).GotoTable(L2Forwarding))
 	}
-	if ip6 := pod.IPv6(); ip6 != nil {
-		if !p.ipv6Enabled() {
-			return nil, fmt.Errorf("pipeline: pod %s has IPv6 address %v but the pipeline has no IPv6 configuration", pod.Key, ip6)
-		}
+	if ip6 != nil {
 		bs = append(bs, p.podIPv6Flows(nf, pod, ip6)...)
 	}
 	return buildAll(bs)

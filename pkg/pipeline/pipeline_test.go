@@ -81,8 +81,13 @@ func TestConfigAndPodValidation(t *testing.T) {
 	}{
 		{"no gateway port", func(c *Config) { c.GatewayOFPort = 0 }, PodInterface{}, "gateway OpenFlow port"},
 		{"gateway outside CIDR", func(c *Config) { c.GatewayIP = net.ParseIP("10.99.0.1") }, PodInterface{}, "must contain gateway IP"},
+		{"no family", func(c *Config) { c.GatewayIP, c.PodCIDR = nil, nil }, PodInterface{}, "a gateway address of at least one family is required"},
+		{"gateway IP without pod CIDR", func(c *Config) { c.PodCIDR = nil }, PodInterface{}, "must contain gateway IP"},
+		{"pod CIDR without gateway IP", func(c *Config) { c.GatewayIP = nil }, PodInterface{}, "needs the gateway IPv4 address"},
+		{"IPv6 gateway IP", func(c *Config) { c.GatewayIP = net.ParseIP("fd00:10:10::1") }, PodInterface{}, "is not an IPv4 address"},
+		{"IPv6 Service CIDR as ServiceCIDR", func(c *Config) { c.ServiceCIDR = cidr(t, "fd00:10:96::/112") }, PodInterface{}, "is not an IPv4 prefix"},
 		{"pod without port", nil, PodInterface{Key: "k", IPs: []netip.Addr{netip.MustParseAddr("10.10.0.5")}, MAC: mac}, "OpenFlow port is required"},
-		{"pod without IP", nil, PodInterface{Key: "k", OFPort: 3, MAC: mac}, "IPv4 address is required"},
+		{"pod without IP", nil, PodInterface{Key: "k", OFPort: 3, MAC: mac}, "at least one IP address is required"},
 		{"pod without MAC", nil, PodInterface{Key: "k", OFPort: 3, IPs: []netip.Addr{netip.MustParseAddr("10.10.0.5")}}, "MAC address is required"},
 	}
 	for _, tc := range tests {

@@ -32,7 +32,14 @@ import (
 // conjunction with the flows of its family; the IPv4 flows of a rule are
 // those of an IPv4-only pipeline, and a rule whose peers are all of one
 // family gets the flows of that family only. Without IPv6 on the
-// pipeline, IPv6 peers make no flows (no local pod has IPv6 there). A packet is allowed by the rule
+// pipeline, IPv6 peers make no flows (no local pod has IPv6 there).
+//
+// On an IPv6-only pipeline (no IPv4 configuration) it is the other way
+// round: IPv4 peers make no flows, and a rule's flows are the ipv6 ones
+// above only. A local pod without an IPv4 address (LocalPod.IP nil or its
+// IPv6 address: an IPv6-only pod, on an IPv6-only or a dual-stack
+// pipeline) gets only the IPv6 applied-to flows and default drops, which
+// match its port and never its address. A packet is allowed by the rule
 // when it matches one flow of every dimension: each dimension's flows carry
 // conjunction(<rule ID>, k/n), and the flow conj_id=<rule ID> (cookie
 // category Policy, object rule ID: its counters are the rule's) sends the
@@ -259,11 +266,12 @@ func ruleTables(d Direction) (table, next uint8) {
 
 // ruleDimensions validates r and returns its dimensions (applied-to, peers,
 // ports; "any" dimensions left out), each deduplicated and sorted; nil
-// dimensions mean the rule matches nothing. With ipv6 (a dual-stack
-// pipeline) the dimensions hold the IPv6 twins too where the rule can
-// match IPv6 (any peer, or some IPv6 peer); without it IPv6 peers are
-// left out.
-func ruleDimensions(r PolicyRule, ipv6 bool) ([][]policyMatch, error) {
+// dimensions mean the rule matches nothing. ipv4 and ipv6 are the
+// pipeline's families. With ipv6 (a dual-stack or IPv6-only pipeline) the
+// dimensions hold the IPv6 twins too where the rule can match IPv6 (any
+// peer, or some IPv6 peer); without it IPv6 peers are left out, as IPv4
+// peers are without ipv4.
+func ruleDimensions(r PolicyRule, ipv4, ipv6 bool) ([][]policyMatch, error) {
 	if r.ID == 0 {
 		return nil, errors.New("policy rule ID 0 is reserved")
 	}
@@ -297,22 +305,34 @@ func ruleDimensions(r PolicyRule, ipv6 bool) ([][]policyMatch, error) {
 		if bits != 32 && bits != 128 || bits == 128 && ones < 96 {
 			return nil, fmt.Errorf("policy rule %d (%s): invalid peer mask %v", r.ID, r.Name, n)
 		}
+		if !ipv4 {
+			continue // no IPv4 here: the peer cannot match
+		}
 		if bits == 128 {
 			ones -= 96
 		}
 		a, _ := netip.AddrFromSlice(n.IP.To4())
 		peers = append(peers, policyMatch{table: table, kind: peerKind, prefix: netip.PrefixFrom(a, ones).Masked()})
 	}
-	// The families the rule can match.
-	fam4 := r.Peers == nil || len(peers) > peers6
+	// The families the rule can match. IPv4 needs a pod with an IPv4
+	// address too: without one (IPv6-only pods on a dual-stack node) the
+	// IPv4 port flows could never complete the conjunction.
+	fam4 := ipv4 && (r.Peers == nil || len(peers) > peers6) &&
+		slices.ContainsFunc(r.Pods, func(pod LocalPod) bool { return pod.IP.To4() != nil })
 	fam6 := ipv6 && (r.Peers == nil || peers6 > 0)
 	for _, pod := range r.Pods {
-		if r.Direction == Egress {
-			a, ok := netip.AddrFromSlice(pod.IP.To4())
-			if !ok || pod.IP.To4() == nil {
-				return nil, fmt.Errorf("policy rule %d (%s): pod IP %v is not IPv4", r.ID, r.Name, pod.IP)
+		if err := checkLocalPodFamily(pod, ipv4, ipv6); err != nil {
+			return nil, fmt.Errorf("policy rule %d (%s): %w", r.ID, r.Name, err)
+		}
+		ip4 := pod.IP.To4()
+		if ip4 == nil {
+			// An IPv6-only pod: only its IPv6 flows (below), by port.
+			if pod.OFPort == 0 {
+				return nil, fmt.Errorf("policy rule %d (%s): pod %v without OpenFlow port", r.ID, r.Name, pod.IP)
 			}
+		} else if r.Direction == Egress {
 			if fam4 {
+				a, _ := netip.AddrFromSlice(ip4)
 				appliedTo = append(appliedTo, policyMatch{table: table, kind: matchSrcNet, prefix: netip.PrefixFrom(a, 32)})
 			}
 		} else if pod.OFPort == 0 {
@@ -381,6 +401,21 @@ func ruleDimensions(r PolicyRule, ipv6 bool) ([][]policyMatch, error) {
 	return dims, nil
 }
 
+// checkLocalPodFamily checks that the pipeline serves pod's family: a pod
+// with an IPv4 address needs the IPv4 configuration, one without (an
+// IPv6-only pod, whose IP is nil or its IPv6 address) the IPv6 one.
+func checkLocalPodFamily(pod LocalPod, ipv4, ipv6 bool) error {
+	switch {
+	case pod.IP.To4() != nil && !ipv4:
+		return fmt.Errorf("pod IP %v is IPv4 but the pipeline has no IPv4 configuration", pod.IP)
+	case pod.IP.To4() == nil && !ipv6:
+		return fmt.Errorf("pod IP %v is not IPv4 and the pipeline has no IPv6 configuration", pod.IP)
+	case pod.IP != nil && pod.IP.To4() == nil && len(pod.IP) != net.IPv6len:
+		return fmt.Errorf("pod IP %v is not an IP address", pod.IP)
+	}
+	return nil
+}
+
 // PortMask is one value/mask block of tp_dst.
 type PortMask struct {
 	Port, Mask uint16
@@ -424,7 +459,7 @@ func (p *Pipeline) ApplyPolicy(ctx context.Context, c PolicyChange) error {
 			return fmt.Errorf("policy change: rule %d given twice", r.ID)
 		}
 		seen[r.ID] = true
-		dims, err := ruleDimensions(r, p.ipv6Enabled())
+		dims, err := ruleDimensions(r, p.ipv4Enabled(), p.ipv6Enabled())
 		if err != nil {
 			return fmt.Errorf("policy change: %w", err)
 		}
@@ -433,8 +468,11 @@ func (p *Pipeline) ApplyPolicy(ctx context.Context, c PolicyChange) error {
 	if c.Isolation != nil {
 		for _, pods := range [][]LocalPod{c.Isolation.Ingress, c.Isolation.Egress} {
 			for _, pod := range pods {
-				if pod.IP.To4() == nil || pod.OFPort == 0 {
-					return fmt.Errorf("policy change: isolated pod %v (port %d) needs an IPv4 address and a port", pod.IP, pod.OFPort)
+				if pod.OFPort == 0 {
+					return fmt.Errorf("policy change: isolated pod %v needs a port", pod.IP)
+				}
+				if err := checkLocalPodFamily(pod, p.ipv4Enabled(), p.ipv6Enabled()); err != nil {
+					return fmt.Errorf("policy change: isolated pod (port %d): %w", pod.OFPort, err)
 				}
 			}
 		}
@@ -622,13 +660,14 @@ func (p *Pipeline) conjFlow(r PolicyRule) (*openflow.Flow, error) {
 
 // isolationFlows returns the default drops of isolated pods: IP from
 // egress-isolated pods, IP to ingress-isolated pods (ARP passes); on a
-// dual-stack pipeline IPv6 likewise.
+// pipeline with IPv6 IPv6 likewise. An IPv6-only pod (no IPv4 address) has
+// the IPv6 drops only.
 func (p *Pipeline) isolationFlows(iso Isolation) ([]*openflow.Flow, error) {
 	c := p.sharedCookie()
 	var bs []*openflow.FlowBuilder
 	seen := map[string]bool{}
 	for _, pod := range iso.Egress {
-		if k := "e" + pod.IP.String(); !seen[k] {
+		if k := "e" + pod.IP.String(); pod.IP.To4() != nil && !seen[k] {
 			seen[k] = true
 			bs = append(bs, openflow.NewFlow(EgressDefaultRule, prioPolicyDrop).Cookie(c).
 				MatchProtocol(openflow.ProtocolIP).MatchSrcIP(pod.IP.To4()).Drop())
@@ -642,14 +681,15 @@ func (p *Pipeline) isolationFlows(iso Isolation) ([]*openflow.Flow, error) {
 		}
 	}
 	for _, pod := range iso.Ingress {
-		if k := fmt.Sprint("i", pod.OFPort); !seen[k] {
+		if k := fmt.Sprint("i", pod.OFPort); pod.IP.To4() != nil && !seen[k] {
 			seen[k] = true
 			bs = append(bs, openflow.NewFlow(IngressDefaultRule, prioPolicyDrop).Cookie(c).
 				MatchProtocol(openflow.ProtocolIP).MatchRegBits(outPortField.match(pod.OFPort)).Drop())
-			if p.ipv6Enabled() {
-				bs = append(bs, openflow.NewFlow(IngressDefaultRule, prioPolicyDrop).Cookie(c).
-					MatchProtocol(openflow.ProtocolIPv6).MatchRegBits(outPortField.match(pod.OFPort)).Drop())
-			}
+		}
+		if k := fmt.Sprint("i6", pod.OFPort); p.ipv6Enabled() && !seen[k] {
+			seen[k] = true
+			bs = append(bs, openflow.NewFlow(IngressDefaultRule, prioPolicyDrop).Cookie(c).
+				MatchProtocol(openflow.ProtocolIPv6).MatchRegBits(outPortField.match(pod.OFPort)).Drop())
 		}
 	}
 	return buildAll(bs)

@@ -51,7 +51,10 @@ type PortRange struct {
 
 // LocalPod is a pod on this node that a rule applies to ("appliedTo").
 type LocalPod struct {
-	IP     net.IP // IPv4 address of the pod
+	// IP is the pod's IPv4 address. An IPv6-only pod (on a pipeline
+	// with IPv6) has none: IP is then nil or its IPv6 address, which no
+	// flow matches (its IPv6 flows match OFPort).
+	IP     net.IP
 	OFPort uint32 // its OpenFlow port on br-int
 }
 

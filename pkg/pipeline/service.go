@@ -31,7 +31,9 @@ const (
 
 // serviceFlows returns the base flows of the "reply via the gateway" path:
 // the marking commit in ConntrackCommit, and the L3Forwarding flows for
-// replies from local pods and, with a tunnel port, from other nodes.
+// replies from local pods and, with a tunnel port, from other nodes. They
+// are IPv4 flows, installed with the IPv4 configuration only; the IPv6
+// twins are in ipv6BaseFlows.
 func (p *Pipeline) serviceFlows(nf func(table uint8, prio uint16) *openflow.FlowBuilder, gen uint32) []*openflow.FlowBuilder {
 	zone, gwMAC := p.cfg.CTZone, p.cfg.GatewayMAC
 	fromGatewayReply := func(source regMark) *openflow.FlowBuilder {
