@@ -47,6 +47,13 @@ func echoServer(t *testing.T, pod *ovstest.Pod, ports ...int) {
 // address of pod.
 func echoServerOn(t *testing.T, pod *ovstest.Pod, network, ip string, ports ...int) {
 	t.Helper()
+	echoServerIn(t, pod.NetNS, network, ip, ports...)
+}
+
+// echoServerIn is echoServerOn in the named network namespace (the node's,
+// for a server on the gateway's address).
+func echoServerIn(t *testing.T, netns, network, ip string, ports ...int) {
+	t.Helper()
 	var accepting, copying sync.WaitGroup
 	var mu sync.Mutex
 	var conns []net.Conn
@@ -65,7 +72,7 @@ func echoServerOn(t *testing.T, pod *ovstest.Pod, network, ip string, ports ...i
 	})
 	for _, port := range ports {
 		var ln net.Listener
-		if err := inPod(t, pod, func() (err error) {
+		if err := inNS(t, netns, func() (err error) {
 			ln, err = net.Listen(network, net.JoinHostPort(ip, fmt.Sprint(port)))
 			return err
 		}); err != nil {
