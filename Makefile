@@ -8,7 +8,7 @@ BENCH ?= .
 NODES ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help deps k8s-bins build images proto test soak bench scale lint run run-single stop clean conformance
+.PHONY: help deps k8s-bins build images proto test soak bench scale lint run run-single stop clean conformance e2e e2e-smoke
 
 help: ## List the targets.
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-9s %s\n", $$1, $$2}'
@@ -75,6 +75,16 @@ SET ?= all
 IP_FAMILY ?= dual
 conformance: deps k8s-bins images ## Run upstream Kubernetes e2e network suites (SET=a|b|c|d|e|all, IP_FAMILY=dual|ipv4) against a weir-local cluster; builds e2e.test once (needs root; docs/conformance.md).
 	e2e="$$(hack/e2e-build.sh)" && bin/weir-conformance run --set $(SET) --ip-family $(IP_FAMILY) --e2e-bin "$$e2e"
+
+# The e2e suite (test/e2e/README.md) alone, against a cluster of IP_FAMILY
+# (dual, ipv4 or ipv6; the tests of a family the cluster lacks skip).
+# E2E_RUN narrows it (a go test -run pattern); e2e-smoke runs E2E_SMOKE.
+E2E_RUN ?= .
+E2E_SMOKE := ^(TestClusterControlPlaneNode|TestClusterNoClusterRoutesInRootNetNS|TestClusterDNS|TestPodToPod|TestNodeToPods|TestHostNetworkPod|TestSNATToOutside|TestMaxSizePingAcrossNodes|TestClusterIPService|TestNetworkPolicy)$$
+e2e: deps k8s-bins ## Run the e2e suite against a fresh weir-local cluster (IP_FAMILY=dual|ipv4|ipv6, E2E_RUN=pattern; needs root).
+	WEIR_E2E_IP_FAMILY=$(IP_FAMILY) $(GO) test -count=1 -timeout 45m -run '$(E2E_RUN)' ./test/e2e/
+e2e-smoke: ## The e2e smoke set (pods, nodes, DNS, Services, SNAT, MTU, NetworkPolicy) against a cluster of IP_FAMILY (needs root).
+	$(MAKE) e2e E2E_RUN='$(E2E_SMOKE)'
 
 stop: ## Remove the local cluster of `make run` (every process, namespace, mount, cgroup and file).
 	bin/weir-local down

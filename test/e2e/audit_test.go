@@ -74,14 +74,18 @@ func TestAudit(t *testing.T) {
 
 	// The injections, each removed again also when the test fails.
 	const (
-		strayVeth  = "weire2e0a0d17ff" // Weir's pod veth naming: "weir" + 11 hex digits
-		strayPeer  = "audite2epeer"
-		strayPort  = "weire2e0b0d17ff" // a pod-named OVS port without an attachment
-		portPeer   = "audite2eport"
-		strayRoute = "10.250.77.0/24"
-		strayVia   = "10.250.77.1"
-		flowMatch  = "ip,nw_dst=10.255.77.77"
+		strayVeth = "weire2e0a0d17ff" // Weir's pod veth naming: "weir" + 11 hex digits
+		strayPeer = "audite2epeer"
+		strayPort = "weire2e0b0d17ff" // a pod-named OVS port without an attachment
+		portPeer  = "audite2eport"
+		flowMatch = "ip,nw_dst=10.255.77.77"
 	)
+	// A stray route of the node's pod family: an IPv6-only node has no IPv4
+	// routes through its gateway to compare with.
+	strayRoute, strayVia := "10.250.77.0/24", "10.250.77.1"
+	if !s.cfg.HasIPv4() {
+		strayRoute, strayVia = "fd00:250:77::/64", "fd00:250:77::1"
+	}
 	steps := []struct{ add, del []string }{
 		{[]string{"ovs-ofctl", "-O", "OpenFlow15", "add-flow", "br-int", "table=0,priority=1,cookie=0," + flowMatch + ",actions=drop"},
 			[]string{"ovs-ofctl", "-O", "OpenFlow15", "--strict", "del-flows", "br-int", "table=0,priority=1," + flowMatch}},

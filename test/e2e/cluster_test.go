@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -59,8 +60,9 @@ func TestClusterControlPlaneNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(eps.Endpoints) != 1 || !slices.Contains(eps.Endpoints[0].Addresses, s.cfg.NodeIP(localcluster.ControlPlane)) {
-		t.Errorf("Service kubernetes endpoints %+v, want the control-plane node's %s", eps.Endpoints, s.cfg.NodeIP(localcluster.ControlPlane))
+	// The advertise address: of the primary family (IPv6 on an IPv6-only cluster).
+	if cp := s.cfg.PrimaryNodeIP(localcluster.ControlPlane); len(eps.Endpoints) != 1 || !slices.Contains(eps.Endpoints[0].Addresses, cp) {
+		t.Errorf("Service kubernetes endpoints %+v, want the control-plane node's %s", eps.Endpoints, cp)
 	}
 
 	cpNS, err := netnsID("/run/netns/" + name)
@@ -84,39 +86,59 @@ func TestClusterControlPlaneNode(t *testing.T) {
 
 // TestClusterNoClusterRoutesInRootNetNS: the machine's own routing tables
 // know no pod or service address (they live only inside the cluster's
-// namespaces), and the leak guard is in place.
+// namespaces), and the leak guard is in place; for each family of the
+// cluster.
 func TestClusterNoClusterRoutesInRootNetNS(t *testing.T) {
 	s := need(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "ip", "-4", "route", "show", "table", "all").CombinedOutput()
-	if err != nil {
-		t.Fatalf("ip route: %v: %s", err, out)
+	// Per family: the cluster's ranges, a pod address no node owns (in a
+	// node-sized block the controller-manager has not handed out) and a
+	// ClusterIP no Service has (kube-proxy has no rule for it).
+	type famCase struct {
+		fam                  corev1.IPFamily
+		cidrs                []string
+		unowned, unallocated string
 	}
-	cidrs := []netip.Prefix{netip.MustParsePrefix(s.cfg.ClusterCIDR), netip.MustParsePrefix(s.cfg.ServiceCIDR)}
-	for _, l := range strings.Split(string(out), "\n") {
-		f := strings.Fields(l)
-		if len(f) == 0 {
-			continue
-		}
-		dst := f[0]
-		if slices.Contains([]string{"local", "broadcast", "unicast", "blackhole", "unreachable", "prohibit"}, dst) && len(f) > 1 {
-			dst = f[1]
-		}
-		if dst == "default" {
-			continue
-		}
-		p, err := netip.ParsePrefix(dst)
+	cases := map[corev1.IPFamily]famCase{
+		corev1.IPv4Protocol: {corev1.IPv4Protocol, []string{s.cfg.ClusterCIDR, s.cfg.ServiceCIDR}, "10.244.250.9", "10.96.250.9"},
+		corev1.IPv6Protocol: {corev1.IPv6Protocol, []string{s.cfg.ClusterCIDRv6, s.cfg.ServiceCIDRv6}, "fd00:10:244:fa::9", "fd00:10:96::fa09"},
+	}
+	for _, fam := range s.families() {
+		c := cases[fam]
+		flag := map[corev1.IPFamily]string{corev1.IPv4Protocol: "-4", corev1.IPv6Protocol: "-6"}[fam]
+		out, err := exec.CommandContext(ctx, "ip", flag, "route", "show", "table", "all").CombinedOutput()
 		if err != nil {
-			a, aerr := netip.ParseAddr(dst)
-			if aerr != nil {
+			t.Fatalf("ip route: %v: %s", err, out)
+		}
+		var cidrs []netip.Prefix
+		for _, cidr := range c.cidrs {
+			cidrs = append(cidrs, netip.MustParsePrefix(cidr))
+		}
+		for _, l := range strings.Split(string(out), "\n") {
+			f := strings.Fields(l)
+			if len(f) == 0 {
 				continue
 			}
-			p = netip.PrefixFrom(a, 32)
-		}
-		for _, c := range cidrs {
-			if c.Overlaps(p) {
-				t.Errorf("the root network namespace routes cluster addresses: %s", l)
+			dst := f[0]
+			if slices.Contains([]string{"local", "broadcast", "unicast", "blackhole", "unreachable", "prohibit", "anycast", "multicast"}, dst) && len(f) > 1 {
+				dst = f[1]
+			}
+			if dst == "default" {
+				continue
+			}
+			p, err := netip.ParsePrefix(dst)
+			if err != nil {
+				a, aerr := netip.ParseAddr(dst)
+				if aerr != nil {
+					continue
+				}
+				p = netip.PrefixFrom(a, a.BitLen())
+			}
+			for _, c := range cidrs {
+				if c.Overlaps(p) {
+					t.Errorf("the root network namespace routes cluster addresses: %s", l)
+				}
 			}
 		}
 	}
@@ -132,21 +154,21 @@ func TestClusterNoClusterRoutesInRootNetNS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const unowned = "10.244.250.9"
-	if out, err := s.nodeExec(ctx, s.cfg.NodeName(1), "ip", "route", "get", unowned); err == nil {
-		t.Errorf("node 1 routes the unowned pod address %s: %s", unowned, out)
-	}
-	if out, err := s.probe(ctx, e2eNS+"/a1", "udp", unowned+":81"); err == nil {
-		t.Errorf("a probe to the unowned pod address %s was answered: %s", unowned, out)
-	}
-	// Likewise a ClusterIP no Service has (kube-proxy has no rule for it),
-	// from a pod and from a node.
-	const unallocated = "10.96.250.9"
-	if out, err := s.probe(ctx, e2eNS+"/a1", "udp", unallocated+":81"); err == nil {
-		t.Errorf("a probe to the unallocated ClusterIP %s was answered: %s", unallocated, out)
-	}
-	if out, err := s.nodeProbe(ctx, s.cfg.NodeName(2), "tcp", unallocated+":80"); err == nil {
-		t.Errorf("a probe from node 2 to the unallocated ClusterIP %s was answered: %s", unallocated, out)
+	for _, fam := range s.families() {
+		c := cases[fam]
+		if out, err := s.nodeExec(ctx, s.cfg.NodeName(1), "ip", "route", "get", c.unowned); err == nil {
+			t.Errorf("node 1 routes the unowned pod address %s: %s", c.unowned, out)
+		}
+		if out, err := s.probe(ctx, e2eNS+"/a1", "udp", net.JoinHostPort(c.unowned, "81")); err == nil {
+			t.Errorf("a probe to the unowned pod address %s was answered: %s", c.unowned, out)
+		}
+		// Likewise a ClusterIP no Service has, from a pod and from a node.
+		if out, err := s.probe(ctx, e2eNS+"/a1", "udp", net.JoinHostPort(c.unallocated, "81")); err == nil {
+			t.Errorf("a probe to the unallocated ClusterIP %s was answered: %s", c.unallocated, out)
+		}
+		if out, err := s.nodeProbe(ctx, s.cfg.NodeName(2), "tcp", net.JoinHostPort(c.unallocated, "80")); err == nil {
+			t.Errorf("a probe from node 2 to the unallocated ClusterIP %s was answered: %s", c.unallocated, out)
+		}
 	}
 	if after, err := localcluster.GuardCount(ctx, s.cfg, "", localcluster.GuardForwarded); err != nil || after != before {
 		leaks, _ := localcluster.GuardLeaks(ctx, s.cfg, "")
@@ -309,19 +331,27 @@ func TestClusterDNS(t *testing.T) {
 		}
 	}
 
-	addrRE := regexp.MustCompile(`(?m)^Address:\s*([0-9.]+)\s*$`)
+	// busybox prints each answer as "Address: IP" (and the server as
+	// "Address: IP:53" or "[IP6]:53", which is no address).
+	addrRE := regexp.MustCompile(`(?m)^Address:\s*(\S+)\s*$`)
 	lookup := func(name string) ([]string, error) {
 		out, err := combined(s.cfg.Kubectl(ctx, "exec", "-n", ns, "client", "--", "nslookup", name))
 		var addrs []string
 		for _, m := range addrRE.FindAllStringSubmatch(out, -1) {
-			addrs = append(addrs, m[1])
+			// Canonical spelling: busybox and the API server may write an
+			// IPv6 address differently.
+			if a, err := netip.ParseAddr(m[1]); err == nil {
+				addrs = append(addrs, a.String())
+			}
 		}
 		return addrs, err
 	}
-	podRecord := strings.ReplaceAll(srvIP, ".", "-") + "." + ns + ".pod.cluster.local"
+	// A pod record is the address with dashes: a-b-c-d, or for IPv6 the
+	// colons as dashes (fd00-10-244-1--5), as CoreDNS reads it back.
+	podRecord := strings.NewReplacer(".", "-", ":", "-").Replace(srvIP) + "." + ns + ".pod.cluster.local"
 	tests := []struct{ name, want string }{
 		{"web." + ns + ".svc.cluster.local", web.Spec.ClusterIP},
-		{"kubernetes.default.svc.cluster.local", netip.MustParsePrefix(s.cfg.ServiceCIDR).Addr().Next().String()},
+		{"kubernetes.default.svc.cluster.local", netip.MustParsePrefix(s.cfg.PrimaryServiceCIDR()).Masked().Addr().Next().String()},
 		{"hl." + ns + ".svc.cluster.local", srvIP},
 		{"srv-host.hl." + ns + ".svc.cluster.local", srvIP},
 		{podRecord, srvIP},
@@ -333,7 +363,7 @@ func TestClusterDNS(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if !slices.Equal(got, []string{tt.want}) {
+			if want := netip.MustParseAddr(tt.want).String(); !slices.Equal(got, []string{want}) {
 				return fmt.Errorf("resolved to %v, want [%s]", got, tt.want)
 			}
 			return nil
@@ -386,12 +416,20 @@ func TestClusterREADMEExamples(t *testing.T) {
 		t.Fatalf("the docs show no `pod-exec ... -- bin/test-server probe` example; found %q", lines)
 	}
 	b1IP := s.pods["b1"].Status.PodIP
-	podIP := regexp.MustCompile(`10\.244\.\d+\.\d+`)
+	// A documented pod IP, with its port if it has one: b1's address (of
+	// the primary family, IPv6 in brackets before a port).
+	podIP := regexp.MustCompile(`10\.244\.\d+\.\d+(:\d+)?`)
+	subst := func(m string) string {
+		if _, port, ok := strings.Cut(m, ":"); ok {
+			return net.JoinHostPort(b1IP, port)
+		}
+		return b1IP
+	}
 	repl := strings.NewReplacer(
 		"weir-demo/server-weir-node1", e2eNS+"/a1", "weir-demo/server-weir-node2", e2eNS+"/b1",
 		"weir-node1", s.cfg.NodeName(1), "weir-node2", s.cfg.NodeName(2))
 	for _, l := range lines {
-		cmdline := podIP.ReplaceAllString(repl.Replace(l), b1IP)
+		cmdline := podIP.ReplaceAllStringFunc(repl.Replace(l), subst)
 		t.Run(l, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
@@ -467,7 +505,7 @@ func checkNoLeaks(cfg localcluster.Config) error {
 		}
 		if n != 0 {
 			errs = append(errs, fmt.Sprintf("%d packets for cluster addresses (%s, %s) %s towards the machine's default route",
-				n, cfg.ClusterCIDR, cfg.ServiceCIDR, map[string]string{
+				n, cfg.ClusterCIDRs(), cfg.ServiceCIDRs(), map[string]string{
 					localcluster.GuardForwarded: "came from the cluster's nodes",
 					localcluster.GuardSent:      "were sent by root-namespace processes",
 				}[c]))

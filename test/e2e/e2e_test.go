@@ -37,11 +37,13 @@ func TestManifestServerDryRun(t *testing.T) {
 }
 
 // TestPodToPod: same node and across nodes, ICMP, TCP and UDP, over IPv4 and
-// over IPv6 (each pod's address of the family from status.podIPs).
+// over IPv6 (each pod's address of the family from status.podIPs), each
+// family the cluster has.
 func TestPodToPod(t *testing.T) {
 	s := need(t)
-	for _, fam := range ipFamilies {
+	for _, fam := range allFamilies {
 		t.Run(string(fam), func(t *testing.T) {
+			s.requireFamily(t, fam)
 			t.Parallel()
 			for _, tc := range []struct{ from, to string }{
 				{"a1", "a2"}, {"a2", "a1"}, // same node
@@ -80,8 +82,9 @@ func pingFamily(fam corev1.IPFamily) string {
 // each family.
 func TestNodeToPods(t *testing.T) {
 	s := need(t)
-	for _, fam := range ipFamilies {
+	for _, fam := range allFamilies {
 		t.Run(string(fam), func(t *testing.T) {
+			s.requireFamily(t, fam)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			for _, node := range []string{s.cfg.NodeName(1), s.cfg.NodeName(2)} {
@@ -125,10 +128,12 @@ func TestHostNetworkPod(t *testing.T) {
 var mtuRE = regexp.MustCompile(`mtu (\d+)`)
 
 // TestMaxSizePingAcrossNodes: the pod MTU is the underlay MTU minus the
-// Geneve overhead, so a full-size don't-fragment ping crosses nodes and one
-// byte more does not leave the pod, over IPv4 (payload MTU - 20 - 8) and over
-// IPv6 (MTU - 40 - 8; IPv6 never fragments in transit, and the tunnel is
-// IPv4 whatever the inner family).
+// Geneve overhead — 50 bytes over the IPv4 underlay of an IPv4 or
+// dual-stack cluster, 70 over the IPv6 underlay of an IPv6-only one — so a
+// full-size don't-fragment ping crosses nodes and one byte more does not
+// leave the pod, over IPv4 (payload MTU - 20 - 8) and over IPv6 (MTU - 40 -
+// 8; IPv6 never fragments in transit, and the tunnel's family is the
+// underlay's whatever the inner family).
 func TestMaxSizePingAcrossNodes(t *testing.T) {
 	s := need(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -142,12 +147,13 @@ func TestMaxSizePingAcrossNodes(t *testing.T) {
 		t.Fatalf("no mtu in %q", out)
 	}
 	mtu, _ := strconv.Atoi(m[1])
-	if mtu != 1450 {
-		t.Errorf("pod MTU %d, want 1450 (1500 underlay - 50 Geneve)", mtu)
+	if want := 1500 - s.tunnelOverhead(); mtu != want {
+		t.Errorf("pod MTU %d, want %d (1500 underlay - %d Geneve)", mtu, want, s.tunnelOverhead())
 	}
 	headers := map[corev1.IPFamily]int{corev1.IPv4Protocol: 20 + 8, corev1.IPv6Protocol: 40 + 8}
-	for _, fam := range ipFamilies {
+	for _, fam := range allFamilies {
 		t.Run(string(fam), func(t *testing.T) {
+			s.requireFamily(t, fam)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			dst := mustPodIP(t, s.pods["b1"], fam)
@@ -166,7 +172,8 @@ func TestMaxSizePingAcrossNodes(t *testing.T) {
 // TestSNATToOutside: a pod reaches a host outside the cluster (a network
 // namespace on the node underlay that has no route to pod CIDRs) and that
 // host sees the node's IP as the source: over IPv4 the node's IPv4 underlay
-// address, over IPv6 its IPv6 one (the ip6 weir table).
+// address, over IPv6 its IPv6 one (the ip6 weir table); each family the
+// cluster has.
 func TestSNATToOutside(t *testing.T) {
 	s := need(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -177,18 +184,25 @@ func TestSNATToOutside(t *testing.T) {
 	outsideIP := map[corev1.IPFamily]string{corev1.IPv4Protocol: s.cfg.Subnet + ".200", corev1.IPv6Protocol: s.cfg.Subnet6() + "200"}
 	nodeIP := map[corev1.IPFamily]func(int) string{corev1.IPv4Protocol: s.cfg.NodeIP, corev1.IPv6Protocol: s.cfg.NodeIP6}
 	host := s.cfg.Prefix + "-vout"
-	for _, c := range [][]string{
+	setup := [][]string{
 		{"ip", "netns", "add", outside},
 		{"ip", "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", outside},
 		{"ip", "link", "set", host, "master", s.cfg.Prefix + "-br", "up"},
-		{"ip", "-n", outside, "addr", "add", outsideIP[corev1.IPv4Protocol] + "/24", "dev", "eth0"},
+	}
+	// An address of each family the cluster's underlay has.
+	if s.hasFamily(corev1.IPv4Protocol) {
+		setup = append(setup, []string{"ip", "-n", outside, "addr", "add", outsideIP[corev1.IPv4Protocol] + "/24", "dev", "eth0"})
+	}
+	if s.hasFamily(corev1.IPv6Protocol) {
 		// nodad: the wire is ours, and the address must work at once.
-		{"ip", "-n", outside, "addr", "add", outsideIP[corev1.IPv6Protocol] + "/64", "dev", "eth0", "nodad"},
-		{"ip", "-n", outside, "link", "set", "eth0", "up"},
-		{"ip", "-n", outside, "link", "set", "lo", "up"},
+		setup = append(setup, []string{"ip", "-n", outside, "addr", "add", outsideIP[corev1.IPv6Protocol] + "/64", "dev", "eth0", "nodad"})
+	}
+	setup = append(setup,
+		[]string{"ip", "-n", outside, "link", "set", "eth0", "up"},
+		[]string{"ip", "-n", outside, "link", "set", "lo", "up"},
 		// A real host sends full-size frames with complete checksums.
-		{"ip", "netns", "exec", outside, "ethtool", "-K", "eth0", "tx", "off"},
-	} {
+		[]string{"ip", "netns", "exec", outside, "ethtool", "-K", "eth0", "tx", "off"})
+	for _, c := range setup {
 		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
 			t.Fatalf("%v: %v: %s", c, err, out)
 		}
@@ -196,8 +210,9 @@ func TestSNATToOutside(t *testing.T) {
 	defer exec.Command("ip", "netns", "del", outside).Run()
 	defer exec.Command("ip", "link", "del", host).Run()
 
-	for _, fam := range ipFamilies {
+	for _, fam := range allFamilies {
 		t.Run(string(fam), func(t *testing.T) {
+			s.requireFamily(t, fam)
 			// A TCP server inside the outside namespace, recording who
 			// connects.
 			network := map[corev1.IPFamily]string{corev1.IPv4Protocol: "tcp4", corev1.IPv6Protocol: "tcp6"}[fam]
@@ -254,9 +269,10 @@ func sameIP(a, b string) bool {
 // TestClusterIPService: a pod reaches a ClusterIP Service whose only
 // endpoint is on the other node, through kube-proxy on its node, and the
 // endpoint reaches its own Service (hairpin); for a Service of each family
-// (the cluster's default, IPv4 here; IPv6 single-stack) and for dual-stack
-// ones (PreferDualStack with IPv4 first, RequireDualStack with IPv6 first),
-// over every ClusterIP the Service got.
+// (the cluster's default, its primary family; IPv4 and IPv6 single-stack)
+// and for dual-stack ones (PreferDualStack, which a single-family cluster
+// answers with its one family; RequireDualStack with IPv6 first, which
+// needs a dual-stack cluster), over every ClusterIP the Service got.
 func TestClusterIPService(t *testing.T) {
 	s := need(t)
 	single, prefer, require := corev1.IPFamilyPolicySingleStack, corev1.IPFamilyPolicyPreferDualStack, corev1.IPFamilyPolicyRequireDualStack
@@ -266,13 +282,18 @@ func TestClusterIPService(t *testing.T) {
 		policy   *corev1.IPFamilyPolicy
 		families []corev1.IPFamily
 		want     []corev1.IPFamily // the families of spec.clusterIPs, in order
+		needs    []corev1.IPFamily // the cluster's families the case needs
 	}{
-		{name: "default", want: []corev1.IPFamily{v4}},
-		{name: "ipv6", policy: &single, families: []corev1.IPFamily{v6}, want: []corev1.IPFamily{v6}},
-		{name: "prefer-dual", policy: &prefer, want: []corev1.IPFamily{v4, v6}},
-		{name: "require-dual-v6", policy: &require, families: []corev1.IPFamily{v6, v4}, want: []corev1.IPFamily{v6, v4}},
+		{name: "default", want: []corev1.IPFamily{s.primaryFamily()}},
+		{name: "ipv4", policy: &single, families: []corev1.IPFamily{v4}, want: []corev1.IPFamily{v4}, needs: []corev1.IPFamily{v4}},
+		{name: "ipv6", policy: &single, families: []corev1.IPFamily{v6}, want: []corev1.IPFamily{v6}, needs: []corev1.IPFamily{v6}},
+		{name: "prefer-dual", policy: &prefer, want: s.families()},
+		{name: "require-dual-v6", policy: &require, families: []corev1.IPFamily{v6, v4}, want: []corev1.IPFamily{v6, v4}, needs: []corev1.IPFamily{v4, v6}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			for _, fam := range tc.needs {
+				s.requireFamily(t, fam)
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 			defer cancel()
 			svc := &corev1.Service{
@@ -338,11 +359,23 @@ func TestPodDeletionFreesResources(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ip, ip6 := pods[0].Status.PodIP, ""
-	if s.cfg.DualStack() {
-		if ip6, err = podIP(&pods[0], corev1.IPv6Protocol); err != nil {
+	// The pod's address of each family, and where the agent keeps it.
+	type famState struct {
+		ip       string
+		re       *regexp.Regexp
+		ipamFile string
+	}
+	var fams []famState
+	for _, fam := range s.families() {
+		ip, err := podIP(&pods[0], fam)
+		if err != nil {
 			t.Fatal(err)
 		}
+		f := famState{ip, ipRE(ip), "/var/lib/weir/ipam.json"}
+		if fam == corev1.IPv6Protocol {
+			f.re, f.ipamFile = ip6RE(ip), "/var/lib/weir/ipam-v6.json"
+		}
+		fams = append(fams, f)
 	}
 	// By pod name: on a dual-stack node external_ids:ip holds both addresses.
 	ports := func() string {
@@ -355,17 +388,19 @@ func TestPodDeletionFreesResources(t *testing.T) {
 		return strings.Join(linesMatching(out, re), "\n")
 	}
 	flows := func() string {
-		f := flowsOf(ipRE(ip))
-		if ip6 != "" {
-			f += flowsOf(ip6RE(ip6))
+		var f string
+		for _, fs := range fams {
+			f += flowsOf(fs.re)
 		}
 		return f
 	}
-	if ip6 != "" && flowsOf(ip6RE(ip6)) == "" {
-		t.Fatalf("pod %s: no IPv6 flows found before deletion", ip6)
+	for _, fs := range fams {
+		if flowsOf(fs.re) == "" {
+			t.Fatalf("pod %s: no flows found before deletion", fs.ip)
+		}
 	}
-	if ports() == "" || flows() == "" {
-		t.Fatalf("pod %s: no OVS port or flows found before deletion (port %q)", ip, ports())
+	if ports() == "" {
+		t.Fatalf("pod %s: no OVS port found before deletion", pods[0].Status.PodIP)
 	}
 	if err := s.client.CoreV1().Pods(e2eNS).Delete(ctx, "short-lived", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
@@ -378,43 +413,30 @@ func TestPodDeletionFreesResources(t *testing.T) {
 			return fmt.Errorf("port still in OVSDB: %s", p)
 		}
 		if f := flows(); f != "" {
-			return fmt.Errorf("flows for %s still installed:\n%s", ip, f)
+			return fmt.Errorf("flows for %v still installed:\n%s", pods[0].Status.PodIPs, f)
 		}
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The IP is free again: the IPAM store on the node no longer holds it.
-	ipam, err := s.nodeExec(ctx, node, "cat", "/var/lib/weir/ipam.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var store struct {
-		Allocations map[string]string `json:"allocations"`
-	}
-	if err := json.Unmarshal([]byte(ipam), &store); err != nil {
-		t.Fatalf("parsing ipam.json: %v\n%s", err, ipam)
-	}
-	for owner, a := range store.Allocations {
-		if a == ip {
-			t.Errorf("IP %s still allocated to %s in /var/lib/weir/ipam.json on %s", ip, owner, node)
+	// The IPs are free again: the node's IPAM store of each family (ipam.json
+	// for IPv4, ipam-v6.json for IPv6) no longer holds them.
+	for _, fs := range fams {
+		ipam, err := s.nodeExec(ctx, node, "cat", fs.ipamFile)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if ip6 == "" {
-		return
-	}
-	ipam6, err := s.nodeExec(ctx, node, "cat", "/var/lib/weir/ipam-v6.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	store.Allocations = nil
-	if err := json.Unmarshal([]byte(ipam6), &store); err != nil {
-		t.Fatalf("parsing ipam-v6.json: %v\n%s", err, ipam6)
-	}
-	for owner, a := range store.Allocations {
-		if a == ip6 {
-			t.Errorf("IP %s still allocated to %s in /var/lib/weir/ipam-v6.json on %s", ip6, owner, node)
+		var store struct {
+			Allocations map[string]string `json:"allocations"`
+		}
+		if err := json.Unmarshal([]byte(ipam), &store); err != nil {
+			t.Fatalf("parsing %s: %v\n%s", fs.ipamFile, err, ipam)
+		}
+		for owner, a := range store.Allocations {
+			if a == fs.ip {
+				t.Errorf("IP %s still allocated to %s in %s on %s", fs.ip, owner, fs.ipamFile, node)
+			}
 		}
 	}
 }
@@ -557,7 +579,7 @@ func TestNodeJoinAndLeave(t *testing.T) {
 	routes := func() string { out, _ := s.nodeExec(ctx, node1, "ip", "route", "show", cidr); return out }
 	tunnel := func() string {
 		out, _ := s.nodeExec(ctx, node1, "ovs-ofctl", "-O", "OpenFlow15", "dump-flows", "br-int")
-		return strings.Join(linesMatching(out, ipRE(s.cfg.NodeIP(3))), "\n")
+		return strings.Join(linesMatching(out, addrRE(s.cfg.PrimaryNodeIP(3))), "\n")
 	}
 	if routes() == "" || tunnel() == "" {
 		t.Fatalf("node 1 has no route (%q) or tunnel flows for node 3 while it is up", routes())

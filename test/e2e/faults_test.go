@@ -288,7 +288,7 @@ func (s *suite) podIPsOn(ctx context.Context, t *testing.T, node string) []strin
 // pod veths.
 type nodeRes struct {
 	node     string
-	ips      []string // allocated in /var/lib/weir/ipam.json
+	ips      []string // allocated in the primary family's IPAM store
 	ports    []string // OVS interfaces of pods: "name ofport"
 	veths    []string
 	problems []string
@@ -300,7 +300,12 @@ var podIfRE = regexp.MustCompile(`^weir[0-9a-f]{11}$`)
 func (s *suite) nodeResources(ctx context.Context, t *testing.T, node string) nodeRes {
 	t.Helper()
 	r := nodeRes{node: node}
-	raw, err := s.nodeExec(ctx, node, "cat", "/var/lib/weir/ipam.json")
+	// The IPAM store of the primary family, whose addresses podIPsOn lists.
+	ipamFile := "/var/lib/weir/ipam.json"
+	if s.primaryFamily() == corev1.IPv6Protocol {
+		ipamFile = "/var/lib/weir/ipam-v6.json"
+	}
+	raw, err := s.nodeExec(ctx, node, "cat", ipamFile)
 	if err != nil {
 		r.problems = append(r.problems, err.Error())
 	} else {
@@ -308,7 +313,7 @@ func (s *suite) nodeResources(ctx context.Context, t *testing.T, node string) no
 			Allocations map[string]string `json:"allocations"`
 		}
 		if err := json.Unmarshal([]byte(raw), &store); err != nil {
-			r.problems = append(r.problems, fmt.Sprintf("ipam.json: %v", err))
+			r.problems = append(r.problems, fmt.Sprintf("%s: %v", ipamFile, err))
 		}
 		for _, ip := range store.Allocations {
 			r.ips = append(r.ips, ip)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -134,10 +135,70 @@ func (s *suite) waitContainerRestarted(ctx context.Context, node, name string, r
 	})
 }
 
-// ipFamilies are the address families every family-table test runs over:
-// the e2e cluster is dual-stack (localcluster.DefaultConfig), so a pod has
-// one address of each in status.podIPs.
-var ipFamilies = []corev1.IPFamily{corev1.IPv4Protocol, corev1.IPv6Protocol}
+// allFamilies are the address families every family-table test has a
+// subtest for. The cluster is dual-stack by default
+// (localcluster.DefaultConfig; WEIR_E2E_IP_FAMILY chooses another), where
+// a pod has one address of each in status.podIPs; the subtest of a family
+// the cluster lacks skips (requireFamily), so that it shows as not run.
+var allFamilies = []corev1.IPFamily{corev1.IPv4Protocol, corev1.IPv6Protocol}
+
+// families returns the cluster's address families, IPv4 first.
+func (s *suite) families() []corev1.IPFamily { return clusterFamilies(s.cfg) }
+
+func clusterFamilies(cfg localcluster.Config) []corev1.IPFamily {
+	var out []corev1.IPFamily
+	if cfg.HasIPv4() {
+		out = append(out, corev1.IPv4Protocol)
+	}
+	if cfg.HasIPv6() {
+		out = append(out, corev1.IPv6Protocol)
+	}
+	return out
+}
+
+// hasFamily reports whether the cluster has addresses of fam.
+func (s *suite) hasFamily(fam corev1.IPFamily) bool {
+	return fam == corev1.IPv4Protocol && s.cfg.HasIPv4() || fam == corev1.IPv6Protocol && s.cfg.HasIPv6()
+}
+
+// primaryFamily is the family of the cluster's primary addresses (podIP,
+// the node's first InternalIP, Services that name no family).
+func (s *suite) primaryFamily() corev1.IPFamily { return s.families()[0] }
+
+// requireFamily skips t, saying why, when the cluster has no fam addresses.
+func (s *suite) requireFamily(t *testing.T, fam corev1.IPFamily) {
+	t.Helper()
+	if !s.hasFamily(fam) {
+		t.Skipf("the cluster is %s (WEIR_E2E_IP_FAMILY): it has no %s pod, Service or node addresses", s.cfg.IPFamily, fam)
+	}
+}
+
+// requireIPv4 skips a test that only means something over IPv4 on a
+// cluster without IPv4, saying what of IPv4 it checks.
+func (s *suite) requireIPv4(t *testing.T, what string) {
+	t.Helper()
+	if !s.cfg.HasIPv4() {
+		t.Skipf("IPv4-specific (%s); the cluster is %s and has no IPv4 addresses", what, s.cfg.IPFamily)
+	}
+}
+
+// tunnelOverhead is what the Geneve tunnel adds to a pod packet on the
+// underlay: 50 bytes over IPv4, 70 over IPv6 (an IPv6-only cluster's
+// underlay), docs/overlay.md.
+func (s *suite) tunnelOverhead() int {
+	if s.cfg.HasIPv4() {
+		return 50
+	}
+	return 70
+}
+
+// addrRE matches ip, an address (or CIDR) of either family, as a whole.
+func addrRE(ip string) *regexp.Regexp {
+	if strings.Contains(ip, ":") {
+		return ip6RE(ip)
+	}
+	return ipRE(ip)
+}
 
 // podIP returns pod's address of family fam from status.podIPs. It is an
 // error when the pod has none, or more than one, of that family.

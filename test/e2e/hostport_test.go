@@ -47,11 +47,17 @@ func TestHostPort(t *testing.T) {
 		_ = s.client.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
 	})
 	node1, node2 := s.cfg.NodeName(1), s.cfg.NodeName(2)
-	ip1, ip2 := s.cfg.NodeIP(1), s.cfg.NodeIP(2)
+	// The primary family's node IPs and loopback (the upstream test uses
+	// ::1 on an IPv6 cluster), and portmap's rules in iptables or ip6tables.
+	ip1, ip2 := s.cfg.PrimaryNodeIP(1), s.cfg.PrimaryNodeIP(2)
+	loopback, iptables := "127.0.0.1", "iptables"
+	if s.primaryFamily() == corev1.IPv6Protocol {
+		loopback, iptables = "::1", "ip6tables"
+	}
 	const port = 54323 // the upstream test's
 	pods := []*corev1.Pod{
 		hostPortPod(ns, "hp-web", node1, 30080, corev1.ProtocolTCP, ""),
-		hostPortPod(ns, "hp-local", node2, port, corev1.ProtocolTCP, "127.0.0.1"),
+		hostPortPod(ns, "hp-local", node2, port, corev1.ProtocolTCP, loopback),
 		hostPortPod(ns, "hp-nodeip", node2, port, corev1.ProtocolTCP, ip2),
 		hostPortPod(ns, "hp-udp", node2, port, corev1.ProtocolUDP, ip2),
 	}
@@ -81,7 +87,7 @@ func TestHostPort(t *testing.T) {
 		{"from the other node", node2, "", "tcp", web, "hp-web"},
 		{"from a pod on the other node", "", e2eNS + "/b1", "tcp", web, "hp-web"},
 		{"from a pod on the same node", "", e2eNS + "/a1", "tcp", web, "hp-web"},
-		{"same port, hostIP 127.0.0.1, from its node", node2, "", "tcp", net.JoinHostPort("127.0.0.1", fmt.Sprint(port)), "hp-local"},
+		{"same port, hostIP " + loopback + ", from its node", node2, "", "tcp", net.JoinHostPort(loopback, fmt.Sprint(port)), "hp-local"},
 		{"same port, hostIP the node IP, from its node", node2, "", "tcp", net.JoinHostPort(ip2, fmt.Sprint(port)), "hp-nodeip"},
 		{"same port, UDP, from its node", node2, "", "udp", net.JoinHostPort(ip2, fmt.Sprint(port)), "hp-udp"},
 		{"same port, hostIP the node IP, from the other node", node1, "", "tcp", net.JoinHostPort(ip2, fmt.Sprint(port)), "hp-nodeip"},
@@ -111,15 +117,15 @@ func TestHostPort(t *testing.T) {
 	}
 
 	// Deleting the pod removes its DNAT rules (portmap's DEL).
-	dnat := "--to-destination " + webIP + ":8080"
-	if rules, err := s.nodeExec(ctx, node1, "iptables", "-t", "nat", "-S"); err != nil || !strings.Contains(rules, dnat) {
+	dnat := "--to-destination " + net.JoinHostPort(webIP, "8080")
+	if rules, err := s.nodeExec(ctx, node1, iptables, "-t", "nat", "-S"); err != nil || !strings.Contains(rules, dnat) {
 		t.Fatalf("no %q in %s's nat table (%v):\n%s", dnat, node1, err, rules)
 	}
 	if err := s.client.CoreV1().Pods(ns).Delete(ctx, "hp-web", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	err = eventually(60*time.Second, func() error {
-		rules, err := s.nodeExec(ctx, node1, "iptables", "-t", "nat", "-S")
+		rules, err := s.nodeExec(ctx, node1, iptables, "-t", "nat", "-S")
 		if err == nil && strings.Contains(rules, dnat) {
 			return fmt.Errorf("%s's nat table still has %q", node1, dnat)
 		}

@@ -7,7 +7,8 @@
 // asserts that the leak guard counted no packet for a cluster address.
 //
 // The cluster is started once for the package (TestMain) and removed at the
-// end, also when a test fails. It needs root; without root every test skips.
+// end, also when a test fails. It is dual-stack unless WEIR_E2E_IP_FAMILY
+// says ipv4 or ipv6. It needs root; without root every test skips.
 package e2e
 
 import (
@@ -16,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -54,6 +56,17 @@ func TestMain(m *testing.M) {
 func runMain(m *testing.M) int {
 	ctx := context.Background()
 	start := time.Now()
+	// The cluster's IP family: dual (the default), ipv4 or ipv6 (make e2e
+	// IP_FAMILY=...); the tests of a family the cluster lacks skip.
+	family := localcluster.DefaultConfig().IPFamily
+	if f := os.Getenv("WEIR_E2E_IP_FAMILY"); f != "" {
+		family = f
+	}
+	if !slices.Contains([]string{localcluster.IPFamilyIPv4, localcluster.IPFamilyDual, localcluster.IPFamilyIPv6}, family) {
+		fmt.Fprintf(os.Stderr, "e2e: WEIR_E2E_IP_FAMILY=%q: want %s, %s or %s\n", family,
+			localcluster.IPFamilyDual, localcluster.IPFamilyIPv4, localcluster.IPFamilyIPv6)
+		return 1
+	}
 	root, err := k8stest.RepoRoot()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
@@ -94,6 +107,7 @@ func runMain(m *testing.M) int {
 	cfg.ImagesDir = filepath.Join(root, "bin", "images")
 	cfg.Manifest = filepath.Join(root, "build", "yamls", "weir.yml")
 	cfg.Out = os.Stderr
+	cfg.IPFamily = family
 	// Whatever happens below, remove the cluster.
 	defer func() {
 		if os.Getenv("WEIR_E2E_KEEP") != "" {
@@ -106,7 +120,7 @@ func runMain(m *testing.M) int {
 		}
 		fmt.Fprintf(os.Stderr, "e2e: cluster removed in %.1fs\n", time.Since(t).Seconds())
 	}()
-	fmt.Fprintf(os.Stderr, "e2e: binaries and images ready after %.1fs\n", time.Since(start).Seconds())
+	fmt.Fprintf(os.Stderr, "e2e: binaries and images ready after %.1fs; starting a %s cluster\n", time.Since(start).Seconds(), cfg.IPFamily)
 	upStart := time.Now()
 	if err := localcluster.Up(ctx, cfg, 2); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: up:", err)

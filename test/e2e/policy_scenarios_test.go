@@ -29,6 +29,10 @@ import (
 type npScenario struct {
 	name  string
 	steps []npStep
+	// needs are the address families the scenario cannot be built
+	// without (its ipBlocks name addresses of them); on a cluster lacking
+	// one it skips.
+	needs []corev1.IPFamily
 	// after, if set, runs once every step is realized.
 	after func(ctx context.Context, t *testing.T, e *npEnv)
 	// around, if set, runs before the first step; the function it returns
@@ -50,8 +54,9 @@ type npStep struct {
 	newPods   []npNewPod
 	// unchanged declares that the step leaves the expected matrix as it was.
 	unchanged bool
-	// facts are hand-computed cells "FROM TO T80 ok|no", over both
-	// families unless a family ends the fact ("... ok IPv6"), the
+	// facts are hand-computed cells "FROM TO T80 ok|no", over every
+	// family of the pods unless a family ends the fact ("... ok IPv6";
+	// such a fact says nothing where the pods have no such address), the
 	// evaluator's expectation must contain: they check the scenario means
 	// what it says.
 	facts []string
@@ -147,10 +152,10 @@ func mergeLabels(cur, change map[string]string) map[string]string {
 	return out
 }
 
-// check verifies the step's facts against the expectation.
-func (st npStep) check(want map[npProbe]bool) error {
+// check verifies the step's facts against the expectation over fams.
+func (st npStep) check(want map[npProbe]bool, fams []corev1.IPFamily) error {
 	for _, f := range st.facts {
-		ps, allowed, err := parseFact(f)
+		ps, allowed, err := parseFact(f, fams)
 		if err != nil {
 			return err
 		}
@@ -168,19 +173,23 @@ func (st npStep) check(want map[npProbe]bool) error {
 }
 
 // parseFact parses "FROM TO T80 ok|no [IPv4|IPv6]": the probe over the
-// family given, or over every family when none is.
-func parseFact(f string) ([]npProbe, bool, error) {
+// family given, or over every family of fams when none is; a family not in
+// fams gives no probe.
+func parseFact(f string, fams []corev1.IPFamily) ([]npProbe, bool, error) {
 	fs := strings.Fields(f)
 	if len(fs) < 4 || len(fs) > 5 || len(fs[2]) < 2 || (fs[3] != "ok" && fs[3] != "no") {
 		return nil, false, fmt.Errorf("bad fact %q", f)
 	}
-	fams := ipFamilies
 	if len(fs) == 5 {
 		fam := corev1.IPFamily(fs[4])
-		if !slices.Contains(ipFamilies, fam) {
+		if !slices.Contains(allFamilies, fam) {
 			return nil, false, fmt.Errorf("bad fact %q: family %q", f, fs[4])
 		}
-		fams = []corev1.IPFamily{fam}
+		if !slices.Contains(fams, fam) {
+			fams = nil
+		} else {
+			fams = []corev1.IPFamily{fam}
+		}
 	}
 	proto := corev1.ProtocolTCP
 	if fs[2][0] == 'U' {
@@ -328,22 +337,22 @@ func npScenarios() []npScenario {
 			facts: []string{"z/b x/a T80 ok", "z/b x/c T80 no"}}}},
 		// An ipBlock matches one family: the IPv4 /32s allow nothing over
 		// IPv6 (x/a is isolated for both), the IPv6 /128s nothing over IPv4.
-		{name: "ipBlock pod /32s (IPv4 only)", steps: []npStep{{desc: "x/a accepts y/b and z/c by IPv4 address",
+		{name: "ipBlock pod /32s (IPv4 only)", needs: []corev1.IPFamily{corev1.IPv4Protocol}, steps: []npStep{{desc: "x/a accepts y/b and z/c by IPv4 address",
 			policies: func(e *npEnv) []*networkingv1.NetworkPolicy {
 				return []*networkingv1.NetworkPolicy{netpol("x", "ip32", sel("pod", "a"), ingressOnly,
 					from(nil, ipPeer(hostPrefix(e, "y/b", corev1.IPv4Protocol)), ipPeer(hostPrefix(e, "z/c", corev1.IPv4Protocol))), nil)}
 			},
 			facts: []string{"y/b x/a U81 ok IPv4", "z/c x/a T80 ok IPv4", "y/b x/a U81 no IPv6", "z/c x/a T80 no IPv6", "y/c x/a T80 no"}}}},
-		{name: "ipBlock pod /128s (IPv6 only)", steps: []npStep{{desc: "x/a accepts y/b and z/c by IPv6 address",
+		{name: "ipBlock pod /128s (IPv6 only)", needs: []corev1.IPFamily{corev1.IPv6Protocol}, steps: []npStep{{desc: "x/a accepts y/b and z/c by IPv6 address",
 			policies: func(e *npEnv) []*networkingv1.NetworkPolicy {
 				return []*networkingv1.NetworkPolicy{netpol("x", "ip128", sel("pod", "a"), ingressOnly,
 					from(nil, ipPeer(hostPrefix(e, "y/b", corev1.IPv6Protocol)), ipPeer(hostPrefix(e, "z/c", corev1.IPv6Protocol))), nil)}
 			},
 			facts: []string{"y/b x/a U81 ok IPv6", "z/c x/a T80 ok IPv6", "y/b x/a U81 no IPv4", "z/c x/a T80 no IPv4", "y/c x/a T80 no"}}}},
-		{name: "ipBlock node pod CIDR with except", steps: []npStep{{desc: "x/a accepts node 2's pod CIDRs (both families) except y/b",
+		{name: "ipBlock node pod CIDR with except", steps: []npStep{{desc: "x/a accepts node 2's pod CIDRs (every family) except y/b",
 			policies: func(e *npEnv) []*networkingv1.NetworkPolicy {
 				var peers []networkingv1.NetworkPolicyPeer
-				for _, fam := range ipFamilies {
+				for _, fam := range e.families {
 					peers = append(peers, ipPeer(e.podCIDRs[fam][2], hostPrefix(e, "y/b", fam)))
 				}
 				return []*networkingv1.NetworkPolicy{netpol("x", "cidr", sel("pod", "a"), ingressOnly, from(nil, peers...), nil)}
@@ -351,8 +360,12 @@ func npScenarios() []npScenario {
 			facts: []string{"x/b x/a T80 ok", "y/c x/a T80 ok", "y/b x/a T80 no", "x/c x/a T80 no"}}}},
 		{name: "egress ipBlock with except", steps: []npStep{{desc: "x/a reaches 0.0.0.0/0 and ::/0 except node 1's pod CIDRs",
 			policies: func(e *npEnv) []*networkingv1.NetworkPolicy {
-				return []*networkingv1.NetworkPolicy{netpol("x", "out-cidr", sel("pod", "a"), egressOnly, nil,
-					to(nil, ipPeer("0.0.0.0/0", e.podCIDRs[corev1.IPv4Protocol][1]), ipPeer("::/0", e.podCIDRs[corev1.IPv6Protocol][1])))}
+				var peers []networkingv1.NetworkPolicyPeer
+				for _, fam := range e.families {
+					all := map[corev1.IPFamily]string{corev1.IPv4Protocol: "0.0.0.0/0", corev1.IPv6Protocol: "::/0"}[fam]
+					peers = append(peers, ipPeer(all, e.podCIDRs[fam][1]))
+				}
+				return []*networkingv1.NetworkPolicy{netpol("x", "out-cidr", sel("pod", "a"), egressOnly, nil, to(nil, peers...))}
 			},
 			facts: []string{"x/a x/b T80 ok", "x/a x/c T80 no", "x/a y/a T80 no"}}}},
 		{name: "numeric port only", steps: []npStep{{desc: "x accepts TCP 80 from anyone",
@@ -477,7 +490,7 @@ func npScenarios() []npScenario {
 }
 
 // nodeToLocalPods checks that each node reaches all its local pods on every
-// port, over both families, although they are isolated: kubelet probes need
+// port, over every family, although they are isolated: kubelet probes need
 // it.
 func nodeToLocalPods(ctx context.Context, t *testing.T, e *npEnv) {
 	for i := 1; i <= 2; i++ {
@@ -488,7 +501,7 @@ func nodeToLocalPods(ctx context.Context, t *testing.T, e *npEnv) {
 			if p.Node != node {
 				continue
 			}
-			for _, fam := range ipFamilies {
+			for _, fam := range e.families {
 				for _, pp := range npPorts {
 					hp := net.JoinHostPort(p.addr(fam), strconv.Itoa(int(pp.port)))
 					targets = append(targets, strings.ToLower(string(pp.proto))+":"+hp)
@@ -514,7 +527,7 @@ func nodeToLocalPods(ctx context.Context, t *testing.T, e *npEnv) {
 				t.Errorf("node %s -> local pod %s %s %s: ok=%v %q, want an answer from %s", node, name, tg.proto, hp, r.ok, r.detail, name)
 			}
 		}
-		t.Logf("node %s reached its %d local pods on all %d ports over %v", node, len(targets)/len(npPorts)/len(ipFamilies), len(npPorts), ipFamilies)
+		t.Logf("node %s reached its %d local pods on all %d ports over %v", node, len(targets)/len(npPorts)/len(e.families), len(npPorts), e.families)
 	}
 }
 
@@ -542,33 +555,50 @@ func (st npStep) applyOffline(e *npEnv) {
 		m.Namespaces[ns] = mergeLabels(m.Namespaces[ns], l)
 	}
 	for _, np := range st.newPods {
-		m.Pods = append(m.Pods, evalPod{Namespace: np.ns, Name: np.name, Labels: np.labels,
-			IP: fmt.Sprintf("10.244.%d.%d", np.node-1, 100+len(m.Pods)), IP6: fmt.Sprintf("fd00:10:244:%d::%x", np.node-1, 100+len(m.Pods)),
-			Node: fmt.Sprintf("node%d", np.node), Ports: npContainerPorts[np.style]})
+		p := evalPod{Namespace: np.ns, Name: np.name, Labels: np.labels, Node: fmt.Sprintf("node%d", np.node), Ports: npContainerPorts[np.style]}
+		p.setOfflineIPs(e.families, np.node, 100+len(m.Pods))
+		m.Pods = append(m.Pods, p)
 	}
 }
 
-// offlineEnv is the topology with made-up IPs: node i's pods in
+// setOfflineIPs gives p made-up addresses of fams on node (1-based), host
+// number n.
+func (p *evalPod) setOfflineIPs(fams []corev1.IPFamily, node, n int) {
+	for _, fam := range fams {
+		if fam == corev1.IPv6Protocol {
+			p.IP6 = fmt.Sprintf("fd00:10:244:%d::%x", node-1, n)
+		} else {
+			p.IP = fmt.Sprintf("10.244.%d.%d", node-1, n)
+		}
+	}
+}
+
+// offlineEnv is the topology with made-up IPs of fams: node i's pods in
 // 10.244.(i-1).0/24 and fd00:10:244:(i-1)::/64, as the cluster's
 // controller-manager allocates them.
-func offlineEnv() *npEnv {
-	e := &npEnv{podCIDRs: map[corev1.IPFamily]map[int]string{
+func offlineEnv(fams []corev1.IPFamily) *npEnv {
+	cidrs := map[corev1.IPFamily]map[int]string{
 		corev1.IPv4Protocol: {1: "10.244.0.0/24", 2: "10.244.1.0/24"},
 		corev1.IPv6Protocol: {1: "fd00:10:244::/64", 2: "fd00:10:244:1::/64"},
-	}, model: &evalModel{Namespaces: map[string]map[string]string{}}}
+	}
+	e := &npEnv{families: fams, podCIDRs: map[corev1.IPFamily]map[int]string{}, model: &evalModel{Namespaces: map[string]map[string]string{}}}
+	for _, fam := range fams {
+		e.podCIDRs[fam] = cidrs[fam]
+	}
 	for _, ns := range npNamespaces {
 		e.model.Namespaces[ns] = map[string]string{"ns": ns, "kubernetes.io/metadata.name": ns}
 		for _, name := range npPodNames {
 			node := npPodNode[ns+"/"+name]
-			e.model.Pods = append(e.model.Pods, evalPod{Namespace: ns, Name: name, Labels: map[string]string{"pod": name},
-				IP: fmt.Sprintf("10.244.%d.%d", node-1, 10+len(e.model.Pods)), IP6: fmt.Sprintf("fd00:10:244:%d::%x", node-1, 10+len(e.model.Pods)),
-				Node: fmt.Sprintf("node%d", node), Ports: npContainerPorts[name]})
+			p := evalPod{Namespace: ns, Name: name, Labels: map[string]string{"pod": name}, Node: fmt.Sprintf("node%d", node), Ports: npContainerPorts[name]}
+			p.setOfflineIPs(fams, node, 10+len(e.model.Pods))
+			e.model.Pods = append(e.model.Pods, p)
 		}
 	}
 	return e
 }
 
 // TestNetworkPolicyScenarioDesign checks the scenario table without a
+// cluster, for the pods of a dual-stack, an IPv4-only and an IPv6-only
 // cluster: every step's hand-written facts agree with the evaluator, every
 // step changes the expected matrix unless declared otherwise, and there are
 // enough scenarios.
@@ -583,41 +613,60 @@ func TestNetworkPolicyScenarioDesign(t *testing.T) {
 			t.Errorf("duplicate scenario name %q", sc.name)
 		}
 		names[sc.name] = true
-		t.Run(sc.name, func(t *testing.T) {
-			e := offlineEnv()
-			before, err := e.expected()
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, v := range before {
-				if !v {
-					t.Fatal("the baseline denies a probe")
-				}
-			}
-			for i, st := range sc.steps {
-				st.applyOffline(e)
-				want, err := e.expected()
-				if err != nil {
-					t.Fatalf("step %d (%s): %v", i+1, st.desc, err)
-				}
-				if err := st.check(want); err != nil {
-					t.Errorf("step %d (%s): %v", i+1, st.desc, err)
-				}
-				if len(st.facts) == 0 {
-					t.Errorf("step %d (%s) states no facts", i+1, st.desc)
-				}
-				if same := sameMatrix(want, before); same != st.unchanged {
-					t.Errorf("step %d (%s): changes the matrix: %v, declared unchanged: %v", i+1, st.desc, !same, st.unchanged)
-				}
-				before = want
+	}
+	v4, v6 := corev1.IPv4Protocol, corev1.IPv6Protocol
+	for _, c := range []struct {
+		name string
+		fams []corev1.IPFamily
+	}{{"dual", []corev1.IPFamily{v4, v6}}, {"ipv4", []corev1.IPFamily{v4}}, {"ipv6", []corev1.IPFamily{v6}}} {
+		t.Run(c.name, func(t *testing.T) {
+			for _, sc := range scs {
+				t.Run(sc.name, func(t *testing.T) {
+					for _, fam := range sc.needs {
+						if !slices.Contains(c.fams, fam) {
+							t.Skipf("needs %s pod addresses", fam)
+						}
+					}
+					checkScenarioOffline(t, sc, c.fams)
+				})
 			}
 		})
 	}
 }
 
+func checkScenarioOffline(t *testing.T, sc npScenario, fams []corev1.IPFamily) {
+	e := offlineEnv(fams)
+	before, err := e.expected()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range before {
+		if !v {
+			t.Fatal("the baseline denies a probe")
+		}
+	}
+	for i, st := range sc.steps {
+		st.applyOffline(e)
+		want, err := e.expected()
+		if err != nil {
+			t.Fatalf("step %d (%s): %v", i+1, st.desc, err)
+		}
+		if err := st.check(want, e.families); err != nil {
+			t.Errorf("step %d (%s): %v", i+1, st.desc, err)
+		}
+		if len(st.facts) == 0 {
+			t.Errorf("step %d (%s) states no facts", i+1, st.desc)
+		}
+		if same := sameMatrix(want, before); same != st.unchanged {
+			t.Errorf("step %d (%s): changes the matrix: %v, declared unchanged: %v", i+1, st.desc, !same, st.unchanged)
+		}
+		before = want
+	}
+}
+
 // heldConnections opens long-lived TCP connections x/b → x/a:80 (to be
 // denied by the scenario's policy while open) and y/a → x/a:80 (to stay
-// allowed), each over IPv4 and over IPv6, and checks at the end that the
+// allowed), each over every family, and checks at the end that the
 // first broke and the second lasted.
 func heldConnections(ctx context.Context, t *testing.T, e *npEnv) func() {
 	const holdFor = 12 * time.Second
@@ -630,7 +679,7 @@ func heldConnections(ctx context.Context, t *testing.T, e *npEnv) func() {
 		done     chan error
 	}
 	var conns []*held
-	for _, fam := range ipFamilies {
+	for _, fam := range e.families {
 		conns = append(conns, &held{fam: fam, from: "x/b", to: "x/a", broken: true}, &held{fam: fam, from: "y/a", to: "x/a"})
 	}
 	connected := make(chan string, len(conns))

@@ -3,9 +3,10 @@ package e2e
 // The NetworkPolicy e2e suite: namespaces x, y, z with pods a, b, c each,
 // spread over both nodes, every pod serving TCP and UDP on 80 and 81. Every
 // scenario applies policies (and label changes, new pods), then probes the
-// full matrix — every ordered pair of distinct pods × {IPv4, IPv6} × {tcp,
-// udp} × {80, 81}, one `test-server probe-matrix` per source pod, all sources
-// at once, the IPv6 probes to the pods' IPv6 addresses — until it equals what
+// full matrix — every ordered pair of distinct pods × the cluster's families
+// (IPv4, IPv6 or both) × {tcp, udp} × {80, 81}, one `test-server
+// probe-matrix` per source pod, all sources at once, the IPv6 probes to the
+// pods' IPv6 addresses — until it equals what
 // the independent evaluator (policy_eval_test.go) computes from the cluster's
 // objects, or a deadline passes.
 
@@ -81,7 +82,10 @@ func npPodSpec(ns, name, node, style string, labels map[string]string) *corev1.P
 
 // npEnv is the policy suite's view of the cluster.
 type npEnv struct {
-	s        *suite
+	s *suite
+	// families are the address families of the pods (the cluster's), IPv4
+	// first: the matrix has a cell per family.
+	families []corev1.IPFamily
 	podCIDRs map[corev1.IPFamily]map[int]string // family → node index → pod CIDR
 	origPods map[string]map[string]string       // ns/name → labels of the topology's pods
 	origNS   map[string]map[string]string       // namespace → labels
@@ -133,7 +137,7 @@ func (e *npEnv) setUp(ctx context.Context) error {
 			}
 			e.podCIDRs[fam][i] = c
 		}
-		for _, fam := range ipFamilies {
+		for _, fam := range e.families {
 			if e.podCIDRs[fam][i] == "" {
 				return fmt.Errorf("node %s has no %s pod CIDR (spec.podCIDRs %v)", n.Name, fam, n.Spec.PodCIDRs)
 			}
@@ -189,14 +193,18 @@ func (e *npEnv) refresh(ctx context.Context) error {
 			for _, ctr := range p.Spec.Containers {
 				ports = append(ports, ctr.Ports...)
 			}
-			// A running pod of the dual-stack cluster has both addresses.
-			ip4, err := podIP(&p, corev1.IPv4Protocol)
-			if err != nil {
-				return err
-			}
-			ip6, err := podIP(&p, corev1.IPv6Protocol)
-			if err != nil {
-				return err
+			// A running pod has an address of each of the cluster's families.
+			var ip4, ip6 string
+			for _, fam := range e.families {
+				ip, err := podIP(&p, fam)
+				if err != nil {
+					return err
+				}
+				if fam == corev1.IPv6Protocol {
+					ip6 = ip
+				} else {
+					ip4 = ip
+				}
 			}
 			m.Pods = append(m.Pods, evalPod{Namespace: ns, Name: p.Name, Labels: p.Labels, IP: ip4, IP6: ip6, Node: p.Spec.NodeName, Ports: ports})
 		}
@@ -239,7 +247,7 @@ type npResult struct {
 // expected computes the matrix the evaluator allows for the current model.
 func (e *npEnv) expected() (map[npProbe]bool, error) {
 	want := map[npProbe]bool{}
-	for _, fam := range ipFamilies {
+	for _, fam := range e.families {
 		for _, src := range e.model.Pods {
 			for _, dst := range e.model.Pods {
 				if src.key() == dst.key() {
@@ -258,7 +266,7 @@ func (e *npEnv) expected() (map[npProbe]bool, error) {
 	return want, nil
 }
 
-// observe probes the full matrix of the model's pods, both families: one
+// observe probes the full matrix of the model's pods, every family: one
 // probe-matrix per source pod, all at once.
 func (e *npEnv) observe(ctx context.Context) (map[npProbe]npResult, error) {
 	type dest struct {
@@ -267,7 +275,7 @@ func (e *npEnv) observe(ctx context.Context) (map[npProbe]npResult, error) {
 	}
 	byAddr := map[netip.Addr]dest{}
 	for _, p := range e.model.Pods {
-		for _, fam := range ipFamilies {
+		for _, fam := range e.families {
 			a, err := netip.ParseAddr(p.addr(fam))
 			if err != nil {
 				return nil, fmt.Errorf("pod %s: %s address: %w", p.key(), fam, err)
@@ -286,7 +294,7 @@ func (e *npEnv) observe(ctx context.Context) (map[npProbe]npResult, error) {
 				if dst.key() == src.key() {
 					continue
 				}
-				for _, fam := range ipFamilies {
+				for _, fam := range e.families {
 					for _, pp := range npPorts {
 						targets = append(targets, strings.ToLower(string(pp.proto))+":"+net.JoinHostPort(dst.addr(fam), strconv.Itoa(int(pp.port))))
 					}
@@ -384,11 +392,11 @@ func mismatches(want map[npProbe]bool, got map[npProbe]npResult) []npProbe {
 // destinations, each cell "T80 T81 U80 U81" where an allowed probe shows its
 // name, a denied one "-", and a mismatch "X"; the mismatches are listed
 // below.
-func renderMatrix(pods []evalPod, want map[npProbe]bool, got map[npProbe]npResult) string {
+func renderMatrix(fams []corev1.IPFamily, pods []evalPod, want map[npProbe]bool, got map[npProbe]npResult) string {
 	var b strings.Builder
 	const cellW = 16
 	fmt.Fprintf(&b, "expected vs observed (rows: from, columns: to; per cell T80 T81 U80 U81; name = allowed, - = denied, X = MISMATCH)\n")
-	for _, fam := range ipFamilies {
+	for _, fam := range fams {
 		fmt.Fprintf(&b, "%-6s", fam)
 		for _, dst := range pods {
 			fmt.Fprintf(&b, "%-*s", cellW, dst.key())
@@ -481,7 +489,7 @@ func (e *npEnv) waitMatrix(ctx context.Context, want map[npProbe]bool, timeout t
 			continue // confirm at once
 		default:
 			matched = -1
-			w.report = renderMatrix(e.model.Pods, want, got)
+			w.report = renderMatrix(e.families, e.model.Pods, want, got)
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return w
@@ -552,7 +560,8 @@ func (e *npEnv) restore(ctx context.Context) error {
 // original labels, every probe allowed).
 func TestNetworkPolicy(t *testing.T) {
 	s := need(t)
-	e := &npEnv{s: s, podCIDRs: map[corev1.IPFamily]map[int]string{}, origPods: map[string]map[string]string{}, origNS: map[string]map[string]string{}}
+	e := &npEnv{s: s, families: s.families(), podCIDRs: map[corev1.IPFamily]map[int]string{},
+		origPods: map[string]map[string]string{}, origNS: map[string]map[string]string{}}
 	ctx := context.Background()
 	suiteStart := time.Now()
 	t.Cleanup(func() {
@@ -604,6 +613,9 @@ func TestNetworkPolicy(t *testing.T) {
 			if broken {
 				t.Skip("the previous scenario could not be undone")
 			}
+			for _, fam := range sc.needs {
+				e.s.requireFamily(t, fam)
+			}
 			if dl, ok := t.Deadline(); ok && time.Until(dl) < 90*time.Second {
 				t.Skip("less than 90s left before the test binary's deadline (-timeout); the cluster must still be removed")
 			}
@@ -644,7 +656,7 @@ func TestNetworkPolicy(t *testing.T) {
 				if err != nil {
 					t.Fatalf("step %d (%s): evaluator: %v", i+1, st.desc, err)
 				}
-				if err := st.check(want); err != nil {
+				if err := st.check(want, e.families); err != nil {
 					t.Fatalf("step %d (%s): the evaluator's expectation is not what the scenario means: %v", i+1, st.desc, err)
 				}
 				same := sameMatrix(want, before)
@@ -733,7 +745,7 @@ func harnessSelfCheck(ctx context.Context, t *testing.T, e *npEnv, baseline map[
 	}
 	// By hand: x/a and x/b each have 8 sources and deny 3 of 4 ports, over
 	// each family (the stand-in is an inet table: IPv4 and IPv6).
-	if want := len(ipFamilies) * 2 * 8 * 3; denied != want {
+	if want := len(e.families) * 2 * 8 * 3; denied != want {
 		t.Fatalf("the evaluator denies %d probes for the stand-in, want %d", denied, want)
 	}
 	start := time.Now()

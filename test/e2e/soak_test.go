@@ -323,7 +323,7 @@ func TestSoakAgentUpgrade(t *testing.T) {
 
 	serviceFlows := func() int {
 		out, _ := s.nodeExec(ctx, s.cfg.NodeName(1), "ovs-ofctl", "-O", "OpenFlow15", "dump-flows", "br-int")
-		return len(linesMatching(out, ipRE(s.cfg.ServiceCIDR)))
+		return len(linesMatching(out, addrRE(s.cfg.PrimaryServiceCIDR())))
 	}
 	s.startEcho(t, pods["srv1"])
 	s.startEcho(t, pods["srv2"])
@@ -587,8 +587,14 @@ func TestSoak10Min(t *testing.T) {
 	}
 	model := &evalModel{Namespaces: map[string]map[string]string{ns: {"kubernetes.io/metadata.name": ns}}, Policies: nps.Items}
 	refs := map[string]podRef{}
+	// Probed over the primary family (status.podIP's).
+	fam := s.primaryFamily()
 	for _, p := range running {
-		model.Pods = append(model.Pods, evalPod{Namespace: ns, Name: p.Name, Labels: p.Labels, IP: p.Status.PodIP, Node: p.Spec.NodeName})
+		ep := evalPod{Namespace: ns, Name: p.Name, Labels: p.Labels, IP: p.Status.PodIP, Node: p.Spec.NodeName}
+		if fam == corev1.IPv6Protocol {
+			ep.IP, ep.IP6 = "", p.Status.PodIP
+		}
+		model.Pods = append(model.Pods, ep)
 		if refs[p.Name], err = s.resolvePod(ctx, ns, p.Name); err != nil {
 			t.Fatal(err)
 		}
@@ -599,7 +605,7 @@ func TestSoak10Min(t *testing.T) {
 			if src.Name == dst.Name {
 				continue
 			}
-			want, err := model.allowed(corev1.IPv4Protocol, src, dst, corev1.ProtocolTCP, 80)
+			want, err := model.allowed(fam, src, dst, corev1.ProtocolTCP, 80)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -607,7 +613,7 @@ func TestSoak10Min(t *testing.T) {
 			// is asynchronous.
 			var got bool
 			for try := 0; try < 10; try++ {
-				_, perr := s.probeIn(ctx, refs[src.Name], "tcp", net.JoinHostPort(dst.IP, "80"))
+				_, perr := s.probeIn(ctx, refs[src.Name], "tcp", net.JoinHostPort(dst.addr(fam), "80"))
 				if got = perr == nil; got == want {
 					break
 				}

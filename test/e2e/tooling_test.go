@@ -496,7 +496,7 @@ func TestToolingPolicyDrop(t *testing.T) {
 // scrapeMetrics fetches path from the agent's metrics endpoint on node idx,
 // connecting from inside the node's network namespace.
 func (s *suite) scrapeMetrics(idx int, path string) (int, []byte, error) {
-	addr := net.JoinHostPort(s.cfg.NodeIP(idx), fmt.Sprint(metricsPort))
+	addr := net.JoinHostPort(s.cfg.PrimaryNodeIP(idx), fmt.Sprint(metricsPort))
 	var conn net.Conn
 	// The socket is created on the locked thread inside the netns and keeps
 	// that namespace afterwards, whichever thread uses it.
