@@ -9,7 +9,7 @@
 //   - for the userspace (netdev) datapath only, the underlay: OVS's
 //     userspace tunnel code sends and receives Geneve through an OVS bridge
 //     that holds the underlay NIC and carries the node's underlay addresses,
-//     IPv4 and IPv6 (SetupUnderlay, TeardownUnderlay, WarmTunnelNeighbor). The kernel
+//     IPv4, IPv6 or both (SetupUnderlay, TeardownUnderlay, WarmTunnelNeighbor). The kernel
 //     datapath needs none of this.
 //
 // Every function works in the network namespace of the calling goroutine's

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -65,12 +67,15 @@ func (c UnderlayConfig) withDefaults() (UnderlayConfig, error) {
 type Underlay struct {
 	// Bridge holds NIC and carries Addrs.
 	Bridge, NIC string
-	// Addrs are the node's IPv4 underlay addresses (the first is the
-	// tunnel endpoint peers send to).
+	// Addrs are the node's IPv4 underlay addresses (on an IPv4 underlay
+	// the first is the tunnel endpoint peers send to), empty on an
+	// IPv6-only underlay.
 	Addrs []*net.IPNet
-	// Addrs6 are the node's global IPv6 underlay addresses, empty on an
-	// IPv4-only underlay. They move with the IPv4 ones because the kernel
-	// drops every frame arriving on NIC: left there, they would be dead.
+	// Addrs6 are the node's global IPv6 underlay addresses (on an IPv6
+	// underlay the first is the tunnel endpoint), empty on an IPv4-only
+	// underlay. They move with the IPv4 ones because the kernel drops
+	// every frame arriving on NIC: left there, they would be dead. At least
+	// one of Addrs and Addrs6 is set.
 	Addrs6 []*net.IPNet
 	// MTU is the NIC's MTU; PodMTU(MTU) is what pods can use.
 	MTU int
@@ -113,8 +118,10 @@ type Underlay struct {
 // and a restarted ovs-vswitchd recreates it empty; OVSDB, which outlives
 // it, is the durable record). Per family, because a node set up before
 // IPv6 moved has its IPv4 underlay on Bridge and its IPv6 one still on NIC:
-// this moves the IPv6 part and keeps the IPv4 part. IPv4 is required (the
-// tunnel endpoint is IPv4); IPv6 is moved when there is some. The routes are
+// this moves the IPv6 part and keeps the IPv4 part. Either family may be
+// missing: an IPv4-only, a dual-stack and an IPv6-only underlay (the
+// tunnel endpoint then IPv6) all work; SetupUnderlay fails only when
+// neither family has an address in any of the three places. The routes are
 // the NIC's movable routes (see movableRoutes: default and other gateway
 // routes) in the first case; in the
 // others the record's, with those on Bridge added or winning (same
@@ -183,26 +190,15 @@ func SetupUnderlay(ctx context.Context, cfg UnderlayConfig) (*Underlay, error) {
 		return nil, err
 	}
 
+	// Each family on its own, from the first source that has an address
+	// of it; a family without one anywhere keeps the record's routes (and
+	// those on Bridge), if any, and has no addresses.
 	var want underlayRecord
-	switch {
-	case len(nicAddrs) > 0:
-		want = underlayRecord{Addrs: addrNets(nicAddrs), Routes: recordRoutes(nicRoutes)}
-	case len(brAddrs) > 0:
-		want = underlayRecord{Addrs: addrNets(brAddrs), Routes: mergeRoutes(rec.Routes, recordRoutes(brRoutes))}
-	case len(rec.Addrs) > 0:
-		want = underlayRecord{Addrs: rec.Addrs, Routes: mergeRoutes(rec.Routes, recordRoutes(brRoutes))}
-	default:
-		return nil, fmt.Errorf("nodenet: underlay: neither %s nor %s has an IPv4 address, and OVSDB holds no record of one",
+	want.Addrs, want.Routes = chooseFamily(nicAddrs, nicRoutes, brAddrs, brRoutes, rec.Addrs, rec.Routes)
+	want.Addrs6, want.Routes6 = chooseFamily(nicAddrs6, nicRoutes6, brAddrs6, brRoutes6, rec.Addrs6, rec.Routes6)
+	if len(want.Addrs) == 0 && len(want.Addrs6) == 0 {
+		return nil, fmt.Errorf("nodenet: underlay: neither %s nor %s has an IPv4 or global IPv6 address, and OVSDB holds no record of one",
 			cfg.NIC, cfg.Bridge)
-	}
-	// IPv6 on its own, same order of sources; none at all is fine.
-	switch {
-	case len(nicAddrs6) > 0:
-		want.Addrs6, want.Routes6 = addrNets(nicAddrs6), recordRoutes(nicRoutes6)
-	case len(brAddrs6) > 0:
-		want.Addrs6, want.Routes6 = addrNets(brAddrs6), mergeRoutes(rec.Routes6, recordRoutes(brRoutes6))
-	default:
-		want.Addrs6, want.Routes6 = rec.Addrs6, mergeRoutes(rec.Routes6, recordRoutes(brRoutes6))
 	}
 	ids, err := want.externalIDs()
 	if err != nil {
@@ -215,6 +211,11 @@ func SetupUnderlay(ctx context.Context, cfg UnderlayConfig) (*Underlay, error) {
 
 	if err := netlink.LinkSetUp(nic); err != nil {
 		return nil, fmt.Errorf("nodenet: bringing underlay NIC %s up: %w", cfg.NIC, err)
+	}
+	if len(want.Addrs6) > 0 {
+		if err := skipLinkLocalDAD(cfg.Bridge); err != nil {
+			return nil, err
+		}
 	}
 	if err := netlink.LinkSetUp(br); err != nil {
 		return nil, fmt.Errorf("nodenet: bringing %s up: %w", cfg.Bridge, err)
@@ -249,12 +250,12 @@ func SetupUnderlay(ctx context.Context, cfg UnderlayConfig) (*Underlay, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(addrs) == 0 {
-		return nil, fmt.Errorf("nodenet: underlay: %s has no IPv4 address after set-up", cfg.Bridge)
-	}
 	addrs6, err := ipv6Addrs(br)
 	if err != nil {
 		return nil, err
+	}
+	if len(addrs) == 0 && len(addrs6) == 0 {
+		return nil, fmt.Errorf("nodenet: underlay: %s has no IPv4 or global IPv6 address after set-up", cfg.Bridge)
 	}
 	u := &Underlay{Bridge: cfg.Bridge, NIC: cfg.NIC, MTU: nic.Attrs().MTU}
 	for _, a := range addrs {
@@ -264,6 +265,43 @@ func SetupUnderlay(ctx context.Context, cfg UnderlayConfig) (*Underlay, error) {
 		u.Addrs6 = append(u.Addrs6, a.IPNet)
 	}
 	return u, nil
+}
+
+// chooseFamily decides one family's underlay addresses and routes (see
+// SetupUnderlay): the NIC's addresses with its movable routes if it has
+// addresses; else Bridge's addresses, or else the record's, with the
+// record's routes merged with Bridge's. A family with no address anywhere
+// gets no addresses and the record's and Bridge's routes (none on a node
+// that never had that family).
+func chooseFamily(nicAddrs []netlink.Addr, nicRoutes []netlink.Route, brAddrs []netlink.Addr, brRoutes []netlink.Route,
+	recAddrs []*net.IPNet, recRoutes []RecordedRoute) ([]*net.IPNet, []RecordedRoute) {
+	switch {
+	case len(nicAddrs) > 0:
+		return addrNets(nicAddrs), recordRoutes(nicRoutes)
+	case len(brAddrs) > 0:
+		return addrNets(brAddrs), mergeRoutes(recRoutes, recordRoutes(brRoutes))
+	default:
+		return recAddrs, mergeRoutes(recRoutes, recordRoutes(brRoutes))
+	}
+}
+
+// skipLinkLocalDAD turns duplicate address detection off on bridge
+// (net.ipv6.conf.<bridge>.accept_dad=0) of an IPv6 underlay, before the
+// bridge goes up: the kernel's own link-local address on it is then usable
+// at once rather than tentative for a second or two. The kernel sends the
+// Neighbor Solicitations that WarmTunnelNeighbor starts from a link-local
+// source, and while that is tentative it silently sends none. Nothing
+// is lost: the bridge carries the NIC's MAC onto the NIC's link, where the
+// node is already present, and the global addresses move with IFA_F_NODAD
+// anyway. A bridge that is up already keeps its link-local address as it
+// is (WarmTunnelNeighbor waits for it). A kernel without IPv6 has nothing
+// to set.
+func skipLinkLocalDAD(bridge string) error {
+	if _, err := os.Stat("/proc/sys/net/ipv6"); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	_, err := setSysctl(filepath.Join("/proc/sys/net/ipv6/conf", bridge, "accept_dad"), "net.ipv6.conf."+bridge+".accept_dad", "0")
+	return err
 }
 
 // readUnderlayRecord returns the record a previous SetupUnderlay left on

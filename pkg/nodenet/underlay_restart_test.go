@@ -20,34 +20,40 @@ import (
 // nothing, and it keeps a route added on br-phy by hand in the record.
 // IPv4-only, the record holds no IPv6 keys (as before IPv6 support);
 // dual-stack, the IPv6 addresses and routes come back from the record as
-// well, and IPv6 works again over br-phy.
+// well, and IPv6 works again over br-phy; IPv6-only, the record holds the
+// IPv6 keys alone and the IPv6 part comes back as on a dual-stack node.
 func TestUnderlayVswitchdRestart(t *testing.T) {
 	for _, fam := range []struct {
-		name      string
-		dualStack bool
+		name   string
+		v4, v6 bool
 	}{
-		{name: "IPv4"},
-		{name: "dual-stack", dualStack: true},
+		{name: "IPv4", v4: true},
+		{name: "dual-stack", v4: true, v6: true},
+		{name: "IPv6-only", v6: true},
 	} {
-		t.Run(fam.name, func(t *testing.T) { testUnderlayVswitchdRestart(t, fam.dualStack) })
+		t.Run(fam.name, func(t *testing.T) { testUnderlayVswitchdRestart(t, fam.v4, fam.v6) })
 	}
 }
 
-func testUnderlayVswitchdRestart(t *testing.T, dualStack bool) {
+func testUnderlayVswitchdRestart(t *testing.T, v4, v6 bool) {
 	in, db, remote := underlayNode(t)
 	node := in.NetNS
 
-	nsRun(t, node, "ip", "addr", "add", "192.0.2.1/24", "dev", "ul0")
-	nsRun(t, node, "ip", "addr", "add", "203.0.113.1/28", "dev", "ul0")
-	if dualStack {
+	if v4 {
+		nsRun(t, node, "ip", "addr", "add", "192.0.2.1/24", "dev", "ul0")
+		nsRun(t, node, "ip", "addr", "add", "203.0.113.1/28", "dev", "ul0")
+	}
+	if v6 {
 		nsRun(t, node, "ip", "-6", "addr", "add", underlayNodeIPv6+"/64", "dev", "ul0", "nodad")
 		nsRun(t, node, "ip", "-6", "addr", "add", "2001:db8:5::1/48", "dev", "ul0", "nodad")
 		addRemoteIPv6(t, remote)
 	}
 	nsRun(t, node, "ip", "link", "set", "ul0", "up")
-	nsRun(t, node, "ip", "route", "add", "default", "via", "192.0.2.254", "metric", "100")
-	nsRun(t, node, "ip", "route", "add", "198.51.100.0/24", "via", "192.0.2.254", "src", "192.0.2.1")
-	if dualStack {
+	if v4 {
+		nsRun(t, node, "ip", "route", "add", "default", "via", "192.0.2.254", "metric", "100")
+		nsRun(t, node, "ip", "route", "add", "198.51.100.0/24", "via", "192.0.2.254", "src", "192.0.2.1")
+	}
+	if v6 {
 		nsRun(t, node, "ip", "-6", "route", "add", "default", "via", underlayGwIPv6, "metric", "100")
 		nsRun(t, node, "ip", "-6", "route", "add", "2001:db8:98::/48", "via", underlayGwIPv6, "src", "2001:db8:5::1")
 		// A default route through the device alone: no address in it
@@ -86,24 +92,28 @@ func testUnderlayVswitchdRestart(t *testing.T, dualStack bool) {
 	check := func(t *testing.T, what string, extraRoutes, extraRoutes6 []string) {
 		t.Helper()
 		addrs, routes := state("-4")
-		for _, a := range []string{"192.0.2.1/24 brd 192.0.2.255", "203.0.113.1/28 brd 203.0.113.15"} {
-			if !strings.Contains(addrs, a) {
-				t.Errorf("%s: br-phy lacks %s:\n%s", what, a, addrs)
+		if v4 {
+			for _, a := range []string{"192.0.2.1/24 brd 192.0.2.255", "203.0.113.1/28 brd 203.0.113.15"} {
+				if !strings.Contains(addrs, a) {
+					t.Errorf("%s: br-phy lacks %s:\n%s", what, a, addrs)
+				}
 			}
-		}
-		for _, r := range append(wantRoutes, extraRoutes...) {
-			if !strings.Contains(routes, r) {
-				t.Errorf("%s: br-phy lacks route %q:\n%s", what, r, routes)
+			for _, r := range append(wantRoutes, extraRoutes...) {
+				if !strings.Contains(routes, r) {
+					t.Errorf("%s: br-phy lacks route %q:\n%s", what, r, routes)
+				}
 			}
+			out := nsRun(t, remote, "ping", "-n", "-c", "1", "-W", "2", "192.0.2.1")
+			if strings.Contains(out, "DUP!") {
+				t.Errorf("%s: duplicate answers:\n%s", what, out)
+			}
+		} else if addrs != "" || routes != "" {
+			t.Errorf("%s: IPv6-only, yet br-phy has IPv4 addresses or routes:\n%s\n%s", what, addrs, routes)
 		}
 		if got := strings.TrimSpace(nsRun(t, node, "ip", "-4", "-o", "addr", "show", "dev", "ul0", "scope", "global")); got != "" {
 			t.Errorf("%s: ul0 keeps an address: %s", what, got)
 		}
-		out := nsRun(t, remote, "ping", "-n", "-c", "1", "-W", "2", "192.0.2.1")
-		if strings.Contains(out, "DUP!") {
-			t.Errorf("%s: duplicate answers:\n%s", what, out)
-		}
-		if !dualStack {
+		if !v6 {
 			return
 		}
 		addrs6, routes6 := state("-6")
@@ -138,7 +148,7 @@ func testUnderlayVswitchdRestart(t *testing.T, dualStack bool) {
 		}
 		slices.Sort(got)
 		want := slices.Clone(wantAddrs6)
-		if !dualStack {
+		if !v6 {
 			want = nil
 		}
 		slices.Sort(want)
@@ -166,12 +176,19 @@ func testUnderlayVswitchdRestart(t *testing.T, dualStack bool) {
 	}
 	check(t, "first set-up", nil, nil)
 	rec := in.MustVsctl(t, "get", "Port", "ul0", "external_ids")
-	for _, want := range []string{`weir-underlay-addrs="192.0.2.1/24,203.0.113.1/28"`, `weir-type=uplink`, `"dst\":\"198.51.100.0/24\"`} {
-		if !strings.Contains(rec, want) {
-			t.Errorf("OVSDB record lacks %s: %s", want, rec)
-		}
+	if !strings.Contains(rec, `weir-type=uplink`) {
+		t.Errorf("OVSDB record lacks weir-type=uplink: %s", rec)
 	}
-	if dualStack {
+	if v4 {
+		for _, want := range []string{`weir-underlay-addrs="192.0.2.1/24,203.0.113.1/28"`, `"dst\":\"198.51.100.0/24\"`} {
+			if !strings.Contains(rec, want) {
+				t.Errorf("OVSDB record lacks %s: %s", want, rec)
+			}
+		}
+	} else if strings.Contains(rec, nodenet.KeyUnderlayAddrs+"=") || strings.Contains(rec, nodenet.KeyUnderlayRoutes+"=") {
+		t.Errorf("IPv6-only record with IPv4 keys: %s", rec)
+	}
+	if v6 {
 		for _, want := range append(wantAddrs6, `"dst\":\"2001:db8:98::/48\"`, nodenet.KeyUnderlayRoutes6) {
 			if !strings.Contains(rec, want) {
 				t.Errorf("OVSDB record lacks %s: %s", want, rec)
@@ -196,7 +213,10 @@ func testUnderlayVswitchdRestart(t *testing.T, dualStack bool) {
 			wantExtras6: []string{"2001:db8:aa::/48 via fd00:192:0:2::fd metric 1024"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if !dualStack {
+			if !v4 {
+				tc.handRoute, tc.wantExtras = nil, nil
+			}
+			if !v6 {
 				tc.handRoute6, tc.wantExtras6 = nil, nil
 			}
 			if len(tc.handRoute) > 0 {
@@ -225,8 +245,8 @@ func testUnderlayVswitchdRestart(t *testing.T, dualStack bool) {
 			began := time.Now()
 			u := setup(t)
 			t.Logf("addresses and routes restored in %v", time.Since(began).Round(time.Millisecond))
-			if len(u.Addrs) != 2 || u.Addrs[0].String() != "192.0.2.1/24" {
-				t.Errorf("underlay after restore: %+v", u.Addrs)
+			if v4 && (len(u.Addrs) != 2 || u.Addrs[0].String() != "192.0.2.1/24") || !v4 && len(u.Addrs) != 0 {
+				t.Errorf("underlay IPv4 addresses after restore: %+v", u.Addrs)
 			}
 			checkAddrs6(t, u)
 			check(t, "after the restart", tc.wantExtras, tc.wantExtras6)
@@ -241,14 +261,16 @@ func testUnderlayVswitchdRestart(t *testing.T, dualStack bool) {
 
 	// Teardown gives both families back to ul0.
 	netnstest.MustDo(t, node, func() error { return nodenet.TeardownUnderlay(testctx.Timeout(t, callTimeout), cfg) })
-	if got := nsRun(t, node, "ip", "-4", "-o", "addr", "show", "dev", "ul0", "scope", "global"); !strings.Contains(got, "192.0.2.1/24") ||
-		!strings.Contains(got, "203.0.113.1/28") {
-		t.Errorf("ul0 after teardown: %s", got)
+	if v4 {
+		if got := nsRun(t, node, "ip", "-4", "-o", "addr", "show", "dev", "ul0", "scope", "global"); !strings.Contains(got, "192.0.2.1/24") ||
+			!strings.Contains(got, "203.0.113.1/28") {
+			t.Errorf("ul0 after teardown: %s", got)
+		}
+		if got := nsRun(t, node, "ip", "-4", "route", "show", "default"); !strings.Contains(got, "via 192.0.2.254 dev ul0") {
+			t.Errorf("IPv4 default route after teardown: %q", got)
+		}
 	}
-	if got := nsRun(t, node, "ip", "-4", "route", "show", "default"); !strings.Contains(got, "via 192.0.2.254 dev ul0") {
-		t.Errorf("IPv4 default route after teardown: %q", got)
-	}
-	if dualStack {
+	if v6 {
 		got := nsRun(t, node, "ip", "-6", "-o", "addr", "show", "dev", "ul0", "scope", "global")
 		for _, a := range wantAddrs6 {
 			if !strings.Contains(got, a) {
@@ -262,20 +284,22 @@ func testUnderlayVswitchdRestart(t *testing.T, dualStack bool) {
 		pingNoDup(t, node, "-6", underlayRemoteIPv6)
 	}
 
-	// Without IPv4 addresses anywhere and without a record, SetupUnderlay
-	// fails, IPv6 addresses or not (the tunnel endpoint is IPv4), and leaves
-	// the NIC's IPv6 addresses where they are.
+	// Without an address of either family anywhere and without a record
+	// (teardown deleted br-phy and with it the record), SetupUnderlay fails
+	// and says why. Without IPv4 alone it still works: that is the
+	// IPv6-only case above.
 	nsRun(t, node, "ip", "-4", "addr", "flush", "dev", "ul0")
+	nsRun(t, node, "ip", "-6", "addr", "flush", "dev", "ul0", "scope", "global")
 	netnstest.MustDo(t, node, func() error {
-		if _, err := nodenet.SetupUnderlay(testctx.Timeout(t, callTimeout), cfg); err == nil || !strings.Contains(err.Error(), "no record") {
-			t.Errorf("SetupUnderlay without any address: got %v, want an error about the missing record", err)
+		_, err := nodenet.SetupUnderlay(testctx.Timeout(t, callTimeout), cfg)
+		if err == nil || !strings.Contains(err.Error(), "IPv4 or global IPv6 address") || !strings.Contains(err.Error(), "no record") {
+			t.Errorf("SetupUnderlay without any address: got %v, want an error about the missing addresses and record", err)
 		}
 		return nil
 	})
-	if dualStack {
-		if got := nsRun(t, node, "ip", "-6", "-o", "addr", "show", "dev", "ul0", "scope", "global"); !strings.Contains(got, underlayNodeIPv6) {
-			t.Errorf("a failed set-up took ul0's IPv6 address: %q", got)
-		}
+	// It fails before recording anything: ul0 is on no bridge.
+	if out, err := in.Vsctl("port-to-br", "ul0"); err == nil {
+		t.Errorf("a failed set-up added ul0 to bridge %s", out)
 	}
 }
 

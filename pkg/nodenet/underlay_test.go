@@ -43,27 +43,35 @@ func pingNoDup(t *testing.T, ns string, args ...string) {
 // link-local IPv6 address stays and nothing IPv6 is recorded). Dual-stack:
 // the global IPv6 address and the IPv6 gateway routes move too, added
 // without DAD, and IPv6 works both ways over br-phy; a route learnt from a
-// router advertisement (proto ra) stays on the NIC.
+// router advertisement (proto ra) stays on the NIC; br-phy comes up
+// without DAD, its link-local address usable at once. IPv6-only (a NIC
+// without any IPv4 address, its default route IPv6): the IPv6 part alone
+// moves, Underlay.Addrs is empty and the record holds no IPv4 keys.
 func TestUnderlaySetupTeardown(t *testing.T) {
 	for _, tc := range []struct {
-		name      string
-		dualStack bool
+		name   string
+		v4, v6 bool
 	}{
-		{name: "IPv4"},
-		{name: "dual-stack", dualStack: true},
+		{name: "IPv4", v4: true},
+		{name: "dual-stack", v4: true, v6: true},
+		{name: "IPv6-only", v6: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in, db, remote := underlayNode(t)
 			node := in.NetNS
 
-			nsRun(t, node, "ip", "addr", "add", "192.0.2.1/24", "dev", "ul0")
-			if tc.dualStack {
+			if tc.v4 {
+				nsRun(t, node, "ip", "addr", "add", "192.0.2.1/24", "dev", "ul0")
+			}
+			if tc.v6 {
 				nsRun(t, node, "ip", "-6", "addr", "add", underlayNodeIPv6+"/64", "dev", "ul0", "nodad")
 				addRemoteIPv6(t, remote)
 			}
 			nsRun(t, node, "ip", "link", "set", "ul0", "up")
-			nsRun(t, node, "ip", "route", "add", "198.51.100.0/24", "via", "192.0.2.254")
-			if tc.dualStack {
+			if tc.v4 {
+				nsRun(t, node, "ip", "route", "add", "198.51.100.0/24", "via", "192.0.2.254")
+			}
+			if tc.v6 {
 				nsRun(t, node, "ip", "-6", "route", "add", "default", "via", underlayGwIPv6)
 				nsRun(t, node, "ip", "-6", "route", "add", "2001:db8:99::/48", "via", "fe80::1", "dev", "ul0")
 				nsRun(t, node, "ip", "-6", "route", "add", "2001:db8:77::/48", "via", "fe80::1", "dev", "ul0", "proto", "ra")
@@ -73,8 +81,10 @@ func TestUnderlaySetupTeardown(t *testing.T) {
 			cfg := nodenet.UnderlayConfig{OVSDB: db, NIC: "ul0"}
 			ping := func(t *testing.T) {
 				t.Helper()
-				pingNoDup(t, remote, "192.0.2.1")
-				if tc.dualStack {
+				if tc.v4 {
+					pingNoDup(t, remote, "192.0.2.1")
+				}
+				if tc.v6 {
 					pingNoDup(t, remote, "-6", underlayNodeIPv6)
 					pingNoDup(t, node, "-6", underlayRemoteIPv6)
 				}
@@ -92,17 +102,30 @@ func TestUnderlaySetupTeardown(t *testing.T) {
 					u, err = nodenet.SetupUnderlay(testctx.Timeout(t, callTimeout), cfg)
 					return err
 				})
-				if len(u.Addrs) != 1 || u.Addrs[0].String() != "192.0.2.1/24" || u.MTU != 1500 || u.Bridge != "br-phy" {
+				if u.MTU != 1500 || u.Bridge != "br-phy" {
 					t.Fatalf("setup #%d: %+v", i+1, u)
+				}
+				rec := in.MustVsctl(t, "get", "Port", "ul0", "external_ids")
+				if tc.v4 {
+					if len(u.Addrs) != 1 || u.Addrs[0].String() != "192.0.2.1/24" {
+						t.Fatalf("setup #%d: IPv4 addresses %v", i+1, u.Addrs)
+					}
+					if got := addrs("-4", "br-phy", "global"); !strings.Contains(got, "192.0.2.1/24") {
+						t.Errorf("br-phy lacks the address: %q", got)
+					}
+					if got := nsRun(t, node, "ip", "route", "show", "198.51.100.0/24"); !strings.Contains(got, "dev br-phy") {
+						t.Errorf("route not moved to br-phy: %q", got)
+					}
+				} else {
+					if len(u.Addrs) != 0 || strings.Contains(rec, nodenet.KeyUnderlayAddrs+"=") || strings.Contains(rec, nodenet.KeyUnderlayRoutes+"=") {
+						t.Errorf("IPv6-only NIC: IPv4 addresses %v, record %s", u.Addrs, rec)
+					}
+					if got := addrs("-4", "br-phy", "global"); got != "" {
+						t.Errorf("br-phy has IPv4 addresses: %s", got)
+					}
 				}
 				if got := addrs("-4", "ul0", "global"); got != "" {
 					t.Errorf("ul0 keeps an address: %s", got)
-				}
-				if got := addrs("-4", "br-phy", "global"); !strings.Contains(got, "192.0.2.1/24") {
-					t.Errorf("br-phy lacks the address: %q", got)
-				}
-				if got := nsRun(t, node, "ip", "route", "show", "198.51.100.0/24"); !strings.Contains(got, "dev br-phy") {
-					t.Errorf("route not moved to br-phy: %q", got)
 				}
 				if got := strings.TrimSpace(in.MustVsctl(t, "get", "Bridge", "br-phy", "fail_mode")); got != "standalone" {
 					t.Errorf("br-phy fail_mode %s", got)
@@ -119,8 +142,17 @@ func TestUnderlaySetupTeardown(t *testing.T) {
 				if got := addrs("-6", "ul0", "link"); !strings.Contains(got, "fe80::") {
 					t.Errorf("ul0 lost its link-local address: %q", got)
 				}
-				rec := in.MustVsctl(t, "get", "Port", "ul0", "external_ids")
-				if !tc.dualStack {
+				// On an IPv6 underlay br-phy comes up without DAD, so its
+				// link-local address (the source of WarmTunnelNeighbor's
+				// solicitations) is usable at once; IPv4-only, untouched.
+				wantDAD := map[bool]string{false: "1", true: "0"}[tc.v6]
+				if got := strings.TrimSpace(nsRun(t, node, "sysctl", "-n", "net.ipv6.conf.br-phy.accept_dad")); got != wantDAD {
+					t.Errorf("br-phy accept_dad=%s, want %s", got, wantDAD)
+				}
+				if got := addrs("-6", "br-phy", "link"); tc.v6 && (!strings.Contains(got, "fe80::") || strings.Contains(got, "tentative")) {
+					t.Errorf("br-phy's link-local address right after set-up: %q", got)
+				}
+				if !tc.v6 {
 					if len(u.Addrs6) != 0 || strings.Contains(rec, nodenet.KeyUnderlayAddrs6) || strings.Contains(rec, nodenet.KeyUnderlayRoutes6) {
 						t.Errorf("IPv4-only NIC: IPv6 addresses %v, record %s", u.Addrs6, rec)
 					}
@@ -163,13 +195,17 @@ func TestUnderlaySetupTeardown(t *testing.T) {
 
 			for range 2 {
 				netnstest.MustDo(t, node, func() error { return nodenet.TeardownUnderlay(testctx.Timeout(t, callTimeout), cfg) })
-				if got := addrs("-4", "ul0", "global"); !strings.Contains(got, "192.0.2.1/24") {
-					t.Errorf("ul0 did not get its address back: %q", got)
+				if tc.v4 {
+					if got := addrs("-4", "ul0", "global"); !strings.Contains(got, "192.0.2.1/24") {
+						t.Errorf("ul0 did not get its address back: %q", got)
+					}
+					if got := nsRun(t, node, "ip", "route", "show", "198.51.100.0/24"); !strings.Contains(got, "via 192.0.2.254 dev ul0") {
+						t.Errorf("route not moved back to ul0: %q", got)
+					}
+				} else if got := addrs("-4", "ul0", "global"); got != "" {
+					t.Errorf("ul0 got an IPv4 address it never had: %q", got)
 				}
-				if got := nsRun(t, node, "ip", "route", "show", "198.51.100.0/24"); !strings.Contains(got, "via 192.0.2.254 dev ul0") {
-					t.Errorf("route not moved back to ul0: %q", got)
-				}
-				if tc.dualStack {
+				if tc.v6 {
 					if got := addrs("-6", "ul0", "global"); !strings.Contains(got, underlayNodeIPv6+"/64") || strings.Contains(got, "tentative") {
 						t.Errorf("ul0 did not get its IPv6 address back: %q", got)
 					}

@@ -22,6 +22,8 @@ import (
 // not know. A record without the IPv6 keys, as those agents wrote it, is an
 // IPv4-only record; SetupUnderlay writes the IPv6 keys only when there is
 // something IPv6 to record, so an IPv4-only node's record stays as it was.
+// Likewise the IPv4 keys only when there is something IPv4 to record: an
+// IPv6-only node's record holds the IPv6 keys alone.
 const (
 	// KeyUnderlayAddrs holds the underlay IPv4 addresses, comma separated
 	// CIDRs: "192.0.2.1/24".
@@ -78,12 +80,15 @@ type underlayRecord struct {
 	Routes6 []RecordedRoute
 }
 
-// externalIDs renders r as the record's external_ids. The IPv6 keys are
-// left out when r holds no IPv6 address or route (see KeyUnderlayAddrs6).
+// externalIDs renders r as the record's external_ids. The keys of a
+// family are left out when r holds no address or route of it (see
+// KeyUnderlayAddrs6).
 func (r underlayRecord) externalIDs() (map[string]string, error) {
 	ids := map[string]string{}
-	if err := renderFamily(ids, KeyUnderlayAddrs, KeyUnderlayRoutes, r.Addrs, r.Routes); err != nil {
-		return nil, err
+	if len(r.Addrs) > 0 || len(r.Routes) > 0 {
+		if err := renderFamily(ids, KeyUnderlayAddrs, KeyUnderlayRoutes, r.Addrs, r.Routes); err != nil {
+			return nil, err
+		}
 	}
 	if len(r.Addrs6) > 0 || len(r.Routes6) > 0 {
 		if err := renderFamily(ids, KeyUnderlayAddrs6, KeyUnderlayRoutes6, r.Addrs6, r.Routes6); err != nil {

@@ -220,3 +220,28 @@ func TestUnderlayRecordIPv6(t *testing.T) {
 		})
 	}
 }
+
+// TestUnderlayRecordIPv6Only: an IPv6-only underlay's record holds the
+// IPv6 keys alone (no empty IPv4 ones), parses back to no IPv4 part and
+// renders to the same keys; an empty record renders to no keys at all.
+func TestUnderlayRecordIPv6Only(t *testing.T) {
+	ids := map[string]string{KeyUnderlayAddrs6: "fd00:192:0:2::1/64",
+		KeyUnderlayRoutes6: `[{"gw":"fd00:192:0:2::fe","metric":1024,"proto":3}]`}
+	r, err := parseUnderlayRecord(ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Addrs) != 0 || len(r.Routes) != 0 || len(r.Addrs6) != 1 || len(r.Routes6) != 1 {
+		t.Fatalf("parsed %+v, want one IPv6 address and route and nothing IPv4", r)
+	}
+	got, err := r.externalIDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(got, ids) {
+		t.Errorf("rendered\n  %v\nwant\n  %v", got, ids)
+	}
+	if got, err := (underlayRecord{}).externalIDs(); err != nil || len(got) != 0 {
+		t.Errorf("empty record rendered to %v (%v), want no keys", got, err)
+	}
+}
