@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -13,8 +14,10 @@ import (
 )
 
 // SNATTable is the name of the nftables tables in which Weir masquerades
-// pod egress: "ip weir" for IPv4 and, on a dual-stack node, its twin
-// "ip6 weir" for IPv6 (the same chain, the same rule over the IPv6 header).
+// pod egress: "ip weir" for IPv4 and its twin "ip6 weir" for IPv6 (the
+// same chain, the same rule over the IPv6 header), each present when the
+// node has a pod CIDR of that family: both on a dual-stack node, ip6 weir
+// alone on an IPv6-only one.
 // Weir owns both whole: ReconcileSNAT replaces them, RemoveSNAT deletes
 // them, and no other rule set (kube-proxy's iptables-nft chains live in
 // tables "nat"/"filter") ever touches them.
@@ -37,11 +40,13 @@ const snatComment = "weir: masquerade pod egress leaving the node"
 // SNATConfig is the wanted masquerade rule set of a node.
 type SNATConfig struct {
 	// PodCIDR is the node's IPv4 pod subnet: packets from it are
-	// masqueraded...
+	// masqueraded... (table ip weir). Nil on an IPv6-only node: nil
+	// removes that table.
 	PodCIDR *net.IPNet
-	// PodCIDRv6 is the node's IPv6 pod subnet on a dual-stack node, nil on
-	// an IPv4-only one: packets from it are masqueraded the same way (table
-	// ip6 weir); nil removes that table.
+	// PodCIDRv6 is the node's IPv6 pod subnet on a dual-stack or IPv6-only
+	// node, nil on an IPv4-only one: packets from it are masqueraded the
+	// same way (table ip6 weir); nil removes that table. At least one of
+	// PodCIDR and PodCIDRv6 is required.
 	PodCIDRv6 *net.IPNet
 	// GatewayName is the gateway interface: ...unless they leave through
 	// it, i.e. go back into OVS towards a pod of this or (through the
@@ -51,10 +56,12 @@ type SNATConfig struct {
 
 func (c SNATConfig) validate() error {
 	switch {
-	case c.PodCIDR == nil || c.PodCIDR.IP.To4() == nil || len(c.PodCIDR.Mask) != net.IPv4len:
-		return fmt.Errorf("nodenet: SNAT needs an IPv4 pod CIDR, got %v", c.PodCIDR)
+	case c.PodCIDR == nil && c.PodCIDRv6 == nil:
+		return errors.New("nodenet: SNAT needs a pod CIDR: an IPv4 pod CIDR, an IPv6 one or both")
+	case c.PodCIDR != nil && (c.PodCIDR.IP.To4() == nil || len(c.PodCIDR.Mask) != net.IPv4len):
+		return fmt.Errorf("nodenet: SNAT's IPv4 pod CIDR must be an IPv4 CIDR, got %v", c.PodCIDR)
 	case c.PodCIDRv6 != nil && (c.PodCIDRv6.IP.To4() != nil || len(c.PodCIDRv6.IP) != net.IPv6len || len(c.PodCIDRv6.Mask) != net.IPv6len):
-		return fmt.Errorf("nodenet: SNAT's second pod CIDR must be IPv6, got %v", c.PodCIDRv6)
+		return fmt.Errorf("nodenet: SNAT's IPv6 pod CIDR must be an IPv6 CIDR, got %v", c.PodCIDRv6)
 	case c.GatewayName == "" || len(c.GatewayName) >= unix.IFNAMSIZ:
 		return fmt.Errorf("nodenet: SNAT needs a gateway interface name of 1 to %d characters, got %q", unix.IFNAMSIZ-1, c.GatewayName)
 	}
@@ -100,9 +107,9 @@ func snatRuleExprs(cidr *net.IPNet, gateway string) []expr.Any {
 	}
 }
 
-// ReconcileSNAT makes the node's SNAT tables exactly what c describes:
-// table ip weir with a nat chain on postrouting (priority srcnat) holding
-// the one rule
+// ReconcileSNAT makes the node's SNAT tables exactly what c describes: if
+// c.PodCIDR is set, table ip weir with a nat chain on postrouting
+// (priority srcnat) holding the one rule
 //
 //	ip saddr <PodCIDR> oifname != "<GatewayName>" counter masquerade
 //
@@ -110,7 +117,8 @@ func snatRuleExprs(cidr *net.IPNet, gateway string) []expr.Any {
 //
 //	ip6 saddr <PodCIDRv6> oifname != "<GatewayName>" counter masquerade
 //
-// (without it, no ip6 weir table). So pod traffic leaving the node for
+// (a family without a pod CIDR has no table: an IPv6-only node has ip6
+// weir alone). So pod traffic leaving the node for
 // anything outside the cluster (another interface than the gateway) takes
 // the address of the interface it leaves through (the node IP of that
 // family), and replies find their way back; traffic to pods, which leaves
@@ -121,8 +129,9 @@ func snatRuleExprs(cidr *net.IPNet, gateway string) []expr.Any {
 // atomic (no moment without the rules, and a failure leaves the old
 // tables), idempotent, and it replaces whatever a previous run left there:
 // the rule of another pod CIDR, the ip weir table of an agent from before
-// IPv6 SNAT (same content, rewritten), or an ip6 weir table of a node that
-// no longer has an IPv6 pod CIDR (removed). It works in the network
+// IPv6 SNAT (same content, rewritten), an ip6 weir table of a node that
+// no longer has an IPv6 pod CIDR, or an ip weir table of a node that now
+// is IPv6-only (removed). It works in the network
 // namespace of the calling thread.
 func ReconcileSNAT(ctx context.Context, c SNATConfig) error {
 	if err := c.validate(); err != nil {
@@ -146,10 +155,13 @@ func ReconcileSNAT(ctx context.Context, c SNATConfig) error {
 
 // cidrs names c's pod CIDRs for messages.
 func (c SNATConfig) cidrs() string {
-	if c.PodCIDRv6 == nil {
-		return c.PodCIDR.String()
+	var out []string
+	for _, n := range []*net.IPNet{c.PodCIDR, c.PodCIDRv6} {
+		if n != nil {
+			out = append(out, n.String())
+		}
 	}
-	return c.PodCIDR.String() + "," + c.PodCIDRv6.String()
+	return strings.Join(out, ",")
 }
 
 // replaceSNATTable queues on conn the deletion of table t (declared first,

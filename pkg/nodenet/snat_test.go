@@ -18,8 +18,8 @@ func TestSNATConfigValidation(t *testing.T) {
 		cfg  nodenet.SNATConfig
 		want string
 	}{
-		{"no CIDR", nodenet.SNATConfig{GatewayName: "gw0"}, "IPv4 pod CIDR"},
-		{"IPv6 CIDR", nodenet.SNATConfig{PodCIDR: v6, GatewayName: "gw0"}, "IPv4 pod CIDR"},
+		{"no CIDR", nodenet.SNATConfig{GatewayName: "gw0"}, "needs a pod CIDR"},
+		{"IPv6 CIDR as the IPv4 one", nodenet.SNATConfig{PodCIDR: v6, GatewayName: "gw0"}, "IPv4 pod CIDR must be an IPv4 CIDR"},
 		{"no gateway", nodenet.SNATConfig{PodCIDR: v4}, "gateway interface name"},
 		{"gateway name too long", nodenet.SNATConfig{PodCIDR: v4, GatewayName: "a-very-long-name"}, "gateway interface name"},
 	}

@@ -61,14 +61,17 @@ func TestSNATConfigValidationIPv6(t *testing.T) {
 	v4, v6 := mustCIDR(t, "10.10.1.0/24"), mustCIDR(t, "fd00:10:1::/64")
 	for name, cfg := range map[string]nodenet.SNATConfig{
 		"IPv4 as the IPv6 CIDR":  {PodCIDR: v4, PodCIDRv6: v4, GatewayName: "gw0"},
-		"IPv6 CIDR only":         {PodCIDRv6: v6, GatewayName: "gw0"},
+		"IPv4 as the only CIDR":  {PodCIDRv6: v4, GatewayName: "gw0"},
+		"no CIDR at all":         {GatewayName: "gw0"},
+		"IPv6-only, no gateway":  {PodCIDRv6: v6},
 		"IPv4-mapped IPv6 CIDR":  {PodCIDR: v4, PodCIDRv6: &net.IPNet{IP: net.ParseIP("::ffff:10.0.0.0"), Mask: net.CIDRMask(120, 128)}, GatewayName: "gw0"},
 		"IPv6 CIDR with v4 mask": {PodCIDR: v4, PodCIDRv6: &net.IPNet{IP: v6.IP, Mask: net.CIDRMask(24, 32)}, GatewayName: "gw0"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			// Fails before any netlink call: needs no root, touches nothing.
-			if err := nodenet.ReconcileSNAT(t.Context(), cfg); err == nil || !strings.Contains(err.Error(), "pod CIDR") {
-				t.Fatalf("got %v, want an error about the pod CIDR", err)
+			if err := nodenet.ReconcileSNAT(t.Context(), cfg); err == nil || !strings.Contains(err.Error(), "pod CIDR") &&
+				!strings.Contains(err.Error(), "gateway interface name") {
+				t.Fatalf("got %v, want an error about the pod CIDR or the gateway", err)
 			}
 		})
 	}
@@ -77,7 +80,8 @@ func TestSNATConfigValidationIPv6(t *testing.T) {
 // TestSNATTablesIPv6 checks the tables against real nftables in a network
 // namespace: dual-stack and IPv4-only content, idempotency, the upgrade
 // from an older agent's ip weir table (and a stale ip6 weir), removal of
-// the IPv6 table when the node loses its IPv6 pod CIDR, and RemoveSNAT
+// the IPv6 table when the node loses its IPv6 pod CIDR, an IPv6-only node
+// (ip6 weir alone: the IPv4 table of before is removed), and RemoveSNAT
 // (what `ovs-agent --cleanup` calls) removing both; a table of someone
 // else is never touched.
 func TestSNATTablesIPv6(t *testing.T) {
@@ -86,6 +90,7 @@ func TestSNATTablesIPv6(t *testing.T) {
 	v4, v6 := mustCIDR(t, "10.10.1.0/24"), mustCIDR(t, "fd00:10:1::/64")
 	dual := nodenet.SNATConfig{PodCIDR: v4, PodCIDRv6: v6, GatewayName: "gw0"}
 	v4only := nodenet.SNATConfig{PodCIDR: v4, GatewayName: "gw0"}
+	v6only := nodenet.SNATConfig{PodCIDRv6: v6, GatewayName: "gw0"}
 	reconcile := func(c nodenet.SNATConfig) {
 		t.Helper()
 		netnstest.MustDo(t, node, func() error { return nodenet.ReconcileSNAT(ctx, c) })
@@ -168,6 +173,22 @@ func TestSNATTablesIPv6(t *testing.T) {
 		reconcile(dual)
 		want("back to dual-stack", wantSNATv4, wantSNATv6)
 	})
+	t.Run("IPv6-only removes the IPv4 table", func(t *testing.T) {
+		reconcile(v6only)
+		want("IPv6 only", "", wantSNATv6)
+		if n4, n6 := ruleCounts(); n4 != 0 || n6 != 1 {
+			t.Errorf("the library lists %d IPv4 and %d IPv6 rules, want 0 and 1", n4, n6)
+		}
+		before := nsRun(t, node, "nft", "list", "ruleset")
+		reconcile(v6only)
+		if after := nsRun(t, node, "nft", "list", "ruleset"); after != before {
+			t.Errorf("Reconcile again changed the ruleset:\n%s\nbefore:\n%s", after, before)
+		}
+		reconcile(dual)
+		want("back to dual-stack", wantSNATv4, wantSNATv6)
+		reconcile(v6only)
+		want("IPv6 only again", "", wantSNATv6)
+	})
 	t.Run("RemoveSNAT removes both tables", func(t *testing.T) {
 		for i := 1; i <= 2; i++ { // the second run finds nothing, which is fine
 			netnstest.MustDo(t, node, func() error { return nodenet.RemoveSNAT(ctx) })
@@ -189,7 +210,8 @@ func TestSNATTablesIPv6(t *testing.T) {
 // (2001:db8:1::2, 192.0.2.2) that has no route to the pod CIDRs. With the
 // tables a TCP server outside sees the node's address of each family and
 // answers, and ping6 gets its replies; without the IPv6 table (IPv4-only
-// config) the IPv6 connection fails and IPv4 still works.
+// config) the IPv6 connection fails and IPv4 still works; with the IPv6
+// table alone (IPv6-only config) it is the other way round.
 func TestSNATMasqueradeIPv6(t *testing.T) {
 	began := time.Now()
 	pod := netnstest.New(t, "weir-pod").Name
@@ -271,6 +293,19 @@ func TestSNATMasqueradeIPv6(t *testing.T) {
 		}
 		if who, seen, err := waitAnswer(pod, "192.0.2.2:8080", 5*time.Second); err != nil || !seen.IP.Equal(net.ParseIP("192.0.2.1")) {
 			t.Errorf("IPv4: answered by %q seeing %v (%v); want the node address 192.0.2.1", who, seen, err)
+		}
+	})
+	t.Run("IPv6-only config: IPv4 egress is no longer masqueraded", func(t *testing.T) {
+		reconcile(nodenet.SNATConfig{PodCIDRv6: v6, GatewayName: "gw0"})
+		if who, seen, err := waitAnswer(pod, "[2001:db8:1::2]:8080", 5*time.Second); err != nil || who != "outside6" ||
+			!seen.IP.Equal(net.ParseIP("2001:db8:1::1")) {
+			t.Errorf("IPv6: answered by %q seeing %v (%v); want outside6 seeing the node address 2001:db8:1::1", who, seen, err)
+		}
+		if _, seen, err := whoAnswers(pod, "192.0.2.2:8080", time.Second); err == nil {
+			t.Errorf("the pod reached the outside over IPv4 without the ip table (seen as %v)", seen)
+		}
+		if _, ok := nftList(t, node, "ip", nodenet.SNATTable); ok {
+			t.Error("table ip weir left on an IPv6-only config")
 		}
 	})
 	t.Run("dual-stack again", func(t *testing.T) {
