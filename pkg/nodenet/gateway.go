@@ -17,6 +17,13 @@ import (
 // depends on ARP aimed at an address outside the pod subnet. The kernel
 // uses the higher of "all" and the interface's value, so a node-wide
 // setting is left alone. It reports whether the value changed.
+//
+// IPv6 needs no twin: the kernel sends a Neighbor Solicitation from the
+// packet's source only if that address is on the soliciting interface,
+// else from the interface's link-local address, never from the node IP.
+// On an IPv6-only node the setting is harmless (the gateway has no IPv4
+// address to ARP from; the IPv4 sysctls of the device exist all the same),
+// so the agent may set it whatever the node's families.
 func SetGatewayARPAnnounce(gatewayName string) (changed bool, err error) {
 	if gatewayName == "" || gatewayName != filepath.Base(gatewayName) {
 		return false, fmt.Errorf("nodenet: arp_announce: invalid gateway interface name %q", gatewayName)

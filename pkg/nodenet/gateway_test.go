@@ -66,3 +66,41 @@ func TestSetGatewayARPAnnounce(t *testing.T) {
 		}
 	}
 }
+
+// TestGatewayIPv6Only: on an IPv6-only node (the gateway gw0 has only an
+// IPv6 address) SetGatewayARPAnnounce succeeds and changes nothing that
+// matters, and IPv6 needs no twin of it: the node pings a fresh pod from
+// its node IP (2001:db8::10 on lo) through the gateway, and the pod learns
+// no neighbour entry for the node IP, because the kernel's Neighbor
+// Solicitation on gw0 comes from gw0's link-local address.
+func TestGatewayIPv6Only(t *testing.T) {
+	const nodeIP, gwIP, podIP = "2001:db8::10", "fd00:10::1", "fd00:10::5"
+	node, pod := netnstest.New(t, "weir-nn").Name, netnstest.New(t, "weir-nn").Name
+	mustRun(t, "ip", "link", "add", "gw0", "netns", node, "type", "veth", "peer", "name", "eth0", "netns", pod)
+	// No DAD on the link-local address the solicitation comes from.
+	nsRun(t, node, "sysctl", "-q", "-w", "net.ipv6.conf.gw0.accept_dad=0")
+	nsRun(t, node, "ip", "-6", "addr", "add", gwIP+"/64", "dev", "gw0", "nodad")
+	nsRun(t, node, "ip", "-6", "addr", "add", nodeIP+"/128", "dev", "lo")
+	nsRun(t, node, "ip", "link", "set", "gw0", "up")
+	nsRun(t, pod, "sysctl", "-q", "-w", "net.ipv6.conf.eth0.accept_dad=0")
+	nsRun(t, pod, "ip", "-6", "addr", "add", podIP+"/64", "dev", "eth0", "nodad")
+	nsRun(t, pod, "ip", "link", "set", "eth0", "up")
+	nsRun(t, pod, "ip", "-6", "route", "add", "default", "via", gwIP)
+	netnstest.MustDo(t, node, func() error {
+		if _, err := nodenet.SetGatewayARPAnnounce("gw0"); err != nil {
+			t.Errorf("SetGatewayARPAnnounce on an IPv6-only gateway: %v", err)
+		}
+		return nil
+	})
+	if got := strings.TrimSpace(nsRun(t, node, "ip", "-4", "addr", "show", "dev", "gw0")); got != "" {
+		t.Fatalf("gw0 has IPv4: %s", got)
+	}
+	nsRun(t, node, "ping", "-6", "-n", "-c", "1", "-W", "2", "-I", nodeIP, podIP)
+	neigh := nsRun(t, pod, "ip", "-6", "neigh", "show", "dev", "eth0")
+	if strings.Contains(neigh, nodeIP+" ") {
+		t.Errorf("the pod learnt a neighbour entry for the node IP from the node's solicitation:\n%s", neigh)
+	}
+	if !strings.Contains(neigh, "fe80::") {
+		t.Errorf("the pod learnt no entry for gw0's link-local address, the solicitation's source:\n%s", neigh)
+	}
+}
