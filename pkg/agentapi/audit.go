@@ -64,6 +64,14 @@ type Kernel interface {
 	GatewayRoutes(ctx context.Context) ([]Route, error)
 }
 
+// KernelIPv6 is a Kernel that also lists Weir's IPv6 peer routes through
+// the gateway (a dual-stack or IPv6-only node). Their Via may be nil when
+// the source does not read the next hop: it is then not compared. The IPv6
+// peer routes of a Kernel without it are not checked (the report says so).
+type KernelIPv6 interface {
+	GatewayRoutesV6(ctx context.Context) ([]Route, error)
+}
+
 // KubePods checks attachments against the Kubernetes API.
 type KubePods interface {
 	// StaleAttachments returns, by attachment key, why the Pod of each
@@ -75,8 +83,15 @@ type KubePods interface {
 // AuditSources are what Audit reads beyond the server's other Deps. A nil
 // source is not checked and the report says so in its notes.
 type AuditSources struct {
-	Flows  FlowVerifier
+	Flows FlowVerifier
+	// IPAM is the allocator of the node's first family (that of
+	// Config.PodCIDR: IPv4, or IPv6 on an IPv6-only node), IPAMv6 the IPv6
+	// allocator of a dual-stack node (on a node whose first family is
+	// IPv6, IPAMv6 is used if set, else IPAM). Each is checked against
+	// the attachments' addresses of its family.
 	IPAM   IPAM
+	IPAMv6 IPAM
+	// Kernel may also be a KernelIPv6.
 	Kernel Kernel
 	Kube   KubePods // nil in standalone mode
 	// Round is this agent run's cookie round.
@@ -114,14 +129,27 @@ func (s *Server) Audit(ctx context.Context, _ *agentv1.AuditRequest) (*agentv1.A
 	a.rep.Checked.Attachments = uint32(len(atts))
 	a.portsVsAttachments(s.cfg.Bridge, ports, atts)
 
-	if src.IPAM == nil {
-		a.note("IPAM allocations not checked: no IPAM source")
-	} else {
-		allocs, err := src.IPAM.Allocations(ctx)
-		if err != nil {
-			return nil, internalError(ctx, "audit: reading IPAM allocations", err)
+	ipams := [2]IPAM{src.IPAM}
+	if s.firstFamily() == v6 {
+		ipams = [2]IPAM{nil, src.IPAMv6}
+		if src.IPAMv6 == nil {
+			ipams[v6] = src.IPAM
 		}
-		a.ipsVsAttachments(allocs, atts)
+	} else if src.IPAMv6 != nil {
+		ipams[v6] = src.IPAMv6
+	}
+	for f, ipam := range ipams {
+		if ipam == nil {
+			if f == s.firstFamily() || s.cidrs[f] != nil {
+				a.note("%s IPAM allocations not checked: no IPAM source", familyName(f))
+			}
+			continue
+		}
+		allocs, err := ipam.Allocations(ctx)
+		if err != nil {
+			return nil, internalError(ctx, fmt.Sprintf("audit: reading %s IPAM allocations", familyName(f)), err)
+		}
+		a.ipsVsAttachments(allocs, atts, f)
 	}
 
 	if src.Kernel == nil {
@@ -139,7 +167,20 @@ func (s *Server) Audit(ctx context.Context, _ *agentv1.AuditRequest) (*agentv1.A
 			if err != nil {
 				return nil, internalError(ctx, "audit: listing routes through the gateway", err)
 			}
-			a.routesVsPeers(routes, s.deps.Peers.PeerNodes(), s.cfg.GatewayName)
+			families := [2]bool{v4: true}
+			if k6, ok := src.Kernel.(KernelIPv6); ok {
+				r6, err := k6.GatewayRoutesV6(ctx)
+				if err != nil {
+					return nil, internalError(ctx, "audit: listing IPv6 routes through the gateway", err)
+				}
+				routes = append(routes, r6...)
+				families[v6] = true
+			}
+			peers := s.deps.Peers.PeerNodes()
+			if !families[v6] && hasIPv6CIDR(peers) {
+				a.note("IPv6 peer routes not checked: the kernel source lists IPv4 routes only")
+			}
+			a.routesVsPeers(routes, peers, s.cfg.GatewayName, families)
 		}
 	}
 
@@ -271,39 +312,62 @@ func (a *audit) portsVsAttachments(bridge string, ports []ovsdb.PortInfo, atts [
 	}
 }
 
-// ipsVsAttachments: IPAM's owners and addresses against the attachments'
-// keys and IPs.
-func (a *audit) ipsVsAttachments(allocs map[string]net.IP, atts []interfacestore.Interface) {
-	a.rep.Checked.Ips = uint32(len(allocs))
+// firstFamily is the family of Config.PodCIDR (the node's first), else
+// the node's only family, else IPv4.
+func (s *Server) firstFamily() int {
+	switch {
+	case s.cfg.PodCIDR != nil:
+		return familyOf(s.cfg.PodCIDR.IP)
+	case s.cidrs[v4] == nil && s.cidrs[v6] != nil:
+		return v6
+	}
+	return v4
+}
+
+// addrOfFamily returns at's address of family f (nil if it has none).
+func addrOfFamily(at interfacestore.Interface, f int) net.IP {
+	for _, a := range at.IPs {
+		if ip := net.IP(a.Unmap().AsSlice()); familyOf(ip) == f {
+			return normIP(ip)
+		}
+	}
+	return nil
+}
+
+// ipsVsAttachments: the owners and addresses of the IPAM of family f
+// against the attachments' keys and IPs of that family.
+func (a *audit) ipsVsAttachments(allocs map[string]net.IP, atts []interfacestore.Interface, f int) {
+	a.rep.Checked.Ips += uint32(len(allocs))
 	keys := make(map[string]bool, len(atts))
 	for _, at := range atts {
 		keys[at.Key()] = true
-		if ipOf(at) == nil {
+		ip := addrOfFamily(at, f)
+		if ip == nil {
 			continue
 		}
 		got, ok := allocs[at.Key()]
 		switch {
 		case !ok:
 			owner := ""
-			for o, ip := range allocs {
-				if ip.Equal(ipOf(at)) {
+			for o, aip := range allocs {
+				if aip.Equal(ip) {
 					owner = o
 				}
 			}
 			if owner != "" {
-				a.add(KindMissingIP, "ip "+ipOf(at).String(),
+				a.add(KindMissingIP, "ip "+ip.String(),
 					"the attachment of %s uses it but IPAM has it allocated to %s: two pods may share the address; "+
 						"delete one of the pods", attachmentRef(at), owner)
 			} else {
-				a.add(KindMissingIP, "ip "+ipOf(at).String(),
+				a.add(KindMissingIP, "ip "+ip.String(),
 					"the attachment of %s uses it but IPAM has no allocation for it: IPAM may hand the address to a new "+
 						"pod (a duplicate); restart the agent (it rebuilds IPAM from the OVS ports) or delete the pod",
 					attachmentRef(at))
 			}
-		case !got.Equal(ipOf(at)):
-			a.add(KindMissingIP, "ip "+ipOf(at).String(),
+		case !got.Equal(ip):
+			a.add(KindMissingIP, "ip "+ip.String(),
 				"the attachment of %s uses it but IPAM allocated %s to it: IPAM may hand %s to a new pod; restart the "+
-					"agent (it rebuilds IPAM from the OVS ports) or delete the pod", attachmentRef(at), got, ipOf(at))
+					"agent (it rebuilds IPAM from the OVS ports) or delete the pod", attachmentRef(at), got, ip)
 		}
 	}
 	for owner, ip := range allocs {
@@ -345,44 +409,73 @@ func (a *audit) vethsVsPorts(bridge string, veths []string, ports []ovsdb.PortIn
 }
 
 // routesVsPeers: the kernel routes through the gateway against the Node
-// controller's peers (one route per peer pod CIDR, via its gateway IP).
-func (a *audit) routesVsPeers(routes []Route, peers []pipeline.PeerNode, gateway string) {
+// controller's peers (one route per peer pod CIDR, via its gateway IP of
+// that family), for the families the kernel source lists.
+func (a *audit) routesVsPeers(routes []Route, peers []pipeline.PeerNode, gateway string, families [2]bool) {
 	a.rep.Checked.Routes = uint32(len(routes))
 	a.rep.Checked.Peers = uint32(len(peers))
-	byCIDR := make(map[string]pipeline.PeerNode, len(peers))
+	type want struct {
+		peer pipeline.PeerNode
+		cidr *net.IPNet
+		via  net.IP
+	}
+	var wants []want
+	byCIDR := map[string]want{}
 	for _, p := range peers {
-		if p.PodCIDR != nil {
-			byCIDR[p.PodCIDR.String()] = p
+		for _, c := range peerCIDRs(p) {
+			f := familyOf(c.IP)
+			if !families[f] {
+				continue
+			}
+			w := want{peer: p, cidr: c, via: peerGateway(p, f)}
+			wants = append(wants, w)
+			byCIDR[c.String()] = w
 		}
 	}
 	routed := map[string]bool{}
 	for _, r := range routes {
 		dst := r.Dst.String()
-		subject := fmt.Sprintf("route %s via %s dev %s", dst, r.Via, r.Dev)
-		p, ok := byCIDR[dst]
+		via := "?"
+		if r.Via != nil {
+			via = r.Via.String()
+		}
+		subject := fmt.Sprintf("route %s via %s dev %s", dst, via, r.Dev)
+		w, ok := byCIDR[dst]
 		switch {
 		case !ok:
 			a.add(KindStaleRoute, subject,
 				"no peer node has pod CIDR %s: the node's own traffic to it enters OVS and goes nowhere; if no node "+
 					"owns that CIDR any more: ip route del %s dev %s", dst, dst, r.Dev)
-		case !r.Via.Equal(p.GatewayIP):
+		case r.Via != nil && !r.Via.Equal(w.via):
 			routed[dst] = true
 			a.add(KindStaleRoute, subject,
 				"peer node %s's gateway is %s, not %s: the Node controller replaces the route when it next syncs node %s "+
-					"(or restart the agent)", p.Name, p.GatewayIP, r.Via, p.Name)
+					"(or restart the agent)", w.peer.Name, w.via, r.Via, w.peer.Name)
 		default:
 			routed[dst] = true
 		}
 	}
-	for _, p := range peers {
-		if p.PodCIDR == nil || routed[p.PodCIDR.String()] {
+	for _, w := range wants {
+		if routed[w.cidr.String()] {
 			continue
 		}
-		a.add(KindMissingRoute, fmt.Sprintf("route %s via %s dev %s", p.PodCIDR, p.GatewayIP, gateway),
+		a.add(KindMissingRoute, fmt.Sprintf("route %s via %s dev %s", w.cidr, w.via, gateway),
 			"peer node %s (node IP %s) has tunnel flows but no kernel route to its pod CIDR: the node's own traffic to "+
 				"its pods does not enter OVS; the Node controller re-adds it when it next syncs node %s (or restart the agent)",
-			p.Name, p.NodeIP, p.Name)
+			w.peer.Name, w.peer.NodeIP, w.peer.Name)
 	}
+}
+
+// hasIPv6CIDR reports whether a peer has an IPv6 pod CIDR.
+func hasIPv6CIDR(peers []pipeline.PeerNode) bool {
+	for _, p := range peers {
+		for _, c := range peerCIDRs(p) {
+			if familyOf(c.IP) == v6 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func flowSubject(d openflow.FlowDiscrepancy) string {

@@ -319,3 +319,137 @@ func TestIsPodVethName(t *testing.T) {
 		}
 	}
 }
+
+// fakeKernel6 is a kernel source that also lists IPv6 peer routes.
+type fakeKernel6 struct {
+	fakeKernel
+	routes6 []Route
+}
+
+func (f fakeKernel6) GatewayRoutesV6(context.Context) ([]Route, error) { return f.routes6, f.err }
+
+// TestAuditIPv6 audits IPv6-only and dual-stack nodes: each IPAM is
+// checked against the attachments' addresses of its family (on an
+// IPv6-only node the first family's IPAM is the IPv6 one), and the IPv6
+// peer routes when the kernel source lists them (their next hop may be
+// unknown); a kernel source without them is noted, not failed.
+func TestAuditIPv6(t *testing.T) {
+	_, peer4, _ := net.ParseCIDR("10.10.1.0/24")
+	_, peer6, _ := net.ParseCIDR("fd00:10:11::/64")
+	_, local4, _ := net.ParseCIDR("10.10.0.0/24")
+	_, local6, _ := net.ParseCIDR("fd00:10:10::/64")
+	type node struct {
+		cfg    Config
+		atts   fakePods
+		src    AuditSources
+		peers  fakePeers
+		allocs [2]map[string]net.IP // by family
+		kernel fakeKernel6
+		v6     bool // the kernel source lists IPv6 routes
+	}
+	// build returns a consistent node: pods a and b; with dual, IPv4 and
+	// IPv6 (two IPAMs), else IPv6 only; the peer's routes of each family.
+	build := func(dual bool) *node {
+		n := &node{allocs: [2]map[string]net.IP{{}, {}}, v6: true}
+		n.cfg = Config{NodeName: "node1", Bridge: "br-int", GatewayName: "weir-gw0", PodCIDR: local6, Logger: klog.Background()}
+		p := pipeline.PeerNode{Name: "node2", NodeIP: net.ParseIP("2001:db8:2::2"), PodCIDRv6: peer6, GatewayIPv6: net.ParseIP("fd00:10:11::1")}
+		n.kernel.routes6 = []Route{{Dst: peer6, Dev: "weir-gw0"}} // next hop not read
+		if dual {
+			n.cfg.PodCIDR, n.cfg.PodCIDRv6 = local4, local6
+			p.PodCIDR, p.GatewayIP = peer4, net.ParseIP("10.10.1.1")
+			n.kernel.routes = []Route{{Dst: peer4, Via: net.ParseIP("10.10.1.1"), Dev: "weir-gw0"}}
+		}
+		n.peers = fakePeers{p}
+		for i, name := range []string{"a", "b"} {
+			cid := "c" + name
+			ip6 := net.ParseIP(fmt.Sprintf("fd00:10:10::%d", 3+i))
+			at := interfacestore.Interface{ContainerID: cid, IfName: "eth0", PortName: podnet.HostIfName(cid, "eth0"), MAC: podnet.MACFromIP(ip6),
+				PodNamespace: "ns", PodName: name}
+			if dual {
+				ip4 := net.ParseIP(fmt.Sprintf("10.10.0.%d", 3+i)).To4()
+				at.IPs = append(at.IPs, netip.MustParseAddr(ip4.String()))
+				n.allocs[0][cid+"/eth0"] = ip4
+			}
+			at.IPs = append(at.IPs, netip.MustParseAddr(ip6.String()))
+			n.allocs[1][cid+"/eth0"] = ip6
+			n.atts = append(n.atts, at)
+			n.kernel.veths = append(n.kernel.veths, at.PortName)
+		}
+		return n
+	}
+	server := func(n *node) *Server {
+		var ports []ovsdb.PortInfo
+		for i, at := range n.atts {
+			ports = append(ports, ovsdb.PortInfo{Name: at.PortName, OFPort: 3 + i, ExternalIDs: map[string]string{ovsdb.KeyWeirType: ovsdb.WeirTypePod}})
+		}
+		src := AuditSources{Round: 1}
+		if n.cfg.PodCIDRv6 != nil { // dual-stack
+			src.IPAM, src.IPAMv6 = fakeIPAM{allocs: n.allocs[0]}, fakeIPAM{allocs: n.allocs[1]}
+		} else {
+			src.IPAM = fakeIPAM{allocs: n.allocs[1]}
+		}
+		src.Kernel = n.kernel.fakeKernel
+		if n.v6 {
+			src.Kernel = n.kernel
+		}
+		return New(n.cfg, Deps{Switch: &fakeSwitch{}, Pipeline: &fakePipeline{}, Pods: n.atts, OVSDB: fakeOVSDB{ports: ports},
+			Peers: n.peers, Audit: src})
+	}
+	for _, tc := range []struct {
+		name    string
+		dual    bool
+		inject  func(n *node)
+		kind    string // "": consistent
+		subject string
+		notes   []string
+	}{
+		{name: "IPv6-only consistent"},
+		{name: "dual-stack consistent", dual: true},
+		{name: "IPv6-only IP not allocated", inject: func(n *node) { delete(n.allocs[1], "cb/eth0") },
+			kind: KindMissingIP, subject: "ip fd00:10:10::4"},
+		{name: "IPv6-only leaked IP", inject: func(n *node) { n.allocs[1]["gone/eth0"] = net.ParseIP("fd00:10:10::99") },
+			kind: KindLeakedIP, subject: "ip fd00:10:10::99"},
+		{name: "dual-stack IPv6 IP not allocated", dual: true, inject: func(n *node) { delete(n.allocs[1], "ca/eth0") },
+			kind: KindMissingIP, subject: "ip fd00:10:10::3"},
+		{name: "dual-stack IPv6 IP allocated another", dual: true, inject: func(n *node) { n.allocs[1]["ca/eth0"] = net.ParseIP("fd00:10:10::50") },
+			kind: KindMissingIP, subject: "ip fd00:10:10::3"},
+		{name: "IPv6-only missing route", inject: func(n *node) { n.kernel.routes6 = nil },
+			kind: KindMissingRoute, subject: "route fd00:10:11::/64 via fd00:10:11::1 dev weir-gw0"},
+		{name: "IPv6 route via the wrong gateway", dual: true, inject: func(n *node) { n.kernel.routes6[0].Via = net.ParseIP("fd00:10:11::9") },
+			kind: KindStaleRoute, subject: "route fd00:10:11::/64 via fd00:10:11::9 dev weir-gw0"},
+		{name: "dual-stack, IPv4 routes only", dual: true, inject: func(n *node) { n.v6 = false },
+			notes: []string{"IPv6 peer routes not checked: the kernel source lists IPv4 routes only"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := build(tc.dual)
+			if tc.inject != nil {
+				tc.inject(n)
+			}
+			rep, err := server(n).Audit(context.Background(), &agentv1.AuditRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			incs := rep.GetInconsistencies()
+			if tc.kind == "" && len(incs) != 0 || tc.kind != "" && (len(incs) != 1 || incs[0].GetKind() != tc.kind || incs[0].GetSubject() != tc.subject) {
+				t.Errorf("got %v, want %q %q", incs, tc.kind, tc.subject)
+			}
+			// Notes of the sources this test leaves out.
+			var notes []string
+			for _, nt := range rep.GetNotes() {
+				if !strings.Contains(nt, "flows not checked") && !strings.Contains(nt, "Kubernetes Pods not checked") {
+					notes = append(notes, nt)
+				}
+			}
+			if !slices.Equal(notes, tc.notes) {
+				t.Errorf("notes %q, want %q", notes, tc.notes)
+			}
+			wantIPs := uint32(2)
+			if tc.dual {
+				wantIPs = 4
+			}
+			if c := rep.GetChecked(); tc.inject == nil && (c.GetIps() != wantIPs || c.GetAttachments() != 2 || c.GetPeers() != 1) {
+				t.Errorf("counts %v, want %d IPs, 2 attachments, 1 peer", c, wantIPs)
+			}
+		})
+	}
+}

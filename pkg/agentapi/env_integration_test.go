@@ -120,9 +120,16 @@ func (n *node) server(t *testing.T) (agentv1.AgentServiceClient, string) {
 	t.Helper()
 	gwMACHW, _ := net.ParseMAC(gwMAC)
 	_, cidr, _ := net.ParseCIDR("10.10.0.0/24")
-	srv := agentapi.New(agentapi.Config{NodeName: "node1", Bridge: "br-int", DatapathType: "netdev", PodCIDR: cidr,
+	return n.serve(t, agentapi.Config{NodeName: "node1", Bridge: "br-int", DatapathType: "netdev", PodCIDR: cidr,
 		GatewayName: "gw0", GatewayIP: net.ParseIP("10.10.0.1"), GatewayMAC: gwMACHW, GatewayOFPort: 2, Logger: klog.Background()},
 		agentapi.Deps{Switch: n.sw, Pipeline: n.pipe, Pods: attachments{n}, OVSDB: n.db, Unixctl: unixctl.New(n.ovs.Dir, "ovs-vswitchd")})
+}
+
+// serve starts the API of cfg and deps on a unix socket in a temporary
+// directory and returns a client.
+func (n *node) serve(t *testing.T, cfg agentapi.Config, deps agentapi.Deps) (agentv1.AgentServiceClient, string) {
+	t.Helper()
+	srv := agentapi.New(cfg, deps)
 	sock := filepath.Join(t.TempDir(), "run", "agent.sock")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

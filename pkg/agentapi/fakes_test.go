@@ -157,10 +157,11 @@ func (s *fakeStream) Send(ev *agentv1.PolicyVerdictEvent) error {
 	return nil
 }
 
-// fixture: node with pods a (10.10.0.3, ofport 3) and b (10.10.0.4,
-// ofport 4), gateway ofport 2, tunnel ofport 1, peer node2
-// (10.10.1.0/24 at 192.168.1.2), rule 7 "ns/allow-web/ingress/0" for b,
-// and b ingress-isolated.
+// fixture: node with pods a (10.10.0.3, ofport 3) and b (10.10.0.4 and
+// fd00:10:10::4, ofport 4), gateway ofport 2, tunnel ofport 1, peer node2
+// (10.10.1.0/24 and fd00:10:11::/64 at 192.168.1.2), rule 7
+// "ns/allow-web/ingress/0" for b, and b ingress-isolated. The node's
+// IPv6 pod CIDR is not configured (as before the agent passed it).
 type fixture struct {
 	srv  *Server
 	sw   *fakeSwitch
@@ -171,6 +172,7 @@ type fixture struct {
 func newFixture() *fixture {
 	_, cidr, _ := net.ParseCIDR("10.10.0.0/24")
 	_, peerCIDR, _ := net.ParseCIDR("10.10.1.0/24")
+	_, peerCIDR6, _ := net.ParseCIDR("fd00:10:11::/64")
 	gwMAC, _ := net.ParseMAC("02:00:0a:0a:00:01")
 	bLocal := pipeline.LocalPod{IP: net.ParseIP("10.10.0.4"), OFPort: 4}
 	iso := openflow.NewFlow(pipeline.IngressDefaultRule, 200).Cookie(uint64(openflow.MakeCookie(1, pipeline.CategoryPolicy, 0))).
@@ -185,13 +187,15 @@ func newFixture() *fixture {
 	f.sw.set(openflow.FlowStats{Flow: iso})
 	pods := fakePods{
 		{ContainerID: "ca", IfName: "eth0", PortName: "v-a", IPs: []netip.Addr{netip.MustParseAddr("10.10.0.3")}, MAC: podnet.MACFromIP(net.ParseIP("10.10.0.3")), PodNamespace: "ns", PodName: "a"},
-		{ContainerID: "cb", IfName: "eth0", PortName: "v-b", IPs: []netip.Addr{netip.MustParseAddr("10.10.0.4")}, MAC: podnet.MACFromIP(net.ParseIP("10.10.0.4")), PodNamespace: "ns", PodName: "b"},
+		{ContainerID: "cb", IfName: "eth0", PortName: "v-b", IPs: []netip.Addr{netip.MustParseAddr("10.10.0.4"), netip.MustParseAddr("fd00:10:10::4")},
+			MAC: podnet.MACFromIP(net.ParseIP("10.10.0.4")), PodNamespace: "ns", PodName: "b"},
 	}
 	db := fakeOVSDB{ports: []ovsdb.PortInfo{{Name: "tun0", OFPort: 1}, {Name: "gw0", OFPort: 2}, {Name: "v-a", OFPort: 3},
 		{Name: "v-b", OFPort: 4}}}
 	f.srv = New(Config{NodeName: "node1", Bridge: "br-int", PodCIDR: cidr, GatewayName: "gw0", GatewayIP: net.ParseIP("10.10.0.1"),
 		GatewayMAC: gwMAC, GatewayOFPort: 2, TunnelOFPort: 1, Logger: klog.Background()},
 		Deps{Switch: f.sw, Pipeline: f.pipe, Pods: pods, OVSDB: db, Unixctl: f.uctl,
-			Peers: fakePeers{{Name: "node2", PodCIDR: peerCIDR, NodeIP: net.ParseIP("192.168.1.2"), GatewayIP: net.ParseIP("10.10.1.1")}}})
+			Peers: fakePeers{{Name: "node2", PodCIDR: peerCIDR, NodeIP: net.ParseIP("192.168.1.2"), GatewayIP: net.ParseIP("10.10.1.1"),
+				PodCIDRv6: peerCIDR6, GatewayIPv6: net.ParseIP("fd00:10:11::1")}}})
 	return f
 }

@@ -15,7 +15,8 @@ import (
 	"github.com/weirnet/weir/pkg/pipeline"
 )
 
-// ipOf is i's IPv4 address, else its first address (nil if none).
+// ipOf is i's IPv4 address, else its first address (nil if none): its
+// IPv6 address on an IPv6-only node.
 func ipOf(i interfacestore.Interface) net.IP {
 	a, ok := i.IPv4()
 	if !ok && len(i.IPs) > 0 {
@@ -33,7 +34,7 @@ type pod struct {
 	IfName          string
 	PortName        string
 	OFPort          uint32
-	IP              net.IP       // IPv4 (else the first address)
+	IP              net.IP       // IPv4, else the first address (IPv6-only pods)
 	IPs             []netip.Addr // every address, IPv4 first
 	MAC             net.HardwareAddr
 	ContainerID     string
@@ -120,13 +121,21 @@ func (n *node) findPod(ref *agentv1.PodRef, what string) (pod, error) {
 
 // podByIP returns the local pod with ip.
 func (n *node) podByIP(ip net.IP) (pod, bool) {
-	a, ok := netip.AddrFromSlice(ip)
 	for _, p := range n.pods {
-		if p.IP.Equal(ip) || ok && slices.Contains(p.IPs, a.Unmap()) {
+		if p.hasIP(ip) {
 			return p, true
 		}
 	}
 	return pod{}, false
+}
+
+// hasIP reports whether ip is one of p's addresses (of either family).
+func (p pod) hasIP(ip net.IP) bool {
+	if ip == nil {
+		return false
+	}
+	a, ok := netip.AddrFromSlice(ip)
+	return p.IP.Equal(ip) || ok && slices.Contains(p.IPs, a.Unmap())
 }
 
 // podByOFPort returns the local pod on ofport.

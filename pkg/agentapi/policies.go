@@ -135,7 +135,7 @@ func (s *Server) ruleProto(n *node, r pipeline.PolicyRule, c pipeline.Counters) 
 // appliesTo reports whether rule r protects pod p.
 func appliesTo(r pipeline.PolicyRule, p pod) bool {
 	for _, lp := range r.Pods {
-		if lp.OFPort == p.OFPort || lp.IP.Equal(p.IP) {
+		if lp.OFPort == p.OFPort || lp.IP != nil && p.hasIP(lp.IP) {
 			return true
 		}
 	}

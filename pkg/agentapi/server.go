@@ -79,12 +79,21 @@ type Unixctl interface {
 // Config is what the server reports about the node and needs to build
 // trace packets.
 type Config struct {
-	NodeName      string
-	Bridge        string
-	DatapathType  string
-	PodCIDR       *net.IPNet
-	GatewayName   string
-	GatewayIP     net.IP
+	NodeName     string
+	Bridge       string
+	DatapathType string
+	// PodCIDR and GatewayIP are the node's pod subnet and its gateway's
+	// address in it, of the node's first family: IPv4, or IPv6 on an
+	// IPv6-only node.
+	PodCIDR     *net.IPNet
+	GatewayName string
+	GatewayIP   net.IP
+	// PodCIDRv6 and GatewayIPv6 are the IPv6 pod subnet and gateway
+	// address of a dual-stack node. An IPv6-only node may give its IPv6
+	// ones here or in PodCIDR and GatewayIP (or both): each address is
+	// taken by its family, wherever it is given.
+	PodCIDRv6     *net.IPNet
+	GatewayIPv6   net.IP
 	GatewayMAC    net.HardwareAddr
 	GatewayOFPort uint32
 	TunnelOFPort  uint32 // 0 without a tunnel
@@ -115,11 +124,55 @@ type Server struct {
 	cfg  Config
 	deps Deps
 	log  klog.Logger
+	// The node's pod CIDRs and gateway addresses by family (Config's,
+	// sorted by family: see familyOf).
+	cidrs [2]*net.IPNet
+	gws   [2]net.IP
+}
+
+// Address families, as indices of per-family arrays.
+const (
+	v4 = 0
+	v6 = 1
+)
+
+// familyOf returns ip's family (v4 for IPv4 and IPv4-mapped addresses).
+func familyOf(ip net.IP) int {
+	if ip.To4() != nil {
+		return v4
+	}
+	return v6
+}
+
+func familyName(f int) string {
+	if f == v6 {
+		return "IPv6"
+	}
+	return "IPv4"
 }
 
 // New returns a server answering from deps.
 func New(cfg Config, deps Deps) *Server {
-	return &Server{cfg: cfg, deps: deps, log: cfg.Logger.WithName("agentapi")}
+	s := &Server{cfg: cfg, deps: deps, log: cfg.Logger.WithName("agentapi")}
+	for _, c := range []*net.IPNet{cfg.PodCIDRv6, cfg.PodCIDR} { // PodCIDR wins
+		if c != nil {
+			s.cidrs[familyOf(c.IP)] = c
+		}
+	}
+	for _, ip := range []net.IP{cfg.GatewayIPv6, cfg.GatewayIP} {
+		if ip != nil {
+			s.gws[familyOf(ip)] = normIP(ip)
+		}
+	}
+	return s
+}
+
+// normIP returns an IPv4 address in its 4-byte form, others as they are.
+func normIP(ip net.IP) net.IP {
+	if v := ip.To4(); v != nil {
+		return v
+	}
+	return ip
 }
 
 // ServeConfig says where to listen.
@@ -242,7 +295,7 @@ func (s *Server) AgentInfo(ctx context.Context, _ *agentv1.AgentInfoRequest) (*a
 	v, rev, gov := buildVersion()
 	resp := &agentv1.AgentInfoResponse{
 		Version: v, VcsRevision: rev, GoVersion: gov, NodeName: s.cfg.NodeName, DatapathType: s.cfg.DatapathType,
-		Bridge: s.cfg.Bridge, GatewayIp: ipString(s.cfg.GatewayIP), GatewayMac: macString(s.cfg.GatewayMAC),
+		Bridge: s.cfg.Bridge, GatewayMac: macString(s.cfg.GatewayMAC),
 		Openflow: &agentv1.ConnectionState{Connected: s.deps.Switch.State() == openflow.StateReady,
 			Generation: s.deps.Switch.Generation(), Endpoint: s.cfg.MgmtSocket},
 		Ovsdb:           &agentv1.ConnectionState{Connected: s.deps.OVSDB.Connected(), Endpoint: s.cfg.OVSDBEndpoint},
@@ -250,8 +303,19 @@ func (s *Server) AgentInfo(ctx context.Context, _ *agentv1.AgentInfoRequest) (*a
 		PolicyRuleCount: uint32(len(s.deps.Pipeline.PolicyRules())),
 		Ready:           true,
 	}
-	if s.cfg.PodCIDR != nil {
-		resp.PodCidr = s.cfg.PodCIDR.String()
+	for f := range s.cidrs {
+		if c := s.cidrs[f]; c != nil {
+			resp.PodCidrs = append(resp.PodCidrs, c.String())
+		}
+		if gw := s.gws[f]; gw != nil {
+			resp.GatewayIps = append(resp.GatewayIps, gw.String())
+		}
+	}
+	if len(resp.PodCidrs) > 0 {
+		resp.PodCidr = resp.PodCidrs[0]
+	}
+	if len(resp.GatewayIps) > 0 {
+		resp.GatewayIp = resp.GatewayIps[0]
 	}
 	if s.cfg.Ready != nil {
 		resp.Ready, resp.NotReadyReason = s.cfg.Ready()

@@ -2,14 +2,18 @@ package agentapi
 
 import (
 	"context"
+	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"k8s.io/klog/v2"
 
 	agentv1 "github.com/weirnet/weir/pkg/apis/agent/v1"
+	"github.com/weirnet/weir/pkg/ovsdb"
 	"github.com/weirnet/weir/pkg/pipeline"
 )
 
@@ -171,6 +175,165 @@ Megaflow: recirc_id=0x1,eth,ip,in_port=3,nw_dst=10.10.1.0/24
 Datapath actions: set(tunnel(tun_id=0x0,dst=192.168.1.2,ttl=64,tp_dst=6081,flags(df|key))),2
 `
 
+// A trace through the tunnel over an IPv6 underlay, as ovs-vswitchd 3.1
+// (userspace datapath) prints it (abridged): the peer flow sets
+// tun_ipv6_dst; ovs-vswitchd routes the tunnel through br-phy, whose
+// steps follow; the final flow carries the unset IPv4 tunnel fields too.
+const tunnelTrace6 = `Flow: tcp6,in_port=4,dl_src=0a:58:0a:0a:00:04,dl_dst=02:00:0a:0a:00:01,ipv6_src=fd00:10:10::4,ipv6_dst=fd00:10:11::5
+
+bridge("br-int")
+----------------
+ 0. in_port=4, priority 190, cookie 0x102000000000001
+    set_field:0x3/0xf->reg0
+    goto_table:1
+ 3. ipv6, priority 200, cookie 0x101000000000001
+    ct(table=4,zone=65520)
+    drop
+     -> A clone of the packet is forked to recirculate. The forked pipeline will be resumed at table 4.
+
+Final flow: unchanged
+Datapath actions: ct(zone=65520),recirc(0x1)
+
+===============================================================================
+recirc(0x1) - resume conntrack with ct_state=new|trk
+===============================================================================
+
+bridge("br-int")
+----------------
+    thaw
+        Resuming from table 4
+ 7. ipv6,ipv6_dst=fd00:10:11::/64, priority 200, cookie 0x103000000000001
+    set_field:02:00:0a:0a:00:01->eth_src
+    set_field:aa:bb:cc:dd:ee:ff->eth_dst
+    dec_ttl
+    set_field:2001:db8:2::2->tun_ipv6_dst
+    set_field:0x1->reg1
+    set_field:0x10000/0x10000->reg0
+    goto_table:11
+12. reg0=0x10000/0x10000, priority 200, cookie 0x101000000000001
+    output:NXM_NX_REG1[]
+     -> output port is 1
+     -> output to native tunnel
+     -> tunneling to 2001:db8:2::2 via br-phy
+     -> tunneling from 12:62:b4:64:1e:48 2001:db8:2::1 to aa:55:aa:55:00:02 2001:db8:2::2
+
+    bridge("br-phy")
+    ----------------
+     0. priority 0
+        NORMAL
+         -> no learned MAC for destination, flooding
+
+Final flow: recirc_id=0x1,eth,tcp6,reg0=0x10003,reg1=0x1,tun_src=0.0.0.0,tun_dst=0.0.0.0,tun_ipv6_src=::,tun_ipv6_dst=2001:db8:2::2,tun_gbp_id=0,in_port=4
+Megaflow: recirc_id=0x1,eth,tcp6,in_port=4,ipv6_dst=fd00:10:11::5
+Datapath actions: set(eth(src=02:00:0a:0a:00:01,dst=aa:bb:cc:dd:ee:ff)),set(ipv6(hlimit=63)),ct(commit,zone=65520,mark=0/0xffffff00)
+`
+
+// tunnelTrace6NoRoute is tunnelTrace6 on a node without a route to the
+// tunnel endpoint.
+var tunnelTrace6NoRoute = tunnelTrace6[:strings.Index(tunnelTrace6, "     -> tunneling to")] + `     >> native tunnel routing failed
+
+Final flow: recirc_id=0x1,eth,tcp6,reg0=0x10003,reg1=0x1,tun_src=0.0.0.0,tun_dst=0.0.0.0,tun_ipv6_src=::,tun_ipv6_dst=2001:db8:2::2,in_port=4
+Datapath actions: set(eth(src=02:00:0a:0a:00:01,dst=aa:bb:cc:dd:ee:ff)),set(ipv6(hlimit=63)),ct(commit,zone=65520,mark=0/0xffffff00)
+`
+
+// TestTraceVerdictsIPv6Underlay parses canned traces through the tunnel
+// over an IPv6 underlay: the verdict names the peer by its IPv6 node IP
+// (tun_ipv6_dst), the underlay bridge's step names no pipeline table, and
+// a routing failure of ovs-vswitchd is in the summary.
+func TestTraceVerdictsIPv6Underlay(t *testing.T) {
+	for _, tc := range []struct {
+		name, out string
+		summary   string
+	}{
+		{"routed", tunnelTrace6, "tunneled to node node2 (2001:db8:2::2)"},
+		{"no route", tunnelTrace6NoRoute, "tunneled to node node2 (2001:db8:2::2); but ovs-vswitchd did not send it: " +
+			"native tunnel routing failed (check the underlay: ovs-appctl ovs/route/show, tnl/neigh/show)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture()
+			_, cidr, _ := net.ParseCIDR("10.10.1.0/24")
+			_, cidr6, _ := net.ParseCIDR("fd00:10:11::/64")
+			f.srv.deps.Peers = fakePeers{{Name: "node2", PodCIDR: cidr, GatewayIP: net.ParseIP("10.10.1.1"), PodCIDRv6: cidr6,
+				GatewayIPv6: net.ParseIP("fd00:10:11::1"), NodeIP: net.ParseIP("2001:db8:2::2")}}
+			f.uctl.out = tc.out
+			tr, err := f.srv.Trace(context.Background(), &agentv1.TraceRequest{SourcePod: ref("ns", "b"), DestinationIp: "fd00:10:11::5",
+				Protocol: "tcp", DestinationPort: 80})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v := tr.Verdict; v.Kind != agentv1.TraceVerdict_TUNNEL || v.Node != "node2" || v.TunnelDst != "2001:db8:2::2" ||
+				v.OutPortName != "tun0" || v.Summary != tc.summary {
+				t.Errorf("verdict = %v, want TUNNEL to node2 (2001:db8:2::2), summary %q", v, tc.summary)
+			}
+			last := tr.Steps[len(tr.Steps)-1]
+			if tc.name == "routed" && (len(tr.Steps) != 5 || last.TableId != 0 || last.TableName != "" || last.Note != "in bridge br-phy" ||
+				!last.AfterRecirculation) {
+				t.Errorf("steps = %v, want the last in bridge br-phy", tr.Steps)
+			}
+		})
+	}
+}
+
+// TestTraceFlowsIPv6Only builds trace packets on an IPv6-only node (its
+// pod CIDR and gateway IPv6, as the agent passes them in PodCIDR and
+// GatewayIP; pods and the peer with IPv6 only, over an IPv6 underlay):
+// traces without an address are IPv6, ICMPv6 echo requests use the
+// ICMPv6 fields, and an IPv4 destination is refused.
+func TestTraceFlowsIPv6Only(t *testing.T) {
+	_, cidr, _ := net.ParseCIDR("fd00:10:10::/64")
+	_, peerCIDR, _ := net.ParseCIDR("fd00:10:11::/64")
+	gwMAC, _ := net.ParseMAC("02:00:0a:0a:00:01")
+	macA, _ := net.ParseMAC("0a:58:00:00:00:03")
+	macB, _ := net.ParseMAC("0a:58:00:00:00:04")
+	uctl := &fakeUnixctl{out: "Datapath actions: drop\n"}
+	pods := fakePods{
+		{ContainerID: "ca", IfName: "eth0", PortName: "v-a", IPs: []netip.Addr{netip.MustParseAddr("fd00:10:10::3")}, MAC: macA, PodNamespace: "ns", PodName: "a"},
+		{ContainerID: "cb", IfName: "eth0", PortName: "v-b", IPs: []netip.Addr{netip.MustParseAddr("fd00:10:10::4")}, MAC: macB, PodNamespace: "ns", PodName: "b"},
+	}
+	db := fakeOVSDB{ports: []ovsdb.PortInfo{{Name: "tun0", OFPort: 1}, {Name: "gw0", OFPort: 2}, {Name: "v-a", OFPort: 3}, {Name: "v-b", OFPort: 4}}}
+	srv := New(Config{NodeName: "node1", Bridge: "br-int", PodCIDR: cidr, GatewayName: "gw0", GatewayIP: net.ParseIP("fd00:10:10::1"),
+		GatewayMAC: gwMAC, GatewayOFPort: 2, TunnelOFPort: 1, Logger: klog.Background()},
+		Deps{Switch: &fakeSwitch{}, Pipeline: &fakePipeline{}, Pods: pods, OVSDB: db, Unixctl: uctl,
+			Peers: fakePeers{{Name: "node2", PodCIDRv6: peerCIDR, GatewayIPv6: net.ParseIP("fd00:10:11::1"), NodeIP: net.ParseIP("2001:db8:2::2")}}})
+	for _, tc := range []struct {
+		name string
+		req  *agentv1.TraceRequest
+		want string
+	}{
+		{"pod to pod", &agentv1.TraceRequest{SourcePod: ref("ns", "a"), DestinationPod: ref("ns", "b")},
+			"in_port=3,icmp6,dl_src=0a:58:00:00:00:03,dl_dst=0a:58:00:00:00:04,ipv6_src=fd00:10:10::3,ipv6_dst=fd00:10:10::4,nw_ttl=64,icmpv6_type=128,icmpv6_code=0"},
+		{"from peer pod", &agentv1.TraceRequest{SourceIp: "fd00:10:11::5", DestinationPod: ref("ns", "b"), Protocol: "tcp", SourcePort: 5, DestinationPort: 80},
+			"in_port=1,tun_ipv6_src=2001:db8:2::2,tun_id=0,tcp6,dl_src=02:00:0a:0a:00:01,dl_dst=aa:bb:cc:dd:ee:ff,ipv6_src=fd00:10:11::5,ipv6_dst=fd00:10:10::4,nw_ttl=64,tcp_src=5,tcp_dst=80,tcp_flags=0x002"},
+		{"from outside", &agentv1.TraceRequest{SourceIp: "2001:db8:9::9", DestinationPod: ref("ns", "b"), Protocol: "udp", DestinationPort: 53},
+			"in_port=2,udp6,dl_src=02:00:0a:0a:00:01,dl_dst=0a:58:00:00:00:04,ipv6_src=2001:db8:9::9,ipv6_dst=fd00:10:10::4,nw_ttl=64,udp_src=40000,udp_dst=53"},
+		{"to peer node", &agentv1.TraceRequest{SourcePod: ref("ns", "a"), DestinationNode: "node2"},
+			"in_port=3,icmp6,dl_src=0a:58:00:00:00:03,dl_dst=02:00:0a:0a:00:01,ipv6_src=fd00:10:10::3,ipv6_dst=fd00:10:11::1,nw_ttl=64,icmpv6_type=128,icmpv6_code=0"},
+		{"to this node", &agentv1.TraceRequest{SourcePod: ref("ns", "a"), DestinationNode: "node1"},
+			"in_port=3,icmp6,dl_src=0a:58:00:00:00:03,dl_dst=02:00:0a:0a:00:01,ipv6_src=fd00:10:10::3,ipv6_dst=fd00:10:10::1,nw_ttl=64,icmpv6_type=128,icmpv6_code=0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tr, err := srv.Trace(context.Background(), tc.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tr.Flow != tc.want {
+				t.Errorf("flow =\n%s\nwant\n%s", tr.Flow, tc.want)
+			}
+		})
+	}
+	_, err := srv.Trace(context.Background(), &agentv1.TraceRequest{SourcePod: ref("ns", "a"), DestinationIp: "10.10.1.5"})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "pod ns/a has no IPv4 address") {
+		t.Errorf("trace to IPv4 on an IPv6-only node: %v, want FailedPrecondition: pod ns/a has no IPv4 address", err)
+	}
+	info, err := srv.AgentInfo(context.Background(), &agentv1.AgentInfoRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.PodCidr != "fd00:10:10::/64" || info.GatewayIp != "fd00:10:10::1" || len(info.PodCidrs) != 1 || len(info.GatewayIps) != 1 {
+		t.Errorf("AgentInfo pod CIDR %s %v, gateway %s %v", info.PodCidr, info.PodCidrs, info.GatewayIp, info.GatewayIps)
+	}
+}
+
 // TestTraceVerdicts parses canned ofproto/trace outputs: the tunnel verdict
 // names the peer; a rule-cookie step names the rule; the trace flow
 // addresses the gateway for routed traffic and the pod for pod-to-pod.
@@ -202,9 +365,9 @@ func TestTraceVerdicts(t *testing.T) {
 		want string
 	}{
 		{"pod to pod", &agentv1.TraceRequest{SourcePod: ref("ns", "a"), DestinationPod: ref("ns", "b"), Protocol: "udp", DestinationPort: 53},
-			"in_port=3,udp,dl_src=0a:58:0a:0a:00:03,dl_dst=0a:58:0a:0a:00:04,nw_src=10.10.0.3,nw_dst=10.10.0.4,nw_ttl=64,tp_src=40000,tp_dst=53"},
+			"in_port=3,udp,dl_src=0a:58:0a:0a:00:03,dl_dst=0a:58:0a:0a:00:04,nw_src=10.10.0.3,nw_dst=10.10.0.4,nw_ttl=64,udp_src=40000,udp_dst=53"},
 		{"from peer pod", &agentv1.TraceRequest{SourceIp: "10.10.1.5", DestinationPod: ref("ns", "b"), Protocol: "tcp", SourcePort: 5, DestinationPort: 80},
-			"in_port=1,tun_src=192.168.1.2,tun_id=0,tcp,dl_src=02:00:0a:0a:00:01,dl_dst=aa:bb:cc:dd:ee:ff,nw_src=10.10.1.5,nw_dst=10.10.0.4,nw_ttl=64,tp_src=5,tp_dst=80,tcp_flags=0x002"},
+			"in_port=1,tun_src=192.168.1.2,tun_id=0,tcp,dl_src=02:00:0a:0a:00:01,dl_dst=aa:bb:cc:dd:ee:ff,nw_src=10.10.1.5,nw_dst=10.10.0.4,nw_ttl=64,tcp_src=5,tcp_dst=80,tcp_flags=0x002"},
 		{"from outside", &agentv1.TraceRequest{SourceIp: "8.8.8.8", DestinationPod: ref("ns", "b")},
 			"in_port=2,icmp,dl_src=02:00:0a:0a:00:01,dl_dst=0a:58:0a:0a:00:04,nw_src=8.8.8.8,nw_dst=10.10.0.4,nw_ttl=64,icmp_type=8,icmp_code=0"},
 		{"to node", &agentv1.TraceRequest{SourcePod: ref("ns", "a"), DestinationNode: "node2"},
@@ -300,5 +463,39 @@ func TestAgentInfoFake(t *testing.T) {
 	if info.OvsVersion != "3.1.0" || info.LocalPodCount != 2 || !info.Ready || info.PolicyRuleCount != 1 ||
 		len(info.PeerNodes) != 1 || info.Openflow.Generation != 3 {
 		t.Errorf("AgentInfo = %v", info)
+	}
+}
+
+// TestParseTraceBridges: steps nested under another bridge's header (the
+// underlay bridge after native tunnelling) name no pipeline table and
+// output to none of the main bridge's ports; a step indented less than
+// that header is the main bridge's again.
+func TestParseTraceBridges(t *testing.T) {
+	out := `bridge("br-int")
+----------------
+ 7. ip, priority 200, cookie 0x103000000000001
+    goto_table:12
+12. reg0=0x10000/0x10000, priority 200, cookie 0x101000000000001
+    output:1
+     -> output to native tunnel
+
+    bridge("br-phy")
+    ----------------
+     0. priority 0
+        output:9
+ 4. priority 0, cookie 0x101000000000001
+    drop
+`
+	tr := parseTrace(out, "br-int")
+	var names []string
+	for _, st := range tr.steps {
+		names = append(names, st.TableName+"|"+st.Note)
+	}
+	want := []string{"L3Forwarding|", "Output|", "|in bridge br-phy", "ConntrackState|"}
+	if strings.Join(names, ",") != strings.Join(want, ",") {
+		t.Errorf("steps (table|note) = %q, want %q", names, want)
+	}
+	if len(tr.outPorts) != 1 || tr.outPorts[0] != 1 {
+		t.Errorf("output ports = %v, want [1] (br-phy's output:9 is not br-int's)", tr.outPorts)
 	}
 }

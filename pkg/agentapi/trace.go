@@ -23,10 +23,14 @@ const defaultTraceSrcPort = 40000
 
 // endpoint is one end of a traced packet.
 type endpoint struct {
+	// ip is the traced address: given in the request (given), else chosen
+	// by pickFamily among the pod's addresses or the node's gateways.
 	ip     net.IP
+	given  bool
 	mac    net.HardwareAddr // local pod's MAC
 	pod    *pod             // local pod, if it is one
 	peer   *pipeline.PeerNode
+	node   string // a node destination (peer, or this node if peer is nil)
 	inPort uint32 // where the packet enters the bridge (source only)
 }
 
@@ -52,7 +56,7 @@ func (s *Server) resolveSource(n *node, req *agentv1.TraceRequest) (endpoint, er
 		if p, ok := n.podByIP(ip); ok {
 			return podEndpointAt(p, ip)
 		}
-		e.ip = ip
+		e.ip, e.given = ip, true
 		if e.peer = s.peerOfPodIP(ip); e.peer != nil {
 			e.inPort = s.cfg.TunnelOFPort
 		} else {
@@ -68,7 +72,7 @@ func (s *Server) resolveSource(n *node, req *agentv1.TraceRequest) (endpoint, er
 func podEndpointAt(p pod, ip net.IP) (endpoint, error) {
 	e, err := podEndpoint(p)
 	if err == nil {
-		e.ip = ip
+		e.ip, e.given = ip, true
 	}
 	return e, err
 }
@@ -100,15 +104,16 @@ func (s *Server) resolveDestination(n *node, req *agentv1.TraceRequest) (endpoin
 		}
 		return podEndpoint(p)
 	case req.GetDestinationNode() != "":
+		name := req.GetDestinationNode()
 		for _, peer := range s.peers() {
-			if peer.Name == req.GetDestinationNode() {
-				return endpoint{ip: peer.GatewayIP, peer: &peer}, nil
+			if peer.Name == name {
+				return endpoint{peer: &peer, node: name}, nil
 			}
 		}
-		if req.GetDestinationNode() == s.cfg.NodeName && s.cfg.GatewayIP != nil {
-			return endpoint{ip: s.cfg.GatewayIP}, nil
+		if name == s.cfg.NodeName && (s.gws[v4] != nil || s.gws[v6] != nil) {
+			return endpoint{node: name}, nil
 		}
-		return e, status.Errorf(codes.NotFound, "no peer node %q on this node", req.GetDestinationNode())
+		return e, status.Errorf(codes.NotFound, "no peer node %q on this node", name)
 	}
 	ip, err := parseIP(req.GetDestinationIp(), "destination IP")
 	if err != nil {
@@ -117,16 +122,115 @@ func (s *Server) resolveDestination(n *node, req *agentv1.TraceRequest) (endpoin
 	if p, ok := n.podByIP(ip); ok {
 		return podEndpointAt(p, ip)
 	}
-	e.ip = ip
+	e.ip, e.given = ip, true
 	e.peer = s.peerOfPodIP(ip)
 	return e, nil
 }
 
-// peerOfPodIP returns the peer node whose pod CIDR holds ip, or nil.
+// addrOf returns e's address of family f: a local pod's, a node's gateway
+// address; nil if it has none.
+func (s *Server) addrOf(e *endpoint, f int) net.IP {
+	switch {
+	case e.pod != nil:
+		for _, a := range e.pod.IPs {
+			if ip := net.IP(a.Unmap().AsSlice()); familyOf(ip) == f {
+				return normIP(ip)
+			}
+		}
+		if familyOf(e.pod.IP) == f {
+			return e.pod.IP
+		}
+	case e.node != "" && e.peer != nil:
+		return peerGateway(*e.peer, f)
+	case e.node != "":
+		return s.gws[f]
+	}
+	return nil
+}
+
+// describe names e in errors.
+func (e *endpoint) describe() string {
+	switch {
+	case e.pod != nil:
+		return "pod " + e.pod.ref()
+	case e.node != "":
+		return "node " + e.node
+	}
+	return e.ip.String()
+}
+
+// pickFamily chooses the trace's IP family and sets both endpoints'
+// addresses in it. An address given in the request decides; else IPv4 if
+// both ends have one, else IPv6 (pods and gateways of an IPv6-only node
+// have IPv6 addresses only).
+func (s *Server) pickFamily(src, dst *endpoint) (int, error) {
+	fam := -1
+	if src.given {
+		fam = familyOf(src.ip)
+	}
+	if dst.given {
+		if fam >= 0 && familyOf(dst.ip) != fam {
+			return 0, status.Errorf(codes.InvalidArgument, "source %s and destination %s are of different IP families", src.ip, dst.ip)
+		}
+		fam = familyOf(dst.ip)
+	}
+	if fam < 0 {
+		for _, f := range []int{v4, v6} {
+			if s.addrOf(src, f) != nil && s.addrOf(dst, f) != nil {
+				fam = f
+				break
+			}
+		}
+		if fam < 0 {
+			return 0, status.Errorf(codes.FailedPrecondition, "%s and %s have no IP family in common", src.describe(), dst.describe())
+		}
+	}
+	for _, e := range []*endpoint{src, dst} {
+		if e.given {
+			continue
+		}
+		if e.ip = s.addrOf(e, fam); e.ip == nil {
+			what := "address"
+			if e.pod == nil {
+				what = "gateway address"
+			}
+			return 0, status.Errorf(codes.FailedPrecondition, "%s has no %s %s", e.describe(), familyName(fam), what)
+		}
+	}
+	return fam, nil
+}
+
+// peerOfPodIP returns the peer node one of whose pod CIDRs holds ip, or
+// nil.
 func (s *Server) peerOfPodIP(ip net.IP) *pipeline.PeerNode {
 	for _, peer := range s.peers() {
-		if peer.PodCIDR.Contains(ip) {
-			return &peer
+		for _, c := range peerCIDRs(peer) {
+			if c.Contains(ip) {
+				return &peer
+			}
+		}
+	}
+	return nil
+}
+
+// peerCIDRs returns the peer's pod CIDRs. Each is taken by its family
+// wherever it is given (an IPv6-only peer's may be in PodCIDR).
+func peerCIDRs(p pipeline.PeerNode) []*net.IPNet {
+	var out []*net.IPNet
+	for _, c := range []*net.IPNet{p.PodCIDR, p.PodCIDRv6} {
+		if c != nil {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// peerGateway returns the peer's gateway address of family f (nil if it
+// has none), wherever it is given.
+func peerGateway(p pipeline.PeerNode, f int) net.IP {
+	for _, ip := range []net.IP{p.GatewayIP, p.GatewayIPv6} {
+		if ip != nil && familyOf(ip) == f {
+			return normIP(ip)
 		}
 	}
 	return nil
@@ -137,37 +241,7 @@ func parseIP(s, what string) (net.IP, error) {
 	if ip == nil {
 		return nil, status.Errorf(codes.InvalidArgument, "%s %q is not an IP address", what, s)
 	}
-	if v4 := ip.To4(); v4 != nil {
-		return v4, nil
-	}
-	return ip, nil
-}
-
-// toIPv6 turns a trace whose source or destination IP is IPv6 into an
-// IPv6 trace: pod endpoints take the pod's IPv6 address. A pod without one
-// cannot be traced over IPv6.
-func toIPv6(src, dst *endpoint) error {
-	if src.ip.To4() == nil || dst.ip.To4() == nil {
-		for _, e := range []*endpoint{src, dst} {
-			if e.pod == nil || e.ip.To4() == nil {
-				continue
-			}
-			var v6 net.IP
-			for _, a := range e.pod.IPs {
-				if a.Is6() && !a.Is4In6() {
-					v6 = net.IP(a.AsSlice())
-				}
-			}
-			if v6 == nil {
-				return status.Errorf(codes.FailedPrecondition, "pod %s has no IPv6 address", e.pod.ref())
-			}
-			e.ip = v6
-		}
-	}
-	if (src.ip.To4() == nil) != (dst.ip.To4() == nil) {
-		return status.Errorf(codes.InvalidArgument, "source %s and destination %s are of different IP families", src.ip, dst.ip)
-	}
-	return nil
+	return normIP(ip), nil
 }
 
 // traceFlow builds the ofproto/trace flow: the packet as it arrives at
@@ -176,18 +250,21 @@ func toIPv6(src, dst *endpoint) error {
 // the gateway's MAC (routed). Through the tunnel: to GlobalVirtualMAC.
 // From the gateway: the gateway's MAC to the destination pod's MAC.
 func (s *Server) traceFlow(src, dst endpoint, req *agentv1.TraceRequest) (string, error) {
-	if err := toIPv6(&src, &dst); err != nil {
+	fam, err := s.pickFamily(&src, &dst)
+	if err != nil {
 		return "", err
 	}
-	v6 := src.ip.To4() == nil
+	isV6 := fam == v6
 	var dlSrc, dlDst string
 	gwMAC := macString(s.cfg.GatewayMAC)
 	switch {
 	case src.pod != nil:
 		dlSrc = src.mac.String()
-		// Local pods of one subnet resolve each other (ARP, or ND: the
-		// node's pods share its IPv6 pod CIDR).
-		if dst.pod != nil && (v6 || s.cfg.PodCIDR != nil && s.cfg.PodCIDR.Contains(src.ip) && s.cfg.PodCIDR.Contains(dst.ip)) {
+		// Local pods of one subnet resolve each other (ARP, or ND). Local
+		// pods have their addresses from the node's pod CIDR of each
+		// family; when it is not known, they are taken to.
+		cidr := s.cidrs[fam]
+		if dst.pod != nil && (cidr == nil || cidr.Contains(src.ip) && cidr.Contains(dst.ip)) {
 			dlDst = dst.mac.String()
 		} else {
 			dlDst = gwMAC
@@ -214,11 +291,19 @@ func (s *Server) traceFlow(src, dst endpoint, req *agentv1.TraceRequest) (string
 	}
 	parts := []string{"in_port=" + strconv.FormatUint(uint64(src.inPort), 10)}
 	if src.peer != nil {
-		parts = append(parts, "tun_src="+src.peer.NodeIP.String(), "tun_id=0")
+		// The outer source is the peer's node IP, of the underlay's
+		// family (not necessarily the packet's).
+		tunSrc := "tun_src="
+		if familyOf(src.peer.NodeIP) == v6 {
+			tunSrc = "tun_ipv6_src="
+		}
+		parts = append(parts, tunSrc+src.peer.NodeIP.String(), "tun_id=0")
 	}
-	family, srcField, dstField, echo := "", "nw_src=", "nw_dst=", "icmp_type=8"
-	if v6 {
-		family, srcField, dstField, echo = "6", "ipv6_src=", "ipv6_dst=", "icmp_type=128"
+	// An echo request; ICMPv6 has fields of its own (icmp_type's
+	// prerequisite is ICMPv4).
+	family, srcField, dstField, echo := "", "nw_src=", "nw_dst=", []string{"icmp_type=8", "icmp_code=0"}
+	if isV6 {
+		family, srcField, dstField, echo = "6", "ipv6_src=", "ipv6_dst=", []string{"icmpv6_type=128", "icmpv6_code=0"}
 	}
 	switch proto {
 	case "icmp", "tcp", "udp":
@@ -230,7 +315,7 @@ func (s *Server) traceFlow(src, dst endpoint, req *agentv1.TraceRequest) (string
 		if req.GetSourcePort() != 0 || req.GetDestinationPort() != 0 {
 			return "", status.Error(codes.InvalidArgument, "ports need protocol tcp or udp")
 		}
-		parts = append(parts, echo, "icmp_code=0")
+		parts = append(parts, echo...)
 	case "tcp", "udp":
 		sp := req.GetSourcePort()
 		if sp == 0 {
@@ -239,7 +324,9 @@ func (s *Server) traceFlow(src, dst endpoint, req *agentv1.TraceRequest) (string
 		if sp > 65535 || req.GetDestinationPort() > 65535 {
 			return "", status.Errorf(codes.InvalidArgument, "port out of range (1-65535)")
 		}
-		parts = append(parts, fmt.Sprintf("tp_src=%d", sp), fmt.Sprintf("tp_dst=%d", req.GetDestinationPort()))
+		// tcp_src or udp_src: ofproto/trace's flow parser takes tp_src
+		// for tcp_src, whose prerequisite (TCP) a UDP packet does not meet.
+		parts = append(parts, fmt.Sprintf("%s_src=%d", proto, sp), fmt.Sprintf("%s_dst=%d", proto, req.GetDestinationPort()))
 		if proto == "tcp" {
 			parts = append(parts, "tcp_flags=0x002")
 		}
@@ -279,7 +366,7 @@ func (s *Server) Trace(ctx context.Context, req *agentv1.TraceRequest) (*agentv1
 		return nil, internalError(ctx, "running ofproto/trace", err)
 	}
 	resp := &agentv1.TraceResponse{Flow: flow, RawOutput: out}
-	tr := parseTrace(out)
+	tr := parseTrace(out, s.cfg.Bridge)
 	resp.Steps = tr.steps
 	resp.Verdict = s.verdict(n, tr)
 	return resp, nil
@@ -293,7 +380,12 @@ type parsedTrace struct {
 	datapathActions string
 	finalFlow       string
 	outPorts        []uint32
-	cookies         []uint64 // per step
+	// warnings are what ovs-vswitchd reports it could not do in the
+	// main bridge (" >> native tunnel routing failed"), and the tunnel
+	// neighbour it has yet to resolve.
+	warnings []string
+	cookies  []uint64 // per step
+	inMain   []bool   // per step: in the main bridge (not the underlay's)
 }
 
 var (
@@ -302,22 +394,44 @@ var (
 	// "-> output port is 4" / "output:4" / "output:NXM_NX_REG1[]"
 	outPortRE = regexp.MustCompile(`^-> output port is (\d+)`)
 	outputRE  = regexp.MustCompile(`^output:(\d+)$`)
-	tunDstRE  = regexp.MustCompile(`tun_dst=([0-9.]+)`)
+	// `bridge("br-phy")`: the steps after it are in that bridge (after
+	// native tunnelling, the underlay bridge's).
+	bridgeRE = regexp.MustCompile(`^bridge\("(.*)"\)$`)
+	// The tunnel destination in the final flow: tun_dst over an IPv4
+	// underlay, tun_ipv6_dst over an IPv6 one.
+	tunDstRE = regexp.MustCompile(`\btun_(?:ipv6_)?dst=([0-9A-Fa-f:.]+)`)
 )
 
 // parseTrace splits ofproto/trace's output into steps. Later sections
 // (after "recirc(...) - resume conntrack") reset the output ports and
-// datapath actions: the verdict is that of the last section.
-func parseTrace(out string) parsedTrace {
+// datapath actions: the verdict is that of the last section. Steps in
+// another bridge than bridge (the underlay bridge a natively tunnelled
+// packet continues in) name no pipeline table and output to none of
+// bridge's ports.
+func parseTrace(out, bridge string) parsedTrace {
 	var tr parsedTrace
 	var cur *agentv1.TraceStep
 	afterRecirc := false
+	// other is the other bridge the steps are in ("" for bridge), from
+	// its header indented otherIndent: ofproto/trace nests the underlay
+	// bridge's steps under the tunnel output, and steps indented less are
+	// bridge's again.
+	other, otherIndent := "", 0
 	for _, raw := range strings.Split(out, "\n") {
 		line := strings.TrimSpace(raw)
+		indent := len(raw) - len(strings.TrimLeft(raw, " "))
+		if m := bridgeRE.FindStringSubmatch(line); m != nil {
+			if other, otherIndent = m[1], indent; other == bridge || bridge == "" {
+				other = ""
+			}
+			cur = nil
+			continue
+		}
 		switch {
 		case strings.Contains(line, " - resume conntrack"):
 			afterRecirc = true
-			tr.outPorts, tr.datapathActions, tr.finalFlow = nil, "", ""
+			tr.outPorts, tr.datapathActions, tr.finalFlow, tr.warnings = nil, "", "", nil
+			other = ""
 			cur = nil
 			continue
 		case strings.HasPrefix(line, "Final flow: "):
@@ -333,11 +447,14 @@ func parseTrace(out string) parsedTrace {
 			continue
 		}
 		if m := stepRE.FindStringSubmatch(raw); m != nil {
+			if indent < otherIndent {
+				other, otherIndent = "", 0
+			}
 			// ovs-vswitchd prints tables 0-255 only; a larger number (seen
 			// by FuzzTrace) names no table rather than a wrapped one.
 			id, err := strconv.ParseUint(m[1], 10, 32)
 			var name string
-			if err == nil && id <= 255 {
+			if err == nil && id <= 255 && other == "" {
 				name, _ = pipeline.TableName(uint8(id))
 			}
 			cookie, _ := strconv.ParseUint(strings.TrimPrefix(m[4], "0x"), 16, 64)
@@ -349,12 +466,23 @@ func parseTrace(out string) parsedTrace {
 				flow += ", cookie " + m[4]
 			}
 			cur = &agentv1.TraceStep{TableId: uint32(id), TableName: name, Flow: flow, AfterRecirculation: afterRecirc}
+			if other != "" {
+				cur.Note = otherBridgeNote + other
+			}
 			tr.steps = append(tr.steps, cur)
 			tr.cookies = append(tr.cookies, cookie)
+			tr.inMain = append(tr.inMain, other == "")
 			continue
 		}
 		if cur == nil {
 			continue
+		}
+		cur.Actions = append(cur.Actions, line)
+		if other != "" {
+			continue
+		}
+		if w, ok := traceWarning(line); ok {
+			tr.warnings = append(tr.warnings, w)
 		}
 		if m := outPortRE.FindStringSubmatch(line); m != nil {
 			p, _ := strconv.ParseUint(m[1], 10, 32)
@@ -363,9 +491,28 @@ func parseTrace(out string) parsedTrace {
 			p, _ := strconv.ParseUint(m[1], 10, 32)
 			tr.outPorts = append(tr.outPorts, uint32(p))
 		}
-		cur.Actions = append(cur.Actions, line)
 	}
 	return tr
+}
+
+// otherBridgeNote starts the note of a step in another bridge.
+const otherBridgeNote = "in bridge "
+
+// traceWarning returns what an action line of ofproto/trace says
+// ovs-vswitchd could not do: its warnings (">> text") and errors
+// (">>>> text <<<<"), and the tunnel neighbour it has to resolve first
+// (the packet is not sent: "-> neighbor cache miss for ... sending ARP
+// request").
+func traceWarning(line string) (string, bool) {
+	switch {
+	case strings.HasPrefix(line, ">>>> "):
+		return strings.TrimSuffix(strings.TrimPrefix(line, ">>>> "), " <<<<"), true
+	case strings.HasPrefix(line, ">> "):
+		return strings.TrimPrefix(line, ">> "), true
+	case strings.HasPrefix(line, "-> neighbor cache miss"):
+		return strings.TrimPrefix(line, "-> "), true
+	}
+	return "", false
 }
 
 // verdict explains the trace: where the packet went, which policy rules
@@ -374,7 +521,7 @@ func (s *Server) verdict(n *node, tr parsedTrace) *agentv1.TraceVerdict {
 	v := &agentv1.TraceVerdict{}
 	for i, step := range tr.steps {
 		c := openflow.Cookie(tr.cookies[i])
-		if c.Category() != pipeline.CategoryPolicy || c.Object() == 0 || step.TableId != uint32(pipeline.IngressRule) &&
+		if !tr.inMain[i] || c.Category() != pipeline.CategoryPolicy || c.Object() == 0 || step.TableId != uint32(pipeline.IngressRule) &&
 			step.TableId != uint32(pipeline.EgressRule) {
 			continue
 		}
@@ -385,7 +532,14 @@ func (s *Server) verdict(n *node, tr parsedTrace) *agentv1.TraceVerdict {
 			step.Note = fmt.Sprintf("allowed by policy rule %d (no longer realized)", c.Object())
 		}
 	}
+	// Into the tunnel with a warning is reported as such even when the
+	// datapath actions are empty: where the packet was to go is the
+	// answer, and the warning says why it did not.
+	toTunnel := len(tr.outPorts) > 0 && s.cfg.TunnelOFPort != 0 && tr.outPorts[len(tr.outPorts)-1] == s.cfg.TunnelOFPort
 	dropped := tr.datapathActions == "" || tr.datapathActions == "drop" || len(tr.outPorts) == 0
+	if toTunnel && len(tr.warnings) > 0 {
+		dropped = false
+	}
 	if !dropped {
 		port := tr.outPorts[len(tr.outPorts)-1]
 		v.OutPort = port
@@ -393,15 +547,22 @@ func (s *Server) verdict(n *node, tr parsedTrace) *agentv1.TraceVerdict {
 		switch {
 		case port == s.cfg.TunnelOFPort && port != 0:
 			v.Kind = agentv1.TraceVerdict_TUNNEL
-			if m := tunDstRE.FindStringSubmatch(tr.finalFlow); m != nil {
-				v.TunnelDst = m[1]
+			if ip := tunnelDst(tr.finalFlow); ip != nil {
+				v.TunnelDst = ip.String()
 				for _, peer := range s.peers() {
-					if peer.NodeIP.String() == m[1] {
+					if peer.NodeIP.Equal(ip) {
 						v.Node = peer.Name
 					}
 				}
 			}
 			v.Summary = fmt.Sprintf("tunneled to node %s (%s)", orUnknown(v.Node), orUnknown(v.TunnelDst))
+			if len(tr.warnings) > 0 {
+				// The pipeline chose the tunnel; ovs-vswitchd did not
+				// send the packet (no underlay route to the endpoint, or
+				// its MAC still unresolved).
+				v.Summary += "; but ovs-vswitchd did not send it: " + strings.Join(tr.warnings, "; ") +
+					" (check the underlay: ovs-appctl ovs/route/show, tnl/neigh/show)"
+			}
 		default:
 			v.Kind = agentv1.TraceVerdict_OUTPUT
 			if p, ok := n.podByOFPort(port); ok {
@@ -421,12 +582,18 @@ func (s *Server) verdict(n *node, tr parsedTrace) *agentv1.TraceVerdict {
 		return v
 	}
 	v.Kind = agentv1.TraceVerdict_DROP
-	if len(tr.steps) == 0 {
+	// The drop is explained by the main bridge's last step.
+	var last *agentv1.TraceStep
+	for i, step := range tr.steps {
+		if tr.inMain[i] {
+			last = step
+		}
+	}
+	if last == nil {
 		v.DropReason = "no flow matched"
 		v.Summary = "dropped: " + v.DropReason
 		return v
 	}
-	last := tr.steps[len(tr.steps)-1]
 	switch uint8(last.TableId) {
 	case pipeline.IngressDefaultRule, pipeline.EgressDefaultRule:
 		dir := pipeline.Ingress
@@ -453,6 +620,18 @@ func (s *Server) verdict(n *node, tr parsedTrace) *agentv1.TraceVerdict {
 	}
 	v.Summary = v.DropReason
 	return v
+}
+
+// tunnelDst returns the tunnel destination a final flow carries: the
+// first tun_dst or tun_ipv6_dst that is a specified address (ovs-vswitchd
+// prints the unset family's fields as 0.0.0.0 or :: when it prints them).
+func tunnelDst(finalFlow string) net.IP {
+	for _, m := range tunDstRE.FindAllStringSubmatch(finalFlow, -1) {
+		if ip := net.ParseIP(m[1]); ip != nil && !ip.IsUnspecified() {
+			return normIP(ip)
+		}
+	}
+	return nil
 }
 
 func orUnknown(s string) string {

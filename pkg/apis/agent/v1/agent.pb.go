@@ -360,7 +360,9 @@ type AgentInfoResponse struct {
 	GoVersion   string `protobuf:"bytes,3,opt,name=go_version,json=goVersion,proto3" json:"go_version,omitempty"`
 	// The Kubernetes node name ("" in standalone mode).
 	NodeName string `protobuf:"bytes,4,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
-	PodCidr  string `protobuf:"bytes,5,opt,name=pod_cidr,json=podCidr,proto3" json:"pod_cidr,omitempty"`
+	// The pod CIDR of the node's first family: IPv4, or IPv6 on an IPv6-only
+	// node.
+	PodCidr string `protobuf:"bytes,5,opt,name=pod_cidr,json=podCidr,proto3" json:"pod_cidr,omitempty"`
 	// Open_vSwitch.ovs_version, else ovs-vswitchd's unixctl "version".
 	OvsVersion string `protobuf:"bytes,6,opt,name=ovs_version,json=ovsVersion,proto3" json:"ovs_version,omitempty"`
 	// "system" or "netdev".
@@ -378,10 +380,16 @@ type AgentInfoResponse struct {
 	PeerNodes []string `protobuf:"bytes,15,rep,name=peer_nodes,json=peerNodes,proto3" json:"peer_nodes,omitempty"`
 	// Number of policy rules realized on this node.
 	PolicyRuleCount uint32 `protobuf:"varint,16,opt,name=policy_rule_count,json=policyRuleCount,proto3" json:"policy_rule_count,omitempty"`
-	GatewayIp       string `protobuf:"bytes,17,opt,name=gateway_ip,json=gatewayIp,proto3" json:"gateway_ip,omitempty"`
-	GatewayMac      string `protobuf:"bytes,18,opt,name=gateway_mac,json=gatewayMac,proto3" json:"gateway_mac,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The gateway's address in pod_cidr.
+	GatewayIp  string `protobuf:"bytes,17,opt,name=gateway_ip,json=gatewayIp,proto3" json:"gateway_ip,omitempty"`
+	GatewayMac string `protobuf:"bytes,18,opt,name=gateway_mac,json=gatewayMac,proto3" json:"gateway_mac,omitempty"`
+	// Every pod CIDR of the node and the gateway's address in each, one per
+	// family, IPv4 first (on a dual-stack node both; pod_cidr and gateway_ip
+	// are the first of them).
+	PodCidrs      []string `protobuf:"bytes,19,rep,name=pod_cidrs,json=podCidrs,proto3" json:"pod_cidrs,omitempty"`
+	GatewayIps    []string `protobuf:"bytes,20,rep,name=gateway_ips,json=gatewayIps,proto3" json:"gateway_ips,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AgentInfoResponse) Reset() {
@@ -538,6 +546,20 @@ func (x *AgentInfoResponse) GetGatewayMac() string {
 		return x.GatewayMac
 	}
 	return ""
+}
+
+func (x *AgentInfoResponse) GetPodCidrs() []string {
+	if x != nil {
+		return x.PodCidrs
+	}
+	return nil
+}
+
+func (x *AgentInfoResponse) GetGatewayIps() []string {
+	if x != nil {
+		return x.GatewayIps
+	}
+	return nil
 }
 
 type ListPodInterfacesRequest struct {
@@ -1045,6 +1067,8 @@ type TraceRequest struct {
 	SourceIp  string  `protobuf:"bytes,2,opt,name=source_ip,json=sourceIp,proto3" json:"source_ip,omitempty"`
 	// The destination: a local pod, an IP, or a peer node (traced to its
 	// gateway IP, the first address of its pod CIDR; see docs/tooling.md).
+	// The packet's family is that of a given IP, else IPv4 when both ends
+	// have an IPv4 address, else IPv6 (an IPv6-only node).
 	DestinationPod  *PodRef `protobuf:"bytes,3,opt,name=destination_pod,json=destinationPod,proto3" json:"destination_pod,omitempty"`
 	DestinationIp   string  `protobuf:"bytes,4,opt,name=destination_ip,json=destinationIp,proto3" json:"destination_ip,omitempty"`
 	DestinationNode string  `protobuf:"bytes,5,opt,name=destination_node,json=destinationNode,proto3" json:"destination_node,omitempty"`
@@ -1238,7 +1262,8 @@ type TraceVerdict struct {
 	OutPort     uint32  `protobuf:"varint,2,opt,name=out_port,json=outPort,proto3" json:"out_port,omitempty"`
 	OutPortName string  `protobuf:"bytes,3,opt,name=out_port_name,json=outPortName,proto3" json:"out_port_name,omitempty"`
 	Pod         *PodRef `protobuf:"bytes,4,opt,name=pod,proto3" json:"pod,omitempty"`
-	// TUNNEL: the tunnel destination and the peer node it belongs to.
+	// TUNNEL: the tunnel destination (the peer's node IP, IPv4 or, over an
+	// IPv6 underlay, IPv6) and the peer node it belongs to.
 	TunnelDst string `protobuf:"bytes,5,opt,name=tunnel_dst,json=tunnelDst,proto3" json:"tunnel_dst,omitempty"`
 	Node      string `protobuf:"bytes,6,opt,name=node,proto3" json:"node,omitempty"`
 	// Policy rules (names) that allowed the packet.
@@ -2401,7 +2426,7 @@ const file_pkg_apis_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"table_name\x18\x02 \x01(\tR\ttableName\x12\x1d\n" +
 	"\n" +
-	"flow_count\x18\x03 \x01(\rR\tflowCount\"\xaa\x05\n" +
+	"flow_count\x18\x03 \x01(\rR\tflowCount\"\xe8\x05\n" +
 	"\x11AgentInfoResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12!\n" +
 	"\fvcs_revision\x18\x02 \x01(\tR\vvcsRevision\x12\x1d\n" +
@@ -2427,7 +2452,10 @@ const file_pkg_apis_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"gateway_ip\x18\x11 \x01(\tR\tgatewayIp\x12\x1f\n" +
 	"\vgateway_mac\x18\x12 \x01(\tR\n" +
-	"gatewayMac\"J\n" +
+	"gatewayMac\x12\x1b\n" +
+	"\tpod_cidrs\x18\x13 \x03(\tR\bpodCidrs\x12\x1f\n" +
+	"\vgateway_ips\x18\x14 \x03(\tR\n" +
+	"gatewayIps\"J\n" +
 	"\x18ListPodInterfacesRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n" +
 	"\x03pod\x18\x02 \x01(\tR\x03pod\"\x91\x02\n" +
