@@ -44,8 +44,8 @@ func infoTable(w io.Writer, r *agentv1.AgentInfoResponse) {
 	fmt.Fprintf(w, "Node:\t%s\n", node)
 	fmt.Fprintf(w, "Version:\t%s (revision %s, %s)\n", dash(r.GetVersion()), dash(r.GetVcsRevision()), dash(r.GetGoVersion()))
 	fmt.Fprintf(w, "Ready:\t%s\n", ready)
-	fmt.Fprintf(w, "Pod CIDR:\t%s\n", dash(r.GetPodCidr()))
-	fmt.Fprintf(w, "Gateway:\t%s %s\n", dash(r.GetGatewayIp()), r.GetGatewayMac())
+	fmt.Fprintf(w, "Pod CIDR:\t%s\n", dash(strings.Join(orOne(r.GetPodCidrs(), r.GetPodCidr()), ", ")))
+	fmt.Fprintf(w, "Gateway:\t%s %s\n", dash(strings.Join(orOne(r.GetGatewayIps(), r.GetGatewayIp()), ", ")), r.GetGatewayMac())
 	fmt.Fprintf(w, "Bridge:\t%s (datapath %s, OVS %s)\n", dash(r.GetBridge()), dash(r.GetDatapathType()), dash(r.GetOvsVersion()))
 	fmt.Fprintf(w, "OpenFlow:\t%s\n", connState(r.GetOpenflow()))
 	fmt.Fprintf(w, "OVSDB:\t%s\n", connState(r.GetOvsdb()))
@@ -59,6 +59,15 @@ func infoTable(w io.Writer, r *agentv1.AgentInfoResponse) {
 			row(w, t.GetTableId(), t.GetTableName(), t.GetFlowCount())
 		}
 	}
+}
+
+// orOne returns all (every family's value), else one (an agent from
+// before dual-stack reports one only), else nothing.
+func orOne(all []string, one string) []string {
+	if len(all) == 0 && one != "" {
+		return []string{one}
+	}
+	return all
 }
 
 func connState(c *agentv1.ConnectionState) string {

@@ -31,6 +31,9 @@ type fakeAgent struct {
 	// the client goes away when hold is set.
 	events []*agentv1.PolicyVerdictEvent
 	hold   bool
+	// ipv6Only and dualStack make the answers those of an IPv6-only or a
+	// dual-stack node (set before the first call).
+	ipv6Only, dualStack bool
 }
 
 func (f *fakeAgent) record(name string, m proto.Message) {
@@ -47,6 +50,14 @@ func (f *fakeAgent) request(name string) proto.Message {
 
 func (f *fakeAgent) AgentInfo(_ context.Context, r *agentv1.AgentInfoRequest) (*agentv1.AgentInfoResponse, error) {
 	f.record("AgentInfo", r)
+	if f.ipv6Only {
+		return &agentv1.AgentInfoResponse{NodeName: "node-6", PodCidr: "fd00:10:244:1::/64", PodCidrs: []string{"fd00:10:244:1::/64"},
+			GatewayIp: "fd00:10:244:1::1", GatewayIps: []string{"fd00:10:244:1::1"}, GatewayMac: "02:00:fd:00:00:01", Ready: true}, nil
+	}
+	if f.dualStack {
+		return &agentv1.AgentInfoResponse{NodeName: "node-ds", PodCidr: "10.244.0.0/24", PodCidrs: []string{"10.244.0.0/24", "fd00:10:244::/64"},
+			GatewayIp: "10.244.0.1", GatewayIps: []string{"10.244.0.1", "fd00:10:244::1"}, GatewayMac: "02:00:0a:f4:00:01", Ready: true}, nil
+	}
 	return &agentv1.AgentInfoResponse{
 		Version: "v0.1.0", VcsRevision: "abc123", GoVersion: "go1.26.8", NodeName: "node-a", PodCidr: "10.244.0.0/24",
 		OvsVersion: "3.1.0", DatapathType: "netdev", Bridge: "br-int",
@@ -59,6 +70,11 @@ func (f *fakeAgent) AgentInfo(_ context.Context, r *agentv1.AgentInfoRequest) (*
 
 func (f *fakeAgent) ListPodInterfaces(_ context.Context, r *agentv1.ListPodInterfacesRequest) (*agentv1.ListPodInterfacesResponse, error) {
 	f.record("ListPodInterfaces", r)
+	if f.ipv6Only {
+		return &agentv1.ListPodInterfacesResponse{Interfaces: []*agentv1.PodInterface{{Pod: &agentv1.PodRef{Namespace: "ns1", Name: "web"},
+			Ifname: "eth0", OvsPortName: "web-1a2b3c", Ofport: 3, Ip: "fd00:10:244:1::2", Ips: []string{"fd00:10:244:1::2"},
+			Mac: "02:00:fd:00:00:02", ContainerId: "0123"}}}, nil
+	}
 	all := []*agentv1.PodInterface{
 		{Pod: &agentv1.PodRef{Namespace: "ns1", Name: "web"}, Ifname: "eth0", OvsPortName: "web-1a2b3c", Ofport: 3, Ip: "10.244.0.2", Mac: "02:00:0a:f4:00:02", ContainerId: "0123456789abcdef0123"},
 		{Pod: &agentv1.PodRef{Namespace: "ns2", Name: "db"}, Ifname: "eth0", OvsPortName: "db-4d5e6f", Ofport: 4, Ip: "10.244.0.3", Ips: []string{"10.244.0.3", "fd00:10:244::3"}, Mac: "02:00:0a:f4:00:03", ContainerId: "fedcba"},
@@ -99,6 +115,11 @@ func (f *fakeAgent) Trace(_ context.Context, r *agentv1.TraceRequest) (*agentv1.
 		},
 		Verdict: &agentv1.TraceVerdict{Kind: agentv1.TraceVerdict_TUNNEL, TunnelDst: "172.31.250.12", Node: "node-b", Summary: "tunneled to node-b"},
 	}
+	if f.ipv6Only {
+		resp.Flow = "in_port=3,icmp6,ipv6_src=fd00:10:244:1::2,ipv6_dst=fd00:10:244:2::5"
+		resp.Verdict = &agentv1.TraceVerdict{Kind: agentv1.TraceVerdict_TUNNEL, TunnelDst: "2001:db8:2::2", Node: "node-b",
+			Summary: "tunneled to node node-b (2001:db8:2::2)"}
+	}
 	if r.GetDestinationPod().GetName() == "isolated" {
 		resp.Steps[1].Note = "dropped here"
 		resp.Verdict = &agentv1.TraceVerdict{Kind: agentv1.TraceVerdict_DROP, DropReason: "dropped by isolation of ns1/isolated (ingress)",
@@ -133,8 +154,8 @@ func (f *fakeAgent) WatchPolicyVerdicts(r *agentv1.WatchPolicyVerdictsRequest, s
 	return nil
 }
 
-// startFake serves a fakeAgent on a unix socket at path.
-func startFake(t *testing.T, path string) *fakeAgent {
+// startFake serves a fakeAgent, changed by opts, on a unix socket at path.
+func startFake(t *testing.T, path string, opts ...func(*fakeAgent)) *fakeAgent {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
@@ -144,6 +165,9 @@ func startFake(t *testing.T, path string) *fakeAgent {
 		t.Fatal(err)
 	}
 	f := &fakeAgent{last: map[string]proto.Message{}}
+	for _, o := range opts {
+		o(f)
+	}
 	srv := grpc.NewServer()
 	agentv1.RegisterAgentServiceServer(srv, f)
 	go srv.Serve(l)
@@ -331,6 +355,54 @@ func TestCommands(t *testing.T) {
 }
 
 // TestTableAlignment checks that table columns line up.
+// TestIPv6Addresses: the info of IPv6-only and dual-stack nodes shows
+// every pod CIDR and gateway address, an IPv6 pod's address is its IPS
+// column, and a trace to an IPv6 address goes to the agent as it is and
+// shows the IPv6 tunnel destination (an IPv6 underlay).
+func TestIPv6Addresses(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		dualStack bool
+		args      []string
+		stdout    []string // substrings, in order
+		wantReq   proto.Message
+	}{
+		{name: "IPv6-only info", args: []string{"get", "info"},
+			stdout: []string{"Pod CIDR:", "fd00:10:244:1::/64\n", "Gateway:", "fd00:10:244:1::1 02:00:fd:00:00:01"}},
+		{name: "dual-stack info", dualStack: true, args: []string{"get", "info"},
+			stdout: []string{"Pod CIDR:", "10.244.0.0/24, fd00:10:244::/64\n", "Gateway:", "10.244.0.1, fd00:10:244::1 02:00:0a:f4:00:01"}},
+		{name: "IPv6-only pods", args: []string{"get", "pods"},
+			stdout: []string{"IPS", "MAC", "\n", "ns1", "web", "fd00:10:244:1::2", "02:00:fd:00:00:02", "web-1a2b3c"}},
+		{name: "IPv6 trace", args: []string{"trace", "--from", "ns1/web", "--to", "fd00:10:244:2::5"},
+			stdout:  []string{"Flow:", "ipv6_dst=fd00:10:244:2::5", "Verdict:", "TUNNEL to node node-b (2001:db8:2::2)"},
+			wantReq: &agentv1.TraceRequest{SourcePod: &agentv1.PodRef{Namespace: "ns1", Name: "web"}, DestinationIp: "fd00:10:244:2::5", Protocol: "icmp"}},
+		{name: "IPv6 source IP", args: []string{"trace", "--from", "fd00:10:244:2::5", "--to", "ns1/web", "--proto", "tcp", "--port", "80"},
+			wantReq: &agentv1.TraceRequest{SourceIp: "fd00:10:244:2::5", DestinationPod: &agentv1.PodRef{Namespace: "ns1", Name: "web"}, Protocol: "tcp", DestinationPort: 80}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sock := filepath.Join(shortTempDir(t), "agent.sock")
+			fake := startFake(t, sock, func(f *fakeAgent) { f.ipv6Only, f.dualStack = !tc.dualStack, tc.dualStack })
+			r := runCLI(context.Background(), nil, append([]string{"--socket", sock}, tc.args...)...)
+			if r.code != 0 {
+				t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+			}
+			rest := r.stdout
+			for _, s := range tc.stdout {
+				i := strings.Index(rest, s)
+				if i < 0 {
+					t.Fatalf("stdout lacks %q (in order)\nstdout:\n%s", s, r.stdout)
+				}
+				rest = rest[i+len(s):]
+			}
+			if tc.wantReq != nil {
+				if got := fake.request("Trace"); !proto.Equal(got, tc.wantReq) {
+					t.Errorf("Trace request %v, want %v", got, tc.wantReq)
+				}
+			}
+		})
+	}
+}
+
 func TestTableAlignment(t *testing.T) {
 	dir := shortTempDir(t)
 	sock := filepath.Join(dir, "agent.sock")
