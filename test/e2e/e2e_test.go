@@ -202,13 +202,16 @@ func TestSNATToOutside(t *testing.T) {
 		[]string{"ip", "-n", outside, "link", "set", "lo", "up"},
 		// A real host sends full-size frames with complete checksums.
 		[]string{"ip", "netns", "exec", outside, "ethtool", "-K", "eth0", "tx", "off"})
+	// Removed also when a setup step fails.
+	t.Cleanup(func() {
+		_ = exec.Command("ip", "link", "del", host).Run()
+		_ = exec.Command("ip", "netns", "del", outside).Run()
+	})
 	for _, c := range setup {
 		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
 			t.Fatalf("%v: %v: %s", c, err, out)
 		}
 	}
-	defer exec.Command("ip", "netns", "del", outside).Run()
-	defer exec.Command("ip", "link", "del", host).Run()
 
 	for _, fam := range allFamilies {
 		t.Run(string(fam), func(t *testing.T) {
