@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -73,7 +74,10 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 	if err != nil {
 		return err
 	}
-	cidr := cidrs.IPv4
+	// The primary family's pod CIDR (IPv4, else IPv6 on an IPv6-only
+	// node): its IPAM is the CNI server's first, its gateway address gives
+	// the gateway's MAC.
+	cidr := cidrs.Primary()
 	start := time.Now() // the pod CIDR wait is logged on its own
 
 	db, err := ovsdb.Connect(ctx, cfg.OVSDBEndpoint, log.WithName("ovsdb"), ovsdb.WithObserver(mon))
@@ -113,24 +117,40 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 		}
 		log.Info("Underlay ready", "bridge", underlay.Bridge, "nic", underlay.NIC, "addrs", addrs, "mtu", underlay.MTU)
 	}
-	mtu := podMTU(ctx, cfg, client, underlay, log)
-
-	alloc, err := ipam.New(cidr, ipam.NewFileStore(filepath.Join(cfg.StateDir, "ipam.json")))
-	if err != nil {
-		return fmt.Errorf("opening IPAM state: %w", err)
+	// The underlay's family: the tunnel endpoints are the Nodes'
+	// InternalIPs of one family (NodeControllerConfig.IPv6Underlay).
+	var localIP net.IP
+	if cfg.ClusterMode() {
+		localIP = localTunnelEndpoint(ctx, client, cfg.NodeName, log)
 	}
-	gwIP := alloc.Gateway()
-	gwMAC := podnet.MACFromIP(gwIP)
-	// A dual-stack node: the IPv6 pod CIDR has an IPAM of its own (its own
-	// state file) and its gateway address is on the same gateway port.
-	var alloc6 *ipam.Allocator
-	var gwIPv6 net.IP
+	ipv6Underlay := underlayIsIPv6(localIP, underlay, cidrs)
+	mtu := podMTU(cfg, underlay, localIP, ipv6Underlay, log)
+
+	// An IPAM per family, each with its own state file (ipam.json for
+	// IPv4, ipam-v6.json for IPv6) and its gateway address on the one
+	// gateway port.
+	var alloc4, alloc6 *ipam.Allocator
+	var gwIPv4, gwIPv6 net.IP
+	if cidrs.IPv4 != nil {
+		if alloc4, err = ipam.New(cidrs.IPv4, ipam.NewFileStore(filepath.Join(cfg.StateDir, "ipam.json"))); err != nil {
+			return fmt.Errorf("opening IPAM state: %w", err)
+		}
+		gwIPv4 = alloc4.Gateway()
+	}
 	if cidrs.IPv6 != nil {
 		if alloc6, err = ipam.New(cidrs.IPv6, ipam.NewFileStore(filepath.Join(cfg.StateDir, "ipam-v6.json"))); err != nil {
 			return fmt.Errorf("opening IPv6 IPAM state: %w", err)
 		}
 		gwIPv6 = alloc6.Gateway()
 	}
+	// The CNI server's first IPAM is the primary family's; the second
+	// (cniserver.Config.IPv6) only a dual-stack node's IPv6 one.
+	alloc, second, secondCIDR, secondGW := alloc4, alloc6, cidrs.IPv6, gwIPv6
+	if alloc4 == nil {
+		alloc, second, secondCIDR, secondGW = alloc6, nil, nil, nil
+	}
+	gwIP := alloc.Gateway()
+	gwMAC := podnet.MACFromIP(gwIP)
 	gwPort, err := db.EnsureInternalPort(ctx, cfg.Bridge, cfg.GatewayName, ovsdb.PortOptions{
 		OFPortRequest: int(interfacestore.GatewayOFPort), MAC: gwMAC.String(), MTU: mtu,
 		ExternalIDs: map[string]string{ovsdb.KeyWeirType: ovsdb.WeirTypeGateway},
@@ -138,20 +158,26 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("ensuring gateway port %s: %w", cfg.GatewayName, err)
 	}
-	gwAddrs := []*net.IPNet{{IP: gwIP, Mask: cidr.Mask}}
+	var gwAddrs []*net.IPNet
+	if alloc4 != nil {
+		gwAddrs = append(gwAddrs, &net.IPNet{IP: gwIPv4, Mask: cidrs.IPv4.Mask})
+	}
 	if alloc6 != nil {
 		gwAddrs = append(gwAddrs, &net.IPNet{IP: gwIPv6, Mask: cidrs.IPv6.Mask})
 	}
 	if err := configureGateway(ctx, cfg.GatewayName, mtu, gwAddrs...); err != nil {
 		return err
 	}
-	// ARP for pods from the gateway IP, whatever address the node sends
-	// from (the pipeline handles the other case too: docs/overlay.md).
-	arpChanged, err := nodenet.SetGatewayARPAnnounce(cfg.GatewayName)
-	if err != nil {
-		return err
+	if alloc4 != nil {
+		// ARP for pods from the gateway IP, whatever address the node
+		// sends from (the pipeline handles the other case too:
+		// docs/overlay.md).
+		arpChanged, err := nodenet.SetGatewayARPAnnounce(cfg.GatewayName)
+		if err != nil {
+			return err
+		}
+		log.Info("Gateway ARP source is the gateway IP", "sysctl", "net.ipv4.conf."+cfg.GatewayName+".arp_announce=2", "changed", arpChanged)
 	}
-	log.Info("Gateway ARP source is the gateway IP", "sysctl", "net.ipv4.conf."+cfg.GatewayName+".arp_announce=2", "changed", arpChanged)
 	if cfg.DatapathType == ovsdb.DatapathNetdev {
 		// Before forwarding is on: the kernel must not answer or route
 		// what pods send on their host-side veths (OVS does).
@@ -161,11 +187,13 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 	}
 	// The node routes pod traffic: egress to SNAT, Service traffic sent
 	// back through the gateway.
-	changed, err := nodenet.EnableIPv4Forwarding()
-	if err != nil {
-		return err
+	if alloc4 != nil {
+		changed, err := nodenet.EnableIPv4Forwarding()
+		if err != nil {
+			return err
+		}
+		log.Info("IPv4 forwarding on", "sysctl", "net.ipv4.ip_forward=1", "changed", changed)
 	}
-	log.Info("IPv4 forwarding on", "sysctl", "net.ipv4.ip_forward=1", "changed", changed)
 	if alloc6 != nil {
 		changed, err := nodenet.EnableIPv6Forwarding()
 		if err != nil {
@@ -206,12 +234,13 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 		return fmt.Errorf("choosing a cookie round: %w", err)
 	}
 	log.Info("Cookie round chosen", "round", round, "previous", before.latest, "roundsOnBridge", roundsForLog(before.rounds()))
-	svcCIDR, svcCIDRv6, err := cfg.ParseServiceCIDRs()
+	svcCIDR, svcCIDRv6, err := serviceCIDRs(cfg, cidrs, log)
 	if err != nil {
 		return err
 	}
-	pipe, err := pipeline.New(sw, pipeline.Config{ServiceCIDR: svcCIDR, ServiceCIDRv6: svcCIDRv6, GatewayOFPort: uint32(gwPort), GatewayMAC: gwMAC, GatewayIP: gwIP,
-		TunnelOFPort: uint32(tunPort), PodCIDR: cidr, GatewayIPv6: gwIPv6, PodCIDRv6: cidrs.IPv6, CTZone: cfg.CTZone, Round: round})
+	pipe, err := pipeline.New(sw, pipeline.Config{ServiceCIDR: svcCIDR, ServiceCIDRv6: svcCIDRv6, GatewayOFPort: uint32(gwPort), GatewayMAC: gwMAC,
+		GatewayIP: gwIPv4, TunnelOFPort: uint32(tunPort), PodCIDR: cidrs.IPv4, GatewayIPv6: gwIPv6, PodCIDRv6: cidrs.IPv6, CTZone: cfg.CTZone,
+		Round: round})
 	if err != nil {
 		return err
 	}
@@ -224,7 +253,7 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 	// and Pod controllers, the tooling API and metrics read them.
 	ifaces := interfacestore.NewStore()
 	srv := cniserver.New(cniserver.Config{Bridge: cfg.Bridge, MTU: mtu, TxChecksumOff: cfg.DatapathType == "netdev",
-		IPv6: alloc6, Interfaces: ifaces, Logger: log, Observer: mon, Dataplane: openFlowHealth(sw)}, db, pipe, alloc)
+		IPv6: second, Interfaces: ifaces, Logger: log, Observer: mon, Dataplane: openFlowHealth(sw)}, db, pipe, alloc)
 	mon.SetCNIServer(srv, cfg.CNISocket)
 	st, err := srv.Restore(ctx)
 	if err != nil {
@@ -249,7 +278,7 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 	}
 	srv.SetReady(true)
 	log.Info("Agent ready", "bridge", cfg.Bridge, "datapath", cfg.DatapathType, "podCIDRs", cidrs.String(),
-		"gateway", gwIP.String(), "mtu", mtu, "tunnelOFPort", tunPort, "round", round, "restoredPods", st.Restored, "removedPods", st.Removed,
+		"gateways", gatewayStrings(gwAddrs), "ipv6Underlay", ipv6Underlay, "mtu", mtu, "tunnelOFPort", tunPort, "round", round, "restoredPods", st.Restored, "removedPods", st.Removed,
 		"releasedIPs", st.Released, "startup", time.Since(start).Round(time.Millisecond))
 
 	// In cluster mode: the Node controller (tunnel peers and routes), the
@@ -266,7 +295,7 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 	if cfg.ClusterMode() {
 		factory := kubecache.NewFactory(client)
 		if nc, err = NewNodeController(NodeControllerConfig{Client: client, Informers: factory, LocalNode: cfg.NodeName, Pipeline: pipe,
-			GatewayName: cfg.GatewayName, UnderlayBridge: underlayBridge(underlay), Logger: log}); err != nil {
+			IPv6: cidrs.IPv6 != nil, IPv6Only: cidrs.IPv6Only(), IPv6Underlay: ipv6Underlay, GatewayName: cfg.GatewayName, UnderlayBridge: underlayBridge(underlay), Logger: log}); err != nil {
 			return err
 		}
 		if pc, err = NewPodController(PodControllerConfig{Client: client, Informers: factory, NodeName: cfg.NodeName, Interfaces: ifaces, Releaser: srv,
@@ -306,7 +335,7 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 	}
 	// The operator tooling API (docs/tooling.md).
 	defer background(ctx, func(ctx context.Context) {
-		serveAPI(ctx, apiDeps{cfg: cfg, alloc: alloc, cidr: cidr, gwIP: gwIP, gwMAC: gwMAC, gwPort: gwPort, tun: tunPort, db: db, sw: sw,
+		serveAPI(ctx, apiDeps{cfg: cfg, alloc: alloc, cidr: cidr, gwIP: gwIP, alloc6: second, cidr6: secondCIDR, gwIP6: secondGW, gwMAC: gwMAC, gwPort: gwPort, tun: tunPort, db: db, sw: sw,
 			pipe: pipe, ifaces: ifaces, nc: nc, polc: polc, ready: func() (bool, string) { return connReady(sw, db) }}, log)
 	})()
 	// After an ovs-vswitchd restart: restore what it may have lost, then
@@ -332,11 +361,14 @@ func reconcileSNAT(ctx context.Context, cfg Config, cidrs PodCIDRs, log klog.Log
 	if err := nodenet.ReconcileSNAT(ctx, nodenet.SNATConfig{PodCIDR: cidrs.IPv4, PodCIDRv6: cidrs.IPv6, GatewayName: cfg.GatewayName}); err != nil {
 		return err
 	}
-	tables := "ip " + nodenet.SNATTable
-	if cidrs.IPv6 != nil {
-		tables += ", ip6 " + nodenet.SNATTable
+	var tables []string
+	if cidrs.IPv4 != nil {
+		tables = append(tables, "ip "+nodenet.SNATTable)
 	}
-	log.Info("Pod egress SNAT installed", "tables", tables, "podCIDRs", cidrs.String(), "except", cfg.GatewayName)
+	if cidrs.IPv6 != nil {
+		tables = append(tables, "ip6 "+nodenet.SNATTable)
+	}
+	log.Info("Pod egress SNAT installed", "tables", strings.Join(tables, ", "), "podCIDRs", cidrs.String(), "except", cfg.GatewayName)
 	return nil
 }
 
@@ -351,10 +383,12 @@ func underlayBridge(u *nodenet.Underlay) string {
 
 // podMTU returns the MTU of pods and the gateway: the configured one, or
 // (cfg.MTU 0) with a tunnel (cluster mode) the underlay's MTU less the
-// Geneve overhead, else defaultMTU. The underlay is the set-up underlay
-// (netdev), else UnderlayInterface, else the interface holding the Node's
-// InternalIP; if none is found an underlay of defaultMTU is assumed.
-func podMTU(ctx context.Context, cfg Config, client kubernetes.Interface, u *nodenet.Underlay, log klog.Logger) int {
+// Geneve overhead of the underlay's family (nodenet.PodMTUFor: 50 bytes
+// over IPv4, 70 over IPv6), else defaultMTU. The underlay is the set-up
+// underlay (netdev), else UnderlayInterface, else the interface holding
+// the local tunnel endpoint localIP; if none is found an underlay of
+// defaultMTU is assumed.
+func podMTU(cfg Config, u *nodenet.Underlay, localIP net.IP, ipv6Underlay bool, log klog.Logger) int {
 	if cfg.MTU != 0 {
 		return cfg.MTU
 	}
@@ -372,32 +406,57 @@ func podMTU(ctx context.Context, cfg Config, client kubernetes.Interface, u *nod
 		} else {
 			underlayMTU, from = link.Attrs().MTU, cfg.UnderlayInterface
 		}
-	default:
-		if link := linkOfNodeIP(ctx, client, cfg.NodeName, log); link != nil {
+	case localIP != nil:
+		if link := linkOfIP(localIP, log); link != nil {
 			underlayMTU, from = link.Attrs().MTU, link.Attrs().Name
 		}
 	}
-	mtu := nodenet.PodMTU(underlayMTU)
-	log.Info("Pod MTU chosen automatically", "mtu", mtu, "underlayMTU", underlayMTU, "underlay", from)
+	mtu := nodenet.PodMTUFor(underlayMTU, ipv6Underlay)
+	log.Info("Pod MTU chosen automatically", "mtu", mtu, "underlayMTU", underlayMTU, "underlay", from, "ipv6Underlay", ipv6Underlay)
 	return mtu
 }
 
-// linkOfNodeIP returns the local interface that holds the InternalIP of
-// Node nodeName, nil (logged) if there is none.
-func linkOfNodeIP(ctx context.Context, client kubernetes.Interface, nodeName string, log klog.Logger) netlink.Link {
+// localTunnelEndpoint reads Node nodeName and returns its tunnel endpoint:
+// its IPv4 InternalIP, else its IPv6 one (an IPv6 underlay); nil (logged)
+// if the Node cannot be read or has no InternalIP yet.
+func localTunnelEndpoint(ctx context.Context, client kubernetes.Interface, nodeName string, log klog.Logger) net.IP {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	node, err := client.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
 	if err != nil {
-		log.Error(err, "Cannot read the Node to find the underlay interface; assuming the default MTU", "node", nodeName)
+		log.Error(err, "Cannot read the Node to find the underlay; assuming the default MTU and the pod CIDRs' underlay family", "node", nodeName)
 		return nil
 	}
-	ip := NodeInternalIP(node)
-	if ip == nil {
-		log.Info("The Node has no InternalIP yet; assuming the default underlay MTU", "node", nodeName)
-		return nil
+	if ip := NodeTunnelIP(node, false); ip != nil {
+		return ip
 	}
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	if ip := NodeTunnelIP(node, true); ip != nil {
+		return ip
+	}
+	log.Info("The Node has no InternalIP yet; assuming the default underlay MTU and the pod CIDRs' underlay family", "node", nodeName)
+	return nil
+}
+
+// underlayIsIPv6 says whether the tunnel endpoints are IPv6: the local
+// endpoint's family when it is known, else the set-up underlay's (IPv6
+// when it holds IPv6 addresses only), else IPv6 exactly on an IPv6-only
+// node. A dual-stack node whose Node has an IPv4 InternalIP tunnels over
+// IPv4, as before IPv6 underlays existed.
+func underlayIsIPv6(localIP net.IP, u *nodenet.Underlay, cidrs PodCIDRs) bool {
+	switch {
+	case localIP != nil:
+		return localIP.To4() == nil
+	case u != nil && (len(u.Addrs) > 0 || len(u.Addrs6) > 0):
+		return len(u.Addrs) == 0
+	default:
+		return cidrs.IPv6Only()
+	}
+}
+
+// linkOfIP returns the local interface that holds ip, nil (logged) if
+// there is none.
+func linkOfIP(ip net.IP, log klog.Logger) netlink.Link {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
 	if err != nil {
 		log.Error(err, "Listing addresses failed; assuming the default underlay MTU")
 		return nil
@@ -413,22 +472,40 @@ func linkOfNodeIP(ctx context.Context, client kubernetes.Interface, nodeName str
 	return nil
 }
 
+// serviceCIDRs returns the ClusterIP ranges of the families the node has
+// pods of; a configured range of another family (the default IPv4 range
+// on an IPv6-only node) is dropped with a log line: no pod of the node can
+// send to it.
+func serviceCIDRs(cfg Config, cidrs PodCIDRs, log klog.Logger) (v4, v6 *net.IPNet, err error) {
+	if v4, v6, err = cfg.ParseServiceCIDRs(); err != nil {
+		return nil, nil, err
+	}
+	if v4 != nil && cidrs.IPv4 == nil {
+		log.Info("Ignoring the IPv4 Service CIDR: this node has no IPv4 pods", "serviceCIDR", v4.String())
+		v4 = nil
+	}
+	if v6 != nil && cidrs.IPv6 == nil {
+		log.Info("Ignoring the IPv6 Service CIDR: this node has no IPv6 pods", "serviceCIDR", v6.String())
+		v6 = nil
+	}
+	return v4, v6, nil
+}
+
+// gatewayStrings returns the gateway addresses for the log.
+func gatewayStrings(addrs []*net.IPNet) []string {
+	out := make([]string, len(addrs))
+	for i, a := range addrs {
+		out[i] = a.IP.String()
+	}
+	return out
+}
+
 // podCIDRs returns the configured pod CIDRs or, when none is configured,
 // waits until the API server's Node object cfg.NodeName has them; wrap
 // wraps the client's transport (NewKubeClient).
 func podCIDRs(ctx context.Context, cfg Config, wrap transport.WrapperFunc, log klog.Logger) (PodCIDRs, error) {
 	if cfg.PodCIDR != "" {
-		v4, err := cfg.ParsePodCIDR()
-		if err != nil {
-			return PodCIDRs{}, err
-		}
-		out := PodCIDRs{IPv4: v4}
-		if cfg.PodCIDRv6 != "" {
-			if out.IPv6, err = parseIPv6PodCIDR(cfg.PodCIDRv6); err != nil {
-				return PodCIDRs{}, err
-			}
-		}
-		return out, nil
+		return cfg.ParsePodCIDRs()
 	}
 	client, err := NewKubeClient(cfg.Kubeconfig, cfg.KubeAPIServerOverride, wrap)
 	if err != nil {

@@ -44,10 +44,16 @@ func (c *NodeController) PeerNodes() []pipeline.PeerNode {
 
 // apiDeps are what the tooling API reads from a running agent.
 type apiDeps struct {
-	cfg    Config
+	cfg Config
+	// alloc, cidr and gwIP are the primary family's (IPv4, else IPv6 on
+	// an IPv6-only node); alloc6, cidr6 and gwIP6 a dual-stack node's IPv6
+	// ones (nil otherwise).
 	alloc  *ipam.Allocator
 	cidr   *net.IPNet
 	gwIP   net.IP
+	alloc6 *ipam.Allocator
+	cidr6  *net.IPNet
+	gwIP6  net.IP
 	gwMAC  net.HardwareAddr
 	gwPort int
 	tun    int
@@ -74,7 +80,7 @@ func serveAPI(ctx context.Context, d apiDeps, log klog.Logger) {
 	}
 	deps.Audit = auditSources(d)
 	api := agentapi.New(agentapi.Config{NodeName: d.cfg.NodeName, Bridge: d.cfg.Bridge, DatapathType: d.cfg.DatapathType,
-		PodCIDR: d.cidr, GatewayName: d.cfg.GatewayName, GatewayIP: d.gwIP, GatewayMAC: d.gwMAC, GatewayOFPort: uint32(d.gwPort),
+		PodCIDR: d.cidr, PodCIDRv6: d.cidr6, GatewayName: d.cfg.GatewayName, GatewayIP: d.gwIP, GatewayIPv6: d.gwIP6, GatewayMAC: d.gwMAC, GatewayOFPort: uint32(d.gwPort),
 		TunnelOFPort: uint32(d.tun), OVSDBEndpoint: d.cfg.OVSDBEndpoint, MgmtSocket: d.cfg.MgmtSocket(), Ready: d.ready,
 		Logger: log}, deps)
 	err := api.Serve(ctx, agentapi.ServeConfig{UnixSocket: d.cfg.APISocketPath(), TCPAddress: d.cfg.APITCPAddress,
@@ -103,6 +109,9 @@ func auditSources(d apiDeps) agentapi.AuditSources {
 		Kernel: nodeKernel{gateway: d.cfg.GatewayName},
 		// Every cookie the pipeline makes carries this run's round.
 		Round: d.pipe.PolicyRuleCookie(0).Round()}
+	if d.alloc6 != nil {
+		src.IPAMv6 = allocations{d.alloc6}
+	}
 	if d.nc != nil {
 		// Run removes the earlier rounds' flows once both controllers
 		// have synced (removeStaleFlows); the few milliseconds that
@@ -159,6 +168,21 @@ func (k nodeKernel) GatewayRoutes(context.Context) ([]agentapi.Route, error) {
 	out := make([]agentapi.Route, len(routes))
 	for i, r := range routes {
 		out[i] = agentapi.Route{Dst: r.Dst, Via: r.Via, Dev: k.gateway}
+	}
+	return out, nil
+}
+
+// GatewayRoutesV6 returns Weir's IPv6 peer routes
+// (nodenet.ListPeerRoutesV6), destinations only: their next hop is not
+// read back, so the audit does not compare it.
+func (k nodeKernel) GatewayRoutesV6(context.Context) ([]agentapi.Route, error) {
+	dsts, err := nodenet.ListPeerRoutesV6(k.gateway)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]agentapi.Route, len(dsts))
+	for i, dst := range dsts {
+		out[i] = agentapi.Route{Dst: dst, Dev: k.gateway}
 	}
 	return out, nil
 }

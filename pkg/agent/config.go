@@ -28,12 +28,14 @@ type Config struct {
 	// OVSDBEndpoint is ovsdb-server's socket, e.g. unix:/var/run/openvswitch/db.sock.
 	OVSDBEndpoint string `json:"ovsdbEndpoint"`
 	// PodCIDR is the node's pod subnet; the gateway gets its first address.
-	// When empty, the agent reads it from its Node object (spec.podCIDR),
-	// which needs NodeName.
+	// An IPv4 CIDR, or an IPv6 one for an IPv6-only node. When empty, the
+	// agent reads its pod CIDRs from its Node object (spec.podCIDRs), which
+	// needs NodeName.
 	PodCIDR string `json:"podCIDR"`
-	// PodCIDRv6, with a static PodCIDR, makes the node dual-stack: pods
-	// also get an address of this IPv6 subnet (the gateway its first). With
-	// the pod CIDRs read from the Node, an IPv6 entry of spec.podCIDRs does.
+	// PodCIDRv6, with a static IPv4 PodCIDR, makes the node dual-stack:
+	// pods also get an address of this IPv6 subnet (the gateway its first).
+	// With the pod CIDRs read from the Node, an IPv6 entry of
+	// spec.podCIDRs does.
 	PodCIDRv6 string `json:"podCIDRv6"`
 	// Kubeconfig is the path of a kubeconfig file for reaching the API
 	// server; empty means the in-cluster configuration (service account).
@@ -75,7 +77,8 @@ type Config struct {
 	SNAT bool `json:"snat"`
 	// ServiceCIDR is the cluster's ClusterIP range (kube-apiserver
 	// --service-cluster-ip-range): one CIDR, or "IPv4,IPv6" on a
-	// dual-stack cluster. A pod's packets to it are not subject to
+	// dual-stack cluster (an IPv6-only cluster: its IPv6 CIDR). A range of
+	// a family the node has no pods of is ignored (logged). A pod's packets to it are not subject to
 	// egress NetworkPolicy before kube-proxy translated them: policy applies
 	// to the Service's endpoints, as Kubernetes specifies. Default
 	// 10.96.0.0/12 (kubeadm's default); empty disables the exemption, so an
@@ -162,18 +165,14 @@ func (c Config) Validate() error {
 	if c.GatewayName == "" || len(c.GatewayName) > 15 {
 		errs = append(errs, fmt.Errorf("gatewayName %q: need a name of 1 to 15 characters", c.GatewayName))
 	}
-	if c.PodCIDR == "" && c.NodeName == "" {
-		errs = append(errs, errors.New("podCIDR is required (e.g. 10.244.1.0/24) unless nodeName (or $NODE_NAME) "+
-			"names the Node to read spec.podCIDR from"))
-	} else if c.PodCIDR != "" {
-		if _, err := c.ParsePodCIDR(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if c.PodCIDRv6 != "" {
-		if c.PodCIDR == "" {
-			errs = append(errs, errors.New("podCIDRv6 needs a static podCIDR (IPv6-only nodes are not supported yet)"))
-		} else if _, err := parseIPv6PodCIDR(c.PodCIDRv6); err != nil {
+	switch {
+	case c.PodCIDR == "" && c.NodeName == "":
+		errs = append(errs, errors.New("podCIDR is required (e.g. 10.244.1.0/24, or fd00:10:244:1::/64 for an IPv6-only node) "+
+			"unless nodeName (or $NODE_NAME) names the Node to read spec.podCIDRs from"))
+	case c.PodCIDR == "" && c.PodCIDRv6 != "":
+		errs = append(errs, errors.New("podCIDRv6 needs a static IPv4 podCIDR (for an IPv6-only node, set podCIDR to the IPv6 CIDR)"))
+	case c.PodCIDR != "":
+		if _, err := c.ParsePodCIDRs(); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -214,13 +213,35 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// ParsePodCIDR returns the pod CIDR; it must be IPv4 with room for the
-// gateway and at least one pod.
-func (c Config) ParsePodCIDR() (*net.IPNet, error) {
+// ParsePodCIDRs returns the static pod CIDRs: PodCIDR, IPv4 or (an
+// IPv6-only node) IPv6, and PodCIDRv6 beside an IPv4 PodCIDR (dual-stack).
+func (c Config) ParsePodCIDRs() (PodCIDRs, error) {
 	if c.PodCIDR == "" {
-		return nil, errors.New("podCIDR is required (e.g. 10.244.1.0/24)")
+		return PodCIDRs{}, errors.New("podCIDR is required (e.g. 10.244.1.0/24)")
 	}
-	return parseIPv4PodCIDR(c.PodCIDR)
+	ip, _, err := net.ParseCIDR(c.PodCIDR)
+	if err != nil {
+		return PodCIDRs{}, fmt.Errorf("podCIDR %q: %w", c.PodCIDR, err)
+	}
+	if ip.To4() == nil {
+		if c.PodCIDRv6 != "" {
+			return PodCIDRs{}, fmt.Errorf("podCIDR %q is IPv6 and podCIDRv6 %q is set too: give an IPv4 podCIDR with podCIDRv6 "+
+				"(dual-stack), or the IPv6 CIDR alone (IPv6-only)", c.PodCIDR, c.PodCIDRv6)
+		}
+		v6, err := parseIPv6PodCIDR(c.PodCIDR)
+		return PodCIDRs{IPv6: v6}, err
+	}
+	v4, err := parseIPv4PodCIDR(c.PodCIDR)
+	if err != nil {
+		return PodCIDRs{}, err
+	}
+	out := PodCIDRs{IPv4: v4}
+	if c.PodCIDRv6 != "" {
+		if out.IPv6, err = parseIPv6PodCIDR(c.PodCIDRv6); err != nil {
+			return PodCIDRs{}, err
+		}
+	}
+	return out, nil
 }
 
 // parseIPv6PodCIDR parses s as an IPv6 pod subnet: canonical (no host
@@ -250,7 +271,7 @@ func parseIPv4PodCIDR(s string) (*net.IPNet, error) {
 		return nil, fmt.Errorf("podCIDR %q: %w", s, err)
 	}
 	if ip.To4() == nil {
-		return nil, fmt.Errorf("podCIDR %q: only IPv4 is supported so far", s)
+		return nil, fmt.Errorf("podCIDR %q is not IPv4", s)
 	}
 	if ones, _ := n.Mask.Size(); ones > 30 {
 		return nil, fmt.Errorf("podCIDR %q: too small, need at least a /30", s)
@@ -261,8 +282,7 @@ func parseIPv4PodCIDR(s string) (*net.IPNet, error) {
 // ParseServiceCIDRs returns the ServiceCIDR ranges by family (nil for a
 // family it does not name). Like kube-apiserver's
 // --service-cluster-ip-range it is one CIDR, or an IPv4 and an IPv6 CIDR
-// separated by a comma (dual-stack). An IPv6 range needs an IPv4 one: the
-// agent needs IPv4 (IPv6-only nodes are not supported yet).
+// separated by a comma (dual-stack).
 func (c Config) ParseServiceCIDRs() (v4, v6 *net.IPNet, err error) {
 	if c.ServiceCIDR == "" {
 		return nil, nil, nil
@@ -280,9 +300,6 @@ func (c Config) ParseServiceCIDRs() (v4, v6 *net.IPNet, err error) {
 		default:
 			return nil, nil, fmt.Errorf("serviceCIDR %q: at most one CIDR per family", c.ServiceCIDR)
 		}
-	}
-	if v4 == nil {
-		return nil, nil, fmt.Errorf("serviceCIDR %q: an IPv4 range is required (IPv6-only is not supported yet)", c.ServiceCIDR)
 	}
 	return v4, v6, nil
 }

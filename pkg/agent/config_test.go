@@ -71,14 +71,15 @@ func TestValidate(t *testing.T) {
 		{"no pod CIDR, no node name", func(c *Config) { c.PodCIDR = "" }, "podCIDR is required"},
 		{"bad pod CIDR with node name", func(c *Config) { c.PodCIDR = "10.0.0.0/33"; c.NodeName = "n" }, "podCIDR"},
 		{"bad pod CIDR", func(c *Config) { c.PodCIDR = "10.0.0.0/33" }, "podCIDR"},
-		{"ipv6 pod CIDR", func(c *Config) { c.PodCIDR = "fd00::/64" }, "only IPv4"},
+		{"ipv6 pod CIDR too small", func(c *Config) { c.PodCIDR = "fd00::/121" }, "outside /48../120"},
+		{"ipv6 pod CIDR with podCIDRv6", func(c *Config) { c.PodCIDR = "fd00::/64"; c.PodCIDRv6 = "fd00:1::/64" }, "IPv6-only"},
+		{"podCIDRv6 without podCIDR", func(c *Config) { c.PodCIDR = ""; c.NodeName = "n"; c.PodCIDRv6 = "fd00:1::/64" }, "static IPv4 podCIDR"},
 		{"tiny pod CIDR", func(c *Config) { c.PodCIDR = "10.0.0.0/31" }, "too small"},
 		{"datapath", func(c *Config) { c.DatapathType = "dpdk" }, "datapathType"},
 		{"mtu", func(c *Config) { c.MTU = 100 }, "mtu 100"},
 		{"relative socket", func(c *Config) { c.CNISocket = "cni.sock" }, "cniSocket"},
 		{"long bridge", func(c *Config) { c.Bridge = "a-very-long-bridge-name" }, "bridge"},
 		{"endpoint", func(c *Config) { c.OVSDBEndpoint = "/x.sock" }, "ovsdbEndpoint"},
-		{"IPv6-only service CIDR", func(c *Config) { c.ServiceCIDR = "fd00:10:96::/112" }, "an IPv4 range is required"},
 		{"two IPv4 service CIDRs", func(c *Config) { c.ServiceCIDR = "10.96.0.0/16,10.97.0.0/16" }, "one CIDR per family"},
 		{"bad second service CIDR", func(c *Config) { c.ServiceCIDR = "10.96.0.0/16,fd00::/129" }, "serviceCIDR"},
 	}
@@ -107,6 +108,9 @@ func TestValidateAccepts(t *testing.T) {
 		{"static pod CIDR wins over the Node", func(c *Config) { c.PodCIDR = "10.244.1.0/24"; c.NodeName = "node-a" }},
 		{"dual-stack service CIDRs", func(c *Config) { c.NodeName = "node-a"; c.ServiceCIDR = "10.96.0.0/16, fd00:10:96::/112" }},
 		{"no service CIDR", func(c *Config) { c.NodeName = "node-a"; c.ServiceCIDR = "" }},
+		{"IPv6-only service CIDR", func(c *Config) { c.NodeName = "node-a"; c.ServiceCIDR = "fd00:10:96::/112" }},
+		{"IPv6-only static pod CIDR", func(c *Config) { c.PodCIDR = "fd00:10:244:1::/64"; c.ServiceCIDR = "fd00:10:96::/112" }},
+		{"dual-stack static pod CIDRs", func(c *Config) { c.PodCIDR = "10.244.1.0/24"; c.PodCIDRv6 = "fd00:10:244:1::/64" }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -117,5 +121,31 @@ func TestValidateAccepts(t *testing.T) {
 				t.Fatalf("Validate: %v", err)
 			}
 		})
+	}
+}
+
+func TestParsePodCIDRs(t *testing.T) {
+	tests := []struct {
+		podCIDR, podCIDRv6 string
+		want               string // PodCIDRs.String()
+		ipv6Only           bool
+		primary            string
+	}{
+		{"10.244.1.0/24", "", "10.244.1.0/24", false, "10.244.1.0/24"},
+		{"10.244.1.0/24", "fd00:10:244:1::/64", "10.244.1.0/24,fd00:10:244:1::/64", false, "10.244.1.0/24"},
+		{"fd00:10:244:1::/64", "", "fd00:10:244:1::/64", true, "fd00:10:244:1::/64"},
+	}
+	for _, tc := range tests {
+		c := DefaultConfig()
+		c.PodCIDR, c.PodCIDRv6 = tc.podCIDR, tc.podCIDRv6
+		got, err := c.ParsePodCIDRs()
+		if err != nil {
+			t.Errorf("%s,%s: %v", tc.podCIDR, tc.podCIDRv6, err)
+			continue
+		}
+		if got.String() != tc.want || got.IPv6Only() != tc.ipv6Only || got.Primary().String() != tc.primary {
+			t.Errorf("%s,%s: got %s (IPv6-only %v, primary %s), want %s (%v, %s)", tc.podCIDR, tc.podCIDRv6,
+				got, got.IPv6Only(), got.Primary(), tc.want, tc.ipv6Only, tc.primary)
+		}
 	}
 }

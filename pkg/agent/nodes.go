@@ -147,10 +147,20 @@ type NodeControllerConfig struct {
 	// down. Nil gives the controller a factory of its own, which Run starts
 	// and shuts down.
 	Informers informers.SharedInformerFactory
-	// IPv6, when set, says this node is dual-stack (the pipeline has its
+	// IPv6, when set, says this node has IPv6 pods (the pipeline has its
 	// IPv6 configuration): peers with an IPv6 pod CIDR get it too. When
 	// unset, a Pipeline with an IPv6Enabled() bool method is asked.
 	IPv6 bool
+	// IPv6Only says this node has IPv6 pods only (no IPv4 pod CIDR; it
+	// implies IPv6): a peer needs an IPv6 pod CIDR, and its IPv4 one, if
+	// any, is not used. Unset, a peer needs an IPv4 pod CIDR.
+	IPv6Only bool
+	// IPv6Underlay says the tunnel endpoints are IPv6: a peer's NodeIP is
+	// its IPv6 InternalIP (peers with none are not peers yet). Unset, it is
+	// the peer's IPv4 InternalIP. Mixed underlays are not supported: Geneve
+	// over IPv6 costs 20 bytes more (nodenet.PodMTUFor), so the pod MTU is
+	// chosen for one underlay family.
+	IPv6Underlay bool
 	// LocalNode is this node's name: it is never a peer, its InternalIP is
 	// the local tunnel endpoint (logged only).
 	LocalNode string
@@ -215,6 +225,9 @@ func NewNodeController(cfg NodeControllerConfig) (*NodeController, error) {
 	}
 	if v6, ok := cfg.Pipeline.(interface{ IPv6Enabled() bool }); ok && !cfg.IPv6 {
 		cfg.IPv6 = v6.IPv6Enabled()
+	}
+	if cfg.IPv6Only {
+		cfg.IPv6 = true
 	}
 	factory, own := cfg.Informers, false
 	if factory == nil {
@@ -367,8 +380,10 @@ func (c *NodeController) collectGarbage(ctx context.Context) (routesRemoved, pee
 	keep := map[string]struct{}{}
 	for _, n := range nodes {
 		names[n.Name] = struct{}{}
-		if cidrs, err := NodePodCIDRs(n); err == nil && cidrs.IPv4 != nil {
-			keep[cidrs.IPv4.String()] = struct{}{}
+		if cidrs, err := NodePodCIDRs(n); err == nil {
+			if cidrs.IPv4 != nil && !c.cfg.IPv6Only {
+				keep[cidrs.IPv4.String()] = struct{}{}
+			}
 			if cidrs.IPv6 != nil && c.cfg.IPv6 {
 				keep[cidrs.IPv6.String()] = struct{}{}
 			}
@@ -376,7 +391,9 @@ func (c *NodeController) collectGarbage(ctx context.Context) (routesRemoved, pee
 	}
 	c.mu.Lock()
 	for _, p := range c.installed {
-		keep[p.PodCIDR.String()] = struct{}{}
+		if p.PodCIDR != nil {
+			keep[p.PodCIDR.String()] = struct{}{}
+		}
 		if p.PodCIDRv6 != nil {
 			keep[p.PodCIDRv6.String()] = struct{}{}
 		}
@@ -534,7 +551,7 @@ func (c *NodeController) sync(ctx context.Context, name string) error {
 		c.noteLocal(node)
 		return nil
 	}
-	peer, reason, err := peerFromNode(node, c.cfg.IPv6)
+	peer, reason, err := peerFromNode(node, c.local())
 	if err != nil {
 		// A malformed Node does not get better by retrying; its next
 		// update is queued anyway.
@@ -557,12 +574,12 @@ func (c *NodeController) addPeer(ctx context.Context, peer pipeline.PeerNode) er
 	if had && samePeer(old, peer) {
 		return nil
 	}
-	log := c.log.WithValues("node", peer.Name, "podCIDR", peer.PodCIDR.String(), "nodeIP", peer.NodeIP.String())
-	if had && old.PodCIDR.String() != peer.PodCIDR.String() {
+	log := c.log.WithValues("node", peer.Name, "podCIDR", cidrString(peer.PodCIDR), "nodeIP", peer.NodeIP.String())
+	if had && old.PodCIDR != nil && cidrString(old.PodCIDR) != cidrString(peer.PodCIDR) {
 		if err := c.forgetPeer(peer.Name, old.PodCIDR, old.PodCIDRv6); err != nil {
 			return fmt.Errorf("removing the old routes of peer %s to %v: %w", peer.Name, old.PodCIDR, err)
 		}
-		log.Info("Peer's pod CIDR changed; old routes removed", "oldPodCIDR", old.PodCIDR.String())
+		log.Info("Peer's pod CIDR changed; old routes removed", "oldPodCIDR", cidrString(old.PodCIDR))
 	} else if had && old.PodCIDRv6 != nil && cidrString(old.PodCIDRv6) != cidrString(peer.PodCIDRv6) {
 		if err := c.forgetPeer(peer.Name, old.PodCIDRv6); err != nil {
 			return fmt.Errorf("removing the old route of peer %s to %v: %w", peer.Name, old.PodCIDRv6, err)
@@ -587,18 +604,20 @@ func (c *NodeController) addPeer(ctx context.Context, peer pipeline.PeerNode) er
 		c.warmLater(ctx, peer)
 	}
 	if had {
-		log.Info("Tunnel peer updated", "oldPodCIDR", old.PodCIDR.String(), "oldNodeIP", old.NodeIP.String())
+		log.Info("Tunnel peer updated", "oldPodCIDR", cidrString(old.PodCIDR), "oldNodeIP", old.NodeIP.String())
 	} else {
-		log.Info("Tunnel peer added", "gatewayIP", peer.GatewayIP.String(), "podCIDRv6", cidrString(peer.PodCIDRv6))
+		log.Info("Tunnel peer added", "gatewayIP", ipString(peer.GatewayIP), "podCIDRv6", cidrString(peer.PodCIDRv6))
 	}
 	return nil
 }
 
-// ensureRoutes installs peer's route per family: IPv4, and IPv6 when the
-// peer has an IPv6 pod CIDR.
+// ensureRoutes installs peer's route per family it has a pod CIDR of
+// (peerFromNode gives it only the families of this node).
 func (c *NodeController) ensureRoutes(peer pipeline.PeerNode) error {
-	if err := c.cfg.Routes.EnsurePeerRoute(c.cfg.GatewayName, peer.PodCIDR, peer.GatewayIP); err != nil {
-		return err
+	if peer.PodCIDR != nil {
+		if err := c.cfg.Routes.EnsurePeerRoute(c.cfg.GatewayName, peer.PodCIDR, peer.GatewayIP); err != nil {
+			return err
+		}
 	}
 	if peer.PodCIDRv6 != nil {
 		return c.cfg.Routes.EnsurePeerRoute(c.cfg.GatewayName, peer.PodCIDRv6, peer.GatewayIPv6)
@@ -627,6 +646,14 @@ func cidrString(n *net.IPNet) string {
 		return ""
 	}
 	return n.String()
+}
+
+// ipString is ip.String(), "" for nil.
+func ipString(ip net.IP) string {
+	if ip == nil {
+		return ""
+	}
+	return ip.String()
 }
 
 // warmLater warms peer's tunnel neighbour (warm) in the background, so
@@ -688,7 +715,8 @@ func (c *NodeController) removePeer(ctx context.Context, name, reason string) er
 	c.mu.Lock()
 	delete(c.installed, name)
 	c.mu.Unlock()
-	c.log.Info("Tunnel peer removed", "node", name, "podCIDR", old.PodCIDR.String(), "nodeIP", old.NodeIP.String(),
+	c.log.Info("Tunnel peer removed", "node", name, "podCIDR", cidrString(old.PodCIDR), "podCIDRv6", cidrString(old.PodCIDRv6),
+		"nodeIP", old.NodeIP.String(),
 		"reason", reason)
 	return nil
 }
@@ -710,7 +738,7 @@ func (c *NodeController) forgetPeer(name string, podCIDRs ...*net.IPNet) error {
 // noteLocal logs this node's tunnel endpoint when it is first seen or
 // changes.
 func (c *NodeController) noteLocal(node *corev1.Node) {
-	ip := NodeInternalIP(node)
+	ip := NodeTunnelIP(node, c.cfg.IPv6Underlay)
 	c.mu.Lock()
 	changed := !ip.Equal(c.localIP)
 	c.localIP = ip
@@ -721,30 +749,55 @@ func (c *NodeController) noteLocal(node *corev1.Node) {
 }
 
 func samePeer(a, b pipeline.PeerNode) bool {
-	return a.PodCIDR.String() == b.PodCIDR.String() && a.NodeIP.Equal(b.NodeIP) && a.GatewayIP.Equal(b.GatewayIP) &&
+	return cidrString(a.PodCIDR) == cidrString(b.PodCIDR) && a.NodeIP.Equal(b.NodeIP) && a.GatewayIP.Equal(b.GatewayIP) &&
 		cidrString(a.PodCIDRv6) == cidrString(b.PodCIDRv6) && a.GatewayIPv6.Equal(b.GatewayIPv6)
 }
 
-// peerFromNode returns the tunnel peer a Node describes. When the Node
-// cannot be a peer yet (no pod CIDR, no InternalIP), reason says why; err is
-// for a Node whose pod CIDR is malformed. With ipv6 (this node is
-// dual-stack) a peer with an IPv6 pod CIDR gets it and its gateway IPv6;
-// its IPv6 pod traffic goes over the same IPv4 underlay. An IPv4-only
-// peer, or any peer of an IPv4-only node, is IPv4 only.
-func peerFromNode(node *corev1.Node, ipv6 bool) (peer pipeline.PeerNode, reason string, err error) {
+// localNet is what of this node decides which Nodes are its peers, and
+// how: the families of its pods and of its underlay.
+type localNet struct {
+	ipv4, ipv6   bool // the node has pods of the family
+	ipv6Underlay bool // tunnel endpoints are IPv6 InternalIPs
+}
+
+func (c *NodeController) local() localNet {
+	return localNet{ipv4: !c.cfg.IPv6Only, ipv6: c.cfg.IPv6, ipv6Underlay: c.cfg.IPv6Underlay}
+}
+
+// peerFromNode returns the tunnel peer a Node describes, for a node whose
+// pods and underlay are local. When the Node cannot be a peer yet (no pod
+// CIDR of a family the peer needs, no InternalIP of the underlay's
+// family), reason says why; err is for a Node whose pod CIDR is malformed.
+//
+// A peer has the pod CIDRs of the families both nodes have: an IPv4 or a
+// dual-stack node needs the peer's IPv4 pod CIDR and takes its IPv6 one
+// too if both are dual-stack; an IPv6-only node needs the peer's IPv6 pod
+// CIDR. Pod traffic of every family goes over the one underlay: the
+// peer's IPv4 InternalIP, or with ipv6Underlay its IPv6 one.
+func peerFromNode(node *corev1.Node, local localNet) (peer pipeline.PeerNode, reason string, err error) {
 	cidrs, err := NodePodCIDRs(node)
 	if err != nil {
 		return peer, "", fmt.Errorf("Node %s: %w", node.Name, err)
 	}
-	if cidrs.IPv4 == nil {
-		return peer, "no spec.podCIDR", nil
+	switch {
+	case local.ipv4 && cidrs.IPv4 == nil:
+		return peer, "no IPv4 pod CIDR in spec.podCIDRs", nil
+	case !local.ipv4 && cidrs.IPv6 == nil:
+		return peer, "no IPv6 pod CIDR in spec.podCIDRs (this node is IPv6-only)", nil
 	}
-	ip := NodeInternalIP(node)
+	ip := NodeTunnelIP(node, local.ipv6Underlay)
 	if ip == nil {
-		return peer, "no IPv4 InternalIP in status.addresses", nil
+		family := "IPv4"
+		if local.ipv6Underlay {
+			family = "IPv6"
+		}
+		return peer, "no " + family + " InternalIP in status.addresses (the underlay is " + family + ")", nil
 	}
-	peer = pipeline.PeerNode{Name: node.Name, PodCIDR: cidrs.IPv4, NodeIP: ip, GatewayIP: ipam.GatewayOf(cidrs.IPv4)}
-	if ipv6 && cidrs.IPv6 != nil {
+	peer = pipeline.PeerNode{Name: node.Name, NodeIP: ip}
+	if local.ipv4 {
+		peer.PodCIDR, peer.GatewayIP = cidrs.IPv4, ipam.GatewayOf(cidrs.IPv4)
+	}
+	if local.ipv6 && cidrs.IPv6 != nil {
 		peer.PodCIDRv6, peer.GatewayIPv6 = cidrs.IPv6, ipam.GatewayOf(cidrs.IPv6)
 	}
 	return peer, "", nil
@@ -752,12 +805,25 @@ func peerFromNode(node *corev1.Node, ipv6 bool) (peer pipeline.PeerNode, reason 
 
 // NodeInternalIP returns the first IPv4 InternalIP of node's
 // status.addresses, nil if it has none.
-func NodeInternalIP(node *corev1.Node) net.IP {
+func NodeInternalIP(node *corev1.Node) net.IP { return nodeInternalIP(node, false) }
+
+// NodeTunnelIP returns node's tunnel endpoint: its first InternalIP of the
+// underlay's family (IPv6 with ipv6Underlay, else IPv4), nil if it has none.
+func NodeTunnelIP(node *corev1.Node, ipv6Underlay bool) net.IP {
+	return nodeInternalIP(node, ipv6Underlay)
+}
+
+func nodeInternalIP(node *corev1.Node, ipv6 bool) net.IP {
 	for _, a := range node.Status.Addresses {
 		if a.Type != corev1.NodeInternalIP {
 			continue
 		}
-		if ip := net.ParseIP(a.Address).To4(); ip != nil {
+		ip := net.ParseIP(a.Address)
+		switch {
+		case ip == nil:
+		case !ipv6 && ip.To4() != nil:
+			return ip.To4()
+		case ipv6 && ip.To4() == nil:
 			return ip
 		}
 	}

@@ -46,7 +46,7 @@ func TestPeerFromNodeDualStack(t *testing.T) {
 			true, "a 10.1.2.0/24 192.0.2.1 10.1.2.1 fd00:10:2::/64 fd00:10:2::1"},
 	}
 	for _, tc := range tests {
-		p, reason, err := peerFromNode(tc.node, tc.ipv6)
+		p, reason, err := peerFromNode(tc.node, localNet{ipv4: true, ipv6: tc.ipv6})
 		if err != nil || reason != "" {
 			t.Errorf("%v: %v %q", tc.node.Spec.PodCIDRs, err, reason)
 			continue

@@ -273,12 +273,13 @@ func TestPeerFromNode(t *testing.T) {
 	}{
 		{testNode("a", "10.1.0.0/16", "192.0.2.1"), "a 10.1.0.0/16 192.0.2.1 10.1.0.1", "", ""},
 		{testNode("a", "10.1.2.0/24", ""), "", "no IPv4 InternalIP", ""},
-		{testNode("a", "", "192.0.2.1"), "", "no spec.podCIDR", ""},
-		{testNode("a", "fd00::/64", "192.0.2.1"), "", "", "no IPv4 pod CIDR"},
+		{testNode("a", "", "192.0.2.1"), "", "no IPv4 pod CIDR", ""},
+		// An IPv6-only Node is no peer of an IPv4 node (nodes_ipv6only_test.go).
+		{testNode("a", "fd00::/64", "192.0.2.1"), "", "no IPv4 pod CIDR", ""},
 		{testNode("a", "10.1.2.0/24", "fd00::1"), "", "no IPv4 InternalIP", ""},
 	}
 	for _, tc := range tests {
-		p, reason, err := peerFromNode(tc.node, false)
+		p, reason, err := peerFromNode(tc.node, localNet{ipv4: true})
 		if tc.wantErr != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Errorf("%+v: got %v, want error containing %q", tc.node.Spec, err, tc.wantErr)

@@ -142,7 +142,8 @@ func validateAPIServerURL(s string) error {
 }
 
 // WaitForPodCIDR watches the Node named nodeName and returns its pod CIDR as
-// soon as the Node has one: the first IPv4 entry of spec.podCIDRs, or
+// soon as the Node has one: the first entry of each family of
+// spec.podCIDRs, or
 // spec.podCIDR when podCIDRs is empty. The CIDR must be usable as a pod
 // subnet (see Config.ParsePodCIDR); a malformed one is an error, not a
 // reason to keep waiting. It logs while it waits (the Node may not exist yet,
@@ -200,7 +201,7 @@ func WaitForPodCIDR(ctx context.Context, client kubernetes.Interface, nodeName s
 			return
 		}
 		cidrs, err := NodePodCIDRs(node)
-		if cidrs.IPv4 == nil && err == nil {
+		if cidrs.Empty() && err == nil {
 			log.V(2).Info("Node has no pod CIDR yet", "resourceVersion", node.ResourceVersion)
 			return
 		}
@@ -256,10 +257,27 @@ func WaitForPodCIDR(ctx context.Context, client kubernetes.Interface, nodeName s
 	}
 }
 
-// PodCIDRs are a node's pod subnets, one per family. IPv4 is required so
-// far; IPv6 is set on a dual-stack node.
+// PodCIDRs are a node's pod subnets, one per family: IPv4 on an IPv4-only
+// node, IPv6 on an IPv6-only node, both on a dual-stack node.
 type PodCIDRs struct {
 	IPv4, IPv6 *net.IPNet
+}
+
+// Empty reports whether there is no CIDR of either family.
+func (c PodCIDRs) Empty() bool { return c.IPv4 == nil && c.IPv6 == nil }
+
+// IPv6Only reports whether the node has IPv6 pods only.
+func (c PodCIDRs) IPv6Only() bool { return c.IPv4 == nil && c.IPv6 != nil }
+
+// Primary is the CIDR of the node's primary family: IPv4 if it has one
+// (IPv4-only and dual-stack nodes), else IPv6. The primary family's IPAM,
+// gateway address and MAC are the node's first (cniserver.New's
+// allocator, the gateway's MAC, the tooling API's node view).
+func (c PodCIDRs) Primary() *net.IPNet {
+	if c.IPv4 != nil {
+		return c.IPv4
+	}
+	return c.IPv6
 }
 
 func (c PodCIDRs) String() string {
@@ -282,8 +300,7 @@ func NodePodCIDR(node *corev1.Node) (*net.IPNet, error) {
 // NodePodCIDRs returns the pod CIDRs node was allocated: the first entry of
 // each family of spec.podCIDRs, or spec.podCIDR when podCIDRs is empty. It
 // returns zero PodCIDRs (and no error) when none is set yet, and an error
-// when a CIDR is malformed, too small, or the node has no IPv4 one (an
-// IPv6-only node is not supported yet).
+// when a CIDR is malformed or too small.
 func NodePodCIDRs(node *corev1.Node) (PodCIDRs, error) {
 	cidrs := node.Spec.PodCIDRs
 	if len(cidrs) == 0 && node.Spec.PodCIDR != "" {
@@ -308,9 +325,6 @@ func NodePodCIDRs(node *corev1.Node) (PodCIDRs, error) {
 				return PodCIDRs{}, fmt.Errorf("unusable pod CIDR in the Node spec: %w", err)
 			}
 		}
-	}
-	if out.IPv4 == nil {
-		return PodCIDRs{}, fmt.Errorf("no IPv4 pod CIDR in spec.podCIDRs %q: IPv6-only nodes are not supported yet", cidrs)
 	}
 	return out, nil
 }

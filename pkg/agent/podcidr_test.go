@@ -36,7 +36,9 @@ func TestNodePodCIDR(t *testing.T) {
 		{name: "malformed", podCIDR: "10.244.1.0/33", wantErr: `malformed pod CIDR "10.244.1.0/33"`},
 		{name: "garbage", podCIDRs: []string{"not-a-cidr"}, wantErr: "malformed pod CIDR"},
 		{name: "too small", podCIDR: "10.244.1.0/31", wantErr: "too small"},
-		{name: "IPv6 only", podCIDR: "fd00::/64", podCIDRs: []string{"fd00::/64"}, wantErr: "no IPv4 pod CIDR"},
+		{name: "IPv6 only", podCIDR: "fd00::/64", podCIDRs: []string{"fd00::/64"}, want: "fd00::/64"},
+		{name: "IPv6 only, podCIDR alone", podCIDR: "fd00:10:244:1::/64", want: "fd00:10:244:1::/64"},
+		{name: "IPv6 only, too small", podCIDRs: []string{"fd00::/121"}, wantErr: "outside /48../120"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -128,7 +130,7 @@ func TestWaitForPodCIDR(t *testing.T) {
 			name:    "IPv6 only",
 			initial: &corev1.NodeSpec{PodCIDR: "fd00:20::/64"},
 			timeout: 10 * time.Second,
-			wantErr: []string{"no IPv4 pod CIDR"},
+			want:    "fd00:20::/64",
 		},
 	}
 	for i, tc := range tests {
