@@ -34,16 +34,18 @@ type podInfo struct {
 	ofport          uint32 // local pods: the OpenFlow port, 0 while unknown
 	ip4             [4]byte
 	ip6             [16]byte
-	// hasIP: the pod has an IPv4 address (ip4); false for a pod that takes
-	// no part in policy (no IPv4 address yet, terminated, or host network).
-	hasIP bool
-	has6  bool // the pod also has an IPv6 address (ip6)
+	// has4 and has6: the pod has an IPv4 (ip4) or an IPv6 (ip6) address
+	// (a dual-stack pod both, an IPv6-only pod has6 alone); neither for a
+	// pod that takes no part in policy (no address yet, terminated, or host
+	// network).
+	has4  bool
+	has6  bool
 	local bool // spec.nodeName is this node
 }
 
 // ip returns the pod's IPv4 address (4 bytes), nil if it has none.
 func (p *podInfo) ip() net.IP {
-	if !p.hasIP {
+	if !p.has4 {
 		return nil
 	}
 	return p.ip4[:]
@@ -66,7 +68,7 @@ type containerPort struct {
 func (p *podInfo) key() string { return p.namespace + "/" + p.name }
 
 // eligible reports whether the pod takes part in policy at all.
-func (p *podInfo) eligible() bool { return p != nil && p.hasIP }
+func (p *podInfo) eligible() bool { return p != nil && (p.has4 || p.has6) }
 
 // target reports whether the pod can be a target ("appliedTo") on this node.
 func (p *podInfo) target() bool { return p.eligible() && p.local && p.ofport != 0 }
@@ -75,7 +77,7 @@ func (p *podInfo) equal(q *podInfo) bool {
 	if p == nil || q == nil {
 		return p == q
 	}
-	return p.namespace == q.namespace && p.name == q.name && p.hasIP == q.hasIP && p.ip4 == q.ip4 &&
+	return p.namespace == q.namespace && p.name == q.name && p.has4 == q.has4 && p.ip4 == q.ip4 &&
 		p.has6 == q.has6 && p.ip6 == q.ip6 && p.local == q.local &&
 		p.ofport == q.ofport && labels.Equals(p.labels, q.labels) && slices.Equal(p.ports, q.ports)
 }
@@ -92,10 +94,10 @@ func newPodInfo(pod *corev1.Pod, node string, ofport uint32) *podInfo {
 		return pi
 	}
 	if ip := podIPv4(pod); ip != nil {
-		pi.hasIP, pi.ip4 = true, [4]byte(ip)
-		if a := podIPv6(pod); a.IsValid() {
-			pi.has6, pi.ip6 = true, a.As16()
-		}
+		pi.has4, pi.ip4 = true, [4]byte(ip)
+	}
+	if a := podIPv6(pod); a.IsValid() {
+		pi.has6, pi.ip6 = true, a.As16()
 	}
 	for _, c := range pod.Spec.Containers {
 		for _, cp := range c.Ports {
@@ -774,7 +776,9 @@ func (m *Model) computeRule(cp *compiledPolicy, r *compiledRule, targets []*podI
 	peersOf := func(pods []*podInfo, blocks []*net.IPNet) []*net.IPNet {
 		ps := make([]*net.IPNet, 0, len(pods)+len(blocks))
 		for _, p := range pods {
-			ps = append(ps, &net.IPNet{IP: p.ip(), Mask: net.CIDRMask(32, 32)})
+			if p.has4 {
+				ps = append(ps, &net.IPNet{IP: p.ip(), Mask: net.CIDRMask(32, 32)})
+			}
 			if p.has6 {
 				ps = append(ps, &net.IPNet{IP: p.ipv6(), Mask: net.CIDRMask(128, 128)})
 			}

@@ -638,8 +638,9 @@ func TestIsolationIndex(t *testing.T) {
 }
 
 // TestComputeDualStack: peer pods contribute both of their addresses;
-// a pod with only an IPv6 address takes no part (pods need IPv4); a change
-// of only the IPv6 address updates the rule.
+// a pod with only an IPv6 address contributes that (IPv6-only pods take
+// part as dual-stack ones do); a change of only the IPv6 address updates
+// the rule.
 func TestComputeDualStack(t *testing.T) {
 	pods := []tpod{
 		{ns: "a", name: "db", labels: "app=db", ip: "10.0.0.3", ip6: "fd00:10::3", local: true, ofport: 13},
@@ -652,7 +653,7 @@ func TestComputeDualStack(t *testing.T) {
 		Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{PodSelector: sel("app=web")}},
 			Ports: []networkingv1.NetworkPolicyPort{port("TCP", 80)}}}})
 	w := newWorld(t, []string{"a"}, pods, []*networkingv1.NetworkPolicy{np})
-	want := []string{"a/p/ingress/0 pods=[13] peers=[10.0.1.1/32 10.0.1.2/32 10.0.1.4/32 fd00:10::1:1/128] ports=[6:80-80]"}
+	want := []string{"a/p/ingress/0 pods=[13] peers=[10.0.1.1/32 10.0.1.2/32 10.0.1.4/32 fd00:10::1:1/128 fd00:10::1:3/128] ports=[6:80-80]"}
 	if got := w.f.render(); !slices.Equal(got, want) {
 		t.Fatalf("rules %q, want %q", got, want)
 	}
@@ -666,7 +667,7 @@ func TestComputeDualStack(t *testing.T) {
 	// Only the IPv6 address changes: the rule follows.
 	w.setPod(tpod{ns: "a", name: "web", labels: "app=web", ip: "10.0.1.1", ip6: "fd00:10::1:9"})
 	w.flush()
-	want = []string{"a/p/ingress/0 pods=[13] peers=[10.0.1.1/32 10.0.1.2/32 10.0.1.4/32 fd00:10::1:9/128] ports=[6:80-80]"}
+	want = []string{"a/p/ingress/0 pods=[13] peers=[10.0.1.1/32 10.0.1.2/32 10.0.1.4/32 fd00:10::1:3/128 fd00:10::1:9/128] ports=[6:80-80]"}
 	if got := w.f.render(); !slices.Equal(got, want) {
 		t.Fatalf("after the IPv6 change: rules %q, want %q", got, want)
 	}
@@ -677,9 +678,38 @@ func TestComputeDualStack(t *testing.T) {
 			{IPBlock: &networkingv1.IPBlock{CIDR: "fd00:20::/64", Except: []string{"fd00:20::/65"}}}}}}})
 	w.setPolicy(np2)
 	w.flush()
-	want = append(want, "a/e/egress/0 pods=[13] peers=[10.0.1.1/32 10.0.1.2/32 10.0.1.4/32 fd00:10::1:9/128 fd00:20:0:0:8000::/65] ports=any")
+	want = append(want, "a/e/egress/0 pods=[13] peers=[10.0.1.1/32 10.0.1.2/32 10.0.1.4/32 fd00:10::1:3/128 fd00:10::1:9/128 fd00:20:0:0:8000::/65] ports=any")
 	sort.Strings(want)
 	if got := w.f.render(); !slices.Equal(got, want) {
 		t.Fatalf("with the egress policy: rules %q, want %q", got, want)
+	}
+}
+
+// TestComputeIPv6Only: on an IPv6-only node pods have only an IPv6
+// address; they are targets (LocalPod with no IPv4, matched by port) and
+// peers (their /128) as dual-stack pods are, and isolation covers them.
+func TestComputeIPv6Only(t *testing.T) {
+	pods := []tpod{
+		{ns: "a", name: "db", labels: "app=db", ip6: "fd00:10::3", local: true, ofport: 13},
+		{ns: "a", name: "web", labels: "app=web", ip6: "fd00:10::1:1"},
+		{ns: "a", name: "web-local", labels: "app=web", ip6: "fd00:10::4", local: true, ofport: 14},
+	}
+	np := policy("a", "p", networkingv1.NetworkPolicySpec{PodSelector: *sel("app=db"),
+		Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{PodSelector: sel("app=web")}},
+			Ports: []networkingv1.NetworkPolicyPort{port("TCP", 80)}}}})
+	w := newWorld(t, []string{"a"}, pods, []*networkingv1.NetworkPolicy{np})
+	want := []string{"a/p/ingress/0 pods=[13] peers=[fd00:10::4/128 fd00:10::1:1/128] ports=[6:80-80]"}
+	if got := w.f.render(); !slices.Equal(got, want) {
+		t.Fatalf("rules %q, want %q", got, want)
+	}
+	for _, r := range w.f.rules {
+		for _, p := range r.Pods {
+			if p.IP != nil {
+				t.Errorf("target %d: IPv4 %v, want none (an IPv6-only pod)", p.OFPort, p.IP)
+			}
+		}
+	}
+	if iso := renderIsolation(w.f.isolation); iso != "in=[13] eg=[]" {
+		t.Errorf("isolation %s, want in=[13] eg=[]", iso)
 	}
 }
