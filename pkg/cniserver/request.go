@@ -74,6 +74,12 @@ func (c *netConf) extraRoutes(ifName string, gws ...net.IP) ([]*net.IPNet, *cniE
 		if !ip.Equal(dst.IP) {
 			return nil, errorf(cniv1.CodeInvalidNetworkConfig, "weir: routes[%d].dst %q has host bits set (the network is %s)", i, r.Dst, dst)
 		}
+		// "::ffff:a.b.c.d/n" is IPv4 by its address (To4) and IPv6 by its
+		// mask: of neither family, it would pass for an IPv4 route here
+		// and reach the kernel with a 128-bit mask.
+		if ip.To4() != nil && len(dst.Mask) != net.IPv4len {
+			return nil, errorf(cniv1.CodeInvalidNetworkConfig, "weir: routes[%d].dst %s is an IPv4-mapped IPv6 CIDR; give the IPv4 CIDR instead", i, r.Dst)
+		}
 		gw := sameFamily(ip, gws)
 		if gw == nil {
 			return nil, errorf(cniv1.CodeInvalidNetworkConfig, "weir: routes[%d].dst %s is not of the pod network's family (gateway %s)", i, dst, joinIPs(gws))

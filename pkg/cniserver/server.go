@@ -63,9 +63,11 @@ type Config struct {
 	// OVSDB record names no network (written by Weir before it recorded the
 	// network name; empty: DefaultNetworkName). See legacyNetwork.
 	DefaultNetwork string
-	// IPv6, if set, is the IPAM of the node's IPv6 pod CIDR: pods get an
-	// address of each family, the allocator passed to New giving the IPv4
-	// one (nil: IPv4 only).
+	// IPv6, if set, is the IPAM of the node's IPv6 pod CIDR on a
+	// dual-stack node: pods get an address of each family, the allocator
+	// passed to New giving the IPv4 one. Nil on an IPv4-only node, and on
+	// an IPv6-only one, whose IPv6 allocator is the one passed to New (see
+	// New).
 	IPv6 *ipam.Allocator
 	// Interfaces is the node's store of pod interfaces, which the server
 	// writes (nil: a store of its own; see Server.Interfaces).
@@ -158,7 +160,14 @@ type Server struct {
 	locks   keyedMutex
 }
 
-// New returns a server; it reports not ready until SetReady(true).
+// New returns a server; it reports not ready until SetReady(true). alloc is
+// the IPAM of the node's primary pod CIDR, the family every pod has an
+// address of: the IPv4 one on an IPv4-only or dual-stack node (with
+// cfg.IPv6 the IPv6 one beside it), the IPv6 one on an IPv6-only node
+// (cfg.IPv6 nil). Pods then get an address of alloc's family and, with
+// cfg.IPv6, one of IPv6; their MAC is derived from the primary address
+// (podnet.MACFromIP). alloc must not be nil, and with cfg.IPv6 set it must
+// be IPv4.
 func New(cfg Config, ports Ports, flows Flows, alloc *ipam.Allocator) *Server {
 	if cfg.Logger.GetSink() == nil {
 		cfg.Logger = klog.Background()
@@ -290,7 +299,8 @@ func (s *Server) add(ctx context.Context, req *request, routes []*net.IPNet, log
 		mark = now
 	}
 	defer func() { log.V(2).Info("ADD steps", steps...) }()
-	// One address per family, the IPv4 one first.
+	// One address per family, the primary one (IPv4 unless the node is
+	// IPv6-only) first.
 	var addrs []*net.IPNet
 	var gws []net.IP
 	for _, alloc := range s.allocators() {
@@ -781,7 +791,9 @@ func (s *Server) CmdGC(ctx context.Context, in *cniv1.CniCmdRequest) (*cniv1.Cni
 	return &cniv1.CniCmdResponse{}, nil
 }
 
-// allocators returns the IPAM of each family the node serves, IPv4 first.
+// allocators returns the IPAM of each family the node serves, the primary
+// one (New's alloc) first: IPv4 then IPv6 on a dual-stack node, IPv4 or
+// IPv6 alone on a single-family node.
 func (s *Server) allocators() []*ipam.Allocator {
 	if s.cfg.IPv6 != nil {
 		return []*ipam.Allocator{s.ipam, s.cfg.IPv6}

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/containernetworking/cni/pkg/types"
+	types040 "github.com/containernetworking/cni/pkg/types/040"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	cniv1 "github.com/weirnet/weir/pkg/apis/cni/v1"
@@ -18,9 +19,10 @@ import (
 )
 
 func TestRoutesFromConfig(t *testing.T) {
-	gw := net.ParseIP("10.244.0.1").To4()
+	gw4, gw6 := net.ParseIP("10.244.0.1").To4(), net.ParseIP("fd00:244::1")
 	tests := []struct {
 		name        string
+		gw          net.IP // the node's one gateway; nil: gw4
 		ifName      string
 		conf        string // fields added to the network configuration
 		wantDefault bool
@@ -40,6 +42,15 @@ func TestRoutesFromConfig(t *testing.T) {
 		{name: "other family", ifName: "net1", conf: `"routes":[{"dst":"fd00::/64"}]`, wantErr: "not of the pod network's family"},
 		{name: "other gateway", ifName: "net1", conf: `"routes":[{"dst":"10.96.0.0/12","gw":"10.244.0.9"}]`, wantErr: "via the node's gateway 10.244.0.1 only"},
 		{name: "duplicate", ifName: "net1", conf: `"routes":[{"dst":"10.96.0.0/12"},{"dst":"10.96.0.0/12"}]`, wantErr: "listed twice"},
+		{name: "IPv4-mapped IPv6 CIDR", ifName: "net1", conf: `"routes":[{"dst":"::ffff:10.96.0.0/108"}]`, wantErr: "IPv4-mapped IPv6 CIDR"},
+		// An IPv6-only node: the gateway is IPv6, IPv4 routes are refused.
+		{name: "IPv6-only: extra IPv6 route", gw: gw6, ifName: "net1", conf: `"routes":[{"dst":"fd00:96::/108","gw":"fd00:244::1"}]`,
+			wantRoutes: "fd00:96::/108"},
+		{name: "IPv6-only: IPv6 default route twice", gw: gw6, ifName: "eth0", conf: `"routes":[{"dst":"::/0"}]`, wantErr: "gets the default route anyway"},
+		{name: "IPv6-only: IPv4 route", gw: gw6, ifName: "net1", conf: `"routes":[{"dst":"10.96.0.0/12"}]`,
+			wantErr: "10.96.0.0/12 is not of the pod network's family (gateway fd00:244::1)"},
+		{name: "IPv6-only: other gateway", gw: gw6, ifName: "net1", conf: `"routes":[{"dst":"fd00:96::/108","gw":"fd00:244::9"}]`,
+			wantErr: "via the node's gateway fd00:244::1 only"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -54,6 +65,10 @@ func TestRoutesFromConfig(t *testing.T) {
 			}
 			if got := r.conf.wantsDefaultRoute(tt.ifName); got != tt.wantDefault && tt.wantErr == "" {
 				t.Errorf("default route = %v, want %v", got, tt.wantDefault)
+			}
+			gw := tt.gw
+			if gw == nil {
+				gw = gw4
 			}
 			routes, cerr := r.conf.extraRoutes(tt.ifName, gw)
 			if tt.wantErr != "" {
@@ -256,6 +271,83 @@ func TestResult(t *testing.T) {
 	}
 }
 
+// TestResultIPv6Only: on an IPv6-only node (New's allocator IPv6, no
+// Config.IPv6) the result lists the pod's one IPv6 address with the IPv6
+// gateway and its routes via it (the default route ::/0), in every
+// supported version (0.4.0 with "version": "6").
+func TestResultIPv6Only(t *testing.T) {
+	_, cidr, _ := net.ParseCIDR("fd00:244::/64")
+	alloc, err := ipam.New(cidr, &ipam.MemStore{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(Config{MTU: 1430}, nil, nil, alloc)
+	att := &interfacestore.Interface{ContainerID: "c1", IfName: "eth0", NetNS: "/var/run/netns/p", PortName: "weir0123456789a",
+		IPs: []netip.Addr{netip.MustParseAddr("fd00:244::5")}, MAC: net.HardwareAddr{0x0a, 0x58, 1, 2, 3, 4}}
+	for _, tt := range []struct {
+		name, version, conf string
+		wantRoutes          string
+	}{
+		{name: "primary", version: "1.1.0", wantRoutes: "::/0 via fd00:244::1"},
+		{name: "primary, 0.4.0", version: "0.4.0", wantRoutes: "::/0 via fd00:244::1"},
+		{name: "extra route", version: "1.0.0", conf: `,"routes":[{"dst":"fd00:96::/108"}]`,
+			wantRoutes: "::/0 via fd00:244::1,fd00:96::/108 via fd00:244::1"},
+		{name: "no default route", version: "1.1.0", conf: `,"defaultRoute":false`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			req, cerr := parseRequest("ADD", &cniv1.CniCmdArgs{ContainerId: "c1", Ifname: "eth0", Netns: t.TempDir(),
+				NetworkConfiguration: []byte(`{"cniVersion":"` + tt.version + `","name":"weir","type":"weir"` + tt.conf + `}`)}, true, true)
+			if cerr != nil {
+				t.Fatal(cerr)
+			}
+			routes, cerr := req.conf.extraRoutes(req.ifName, s.gateways()...)
+			if cerr != nil {
+				t.Fatal(cerr)
+			}
+			resp, err := s.result(req, att, routes)
+			if err != nil || resp.Error != nil {
+				t.Fatalf("result: %v %v", err, resp.Error)
+			}
+			if tt.version == "0.4.0" && !strings.Contains(string(resp.CniResult), `"version":"6"`) {
+				t.Errorf("0.4.0 result without \"version\": \"6\": %s", resp.CniResult)
+			}
+			r, err := current.NewResultFromResult(mustResult040(t, tt.version, resp.CniResult))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ips, rs []string
+			for _, ip := range r.IPs {
+				ips = append(ips, fmt.Sprintf("%s gw %v @%d", ip.Address.String(), ip.Gateway, *ip.Interface))
+			}
+			for _, rt := range r.Routes {
+				rs = append(rs, fmt.Sprintf("%s via %v", rt.Dst.String(), rt.GW))
+			}
+			if got, want := strings.Join(ips, ","), "fd00:244::5/64 gw fd00:244::1 @1"; got != want {
+				t.Errorf("ips %s, want %s", got, want)
+			}
+			if got := strings.Join(rs, ","); got != tt.wantRoutes {
+				t.Errorf("routes %s, want %s", got, tt.wantRoutes)
+			}
+			if len(r.Interfaces) != 2 || r.Interfaces[1].Mac != "0a:58:01:02:03:04" || r.Interfaces[1].Mtu != 1430 && tt.version != "0.4.0" {
+				t.Errorf("interfaces %+v", r.Interfaces)
+			}
+		})
+	}
+}
+
+// mustResult040 decodes a result of version v (0.4.0 or current).
+func mustResult040(t *testing.T, v string, b []byte) types.Result {
+	t.Helper()
+	if v != "0.4.0" {
+		return mustResult(t, b)
+	}
+	r, err := types040.NewResult(b)
+	if err != nil {
+		t.Fatalf("0.4.0 result %s: %v", b, err)
+	}
+	return r
+}
+
 func mustResult(t *testing.T, b []byte) types.Result {
 	t.Helper()
 	r, err := current.NewResult(b)
@@ -268,9 +360,9 @@ func mustResult(t *testing.T, b []byte) types.Result {
 // TestStatus: STATUS's spec codes: 50 when ADD cannot be served (starting,
 // no IP address left), 51 when the dataplane is impaired.
 func TestStatus(t *testing.T) {
-	_, cidr, _ := net.ParseCIDR("10.77.0.0/30") // one pod address
 	tests := []struct {
 		name      string
+		cidr      string // "": 10.77.0.0/30, one pod address
 		ready     bool
 		full      bool
 		dataplane error
@@ -281,17 +373,25 @@ func TestStatus(t *testing.T) {
 		{name: "starting", wantCode: cniv1.CodePluginNotAvailable, wantMsg: "not ready"},
 		{name: "pool exhausted", ready: true, full: true, wantCode: cniv1.CodePluginNotAvailable,
 			wantMsg: "no IP address left for new pods in pod CIDR 10.77.0.0/30 (1 of 1 in use)"},
+		{name: "IPv6-only: ready", cidr: "fd00:77::/126", ready: true},
+		{name: "IPv6-only: pool exhausted", cidr: "fd00:77::/126", ready: true, full: true, wantCode: cniv1.CodePluginNotAvailable,
+			wantMsg: "no IP address left for new pods in pod CIDR fd00:77::/126 (2 of 2 in use)"},
 		{name: "dataplane impaired", ready: true, dataplane: errors.New("OpenFlow connection down"),
 			wantCode: cniv1.CodeLimitedConnectivity, wantMsg: "existing pods may have limited connectivity"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			c := tt.cidr
+			if c == "" {
+				c = "10.77.0.0/30"
+			}
+			_, cidr, _ := net.ParseCIDR(c)
 			alloc, err := ipam.New(cidr, &ipam.MemStore{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if tt.full {
-				if _, err := alloc.Allocate("c1/eth0"); err != nil {
+			for i := uint64(0); tt.full && i < alloc.Size(); i++ {
+				if _, err := alloc.Allocate(fmt.Sprintf("c%d/eth0", i)); err != nil {
 					t.Fatal(err)
 				}
 			}
