@@ -23,8 +23,9 @@
 //
 // The allocator works on netip.Addr internally and supports IPv4 and IPv6
 // CIDRs: for IPv6 only the subnet-router anycast address (the all-zeros host
-// part) and the gateway are reserved. The rest of Weir is IPv4-only for now;
-// dual stack means one Allocator per family.
+// part) and the gateway are reserved. An Allocator serves one family; a node
+// has one per pod CIDR: one IPv4 or one IPv6 Allocator on a single-family
+// node, one of each on a dual-stack node.
 //
 // An Allocator is safe for concurrent use.
 package ipam

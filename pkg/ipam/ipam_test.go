@@ -266,9 +266,18 @@ func TestListIsACopy(t *testing.T) {
 	}
 }
 
+// TestPersistenceAcrossRestart: a new allocator on the same file (an
+// agent restart) has the allocations and the round-robin position, for an
+// IPv4 and an IPv6 pod CIDR (an IPv6-only node keeps its only allocator's
+// state the same way).
 func TestPersistenceAcrossRestart(t *testing.T) {
+	for _, cidr := range []string{"10.1.2.0/24", "fd00:1:2::/64"} {
+		t.Run(cidr, func(t *testing.T) { testPersistenceAcrossRestart(t, cidr) })
+	}
+}
+
+func testPersistenceAcrossRestart(t *testing.T, cidr string) {
 	path := filepath.Join(t.TempDir(), "sub", "ipam.json")
-	cidr := "10.1.2.0/24"
 
 	a := mustNew(t, cidr, NewFileStore(path))
 	ipA := mustAllocate(t, a, "a")

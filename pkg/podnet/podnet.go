@@ -61,8 +61,10 @@ type VethConfig struct {
 	MAC net.HardwareAddr
 	// MTU of both sides. Optional: 0 keeps the kernel default (1500).
 	MTU int
-	// IPNet is the pod address with its prefix length, e.g. 10.244.1.5/24.
-	// Required.
+	// IPNet is the pod address with its prefix length, e.g. 10.244.1.5/24,
+	// of either family: the pod's only address on a single-family node
+	// (fd00:10:244:1::5/64 on an IPv6-only one), the first of two on a
+	// dual-stack node. Required.
 	IPNet *net.IPNet
 	// Gateway is the next hop of the pod's default route and of Routes. It
 	// is installed as an on-link next hop, so it need not be inside IPNet.

@@ -43,7 +43,11 @@ func TestMACFromIP(t *testing.T) {
 		{"10.244.1.5", "0a:58:0a:f4:01:05"},
 		{"192.168.255.254", "0a:58:c0:a8:ff:fe"},
 		{"::ffff:10.0.0.1", "0a:58:0a:00:00:01"},
-		{"fd00::5", ""}, // hashed: only the properties are checked
+		// IPv6: 0a:58 and the first four bytes of SHA-256 of the 16-byte
+		// address. Pinned: a pod keeps its MAC across agent versions.
+		{"fd00::5", "0a:58:96:aa:09:cb"},
+		{"fd00::6", "0a:58:34:1b:a9:90"},
+		{"2001:db8::1", "0a:58:1e:03:d7:e1"},
 	}
 	for _, tc := range tests {
 		mac := MACFromIP(net.ParseIP(tc.ip))
