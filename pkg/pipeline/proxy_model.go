@@ -83,7 +83,14 @@ type ServicePort struct {
 	// ExternalEndpoints, when non-nil, serve the NodePort, ExternalIP and
 	// LoadBalancer frontends instead (externalTrafficPolicy: Local: the
 	// local endpoints only, and the client's source address is kept).
-	// Empty non-nil rejects external traffic on this node.
+	// Empty non-nil rejects external traffic on this node. It is also
+	// non-nil, with ExternalLocal false, when internalTrafficPolicy is
+	// Local and externalTrafficPolicy Cluster: ClusterEndpoints then holds
+	// the local endpoints only, and external traffic goes to every
+	// cluster endpoint. (kube-proxy sends traffic from a local pod to an
+	// external frontend to the cluster endpoints, as if it were internal,
+	// "short-circuiting" eTP Local; ClusterEndpoints is that list unless
+	// internalTrafficPolicy is Local too.)
 	ExternalEndpoints []ServiceEndpoint
 	// ExternalLocal says externalTrafficPolicy is Local: external traffic
 	// is not masqueraded.
@@ -92,6 +99,13 @@ type ServicePort struct {
 	// timeout: a client keeps its endpoint for that long after its last
 	// packet.
 	AffinityTimeout time.Duration
+	// LoadBalancerSourceRanges, when non-empty, are the only client
+	// prefixes (of the ServicePort's family) the LoadBalancer frontends
+	// accept (spec.loadBalancerSourceRanges); kube-proxy drops other
+	// clients' traffic to them. Empty accepts any client (as does a
+	// zero-length prefix in the spec, which the controller turns into
+	// empty). The other frontends are not restricted.
+	LoadBalancerSourceRanges []netip.Prefix
 }
 
 // ServiceRealizer is what the proxy controller needs from the pipeline (a
