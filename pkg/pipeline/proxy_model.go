@@ -78,7 +78,7 @@ type ServicePort struct {
 	// frontends when ExternalEndpoints is nil): the controller has applied
 	// readiness with the terminating fallback, internalTrafficPolicy and
 	// topology. Empty means the Service rejects (TCP RST, ICMP port
-	// unreachable) as kube-proxy does.
+	// unreachable) as kube-proxy does (but see HasEndpoints).
 	ClusterEndpoints []ServiceEndpoint
 	// ExternalEndpoints, when non-nil, serve the NodePort, ExternalIP and
 	// LoadBalancer frontends instead (externalTrafficPolicy: Local: the
@@ -95,6 +95,14 @@ type ServicePort struct {
 	// ExternalLocal says externalTrafficPolicy is Local: external traffic
 	// is not masqueraded.
 	ExternalLocal bool
+	// HasEndpoints says the Service has usable endpoints somewhere in the
+	// cluster (kube-proxy's hasEndpoints: a ready one, or a serving and
+	// terminating one). An empty ClusterEndpoints or ExternalEndpoints
+	// rejects only when it is false; when it is true the list is empty
+	// because of a Local traffic policy, and kube-proxy drops that
+	// traffic instead (a load balancer's health check moves its clients to
+	// another node; a reject would tell them the Service is gone).
+	HasEndpoints bool
 	// AffinityTimeout, when non-zero, is sessionAffinity ClientIP's
 	// timeout: a client keeps its endpoint for that long after its last
 	// packet.
