@@ -49,7 +49,9 @@ func nodePort(s *corev1.Service) {
 	s.Spec.Ports[0].NodePort = 30080
 }
 
-func eTPLocal(s *corev1.Service) { s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal }
+func eTPLocal(s *corev1.Service) {
+	s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+}
 
 func iTPLocal(s *corev1.Service) {
 	p := corev1.ServiceInternalTrafficPolicyLocal
@@ -80,7 +82,10 @@ func ep(addr, node string, mods ...func(*discoveryv1.Endpoint)) discoveryv1.Endp
 	return e
 }
 
-func notReady(e *discoveryv1.Endpoint) { e.Conditions.Ready = new(false); e.Conditions.Serving = new(false) }
+func notReady(e *discoveryv1.Endpoint) {
+	e.Conditions.Ready = new(false)
+	e.Conditions.Serving = new(false)
+}
 
 // terminating: serving but terminating (ready is false while terminating).
 func terminating(e *discoveryv1.Endpoint) {
@@ -517,8 +522,10 @@ func TestComputeService(t *testing.T) {
 			want: []string{"default/web:http/IPv4 fe=ClusterIP:10.96.0.10:80/6,NodePort:*:30080/6 cl=[10.244.2.5:8080] ext=[10.244.1.5:8080L] extlocal"},
 		},
 		{
-			name:   "headless Service (clusterIP None): nothing",
-			svc:    svc(func(s *corev1.Service) { s.Spec.ClusterIP, s.Spec.ClusterIPs = corev1.ClusterIPNone, []string{corev1.ClusterIPNone} }),
+			name: "headless Service (clusterIP None): nothing",
+			svc: svc(func(s *corev1.Service) {
+				s.Spec.ClusterIP, s.Spec.ClusterIPs = corev1.ClusterIPNone, []string{corev1.ClusterIPNone}
+			}),
 			slices: []*discoveryv1.EndpointSlice{v4Slice(ep("10.244.1.5", "me"))},
 			want:   nil,
 		},
