@@ -310,8 +310,8 @@ func (decTTLAction) render(b *strings.Builder, _ *Renderer) { b.WriteString("dec
 
 type groupAction struct{ id uint32 }
 
-// Group sends the packet to group id.
-func Group(id uint32) Action { return groupAction{id} }
+// GroupAction sends the packet to group id (in a flow or a bucket).
+func GroupAction(id uint32) Action { return groupAction{id} }
 
 func (groupAction) validate() error { return nil }
 

@@ -26,17 +26,34 @@ const (
 	// OpDeleteByCookie deletes every flow, in every table, whose cookie
 	// matches Cookie under CookieMask.
 	OpDeleteByCookie
+	// OpGroupAdd adds Group, or replaces the buckets and properties of the
+	// group with its ID (OVS's ADD_OR_MOD): flows using the group stay.
+	OpGroupAdd
+	// OpGroupModify replaces the group with Group's ID, which must exist
+	// (OFPGMFC_UNKNOWN_GROUP otherwise); flows using it stay.
+	OpGroupModify
+	// OpGroupDelete deletes group GroupID (GroupIDAll: every group). OVS
+	// also deletes every flow whose actions use a deleted group.
+	OpGroupDelete
 )
 
-// FlowOp is one change sent to the switch.
+// FlowOp is one change sent to the switch: a flow_mod, or a group_mod
+// (the OpGroup kinds).
 type FlowOp struct {
 	Kind OpKind
 	Flow *Flow
 	// Cookie and CookieMask select flows for OpDeleteByCookie.
 	Cookie, CookieMask uint64
+	// Group is the group of OpGroupAdd and OpGroupModify.
+	Group *Group
+	// GroupID is the group OpGroupDelete deletes.
+	GroupID uint32
 	// encoded, if set, is the op's message, already encoded (the cache's
 	// ADD bytes, or a DELETE_STRICT derived from them).
 	encoded []byte
+	// encodedGroup, if set, is a group op's group_mod, already encoded
+	// (the cache's).
+	encodedGroup []byte
 }
 
 // Add, Modify and Delete build FlowOps.
@@ -53,6 +70,15 @@ func DeleteByCookie(cookie, mask uint64) FlowOp {
 	return FlowOp{Kind: OpDeleteByCookie, Cookie: cookie, CookieMask: mask}
 }
 
+// AddGroup adds g, or replaces the group with g's ID (see OpGroupAdd).
+func AddGroup(g *Group) FlowOp { return FlowOp{Kind: OpGroupAdd, Group: g} }
+
+// ModifyGroup replaces the existing group with g's ID (see OpGroupModify).
+func ModifyGroup(g *Group) FlowOp { return FlowOp{Kind: OpGroupModify, Group: g} }
+
+// DeleteGroup deletes group id, GroupIDAll for all (see OpGroupDelete).
+func DeleteGroup(id uint32) FlowOp { return FlowOp{Kind: OpGroupDelete, GroupID: id} }
+
 func (op FlowOp) String() string {
 	switch op.Kind {
 	case OpAdd:
@@ -61,12 +87,59 @@ func (op FlowOp) String() string {
 		return "flow_mod modify_strict"
 	case OpDelete:
 		return "flow_mod delete_strict"
+	case OpGroupAdd:
+		return fmt.Sprintf("group_mod add_or_mod group_id=%d", op.groupID())
+	case OpGroupModify:
+		return fmt.Sprintf("group_mod modify group_id=%d", op.groupID())
+	case OpGroupDelete:
+		return fmt.Sprintf("group_mod delete group_id=%d", op.groupID())
 	}
 	return fmt.Sprintf("flow_mod delete cookie=%#x/%#x", op.Cookie, op.CookieMask)
 }
 
-// appendTo appends the op's flow_mod (xid 0) to buf.
+func (op FlowOp) isGroup() bool {
+	return op.Kind == OpGroupAdd || op.Kind == OpGroupModify || op.Kind == OpGroupDelete
+}
+
+func (op FlowOp) groupID() uint32 {
+	switch {
+	case op.Kind == OpGroupDelete:
+		return op.GroupID
+	case op.Group != nil:
+		return op.Group.ID
+	case len(op.encodedGroup) >= groupModFixedLen:
+		return groupModID(op.encodedGroup)
+	}
+	return 0
+}
+
+// groupMsg returns a group op's group_mod.
+func (op FlowOp) groupMsg() ([]byte, error) {
+	if op.encodedGroup != nil {
+		return op.encodedGroup, nil
+	}
+	switch op.Kind {
+	case OpGroupDelete:
+		return groupDelete(op.GroupID), nil
+	case OpGroupAdd, OpGroupModify:
+		if op.Group == nil {
+			return nil, fmt.Errorf("%s: no group", op)
+		}
+		cmd := uint16(groupCmdAddOrMod)
+		if op.Kind == OpGroupModify {
+			cmd = openflow15.OFPGC_MODIFY
+		}
+		return op.Group.groupMod(cmd), nil
+	}
+	return nil, fmt.Errorf("%s is not a group op", op)
+}
+
+// appendTo appends the op's flow_mod or group_mod (xid 0) to buf.
 func (op FlowOp) appendTo(buf []byte) ([]byte, error) {
+	if op.isGroup() {
+		m, err := op.groupMsg()
+		return append(buf, m...), err
+	}
 	if op.encoded != nil {
 		return append(buf, op.encoded...), nil
 	}
@@ -152,6 +225,7 @@ func (s *Switch) apply(ctx context.Context, ops []FlowOp, keep func(i int, msg [
 		return notApplied, err
 	}
 	for i, op := range ops {
+		sn.nameGroup(op.Group)
 		err := sn.add(op.String(), op.Flow, bundleID, func(buf []byte) ([]byte, error) {
 			start := len(buf)
 			buf, err := op.appendTo(buf)
@@ -231,6 +305,7 @@ func (s *Switch) ApplyUnbundled(ctx context.Context, ops []FlowOp) (err error) {
 		return err
 	}
 	for _, op := range ops {
+		sn.nameGroup(op.Group)
 		if err := sn.add(op.String(), op.Flow, 0, op.appendTo); err != nil {
 			sn.abort()
 			return fmt.Errorf("encoding %s: %w", op, err)

@@ -25,18 +25,43 @@ type FlowCache struct {
 	// they may be on the switch without being cached. The next replay
 	// deletes those no owner caches.
 	inDoubt map[string][]byte
+
+	// groups holds each owner's groups by ID (groupcache.go), groupOwner
+	// the owner of each cached group ID.
+	groups     map[string]map[uint32]*cachedGroup
+	groupOwner map[uint32]string
+	// groupRefs counts, per group ID, the cached flows whose actions use
+	// the group, so a sync cannot delete a group under a cached flow.
+	groupRefs map[uint32]int
+	// groupsInDoubt holds the IDs of groups a change tried to add whose
+	// commit went unanswered; the next replay deletes those not cached.
+	groupsInDoubt map[uint32]struct{}
 }
 
 // NewFlowCache returns an empty cache.
 func NewFlowCache() *FlowCache {
-	return &FlowCache{owners: map[string]map[string][]byte{}, inDoubt: map[string][]byte{}}
+	return &FlowCache{
+		owners:        map[string]map[string][]byte{},
+		inDoubt:       map[string][]byte{},
+		groups:        map[string]map[uint32]*cachedGroup{},
+		groupOwner:    map[uint32]string{},
+		groupRefs:     map[uint32]int{},
+		groupsInDoubt: map[uint32]struct{}{},
+	}
 }
 
-// Owners returns the owners with cached flows, sorted.
+// Owners returns the owners with cached flows or groups, sorted.
 func (c *FlowCache) Owners() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return slices.Sorted(maps.Keys(c.owners))
+	owners := slices.Collect(maps.Keys(c.owners))
+	for o := range c.groups {
+		if _, ok := c.owners[o]; !ok {
+			owners = append(owners, o)
+		}
+	}
+	slices.Sort(owners)
+	return owners
 }
 
 // Len returns the number of cached flows.
@@ -176,7 +201,12 @@ func (s *Switch) Install(ctx context.Context, owner string, flows ...*Flow) erro
 		s.cache.owners[owner] = fl
 	}
 	for i, f := range flows {
-		fl[f.Key()] = enc[i]
+		k := f.Key()
+		if old, ok := fl[k]; ok {
+			flowModGroups(old, s.cache.unrefLocked)
+		}
+		fl[k] = enc[i]
+		flowModGroups(enc[i], s.cache.refLocked)
 	}
 	s.cache.settleLocked(func(yield func(string) bool) {
 		for _, f := range flows {
@@ -190,124 +220,345 @@ func (s *Switch) Install(ctx context.Context, owner string, flows ...*Flow) erro
 
 // Sync makes owner's flows exactly flows, in one atomic bundle: flows no
 // longer wanted are deleted, new or changed ones added, unchanged ones left
-// alone (their counters keep counting).
+// alone (their counters keep counting). The owner's groups are left alone
+// (see SyncGroupsAndFlows).
 func (s *Switch) Sync(ctx context.Context, owner string, flows ...*Flow) error {
-	want := make(map[string][]byte, len(flows))
-	byKey := make(map[string]*Flow, len(flows))
-	for _, f := range flows {
-		data, err := f.Encode()
-		if err != nil {
-			return fmt.Errorf("syncing flows of %s: %w", owner, err)
-		}
-		k := f.Key()
-		want[k], byKey[k] = data, f
-	}
-	s.mutate.RLock()
-	defer s.mutate.RUnlock()
-	s.cache.mu.Lock()
-	have := s.cache.owners[owner]
-	var ops []FlowOp
-	var touched []string
-	for k, old := range have {
-		if _, ok := want[k]; !ok {
-			ops = append(ops, rawOp(OpDelete, deleteStrictFrom(old)))
-			touched = append(touched, k)
-		}
-	}
-	adds := map[string][]byte{}
-	for k, data := range want {
-		if old, ok := have[k]; !ok || string(old) != string(data) {
-			ops = append(ops, FlowOp{Kind: OpAdd, Flow: byKey[k], encoded: data})
-			adds[k] = data
-		}
-	}
-	s.cache.mu.Unlock()
-	if res, err := s.apply(ctx, ops, nil); err != nil {
-		if res == unknown {
-			s.cache.markInDoubt(adds)
-		}
+	w, err := encodeOwnerWant(flows, false, nil)
+	if err != nil {
 		return fmt.Errorf("syncing flows of %s: %w", owner, err)
 	}
-	s.cache.mu.Lock()
-	defer s.cache.mu.Unlock()
-	if len(want) == 0 {
-		delete(s.cache.owners, owner)
-	} else {
-		s.cache.owners[owner] = want
+	if err := s.syncOwners(ctx, map[string]*ownerWant{owner: w}); err != nil {
+		return fmt.Errorf("syncing flows of %s: %w", owner, err)
 	}
-	s.cache.settleLocked(slices.Values(touched))
-	s.cache.settleLocked(maps.Keys(adds))
 	return nil
 }
 
 // SyncOwners is Sync for several owners in ONE atomic bundle: each owner's
-// flows become exactly owners[owner] (an empty or nil list uninstalls the
-// owner); owners not in the map are left alone. All deletions precede all
-// additions in the bundle, so a flow may move from one owner to another in
-// the same call. Either every change is applied or none is.
+// flows become exactly owners[owner] (an empty or nil list removes the
+// owner's flows); owners not in the map are left alone, and so are the
+// groups of all owners. All deletions precede all additions in the bundle,
+// so a flow may move from one owner to another in the same call. Either
+// every change is applied or none is.
 func (s *Switch) SyncOwners(ctx context.Context, owners map[string][]*Flow) error {
-	want := make(map[string]map[string][]byte, len(owners))
-	byKey := make(map[string]map[string]*Flow, len(owners))
+	want := make(map[string]*ownerWant, len(owners))
 	for owner, flows := range owners {
-		w := make(map[string][]byte, len(flows))
-		bk := make(map[string]*Flow, len(flows))
-		for _, f := range flows {
-			data, err := f.Encode()
-			if err != nil {
-				return fmt.Errorf("syncing flows of %s: %w", owner, err)
-			}
-			k := f.Key()
-			w[k], bk[k] = data, f
+		w, err := encodeOwnerWant(flows, false, nil)
+		if err != nil {
+			return fmt.Errorf("syncing flows of %s: %w", owner, err)
 		}
-		want[owner], byKey[owner] = w, bk
+		want[owner] = w
 	}
-	var dels, adds []FlowOp
-	var touched []string
-	added := map[string][]byte{}
-	s.mutate.RLock()
-	defer s.mutate.RUnlock()
-	s.cache.mu.Lock()
-	for _, owner := range slices.Sorted(maps.Keys(want)) {
-		have, w := s.cache.owners[owner], want[owner]
-		for k, old := range have {
-			if _, ok := w[k]; !ok {
-				dels = append(dels, rawOp(OpDelete, deleteStrictFrom(old)))
-				touched = append(touched, k)
-			}
-		}
-		for k, data := range w {
-			if old, ok := have[k]; !ok || string(old) != string(data) {
-				adds = append(adds, FlowOp{Kind: OpAdd, Flow: byKey[owner][k], encoded: data})
-				added[k] = data
-			}
-		}
+	if err := s.syncOwners(ctx, want); err != nil {
+		return fmt.Errorf("syncing flows of %d owners: %w", len(owners), err)
 	}
-	s.cache.mu.Unlock()
-	if ops := append(dels, adds...); len(ops) > 0 {
-		if res, err := s.apply(ctx, ops, nil); err != nil {
-			if res == unknown {
-				s.cache.markInDoubt(added)
-			}
-			return fmt.Errorf("syncing flows of %d owners: %w", len(owners), err)
-		}
-	}
-	s.cache.mu.Lock()
-	defer s.cache.mu.Unlock()
-	for owner, w := range want {
-		if len(w) == 0 {
-			delete(s.cache.owners, owner)
-		} else {
-			s.cache.owners[owner] = w
-		}
-	}
-	s.cache.settleLocked(slices.Values(touched))
-	s.cache.settleLocked(maps.Keys(added))
 	return nil
 }
 
-// Uninstall deletes all of owner's cached flows atomically.
+// OwnerState is everything one owner holds on the switch: its groups and
+// its flows.
+type OwnerState struct {
+	Groups []*Group
+	Flows  []*Flow
+}
+
+// SyncGroupsAndFlows makes owner's groups exactly groups and its flows
+// exactly flows, in one atomic bundle (see SyncOwnerStates).
+func (s *Switch) SyncGroupsAndFlows(ctx context.Context, owner string, groups []*Group, flows ...*Flow) error {
+	return s.SyncOwnerStates(ctx, map[string]OwnerState{owner: {Groups: groups, Flows: flows}})
+}
+
+// SyncOwnerStates makes each owner's groups and flows exactly
+// owners[owner], for all owners in ONE atomic bundle (an empty state
+// uninstalls the owner); owners not in the map are left alone. Either every
+// change is applied or none is, and no packet sees a partial state.
+//
+// Only differences are sent. A group new to the cache is added (OVS's
+// ADD_OR_MOD, so a group left with the same ID by an earlier agent run is
+// taken over); a changed group is modified in place (OFPGC_MODIFY), never
+// deleted and re-added: OVS deletes the flows that use a deleted group, and
+// connections that conntrack already DNATed keep flowing because their
+// packets no longer pass the group. An unchanged group is not touched. In
+// the bundle, added and modified groups come first, then flow deletions,
+// flow additions, and last the deleted groups, so every flow finds its
+// group and no group disappears under a flow still using it.
+//
+// A group ID belongs to one owner: a group whose ID another owner holds
+// (and does not give up in the same call) is an error, as is deleting a
+// group that cached flows of other owners (or the owner's remaining flows)
+// still use. A group may move from one owner to another in one call.
+//
+// OVS restarts a group's counters when it modifies the group; the Switch
+// reads them just before such a change and carries them over (see
+// DumpGroups).
+func (s *Switch) SyncOwnerStates(ctx context.Context, owners map[string]OwnerState) error {
+	want := make(map[string]*ownerWant, len(owners))
+	for owner, st := range owners {
+		w, err := encodeOwnerWant(st.Flows, true, st.Groups)
+		if err != nil {
+			return fmt.Errorf("syncing %s: %w", owner, err)
+		}
+		want[owner] = w
+	}
+	if err := s.syncOwners(ctx, want); err != nil {
+		if len(owners) == 1 {
+			for owner := range owners {
+				return fmt.Errorf("syncing groups and flows of %s: %w", owner, err)
+			}
+		}
+		return fmt.Errorf("syncing groups and flows of %d owners: %w", len(owners), err)
+	}
+	return nil
+}
+
+// Uninstall deletes all of owner's cached flows and groups atomically.
 func (s *Switch) Uninstall(ctx context.Context, owner string) error {
-	return s.Sync(ctx, owner)
+	if err := s.syncOwners(ctx, map[string]*ownerWant{owner: {setGroups: true}}); err != nil {
+		return fmt.Errorf("uninstalling %s: %w", owner, err)
+	}
+	return nil
+}
+
+// ownerWant is what a sync makes one owner hold.
+type ownerWant struct {
+	flows map[string][]byte // Flow.Key() -> ADD message
+	byKey map[string]*Flow
+	// setGroups: the owner's groups become groups (otherwise they are
+	// left alone).
+	setGroups bool
+	groups    map[uint32]*Group
+	groupMsgs map[uint32][]byte // ADD_OR_MOD group_mods
+}
+
+func encodeOwnerWant(flows []*Flow, setGroups bool, groups []*Group) (*ownerWant, error) {
+	w := &ownerWant{
+		flows:     make(map[string][]byte, len(flows)),
+		byKey:     make(map[string]*Flow, len(flows)),
+		setGroups: setGroups,
+	}
+	for _, f := range flows {
+		data, err := f.Encode()
+		if err != nil {
+			return nil, err
+		}
+		k := f.Key()
+		w.flows[k], w.byKey[k] = data, f
+	}
+	if len(groups) > 0 {
+		w.groups = make(map[uint32]*Group, len(groups))
+		w.groupMsgs = make(map[uint32][]byte, len(groups))
+	}
+	for _, g := range groups {
+		if g == nil {
+			return nil, fmt.Errorf("nil group")
+		}
+		if _, dup := w.groups[g.ID]; dup {
+			return nil, fmt.Errorf("group %d given twice", g.ID)
+		}
+		w.groups[g.ID], w.groupMsgs[g.ID] = g, g.groupMod(groupCmdAddOrMod)
+	}
+	return w, nil
+}
+
+// groupChange is one group a sync adds, modifies or deletes.
+type groupChange struct {
+	id    uint32
+	owner string   // the owner after the change ("" when deleted)
+	msg   []byte // the new ADD_OR_MOD group_mod (nil when deleted)
+	group *Group
+	old   *cachedGroup // nil when added
+}
+
+// syncOwners is the one diff-and-bundle behind Sync, SyncOwners,
+// SyncOwnerStates and Uninstall.
+func (s *Switch) syncOwners(ctx context.Context, want map[string]*ownerWant) error {
+	owners := slices.Sorted(maps.Keys(want))
+	// The group IDs the owners that set their groups will hold.
+	claimed := map[uint32]string{}
+	for _, owner := range owners {
+		w := want[owner]
+		for id := range w.groups {
+			if other, dup := claimed[id]; dup {
+				return fmt.Errorf("group %d wanted by both %s and %s", id, other, owner)
+			}
+			claimed[id] = owner
+		}
+	}
+	s.mutate.RLock()
+	defer s.mutate.RUnlock()
+
+	c := s.cache
+	c.mu.Lock()
+	var gAdds, gMods, gDels []groupChange
+	for _, id := range slices.Sorted(maps.Keys(claimed)) {
+		owner := claimed[id]
+		cur, held := c.groupOwner[id]
+		if held && cur != owner {
+			if w := want[cur]; w == nil || !w.setGroups {
+				c.mu.Unlock()
+				return fmt.Errorf("group %d of %s: the ID belongs to %s", id, owner, cur)
+			}
+		}
+		ch := groupChange{id: id, owner: owner, msg: want[owner].groupMsgs[id], group: want[owner].groups[id]}
+		switch {
+		case !held:
+			gAdds = append(gAdds, ch)
+		default:
+			ch.old = c.groups[cur][id]
+			if string(ch.old.msg) != string(ch.msg) {
+				gMods = append(gMods, ch)
+			} else if cur != owner {
+				gMods = append(gMods, groupChange{id: id, owner: owner, msg: ch.msg, old: ch.old}) // a move: cache only
+			}
+		}
+	}
+	for _, owner := range owners {
+		if !want[owner].setGroups {
+			continue
+		}
+		for _, id := range slices.Sorted(maps.Keys(c.groups[owner])) {
+			if _, kept := claimed[id]; !kept {
+				gDels = append(gDels, groupChange{id: id, old: c.groups[owner][id]})
+			}
+		}
+	}
+
+	// Flows to delete, by key (nil: deleted by two owners). A flow that
+	// one owner deletes and another adds byte for byte the same only moves:
+	// it stays on the switch untouched and keeps its counters.
+	deleted := map[string][]byte{}
+	for _, owner := range owners {
+		w := want[owner].flows
+		for k, old := range c.owners[owner] {
+			if _, ok := w[k]; !ok {
+				if _, twice := deleted[k]; twice {
+					deleted[k] = nil
+				} else {
+					deleted[k] = old
+				}
+			}
+		}
+	}
+	var adds []FlowOp
+	added := map[string][]byte{}
+	moved := map[string]bool{}
+	refDelta := map[uint32]int{}
+	for _, owner := range owners {
+		have := c.owners[owner]
+		for k, data := range want[owner].flows {
+			old, ok := have[k]
+			if ok && string(old) == string(data) {
+				continue
+			}
+			if d := deleted[k]; d != nil && string(d) == string(data) && !moved[k] {
+				moved[k] = true
+				continue
+			}
+			adds = append(adds, FlowOp{Kind: OpAdd, Flow: want[owner].byKey[k], encoded: data})
+			added[k] = data
+			flowModGroups(data, func(id uint32) { refDelta[id]++ })
+			if ok {
+				flowModGroups(old, func(id uint32) { refDelta[id]-- })
+			}
+		}
+	}
+	var dels []FlowOp
+	var touched []string
+	for _, owner := range owners {
+		w := want[owner].flows
+		for k, old := range c.owners[owner] {
+			if _, ok := w[k]; ok {
+				continue
+			}
+			if moved[k] && string(old) == string(deleted[k]) {
+				delete(moved, k) // the one move of k is done
+				continue
+			}
+			dels = append(dels, rawOp(OpDelete, deleteStrictFrom(old)))
+			touched = append(touched, k)
+			flowModGroups(old, func(id uint32) { refDelta[id]-- })
+		}
+	}
+	for _, d := range gDels {
+		if n := c.groupRefs[d.id] + refDelta[d.id]; n > 0 {
+			owner := c.groupOwner[d.id]
+			c.mu.Unlock()
+			return fmt.Errorf("deleting group %d of %s: %d cached flows still use it (OVS would delete them with it)", d.id, owner, n)
+		}
+	}
+	c.mu.Unlock()
+
+	// The counters of the groups about to be modified, to carry over.
+	var counters map[uint32]groupCounters
+	if ids := modifiedIDs(gMods); len(ids) > 0 {
+		var err error
+		if counters, err = s.groupCounters(ctx, ids); err != nil {
+			return fmt.Errorf("reading the counters of the groups to modify: %w", err)
+		}
+	}
+
+	ops := make([]FlowOp, 0, len(gAdds)+len(gMods)+len(dels)+len(adds)+len(gDels))
+	for _, g := range gAdds {
+		ops = append(ops, FlowOp{Kind: OpGroupAdd, Group: g.group, encodedGroup: g.msg})
+	}
+	for _, g := range gMods {
+		if g.group == nil {
+			continue // moved, unchanged
+		}
+		ops = append(ops, FlowOp{Kind: OpGroupModify, Group: g.group, encodedGroup: withGroupCommand(g.msg, openflow15.OFPGC_MODIFY)})
+	}
+	ops = append(ops, dels...)
+	ops = append(ops, adds...)
+	for _, g := range gDels {
+		ops = append(ops, FlowOp{Kind: OpGroupDelete, GroupID: g.id})
+	}
+	if len(ops) > 0 {
+		if res, err := s.apply(ctx, ops, nil); err != nil {
+			if res == unknown {
+				c.markInDoubt(added)
+				c.markGroupsInDoubt(gAdds)
+			}
+			return err
+		}
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for owner, w := range want {
+		if len(w.flows) == 0 {
+			delete(c.owners, owner)
+		} else {
+			c.owners[owner] = w.flows
+		}
+	}
+	for id, d := range refDelta {
+		if n := c.groupRefs[id] + d; n > 0 {
+			c.groupRefs[id] = n
+		} else {
+			delete(c.groupRefs, id)
+		}
+	}
+	for _, d := range gDels {
+		c.removeGroupLocked(d.id)
+	}
+	for _, g := range gAdds {
+		c.putGroupLocked(g.owner, g.id, &cachedGroup{msg: g.msg})
+	}
+	for _, g := range gMods {
+		cg := &cachedGroup{msg: g.msg, carry: g.old.carry}
+		if g.group != nil {
+			var sw *groupCounters
+			if cnt, ok := counters[g.id]; ok {
+				sw = &cnt
+			}
+			cg.carry = carryOver(g.old, sw, g.msg)
+		}
+		c.removeGroupLocked(g.id)
+		c.putGroupLocked(g.owner, g.id, cg)
+	}
+	c.settleLocked(slices.Values(touched))
+	c.settleLocked(maps.Keys(added))
+	c.settleGroupsLocked(gAdds, gMods, gDels)
+	return nil
 }
 
 // rawOp is an op whose message is already encoded (no Flow attached).
@@ -320,16 +571,21 @@ func rawOp(kind OpKind, msg []byte) FlowOp {
 const replayBatch = 20000
 
 // replayCache makes the switch hold what the cache holds: it re-adds every
-// cached flow, in atomic batches, then deletes the flows in doubt (added by
-// a change whose commit went unanswered) that no owner caches. The caller
-// holds s.mutate exclusively, so the cache cannot change meanwhile: a
-// change that lands between reading the cache and sending a batch would
-// otherwise be undone by the batch (a deleted flow re-added, as an orphan).
+// cached group (ADD_OR_MOD) and then every cached flow, in atomic batches,
+// so each flow finds the groups it uses; then it deletes the flows and
+// groups in doubt (added by a change whose commit went unanswered) that no
+// owner caches. The caller holds s.mutate exclusively, so the cache cannot
+// change meanwhile: a change that lands between reading the cache and
+// sending a batch would otherwise be undone by the batch (a deleted flow
+// re-added, as an orphan).
 //
-// Flows changed with Apply or ApplyUnbundled are not the cache's; they are
-// neither re-added nor deleted here (the agent's deletion of an earlier
-// run's cookie rounds is the only such change today).
-func (s *Switch) replayCache(ctx context.Context) (added, removed int, err error) {
+// Flows and groups changed with Apply or ApplyUnbundled are not the
+// cache's; they are neither re-added nor deleted here (the agent's deletion
+// of an earlier run's cookie rounds is the only such change today).
+func (s *Switch) replayCache(ctx context.Context) (res replayCounts, err error) {
+	if res.groups, err = s.replayGroups(ctx); err != nil {
+		return res, err
+	}
 	adds, dels := s.cache.replaySet()
 	for lo := 0; lo < len(adds); lo += replayBatch {
 		hi := min(lo+replayBatch, len(adds))
@@ -338,8 +594,9 @@ func (s *Switch) replayCache(ctx context.Context) (added, removed int, err error
 			ops = append(ops, rawOp(OpAdd, m))
 		}
 		if _, err := s.apply(ctx, ops, nil); err != nil {
-			return lo, 0, err
+			return res, err
 		}
+		res.added = hi
 	}
 	for lo := 0; lo < len(dels); lo += replayBatch {
 		hi := min(lo+replayBatch, len(dels))
@@ -348,12 +605,22 @@ func (s *Switch) replayCache(ctx context.Context) (added, removed int, err error
 			ops = append(ops, rawOp(OpDelete, m))
 		}
 		if _, err := s.apply(ctx, ops, nil); err != nil {
-			return len(adds), lo, err
+			return res, err
 		}
+		res.removed = hi
 	}
-	// Every doubt is settled: the flows are cached, or gone.
+	if res.removedGroups, err = s.replayDeleteGroupsInDoubt(ctx); err != nil {
+		return res, err
+	}
+	// Every doubt is settled: the flows and groups are cached, or gone.
 	s.cache.mu.Lock()
 	clear(s.cache.inDoubt)
+	clear(s.cache.groupsInDoubt)
 	s.cache.mu.Unlock()
-	return len(adds), len(dels), nil
+	return res, nil
+}
+
+// replayCounts is what a replay sent.
+type replayCounts struct {
+	groups, added, removed, removedGroups int
 }

@@ -21,6 +21,7 @@ const (
 	ErrTypeBadInstruction uint16 = 3
 	ErrTypeBadMatch       uint16 = 4
 	ErrTypeFlowModFailed  uint16 = 5
+	ErrTypeGroupModFailed uint16 = 6
 	ErrTypeBundleFailed   uint16 = 17
 	ErrTypeExperimenter   uint16 = 0xffff
 )
@@ -45,9 +46,16 @@ type OVSError struct {
 	Experimenter uint32
 	// Flow is the rejected flow, if the failing message was one.
 	Flow *Flow
+	// Group is the rejected group, if the failing message was a
+	// group_mod built from one (a cached or deleted group has none: Op
+	// names its ID).
+	Group *Group
 	// Op says what was being done ("flow_mod add", "bundle commit", ...).
 	Op string
 }
+
+// maxErrorGroupLen bounds the rendered group in an OVSError's message.
+const maxErrorGroupLen = 400
 
 // TypeName is the ofp_error_type name, e.g. OFPET_BAD_ACTION.
 func (e *OVSError) TypeName() string {
@@ -67,6 +75,14 @@ func (e *OVSError) Error() string {
 	msg := fmt.Sprintf("ovs-vswitchd rejected %s: %s/%s (type %d, code %d)", e.Op, e.TypeName(), e.CodeName(), e.Type, e.Code)
 	if e.Flow != nil {
 		msg += ": " + e.Flow.String()
+	}
+	if e.Group != nil {
+		g := e.Group.String()
+		// A group of hundreds of buckets would drown the message.
+		if len(g) > maxErrorGroupLen {
+			g = g[:maxErrorGroupLen] + fmt.Sprintf("... (%d buckets)", e.Group.NumBuckets())
+		}
+		msg += ": " + g
 	}
 	return msg
 }

@@ -47,3 +47,19 @@ func DropConnection(s *Switch) {
 		sw.Close()
 	}
 }
+
+// GroupCatalogCase exposes the group catalog to the integration tests.
+type GroupCatalogCase struct {
+	Name  string
+	Build *GroupBuilder
+	Want  string
+}
+
+// ExportedGroupCatalog returns the group catalog.
+func ExportedGroupCatalog() []GroupCatalogCase {
+	var out []GroupCatalogCase
+	for _, c := range groupCatalog() {
+		out = append(out, GroupCatalogCase{c.name, c.build, c.want})
+	}
+	return out
+}

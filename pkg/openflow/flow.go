@@ -630,7 +630,7 @@ func (b *FlowBuilder) Conjunction(id uint32, clause, nClauses uint8) *FlowBuilde
 func (b *FlowBuilder) DecTTL() *FlowBuilder { return b.Action(DecTTL()) }
 
 // Group sends the packet to a group.
-func (b *FlowBuilder) Group(id uint32) *FlowBuilder { return b.Action(Group(id)) }
+func (b *FlowBuilder) Group(id uint32) *FlowBuilder { return b.Action(GroupAction(id)) }
 
 // Meter applies a meter.
 func (b *FlowBuilder) Meter(id uint32) *FlowBuilder { return b.Action(Meter(id)) }

@@ -341,7 +341,8 @@ func (s *Switch) replay(gen uint64, done chan struct{}) {
 			s.log.V(2).Info("Replay superseded by a newer connection", "generation", gen, "attempt", attempt)
 			return
 		case err == nil:
-			s.log.Info("Replayed flows after reconnect", "flows", res.added, "removedInDoubt", res.removed,
+			s.log.Info("Replayed flows after reconnect", "groups", res.groups, "flows", res.added,
+				"removedInDoubt", res.removed, "groupsRemovedInDoubt", res.removedGroups,
 				"generation", gen, "attempts", attempt, "duration", time.Since(start))
 			return
 		}
@@ -361,8 +362,8 @@ func (s *Switch) replay(gen uint64, done chan struct{}) {
 
 // replayResult is what one replay attempt did.
 type replayResult struct {
-	added, removed int
-	superseded     bool // a newer generation exists; nothing was delivered
+	replayCounts
+	superseded bool // a newer generation exists; nothing was delivered
 }
 
 // replayOnce is one replay attempt, exclusive with every cache change.
@@ -379,7 +380,7 @@ func (s *Switch) replayOnce(ctx context.Context, gen uint64, attempt int, done c
 			return replayResult{}, err
 		}
 	}
-	added, removed, err := s.replayCache(ctx)
+	counts, err := s.replayCache(ctx)
 	if err != nil {
 		return replayResult{}, fmt.Errorf("replaying flow cache (generation %d, attempt %d): %w", gen, attempt, err)
 	}
@@ -394,7 +395,7 @@ func (s *Switch) replayOnce(ctx context.Context, gen uint64, attempt int, done c
 	default:
 	}
 	s.reconnected <- gen
-	return replayResult{added: added, removed: removed}, nil
+	return replayResult{replayCounts: counts}, nil
 }
 
 // testHooks let tests inject faults (export_test.go); unset in production.
@@ -417,6 +418,9 @@ type request struct {
 	n        uint32
 	flows    []*Flow  // per message, to name the culprit of an error
 	ops      []string // per message, what it was
+	// groups names the group of each group_mod message (by offset from
+	// firstXid), for errors; nil without group_mods.
+	groups   map[uint32]*Group
 	errs     []*OVSError
 	replies  [][]byte // raw multipart replies
 	done     chan struct{}
@@ -522,6 +526,17 @@ func (sn *sender) add(op string, flow *Flow, bundleID uint32, appendMsg func([]b
 		return sn.flush()
 	}
 	return nil
+}
+
+// nameGroup makes g the culprit of the next message's errors (nil: none).
+func (sn *sender) nameGroup(g *Group) {
+	if g == nil {
+		return
+	}
+	if sn.req.groups == nil {
+		sn.req.groups = make(map[uint32]*Group)
+	}
+	sn.req.groups[sn.sent] = g
 }
 
 func (sn *sender) flush() error {
@@ -632,7 +647,9 @@ func (s *Switch) handleReply(msg []byte) bool {
 	i := xid - req.firstXid
 	switch msg[1] {
 	case openflow15.Type_Error:
-		req.errs = append(req.errs, parseError(msg, req.flows[i], req.ops[i]))
+		e := parseError(msg, req.flows[i], req.ops[i])
+		e.Group = req.groups[i]
+		req.errs = append(req.errs, e)
 	case openflow15.Type_MultiPartReply:
 		req.replies = append(req.replies, append([]byte(nil), msg...))
 	case openflow15.Type_BarrierReply:

@@ -113,7 +113,18 @@ func (s *Switch) Verify(ctx context.Context, rounds []uint8) ([]FlowDiscrepancy,
 
 // verifySnapshot returns the cache (owner -> ADD messages) and the
 // switch's flows, read while no cache change runs and no replay is due.
-func (s *Switch) verifySnapshot(ctx context.Context) (map[string][][]byte, []FlowStats, error) {
+func (s *Switch) verifySnapshot(ctx context.Context) (cached map[string][][]byte, stats []FlowStats, err error) {
+	err = s.whileCacheStill(ctx, func() error {
+		cached = s.cache.snapshot()
+		stats, err = s.DumpFlows(ctx, FlowFilter{})
+		return err
+	})
+	return cached, stats, err
+}
+
+// whileCacheStill runs fn once no replay is due and while no cache change
+// runs (Install, Sync and the others wait for fn).
+func (s *Switch) whileCacheStill(ctx context.Context, fn func() error) error {
 	for {
 		s.mu.Lock()
 		done := s.replayDone
@@ -121,9 +132,9 @@ func (s *Switch) verifySnapshot(ctx context.Context) (map[string][][]byte, []Flo
 		select {
 		case <-done:
 		case <-s.done:
-			return nil, nil, ErrClosed
+			return ErrClosed
 		case <-ctx.Done():
-			return nil, nil, fmt.Errorf("waiting for the flow replay after a reconnect: %w", ctx.Err())
+			return fmt.Errorf("waiting for the flow replay after a reconnect: %w", ctx.Err())
 		case <-time.After(50 * time.Millisecond):
 			// A newer reconnect's replay supersedes the one awaited,
 			// which then never completes: look again.
@@ -137,10 +148,9 @@ func (s *Switch) verifySnapshot(ctx context.Context) (map[string][][]byte, []Flo
 			s.mutate.Unlock()
 			continue
 		}
-		cached := s.cache.snapshot()
-		stats, err := s.DumpFlows(ctx, FlowFilter{})
+		err := fn()
 		s.mutate.Unlock()
-		return cached, stats, err
+		return err
 	}
 }
 
