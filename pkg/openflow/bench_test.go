@@ -197,3 +197,171 @@ func BenchmarkFlowCacheMemory(b *testing.B) {
 		b.StartTimer()
 	}
 }
+
+// benchGroups returns n select groups of buckets buckets each (IDs from
+// 1), as a Service proxy builds them: bucket i DNATs to an endpoint with
+// ct(commit,table,zone,nat(dst=IP:port)), weight 100.
+func benchGroups(b testing.TB, n, buckets int) []*openflow.Group {
+	groups := make([]*openflow.Group, n)
+	table := uint8(30)
+	for g := range n {
+		gb := openflow.NewGroup(uint32(g+1), openflow.GroupSelect)
+		for i := range buckets {
+			ep := net.IPv4(10, byte(64+g>>16), byte(g>>8), byte(g))
+			gb.Bucket(100, &openflow.CTAction{Commit: true, Zone: 65521, Table: &table,
+				NAT: &openflow.NAT{Kind: openflow.NATDest, IPMin: ep, PortMin: uint16(8000 + i)}})
+		}
+		gr, err := gb.Done()
+		if err != nil {
+			b.Fatal(err)
+		}
+		groups[g] = gr
+	}
+	return groups
+}
+
+// BenchmarkGroupInstall installs 10,000 select groups of 10 ct(nat)
+// buckets into a real bridge in one atomic bundle, three ways side by
+// side: Apply (group_mods only), SyncOwnerStates (through the cache, one
+// owner per group, as the proxy would), and `ovs-ofctl -O OpenFlow15
+// --bundle add-groups` of the same groups (rendered by our renderer) from a
+// file. Metrics: groups/s, and CPU milliseconds of ovs-vswitchd and of the
+// client (our process, or ovs-ofctl) per run.
+func BenchmarkGroupInstall(b *testing.B) {
+	ovs := ovstest.Start(b)
+	ovs.AddBridge(b, "br-int")
+	sw := oftest.Open(b, openflow.Config{MgmtSocket: ovs.MgmtSocket("br-int")})
+	ctx := testctx.Timeout(b, benchTimeout)
+	const n, buckets = 10000, 10
+	groups := benchGroups(b, n, buckets)
+	clear := func() {
+		if err := sw.Apply(ctx, []openflow.FlowOp{openflow.DeleteGroup(openflow.GroupIDAll)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	file := filepath.Join(b.TempDir(), "groups.txt")
+	var text strings.Builder
+	for _, g := range groups {
+		text.WriteString(g.String())
+		text.WriteByte('\n')
+	}
+	if err := os.WriteFile(file, []byte(text.String()), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	name := fmt.Sprintf("groups=%d,buckets=%d", n, buckets)
+	measure := func(b *testing.B, install func(), clientCPU func() time.Duration, undo func()) {
+		var vsCPU, ownCPU, elapsed time.Duration
+		b.ReportAllocs()
+		b.StopTimer()
+		for i := 0; i < b.N; i++ {
+			v0, c0, t0 := procCPU(ovs.VswitchdPID()), clientCPU(), time.Now()
+			b.StartTimer()
+			install()
+			b.StopTimer()
+			elapsed += time.Since(t0)
+			vsCPU += procCPU(ovs.VswitchdPID()) - v0
+			ownCPU += clientCPU() - c0
+			if got := countGroups(b, ovs); got != n {
+				b.Fatalf("%d groups on the switch after the install, want %d", got, n)
+			}
+			undo()
+		}
+		b.ReportMetric(float64(n)*float64(b.N)/elapsed.Seconds(), "groups/s")
+		b.ReportMetric(float64(vsCPU.Milliseconds())/float64(b.N), "vswitchd-cpu-ms/op")
+		b.ReportMetric(float64(ownCPU.Milliseconds())/float64(b.N), "client-cpu-ms/op")
+	}
+	b.Run("weir/"+name, func(b *testing.B) {
+		measure(b, func() {
+			ops := make([]openflow.FlowOp, len(groups))
+			for j, g := range groups {
+				ops[j] = openflow.AddGroup(g)
+			}
+			if err := sw.Apply(ctx, ops); err != nil {
+				b.Fatal(err)
+			}
+		}, selfCPU, clear)
+	})
+	b.Run("weir-sync/"+name, func(b *testing.B) {
+		owners := make(map[string]openflow.OwnerState, n)
+		empty := make(map[string]openflow.OwnerState, n)
+		for j, g := range groups {
+			o := "svc-" + strconv.Itoa(j)
+			owners[o] = openflow.OwnerState{Groups: []*openflow.Group{g}}
+			empty[o] = openflow.OwnerState{}
+		}
+		measure(b, func() {
+			if err := sw.SyncOwnerStates(ctx, owners); err != nil {
+				b.Fatal(err)
+			}
+		}, selfCPU, func() {
+			if err := sw.SyncOwnerStates(ctx, empty); err != nil {
+				b.Fatal(err)
+			}
+		})
+	})
+	b.Run("ovs-ofctl/"+name, func(b *testing.B) {
+		measure(b, func() {
+			if out, err := ovs.Ofctl("-O", "OpenFlow15", "--bundle", "add-groups", "br-int", file); err != nil {
+				b.Fatalf("ovs-ofctl: %v: %s", err, out)
+			}
+		}, childrenCPU, clear)
+	})
+}
+
+// countGroups is ovs-ofctl's group count on br-int (from dump-group-stats,
+// whose lines are short).
+func countGroups(b testing.TB, ovs *ovstest.Instance) int {
+	b.Helper()
+	out, err := ovs.Ofctl("-O", "OpenFlow15", "dump-group-stats", "br-int")
+	if err != nil {
+		b.Fatalf("ovs-ofctl dump-group-stats: %v", err)
+	}
+	return strings.Count(out, "group_id=")
+}
+
+// BenchmarkGroupModify is one endpoint change among 10,000 cached
+// Services: one select group of 10 buckets gets one bucket replaced through
+// SyncGroupsAndFlows (a read of its counters, then one bundle with one
+// group_mod), beside `ovs-ofctl -O OpenFlow15 mod-group` of the same group
+// (whose time is mostly starting ovs-ofctl).
+func BenchmarkGroupModify(b *testing.B) {
+	ovs := ovstest.Start(b)
+	ovs.AddBridge(b, "br-int")
+	sw := oftest.Open(b, openflow.Config{MgmtSocket: ovs.MgmtSocket("br-int")})
+	ctx := testctx.Timeout(b, benchTimeout)
+	const n, buckets = 10000, 10
+	groups := benchGroups(b, n, buckets)
+	owners := make(map[string]openflow.OwnerState, n)
+	for j, g := range groups {
+		owners["svc-"+strconv.Itoa(j)] = openflow.OwnerState{Groups: []*openflow.Group{g}}
+	}
+	if err := sw.SyncOwnerStates(ctx, owners); err != nil {
+		b.Fatal(err)
+	}
+	// Two versions of group 5000 that differ in their last bucket.
+	alt := benchGroups(b, n, buckets)[4999]
+	table := uint8(30)
+	gb := openflow.NewGroup(alt.ID, openflow.GroupSelect)
+	for i, bk := range alt.Buckets() {
+		if i == buckets-1 {
+			bk.Actions = []openflow.Action{&openflow.CTAction{Commit: true, Zone: 65521, Table: &table,
+				NAT: &openflow.NAT{Kind: openflow.NATDest, IPMin: net.IPv4(10, 200, 0, 1), PortMin: 9999}}}
+		}
+		gb.Bucket(bk.Weight, bk.Actions...)
+	}
+	versions := []*openflow.Group{gb.MustDone(), groups[4999]}
+	b.Run("weir/sync-one-of-10000", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			if err := sw.SyncGroupsAndFlows(ctx, "svc-4999", []*openflow.Group{versions[i%2]}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("ovs-ofctl/mod-group-one-of-10000", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			if out, err := ovs.Ofctl("-O", "OpenFlow15", "mod-group", "br-int", versions[i%2].String()); err != nil {
+				b.Fatalf("ovs-ofctl: %v: %s", err, out)
+			}
+		}
+	})
+}

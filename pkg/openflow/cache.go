@@ -36,6 +36,9 @@ type FlowCache struct {
 	// groupsInDoubt holds the IDs of groups a change tried to add whose
 	// commit went unanswered; the next replay deletes those not cached.
 	groupsInDoubt map[uint32]struct{}
+	// groupPending holds the IDs of groups a sync in flight adds, and for
+	// which owner.
+	groupPending map[uint32]string
 }
 
 // NewFlowCache returns an empty cache.
@@ -47,6 +50,7 @@ func NewFlowCache() *FlowCache {
 		groupOwner:    map[uint32]string{},
 		groupRefs:     map[uint32]int{},
 		groupsInDoubt: map[uint32]struct{}{},
+		groupPending:  map[uint32]string{},
 	}
 }
 
@@ -362,7 +366,7 @@ func encodeOwnerWant(flows []*Flow, setGroups bool, groups []*Group) (*ownerWant
 // groupChange is one group a sync adds, modifies or deletes.
 type groupChange struct {
 	id    uint32
-	owner string   // the owner after the change ("" when deleted)
+	owner string // the owner after the change ("" when deleted)
 	msg   []byte // the new ADD_OR_MOD group_mod (nil when deleted)
 	group *Group
 	old   *cachedGroup // nil when added
@@ -397,6 +401,10 @@ func (s *Switch) syncOwners(ctx context.Context, want map[string]*ownerWant) err
 				c.mu.Unlock()
 				return fmt.Errorf("group %d of %s: the ID belongs to %s", id, owner, cur)
 			}
+		}
+		if other, busy := c.groupPending[id]; busy {
+			c.mu.Unlock()
+			return fmt.Errorf("group %d of %s: a concurrent sync is adding it for %s", id, owner, other)
 		}
 		ch := groupChange{id: id, owner: owner, msg: want[owner].groupMsgs[id], group: want[owner].groups[id]}
 		switch {
@@ -485,7 +493,21 @@ func (s *Switch) syncOwners(ctx context.Context, want map[string]*ownerWant) err
 			return fmt.Errorf("deleting group %d of %s: %d cached flows still use it (OVS would delete them with it)", d.id, owner, n)
 		}
 	}
+	// The new IDs are reserved until this sync ends, so a concurrent one
+	// cannot add them for another owner.
+	for _, g := range gAdds {
+		c.groupPending[g.id] = g.owner
+	}
 	c.mu.Unlock()
+	if len(gAdds) > 0 {
+		defer func() {
+			c.mu.Lock()
+			for _, g := range gAdds {
+				delete(c.groupPending, g.id)
+			}
+			c.mu.Unlock()
+		}()
+	}
 
 	// The counters of the groups about to be modified, to carry over.
 	var counters map[uint32]groupCounters

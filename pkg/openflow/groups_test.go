@@ -606,3 +606,39 @@ func TestVerifyGroups(t *testing.T) {
 		}
 	}
 }
+
+// TestGroupIDConcurrentOwners: two owners syncing the same new group ID at
+// the same time: exactly one gets it, every time, and the cache and the
+// switch agree on which.
+func TestGroupIDConcurrentOwners(t *testing.T) {
+	ovs, sw := newBridge(t)
+	ctx := testctx.Timeout(t, callTimeout)
+	g := openflow.NewGroup(42, openflow.GroupSelect).Bucket(1, openflow.Output(1)).MustDone()
+	for round := range 20 {
+		var wg sync.WaitGroup
+		errs := make([]error, 2)
+		for i, owner := range []string{"a", "b"} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i] = sw.SyncGroupsAndFlows(ctx, owner, []*openflow.Group{g})
+			}()
+		}
+		wg.Wait()
+		if (errs[0] == nil) == (errs[1] == nil) {
+			t.Fatalf("round %d: a got %v, b got %v; want exactly one to get group 42", round, errs[0], errs[1])
+		}
+		winner := "a"
+		if errs[0] != nil {
+			winner = "b"
+		}
+		if o, _ := sw.Cache().GroupOwner(42); o != winner || len(sw.Cache().OwnerGroups("a"))+len(sw.Cache().OwnerGroups("b")) != 1 {
+			t.Fatalf("round %d: %s won but the cache says group 42 is %q's (a has %v, b has %v)", round, winner, o,
+				sw.Cache().OwnerGroups("a"), sw.Cache().OwnerGroups("b"))
+		}
+		requireGroups(t, ovs, g.String())
+		if err := sw.Uninstall(ctx, winner); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

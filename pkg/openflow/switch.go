@@ -42,9 +42,9 @@ type Config struct {
 // request's goroutine, so they must be cheap and safe for concurrent use.
 type Observer interface {
 	// OpenFlowRequest reports one request: op is "bundle" (Apply and the
-	// flow cache), "flow_mods" (ApplyUnbundled), "flow_stats" (DumpFlows)
-	// or "barrier"; messages is the number of flow_mods it carried; err is
-	// what the caller got.
+	// flow cache), "flow_mods" (ApplyUnbundled), "flow_stats" (DumpFlows),
+	// "group_stats" (DumpGroups) or "barrier"; messages is the number of
+	// flow_mods and group_mods it carried; err is what the caller got.
 	OpenFlowRequest(op string, messages int, d time.Duration, err error)
 	// OpenFlowReconnect reports a handshake after a lost connection.
 	OpenFlowReconnect()
