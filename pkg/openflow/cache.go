@@ -366,9 +366,9 @@ func encodeOwnerWant(flows []*Flow, setGroups bool, groups []*Group) (*ownerWant
 // groupChange is one group a sync adds, modifies or deletes.
 type groupChange struct {
 	id    uint32
-	owner string // the owner after the change ("" when deleted)
-	msg   []byte // the new ADD_OR_MOD group_mod (nil when deleted)
-	group *Group
+	owner string       // the owner after the change ("" when deleted)
+	msg   []byte       // the new ADD_OR_MOD group_mod (nil when deleted)
+	group *Group       // nil when deleted, or moved between owners unchanged
 	old   *cachedGroup // nil when added
 }
 
