@@ -579,7 +579,12 @@ func TestNodeJoinAndLeave(t *testing.T) {
 		t.Fatal(err)
 	}
 	cidr, node1 := n3.Spec.PodCIDR, s.cfg.NodeName(1)
-	routes := func() string { out, _ := s.nodeExec(ctx, node1, "ip", "route", "show", cidr); return out }
+	// `ip route show PREFIX` lists IPv4 routes unless told -6.
+	family := "-4"
+	if famOf(strings.Split(cidr, "/")[0]) == corev1.IPv6Protocol {
+		family = "-6"
+	}
+	routes := func() string { out, _ := s.nodeExec(ctx, node1, "ip", family, "route", "show", cidr); return out }
 	tunnel := func() string {
 		out, _ := s.nodeExec(ctx, node1, "ovs-ofctl", "-O", "OpenFlow15", "dump-flows", "br-int")
 		return strings.Join(linesMatching(out, addrRE(s.cfg.PrimaryNodeIP(3))), "\n")
@@ -618,9 +623,11 @@ func linesMatching(out string, re *regexp.Regexp) []string {
 }
 
 // ipRE matches ip as a whole address (not 10.0.0.1 in 10.0.0.12).
-// ip6RE matches an IPv6 address as a whole (not a prefix of a longer one).
+// ip6RE matches an IPv6 address as a whole (not a prefix of a longer one),
+// also as ovs-ofctl writes it after "set_field:" (its colon and the "d"
+// before it would otherwise read as part of the address).
 func ip6RE(ip string) *regexp.Regexp {
-	return regexp.MustCompile(`(^|[^0-9a-fA-F:])` + regexp.QuoteMeta(ip) + `([^0-9a-fA-F:]|$)`)
+	return regexp.MustCompile(`(^|[^0-9a-fA-F:]|set_field:)` + regexp.QuoteMeta(ip) + `([^0-9a-fA-F:]|$)`)
 }
 
 func ipRE(ip string) *regexp.Regexp {

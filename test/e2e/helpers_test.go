@@ -242,3 +242,30 @@ func famOf(ip string) corev1.IPFamily {
 		return corev1.IPv6Protocol
 	}
 }
+
+// TestAddrRE: the address matchers find an address where ovs-ofctl, ip and
+// the IPAM store write it, and not inside a longer one. No cluster needed.
+func TestAddrRE(t *testing.T) {
+	tests := []struct {
+		ip, line string
+		want     bool
+	}{
+		{"172.31.240.13", "actions=set_field:172.31.240.13->tun_dst,output:1", true},
+		{"172.31.240.13", "actions=set_field:172.31.240.130->tun_dst", false},
+		{"10.244.1.5", "ip,nw_dst=10.244.1.5 actions=", true},
+		{"10.244.1.5", "ip,nw_dst=10.244.1.51 actions=", false},
+		{"fd00:172:31:240::13", "actions=set_field:fd00:172:31:240::13->tun_ipv6_dst,output:1", true},
+		{"fd00:172:31:240::13", "actions=set_field:fd00:172:31:240::130->tun_ipv6_dst", false},
+		{"fd00:172:31:240::13", "tun_ipv6_src=fd00:172:31:240::13,ipv6", true},
+		{"fd00:10:244:1::5", "ipv6,ipv6_dst=fd00:10:244:1::5 actions=", true},
+		{"fd00:10:244:1::5", "ipv6,ipv6_dst=fd00:10:244:1::5a actions=", false},
+		{"fd00:10:244:1::5", "ipv6,ipv6_dst=afd00:10:244:1::5 actions=", false},
+		{"fd00:10:244:1::5", `"k": "fd00:10:244:1::5"`, true},
+		{"fd00:10:96::/112", "ipv6,ipv6_dst=fd00:10:96::/112 actions=", true},
+	}
+	for _, tt := range tests {
+		if got := addrRE(tt.ip).MatchString(tt.line); got != tt.want {
+			t.Errorf("addrRE(%s) on %q: %v, want %v", tt.ip, tt.line, got, tt.want)
+		}
+	}
+}

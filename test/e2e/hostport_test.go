@@ -95,6 +95,12 @@ func TestHostPort(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.want == "hp-local" && loopback == "::1" {
+				// The pod still shares the port (it runs, without a
+				// conflict); only reaching it through ::1 is impossible.
+				t.Skip("IPv4-specific: portmap reaches a pod through a loopback hostIP by DNAT of loopback traffic, " +
+					"which the kernel allows only for IPv4 (route_localnet); IPv6 has no equivalent, so hostIP ::1 cannot answer")
+			}
 			// portmap's rules are in place when the pod runs; a few
 			// retries allow for the first packets of a fresh pod.
 			var got string
