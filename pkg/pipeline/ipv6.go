@@ -105,7 +105,7 @@ func (p *Pipeline) ipv6BaseFlows(nf func(table uint8, prio uint16) *openflow.Flo
 		nf(ARPResponder, prioNDDrop).MatchProtocol(icmp6).MatchICMPType(icmp6NeighborSolict).Drop(),
 		nf(ARPResponder, prioNDDrop).MatchProtocol(icmp6).MatchICMPType(icmp6NeighborAdvert).Drop(),
 		// Conntrack.
-		nf(ConntrackZone, prioConntrackZone).MatchProtocol(ip6).CT(openflow.CT(zone, ConntrackState)),
+		nf(ConntrackZone, prioConntrackZone).MatchProtocol(ip6).CT(p.conntrackZoneCT()),
 		// Egress hooks.
 		nf(EgressRule, prioPolicyBypass).MatchProtocol(ip6).MatchCTState(st.New(false).Rpl(true)).GotoTable(L3Forwarding),
 		nf(EgressRule, prioPolicyBypass).MatchProtocol(ip6).MatchCTState(st.New(false).Rel(true)).GotoTable(L3Forwarding),

@@ -211,10 +211,10 @@ func TestDualStackPodSwitching(t *testing.T) {
 		t.Errorf("node -> p2 over IPv6: %v: %s", err, out)
 	}
 	// Echo went through conntrack in IPv6 and was committed.
-	if got := n.nPackets(t, "table=3,ipv6"); got == 0 {
+	if got := n.nPackets(t, tableSpec(pipeline.ConntrackZone, ",ipv6")); got == 0 {
 		t.Errorf("no packet met the ipv6 ConntrackZone flow")
 	}
-	if got := n.nPackets(t, "table=11,ipv6,ct_state=+new+trk"); got == 0 {
+	if got := n.nPackets(t, tableSpec(pipeline.ConntrackCommit, ",ipv6,ct_state=+new+trk")); got == 0 {
 		t.Errorf("no IPv6 connection was committed")
 	}
 
@@ -256,7 +256,7 @@ s.sendall(b"ping"); print(s.recv(100).decode())
 		// Related packets of the reply direction may carry +rpl too and
 		// then take the +rpl bypass, which has the same priority.
 		bypass := func() int {
-			return n.nPackets(t, "table=5,ipv6,ct_state=-new+rel+trk") + n.nPackets(t, "table=5,ipv6,ct_state=-new+rpl+trk")
+			return n.nPackets(t, tableSpec(pipeline.EgressRule, ",ipv6,ct_state=-new+rel+trk")) + n.nPackets(t, tableSpec(pipeline.EgressRule, ",ipv6,ct_state=-new+rpl+trk"))
 		}
 		before := bypass()
 		out := mustPodExecOut(t, p1.Pod, "python3", "-c", fmt.Sprintf(`
@@ -526,7 +526,7 @@ func TestIPv6OnlyPodSwitching(t *testing.T) {
 	if out := mustPodExecOut(t, p1.Pod, "ip", "-6", "neigh", "show", p2.IPv6); !strings.Contains(out, p2.MAC) {
 		t.Errorf("p1 resolved p2 to %q, want %s", out, p2.MAC)
 	}
-	if got := n.nPackets(t, "table=11,ipv6,ct_state=+new+trk"); got == 0 {
+	if got := n.nPackets(t, tableSpec(pipeline.ConntrackCommit, ",ipv6,ct_state=+new+trk")); got == 0 {
 		t.Errorf("no IPv6 connection was committed")
 	}
 
@@ -549,11 +549,11 @@ func TestIPv6OnlyPodSwitching(t *testing.T) {
 		if out, err := n.ovs.Exec("", "ip", "neigh", "replace", ip4, "lladdr", p3.MAC, "dev", "gw0", "nud", "permanent"); err != nil {
 			t.Fatalf("%v: %s", err, out)
 		}
-		before := n.nPacketsOf(t, "table=3", " priority=0 actions=drop")
+		before := n.nPacketsOf(t, tableSpec(pipeline.ConntrackZone, ""), " priority=0 actions=drop")
 		if out, err := n.ovs.Exec("", "ping", "-4", "-n", "-c", "2", "-W", "1", "-i", "0.2", ip4); err == nil {
 			t.Fatalf("IPv4 ping from the node to a pod got an answer: %s", out)
 		}
-		if after := n.nPacketsOf(t, "table=3", " priority=0 actions=drop"); after-before < 2 {
+		if after := n.nPacketsOf(t, tableSpec(pipeline.ConntrackZone, ""), " priority=0 actions=drop"); after-before < 2 {
 			t.Errorf("ConntrackZone's drop counted %d packets for 2 IPv4 echo requests", after-before)
 		}
 	})
@@ -620,3 +620,7 @@ func TestIPv6OnlyPodSwitching(t *testing.T) {
 		}
 	})
 }
+
+// tableSpec is an ovs-ofctl flow spec for table id (by number: the test
+// bridges have no table names) followed by rest (",match...").
+func tableSpec(id uint8, rest string) string { return fmt.Sprintf("table=%d%s", id, rest) }

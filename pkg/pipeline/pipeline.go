@@ -58,6 +58,10 @@ type Config struct {
 	CTZone uint16
 	// Round is the cookie round of this agent run.
 	Round uint8
+	// Proxy, if set, turns on Weir's own Service proxy for traffic from
+	// local pods (proxy.go, ApplyServices); nil leaves Service traffic to
+	// kube-proxy and the base flows exactly what they are without it.
+	Proxy *ProxyConfig
 }
 
 func (c *Config) validate() error {
@@ -77,7 +81,7 @@ func (c *Config) validate() error {
 		return errors.New("pipeline: a gateway address of at least one family is required " +
 			"(GatewayIP with PodCIDR, GatewayIPv6 with PodCIDRv6)")
 	}
-	return nil
+	return c.validateProxy()
 }
 
 // validateIPv4 checks the optional IPv4 half of the configuration.
@@ -179,6 +183,10 @@ type Pipeline struct {
 	// read under mu.
 	policyMu sync.Mutex
 	policy   policyState
+
+	// proxyMu serializes ApplyServices; svc is its state (proxy.go).
+	proxyMu sync.Mutex
+	svc     proxyState
 }
 
 type podState struct {
@@ -197,7 +205,7 @@ func New(sw Switch, cfg Config) (*Pipeline, error) {
 		return nil, err
 	}
 	p := &Pipeline{sw: sw, cfg: cfg, cookies: openflow.NewCookieAllocator(cfg.Round),
-		pods: map[string]podState{}, peers: map[string]peerState{}, policy: newPolicyState()}
+		pods: map[string]podState{}, peers: map[string]peerState{}, policy: newPolicyState(), svc: newProxyState()}
 	c, err := p.cookies.New(CategoryBase)
 	if err != nil {
 		return nil, err
@@ -259,6 +267,13 @@ func (p *Pipeline) baseFlows(gen uint32) ([]*openflow.Flow, error) {
 		}
 		return b
 	}
+	// With the proxy the pipeline passes through its tables and conntrack
+	// applies NAT (proxyOn, proxy.go); without it these are the flows the
+	// pipeline always had.
+	afterARP, afterCTState, ctZone := ConntrackZone, EgressRule, p.conntrackZoneCT()
+	if p.proxyOn() {
+		afterARP, afterCTState = UnSNAT, ServiceLB
+	}
 	bs := []*openflow.FlowBuilder{
 		// Classifier: mark the source; unknown ports are dropped.
 		nf(Classifier, prioClassifierPort).MatchInPort(p.cfg.GatewayOFPort).LoadReg(sourceGatewayMark.load()).GotoTable(ARPResponder),
@@ -284,12 +299,12 @@ func (p *Pipeline) baseFlows(gen uint32) ([]*openflow.Flow, error) {
 		// Any other ARP is dropped; on an IPv6-only node all of it (a
 		// pod's ARP does not even pass SpoofGuard there: PodFlows).
 		nf(ARPResponder, prioARPDrop).MatchProtocol(arp).Drop(),
-		nf(ARPResponder, prioMiss).GotoTable(ConntrackZone),
+		nf(ARPResponder, prioMiss).GotoTable(afterARP),
 		// Conntrack.
-		v4(nf(ConntrackZone, prioConntrackZone).MatchProtocol(ip).CT(openflow.CT(zone, ConntrackState))),
+		v4(nf(ConntrackZone, prioConntrackZone).MatchProtocol(ip).CT(ctZone)),
 		nf(ConntrackZone, prioMiss).Drop(),
 		nf(ConntrackState, prioConntrackInvalid).MatchCTState(openflow.CTState{}.Trk(true).Inv(true)).Drop(),
-		nf(ConntrackState, prioMiss).GotoTable(EgressRule),
+		nf(ConntrackState, prioMiss).GotoTable(afterCTState),
 		// Egress hooks: replies and related packets, and packets of
 		// connections checked against the current policy generation, skip
 		// policy (policy.go); everything else meets the rules.
@@ -357,6 +372,10 @@ func (p *Pipeline) baseFlows(gen uint32) ([]*openflow.Flow, error) {
 	// IPv4-only node's flows are what they always were.
 	if p.ipv6Enabled() {
 		bs = append(bs, p.ipv6BaseFlows(nf, gen)...)
+	}
+	// The proxy's own base flows (proxy.go), last.
+	if p.proxyOn() {
+		bs = append(bs, p.proxyBaseFlows(nf)...)
 	}
 	return buildAll(slices.DeleteFunc(bs, func(b *openflow.FlowBuilder) bool { return b == nil }))
 }

@@ -53,6 +53,12 @@ var (
 	outputFoundField = regField{reg: 0, start: 16, end: 16}
 	outputFoundMark  = regMark{outputFoundField, 1}
 
+	// hairpinField (reg0[17]): the packet was SNATed to the hairpin IP
+	// (proxy.go), so its last ct() was the SNAT zone's and ConntrackCommit
+	// must not commit it to the pod zone under its SNATed addresses.
+	hairpinField = regField{reg: 0, start: 17, end: 17}
+	hairpinMark  = regMark{hairpinField, 1}
+
 	// outPortField (reg1): the chosen output port. IngressRule and
 	// IngressDefaultRule match it to find the local pod a packet is for
 	// (policy.go), which is why the port is chosen before the ingress
@@ -64,8 +70,8 @@ var (
 // TestRegisterLayout: marks must fit their fields and fields sharing a
 // register must not overlap. A new field or mark belongs in these lists.
 var (
-	regFields = []regField{sourceField, outputFoundField, outPortField}
-	regMarks  = []regMark{sourceGatewayMark, sourceTunnelMark, sourcePodMark, outputFoundMark}
+	regFields = []regField{sourceField, outputFoundField, hairpinField, outPortField}
+	regMarks  = []regMark{sourceGatewayMark, sourceTunnelMark, sourcePodMark, outputFoundMark, hairpinMark}
 )
 
 // bits returns the field as OutputReg takes it.

@@ -12,8 +12,11 @@ var tableNames = [...]string{
 	"Classifier",         // where did the packet come from: gateway, tunnel, pod
 	"SpoofGuard",         // a pod may only send with its own IP and MAC
 	"ARPResponder",       // answer ARP for the gateway; forward ARP by target IP
+	"UnSNAT",             // proxy: replies to the hairpin IP are un-SNATed first (proxy.go)
 	"ConntrackZone",      // send IP through conntrack
 	"ConntrackState",     // drop invalid; established connections skip policy
+	"ServiceLB",          // proxy: a pod's new connection to a frontend -> the Service's select group (proxy.go)
+	"HairpinSNAT",        // proxy: a pod reaching itself through its Service is SNATed (proxy.go)
 	"EgressRule",         // hook: NetworkPolicy egress rules
 	"EgressDefaultRule",  // hook: egress default deny for isolated pods
 	"L3Forwarding",       // routed traffic: rewrite MACs, dec_ttl; peers: into the tunnel
@@ -24,13 +27,22 @@ var tableNames = [...]string{
 	"Output",             // output to the port in the register
 }
 
-// Table IDs, one per entry of tableNames.
+// Table IDs, one per entry of tableNames. UnSNAT, ServiceLB and
+// HairpinSNAT hold flows only with Config.Proxy; without it no flow sends a
+// packet to them and every other flow is what it was before they were
+// added (the goldens print table names, not numbers). Adding them
+// renumbered the tables after ARPResponder, so an agent upgraded across
+// that change must start a new cookie round with the old flows deleted
+// (as every restart does) and nothing may keep table numbers.
 const (
 	Classifier uint8 = iota
 	SpoofGuard
 	ARPResponder
+	UnSNAT
 	ConntrackZone
 	ConntrackState
+	ServiceLB
+	HairpinSNAT
 	EgressRule
 	EgressDefaultRule
 	L3Forwarding
@@ -74,6 +86,9 @@ const (
 	CategoryPod    uint8 = 2 // one local pod
 	CategoryPeer   uint8 = 3 // one remote node (AddPeer)
 	CategoryPolicy uint8 = 4 // one policy rule (policy issue)
+	// CategoryService: one ServicePort of the proxy (ApplyServices), and
+	// the proxy's hairpin flows.
+	CategoryService uint8 = 5
 )
 
 // Flow priorities, per table. OVS picks the highest-priority flow that
@@ -193,6 +208,26 @@ const (
 	// prioRecommit: established connections from an older generation that
 	// the policy still allows are re-committed with the current one.
 	prioRecommit uint16 = 180
+
+	// The proxy's flows (proxy.go), only with Config.Proxy:
+	//
+	// prioUnSNAT: replies to the hairpin IP go through the SNAT zone,
+	// above UnSNAT's miss.
+	prioUnSNAT uint16 = 200
+	// prioServiceFrontend: a frontend's new connections to its group (or
+	// dropped); prioServiceSourceRange: a LoadBalancer frontend's allowed
+	// client prefixes, above its drop at prioServiceFrontend.
+	prioServiceFrontend    uint16 = 200
+	prioServiceSourceRange uint16 = 210
+	// prioHairpin: a local endpoint talking to itself, above the miss.
+	prioHairpin uint16 = 200
+	// prioCommitHairpin: hairpin packets are not committed to the pod
+	// zone again (their last ct was the SNAT zone's); above every other
+	// ConntrackCommit flow.
+	prioCommitHairpin uint16 = 220
+	// prioOutputHairpin: hairpin packets (reg0[17]) with a port chosen go
+	// out of their in_port, above prioOutput.
+	prioOutputHairpin uint16 = 210
 
 	// prioOutput: output to the chosen port (outputFoundMark); the miss
 	// drops packets no flow chose a port for.
