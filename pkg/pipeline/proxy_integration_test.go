@@ -416,3 +416,72 @@ func TestProxyClusterIP(t *testing.T) {
 }
 
 var _ = openflow.GroupSelect
+
+// TestProxyIPv6ClusterIP: on a dual-stack node an IPv6 ClusterIP is
+// load-balanced over two IPv6 endpoints (TCP spread and sticky, UDP answered
+// from the ClusterIP), and a pod reaching itself through it is SNATed to the
+// IPv6 hairpin IP.
+func TestProxyIPv6ClusterIP(t *testing.T) {
+	_, cidr6, _ := net.ParseCIDR("fd00:10:10::/64")
+	n := newNodeWith(t, []ovstest.Option{ovstest.WithPodIPv6()}, func(c *pipeline.Config) {
+		c.GatewayIPv6, c.PodCIDRv6 = net.ParseIP(gwIPv6), cidr6
+	}, withProxy)
+	if out, err := n.ovs.Exec("", "ip", "-6", "addr", "add", gwIPv6+"/64", "dev", "gw0", "nodad"); err != nil {
+		t.Fatalf("gateway IPv6: %v: %s", err, out)
+	}
+	client := n.addDualStackPod(t, "pc", "10.10.0.2", "fd00:10:10::2", "02:00:0a:0a:00:02", 3)
+	a := n.addDualStackPod(t, "pa", "10.10.0.3", "fd00:10:10::3", "02:00:0a:0a:00:03", 4)
+	b := n.addDualStackPod(t, "pb", "10.10.0.4", "fd00:10:10::4", "02:00:0a:0a:00:04", 5)
+	n.staticNeighbours(t, client, a, b)
+	nameServer(t, a.NetNS, "pa", a.IPv6, 8080)
+	nameServer(t, b.NetNS, "pb", b.IPv6, 8080)
+	const vip = "fd00:96::10"
+	web := pipeline.ServicePort{Key: "default/web:http/IPv6", HasEndpoints: true,
+		Frontends:        []pipeline.ServiceFrontend{clusterIP(vip, 80, pipeline.ProtocolTCP), clusterIP(vip, 53, pipeline.ProtocolUDP)},
+		ClusterEndpoints: []pipeline.ServiceEndpoint{endpoint(a.IPv6, 8080), endpoint(b.IPv6, 8080)}}
+	n.applyServices(t, []pipeline.ServicePort{web})
+	addr := net.JoinHostPort(vip, "80")
+
+	count := map[string]int{}
+	for i := range 30 {
+		c, err := dialService(t, client.NetNS, addr)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		name, seen, err := c.ask()
+		if err == nil {
+			var again string
+			if again, _, err = c.ask(); err == nil && again != name {
+				err = fmt.Errorf("moved from %s to %s", name, again)
+			}
+		}
+		c.c.Close()
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		if seen != client.IPv6 {
+			t.Errorf("endpoint saw client %s, want %s", seen, client.IPv6)
+		}
+		count[name]++
+	}
+	t.Logf("30 IPv6 connections: %v", count)
+	if count["pa"] < 4 || count["pb"] < 4 {
+		t.Errorf("IPv6 connections not spread: %v", count)
+	}
+	name, from, err := askUDP(t, client.NetNS, net.JoinHostPort(vip, "53"))
+	if err != nil || from != net.JoinHostPort(vip, "53") {
+		t.Errorf("IPv6 UDP: %q from %q (%v), want an answer from the ClusterIP", name, from, err)
+	}
+
+	only := web
+	only.ClusterEndpoints = []pipeline.ServiceEndpoint{endpoint(a.IPv6, 8080)}
+	n.applyServices(t, []pipeline.ServicePort{only})
+	c, err := dialService(t, a.NetNS, addr)
+	if err != nil {
+		t.Fatalf("IPv6 hairpin: %v", err)
+	}
+	defer c.c.Close()
+	if name, seen, err := c.ask(); err != nil || name != "pa" || seen != hairpinIPv6 {
+		t.Errorf("IPv6 hairpin: endpoint %q saw %q (%v), want pa seeing %s", name, seen, err, hairpinIPv6)
+	}
+}
