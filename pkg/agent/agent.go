@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -28,6 +30,7 @@ import (
 	"github.com/weirnet/weir/pkg/pipeline"
 	"github.com/weirnet/weir/pkg/podnet"
 	"github.com/weirnet/weir/pkg/policy"
+	"github.com/weirnet/weir/pkg/proxy"
 )
 
 // defaultMTU is the pod MTU without a tunnel, and the underlay MTU assumed
@@ -120,8 +123,9 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 	// The underlay's family: the tunnel endpoints are the Nodes'
 	// InternalIPs of one family (NodeControllerConfig.IPv6Underlay).
 	var localIP net.IP
+	var nodeIPs []netip.Addr // the Node's InternalIPs: NodePort frontends from pods (proxy)
 	if cfg.ClusterMode() {
-		localIP = localTunnelEndpoint(ctx, client, cfg.NodeName, log)
+		localIP, nodeIPs = localTunnelEndpoint(ctx, client, cfg.NodeName, log)
 	}
 	ipv6Underlay := underlayIsIPv6(localIP, underlay, cidrs)
 	mtu := podMTU(cfg, underlay, localIP, ipv6Underlay, log)
@@ -240,7 +244,7 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 	}
 	pipe, err := pipeline.New(sw, pipeline.Config{ServiceCIDR: svcCIDR, ServiceCIDRv6: svcCIDRv6, GatewayOFPort: uint32(gwPort), GatewayMAC: gwMAC,
 		GatewayIP: gwIPv4, TunnelOFPort: uint32(tunPort), PodCIDR: cidrs.IPv4, GatewayIPv6: gwIPv6, PodCIDRv6: cidrs.IPv6, CTZone: cfg.CTZone,
-		Round: round})
+		Round: round, Proxy: proxyConfig(cfg, cidrs, nodeIPs)})
 	if err != nil {
 		return err
 	}
@@ -288,9 +292,10 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 	// each kind is listed and watched once (Pods feed both the Pod and the
 	// policy controller), slimmed by one transform (pkg/kubecache).
 	var (
-		nc   *NodeController
-		pc   *PodController
-		polc *policy.Controller
+		nc     *NodeController
+		pc     *PodController
+		polc   *policy.Controller
+		proxyc *proxy.Controller // nil unless cfg.ProxyEnabled()
 	)
 	if cfg.ClusterMode() {
 		factory := kubecache.NewFactory(client)
@@ -307,6 +312,14 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 			return err
 		}
 		mon.SetPolicyController(polc)
+		if cfg.ProxyEnabled() {
+			// Coexistence: kube-proxy still serves the health check node
+			// ports (docs/proxy.md).
+			if proxyc, err = proxy.NewController(proxy.ControllerConfig{Client: client, Informers: factory, NodeName: cfg.NodeName,
+				IPFamilies: cidrs.families(), Realizer: pipe, DisableHealthCheck: true, Logger: log.WithName("proxy")}); err != nil {
+				return err
+			}
+		}
 		ifaces.WatchPods(func(r interfacestore.PodRef) { polc.PodPortChanged(r.Namespace, r.Name) })
 		// Started once, now that every informer is registered; stopped
 		// after the controllers (defers run in reverse).
@@ -314,6 +327,9 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 		defer background(ctx, nc.Run)()
 		defer background(ctx, pc.Run)()
 		defer background(ctx, polc.Run)()
+		if proxyc != nil {
+			defer background(ctx, proxyc.Run)()
+		}
 		// The previous run's peer and policy flows keep forwarding (and
 		// isolating) until the Node controller has re-installed every
 		// current peer and the policy controller every current rule in this
@@ -321,11 +337,21 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 		// opens isolated pods.
 		defer background(ctx, func(ctx context.Context) {
 			synced := []initialSync{{"Node controller", nc.WaitForInitialSync}, {"policy controller", polc.WaitSynced}}
+			if proxyc != nil {
+				synced = append(synced, initialSync{"Service proxy", proxyc.WaitSynced})
+			}
 			if err := removeStaleFlows(ctx, sw, round, synced, log); err != nil {
 				if ctx.Err() == nil {
 					log.Error(err, "Removing the flows of earlier runs failed")
 				}
 				return
+			}
+			// The earlier runs' Service groups, now that no flow of theirs
+			// is left to use them (their IDs carry their round).
+			if n, err := pipe.DeleteStaleGroups(ctx); err != nil {
+				log.Error(err, "Removing the Service groups of earlier runs failed")
+			} else if n > 0 {
+				log.Info("Removed the Service groups of earlier runs", "groups", n)
 			}
 			if err := nc.WaitForGarbageCollection(ctx); err != nil {
 				return
@@ -416,25 +442,31 @@ func podMTU(cfg Config, u *nodenet.Underlay, localIP net.IP, ipv6Underlay bool, 
 	return mtu
 }
 
-// localTunnelEndpoint reads Node nodeName and returns its tunnel endpoint:
-// its IPv4 InternalIP, else its IPv6 one (an IPv6 underlay); nil (logged)
-// if the Node cannot be read or has no InternalIP yet.
-func localTunnelEndpoint(ctx context.Context, client kubernetes.Interface, nodeName string, log klog.Logger) net.IP {
+// localTunnelEndpoint reads Node nodeName and returns its tunnel endpoint
+// (its IPv4 InternalIP, else its IPv6 one: an IPv6 underlay) and all its
+// InternalIPs; nil (logged) if the Node cannot be read or has no
+// InternalIP yet.
+func localTunnelEndpoint(ctx context.Context, client kubernetes.Interface, nodeName string, log klog.Logger) (net.IP, []netip.Addr) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	node, err := client.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
 	if err != nil {
 		log.Error(err, "Cannot read the Node to find the underlay; assuming the default MTU and the pod CIDRs' underlay family", "node", nodeName)
-		return nil
+		return nil, nil
 	}
-	if ip := NodeTunnelIP(node, false); ip != nil {
-		return ip
+	var all []netip.Addr
+	for _, a := range node.Status.Addresses {
+		if ip, err := netip.ParseAddr(a.Address); a.Type == corev1.NodeInternalIP && err == nil && ip.Zone() == "" {
+			all = append(all, ip.Unmap())
+		}
 	}
-	if ip := NodeTunnelIP(node, true); ip != nil {
-		return ip
+	for _, v6 := range []bool{false, true} {
+		if ip := NodeTunnelIP(node, v6); ip != nil {
+			return ip, all
+		}
 	}
 	log.Info("The Node has no InternalIP yet; assuming the default underlay MTU and the pod CIDRs' underlay family", "node", nodeName)
-	return nil
+	return nil, nil
 }
 
 // underlayIsIPv6 says whether the tunnel endpoints are IPv6: the local
@@ -489,6 +521,32 @@ func serviceCIDRs(cfg Config, cidrs PodCIDRs, log klog.Logger) (v4, v6 *net.IPNe
 		v6 = nil
 	}
 	return v4, v6, nil
+}
+
+// Hairpin source addresses of the proxy: what a pod sees as the source
+// when it reaches itself through a Service; link-local and ULA addresses
+// no pod, node or Service uses (Antrea's, so captures read alike).
+var (
+	proxyHairpinIPv4 = netip.MustParseAddr("169.254.0.253")
+	proxyHairpinIPv6 = netip.MustParseAddr("fc00::aabb:ccdd:eeff")
+)
+
+// proxyConfig is the pipeline's proxy configuration, nil with the proxy
+// off: a hairpin address per family the node has pods of, the Node's
+// InternalIPs for NodePorts reached from pods, and the hairpin SNAT's
+// conntrack zone next to the pods' zone.
+func proxyConfig(cfg Config, cidrs PodCIDRs, nodeIPs []netip.Addr) *pipeline.ProxyConfig {
+	if !cfg.ProxyEnabled() {
+		return nil
+	}
+	pc := &pipeline.ProxyConfig{NodeIPs: nodeIPs, SNATZone: cfg.CTZone + 1}
+	if cidrs.IPv4 != nil {
+		pc.HairpinIP = proxyHairpinIPv4
+	}
+	if cidrs.IPv6 != nil {
+		pc.HairpinIPv6 = proxyHairpinIPv6
+	}
+	return pc
 }
 
 // gatewayStrings returns the gateway addresses for the log.

@@ -84,6 +84,13 @@ type Config struct {
 	// 10.96.0.0/12 (kubeadm's default); empty disables the exemption, so an
 	// egress-isolated pod then needs a rule allowing the ClusterIPs.
 	ServiceCIDR string `json:"serviceCIDR"`
+	// ProxyMode chooses who load-balances Services (docs/proxy.md): "off"
+	// (the default; empty means off): pods' Service traffic goes to the
+	// node's kube-proxy through the gateway; "coexist": Weir's own proxy
+	// load-balances pods' Service traffic in OVS (select groups, ct(nat))
+	// and kube-proxy, still running, the node's and external traffic and
+	// the health check node ports. Needs cluster mode.
+	ProxyMode string `json:"proxyMode"`
 	// MetricsAddress is where the agent serves Prometheus metrics (/metrics)
 	// and its health endpoints (/healthz, /readyz), e.g. ":9495"; empty
 	// disables the server. See docs/tooling.md, "Metrics and health".
@@ -98,6 +105,15 @@ type Config struct {
 	APITLSCertFile string `json:"apiTLSCertFile"`
 	APITLSKeyFile  string `json:"apiTLSKeyFile"`
 }
+
+// The values of Config.ProxyMode.
+const (
+	ProxyOff     = "off"
+	ProxyCoexist = "coexist"
+)
+
+// ProxyEnabled reports whether Weir's own Service proxy runs.
+func (c Config) ProxyEnabled() bool { return c.ProxyMode == ProxyCoexist }
 
 // NodeNameEnv is the environment variable NodeName defaults to.
 const NodeNameEnv = "NODE_NAME"
@@ -185,6 +201,17 @@ func (c Config) Validate() error {
 		if _, _, err := c.ParseServiceCIDRs(); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	switch c.ProxyMode {
+	case "", ProxyOff:
+	case ProxyCoexist:
+		if !c.ClusterMode() {
+			errs = append(errs, fmt.Errorf("proxyMode %q needs nodeName (cluster mode): the proxy watches Services", c.ProxyMode))
+		}
+	case "all":
+		errs = append(errs, fmt.Errorf("proxyMode %q: a kube-proxy-free cluster is not supported yet; use %q or %q", c.ProxyMode, ProxyCoexist, ProxyOff))
+	default:
+		errs = append(errs, fmt.Errorf("proxyMode %q: want %q or %q", c.ProxyMode, ProxyOff, ProxyCoexist))
 	}
 	if c.MTU != 0 && (c.MTU < 576 || c.MTU > 9000) {
 		errs = append(errs, fmt.Errorf("mtu %d: must be 0 (auto) or between 576 and 9000", c.MTU))

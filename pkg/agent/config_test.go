@@ -82,6 +82,9 @@ func TestValidate(t *testing.T) {
 		{"endpoint", func(c *Config) { c.OVSDBEndpoint = "/x.sock" }, "ovsdbEndpoint"},
 		{"two IPv4 service CIDRs", func(c *Config) { c.ServiceCIDR = "10.96.0.0/16,10.97.0.0/16" }, "one CIDR per family"},
 		{"bad second service CIDR", func(c *Config) { c.ServiceCIDR = "10.96.0.0/16,fd00::/129" }, "serviceCIDR"},
+		{"proxy without cluster mode", func(c *Config) { c.ProxyMode = ProxyCoexist }, "needs nodeName"},
+		{"proxy all", func(c *Config) { c.NodeName = "n"; c.ProxyMode = "all" }, "not supported yet"},
+		{"proxy typo", func(c *Config) { c.NodeName = "n"; c.ProxyMode = "on" }, `want "off" or "coexist"`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -109,6 +112,8 @@ func TestValidateAccepts(t *testing.T) {
 		{"dual-stack service CIDRs", func(c *Config) { c.NodeName = "node-a"; c.ServiceCIDR = "10.96.0.0/16, fd00:10:96::/112" }},
 		{"no service CIDR", func(c *Config) { c.NodeName = "node-a"; c.ServiceCIDR = "" }},
 		{"IPv6-only service CIDR", func(c *Config) { c.NodeName = "node-a"; c.ServiceCIDR = "fd00:10:96::/112" }},
+		{"proxy coexisting with kube-proxy", func(c *Config) { c.NodeName = "node-a"; c.ProxyMode = ProxyCoexist }},
+		{"proxy off", func(c *Config) { c.NodeName = "node-a"; c.ProxyMode = ProxyOff }},
 		{"IPv6-only static pod CIDR", func(c *Config) { c.PodCIDR = "fd00:10:244:1::/64"; c.ServiceCIDR = "fd00:10:96::/112" }},
 		{"dual-stack static pod CIDRs", func(c *Config) { c.PodCIDR = "10.244.1.0/24"; c.PodCIDRv6 = "fd00:10:244:1::/64" }},
 	}

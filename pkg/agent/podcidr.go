@@ -269,6 +269,18 @@ func (c PodCIDRs) Empty() bool { return c.IPv4 == nil && c.IPv6 == nil }
 // IPv6Only reports whether the node has IPv6 pods only.
 func (c PodCIDRs) IPv6Only() bool { return c.IPv4 == nil && c.IPv6 != nil }
 
+// families are the IP families the node has pods of, IPv4 first.
+func (c PodCIDRs) families() []corev1.IPFamily {
+	var out []corev1.IPFamily
+	if c.IPv4 != nil {
+		out = append(out, corev1.IPv4Protocol)
+	}
+	if c.IPv6 != nil {
+		out = append(out, corev1.IPv6Protocol)
+	}
+	return out
+}
+
 // Primary is the CIDR of the node's primary family: IPv4 if it has one
 // (IPv4-only and dual-stack nodes), else IPv6. The primary family's IPAM,
 // gateway address and MAC are the node's first (cniserver.New's
