@@ -310,12 +310,20 @@ func apiServerArgs(cfg Config, pkiDir, etcdURL string) []string {
 // controllerManagerArgs is kube-controller-manager's command line.
 func controllerManagerArgs(cfg Config, pkiDir string) []string {
 	pk := func(n string) string { return filepath.Join(pkiDir, n) }
-	// A node CIDR mask flag per family of the cluster CIDRs: the
-	// controller-manager refuses --node-cidr-mask-size-ipv4 when the
-	// cluster CIDR is IPv6 only, so that one takes the single-stack flag.
-	masks := []string{"--node-cidr-mask-size-ipv4=24", "--node-cidr-mask-size-ipv6=64"}
-	if cfg.IPFamily == IPFamilyIPv6 {
+	// A node CIDR mask flag per family of the cluster CIDRs only: the
+	// controller-manager's node IPAM refuses the other family's flag on a
+	// single-stack cluster ("usage of --node-cidr-mask-size-ipv6 is not
+	// allowed for a single-stack IPv4 cluster", and it exits: seen with
+	// --ip-family ipv4 when both flags were always given). IPv6-only takes
+	// the single-stack flag.
+	var masks []string
+	switch cfg.IPFamily {
+	case IPFamilyDual:
+		masks = []string{"--node-cidr-mask-size-ipv4=24", "--node-cidr-mask-size-ipv6=64"}
+	case IPFamilyIPv6:
 		masks = []string{"--node-cidr-mask-size=64"}
+	default:
+		masks = []string{"--node-cidr-mask-size-ipv4=24"}
 	}
 	args := []string{
 		"--kubeconfig=" + pk("controller-manager.kubeconfig"),

@@ -233,10 +233,11 @@ func TestIPFamilies(t *testing.T) {
 	})
 }
 
-// TestControlPlaneArgs: the control plane's flags of each family. An
-// IPv6-only cluster gets single-family ranges, the single-stack node mask
-// flag, and an IPv6 advertise address (the kubernetes Service's endpoint
-// must be of the primary service family).
+// TestControlPlaneArgs: the control plane's flags of each family. A
+// single-family cluster gets its family's node mask flag only (the
+// controller-manager refuses the other's); an IPv6-only one single-family
+// ranges, the single-stack mask flag and an IPv6 advertise address (the
+// kubernetes Service's endpoint must be of the primary service family).
 func TestControlPlaneArgs(t *testing.T) {
 	tests := []struct {
 		family          string
@@ -245,8 +246,9 @@ func TestControlPlaneArgs(t *testing.T) {
 	}{
 		{IPFamilyIPv4,
 			[]string{"--bind-address=0.0.0.0", "--advertise-address=172.31.250.10", "--service-cluster-ip-range=10.96.0.0/16"},
-			[]string{"--cluster-cidr=10.244.0.0/16", "--node-cidr-mask-size-ipv4=24", "--node-cidr-mask-size-ipv6=64", "--service-cluster-ip-range=10.96.0.0/16"},
-			[]string{"--node-cidr-mask-size=64"}},
+			[]string{"--cluster-cidr=10.244.0.0/16", "--node-cidr-mask-size-ipv4=24", "--service-cluster-ip-range=10.96.0.0/16"},
+			// The controller-manager exits with the IPv6 flag on an IPv4-only cluster.
+			[]string{"--node-cidr-mask-size=64", "--node-cidr-mask-size-ipv6=64"}},
 		{IPFamilyDual,
 			[]string{"--bind-address=0.0.0.0", "--advertise-address=172.31.250.10", "--service-cluster-ip-range=10.96.0.0/16,fd00:10:96::/112"},
 			[]string{"--cluster-cidr=10.244.0.0/16,fd00:10:244::/56", "--node-cidr-mask-size-ipv4=24", "--node-cidr-mask-size-ipv6=64",
