@@ -2,15 +2,18 @@ package pipeline_test
 
 import (
 	"bufio"
+	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
-	"github.com/weirnet/weir/pkg/openflow"
+	"github.com/weirnet/weir/pkg/nodenet"
 	"github.com/weirnet/weir/pkg/pipeline"
 	"github.com/weirnet/weir/test/ovstest"
 	"github.com/weirnet/weir/test/testctx"
@@ -169,6 +172,35 @@ func askUDP(t *testing.T, netns, addr string) (name, from string, err error) {
 		return "", "", fmt.Errorf("bad answer %q", buf[:n])
 	}
 	return f[0], src.String(), nil
+}
+
+// askUDPConnected is askUDP on a connected socket, which reports an ICMP
+// port unreachable as ECONNREFUSED.
+func askUDPConnected(t *testing.T, netns, addr string) (name, from string, err error) {
+	t.Helper()
+	var c net.Conn
+	if err := inNS(t, netns, func() (err error) {
+		c, err = net.Dial("udp", addr)
+		return err
+	}); err != nil {
+		return "", "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write([]byte("who")); err != nil {
+		return "", "", err
+	}
+	buf := make([]byte, 512)
+	k, err := c.Read(buf)
+	if err != nil {
+		return "", "", err
+	}
+	return string(buf[:k]), c.RemoteAddr().String(), nil
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 func (n *node) addRoutedPod(t *testing.T, name, ip, mac string, ofport int) *ovstest.Pod {
@@ -331,6 +363,41 @@ func TestProxyClusterIP(t *testing.T) {
 			// The frontend flows are gone: the ServicePort has none.
 			t.Errorf("ServiceLB frontend flows still count %d packets", got)
 		}
+
+		// With the node's reject rule the client is refused at once: TCP
+		// gets an RST, UDP port unreachable, both back through OVS. The
+		// node forwards (as a Kubernetes node does) and routes the Service
+		// CIDR into a veth whose peer is down, so only the rule answers.
+		ns := n.ovs.NetNS
+		for _, args := range [][]string{
+			{"sysctl", "-q", "-w", "net.ipv4.ip_forward=1"},
+			{"ip", "link", "add", "sink0", "type", "veth", "peer", "name", "sink1"},
+			{"ip", "link", "set", "sink0", "up"},
+			{"ip", "neigh", "replace", "10.7.0.2", "lladdr", "02:00:00:00:07:02", "dev", "sink0", "nud", "permanent"},
+			{"ip", "route", "add", "10.96.0.0/12", "via", "10.7.0.2", "dev", "sink0", "onlink"},
+		} {
+			if out, err := n.ovs.Exec("", args[0], args[1:]...); err != nil {
+				t.Fatalf("%v: %v: %s", args, err, out)
+			}
+		}
+		if _, err := dialService(t, client.NetNS, vip+":80"); err == nil || !errors.Is(err, syscall.ETIMEDOUT) && !isTimeout(err) {
+			t.Fatalf("before the reject rule: %v, want a timeout", err)
+		}
+		if err := inNS(t, ns, func() error {
+			return nodenet.InstallServiceReject(t.Context(), "gw0", []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = inNS(t, ns, func() error { return nodenet.RemoveServiceReject(context.Background()) }) })
+		start := time.Now()
+		if _, err := dialService(t, client.NetNS, vip+":80"); !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Errorf("TCP with the reject rule: %v, want connection refused", err)
+		} else {
+			t.Logf("TCP to a Service without endpoints refused in %v", time.Since(start))
+		}
+		if _, _, err := askUDPConnected(t, client.NetNS, vip+":53"); !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Errorf("UDP with the reject rule: %v, want port unreachable (ECONNREFUSED)", err)
+		}
 	})
 	t.Run("no endpoints here but elsewhere: dropped", func(t *testing.T) {
 		local := web
@@ -414,8 +481,6 @@ func TestProxyClusterIP(t *testing.T) {
 		}
 	})
 }
-
-var _ = openflow.GroupSelect
 
 // TestProxyIPv6ClusterIP: on a dual-stack node an IPv6 ClusterIP is
 // load-balanced over two IPv6 endpoints (TCP spread and sticky, UDP answered
