@@ -31,7 +31,9 @@ func newUDPEchoCmd() *cobra.Command {
 		Short: "Send every UDP datagram back to its sender unchanged",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			pc, err := net.ListenPacket("udp4", net.JoinHostPort("0.0.0.0", strconv.Itoa(port)))
+			// One socket for both families (IPv4 only where the pod has
+			// no IPv6), as serve's: the peer may be IPv4 or IPv6.
+			pc, err := net.ListenPacket("udp", net.JoinHostPort("", strconv.Itoa(port)))
 			if err != nil {
 				return fmt.Errorf("udp-echo: listening on port %d: %w", port, err)
 			}
@@ -142,7 +144,7 @@ func (s streamStats) String() string {
 // udpStream sends "seq N" to addr rate times a second for streamFor (or
 // until ctx ends), then waits timeout for the last echoes.
 func udpStream(ctx context.Context, addr string, rate int, streamFor, timeout time.Duration) (streamStats, error) {
-	c, err := net.Dial("udp4", addr)
+	c, err := net.Dial("udp", addr) // the family is addr's
 	if err != nil {
 		return streamStats{}, fmt.Errorf("udp-stream %s: %w", addr, err)
 	}

@@ -26,10 +26,17 @@ func TestStreamStatsReport(t *testing.T) {
 	}
 }
 
-// TestUDPStreamThroughEcho: every datagram comes back through a live echo;
-// once the echo is gone the rest are counted lost.
+// TestUDPStreamThroughEcho: every datagram comes back through a live echo,
+// over IPv4 and IPv6 (the stream dials the family of its address); once the
+// echo is gone the rest are counted lost.
 func TestUDPStreamThroughEcho(t *testing.T) {
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	for _, host := range []string{"127.0.0.1", "::1"} {
+		t.Run(host, func(t *testing.T) { testUDPStreamThroughEcho(t, host) })
+	}
+}
+
+func testUDPStreamThroughEcho(t *testing.T, host string) {
+	pc, err := net.ListenPacket("udp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
