@@ -4,7 +4,7 @@
 // network namespace — with Weir deployed by its own DaemonSet and CoreDNS as
 // cluster DNS. No Docker needed. See pkg/localcluster.
 //
-//	weir-local up [--nodes N] [--ip-family dual|ipv4|ipv6] [--prefix P --subnet A.B.C --port-base N]
+//	weir-local up [--nodes N] [--ip-family dual|ipv4|ipv6] [--proxy kube-proxy|coexist] [--prefix P --subnet A.B.C --port-base N]
 //	                              start the cluster and deploy Weir
 //	weir-local demo               test-server pods on every node, probed pairwise
 //	weir-local status             processes, nodes, DaemonSet
@@ -90,6 +90,8 @@ func newRootCommand() *cobra.Command {
 	up.Flags().StringVar(&cfg.Subnet, "subnet", cfg.Subnet, "first three octets of the nodes' /24 underlay")
 	up.Flags().IntVar(&cfg.PortBase, "port-base", cfg.PortBase, "base of the control-plane ports (API server at base+443)")
 	up.Flags().StringVar(&cfg.IPFamily, "ip-family", cfg.IPFamily, "IP family of the cluster: dual (IPv4 and IPv6 pod, Service and node addresses, IPv4 first), ipv4, or ipv6 (IPv6 addresses only, Geneve over an IPv6 underlay)")
+
+	up.Flags().StringVar(&cfg.Proxy, "proxy", cfg.Proxy, "who load-balances Services: kube-proxy (kube-proxy alone), or coexist (Weir's proxy DNATs pods' Service traffic in OVS, kube-proxy the node's and external traffic); weir, without kube-proxy, is not supported yet")
 
 	down := &cobra.Command{
 		Use:   "down",

@@ -62,6 +62,13 @@ type Config struct {
 	IPFamily      string
 	ClusterCIDRv6 string
 	ServiceCIDRv6 string
+	// Proxy is who load-balances Services: ProxyKubeProxy (the default:
+	// the agent's proxyMode off, kube-proxy does it all) or ProxyCoexist
+	// (the agent's proxyMode coexist: Weir's proxy DNATs pods' Service
+	// traffic in OVS, kube-proxy still runs for the node's and external
+	// traffic). ProxyWeir, the kube-proxy-free mode, is not built yet and
+	// Validate refuses it.
+	Proxy string
 	// ExtraArgs are appended to a control-plane daemon's command line, by
 	// daemon: "etcd", "kube-apiserver", "kube-controller-manager" or
 	// "kube-scheduler" (a later flag wins). The scale harness tunes the
@@ -87,6 +94,7 @@ func DefaultConfig() Config {
 		IPFamily:      IPFamilyDual,
 		ClusterCIDRv6: "fd00:10:244::/56",
 		ServiceCIDRv6: "fd00:10:96::/112",
+		Proxy:         ProxyKubeProxy,
 		Out:           os.Stdout,
 	}
 }
@@ -99,6 +107,24 @@ const (
 	// addresses, and an IPv6 underlay between the nodes (Geneve over IPv6).
 	IPFamilyIPv6 = "ipv6"
 )
+
+// The Service proxies of Config.Proxy.
+const (
+	ProxyKubeProxy = "kube-proxy"
+	ProxyCoexist   = "coexist"
+	// ProxyWeir is the kube-proxy-free mode (the agent's proxyMode all,
+	// issue 14); neither the agent nor the local cluster supports it yet.
+	ProxyWeir = "weir"
+)
+
+// agentProxyMode is the agent's proxyMode for the cluster's Proxy
+// (pkg/agent's Config.ProxyMode values).
+func (c Config) agentProxyMode() string {
+	if c.Proxy == ProxyCoexist {
+		return "coexist"
+	}
+	return "off"
+}
 
 // DualStack reports whether the cluster has IPv6 besides IPv4.
 func (c Config) DualStack() bool { return c.IPFamily == IPFamilyDual }
@@ -168,6 +194,13 @@ func (c Config) Validate() error {
 		}
 	default:
 		errs = append(errs, fmt.Errorf("ip family %q: want %s, %s or %s", c.IPFamily, IPFamilyIPv4, IPFamilyDual, IPFamilyIPv6))
+	}
+	switch c.Proxy {
+	case ProxyKubeProxy, ProxyCoexist:
+	case ProxyWeir:
+		errs = append(errs, fmt.Errorf("proxy %q: the kube-proxy-free mode is not supported yet; use %s or %s", c.Proxy, ProxyKubeProxy, ProxyCoexist))
+	default:
+		errs = append(errs, fmt.Errorf("proxy %q: want %s or %s", c.Proxy, ProxyKubeProxy, ProxyCoexist))
 	}
 	for d := range c.ExtraArgs {
 		if !slices.Contains(controlPlaneDaemons, d) {
@@ -274,7 +307,10 @@ type state struct {
 	// IPFamily is empty in the state of a cluster an earlier version
 	// started, which was IPv4-only.
 	IPFamily string `json:"ipFamily,omitempty"`
-	Nodes    []int  `json:"nodes"`
+	// Proxy is empty in the state of a cluster an earlier version started,
+	// which ran kube-proxy alone.
+	Proxy string `json:"proxy,omitempty"`
+	Nodes []int  `json:"nodes"`
 	// CreatedDirs are host directories an Up of an earlier version created
 	// as bind-mount targets; the record is now machine-wide (hostdirs.go).
 	CreatedDirs []string `json:"createdDirs"`
@@ -484,6 +520,10 @@ func (c Config) Resolve() (Config, error) {
 		c.IPFamily = st.IPFamily
 		if c.IPFamily == "" {
 			c.IPFamily = IPFamilyIPv4
+		}
+		c.Proxy = st.Proxy
+		if c.Proxy == "" {
+			c.Proxy = ProxyKubeProxy
 		}
 	}
 	return c, nil

@@ -21,7 +21,8 @@ import (
 // AgentConfig is the ovs-agent configuration the local cluster deploys
 // instead of the manifest's production default: the userspace datapath with
 // the node NIC on br-phy (no kernel OVS module here), and the API server
-// reached directly (the agent must not depend on kube-proxy).
+// reached directly (the agent must not depend on kube-proxy), and the
+// proxyMode of the cluster's Proxy (quoted: a bare off is YAML's false).
 func (c Config) AgentConfig() string {
 	return fmt.Sprintf(`bridge: br-int
 datapathType: netdev
@@ -29,7 +30,8 @@ underlayInterface: eth0
 mtu: 0
 serviceCIDR: %s
 kubeAPIServerOverride: %s
-`, c.ServiceCIDRs(), c.APIServerURL())
+proxyMode: %q
+`, c.ServiceCIDRs(), c.APIServerURL(), c.agentProxyMode())
 }
 
 // RenderManifest returns cfg.Manifest with the weir-config ConfigMap's agent

@@ -56,7 +56,7 @@ func Up(ctx context.Context, cfg Config, nodes int) error {
 	if err != nil {
 		return err
 	}
-	st.Prefix, st.Subnet, st.PortBase, st.IPFamily = cfg.Prefix, cfg.Subnet, cfg.PortBase, cfg.IPFamily
+	st.Prefix, st.Subnet, st.PortBase, st.IPFamily, st.Proxy = cfg.Prefix, cfg.Subnet, cfg.PortBase, cfg.IPFamily, cfg.Proxy
 	if st.Sysctls == nil {
 		if st.Sysctls, err = readSysctls(); err != nil {
 			return err
