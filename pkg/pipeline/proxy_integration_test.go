@@ -29,7 +29,8 @@ const (
 func withProxy(c *pipeline.Config) {
 	_, svc, _ := net.ParseCIDR("10.96.0.0/12")
 	c.ServiceCIDR = svc
-	c.Proxy = &pipeline.ProxyConfig{HairpinIP: netip.MustParseAddr(hairpinIP), SNATZone: 65521}
+	c.Proxy = &pipeline.ProxyConfig{HairpinIP: netip.MustParseAddr(hairpinIP), SNATZone: 65521,
+		NodeIPs: []netip.Addr{netip.MustParseAddr("192.168.1.10")}}
 	if c.GatewayIPv6 != nil {
 		_, svc6, _ := net.ParseCIDR("fd00:96::/112")
 		c.ServiceCIDRv6 = svc6
@@ -236,7 +237,9 @@ func clusterIP(ip string, port uint16, proto pipeline.Protocol) pipeline.Service
 // established one keeps working; with no endpoints anywhere the packets go
 // to the gateway; with endpoints elsewhere only they are dropped; a pod
 // reaching itself through the Service is SNATed to the hairpin IP; egress
-// policy allowing only endpoint A keeps every connection on A.
+// policy allowing only endpoint A keeps every connection on A; NodePort
+// (on a configured node IP), ExternalIP and LoadBalancer frontends work
+// from a pod, the last only for clients in its source ranges.
 func TestProxyClusterIP(t *testing.T) {
 	n := newNode(t, withProxy)
 	client := n.addRoutedPod(t, "pc", "10.10.0.2", "02:00:0a:0a:00:02", 3)
@@ -450,7 +453,7 @@ func TestProxyClusterIP(t *testing.T) {
 		}
 		n.ovs.MustAppctl(t, "revalidator/wait")
 		var ok, failed int
-		for range 20 {
+		for range 12 {
 			c, err := dialService(t, client.NetNS, vip+":80")
 			if err != nil {
 				failed++ // the group chose pb: egress policy dropped it
@@ -465,10 +468,79 @@ func TestProxyClusterIP(t *testing.T) {
 		}
 		t.Logf("egress only-to-pa: %d connections to pa, %d refused by policy (bucket pb)", ok, failed)
 		if ok == 0 || failed == 0 {
-			t.Errorf("want some connections to pa and some dropped (to pb): %d, %d", ok, failed)
+			t.Errorf("want some connections to pa and some dropped (to pb) of 12: %d, %d", ok, failed)
 		}
 		if err := n.pipe.ApplyPolicy(testctx.Timeout(t, time.Minute), pipeline.PolicyChange{Delete: []uint32{1}, Isolation: &pipeline.Isolation{}}); err != nil {
 			t.Fatal(err)
+		}
+	})
+	t.Run("NodePort, ExternalIP and LoadBalancer frontends from a pod", func(t *testing.T) {
+		const nodeIP, extIP, lbIP = "192.168.1.10", "198.51.100.7", "203.0.113.9"
+		fronts := web
+		fronts.Frontends = append(fronts.Frontends[:2:2],
+			pipeline.ServiceFrontend{Kind: pipeline.KindNodePort, Port: 30080, Protocol: pipeline.ProtocolTCP},
+			pipeline.ServiceFrontend{Kind: pipeline.KindExternalIP, IP: netip.MustParseAddr(extIP), Port: 80, Protocol: pipeline.ProtocolTCP},
+			pipeline.ServiceFrontend{Kind: pipeline.KindLoadBalancer, IP: netip.MustParseAddr(lbIP), Port: 80, Protocol: pipeline.ProtocolTCP})
+		// Only the client's /32 may use the LB IP.
+		fronts.LoadBalancerSourceRanges = []netip.Prefix{netip.MustParsePrefix(client.IP + "/32")}
+		n.applyServices(t, []pipeline.ServicePort{fronts})
+		for _, addr := range []string{nodeIP + ":30080", extIP + ":80", lbIP + ":80"} {
+			c, err := dialService(t, client.NetNS, addr)
+			if err != nil {
+				t.Errorf("client -> %s: %v", addr, err)
+				continue
+			}
+			name, _, err := c.ask()
+			c.c.Close()
+			if err != nil || (name != "pa" && name != "pb") {
+				t.Errorf("client -> %s reached %q (%v)", addr, name, err)
+			}
+		}
+		// Pod pb is outside the source range: its connection to the LB IP
+		// is dropped, while the ExternalIP still works for it.
+		if _, err := dialService(t, b.NetNS, lbIP+":80"); err == nil {
+			t.Errorf("pb reached the LB IP outside LoadBalancerSourceRanges")
+		}
+		if c, err := dialService(t, b.NetNS, extIP+":80"); err != nil {
+			t.Errorf("pb -> ExternalIP: %v", err)
+		} else {
+			c.c.Close()
+		}
+		n.applyServices(t, []pipeline.ServicePort{web})
+	})
+	t.Run("replay after ovs-vswitchd restart", func(t *testing.T) {
+		groups := func() string {
+			return n.ovs.MustOfctl(t, "-O", "OpenFlow15", "dump-groups", "br-int")
+		}
+		before, beforeGroups := n.ovs.DumpFlows(t, "br-int"), groups()
+		n.ovs.StopVswitchd(t)
+		n.ovs.StartVswitchd(t)
+		select {
+		case <-n.sw.Reconnected():
+		case <-time.After(20 * time.Second):
+			t.Fatal("no reconnect within 20s")
+		}
+		if after := n.ovs.DumpFlows(t, "br-int"); strings.Join(after, "\n") != strings.Join(before, "\n") {
+			t.Fatalf("flows after replay:\n%s\nbefore:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
+		}
+		if after := groups(); after != beforeGroups {
+			t.Fatalf("groups after replay:\n%s\nbefore:\n%s", after, beforeGroups)
+		}
+		count := map[string]int{}
+		for range 10 {
+			c, err := dialService(t, client.NetNS, vip+":80")
+			if err != nil {
+				t.Fatalf("after the restart: %v", err)
+			}
+			name, _, err := c.ask()
+			c.c.Close()
+			if err != nil {
+				t.Fatalf("after the restart: %v", err)
+			}
+			count[name]++
+		}
+		if count["pa"] == 0 || count["pb"] == 0 {
+			t.Errorf("after the restart connections reach only %v", count)
 		}
 	})
 	t.Run("deleted: no group, no frontend flow", func(t *testing.T) {
