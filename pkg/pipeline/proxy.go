@@ -168,7 +168,9 @@ type groupSwitch interface {
 // DeleteStaleGroups removes the previous run's groups.
 const (
 	groupRoundShift = 24
-	maxGroupSerial  = 1<<groupRoundShift - 1
+	// maxGroupSerial keeps round 255's IDs at or below
+	// openflow.MaxGroupID (0xffffff00).
+	maxGroupSerial = 1<<groupRoundShift - 257
 )
 
 const ownerHairpin = "svc-hairpin"
@@ -255,7 +257,7 @@ func (p *Pipeline) ApplyServices(ctx context.Context, upserts []ServicePort, del
 		if old != nil {
 			ns.cookie, ns.groupID = old.cookie, old.groupID
 		} else {
-			if serial >= maxGroupSerial-1 {
+			if serial >= maxGroupSerial {
 				return errors.New("pipeline: group IDs of this run exhausted (16M ServicePorts created)")
 			}
 			serial++
@@ -460,10 +462,19 @@ func (p *Pipeline) servicePortFamily(sp ServicePort) (bool, error) {
 		if err := check(f.IP, f.Kind.String()+" frontend"); err != nil {
 			return false, err
 		}
+		switch {
+		case f.Port == 0:
+			return false, fmt.Errorf("pipeline: ServicePort %s: %v frontend %v without a port", sp.Key, f.Kind, f.IP)
+		case f.Protocol != ProtocolTCP && f.Protocol != ProtocolUDP && f.Protocol != ProtocolSCTP:
+			return false, fmt.Errorf("pipeline: ServicePort %s: %v frontend %v: protocol %d is not TCP, UDP or SCTP", sp.Key, f.Kind, f.IP, f.Protocol)
+		}
 	}
 	for _, e := range sp.ClusterEndpoints {
 		if !e.IP.IsValid() {
 			return false, fmt.Errorf("pipeline: ServicePort %s: endpoint without an address", sp.Key)
+		}
+		if e.Port == 0 {
+			return false, fmt.Errorf("pipeline: ServicePort %s: endpoint %v without a port", sp.Key, e.IP)
 		}
 		if err := check(e.IP, "endpoint"); err != nil {
 			return false, err

@@ -268,6 +268,11 @@ func TestApplyServices(t *testing.T) {
 			ClusterEndpoints: []ServiceEndpoint{{IP: netip.MustParseAddr("fd00::1"), Port: 1}}}}, nil, "not of the ServicePort's family"},
 		{"no IPv6 here", []ServicePort{{Key: "x/v6:/IPv6", Frontends: []ServiceFrontend{{Kind: KindClusterIP, IP: netip.MustParseAddr("fd00:96::1"), Port: 1, Protocol: ProtocolTCP}}}}, nil, "no IPv6 configuration"},
 		{"too many endpoints", []ServicePort{bigService(1200)}, nil, "refused, not split"},
+		{"frontend without port", []ServicePort{{Key: "x/p:/IPv4", Frontends: []ServiceFrontend{{Kind: KindClusterIP, IP: netip.MustParseAddr("10.96.1.2"), Protocol: ProtocolTCP}}}}, nil, "without a port"},
+		{"bad protocol", []ServicePort{{Key: "x/q:/IPv4", Frontends: []ServiceFrontend{{Kind: KindClusterIP, IP: netip.MustParseAddr("10.96.1.3"), Port: 1, Protocol: 1}}}}, nil, "not TCP, UDP or SCTP"},
+		{"endpoint without port", []ServicePort{{Key: "x/r:/IPv4", Frontends: []ServiceFrontend{{Kind: KindClusterIP, IP: netip.MustParseAddr("10.96.1.4"), Port: 1, Protocol: ProtocolTCP}},
+			ClusterEndpoints: []ServiceEndpoint{{IP: netip.MustParseAddr("10.10.0.9")}}}}, nil, "endpoint 10.10.0.9 without a port"},
+		{"no address", []ServicePort{{Key: "x/s:/IPv4", Frontends: []ServiceFrontend{{Kind: KindExternalIP, Port: 1, Protocol: ProtocolTCP}}, HasEndpoints: true}}, nil, "without an address"},
 	}
 	for _, b := range bad {
 		err := p.ApplyServices(ctx, b.upserts, b.deleted)
@@ -351,5 +356,30 @@ func TestProxyConfigValidation(t *testing.T) {
 				t.Errorf("error %v, want %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestServiceGroupIDLimit: in round 255 the last group ID of a run is
+// still a valid OpenFlow group ID, and the one after is refused.
+func TestServiceGroupIDLimit(t *testing.T) {
+	cfg := proxyConfig(t, false)
+	cfg.Round = 255
+	p, err := New(&fakeGroupSwitch{}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.svc.nextGroup = maxGroupSerial - 1
+	sp := bigService(2)
+	if err := p.ApplyServices(context.Background(), []ServicePort{sp}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if id, _ := p.ServiceGroupID(sp.Key); id > openflow.MaxGroupID || id>>24 != 255 {
+		t.Errorf("last group ID %#x (max %#x)", id, openflow.MaxGroupID)
+	}
+	sp2 := sp
+	sp2.Key = "big/other:/IPv4"
+	sp2.Frontends = []ServiceFrontend{{Kind: KindClusterIP, IP: netip.MustParseAddr("10.96.5.6"), Port: 80, Protocol: ProtocolTCP}}
+	if err := p.ApplyServices(context.Background(), []ServicePort{sp2}, nil); err == nil || !strings.Contains(err.Error(), "exhausted") {
+		t.Errorf("after the last ID: %v, want exhausted", err)
 	}
 }
