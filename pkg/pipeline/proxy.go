@@ -419,7 +419,9 @@ func (p *Pipeline) DeleteStaleGroups(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// ServiceGroupID returns the group ID of a realized ServicePort.
+// ServiceGroupID returns the group ID of a realized ServicePort. The ID
+// stays reserved while the ServicePort has no endpoints, when the switch
+// holds no group for it.
 func (p *Pipeline) ServiceGroupID(key string) (uint32, bool) {
 	p.proxyMu.Lock()
 	defer p.proxyMu.Unlock()
