@@ -383,3 +383,46 @@ func TestServiceGroupIDLimit(t *testing.T) {
 		t.Errorf("after the last ID: %v, want exhausted", err)
 	}
 }
+
+// TestProxyIPv6Only: on an IPv6-only node the proxy needs only the IPv6
+// hairpin IP, its base flows are the IPv6 ones, and an IPv6 ServicePort is
+// realized while an IPv4 one is refused.
+func TestProxyIPv6Only(t *testing.T) {
+	mac, _ := net.ParseMAC("02:00:0a:0a:00:01")
+	_, cidr6, _ := net.ParseCIDR("fd00:10:10::/64")
+	cfg := Config{GatewayOFPort: 2, GatewayMAC: mac, GatewayIPv6: net.ParseIP("fd00:10:10::1"), PodCIDRv6: cidr6, CTZone: 65520, Round: 1,
+		Proxy: &ProxyConfig{HairpinIPv6: netip.MustParseAddr("fc00::aabb:ccdd:eeff"), SNATZone: 65521}}
+	sw := &fakeGroupSwitch{}
+	p, err := New(sw, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := p.BaseFlows()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := render(base)
+	for _, want := range []string{
+		"table=UnSNAT, priority=200,ipv6,ipv6_dst=fc00::aabb:ccdd:eeff actions=set_field:0x20000/0x20000->reg0,ct(table=ConntrackZone,zone=65521,nat)",
+		"table=ConntrackZone, priority=200,ipv6 actions=ct(table=ConntrackState,zone=65520,nat)",
+		"table=ConntrackState, priority=0 actions=goto_table:ServiceLB",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("IPv6-only base flows lack %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, ",ip,") || strings.Contains(got, "169.254") {
+		t.Errorf("IPv6-only base flows match IPv4:\n%s", got)
+	}
+	v6 := goldenServices(true)
+	if err := p.ApplyServices(context.Background(), v6, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.ApplyServices(context.Background(), goldenServices(false)[:1], nil); err == nil || !strings.Contains(err.Error(), "no IPv4 configuration") {
+		t.Errorf("IPv4 ServicePort on an IPv6-only node: %v", err)
+	}
+	cfg.Proxy.HairpinIP = netip.MustParseAddr("169.254.0.253")
+	if _, err := New(nil, cfg); err == nil {
+		t.Error("an IPv4 hairpin IP on an IPv6-only node was accepted")
+	}
+}
