@@ -2,6 +2,7 @@ package agentapi
 
 import (
 	"context"
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -41,13 +42,14 @@ func podRef(set bool, ns, name string) *agentv1.PodRef {
 }
 
 // traceFlowRE is what a trace flow may consist of: field=value pairs of
-// numbers, addresses and the protocol. A fuzzed request field must not
+// numbers, addresses and the protocol, and with the Service proxy the
+// dp_hash that picks a group's bucket. A fuzzed request field must not
 // reach ovs-vswitchd's ofproto/trace unvalidated.
 var traceFlowRE = regexp.MustCompile(`^in_port=[0-9]+(,tun_(ipv6_)?src=[0-9a-f.:]+,tun_id=0)?,` +
 	`((icmp|tcp|udp),dl_src=[0-9a-f:]+,dl_dst=[0-9a-f:]+,nw_src=[0-9.]+,nw_dst=[0-9.]+,nw_ttl=64,icmp_type=8,icmp_code=0|` +
 	`(icmp|tcp|udp)6,dl_src=[0-9a-f:]+,dl_dst=[0-9a-f:]+,ipv6_src=[0-9a-f:]+,ipv6_dst=[0-9a-f:]+,nw_ttl=64,icmpv6_type=128,icmpv6_code=0|` +
 	`(tcp|udp)6?,dl_src=[0-9a-f:]+,dl_dst=[0-9a-f:]+,(nw|ipv6)_src=[0-9a-f.:]+,(nw|ipv6)_dst=[0-9a-f.:]+,nw_ttl=64,` +
-	`(tcp_src=[0-9]+,tcp_dst=[0-9]+,tcp_flags=0x002|udp_src=[0-9]+,udp_dst=[0-9]+))$`)
+	`(tcp_src=[0-9]+,tcp_dst=[0-9]+,tcp_flags=0x002|udp_src=[0-9]+,udp_dst=[0-9]+))(,dp_hash=0x[0-9a-f]+)?$`)
 
 // checkTrace checks an answered trace: a well-formed flow, handed to
 // ofproto/trace as is, and a verdict that says what happened.
@@ -145,6 +147,8 @@ func FuzzTraceOutput(f *testing.F) {
 		tunnelTrace,
 		tunnelTrace6,
 		tunnelTrace6NoRoute,
+		fmt.Sprintf(serviceTrace, "10.10.1.5:8080", "10.10.1.5:8080"),
+		fmt.Sprintf(serviceTrace, "[fd00:10:11::5]:8080", "bad"),
 		"",
 		"Datapath actions: drop\n",
 		" 10. reg1=0x4, priority 200, cookie 0x104000000000000\n    drop\n\nFinal flow: unchanged\nDatapath actions: drop\n",
@@ -159,6 +163,9 @@ func FuzzTraceOutput(f *testing.F) {
 	f.Fuzz(func(t *testing.T, out string, tcp bool) {
 		fx := newFixture()
 		fx.uctl.out = out
+		// The proxy is on: a ServiceLB step with a group is explained.
+		web := svcPort("shop/web:http/IPv4", "10.96.0.10", "10.10.0.3:8080", "10.10.1.5:8080")
+		fx.srv.deps.Services, fx.srv.deps.ServiceGroups, fx.srv.deps.Groups = fakeServices{web}, fakeGroupIDs{web.Key: 16777217}, &fakeGroups{}
 		req := &agentv1.TraceRequest{SourcePod: podRef(true, "ns", "a"), DestinationPod: podRef(true, "ns", "b")}
 		if tcp {
 			req = &agentv1.TraceRequest{SourceIp: "10.10.1.5", DestinationPod: podRef(true, "ns", "b"), Protocol: "tcp", DestinationPort: 80}

@@ -116,6 +116,14 @@ type Deps struct {
 	Isolation Isolation
 	Unixctl   Unixctl
 	Audit     AuditSources // what only Audit reads (audit.go)
+	// The Service proxy's sources (services.go): the controller
+	// (*proxy.Controller), the pipeline's group IDs (*pipeline.Pipeline)
+	// and the switch's group counters (*openflow.Switch). All nil when the
+	// proxy is off: ListServices answers FailedPrecondition and traces do
+	// not look for Services. All three are needed (one nil = off).
+	Services      Services
+	ServiceGroups ServiceGroups
+	Groups        GroupDumper
 }
 
 // Server implements agentv1.AgentServiceServer.

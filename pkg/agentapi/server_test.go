@@ -137,8 +137,8 @@ bridge("br-int")
  0. in_port=3, priority 190, cookie 0x102000000000001
     set_field:0x3/0xf->reg0
     goto_table:1
- 3. ip, priority 200, cookie 0x101000000000001
-    ct(table=4,zone=65520)
+ 4. ip, priority 200, cookie 0x101000000000001
+    ct(table=5,zone=65520)
     drop
      -> A clone of the packet is forked to recirculate. The forked pipeline will be resumed at table 4.
 
@@ -155,18 +155,18 @@ Flow: recirc_id=0x1,ct_state=new|trk,ct_zone=65520,eth,icmp,in_port=3
 bridge("br-int")
 ----------------
     thaw
-        Resuming from table 4
- 5. ip,nw_src=10.10.0.3, priority 110, cookie 0x104000000000007
-    goto_table:7
- 7. ip,nw_dst=10.10.1.0/24, priority 200, cookie 0x103000000000001
+        Resuming from table 5
+ 8. ip,nw_src=10.10.0.3, priority 110, cookie 0x104000000000007
+    goto_table:10
+10. ip,nw_dst=10.10.1.0/24, priority 200, cookie 0x103000000000001
     set_field:02:00:0a:0a:00:01->eth_src
     set_field:aa:bb:cc:dd:ee:ff->eth_dst
     dec_ttl
     set_field:192.168.1.2->tun_dst
     set_field:0x1->reg1
     set_field:0x10000/0x10000->reg0
-    goto_table:11
-12. reg0=0x10000/0x10000, priority 200, cookie 0x101000000000001
+    goto_table:14
+15. reg0=0x10000/0x10000, priority 200, cookie 0x101000000000001
     output:NXM_NX_REG1[]
      -> output port is 1
 
@@ -186,8 +186,8 @@ bridge("br-int")
  0. in_port=4, priority 190, cookie 0x102000000000001
     set_field:0x3/0xf->reg0
     goto_table:1
- 3. ipv6, priority 200, cookie 0x101000000000001
-    ct(table=4,zone=65520)
+ 4. ipv6, priority 200, cookie 0x101000000000001
+    ct(table=5,zone=65520)
     drop
      -> A clone of the packet is forked to recirculate. The forked pipeline will be resumed at table 4.
 
@@ -201,16 +201,16 @@ recirc(0x1) - resume conntrack with ct_state=new|trk
 bridge("br-int")
 ----------------
     thaw
-        Resuming from table 4
- 7. ipv6,ipv6_dst=fd00:10:11::/64, priority 200, cookie 0x103000000000001
+        Resuming from table 5
+10. ipv6,ipv6_dst=fd00:10:11::/64, priority 200, cookie 0x103000000000001
     set_field:02:00:0a:0a:00:01->eth_src
     set_field:aa:bb:cc:dd:ee:ff->eth_dst
     dec_ttl
     set_field:2001:db8:2::2->tun_ipv6_dst
     set_field:0x1->reg1
     set_field:0x10000/0x10000->reg0
-    goto_table:11
-12. reg0=0x10000/0x10000, priority 200, cookie 0x101000000000001
+    goto_table:14
+15. reg0=0x10000/0x10000, priority 200, cookie 0x101000000000001
     output:NXM_NX_REG1[]
      -> output port is 1
      -> output to native tunnel
@@ -473,9 +473,9 @@ func TestAgentInfoFake(t *testing.T) {
 func TestParseTraceBridges(t *testing.T) {
 	out := `bridge("br-int")
 ----------------
- 7. ip, priority 200, cookie 0x103000000000001
-    goto_table:12
-12. reg0=0x10000/0x10000, priority 200, cookie 0x101000000000001
+10. ip, priority 200, cookie 0x103000000000001
+    goto_table:15
+15. reg0=0x10000/0x10000, priority 200, cookie 0x101000000000001
     output:1
      -> output to native tunnel
 
@@ -483,7 +483,7 @@ func TestParseTraceBridges(t *testing.T) {
     ----------------
      0. priority 0
         output:9
- 4. priority 0, cookie 0x101000000000001
+ 5. priority 0, cookie 0x101000000000001
     drop
 `
 	tr := parseTrace(out, "br-int")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"regexp"
 	"strconv"
 	"strings"
@@ -357,19 +358,80 @@ func (s *Server) Trace(ctx context.Context, req *agentv1.TraceRequest) (*agentv1
 	if err != nil {
 		return nil, err
 	}
-	out, err := s.deps.Unixctl.Call(ctx, "ofproto/trace", s.cfg.Bridge, flow, "--ct-next", "trk,new")
+	var wantEP netip.Addr
+	var wantPort uint16
+	if v := req.GetServiceEndpoint(); v != "" {
+		if !s.proxyOn() {
+			return nil, errProxyOff
+		}
+		if wantEP, wantPort, err = parseEndpoint(v); err != nil {
+			return nil, err
+		}
+	}
+	// With the proxy, the packet carries a dp_hash: a Service's select
+	// group (selection_method=dp_hash) picks its bucket from it, where
+	// ofproto/trace would otherwise stop at the hash recirculation ("no
+	// live bucket"), which it does not follow. The datapath hashes each
+	// real connection's 5-tuple, so the hash here is the trace's own.
+	hash := uint32(0)
+	if s.proxyOn() {
+		hash = traceHash(flow)
+	}
+	out, tr, err := s.runTrace(ctx, flow, hash)
+	if err != nil {
+		return nil, err
+	}
+	svc := s.serviceHop(tr)
+	if wantEP.IsValid() {
+		if svc == nil {
+			return nil, status.Errorf(codes.FailedPrecondition, "the packet does not reach a Service's group (flow %s), so it has no endpoint %s to follow",
+				flow, req.GetServiceEndpoint())
+		}
+		i := endpointIndex(svc.sp.ClusterEndpoints, wantEP, wantPort)
+		if i < 0 {
+			return nil, status.Errorf(codes.NotFound, "%s is not an endpoint of Service %s", req.GetServiceEndpoint(), serviceName(svc.sp.Key))
+		}
+		// OVS maps the hash's low bits (at most 256 values) to buckets:
+		// one of 1..256 picks bucket i if any does.
+		for h := uint32(1); svc.bucket != uint32(i) && h <= 256; h++ {
+			if out, tr, err = s.runTrace(ctx, flow, h); err != nil {
+				return nil, err
+			}
+			if svc = s.serviceHop(tr); svc == nil {
+				return nil, status.Errorf(codes.Internal, "the trace with dp_hash=%d no longer reaches the Service's group", h)
+			}
+			hash = h
+		}
+		if svc.bucket != uint32(i) {
+			return nil, status.Errorf(codes.FailedPrecondition, "no dp_hash makes group %d pick the bucket of %s (weight 0?)", svc.groupID,
+				req.GetServiceEndpoint())
+		}
+	}
+	if hash != 0 {
+		flow += fmt.Sprintf(",dp_hash=%#x", hash)
+	}
+	resp := &agentv1.TraceResponse{Flow: flow, RawOutput: out}
+	resp.Steps = tr.steps
+	resp.Verdict = s.verdict(n, tr)
+	s.explainService(resp, svc, dst, req)
+	return resp, nil
+}
+
+// runTrace runs ofproto/trace on flow, with dp_hash=hash when non-zero.
+func (s *Server) runTrace(ctx context.Context, flow string, hash uint32) (string, parsedTrace, error) {
+	f := flow
+	if hash != 0 {
+		f += fmt.Sprintf(",dp_hash=%#x", hash)
+	}
+	out, err := s.deps.Unixctl.Call(ctx, "ofproto/trace", s.cfg.Bridge, f, "--ct-next", "trk,new")
 	if err != nil {
 		var ue *unixctl.Error
 		if errors.As(err, &ue) {
-			return nil, status.Errorf(codes.InvalidArgument, "ofproto/trace rejected flow %s: %s", flow, ue.Message)
+			return "", parsedTrace{}, status.Errorf(codes.InvalidArgument, "ofproto/trace rejected flow %s: %s", f, ue.Message)
 		}
-		return nil, internalError(ctx, "running ofproto/trace", err)
+		return "", parsedTrace{}, internalError(ctx, "running ofproto/trace", err)
 	}
-	resp := &agentv1.TraceResponse{Flow: flow, RawOutput: out}
-	tr := parseTrace(out, s.cfg.Bridge)
-	resp.Steps = tr.steps
-	resp.Verdict = s.verdict(n, tr)
-	return resp, nil
+	return out, parseTrace(out, s.cfg.Bridge), nil
 }
 
 // parsedTrace is ofproto/trace's output in pieces.
@@ -484,7 +546,11 @@ func parseTrace(out, bridge string) parsedTrace {
 		if w, ok := traceWarning(line); ok {
 			tr.warnings = append(tr.warnings, w)
 		}
-		if m := outPortRE.FindStringSubmatch(line); m != nil {
+		if line == "IN_PORT" {
+			// Output to the input port (a hairpinned Service
+			// connection): resolved from the final flow below.
+			tr.outPorts = append(tr.outPorts, ofppInPort)
+		} else if m := outPortRE.FindStringSubmatch(line); m != nil {
 			p, _ := strconv.ParseUint(m[1], 10, 32)
 			tr.outPorts = append(tr.outPorts, uint32(p))
 		} else if m := outputRE.FindStringSubmatch(line); m != nil {
@@ -492,8 +558,21 @@ func parseTrace(out, bridge string) parsedTrace {
 			tr.outPorts = append(tr.outPorts, uint32(p))
 		}
 	}
+	if m := inPortRE.FindStringSubmatch(tr.finalFlow); m != nil {
+		p, _ := strconv.ParseUint(m[1], 10, 32)
+		for i, o := range tr.outPorts {
+			if o == ofppInPort {
+				tr.outPorts[i] = uint32(p)
+			}
+		}
+	}
 	return tr
 }
+
+// ofppInPort is OpenFlow's OFPP_IN_PORT, the IN_PORT action's port.
+const ofppInPort = 0xfffffff8
+
+var inPortRE = regexp.MustCompile(`\bin_port=(\d+)`)
 
 // otherBridgeNote starts the note of a step in another bridge.
 const otherBridgeNote = "in bridge "

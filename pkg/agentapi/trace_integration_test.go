@@ -30,6 +30,8 @@ type tunnelNode struct {
 	ovs  *ovstest.Instance
 	c    agentv1.AgentServiceClient
 	peer pipeline.PeerNode
+	sw   *openflow.Switch
+	pipe *pipeline.Pipeline
 }
 
 // The addresses of the trace tests: the local node's pod CIDRs
@@ -84,7 +86,10 @@ func underlayAddr(nodeIP string) string {
 // the first family's pod CIDR and gateway in PodCIDR and GatewayIP (IPv6
 // on an IPv6-only node), the IPv6 ones of a dual-stack node in PodCIDRv6
 // and GatewayIPv6.
-func newTunnelNode(t *testing.T, fam families, nodeIP string, underlay bool) *tunnelNode {
+//
+// With a proxy, the pipeline has px as its Config.Proxy and the API gets
+// the proxy's sources (px.services for the model as applied).
+func newTunnelNode(t *testing.T, fam families, nodeIP string, underlay bool, px ...*testProxy) *tunnelNode {
 	t.Helper()
 	ovs := ovstest.Start(t)
 	ovs.AddBridge(t, "br-int")
@@ -135,6 +140,9 @@ func newTunnelNode(t *testing.T, fam families, nodeIP string, underlay bool) *tu
 		}
 		peer.PodCIDRv6, peer.GatewayIPv6 = ipNet(peerV6), stdIP(host(peerV6, 1))
 	}
+	if len(px) > 0 {
+		pcfg.Proxy = &px[0].cfg
+	}
 	pipe, err := pipeline.New(sw, pcfg)
 	if err != nil {
 		t.Fatal(err)
@@ -171,9 +179,33 @@ func newTunnelNode(t *testing.T, fam families, nodeIP string, underlay bool) *tu
 		t.Fatal(err)
 	}
 	n := &node{ovs: ovs, sw: sw, pipe: pipe, db: db}
-	c, _ := n.serve(t, acfg, agentapi.Deps{Switch: sw, Pipeline: pipe, Pods: atts, OVSDB: db, Peers: tunnelPeers{peer},
-		Unixctl: unixctl.New(ovs.Dir, "ovs-vswitchd")})
-	return &tunnelNode{ovs: ovs, c: c, peer: peer}
+	deps := agentapi.Deps{Switch: sw, Pipeline: pipe, Pods: atts, OVSDB: db, Peers: tunnelPeers{peer},
+		Unixctl: unixctl.New(ovs.Dir, "ovs-vswitchd")}
+	if len(px) > 0 {
+		deps.Services, deps.ServiceGroups, deps.Groups = &px[0].services, pipe, sw
+	}
+	c, _ := n.serve(t, acfg, deps)
+	return &tunnelNode{ovs: ovs, c: c, peer: peer, sw: sw, pipe: pipe}
+}
+
+// testProxy is the proxy configuration of a test node and the model its
+// test applied (the controller's Services()).
+type testProxy struct {
+	cfg      pipeline.ProxyConfig
+	services servicesModel
+}
+
+type servicesModel []pipeline.ServicePort
+
+func (m *servicesModel) Services() []pipeline.ServicePort { return *m }
+
+// apply realizes sps on n's pipeline and makes them the model.
+func (px *testProxy) apply(t *testing.T, n *tunnelNode, sps ...pipeline.ServicePort) {
+	t.Helper()
+	if err := n.pipe.ApplyServices(testctx.Timeout(t, time.Minute), sps, nil); err != nil {
+		t.Fatalf("ApplyServices: %v", err)
+	}
+	px.services = append(px.services, sps...)
 }
 
 type tunnelPods []interfacestore.Interface

@@ -1076,6 +1076,10 @@ type TraceRequest struct {
 	Protocol        string `protobuf:"bytes,6,opt,name=protocol,proto3" json:"protocol,omitempty"`
 	SourcePort      uint32 `protobuf:"varint,7,opt,name=source_port,json=sourcePort,proto3" json:"source_port,omitempty"`
 	DestinationPort uint32 `protobuf:"varint,8,opt,name=destination_port,json=destinationPort,proto3" json:"destination_port,omitempty"`
+	// When the destination is a Service frontend: the endpoint ("ip" or
+	// "ip:port") whose select-group bucket the trace follows. Empty: the
+	// bucket of a hash of the traced packet (see docs/tooling.md).
+	ServiceEndpoint string `protobuf:"bytes,9,opt,name=service_endpoint,json=serviceEndpoint,proto3" json:"service_endpoint,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -1164,6 +1168,13 @@ func (x *TraceRequest) GetDestinationPort() uint32 {
 		return x.DestinationPort
 	}
 	return 0
+}
+
+func (x *TraceRequest) GetServiceEndpoint() string {
+	if x != nil {
+		return x.ServiceEndpoint
+	}
+	return ""
 }
 
 // TraceStep is one table the packet crossed.
@@ -1275,9 +1286,19 @@ type TraceVerdict struct {
 	IsolatedPod       *PodRef  `protobuf:"bytes,9,opt,name=isolated_pod,json=isolatedPod,proto3" json:"isolated_pod,omitempty"`
 	IsolatingPolicies []string `protobuf:"bytes,10,rep,name=isolating_policies,json=isolatingPolicies,proto3" json:"isolating_policies,omitempty"`
 	// A one-line human summary.
-	Summary       string `protobuf:"bytes,11,opt,name=summary,proto3" json:"summary,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Summary string `protobuf:"bytes,11,opt,name=summary,proto3" json:"summary,omitempty"`
+	// When the packet went to a Service frontend the proxy realized: the
+	// ServicePort key ("ns/name:port/IPv4"), the Service "ns/name:port",
+	// the endpoint it was DNATed to ("ip:port"), and the select group and
+	// bucket that chose it. The endpoint is empty when the Service has none
+	// on this node (the packet is rejected or dropped).
+	ServicePortKey  string `protobuf:"bytes,12,opt,name=service_port_key,json=servicePortKey,proto3" json:"service_port_key,omitempty"`
+	Service         string `protobuf:"bytes,13,opt,name=service,proto3" json:"service,omitempty"`
+	ServiceEndpoint string `protobuf:"bytes,14,opt,name=service_endpoint,json=serviceEndpoint,proto3" json:"service_endpoint,omitempty"`
+	ServiceGroupId  uint32 `protobuf:"varint,15,opt,name=service_group_id,json=serviceGroupId,proto3" json:"service_group_id,omitempty"`
+	ServiceBucketId uint32 `protobuf:"varint,16,opt,name=service_bucket_id,json=serviceBucketId,proto3" json:"service_bucket_id,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *TraceVerdict) Reset() {
@@ -1385,6 +1406,41 @@ func (x *TraceVerdict) GetSummary() string {
 		return x.Summary
 	}
 	return ""
+}
+
+func (x *TraceVerdict) GetServicePortKey() string {
+	if x != nil {
+		return x.ServicePortKey
+	}
+	return ""
+}
+
+func (x *TraceVerdict) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *TraceVerdict) GetServiceEndpoint() string {
+	if x != nil {
+		return x.ServiceEndpoint
+	}
+	return ""
+}
+
+func (x *TraceVerdict) GetServiceGroupId() uint32 {
+	if x != nil {
+		return x.ServiceGroupId
+	}
+	return 0
+}
+
+func (x *TraceVerdict) GetServiceBucketId() uint32 {
+	if x != nil {
+		return x.ServiceBucketId
+	}
+	return 0
 }
 
 type TraceResponse struct {
@@ -2406,6 +2462,475 @@ func (x *AuditReport) GetRound() uint32 {
 	return 0
 }
 
+type ListServicesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Filters on the Service; empty matches all.
+	Namespace     string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListServicesRequest) Reset() {
+	*x = ListServicesRequest{}
+	mi := &file_pkg_apis_agent_v1_agent_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListServicesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListServicesRequest) ProtoMessage() {}
+
+func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pkg_apis_agent_v1_agent_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListServicesRequest.ProtoReflect.Descriptor instead.
+func (*ListServicesRequest) Descriptor() ([]byte, []int) {
+	return file_pkg_apis_agent_v1_agent_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ListServicesRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *ListServicesRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// ServiceFrontend is one address, port and protocol a Service port is
+// reached at.
+type ServiceFrontend struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "ClusterIP", "NodePort", "ExternalIP" or "LoadBalancer".
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// Empty for a NodePort on every node address of the family.
+	Ip   string `protobuf:"bytes,2,opt,name=ip,proto3" json:"ip,omitempty"`
+	Port uint32 `protobuf:"varint,3,opt,name=port,proto3" json:"port,omitempty"`
+	// "TCP", "UDP" or "SCTP".
+	Protocol      string `protobuf:"bytes,4,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServiceFrontend) Reset() {
+	*x = ServiceFrontend{}
+	mi := &file_pkg_apis_agent_v1_agent_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceFrontend) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceFrontend) ProtoMessage() {}
+
+func (x *ServiceFrontend) ProtoReflect() protoreflect.Message {
+	mi := &file_pkg_apis_agent_v1_agent_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceFrontend.ProtoReflect.Descriptor instead.
+func (*ServiceFrontend) Descriptor() ([]byte, []int) {
+	return file_pkg_apis_agent_v1_agent_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ServiceFrontend) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *ServiceFrontend) GetIp() string {
+	if x != nil {
+		return x.Ip
+	}
+	return ""
+}
+
+func (x *ServiceFrontend) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *ServiceFrontend) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+// ServiceEndpoint is one backend of a Service port.
+type ServiceEndpoint struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Ip    string                 `protobuf:"bytes,1,opt,name=ip,proto3" json:"ip,omitempty"`
+	Port  uint32                 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
+	// A pod of this node.
+	Local bool `protobuf:"varint,3,opt,name=local,proto3" json:"local,omitempty"`
+	// Its select-group bucket weight (1 when the model said 0).
+	Weight uint32 `protobuf:"varint,4,opt,name=weight,proto3" json:"weight,omitempty"`
+	// ClusterEndpoints only: its bucket in the group and the bucket's
+	// counters (packets = new connections sent to this endpoint).
+	BucketId      uint32 `protobuf:"varint,5,opt,name=bucket_id,json=bucketId,proto3" json:"bucket_id,omitempty"`
+	PacketCount   uint64 `protobuf:"varint,6,opt,name=packet_count,json=packetCount,proto3" json:"packet_count,omitempty"`
+	ByteCount     uint64 `protobuf:"varint,7,opt,name=byte_count,json=byteCount,proto3" json:"byte_count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServiceEndpoint) Reset() {
+	*x = ServiceEndpoint{}
+	mi := &file_pkg_apis_agent_v1_agent_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceEndpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceEndpoint) ProtoMessage() {}
+
+func (x *ServiceEndpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_pkg_apis_agent_v1_agent_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceEndpoint.ProtoReflect.Descriptor instead.
+func (*ServiceEndpoint) Descriptor() ([]byte, []int) {
+	return file_pkg_apis_agent_v1_agent_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ServiceEndpoint) GetIp() string {
+	if x != nil {
+		return x.Ip
+	}
+	return ""
+}
+
+func (x *ServiceEndpoint) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *ServiceEndpoint) GetLocal() bool {
+	if x != nil {
+		return x.Local
+	}
+	return false
+}
+
+func (x *ServiceEndpoint) GetWeight() uint32 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+func (x *ServiceEndpoint) GetBucketId() uint32 {
+	if x != nil {
+		return x.BucketId
+	}
+	return 0
+}
+
+func (x *ServiceEndpoint) GetPacketCount() uint64 {
+	if x != nil {
+		return x.PacketCount
+	}
+	return 0
+}
+
+func (x *ServiceEndpoint) GetByteCount() uint64 {
+	if x != nil {
+		return x.ByteCount
+	}
+	return 0
+}
+
+type ServicePort struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "namespace/name:port-name/family", e.g. "default/web:http/IPv4".
+	Key       string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Namespace string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name      string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	PortName  string `protobuf:"bytes,4,opt,name=port_name,json=portName,proto3" json:"port_name,omitempty"`
+	// "IPv4" or "IPv6".
+	Family    string             `protobuf:"bytes,5,opt,name=family,proto3" json:"family,omitempty"`
+	Frontends []*ServiceFrontend `protobuf:"bytes,6,rep,name=frontends,proto3" json:"frontends,omitempty"`
+	// The endpoints of ClusterIP traffic (and of the others unless
+	// external_endpoints_set); empty: the Service rejects (has_endpoints
+	// false) or drops (a Local traffic policy) on this node.
+	ClusterEndpoints []*ServiceEndpoint `protobuf:"bytes,7,rep,name=cluster_endpoints,json=clusterEndpoints,proto3" json:"cluster_endpoints,omitempty"`
+	// With external_endpoints_set, NodePort/ExternalIP/LoadBalancer traffic
+	// goes to external_endpoints instead.
+	ExternalEndpoints    []*ServiceEndpoint `protobuf:"bytes,8,rep,name=external_endpoints,json=externalEndpoints,proto3" json:"external_endpoints,omitempty"`
+	ExternalEndpointsSet bool               `protobuf:"varint,9,opt,name=external_endpoints_set,json=externalEndpointsSet,proto3" json:"external_endpoints_set,omitempty"`
+	// externalTrafficPolicy Local: the client address is kept.
+	ExternalLocal bool `protobuf:"varint,10,opt,name=external_local,json=externalLocal,proto3" json:"external_local,omitempty"`
+	HasEndpoints  bool `protobuf:"varint,11,opt,name=has_endpoints,json=hasEndpoints,proto3" json:"has_endpoints,omitempty"`
+	// sessionAffinity ClientIP's timeout; 0 without affinity.
+	AffinityTimeoutSeconds   uint32   `protobuf:"varint,12,opt,name=affinity_timeout_seconds,json=affinityTimeoutSeconds,proto3" json:"affinity_timeout_seconds,omitempty"`
+	LoadBalancerSourceRanges []string `protobuf:"bytes,13,rep,name=load_balancer_source_ranges,json=loadBalancerSourceRanges,proto3" json:"load_balancer_source_ranges,omitempty"`
+	// The select group realizing it (0: none, the Service has no endpoints
+	// here) and its counters as the switch reports them.
+	GroupId              uint32  `protobuf:"varint,14,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	PacketCount          uint64  `protobuf:"varint,15,opt,name=packet_count,json=packetCount,proto3" json:"packet_count,omitempty"`
+	ByteCount            uint64  `protobuf:"varint,16,opt,name=byte_count,json=byteCount,proto3" json:"byte_count,omitempty"`
+	GroupDurationSeconds float64 `protobuf:"fixed64,17,opt,name=group_duration_seconds,json=groupDurationSeconds,proto3" json:"group_duration_seconds,omitempty"`
+	// Flows sending to the group (OVS's reference count).
+	GroupFlowCount uint32 `protobuf:"varint,18,opt,name=group_flow_count,json=groupFlowCount,proto3" json:"group_flow_count,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ServicePort) Reset() {
+	*x = ServicePort{}
+	mi := &file_pkg_apis_agent_v1_agent_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServicePort) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServicePort) ProtoMessage() {}
+
+func (x *ServicePort) ProtoReflect() protoreflect.Message {
+	mi := &file_pkg_apis_agent_v1_agent_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServicePort.ProtoReflect.Descriptor instead.
+func (*ServicePort) Descriptor() ([]byte, []int) {
+	return file_pkg_apis_agent_v1_agent_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ServicePort) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *ServicePort) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *ServicePort) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ServicePort) GetPortName() string {
+	if x != nil {
+		return x.PortName
+	}
+	return ""
+}
+
+func (x *ServicePort) GetFamily() string {
+	if x != nil {
+		return x.Family
+	}
+	return ""
+}
+
+func (x *ServicePort) GetFrontends() []*ServiceFrontend {
+	if x != nil {
+		return x.Frontends
+	}
+	return nil
+}
+
+func (x *ServicePort) GetClusterEndpoints() []*ServiceEndpoint {
+	if x != nil {
+		return x.ClusterEndpoints
+	}
+	return nil
+}
+
+func (x *ServicePort) GetExternalEndpoints() []*ServiceEndpoint {
+	if x != nil {
+		return x.ExternalEndpoints
+	}
+	return nil
+}
+
+func (x *ServicePort) GetExternalEndpointsSet() bool {
+	if x != nil {
+		return x.ExternalEndpointsSet
+	}
+	return false
+}
+
+func (x *ServicePort) GetExternalLocal() bool {
+	if x != nil {
+		return x.ExternalLocal
+	}
+	return false
+}
+
+func (x *ServicePort) GetHasEndpoints() bool {
+	if x != nil {
+		return x.HasEndpoints
+	}
+	return false
+}
+
+func (x *ServicePort) GetAffinityTimeoutSeconds() uint32 {
+	if x != nil {
+		return x.AffinityTimeoutSeconds
+	}
+	return 0
+}
+
+func (x *ServicePort) GetLoadBalancerSourceRanges() []string {
+	if x != nil {
+		return x.LoadBalancerSourceRanges
+	}
+	return nil
+}
+
+func (x *ServicePort) GetGroupId() uint32 {
+	if x != nil {
+		return x.GroupId
+	}
+	return 0
+}
+
+func (x *ServicePort) GetPacketCount() uint64 {
+	if x != nil {
+		return x.PacketCount
+	}
+	return 0
+}
+
+func (x *ServicePort) GetByteCount() uint64 {
+	if x != nil {
+		return x.ByteCount
+	}
+	return 0
+}
+
+func (x *ServicePort) GetGroupDurationSeconds() float64 {
+	if x != nil {
+		return x.GroupDurationSeconds
+	}
+	return 0
+}
+
+func (x *ServicePort) GetGroupFlowCount() uint32 {
+	if x != nil {
+		return x.GroupFlowCount
+	}
+	return 0
+}
+
+type ListServicesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Sorted by key.
+	Services []*ServicePort `protobuf:"bytes,1,rep,name=services,proto3" json:"services,omitempty"`
+	// What could not be read (e.g. a group missing on the switch).
+	Notes         []string `protobuf:"bytes,2,rep,name=notes,proto3" json:"notes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListServicesResponse) Reset() {
+	*x = ListServicesResponse{}
+	mi := &file_pkg_apis_agent_v1_agent_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListServicesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListServicesResponse) ProtoMessage() {}
+
+func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pkg_apis_agent_v1_agent_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListServicesResponse.ProtoReflect.Descriptor instead.
+func (*ListServicesResponse) Descriptor() ([]byte, []int) {
+	return file_pkg_apis_agent_v1_agent_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ListServicesResponse) GetServices() []*ServicePort {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+func (x *ListServicesResponse) GetNotes() []string {
+	if x != nil {
+		return x.Notes
+	}
+	return nil
+}
+
 var File_pkg_apis_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_pkg_apis_agent_v1_agent_proto_rawDesc = "" +
@@ -2496,7 +3021,7 @@ const file_pkg_apis_agent_v1_agent_proto_rawDesc = "" +
 	"byte_count\x18\a \x01(\x04R\tbyteCount\x12)\n" +
 	"\x10duration_seconds\x18\b \x01(\x01R\x0fdurationSeconds\">\n" +
 	"\x11ListFlowsResponse\x12)\n" +
-	"\x05flows\x18\x01 \x03(\v2\x13.weir.agent.v1.FlowR\x05flows\"\xdb\x02\n" +
+	"\x05flows\x18\x01 \x03(\v2\x13.weir.agent.v1.FlowR\x05flows\"\x86\x03\n" +
 	"\fTraceRequest\x124\n" +
 	"\n" +
 	"source_pod\x18\x01 \x01(\v2\x15.weir.agent.v1.PodRefR\tsourcePod\x12\x1b\n" +
@@ -2507,7 +3032,8 @@ const file_pkg_apis_agent_v1_agent_proto_rawDesc = "" +
 	"\bprotocol\x18\x06 \x01(\tR\bprotocol\x12\x1f\n" +
 	"\vsource_port\x18\a \x01(\rR\n" +
 	"sourcePort\x12)\n" +
-	"\x10destination_port\x18\b \x01(\rR\x0fdestinationPort\"\xb8\x01\n" +
+	"\x10destination_port\x18\b \x01(\rR\x0fdestinationPort\x12)\n" +
+	"\x10service_endpoint\x18\t \x01(\tR\x0fserviceEndpoint\"\xb8\x01\n" +
 	"\tTraceStep\x12\x19\n" +
 	"\btable_id\x18\x01 \x01(\rR\atableId\x12\x1d\n" +
 	"\n" +
@@ -2515,7 +3041,7 @@ const file_pkg_apis_agent_v1_agent_proto_rawDesc = "" +
 	"\x04flow\x18\x03 \x01(\tR\x04flow\x12\x18\n" +
 	"\aactions\x18\x04 \x03(\tR\aactions\x12\x12\n" +
 	"\x04note\x18\x05 \x01(\tR\x04note\x12/\n" +
-	"\x13after_recirculation\x18\x06 \x01(\bR\x12afterRecirculation\"\xe2\x03\n" +
+	"\x13after_recirculation\x18\x06 \x01(\bR\x12afterRecirculation\"\xa7\x05\n" +
 	"\fTraceVerdict\x124\n" +
 	"\x04kind\x18\x01 \x01(\x0e2 .weir.agent.v1.TraceVerdict.KindR\x04kind\x12\x19\n" +
 	"\bout_port\x18\x02 \x01(\rR\aoutPort\x12\"\n" +
@@ -2531,7 +3057,12 @@ const file_pkg_apis_agent_v1_agent_proto_rawDesc = "" +
 	"\fisolated_pod\x18\t \x01(\v2\x15.weir.agent.v1.PodRefR\visolatedPod\x12-\n" +
 	"\x12isolating_policies\x18\n" +
 	" \x03(\tR\x11isolatingPolicies\x12\x18\n" +
-	"\asummary\x18\v \x01(\tR\asummary\">\n" +
+	"\asummary\x18\v \x01(\tR\asummary\x12(\n" +
+	"\x10service_port_key\x18\f \x01(\tR\x0eservicePortKey\x12\x18\n" +
+	"\aservice\x18\r \x01(\tR\aservice\x12)\n" +
+	"\x10service_endpoint\x18\x0e \x01(\tR\x0fserviceEndpoint\x12(\n" +
+	"\x10service_group_id\x18\x0f \x01(\rR\x0eserviceGroupId\x12*\n" +
+	"\x11service_bucket_id\x18\x10 \x01(\rR\x0fserviceBucketId\">\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\n" +
 	"\n" +
@@ -2629,7 +3160,48 @@ const file_pkg_apis_agent_v1_agent_proto_rawDesc = "" +
 	"\achecked\x18\x02 \x01(\v2\x1a.weir.agent.v1.AuditCountsR\achecked\x12\x14\n" +
 	"\x05notes\x18\x03 \x03(\tR\x05notes\x12\x1b\n" +
 	"\tnode_name\x18\x04 \x01(\tR\bnodeName\x12\x14\n" +
-	"\x05round\x18\x05 \x01(\rR\x05round2\xf1\x04\n" +
+	"\x05round\x18\x05 \x01(\rR\x05round\"G\n" +
+	"\x13ListServicesRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"e\n" +
+	"\x0fServiceFrontend\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x0e\n" +
+	"\x02ip\x18\x02 \x01(\tR\x02ip\x12\x12\n" +
+	"\x04port\x18\x03 \x01(\rR\x04port\x12\x1a\n" +
+	"\bprotocol\x18\x04 \x01(\tR\bprotocol\"\xc2\x01\n" +
+	"\x0fServiceEndpoint\x12\x0e\n" +
+	"\x02ip\x18\x01 \x01(\tR\x02ip\x12\x12\n" +
+	"\x04port\x18\x02 \x01(\rR\x04port\x12\x14\n" +
+	"\x05local\x18\x03 \x01(\bR\x05local\x12\x16\n" +
+	"\x06weight\x18\x04 \x01(\rR\x06weight\x12\x1b\n" +
+	"\tbucket_id\x18\x05 \x01(\rR\bbucketId\x12!\n" +
+	"\fpacket_count\x18\x06 \x01(\x04R\vpacketCount\x12\x1d\n" +
+	"\n" +
+	"byte_count\x18\a \x01(\x04R\tbyteCount\"\x98\x06\n" +
+	"\vServicePort\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x1b\n" +
+	"\tport_name\x18\x04 \x01(\tR\bportName\x12\x16\n" +
+	"\x06family\x18\x05 \x01(\tR\x06family\x12<\n" +
+	"\tfrontends\x18\x06 \x03(\v2\x1e.weir.agent.v1.ServiceFrontendR\tfrontends\x12K\n" +
+	"\x11cluster_endpoints\x18\a \x03(\v2\x1e.weir.agent.v1.ServiceEndpointR\x10clusterEndpoints\x12M\n" +
+	"\x12external_endpoints\x18\b \x03(\v2\x1e.weir.agent.v1.ServiceEndpointR\x11externalEndpoints\x124\n" +
+	"\x16external_endpoints_set\x18\t \x01(\bR\x14externalEndpointsSet\x12%\n" +
+	"\x0eexternal_local\x18\n" +
+	" \x01(\bR\rexternalLocal\x12#\n" +
+	"\rhas_endpoints\x18\v \x01(\bR\fhasEndpoints\x128\n" +
+	"\x18affinity_timeout_seconds\x18\f \x01(\rR\x16affinityTimeoutSeconds\x12=\n" +
+	"\x1bload_balancer_source_ranges\x18\r \x03(\tR\x18loadBalancerSourceRanges\x12\x19\n" +
+	"\bgroup_id\x18\x0e \x01(\rR\agroupId\x12!\n" +
+	"\fpacket_count\x18\x0f \x01(\x04R\vpacketCount\x12\x1d\n" +
+	"\n" +
+	"byte_count\x18\x10 \x01(\x04R\tbyteCount\x124\n" +
+	"\x16group_duration_seconds\x18\x11 \x01(\x01R\x14groupDurationSeconds\x12(\n" +
+	"\x10group_flow_count\x18\x12 \x01(\rR\x0egroupFlowCount\"d\n" +
+	"\x14ListServicesResponse\x126\n" +
+	"\bservices\x18\x01 \x03(\v2\x1a.weir.agent.v1.ServicePortR\bservices\x12\x14\n" +
+	"\x05notes\x18\x02 \x03(\tR\x05notes2\xca\x05\n" +
 	"\fAgentService\x12N\n" +
 	"\tAgentInfo\x12\x1f.weir.agent.v1.AgentInfoRequest\x1a .weir.agent.v1.AgentInfoResponse\x12f\n" +
 	"\x11ListPodInterfaces\x12'.weir.agent.v1.ListPodInterfacesRequest\x1a(.weir.agent.v1.ListPodInterfacesResponse\x12N\n" +
@@ -2637,7 +3209,8 @@ const file_pkg_apis_agent_v1_agent_proto_rawDesc = "" +
 	"\x05Trace\x12\x1b.weir.agent.v1.TraceRequest\x1a\x1c.weir.agent.v1.TraceResponse\x12l\n" +
 	"\x13ListNetworkPolicies\x12).weir.agent.v1.ListNetworkPoliciesRequest\x1a*.weir.agent.v1.ListNetworkPoliciesResponse\x12e\n" +
 	"\x13WatchPolicyVerdicts\x12).weir.agent.v1.WatchPolicyVerdictsRequest\x1a!.weir.agent.v1.PolicyVerdictEvent0\x01\x12@\n" +
-	"\x05Audit\x12\x1b.weir.agent.v1.AuditRequest\x1a\x1a.weir.agent.v1.AuditReportB3Z1github.com/weirnet/weir/pkg/apis/agent/v1;agentv1b\x06proto3"
+	"\x05Audit\x12\x1b.weir.agent.v1.AuditRequest\x1a\x1a.weir.agent.v1.AuditReport\x12W\n" +
+	"\fListServices\x12\".weir.agent.v1.ListServicesRequest\x1a#.weir.agent.v1.ListServicesResponseB3Z1github.com/weirnet/weir/pkg/apis/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_pkg_apis_agent_v1_agent_proto_rawDescOnce sync.Once
@@ -2652,7 +3225,7 @@ func file_pkg_apis_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_pkg_apis_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_pkg_apis_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_pkg_apis_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_pkg_apis_agent_v1_agent_proto_goTypes = []any{
 	(TraceVerdict_Kind)(0),              // 0: weir.agent.v1.TraceVerdict.Kind
 	(PolicyVerdictEvent_Kind)(0),        // 1: weir.agent.v1.PolicyVerdictEvent.Kind
@@ -2684,6 +3257,11 @@ var file_pkg_apis_agent_v1_agent_proto_goTypes = []any{
 	(*Inconsistency)(nil),               // 27: weir.agent.v1.Inconsistency
 	(*AuditCounts)(nil),                 // 28: weir.agent.v1.AuditCounts
 	(*AuditReport)(nil),                 // 29: weir.agent.v1.AuditReport
+	(*ListServicesRequest)(nil),         // 30: weir.agent.v1.ListServicesRequest
+	(*ServiceFrontend)(nil),             // 31: weir.agent.v1.ServiceFrontend
+	(*ServiceEndpoint)(nil),             // 32: weir.agent.v1.ServiceEndpoint
+	(*ServicePort)(nil),                 // 33: weir.agent.v1.ServicePort
+	(*ListServicesResponse)(nil),        // 34: weir.agent.v1.ListServicesResponse
 }
 var file_pkg_apis_agent_v1_agent_proto_depIdxs = []int32{
 	4,  // 0: weir.agent.v1.AgentInfoResponse.openflow:type_name -> weir.agent.v1.ConnectionState
@@ -2714,25 +3292,31 @@ var file_pkg_apis_agent_v1_agent_proto_depIdxs = []int32{
 	20, // 25: weir.agent.v1.PolicyVerdictEvent.pod:type_name -> weir.agent.v1.LocalPodRef
 	27, // 26: weir.agent.v1.AuditReport.inconsistencies:type_name -> weir.agent.v1.Inconsistency
 	28, // 27: weir.agent.v1.AuditReport.checked:type_name -> weir.agent.v1.AuditCounts
-	3,  // 28: weir.agent.v1.AgentService.AgentInfo:input_type -> weir.agent.v1.AgentInfoRequest
-	7,  // 29: weir.agent.v1.AgentService.ListPodInterfaces:input_type -> weir.agent.v1.ListPodInterfacesRequest
-	11, // 30: weir.agent.v1.AgentService.ListFlows:input_type -> weir.agent.v1.ListFlowsRequest
-	14, // 31: weir.agent.v1.AgentService.Trace:input_type -> weir.agent.v1.TraceRequest
-	18, // 32: weir.agent.v1.AgentService.ListNetworkPolicies:input_type -> weir.agent.v1.ListNetworkPoliciesRequest
-	24, // 33: weir.agent.v1.AgentService.WatchPolicyVerdicts:input_type -> weir.agent.v1.WatchPolicyVerdictsRequest
-	26, // 34: weir.agent.v1.AgentService.Audit:input_type -> weir.agent.v1.AuditRequest
-	6,  // 35: weir.agent.v1.AgentService.AgentInfo:output_type -> weir.agent.v1.AgentInfoResponse
-	9,  // 36: weir.agent.v1.AgentService.ListPodInterfaces:output_type -> weir.agent.v1.ListPodInterfacesResponse
-	13, // 37: weir.agent.v1.AgentService.ListFlows:output_type -> weir.agent.v1.ListFlowsResponse
-	17, // 38: weir.agent.v1.AgentService.Trace:output_type -> weir.agent.v1.TraceResponse
-	23, // 39: weir.agent.v1.AgentService.ListNetworkPolicies:output_type -> weir.agent.v1.ListNetworkPoliciesResponse
-	25, // 40: weir.agent.v1.AgentService.WatchPolicyVerdicts:output_type -> weir.agent.v1.PolicyVerdictEvent
-	29, // 41: weir.agent.v1.AgentService.Audit:output_type -> weir.agent.v1.AuditReport
-	35, // [35:42] is the sub-list for method output_type
-	28, // [28:35] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	31, // 28: weir.agent.v1.ServicePort.frontends:type_name -> weir.agent.v1.ServiceFrontend
+	32, // 29: weir.agent.v1.ServicePort.cluster_endpoints:type_name -> weir.agent.v1.ServiceEndpoint
+	32, // 30: weir.agent.v1.ServicePort.external_endpoints:type_name -> weir.agent.v1.ServiceEndpoint
+	33, // 31: weir.agent.v1.ListServicesResponse.services:type_name -> weir.agent.v1.ServicePort
+	3,  // 32: weir.agent.v1.AgentService.AgentInfo:input_type -> weir.agent.v1.AgentInfoRequest
+	7,  // 33: weir.agent.v1.AgentService.ListPodInterfaces:input_type -> weir.agent.v1.ListPodInterfacesRequest
+	11, // 34: weir.agent.v1.AgentService.ListFlows:input_type -> weir.agent.v1.ListFlowsRequest
+	14, // 35: weir.agent.v1.AgentService.Trace:input_type -> weir.agent.v1.TraceRequest
+	18, // 36: weir.agent.v1.AgentService.ListNetworkPolicies:input_type -> weir.agent.v1.ListNetworkPoliciesRequest
+	24, // 37: weir.agent.v1.AgentService.WatchPolicyVerdicts:input_type -> weir.agent.v1.WatchPolicyVerdictsRequest
+	26, // 38: weir.agent.v1.AgentService.Audit:input_type -> weir.agent.v1.AuditRequest
+	30, // 39: weir.agent.v1.AgentService.ListServices:input_type -> weir.agent.v1.ListServicesRequest
+	6,  // 40: weir.agent.v1.AgentService.AgentInfo:output_type -> weir.agent.v1.AgentInfoResponse
+	9,  // 41: weir.agent.v1.AgentService.ListPodInterfaces:output_type -> weir.agent.v1.ListPodInterfacesResponse
+	13, // 42: weir.agent.v1.AgentService.ListFlows:output_type -> weir.agent.v1.ListFlowsResponse
+	17, // 43: weir.agent.v1.AgentService.Trace:output_type -> weir.agent.v1.TraceResponse
+	23, // 44: weir.agent.v1.AgentService.ListNetworkPolicies:output_type -> weir.agent.v1.ListNetworkPoliciesResponse
+	25, // 45: weir.agent.v1.AgentService.WatchPolicyVerdicts:output_type -> weir.agent.v1.PolicyVerdictEvent
+	29, // 46: weir.agent.v1.AgentService.Audit:output_type -> weir.agent.v1.AuditReport
+	34, // 47: weir.agent.v1.AgentService.ListServices:output_type -> weir.agent.v1.ListServicesResponse
+	40, // [40:48] is the sub-list for method output_type
+	32, // [32:40] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_pkg_apis_agent_v1_agent_proto_init() }
@@ -2746,7 +3330,7 @@ func file_pkg_apis_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pkg_apis_agent_v1_agent_proto_rawDesc), len(file_pkg_apis_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   28,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -37,6 +37,7 @@ const (
 	AgentService_ListNetworkPolicies_FullMethodName = "/weir.agent.v1.AgentService/ListNetworkPolicies"
 	AgentService_WatchPolicyVerdicts_FullMethodName = "/weir.agent.v1.AgentService/WatchPolicyVerdicts"
 	AgentService_Audit_FullMethodName               = "/weir.agent.v1.AgentService/Audit"
+	AgentService_ListServices_FullMethodName        = "/weir.agent.v1.AgentService/ListServices"
 )
 
 // AgentServiceClient is the client API for AgentService service.
@@ -69,6 +70,10 @@ type AgentServiceClient interface {
 	// flows against the agent's flow cache, Kubernetes Pods) and lists every
 	// disagreement. Read-only: it repairs nothing.
 	Audit(ctx context.Context, in *AuditRequest, opts ...grpc.CallOption) (*AuditReport, error)
+	// ListServices lists the Service ports the agent's Service proxy
+	// realized (frontends, endpoints, select group and its counters).
+	// FailedPrecondition when the proxy is off (proxyMode off).
+	ListServices(ctx context.Context, in *ListServicesRequest, opts ...grpc.CallOption) (*ListServicesResponse, error)
 }
 
 type agentServiceClient struct {
@@ -158,6 +163,16 @@ func (c *agentServiceClient) Audit(ctx context.Context, in *AuditRequest, opts .
 	return out, nil
 }
 
+func (c *agentServiceClient) ListServices(ctx context.Context, in *ListServicesRequest, opts ...grpc.CallOption) (*ListServicesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListServicesResponse)
+	err := c.cc.Invoke(ctx, AgentService_ListServices_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServiceServer is the server API for AgentService service.
 // All implementations must embed UnimplementedAgentServiceServer
 // for forward compatibility.
@@ -188,6 +203,10 @@ type AgentServiceServer interface {
 	// flows against the agent's flow cache, Kubernetes Pods) and lists every
 	// disagreement. Read-only: it repairs nothing.
 	Audit(context.Context, *AuditRequest) (*AuditReport, error)
+	// ListServices lists the Service ports the agent's Service proxy
+	// realized (frontends, endpoints, select group and its counters).
+	// FailedPrecondition when the proxy is off (proxyMode off).
+	ListServices(context.Context, *ListServicesRequest) (*ListServicesResponse, error)
 	mustEmbedUnimplementedAgentServiceServer()
 }
 
@@ -218,6 +237,9 @@ func (UnimplementedAgentServiceServer) WatchPolicyVerdicts(*WatchPolicyVerdictsR
 }
 func (UnimplementedAgentServiceServer) Audit(context.Context, *AuditRequest) (*AuditReport, error) {
 	return nil, status.Error(codes.Unimplemented, "method Audit not implemented")
+}
+func (UnimplementedAgentServiceServer) ListServices(context.Context, *ListServicesRequest) (*ListServicesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListServices not implemented")
 }
 func (UnimplementedAgentServiceServer) mustEmbedUnimplementedAgentServiceServer() {}
 func (UnimplementedAgentServiceServer) testEmbeddedByValue()                      {}
@@ -359,6 +381,24 @@ func _AgentService_Audit_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AgentService_ListServices_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListServicesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).ListServices(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_ListServices_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).ListServices(ctx, req.(*ListServicesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AgentService_ServiceDesc is the grpc.ServiceDesc for AgentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -389,6 +429,10 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Audit",
 			Handler:    _AgentService_Audit_Handler,
+		},
+		{
+			MethodName: "ListServices",
+			Handler:    _AgentService_ListServices_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
