@@ -117,11 +117,11 @@ Exit codes: 0 ok, 1 the agent answered with an error, 2 bad command line,
 
 	get := &cobra.Command{
 		Use:   "get",
-		Short: "Show agent state: info, pods, flows, policies",
+		Short: "Show agent state: info, pods, flows, policies, services",
 		Args:  noArgs,
 		RunE:  subcommandRequired,
 	}
-	get.AddCommand(newGetInfoCommand(o), newGetPodsCommand(o), newGetFlowsCommand(o), newGetPoliciesCommand(o))
+	get.AddCommand(newGetInfoCommand(o), newGetPodsCommand(o), newGetFlowsCommand(o), newGetPoliciesCommand(o), newGetServicesCommand(o))
 	watch := &cobra.Command{
 		Use:   "watch",
 		Short: "Stream policy verdicts until interrupted",

@@ -12,10 +12,10 @@ import (
 )
 
 func newTraceCommand(o *options) *cobra.Command {
-	var from, to, proto string
+	var from, to, proto, endpoint string
 	var port, sport uint16
 	cmd := &cobra.Command{
-		Use:   "trace --from NS/POD|IP --to NS/POD|IP|node/NAME [--proto tcp|udp|icmp] [--port N]",
+		Use:   "trace --from NS/POD|IP --to NS/POD|IP|node/NAME [--proto tcp|udp|icmp] [--port N] [--endpoint IP[:PORT]]",
 		Short: "Trace a synthetic packet through this node's pipeline and explain its verdict",
 		Long: `trace asks the agent to run a synthetic packet through ovs-vswitchd
 (ofproto/trace, through conntrack) on the node it serves and prints the tables
@@ -23,12 +23,25 @@ it crossed and the verdict: output to a local port, into the tunnel to a peer
 node, or dropped (and by which policy isolation).
 
 --from is a local pod (NAMESPACE/NAME) or an IP (e.g. a pod on another node);
---to is a pod, an IP, or node/NAME for a peer node.`,
+--to is a pod, an IP, or node/NAME for a peer node.
+
+When --to is a Service frontend (a ClusterIP with --proto and --port) and the
+agent's Service proxy is on, the trace follows the bucket of the Service's
+select group that a hash of the traced packet picks and names the Service
+and that endpoint; --endpoint IP[:PORT] follows that endpoint's bucket
+instead (real connections are spread by the datapath's hash of each
+connection).`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			req, err := traceRequest(from, to, proto, port, sport)
 			if err != nil {
 				return err
+			}
+			if endpoint != "" {
+				if req.DestinationIp == "" {
+					return usageErrorf("--endpoint needs --to a Service frontend IP")
+				}
+				req.ServiceEndpoint = endpoint
 			}
 			return o.call(cmd, func(ctx context.Context, c agentv1.AgentServiceClient) error {
 				r, err := c.Trace(ctx, req)
@@ -45,6 +58,7 @@ node, or dropped (and by which policy isolation).
 	f.StringVar(&proto, "proto", "icmp", "protocol: icmp, tcp or udp")
 	f.Uint16Var(&port, "port", 0, "destination port (tcp, udp)")
 	f.Uint16Var(&sport, "source-port", 0, "source port (tcp, udp; default chosen by the agent)")
+	f.StringVar(&endpoint, "endpoint", "", "with --to a Service frontend: follow this endpoint's bucket (IP or IP:PORT)")
 	return cmd
 }
 
@@ -135,6 +149,15 @@ func traceTable(w io.Writer, r *agentv1.TraceResponse) {
 	fmt.Fprintln(w)
 	v := r.GetVerdict()
 	fmt.Fprintf(w, "Verdict:\t%s\n", verdictLine(v))
+	if v.GetService() != "" {
+		svc := v.GetService()
+		if v.GetServiceEndpoint() != "" {
+			svc += fmt.Sprintf(" → endpoint %s (bucket %d of group %d)", v.GetServiceEndpoint(), v.GetServiceBucketId(), v.GetServiceGroupId())
+		} else {
+			svc += " (no endpoint)"
+		}
+		fmt.Fprintf(w, "Service:\t%s\n", svc)
+	}
 	if len(v.GetAllowedBy()) > 0 {
 		fmt.Fprintf(w, "Allowed by:\t%s\n", strings.Join(v.GetAllowedBy(), ", "))
 	}

@@ -120,6 +120,15 @@ func (f *fakeAgent) Trace(_ context.Context, r *agentv1.TraceRequest) (*agentv1.
 		resp.Verdict = &agentv1.TraceVerdict{Kind: agentv1.TraceVerdict_TUNNEL, TunnelDst: "2001:db8:2::2", Node: "node-b",
 			Summary: "tunneled to node node-b (2001:db8:2::2)"}
 	}
+	if r.GetDestinationIp() == "10.96.0.10" { // a ClusterIP
+		resp.Verdict = &agentv1.TraceVerdict{Kind: agentv1.TraceVerdict_OUTPUT, OutPort: 3, OutPortName: "web-1a2b3c",
+			Pod: &agentv1.PodRef{Namespace: "ns1", Name: "web"}, Service: "ns1/web:http", ServicePortKey: "ns1/web:http/IPv4",
+			ServiceEndpoint: "10.244.0.2:8080", ServiceGroupId: 16777217, ServiceBucketId: 1,
+			Summary: "Service ns1/web:http → endpoint 10.244.0.2:8080 (bucket 1 of 2 of group 16777217); output to port web-1a2b3c (pod ns1/web)"}
+	}
+	if r.GetDestinationIp() == "10.96.0.99" { // a ClusterIP without endpoints
+		resp.Verdict = &agentv1.TraceVerdict{Kind: agentv1.TraceVerdict_OUTPUT, OutPort: 2, OutPortName: "weir-gw0", Service: "ns1/gone:"}
+	}
 	if r.GetDestinationPod().GetName() == "isolated" {
 		resp.Steps[1].Note = "dropped here"
 		resp.Verdict = &agentv1.TraceVerdict{Kind: agentv1.TraceVerdict_DROP, DropReason: "dropped by isolation of ns1/isolated (ingress)",
