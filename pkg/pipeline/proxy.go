@@ -184,6 +184,12 @@ type frontendKey struct {
 	port  uint16
 }
 
+// String prints the frontend for errors, e.g. "TCP 10.96.0.10:80".
+func (f frontendKey) String() string {
+	name := map[Protocol]string{ProtocolTCP: "TCP", ProtocolUDP: "UDP", ProtocolSCTP: "SCTP"}[f.proto]
+	return fmt.Sprintf("%s %s", name, netip.AddrPortFrom(f.ip, f.port))
+}
+
 type serviceState struct {
 	sp      ServicePort
 	cookie  openflow.Cookie
@@ -250,7 +256,6 @@ func (p *Pipeline) ApplyServices(ctx context.Context, upserts []ServicePort, del
 	claimed := make(map[frontendKey]string)
 	hpDelta := map[netip.Addr]int{}
 	serial := st.nextGroup
-	var newCookies int
 	for _, sp := range upserts {
 		old := st.services[sp.Key]
 		ns := &serviceState{sp: sp}
@@ -267,7 +272,6 @@ func (p *Pipeline) ApplyServices(ctx context.Context, upserts []ServicePort, del
 				return err
 			}
 			ns.cookie = c
-			newCookies++
 		}
 		group, flows, fronts, err := p.servicePortFlows(sp, ns.cookie, ns.groupID)
 		if err != nil {
@@ -275,10 +279,10 @@ func (p *Pipeline) ApplyServices(ctx context.Context, upserts []ServicePort, del
 		}
 		for _, fk := range fronts {
 			if other, ok := claimed[fk]; ok {
-				return fmt.Errorf("pipeline: ServicePorts %s and %s both claim frontend %v %v:%d", other, sp.Key, fk.proto, fk.ip, fk.port)
+				return fmt.Errorf("pipeline: ServicePorts %s and %s both claim frontend %v", other, sp.Key, fk)
 			}
 			if other, ok := st.frontends[fk]; ok && !touched[other] {
-				return fmt.Errorf("pipeline: ServicePort %s: frontend %v %v:%d belongs to %s", sp.Key, fk.proto, fk.ip, fk.port, other)
+				return fmt.Errorf("pipeline: ServicePort %s: frontend %v belongs to %s", sp.Key, fk, other)
 			}
 			claimed[fk] = sp.Key
 		}
