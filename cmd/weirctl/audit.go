@@ -86,8 +86,12 @@ func auditTable(w io.Writer, r *agentv1.AuditReport) {
 	}
 	c := r.GetChecked()
 	fmt.Fprintf(w, "Node:\t%s (cookie round %d)\n", node, r.GetRound())
-	fmt.Fprintf(w, "Checked:\t%d pod ports, %d attachments, %d IPs, %d veths, %d routes, %d peers, %d flows, %d pods\n",
-		c.GetPorts(), c.GetAttachments(), c.GetIps(), c.GetVeths(), c.GetRoutes(), c.GetPeers(), c.GetFlows(), c.GetPods())
+	groups := "" // only with the Service proxy
+	if c.GetGroups() > 0 {
+		groups = fmt.Sprintf(", %d groups", c.GetGroups())
+	}
+	fmt.Fprintf(w, "Checked:\t%d pod ports, %d attachments, %d IPs, %d veths, %d routes, %d peers, %d flows, %d pods%s\n",
+		c.GetPorts(), c.GetAttachments(), c.GetIps(), c.GetVeths(), c.GetRoutes(), c.GetPeers(), c.GetFlows(), c.GetPods(), groups)
 	for _, n := range r.GetNotes() {
 		fmt.Fprintf(w, "Note:\t%s\n", n)
 	}

@@ -40,7 +40,7 @@ func (f *fakeAgent) ListServices(_ context.Context, r *agentv1.ListServicesReque
 			Frontends: []*agentv1.ServiceFrontend{{Kind: "ClusterIP", Ip: "10.96.0.99", Port: 53, Protocol: "UDP"}}},
 		{Key: "ns1/local:/IPv4", Namespace: "ns1", Name: "local", Family: "IPv4", HasEndpoints: true, ExternalEndpointsSet: true,
 			ExternalLocal: true, Frontends: []*agentv1.ServiceFrontend{{Kind: "LoadBalancer", Ip: "203.0.113.9", Port: 443, Protocol: "TCP"}}},
-	}, Notes: []string{"group 7 of ns1/x:/IPv4 is not on the switch (weirctl audit checks the groups)"}}, nil
+	}, Notes: []string{"group 7 of ns1/x:/IPv4 is not on the switch (weirctl audit reports it as a missing-group)"}}, nil
 }
 
 func TestServicesCommands(t *testing.T) {

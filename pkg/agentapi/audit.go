@@ -32,7 +32,16 @@ const (
 	KindMissingRoute     = "missing-route"
 	KindOrphanFlow       = "orphan-flow"
 	KindMissingFlow      = "missing-flow"
+	KindOrphanGroup      = "orphan-group"
+	KindMissingGroup     = "missing-group"
+	KindDifferingGroup   = "differing-group"
 )
+
+// GroupVerifier compares the switch's groups with the agent's flow cache
+// (*openflow.Switch).
+type GroupVerifier interface {
+	VerifyGroups(ctx context.Context) ([]openflow.GroupDiscrepancy, error)
+}
 
 // FlowVerifier compares the switch's flows with the agent's flow cache
 // (*openflow.Switch).
@@ -84,6 +93,9 @@ type KubePods interface {
 // source is not checked and the report says so in its notes.
 type AuditSources struct {
 	Flows FlowVerifier
+	// Groups, when set, also checks the OpenFlow groups (the Service
+	// proxy's); nil when the proxy is off.
+	Groups GroupVerifier
 	// IPAM is the allocator of the node's first family (that of
 	// Config.PodCIDR: IPv4, or IPv6 on an IPv6-only node), IPAMv6 the IPv6
 	// allocator of a dual-stack node (on a node whose first family is
@@ -200,6 +212,17 @@ func (s *Server) Audit(ctx context.Context, _ *agentv1.AuditRequest) (*agentv1.A
 		}
 		a.rep.Checked.Flows = uint32(len(stats))
 		a.flows(disc, s.cfg.Bridge, src.Round, syncDone)
+	}
+	if src.Groups != nil {
+		disc, err := src.Groups.VerifyGroups(ctx)
+		if err != nil {
+			return nil, internalError(ctx, "audit: verifying groups", err)
+		}
+		a.rep.Checked.Groups, err = s.groupCount(ctx)
+		if err != nil {
+			return nil, internalError(ctx, "audit: counting groups", err)
+		}
+		a.groups(disc, s.cfg.Bridge, syncDone)
 	}
 	if !syncDone {
 		a.note("the agent's initial sync is not complete: peers, routes and policy flows may still change; audit again shortly")
@@ -532,6 +555,48 @@ func (a *audit) flows(disc []openflow.FlowDiscrepancy, bridge string, round uint
 	}
 	if pending > 0 {
 		a.note("%d flows of earlier cookie rounds await removal after the agent's initial sync (not reported)", pending)
+	}
+}
+
+// groupCount counts the groups on the switch (one group desc/stats
+// request).
+func (s *Server) groupCount(ctx context.Context) (uint32, error) {
+	if s.deps.Groups == nil {
+		return 0, nil
+	}
+	gs, err := s.deps.Groups.DumpGroups(ctx)
+	return uint32(len(gs)), err
+}
+
+// groups turns VerifyGroups' discrepancies into inconsistencies. Groups
+// have no cookie round: before the initial sync the groups no owner
+// caches are the previous run's, which the agent deletes after it (with
+// the earlier rounds' flows using them), so they are only counted.
+func (a *audit) groups(disc []openflow.GroupDiscrepancy, bridge string, syncDone bool) {
+	pending := 0
+	for _, d := range disc {
+		subject := fmt.Sprintf("group %d", d.ID)
+		switch d.Kind {
+		case openflow.DiscrepancyMissing:
+			a.add(KindMissingGroup, subject,
+				"in the agent's flow cache (owner %s) but not on the switch: OVS deleted the flows sending to it, so that "+
+					"Service is not load-balanced; the agent replays its cache when ovs-vswitchd reconnects; restart the agent "+
+					"to re-install it now", d.Owner)
+		case openflow.DiscrepancyOrphan:
+			if !syncDone {
+				pending++
+				continue
+			}
+			a.add(KindOrphanGroup, subject,
+				"on the switch but in no owner's cache (another tool, or an earlier run's group left behind); "+
+					"remove it: ovs-ofctl -O OpenFlow15 del-groups %s group_id=%d", bridge, d.ID)
+		default:
+			a.add(KindDifferingGroup, subject, "owner %s: the switch's group differs from the cached one: %s; restart "+
+				"the agent to re-install it", d.Owner, d.Detail)
+		}
+	}
+	if pending > 0 {
+		a.note("%d groups no owner caches (an earlier agent run's) await removal after the initial sync (not reported)", pending)
 	}
 }
 

@@ -152,7 +152,7 @@ func (s *Server) ListServices(ctx context.Context, req *agentv1.ListServicesRequ
 	}
 	for _, id := range ids {
 		if !seen[id] {
-			resp.Notes = append(resp.Notes, fmt.Sprintf("group %d of %s is not on the switch (weirctl audit checks the groups)",
+			resp.Notes = append(resp.Notes, fmt.Sprintf("group %d of %s is not on the switch (weirctl audit reports it as a missing-group)",
 				id, byGroup[id].Key))
 		}
 	}

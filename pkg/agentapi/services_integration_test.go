@@ -3,6 +3,7 @@ package agentapi_test
 import (
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -193,6 +194,41 @@ func TestServicesAgainstRealOVS(t *testing.T) {
 	}
 	if len(all.Services) != 3 || all.Services[2].Key != gonePort.Key || all.Services[2].GroupId != 0 {
 		t.Errorf("ListServices() = %v", all)
+	}
+
+	// Audit: the two groups agree with the cache; one deleted behind the
+	// agent's back is a missing-group, and ListServices says so.
+	groupKinds := func(rep *agentv1.AuditReport) []string {
+		var out []string
+		for _, i := range rep.GetInconsistencies() {
+			if strings.HasSuffix(i.Kind, "-group") {
+				out = append(out, i.Kind+" "+i.Subject+": "+i.Detail)
+			}
+		}
+		return out
+	}
+	rep, err := n.c.Audit(ctx, &agentv1.AuditRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := groupKinds(rep); len(g) != 0 || rep.Checked.Groups != 2 {
+		t.Errorf("audit: %d groups checked, group inconsistencies %q; want 2, none", rep.Checked.Groups, g)
+	}
+	v6Group, _ := n.pipe.ServiceGroupID(webPortV6.Key)
+	n.ovs.MustOfctl(t, "-O", "OpenFlow15", "del-groups", "br-int", fmt.Sprintf("group_id=%d", v6Group))
+	if rep, err = n.c.Audit(ctx, &agentv1.AuditRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if g := groupKinds(rep); len(g) != 1 || !strings.HasPrefix(g[0], fmt.Sprintf("missing-group group %d: ", v6Group)) ||
+		!strings.Contains(g[0], "owner svc/"+webPortV6.Key) {
+		t.Errorf("audit after deleting group %d: %q", v6Group, g)
+	}
+	if all, err = n.c.ListServices(ctx, &agentv1.ListServicesRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("group %d of %s is not on the switch", v6Group, webPortV6.Key); len(all.Notes) != 1 ||
+		!strings.HasPrefix(all.Notes[0], want) {
+		t.Errorf("ListServices notes %q, want %q...", all.Notes, want)
 	}
 }
 

@@ -183,6 +183,7 @@ func newTunnelNode(t *testing.T, fam families, nodeIP string, underlay bool, px 
 		Unixctl: unixctl.New(ovs.Dir, "ovs-vswitchd")}
 	if len(px) > 0 {
 		deps.Services, deps.ServiceGroups, deps.Groups = &px[0].services, pipe, sw
+		deps.Audit.Groups = sw
 	}
 	c, _ := n.serve(t, acfg, deps)
 	return &tunnelNode{ovs: ovs, c: c, peer: peer, sw: sw, pipe: pipe}

@@ -2208,7 +2208,10 @@ type Inconsistency struct {
 	// "stale-route" (a kernel route through the gateway to no current peer,
 	// or via the wrong next hop), "missing-route" (a peer without its kernel
 	// route), "orphan-flow" (a flow on the switch the agent's flow cache does
-	// not hold), "missing-flow" (a cached flow not on the switch).
+	// not hold), "missing-flow" (a cached flow not on the switch),
+	// "orphan-group", "missing-group", "differing-group" (the same for the
+	// Service proxy's select groups; differing: type, selection method,
+	// buckets or weights).
 	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
 	// What is inconsistent, precisely: "ip 10.244.1.7", "port weir0123456789a
 	// ofport 5", "veth weir0123456789a", "route 10.244.2.0/24 via 10.244.2.1
@@ -2290,7 +2293,9 @@ type AuditCounts struct {
 	// Flows on the switch.
 	Flows uint32 `protobuf:"varint,7,opt,name=flows,proto3" json:"flows,omitempty"`
 	// Kubernetes Pods of this node read from the API server.
-	Pods          uint32 `protobuf:"varint,8,opt,name=pods,proto3" json:"pods,omitempty"`
+	Pods uint32 `protobuf:"varint,8,opt,name=pods,proto3" json:"pods,omitempty"`
+	// OpenFlow groups on the switch.
+	Groups        uint32 `protobuf:"varint,9,opt,name=groups,proto3" json:"groups,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2377,6 +2382,13 @@ func (x *AuditCounts) GetFlows() uint32 {
 func (x *AuditCounts) GetPods() uint32 {
 	if x != nil {
 		return x.Pods
+	}
+	return 0
+}
+
+func (x *AuditCounts) GetGroups() uint32 {
+	if x != nil {
+		return x.Groups
 	}
 	return 0
 }
@@ -3145,7 +3157,7 @@ const file_pkg_apis_agent_v1_agent_proto_rawDesc = "" +
 	"\rInconsistency\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x18\n" +
 	"\asubject\x18\x02 \x01(\tR\asubject\x12\x16\n" +
-	"\x06detail\x18\x03 \x01(\tR\x06detail\"\xc5\x01\n" +
+	"\x06detail\x18\x03 \x01(\tR\x06detail\"\xdd\x01\n" +
 	"\vAuditCounts\x12\x14\n" +
 	"\x05ports\x18\x01 \x01(\rR\x05ports\x12 \n" +
 	"\vattachments\x18\x02 \x01(\rR\vattachments\x12\x10\n" +
@@ -3154,7 +3166,8 @@ const file_pkg_apis_agent_v1_agent_proto_rawDesc = "" +
 	"\x06routes\x18\x05 \x01(\rR\x06routes\x12\x14\n" +
 	"\x05peers\x18\x06 \x01(\rR\x05peers\x12\x14\n" +
 	"\x05flows\x18\a \x01(\rR\x05flows\x12\x12\n" +
-	"\x04pods\x18\b \x01(\rR\x04pods\"\xd4\x01\n" +
+	"\x04pods\x18\b \x01(\rR\x04pods\x12\x16\n" +
+	"\x06groups\x18\t \x01(\rR\x06groups\"\xd4\x01\n" +
 	"\vAuditReport\x12F\n" +
 	"\x0finconsistencies\x18\x01 \x03(\v2\x1c.weir.agent.v1.InconsistencyR\x0finconsistencies\x124\n" +
 	"\achecked\x18\x02 \x01(\v2\x1a.weir.agent.v1.AuditCountsR\achecked\x12\x14\n" +
