@@ -46,6 +46,14 @@ var (
 			{Kind: pipeline.KindClusterIP, IP: netip.MustParseAddr("fd00:96::10"), Port: 80, Protocol: pipeline.ProtocolTCP}},
 		ClusterEndpoints: []pipeline.ServiceEndpoint{{IP: host(localV6, 3), Port: 8080, Local: true}},
 		HasEndpoints:     true}
+	// sticky has sessionAffinity ClientIP.
+	stickyPort = pipeline.ServicePort{Key: "shop/sticky:/IPv4",
+		Frontends: []pipeline.ServiceFrontend{
+			{Kind: pipeline.KindClusterIP, IP: netip.MustParseAddr("10.96.0.20"), Port: 80, Protocol: pipeline.ProtocolTCP}},
+		ClusterEndpoints: []pipeline.ServiceEndpoint{
+			{IP: host(localV4, 3), Port: 8080, Local: true},
+			{IP: host(peerV4, 5), Port: 8080}},
+		HasEndpoints: true, AffinityTimeout: time.Hour}
 	gonePort = pipeline.ServicePort{Key: "shop/gone:/IPv4",
 		Frontends: []pipeline.ServiceFrontend{
 			{Kind: pipeline.KindClusterIP, IP: netip.MustParseAddr("10.96.0.99"), Port: 53, Protocol: pipeline.ProtocolUDP}}}
@@ -61,7 +69,7 @@ var (
 // reject; without the proxy's sources ListServices is FailedPrecondition.
 func TestServicesAgainstRealOVS(t *testing.T) {
 	n, px := newProxyTestNode(t)
-	px.apply(t, n, webPort, webPortV6, gonePort)
+	px.apply(t, n, webPort, webPortV6, stickyPort, gonePort)
 	ctx := testctx.Timeout(t, time.Minute)
 
 	// Traces: the chosen endpoint decides the output.
@@ -132,6 +140,36 @@ func TestServicesAgainstRealOVS(t *testing.T) {
 		!strings.HasPrefix(v.Summary, "Service shop/gone: has no endpoints") {
 		t.Errorf("trace b -> 10.96.0.99:53 = %v\n%s", v, tr.RawOutput)
 	}
+	// sessionAffinity: if the pipeline picks the bucket by the client's
+	// address (selection_method=hash), the endpoint is the client's and
+	// asking for the other one is refused, saying why; with dp_hash it is
+	// followed like any other.
+	stickyGroup, _ := n.pipe.ServiceGroupID(stickyPort.Key)
+	gs, err := n.sw.DumpGroups(ctx, stickyGroup)
+	if err != nil || len(gs) != 1 {
+		t.Fatalf("DumpGroups(%d) = %v, %v", stickyGroup, gs, err)
+	}
+	tr = trace(&agentv1.TraceRequest{SourcePod: pod("b"), DestinationIp: "10.96.0.20", Protocol: "tcp", DestinationPort: 80})
+	chosen := tr.Verdict.ServiceEndpoint
+	other := "10.10.0.3:8080"
+	if chosen == other {
+		other = "10.10.1.5:8080"
+	}
+	if tr.Verdict.Service != "shop/sticky:" || chosen != "10.10.0.3:8080" && chosen != "10.10.1.5:8080" {
+		t.Errorf("trace b -> sticky = %v\n%s", tr.Verdict, tr.RawOutput)
+	}
+	_, err = n.c.Trace(ctx, &agentv1.TraceRequest{SourcePod: pod("b"), DestinationIp: "10.96.0.20", Protocol: "tcp", DestinationPort: 80,
+		ServiceEndpoint: other})
+	if gs[0].Method == "hash" {
+		if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "sessionAffinity ClientIP") ||
+			!strings.Contains(err.Error(), "this client's is "+chosen) {
+			t.Errorf("trace b -> sticky via %s (group by client address) = %v, want FailedPrecondition naming %s", other, err, chosen)
+		}
+	} else if err != nil {
+		t.Errorf("trace b -> sticky via %s (group method %q) = %v", other, gs[0].Method, err)
+	}
+	t.Logf("sticky's group: selection method %q", gs[0].Method)
+
 	// Bad endpoint requests.
 	for _, tc := range []struct {
 		req  *agentv1.TraceRequest
@@ -192,11 +230,11 @@ func TestServicesAgainstRealOVS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(all.Services) != 3 || all.Services[2].Key != gonePort.Key || all.Services[2].GroupId != 0 {
+	if len(all.Services) != 4 || all.Services[3].Key != gonePort.Key || all.Services[3].GroupId != 0 {
 		t.Errorf("ListServices() = %v", all)
 	}
 
-	// Audit: the two groups agree with the cache; one deleted behind the
+	// Audit: the three groups agree with the cache; one deleted behind the
 	// agent's back is a missing-group, and ListServices says so.
 	groupKinds := func(rep *agentv1.AuditReport) []string {
 		var out []string
@@ -211,8 +249,8 @@ func TestServicesAgainstRealOVS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if g := groupKinds(rep); len(g) != 0 || rep.Checked.Groups != 2 {
-		t.Errorf("audit: %d groups checked, group inconsistencies %q; want 2, none", rep.Checked.Groups, g)
+	if g := groupKinds(rep); len(g) != 0 || rep.Checked.Groups != 3 {
+		t.Errorf("audit: %d groups checked, group inconsistencies %q; want 3, none", rep.Checked.Groups, g)
 	}
 	v6Group, _ := n.pipe.ServiceGroupID(webPortV6.Key)
 	n.ovs.MustOfctl(t, "-O", "OpenFlow15", "del-groups", "br-int", fmt.Sprintf("group_id=%d", v6Group))

@@ -297,7 +297,9 @@ type fakeGroupVerifier struct {
 	err  error
 }
 
-func (f *fakeGroupVerifier) VerifyGroups(context.Context) ([]openflow.GroupDiscrepancy, error) { return f.disc, f.err }
+func (f *fakeGroupVerifier) VerifyGroups(context.Context) ([]openflow.GroupDiscrepancy, error) {
+	return f.disc, f.err
+}
 
 // TestAuditGroups: each group discrepancy is one inconsistency of its kind;
 // before the initial sync uncached groups (an earlier run's) are only

@@ -391,6 +391,14 @@ func (s *Server) Trace(ctx context.Context, req *agentv1.TraceRequest) (*agentv1
 		if i < 0 {
 			return nil, status.Errorf(codes.NotFound, "%s is not an endpoint of Service %s", req.GetServiceEndpoint(), serviceName(svc.sp.Key))
 		}
+		if svc.bucket != uint32(i) && svc.sp.AffinityTimeout > 0 {
+			// The pipeline gives such a group a hash of the client's
+			// address instead of dp_hash: the endpoint follows from the
+			// client, not from a per-connection hash.
+			return nil, status.Errorf(codes.FailedPrecondition,
+				"Service %s has sessionAffinity ClientIP: its group picks the endpoint by the client's address, and this client's is %s, not %s",
+				serviceName(svc.sp.Key), orUnknown(svc.endpoint), req.GetServiceEndpoint())
+		}
 		// OVS maps the hash's low bits (at most 256 values) to buckets:
 		// one of 1..256 picks bucket i if any does.
 		for h := uint32(1); svc.bucket != uint32(i) && h <= 256; h++ {
