@@ -522,6 +522,19 @@ func (p *Pipeline) servicePortFlows(sp ServicePort, cookie openflow.Cookie, id u
 		// buckets than OVS can map to hash values (256) it falls back to
 		// its default hash over the default fields.
 		gb := openflow.NewGroup(id, openflow.GroupSelect).DPHash(0)
+		if sp.AffinityTimeout > 0 {
+			// sessionAffinity ClientIP, partly: the bucket is chosen by a
+			// hash of the client's address only, so a client keeps its
+			// endpoint while the endpoint list is unchanged. The timeout
+			// is not honoured (a client never moves while its endpoint
+			// stays, and may move when the list changes): that needs
+			// learn() flows, which pkg/openflow lacks (docs/proxy.md).
+			src := openflow.FieldIPv4Src
+			if v6 {
+				src = openflow.FieldIPv6Src
+			}
+			gb = gb.Hash(0, src)
+		}
 		t := HairpinSNAT
 		for _, e := range sp.ClusterEndpoints {
 			w := e.Weight

@@ -508,6 +508,35 @@ func TestProxyClusterIP(t *testing.T) {
 		}
 		n.applyServices(t, []pipeline.ServicePort{web})
 	})
+	t.Run("session affinity: a client keeps its endpoint", func(t *testing.T) {
+		sticky := web
+		sticky.AffinityTimeout = 3 * time.Hour
+		n.applyServices(t, []pipeline.ServicePort{sticky})
+		id, _ := n.pipe.ServiceGroupID(web.Key)
+		if out := n.ovs.MustOfctl(t, "-O", "OpenFlow15", "dump-groups", "br-int", fmt.Sprint(id)); !strings.Contains(out, "selection_method=hash,fields=ip_src") {
+			t.Errorf("affinity group is not hashed on the client address:\n%s", out)
+		}
+		for _, from := range []*ovstest.Pod{client, b} {
+			seen := map[string]int{}
+			for i := range 15 {
+				c, err := dialService(t, from.NetNS, vip+":80")
+				if err != nil {
+					t.Fatalf("%s connection %d: %v", from.Name, i, err)
+				}
+				name, _, err := c.ask()
+				c.c.Close()
+				if err != nil {
+					t.Fatalf("%s connection %d: %v", from.Name, i, err)
+				}
+				seen[name]++
+			}
+			if len(seen) != 1 {
+				t.Errorf("with ClientIP affinity %s's 15 connections reached %v, want one endpoint", from.Name, seen)
+			}
+			t.Logf("affinity: %s -> %v", from.Name, seen)
+		}
+		n.applyServices(t, []pipeline.ServicePort{web})
+	})
 	t.Run("replay after ovs-vswitchd restart", func(t *testing.T) {
 		groups := func() string {
 			return n.ovs.MustOfctl(t, "-O", "OpenFlow15", "dump-groups", "br-int")

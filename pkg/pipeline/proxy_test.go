@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/weirnet/weir/pkg/openflow"
 )
@@ -63,7 +64,7 @@ func goldenServices(v6 bool) []ServicePort {
 			},
 			LoadBalancerSourceRanges: []netip.Prefix{src},
 		},
-		{Key: "default/dns:dns" + fam, HasEndpoints: true,
+		{Key: "default/dns:dns" + fam, HasEndpoints: true, AffinityTimeout: 3 * time.Hour,
 			Frontends:        []ServiceFrontend{{Kind: KindClusterIP, IP: a("10.96.0.53", "fd00:96::53"), Port: 53, Protocol: ProtocolUDP}},
 			ClusterEndpoints: []ServiceEndpoint{{IP: a("10.10.0.6", "fd00:10:10::6"), Port: 5353, Local: true}}},
 		// No endpoints anywhere: no flow (the gateway rejects).
