@@ -128,6 +128,13 @@ func TestServicesAgainstRealOVS(t *testing.T) {
 		(v.ServiceEndpoint != "10.10.0.3:8080" || v.Kind != agentv1.TraceVerdict_OUTPUT) {
 		t.Errorf("trace a -> 10.96.0.10:80 = %v\n%s", v, tr.RawOutput)
 	}
+	// The NodePort on the node's address (ProxyConfig.NodeIPs), from a pod.
+	tr = trace(&agentv1.TraceRequest{SourcePod: pod("b"), DestinationIp: "192.168.1.1", Protocol: "tcp", DestinationPort: 30080,
+		ServiceEndpoint: "10.10.0.3"})
+	if v := tr.Verdict; v.Service != "shop/web:http" || v.ServiceEndpoint != "10.10.0.3:8080" || v.Kind != agentv1.TraceVerdict_OUTPUT ||
+		v.OutPort != 3 {
+		t.Errorf("trace b -> 192.168.1.1:30080 = %v\n%s", v, tr.RawOutput)
+	}
 	// IPv6.
 	tr = trace(&agentv1.TraceRequest{SourcePod: pod("b"), DestinationIp: "fd00:96::10", Protocol: "tcp", DestinationPort: 80})
 	if v := tr.Verdict; v.Service != "shop/web:http" || v.ServicePortKey != webPortV6.Key || v.ServiceEndpoint != "[fd00:10:10::3]:8080" ||
