@@ -60,10 +60,6 @@ func serviceName(key string) string {
 	return ns + "/" + name + ":" + port
 }
 
-func hostPort(ip netip.Addr, port uint16) string {
-	return netip.AddrPortFrom(ip, port).String()
-}
-
 func endpointsOf(eps []pipeline.ServiceEndpoint) []*agentv1.ServiceEndpoint {
 	out := make([]*agentv1.ServiceEndpoint, 0, len(eps))
 	for i, e := range eps {
@@ -159,31 +155,22 @@ func (s *Server) ListServices(ctx context.Context, req *agentv1.ListServicesRequ
 	return resp, nil
 }
 
-// serviceTarget is a realized ServicePort a traced packet is addressed to.
-type serviceTarget struct {
-	sp      pipeline.ServicePort
-	groupID uint32
-}
-
 // serviceFor returns the realized ServicePort one of whose frontends is
-// dst:port over proto ("tcp", "udp"), if the proxy is on. A NodePort on
-// every node address matches no given address here: the trace names the
-// address, and NodePorts need Config.Proxy's node IPs, which the server
-// does not know.
-func (s *Server) serviceFor(dst netip.Addr, proto string, port uint32) (serviceTarget, bool) {
+// dst:port over proto ("tcp", "udp"), if the proxy is on: for a trace
+// that met no Service group, to say why (no endpoints). A NodePort on
+// every node address (no IP in the model) matches no address here.
+func (s *Server) serviceFor(dst netip.Addr, proto string, port uint32) (pipeline.ServicePort, bool) {
 	if !s.proxyOn() || !dst.IsValid() || port == 0 {
-		return serviceTarget{}, false
+		return pipeline.ServicePort{}, false
 	}
 	for _, sp := range s.deps.Services.Services() {
 		for _, f := range sp.Frontends {
-			if f.IP != dst || uint32(f.Port) != port || !strings.EqualFold(protocolName(f.Protocol), proto) {
-				continue
+			if f.IP == dst && uint32(f.Port) == port && strings.EqualFold(protocolName(f.Protocol), proto) {
+				return sp, true
 			}
-			id, _ := s.deps.ServiceGroups.ServiceGroupID(sp.Key)
-			return serviceTarget{sp: sp, groupID: id}, true
 		}
 	}
-	return serviceTarget{}, false
+	return pipeline.ServicePort{}, false
 }
 
 // parseEndpoint parses "ip" or "ip:port" ("[ipv6]:port").
@@ -336,14 +323,14 @@ func (s *Server) explainService(resp *agentv1.TraceResponse, hop *serviceHop, ds
 	if !ok {
 		return
 	}
-	t, ok := s.serviceFor(ip, strings.ToLower(req.GetProtocol()), req.GetDestinationPort())
+	sp, ok := s.serviceFor(ip, strings.ToLower(req.GetProtocol()), req.GetDestinationPort())
 	if !ok {
 		return
 	}
-	v.ServicePortKey, v.Service = t.sp.Key, serviceName(t.sp.Key)
+	v.ServicePortKey, v.Service = sp.Key, serviceName(sp.Key)
 	var why string
 	switch {
-	case !t.sp.HasEndpoints:
+	case !sp.HasEndpoints:
 		why = "has no endpoints: not load-balanced, the node rejects it (TCP RST, ICMP port unreachable)"
 	default:
 		why = "has no endpoint for this traffic on this node (a Local traffic policy): dropped"
