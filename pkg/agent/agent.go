@@ -296,6 +296,9 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 		pc     *PodController
 		polc   *policy.Controller
 		proxyc *proxy.Controller // nil unless cfg.ProxyEnabled()
+		// staleGroupsGone is closed once the earlier runs' groups are
+		// deleted (cluster mode).
+		staleGroupsGone = make(chan struct{})
 	)
 	if cfg.ClusterMode() {
 		factory := kubecache.NewFactory(client)
@@ -353,6 +356,7 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 			} else if n > 0 {
 				log.Info("Removed the Service groups of earlier runs", "groups", n)
 			}
+			close(staleGroupsGone)
 			if err := nc.WaitForGarbageCollection(ctx); err != nil {
 				return
 			}
@@ -362,7 +366,7 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 	// The operator tooling API (docs/tooling.md).
 	defer background(ctx, func(ctx context.Context) {
 		serveAPI(ctx, apiDeps{cfg: cfg, alloc: alloc, cidr: cidr, gwIP: gwIP, alloc6: second, cidr6: secondCIDR, gwIP6: secondGW, gwMAC: gwMAC, gwPort: gwPort, tun: tunPort, db: db, sw: sw,
-			pipe: pipe, ifaces: ifaces, nc: nc, polc: polc, ready: func() (bool, string) { return connReady(sw, db) }}, log)
+			pipe: pipe, ifaces: ifaces, nc: nc, polc: polc, proxyc: proxyc, staleGroupsGone: closedBy(staleGroupsGone), ready: func() (bool, string) { return connReady(sw, db) }}, log)
 	})()
 	// After an ovs-vswitchd restart: restore what it may have lost, then
 	// clear flow-restore-wait.
@@ -521,6 +525,19 @@ func serviceCIDRs(cfg Config, cidrs PodCIDRs, log klog.Logger) (v4, v6 *net.IPNe
 		v6 = nil
 	}
 	return v4, v6, nil
+}
+
+// closedBy returns a wait function that returns once ch is closed or ctx
+// ends (initialSync's shape).
+func closedBy(ch <-chan struct{}) func(context.Context) error {
+	return func(ctx context.Context) error {
+		select {
+		case <-ch:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // Hairpin source addresses of the proxy: what a pod sees as the source

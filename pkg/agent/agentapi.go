@@ -24,6 +24,7 @@ import (
 	"github.com/weirnet/weir/pkg/pipeline"
 	"github.com/weirnet/weir/pkg/podnet"
 	"github.com/weirnet/weir/pkg/policy"
+	"github.com/weirnet/weir/pkg/proxy"
 	"github.com/weirnet/weir/pkg/unixctl"
 )
 
@@ -63,7 +64,12 @@ type apiDeps struct {
 	ifaces *interfacestore.Store
 	nc     *NodeController    // nil in standalone mode
 	polc   *policy.Controller // nil in standalone mode
+	proxyc *proxy.Controller  // nil unless the Service proxy runs
 	ready  func() (bool, string)
+	// staleGroupsGone, with the proxy on, returns once the earlier runs'
+	// Service groups are deleted (after the stale flows), so the audit does
+	// not count them as orphans before.
+	staleGroupsGone func(context.Context) error
 }
 
 // serveAPI serves the operator tooling API (pkg/agentapi) until ctx ends;
@@ -77,6 +83,10 @@ func serveAPI(ctx context.Context, d apiDeps, log klog.Logger) {
 	}
 	if d.polc != nil {
 		deps.Isolation = d.polc
+	}
+	if d.proxyc != nil {
+		// All three or none: ListServices, and traces through Services.
+		deps.Services, deps.ServiceGroups, deps.Groups = d.proxyc, d.pipe, d.sw
 	}
 	deps.Audit = auditSources(d)
 	api := agentapi.New(agentapi.Config{NodeName: d.cfg.NodeName, Bridge: d.cfg.Bridge, DatapathType: d.cfg.DatapathType,
@@ -112,11 +122,16 @@ func auditSources(d apiDeps) agentapi.AuditSources {
 	if d.alloc6 != nil {
 		src.IPAMv6 = allocations{d.alloc6}
 	}
+	if d.proxyc != nil {
+		src.Groups = d.sw
+	}
 	if d.nc != nil {
 		// Run removes the earlier rounds' flows once both controllers
 		// have synced (removeStaleFlows); the few milliseconds that
 		// removal takes after the sync are not covered.
-		src.InitialSyncDone = func() bool { return syncedNow(d.nc.WaitForInitialSync) && syncedNow(d.polc.WaitSynced) }
+		src.InitialSyncDone = func() bool {
+			return syncedNow(d.nc.WaitForInitialSync) && syncedNow(d.polc.WaitSynced) && (d.staleGroupsGone == nil || syncedNow(d.staleGroupsGone))
+		}
 		src.Kube = kubePods{client: d.nc.cfg.Client, node: d.cfg.NodeName}
 	}
 	return src
