@@ -97,16 +97,7 @@ func TestNodeControllerIPv6Only(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	defer background(ctx, nc.Run)()
-	want := func(what, state string) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for f.state() != state {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: state\n  %s\nwant\n  %s", what, f.state(), state)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
+	want := func(what, state string) { t.Helper(); f.waitState(t, what, state) }
 	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
 	defer wcancel()
 	if err := nc.WaitForGarbageCollection(wctx); err != nil {

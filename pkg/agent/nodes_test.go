@@ -130,6 +130,19 @@ func (f *fakeOverlay) state() string {
 	return strings.Join(out, "; ")
 }
 
+// waitState waits up to 10 s for state() to be state, and fails the test
+// naming what was awaited if it is not.
+func (f *fakeOverlay) waitState(t *testing.T, what, state string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for f.state() != state {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: state\n  %s\nwant\n  %s", what, f.state(), state)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func testNode(name, cidr, ip string) *corev1.Node {
 	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.NodeSpec{PodCIDR: cidr}}
 	if ip != "" {
@@ -160,16 +173,7 @@ func TestNodeController(t *testing.T) {
 	defer cancel()
 	defer background(ctx, nc.Run)() // stops it and waits
 	nodes := client.CoreV1().Nodes()
-	want := func(what, state string) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for f.state() != state {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: state\n  %s\nwant\n  %s", what, f.state(), state)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
+	want := func(what, state string) { t.Helper(); f.waitState(t, what, state) }
 	update := func(n *corev1.Node) {
 		t.Helper()
 		if _, err := nodes.Update(context.Background(), n, metav1.UpdateOptions{}); err != nil {
