@@ -81,10 +81,13 @@ conformance: deps k8s-bins images ## Run upstream Kubernetes e2e network suites 
 # E2E_RUN narrows it (a go test -run pattern), E2E_FLAGS adds go test flags
 # (-v shows each test's skips and logs); e2e-smoke runs E2E_SMOKE.
 E2E_RUN ?= .
+# PROXY is the cluster's Service proxy: kube-proxy (the default) or coexist
+# (Weir's proxy for pods' Service traffic; TestProxyCoexist runs only there).
+PROXY ?= kube-proxy
 E2E_FLAGS ?=
 E2E_SMOKE := ^(TestClusterControlPlaneNode|TestClusterNoClusterRoutesInRootNetNS|TestClusterDNS|TestPodToPod|TestNodeToPods|TestHostNetworkPod|TestSNATToOutside|TestMaxSizePingAcrossNodes|TestClusterIPService|TestNetworkPolicy)$$
-e2e: deps k8s-bins ## Run the e2e suite against a fresh weir-local cluster (IP_FAMILY=dual|ipv4|ipv6, E2E_RUN=pattern; needs root).
-	WEIR_E2E_IP_FAMILY=$(IP_FAMILY) $(GO) test -count=1 -timeout 45m $(E2E_FLAGS) -run '$(E2E_RUN)' ./test/e2e/
+e2e: deps k8s-bins ## Run the e2e suite against a fresh weir-local cluster (IP_FAMILY=dual|ipv4|ipv6, PROXY=kube-proxy|coexist, E2E_RUN=pattern; needs root).
+	WEIR_E2E_IP_FAMILY=$(IP_FAMILY) WEIR_E2E_PROXY=$(PROXY) $(GO) test -count=1 -timeout 45m $(E2E_FLAGS) -run '$(E2E_RUN)' ./test/e2e/
 e2e-smoke: ## The e2e smoke set (pods, nodes, DNS, Services, SNAT, MTU, NetworkPolicy) against a cluster of IP_FAMILY (needs root).
 	$(MAKE) e2e E2E_RUN='$(E2E_SMOKE)'
 

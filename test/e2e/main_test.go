@@ -8,7 +8,8 @@
 //
 // The cluster is started once for the package (TestMain) and removed at the
 // end, also when a test fails. It is dual-stack unless WEIR_E2E_IP_FAMILY
-// says ipv4 or ipv6. It needs root; without root every test skips.
+// says ipv4 or ipv6, and kube-proxy alone load-balances Services unless
+// WEIR_E2E_PROXY says coexist. It needs root; without root every test skips.
 package e2e
 
 import (
@@ -67,6 +68,16 @@ func runMain(m *testing.M) int {
 			localcluster.IPFamilyDual, localcluster.IPFamilyIPv4, localcluster.IPFamilyIPv6)
 		return 1
 	}
+	// Who load-balances Services: kube-proxy (the default) or coexist
+	// (make e2e PROXY=...); the proxy tests of another mode skip.
+	proxy := localcluster.DefaultConfig().Proxy
+	if p := os.Getenv("WEIR_E2E_PROXY"); p != "" {
+		proxy = p
+	}
+	if !slices.Contains([]string{localcluster.ProxyKubeProxy, localcluster.ProxyCoexist}, proxy) {
+		fmt.Fprintf(os.Stderr, "e2e: WEIR_E2E_PROXY=%q: want %s or %s\n", proxy, localcluster.ProxyKubeProxy, localcluster.ProxyCoexist)
+		return 1
+	}
 	root, err := k8stest.RepoRoot()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
@@ -108,6 +119,7 @@ func runMain(m *testing.M) int {
 	cfg.Manifest = filepath.Join(root, "build", "yamls", "weir.yml")
 	cfg.Out = os.Stderr
 	cfg.IPFamily = family
+	cfg.Proxy = proxy
 	// Whatever happens below, remove the cluster.
 	defer func() {
 		if os.Getenv("WEIR_E2E_KEEP") != "" {
@@ -120,7 +132,7 @@ func runMain(m *testing.M) int {
 		}
 		fmt.Fprintf(os.Stderr, "e2e: cluster removed in %.1fs\n", time.Since(t).Seconds())
 	}()
-	fmt.Fprintf(os.Stderr, "e2e: binaries and images ready after %.1fs; starting a %s cluster\n", time.Since(start).Seconds(), cfg.IPFamily)
+	fmt.Fprintf(os.Stderr, "e2e: binaries and images ready after %.1fs; starting a %s cluster with --proxy %s\n", time.Since(start).Seconds(), cfg.IPFamily, cfg.Proxy)
 	upStart := time.Now()
 	if err := localcluster.Up(ctx, cfg, 2); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: up:", err)
