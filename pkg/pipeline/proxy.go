@@ -69,6 +69,11 @@ type ProxyConfig struct {
 	// SNATZone is the conntrack zone of the hairpin SNAT; it must differ
 	// from Config.CTZone.
 	SNATZone uint16
+	// FromGateway also load-balances the node's own traffic to ClusterIPs
+	// (host processes, hostNetwork pods), which the node routes into the
+	// gateway (nodenet.EnsureServiceRoutes) instead of DNATing it with
+	// kube-proxy: the kube-proxy-free mode (proxy_node.go).
+	FromGateway bool
 }
 
 func (c *Config) validateProxy() error {
@@ -603,6 +608,9 @@ func (p *Pipeline) servicePortFlows(sp ServicePort, cookie openflow.Cookie, id u
 				continue
 			}
 			bs = append(bs, action(match(prioServiceFrontend)))
+			if f.Kind == KindClusterIP && p.cfg.Proxy.FromGateway {
+				bs = append(bs, p.gatewayFrontendFlow(c, f, ip, v6, group, id))
+			}
 		}
 	}
 	flows, err := buildAll(bs)

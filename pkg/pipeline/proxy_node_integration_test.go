@@ -1,0 +1,122 @@
+package pipeline_test
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/weirnet/weir/pkg/nodenet"
+	"github.com/weirnet/weir/pkg/pipeline"
+)
+
+// withNodeProxy is withProxy with the node's own traffic load-balanced
+// too (the kube-proxy-free mode).
+func withNodeProxy(c *pipeline.Config) {
+	withProxy(c)
+	c.Proxy.FromGateway = true
+}
+
+// TestProxyFromNode: the node itself (a process in the node namespace,
+// as a host process or hostNetwork pod) reaches a ClusterIP whose
+// endpoints are a pod of this node and a pod of a peer node behind the
+// Geneve tunnel. The node routes the Service CIDR into the gateway
+// (nodenet.EnsureServiceRoutes, the route's source the gateway IP); TCP
+// connections spread over both endpoints and stick; each endpoint sees
+// the gateway IP as the client; replies are un-DNATed (the connection
+// would not even open otherwise) and UDP answers come from the ClusterIP.
+// A Service with endpoints on other nodes only (a Local policy) drops the
+// node's packets (the ServiceLB flow from the gateway counts them), and
+// without FromGateway the pipeline has no flow for the node's packets.
+func TestProxyFromNode(t *testing.T) {
+	_, cidr2, _ := net.ParseCIDR("10.10.1.0/24")
+	n1 := newNode(t, func(c *pipeline.Config) { c.TunnelOFPort = 1 }, withNodeProxy)
+	n2 := newNode(t, func(c *pipeline.Config) {
+		c.TunnelOFPort, c.GatewayIP, c.PodCIDR = 1, net.ParseIP("10.10.1.1"), cidr2
+	})
+	_, cidr1, _ := net.ParseCIDR("10.10.0.0/24")
+	peer1 := pipeline.PeerNode{Name: "n1", NodeIP: net.ParseIP("192.0.2.1").To4(), PodCIDR: cidr1, GatewayIP: net.ParseIP("10.10.0.1").To4()}
+	peer2 := pipeline.PeerNode{Name: "n2", NodeIP: net.ParseIP("192.0.2.2").To4(), PodCIDR: cidr2, GatewayIP: net.ParseIP("10.10.1.1").To4()}
+	tunnelPair(t, n1, n2, peer1, peer2)
+
+	local := n1.addRoutedPod(t, "pa", "10.10.0.3", "02:00:0a:0a:00:03", 4)
+	remote := n2.addPod(t, "pr", "10.10.1.5", "02:00:0a:0a:01:05", 3)
+	mustPodExec(t, remote, "ip", "route", "add", "default", "via", "10.10.1.1")
+	nameServer(t, local.NetNS, "pa", local.IP, 8080)
+	nameServer(t, remote.NetNS, "pr", remote.IP, 8080)
+
+	mac, _ := net.ParseMAC(gwMAC)
+	if err := inNS(t, n1.ovs.NetNS, func() error {
+		return nodenet.EnsureServiceRoutes("gw0", []nodenet.ServiceRoute{
+			{CIDR: netip.MustParsePrefix("10.96.0.0/12"), Src: netip.MustParseAddr("10.10.0.1")}}, mac)
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	const vip, vipLocal = "10.96.0.10", "10.96.0.20"
+	web := pipeline.ServicePort{Key: "default/web:http/IPv4", HasEndpoints: true,
+		Frontends: []pipeline.ServiceFrontend{clusterIP(vip, 80, pipeline.ProtocolTCP), clusterIP(vip, 53, pipeline.ProtocolUDP)},
+		ClusterEndpoints: []pipeline.ServiceEndpoint{endpoint(local.IP, 8080),
+			{IP: netip.MustParseAddr(remote.IP), Port: 8080}}}
+	elsewhere := pipeline.ServicePort{Key: "default/elsewhere:http/IPv4", HasEndpoints: true,
+		Frontends: []pipeline.ServiceFrontend{clusterIP(vipLocal, 80, pipeline.ProtocolTCP)}}
+	n1.applyServices(t, []pipeline.ServicePort{web, elsewhere})
+
+	count := map[string]int{}
+	for i := range 30 {
+		c, err := dialService(t, n1.ovs.NetNS, vip+":80")
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		name, seen, err := c.ask()
+		if err == nil {
+			var again string
+			if again, _, err = c.ask(); err == nil && again != name {
+				err = fmt.Errorf("moved from %s to %s", name, again)
+			}
+		}
+		c.c.Close()
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		if seen != "10.10.0.1" {
+			t.Errorf("endpoint %s saw client %s, want the gateway IP 10.10.0.1", name, seen)
+		}
+		count[name]++
+	}
+	t.Logf("30 connections from the node: %v", count)
+	if count["pa"] < 4 || count["pr"] < 4 {
+		t.Errorf("connections not spread over the local and the remote endpoint: %v", count)
+	}
+	udp := map[string]int{}
+	for i := range 20 {
+		name, from, err := askUDP(t, n1.ovs.NetNS, vip+":53")
+		if err != nil || from != vip+":53" {
+			t.Fatalf("UDP query %d: %q from %q (%v)", i, name, from, err)
+		}
+		udp[name]++
+	}
+	t.Logf("20 UDP queries from the node: %v", udp)
+	if udp["pa"] == 0 || udp["pr"] == 0 {
+		t.Errorf("UDP queries not spread: %v", udp)
+	}
+
+	// Endpoints elsewhere only: the node's packets are dropped by the
+	// ServiceLB flow from the gateway.
+	if c, err := dialService(t, n1.ovs.NetNS, vipLocal+":80"); err == nil {
+		c.c.Close()
+		t.Fatalf("connected to %s, which has no endpoint for this node", vipLocal)
+	} else if !isTimeout(err) {
+		t.Errorf("connection to %s: %v, want a timeout", vipLocal, err)
+	}
+	if got := n1.nPacketsOf(t, fmt.Sprintf("table=%d,tcp,reg0=0x1/0xf,nw_dst=%s", pipeline.ServiceLB, vipLocal), "actions=drop"); got < 1 {
+		t.Errorf("the ServiceLB drop from the gateway for %s counted %d packets", vipLocal, got)
+	}
+
+	// Deleted: the node's connection no longer reaches an endpoint.
+	n1.applyServices(t, nil, web.Key)
+	if c, err := dialService(t, n1.ovs.NetNS, vip+":80"); err == nil {
+		c.c.Close()
+		t.Errorf("connected to %s after its deletion", vip)
+	}
+}
