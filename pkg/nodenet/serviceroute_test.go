@@ -38,7 +38,9 @@ func TestServiceRoutes(t *testing.T) {
 		{CIDR: netip.MustParsePrefix("10.96.0.0/12"), Src: netip.MustParseAddr("10.20.0.1")},
 		{CIDR: netip.MustParsePrefix("fd00:96::/112"), Src: netip.MustParseAddr("fd00:20::1")},
 	}
-	show := func(args ...string) string { return strings.TrimSpace(nsRun(t, ns, append([]string{"ip"}, args...)...)) }
+	show := func(args ...string) string {
+		return strings.TrimSpace(nsRun(t, ns, append([]string{"ip"}, args...)...))
+	}
 	for range 2 {
 		netnstest.MustDo(t, ns, func() error { return nodenet.EnsureServiceRoutes("gw0", routes, mac) })
 	}
