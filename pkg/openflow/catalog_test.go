@@ -129,6 +129,30 @@ func catalog() []catalogCase {
 			"cookie=0x22, table=12, priority=5,arp,reg0=0x3/0xf,arp_tpa=10.0.0.1 actions=drop"},
 		{"unknown dl_type after dl_dst", NewFlow(12, 6).Cookie(0x23).MatchInPort(2).MatchEthType(0x88cc).MatchEthDst(mustMAC("01:80:c2:00:00:0e")).Drop(),
 			"cookie=0x23, table=12, priority=6,in_port=2,dl_dst=01:80:c2:00:00:0e,dl_type=0x88cc actions=drop"},
+		// learn(): the proxy's ClientIP session affinity (client address and
+		// frontend copied from the packet, endpoint registers loaded), its
+		// IPv6 twin, and the remaining spec kinds and options.
+		{"learn affinity", NewFlow(13, 100).Cookie(0x27).MatchProtocol(ProtocolTCP).MatchCTState(CTState{}.Trk(true).New(true)).
+			Learn(Learn{Table: 14, IdleTimeout: 10800, Priority: 200, Cookie: 0x500000000001, DeleteLearned: true, Specs: []LearnSpec{
+				LearnMatchValue(Whole(FieldEthType), 0x800), LearnMatchValue(Whole(FieldIPProto), 6),
+				LearnMatch(Whole(FieldIPv4Src)), LearnMatch(Whole(FieldIPv4Dst)), LearnMatch(Whole(FieldTCPDst)),
+				LearnLoad(Whole(FieldReg0+3), Whole(FieldReg0+3)), LearnLoad(Reg(4, 0, 15), Reg(4, 0, 15)), LearnLoadValue(Reg(0, 19, 19), 1),
+			}}).GotoTable(14),
+			"cookie=0x27, table=13, priority=100,ct_state=+new+trk,tcp actions=learn(table=14,idle_timeout=10800,priority=200,delete_learned,cookie=0x500000000001,eth_type=0x800,nw_proto=6,NXM_OF_IP_SRC[],NXM_OF_IP_DST[],NXM_OF_TCP_DST[],load:NXM_NX_REG3[]->NXM_NX_REG3[],load:NXM_NX_REG4[0..15]->NXM_NX_REG4[0..15],load:0x1->NXM_NX_REG0[19]),goto_table:14"},
+		{"learn affinity ipv6", NewFlow(13, 101).Cookie(0x28).MatchProtocol(ProtocolUDPv6).
+			Learn(Learn{Table: 14, HardTimeout: 30, Priority: 0x8000, Specs: []LearnSpec{
+				LearnMatchValue(Whole(FieldEthType), 0x86dd), LearnMatchValue(Whole(FieldIPProto), 17),
+				LearnMatch(Whole(FieldIPv6Src)), LearnMatchBytes(Whole(FieldIPv6Dst), ip("fd00:10::1").To16()), LearnMatchValue(Whole(FieldUDPDst), 53),
+				LearnLoad(Whole(FieldIPv6Src), Whole(FieldIPv6Dst)), LearnLoadValue(Whole(FieldUDPDst), 5353),
+			}}).Output(3),
+			"cookie=0x28, table=13, priority=101,udp6 actions=learn(table=14,hard_timeout=30,eth_type=0x86dd,nw_proto=17,NXM_NX_IPV6_SRC[],ipv6_dst=fd00:10::1,udp_dst=53,load:NXM_NX_IPV6_SRC[]->NXM_NX_IPV6_DST[],load:0x14e9->NXM_OF_UDP_DST[]),output:3"},
+		{"learn reply, fin timeouts, output", NewFlow(13, 102).Cookie(0x29).MatchProtocol(ProtocolTCP).MatchInPort(4).
+			Learn(Learn{Table: 15, IdleTimeout: 2, HardTimeout: 4, FinIdleTimeout: 1, FinHardTimeout: 3, Priority: 0, SendFlowRem: true, Specs: []LearnSpec{
+				LearnMatchValue(Whole(FieldEthType), 0x800), LearnMatchValue(Reg(5, 8, 15), 0), LearnMatchValue(Reg(6, 0, 23), 0xabcd),
+				LearnMatchFrom(Whole(FieldIPv4Dst), Whole(FieldIPv4Src)), LearnMatchFrom(Reg(1, 16, 31), Reg(2, 0, 15)),
+				LearnMatchValue(Whole(FieldInPort), 4), LearnOutput(Whole(FieldInPort)),
+			}}),
+			"cookie=0x29, table=13, priority=102,tcp,in_port=4 actions=learn(table=15,idle_timeout=2,hard_timeout=4,fin_idle_timeout=1,fin_hard_timeout=3,priority=0,send_flow_rem,eth_type=0x800,NXM_NX_REG5[8..15]=0,NXM_NX_REG6[0..23]=0xabcd,NXM_OF_IP_DST[]=NXM_OF_IP_SRC[],NXM_NX_REG1[16..31]=NXM_NX_REG2[0..15],in_port_oxm=4,output:OXM_OF_IN_PORT[])"},
 	}
 }
 
