@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/weirnet/weir/pkg/openflow"
+	"github.com/weirnet/weir/test/oftest"
 	"github.com/weirnet/weir/test/ovstest"
 	"github.com/weirnet/weir/test/testctx"
 )
@@ -147,5 +148,54 @@ func connect(t *testing.T, pod *ovstest.Pod, dst string, port int) {
 	out, err := pod.Exec("timeout", "3", "bash", "-c", fmt.Sprintf("echo > /dev/tcp/%s/%d", dst, port))
 	if err != nil && !strings.Contains(out, "refused") {
 		t.Fatalf("connect %s:%d from %s: expected the connection refused by a RST, got %v: %s", dst, port, pod.Name, err, out)
+	}
+}
+
+// TestLearnIPv6OnRealSwitch: the IPv6 twin of the affinity learn, with real
+// TCP over IPv6 between two pods; the learned flow is the builder's
+// rendering of the expected one (hard_timeout, ipv6_src/ipv6_dst copied
+// from the packet, the port loaded into a register).
+func TestLearnIPv6OnRealSwitch(t *testing.T) {
+	ovs := ovstest.Start(t, ovstest.WithPodIPv6())
+	ovs.AddBridge(t, "br-int")
+	sw := oftest.Switch(t, ovs, "br-int")
+	p1 := ovs.AddPod(t, "br-int", "p1", "10.0.0.2/24", "02:00:0a:00:00:02", 1)
+	p2 := ovs.AddPod(t, "br-int", "p2", "10.0.0.3/24", "02:00:0a:00:00:03", 2)
+	// nodad: the address is usable at once (no tentative phase to wait out).
+	const ip1, ip2 = "fd00:10::2", "fd00:10::3"
+	for _, a := range []struct {
+		pod *ovstest.Pod
+		ip  string
+	}{{p1, ip1}, {p2, ip2}} {
+		if out, err := a.pod.Exec("ip", "addr", "add", a.ip+"/64", "dev", "eth0", "nodad"); err != nil {
+			t.Fatalf("adding %s to %s: %v: %s", a.ip, a.pod.Name, err, out)
+		}
+	}
+	ip := net.ParseIP
+	const affinityTable = 20
+	learnedCookie := uint64(openflow.MakeCookie(1, 5, 78))
+	flows := buildAll(t,
+		openflow.NewFlow(0, 0).Output(openflow.PortNormal),
+		openflow.NewFlow(0, 100).Cookie(0x1).MatchProtocol(openflow.ProtocolTCPv6).MatchDstIP(ip(ip2)).MatchDstPort(80).
+			Learn(openflow.Learn{Table: affinityTable, HardTimeout: 30, Priority: 100, Cookie: learnedCookie, DeleteLearned: true,
+				Specs: []openflow.LearnSpec{
+					openflow.LearnMatchValue(openflow.Whole(openflow.FieldEthType), 0x86dd),
+					openflow.LearnMatchValue(openflow.Whole(openflow.FieldIPProto), 6),
+					openflow.LearnMatch(openflow.Whole(openflow.FieldIPv6Src)),
+					openflow.LearnMatch(openflow.Whole(openflow.FieldIPv6Dst)),
+					openflow.LearnMatch(openflow.Whole(openflow.FieldTCPDst)),
+					openflow.LearnLoad(openflow.Whole(openflow.FieldTCPDst), openflow.Reg(4, 0, 15)),
+				}}).
+			Output(openflow.PortNormal),
+	)
+	if err := sw.Install(testctx.Timeout(t, callTimeout), "learn6", flows...); err != nil {
+		t.Fatal(err)
+	}
+	connect(t, p1, ip2, 80)
+	want := buildAll(t, openflow.NewFlow(affinityTable, 100).Cookie(learnedCookie).HardTimeout(30).
+		MatchProtocol(openflow.ProtocolTCPv6).MatchSrcIP(ip(ip1)).MatchDstIP(ip(ip2)).MatchDstPort(80).
+		LoadReg(4, 0, 15, 80))[0].String()
+	if got := dumpFlows(t, ovs, fmt.Sprintf("table=%d", affinityTable)); len(got) != 1 || got[0] != want {
+		t.Fatalf("learned table after one IPv6 SYN:\n got %q\nwant [%q]", got, want)
 	}
 }
