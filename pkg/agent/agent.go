@@ -107,6 +107,16 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 			return err
 		}
 	}
+	// The local Node's tunnel endpoint and InternalIPs (NodePort frontends
+	// reached from pods, with the proxy), read before the underlay moves
+	// the NIC's addresses onto br-phy: the API server may be unreachable
+	// for a moment after that (measured on weir-local: "no route to host"
+	// on the first read after the move).
+	var localIP net.IP
+	var nodeIPs []netip.Addr
+	if cfg.ClusterMode() {
+		localIP, nodeIPs = localTunnelEndpoint(ctx, client, cfg.NodeName, log)
+	}
 	var underlay *nodenet.Underlay
 	var underlayCfg *nodenet.UnderlayConfig
 	if cfg.DatapathType == ovsdb.DatapathNetdev && cfg.UnderlayInterface != "" {
@@ -122,11 +132,6 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 	}
 	// The underlay's family: the tunnel endpoints are the Nodes'
 	// InternalIPs of one family (NodeControllerConfig.IPv6Underlay).
-	var localIP net.IP
-	var nodeIPs []netip.Addr // the Node's InternalIPs: NodePort frontends from pods (proxy)
-	if cfg.ClusterMode() {
-		localIP, nodeIPs = localTunnelEndpoint(ctx, client, cfg.NodeName, log)
-	}
 	ipv6Underlay := underlayIsIPv6(localIP, underlay, cidrs)
 	mtu := podMTU(cfg, underlay, localIP, ipv6Underlay, log)
 
@@ -453,7 +458,18 @@ func podMTU(cfg Config, u *nodenet.Underlay, localIP net.IP, ipv6Underlay bool, 
 func localTunnelEndpoint(ctx context.Context, client kubernetes.Interface, nodeName string, log klog.Logger) (net.IP, []netip.Addr) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	node, err := client.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
+	var node *corev1.Node
+	var err error
+	for delay := 100 * time.Millisecond; ; delay *= 2 {
+		if node, err = client.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{}); err == nil || ctx.Err() != nil {
+			break
+		}
+		log.Info("Reading the Node failed; retrying", "node", nodeName, "err", err, "retryIn", delay)
+		select {
+		case <-ctx.Done():
+		case <-time.After(delay):
+		}
+	}
 	if err != nil {
 		log.Error(err, "Cannot read the Node to find the underlay; assuming the default MTU and the pod CIDRs' underlay family", "node", nodeName)
 		return nil, nil
