@@ -74,6 +74,12 @@ type ProxyConfig struct {
 	// gateway (nodenet.EnsureServiceRoutes) instead of DNATing it with
 	// kube-proxy: the kube-proxy-free mode (proxy_node.go).
 	FromGateway bool
+	// NodePortIP and NodePortIPv6 (FromGateway only, per family the node
+	// serves) are the virtual addresses the node DNATs NodePort traffic
+	// arriving from outside to before routing it into the gateway
+	// (nodenet.InstallExternalServices); ServiceLB matches them from the
+	// gateway for every NodePort frontend (proxy_node.go).
+	NodePortIP, NodePortIPv6 netip.Addr
 }
 
 func (c *Config) validateProxy() error {
@@ -101,7 +107,7 @@ func (c *Config) validateProxy() error {
 			return fmt.Errorf("pipeline: proxy node IP %v is not a plain IPv4 or IPv6 address", a)
 		}
 	}
-	return nil
+	return c.validateNodeProxy()
 }
 
 func (p *Pipeline) proxyOn() bool { return p.cfg.Proxy != nil }
@@ -611,6 +617,13 @@ func (p *Pipeline) servicePortFlows(sp ServicePort, cookie openflow.Cookie, id u
 			if f.Kind == KindClusterIP && p.cfg.Proxy.FromGateway {
 				bs = append(bs, p.gatewayFrontendFlow(c, f, ip, v6, group, id))
 			}
+		}
+		if f.Kind != KindClusterIP && p.cfg.Proxy.FromGateway {
+			ext, err := p.externalFrontendFlows(sp, c, f, v6, group, id)
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			bs = append(bs, ext...)
 		}
 	}
 	flows, err := buildAll(bs)

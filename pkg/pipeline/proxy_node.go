@@ -1,6 +1,8 @@
 package pipeline
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 
@@ -60,4 +62,101 @@ func (p *Pipeline) gatewayFrontendFlow(cookie uint64, f ServiceFrontend, ip neti
 		return b.Drop()
 	}
 	return b.SetEthDst(p.cfg.GatewayMAC).Group(id)
+}
+
+// Traffic from outside the node (the kube-proxy-free mode, continued):
+// NodePort, ExternalIP and LoadBalancer packets arriving on the node's
+// other interfaces are put into the gateway by the node's kernel
+// (nodenet.InstallExternalServices): a NodePort's are DNATed to the
+// family's virtual NodePort address (ProxyConfig.NodePortIP, port kept),
+// an ExternalIP's or LB IP's are routed to the gateway unchanged; with
+// externalTrafficPolicy Cluster the kernel also SNATs them to the gateway
+// IP as they leave into the gateway. So, in OVS, they are exactly the
+// node's own traffic of the first half (above): from the gateway, to a
+// frontend, from the gateway IP, whose replies the service-reply flows
+// return to the gateway, where the kernel's conntrack reverses its NAT.
+// With policy Local the client's address stays and the endpoints are
+// local, whose replies take the same way (ctMarkFromGateway).
+//
+// Why the SNAT is the kernel's and not OVS's: the packet goes through the
+// kernel's conntrack anyway (the DNAT to the virtual address: a packet for
+// the node's own address is delivered locally, and no route can send it
+// to the gateway), and a second NAT of one connection in OVS would need
+// a zone of its own, a register mark to skip the pod-zone commit and the
+// un-SNAT of replies coming back through the tunnel, which the tunnel's
+// classifier sends past UnSNAT. Done by the kernel, OVS needs one flow per
+// frontend and nothing else.
+//
+// ServiceLB from the gateway, per NodePort frontend: dst = the virtual
+// NodePort address of the family, per ExternalIP and LB frontend: its
+// address, → eth_dst := gateway MAC and the
+// ServicePort's group, or drop when the Service has endpoints elsewhere
+// only. An LB frontend with source ranges drops traffic from the gateway
+// (the ranges are not checked in the kernel yet). Not realized yet: ExternalEndpoints (an own list for external
+// traffic: eTP Local, or iTP Local with eTP Cluster), refused with
+// FromGateway; it needs a second group per ServicePort.
+
+func (c *Config) validateNodeProxy() error {
+	px := c.Proxy
+	if !px.FromGateway {
+		if px.NodePortIP.IsValid() || px.NodePortIPv6.IsValid() {
+			return errors.New("pipeline: proxy NodePort addresses need FromGateway")
+		}
+		return nil
+	}
+	if c.GatewayIP != nil && !px.NodePortIP.Is4() {
+		return fmt.Errorf("pipeline: proxy from the gateway needs an IPv4 NodePort address, got %v", px.NodePortIP)
+	}
+	if c.GatewayIP == nil && px.NodePortIP.IsValid() {
+		return fmt.Errorf("pipeline: proxy IPv4 NodePort address %v on a node without IPv4", px.NodePortIP)
+	}
+	if c.GatewayIPv6 != nil && (!px.NodePortIPv6.Is6() || px.NodePortIPv6.Is4In6()) {
+		return fmt.Errorf("pipeline: proxy from the gateway needs an IPv6 NodePort address, got %v", px.NodePortIPv6)
+	}
+	if c.GatewayIPv6 == nil && px.NodePortIPv6.IsValid() {
+		return fmt.Errorf("pipeline: proxy IPv6 NodePort address %v on a node without IPv6", px.NodePortIPv6)
+	}
+	for _, a := range []netip.Addr{px.NodePortIP, px.NodePortIPv6} {
+		if a.IsValid() && (a == px.HairpinIP || a == px.HairpinIPv6) {
+			return fmt.Errorf("pipeline: proxy NodePort address %v is also the hairpin address", a)
+		}
+	}
+	return nil
+}
+
+// externalFrontendFlows are the ServiceLB flows from the gateway of
+// NodePort, ExternalIP or LoadBalancer frontend f of sp (see above).
+func (p *Pipeline) externalFrontendFlows(sp ServicePort, cookie uint64, f ServiceFrontend, v6 bool, group *openflow.Group, id uint32) ([]*openflow.FlowBuilder, error) {
+	if sp.ExternalEndpoints != nil {
+		return nil, fmt.Errorf("pipeline: ServicePort %s: ExternalEndpoints (externalTrafficPolicy Local, or internalTrafficPolicy Local) are not realized for traffic from outside the node yet", sp.Key)
+	}
+	if group == nil && !sp.HasEndpoints {
+		return nil, nil
+	}
+	ip := f.IP
+	if f.Kind == KindNodePort {
+		ip = p.cfg.Proxy.NodePortIP
+		if v6 {
+			ip = p.cfg.Proxy.NodePortIPv6
+		}
+	}
+	match := func(prio uint16) *openflow.FlowBuilder {
+		return openflow.NewFlow(ServiceLB, prio).Cookie(cookie).MatchProtocol(l4Protocol(f.Protocol, v6)).
+			MatchRegBits(sourceGatewayMark.match()).MatchCTState(openflow.CTState{}.Trk(true).New(true)).
+			MatchDstIP(net.IP(ip.AsSlice())).MatchDstPort(f.Port)
+	}
+	action := func(b *openflow.FlowBuilder) *openflow.FlowBuilder {
+		if group == nil {
+			return b.Drop()
+		}
+		return b.SetEthDst(p.cfg.GatewayMAC).Group(id)
+	}
+	if f.Kind == KindLoadBalancer && len(sp.LoadBalancerSourceRanges) > 0 {
+		// Fail closed: the kernel has SNATed an external client to the
+		// gateway IP before OVS sees it (policy Cluster), so the client's
+		// prefix can only be checked in the kernel, which does not do it
+		// yet (docs/proxy.md).
+		return []*openflow.FlowBuilder{match(prioServiceFrontend).Drop()}, nil
+	}
+	return []*openflow.FlowBuilder{action(match(prioServiceFrontend))}, nil
 }

@@ -1,20 +1,23 @@
 package pipeline_test
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/weirnet/weir/pkg/nodenet"
 	"github.com/weirnet/weir/pkg/pipeline"
+	"github.com/weirnet/weir/test/testctx"
 )
 
 // withNodeProxy is withProxy with the node's own traffic load-balanced
 // too (the kube-proxy-free mode).
 func withNodeProxy(c *pipeline.Config) {
 	withProxy(c)
-	c.Proxy.FromGateway = true
+	c.Proxy.FromGateway, c.Proxy.NodePortIP = true, netip.MustParseAddr("169.254.0.252")
 }
 
 // TestProxyFromNode: the node itself (a process in the node namespace,
@@ -118,5 +121,131 @@ func TestProxyFromNode(t *testing.T) {
 	if c, err := dialService(t, n1.ovs.NetNS, vip+":80"); err == nil {
 		c.c.Close()
 		t.Errorf("connected to %s after its deletion", vip)
+	}
+}
+
+// TestProxyNodePortFromOutside: a client outside the node (the peer
+// node's own namespace, across the underlay) reaches a NodePort on the
+// node IP and an ExternalIP routed to the node. The node's kernel
+// (nodenet.InstallExternalServices) DNATs the NodePort to the virtual
+// NodePort address and SNATs both to the gateway IP into the gateway
+// (externalTrafficPolicy Cluster); OVS load-balances them over a local
+// and a remote endpoint (behind the tunnel, on the client's own node),
+// which see the gateway IP; replies find their way back (the TCP
+// connection opens and answers), UDP answers come from the node IP. A
+// NodePort without SNAT (policy Local; its one endpoint local) keeps the
+// client's address.
+func TestProxyNodePortFromOutside(t *testing.T) {
+	_, cidr2, _ := net.ParseCIDR("10.10.1.0/24")
+	n1 := newNode(t, func(c *pipeline.Config) { c.TunnelOFPort = 1 }, withNodeProxy)
+	n2 := newNode(t, func(c *pipeline.Config) {
+		c.TunnelOFPort, c.GatewayIP, c.PodCIDR = 1, net.ParseIP("10.10.1.1"), cidr2
+	})
+	_, cidr1, _ := net.ParseCIDR("10.10.0.0/24")
+	peer1 := pipeline.PeerNode{Name: "n1", NodeIP: net.ParseIP("192.0.2.1").To4(), PodCIDR: cidr1, GatewayIP: net.ParseIP("10.10.0.1").To4()}
+	peer2 := pipeline.PeerNode{Name: "n2", NodeIP: net.ParseIP("192.0.2.2").To4(), PodCIDR: cidr2, GatewayIP: net.ParseIP("10.10.1.1").To4()}
+	tunnelPair(t, n1, n2, peer1, peer2)
+
+	local := n1.addRoutedPod(t, "pa", "10.10.0.3", "02:00:0a:0a:00:03", 4)
+	remote := n2.addPod(t, "pr", "10.10.1.5", "02:00:0a:0a:01:05", 3)
+	mustPodExec(t, remote, "ip", "route", "add", "default", "via", "10.10.1.1")
+	nameServer(t, local.NetNS, "pa", local.IP, 8080)
+	nameServer(t, remote.NetNS, "pr", remote.IP, 8080)
+
+	const extIP = "198.51.100.7"
+	gwIP := netip.MustParseAddr("10.10.0.1")
+	mac, _ := net.ParseMAC(gwMAC)
+	if out, err := n1.ovs.Exec("", "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"); err != nil {
+		t.Fatalf("ip_forward: %v: %s", err, out)
+	}
+	if out, err := n2.ovs.Exec("", "ip", "route", "add", extIP, "via", "192.0.2.1"); err != nil {
+		t.Fatalf("client route to the ExternalIP: %v: %s", err, out)
+	}
+	if err := inNS(t, n1.ovs.NetNS, func() error {
+		if err := nodenet.EnsureServiceRoutes("gw0", []nodenet.ServiceRoute{
+			{CIDR: netip.MustParsePrefix("10.96.0.0/12"), Src: gwIP},
+			{CIDR: netip.PrefixFrom(nodenet.ServiceNextHopIPv4, 32), Src: gwIP},
+			{CIDR: netip.MustParsePrefix(extIP + "/32"), Src: gwIP}}, mac); err != nil {
+			return err
+		}
+		return nodenet.InstallExternalServices(testctx.Timeout(t, time.Minute), nodenet.ExternalServices{
+			GatewayName: "gw0", GatewayIP: gwIP, NodePortIP: nodenet.ServiceNextHopIPv4,
+			Rules: []nodenet.ExternalServiceRule{
+				{Protocol: "tcp", Port: 30080, SNAT: true},
+				{Protocol: "udp", Port: 30053, SNAT: true},
+				{IP: netip.MustParseAddr(extIP), Protocol: "tcp", Port: 80, SNAT: true},
+				{Protocol: "tcp", Port: 30081},
+			}})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = inNS(t, n1.ovs.NetNS, func() error { return nodenet.RemoveExternalServices(context.Background()) })
+	})
+
+	nodePort := func(port uint16, proto pipeline.Protocol) pipeline.ServiceFrontend {
+		return pipeline.ServiceFrontend{Kind: pipeline.KindNodePort, Port: port, Protocol: proto}
+	}
+	web := pipeline.ServicePort{Key: "default/web:http/IPv4", HasEndpoints: true,
+		Frontends: []pipeline.ServiceFrontend{clusterIP("10.96.0.10", 80, pipeline.ProtocolTCP),
+			nodePort(30080, pipeline.ProtocolTCP), nodePort(30053, pipeline.ProtocolUDP),
+			{Kind: pipeline.KindExternalIP, IP: netip.MustParseAddr(extIP), Port: 80, Protocol: pipeline.ProtocolTCP}},
+		ClusterEndpoints: []pipeline.ServiceEndpoint{endpoint(local.IP, 8080), {IP: netip.MustParseAddr(remote.IP), Port: 8080}}}
+	loc := pipeline.ServicePort{Key: "default/loc:http/IPv4", HasEndpoints: true,
+		Frontends:        []pipeline.ServiceFrontend{clusterIP("10.96.0.11", 80, pipeline.ProtocolTCP), nodePort(30081, pipeline.ProtocolTCP)},
+		ClusterEndpoints: []pipeline.ServiceEndpoint{endpoint(local.IP, 8080)}}
+	n1.applyServices(t, []pipeline.ServicePort{web, loc})
+
+	for _, addr := range []string{"192.0.2.1:30080", extIP + ":80"} {
+		count := map[string]int{}
+		for i := range 20 {
+			c, err := dialService(t, n2.ovs.NetNS, addr)
+			if err != nil {
+				t.Fatalf("%s: connection %d: %v", addr, i, err)
+			}
+			name, seen, err := c.ask()
+			if err == nil {
+				var again string
+				if again, _, err = c.ask(); err == nil && again != name {
+					err = fmt.Errorf("moved from %s to %s", name, again)
+				}
+			}
+			c.c.Close()
+			if err != nil {
+				t.Fatalf("%s: connection %d: %v", addr, i, err)
+			}
+			if seen != gwIP.String() {
+				t.Errorf("%s: endpoint %s saw client %s, want the gateway IP (SNAT)", addr, name, seen)
+			}
+			count[name]++
+		}
+		t.Logf("%s: 20 connections from outside: %v", addr, count)
+		if count["pa"] < 3 || count["pr"] < 3 {
+			t.Errorf("%s: connections not spread over the local and the remote endpoint: %v", addr, count)
+		}
+	}
+	udp := map[string]int{}
+	for i := range 20 {
+		name, from, err := askUDP(t, n2.ovs.NetNS, "192.0.2.1:30053")
+		if err != nil || from != "192.0.2.1:30053" {
+			t.Fatalf("UDP query %d: %q from %q (%v)", i, name, from, err)
+		}
+		udp[name]++
+	}
+	t.Logf("20 UDP queries from outside: %v", udp)
+	if udp["pa"] == 0 || udp["pr"] == 0 {
+		t.Errorf("UDP queries not spread: %v", udp)
+	}
+	// Without SNAT the endpoint sees the client.
+	for i := range 5 {
+		c, err := dialService(t, n2.ovs.NetNS, "192.0.2.1:30081")
+		if err != nil {
+			t.Fatalf("NodePort 30081: connection %d: %v", i, err)
+		}
+		name, seen, err := c.ask()
+		c.c.Close()
+		if err != nil || name != "pa" || seen != "192.0.2.2" {
+			t.Errorf("NodePort 30081: %s saw %s (%v), want pa seeing the client 192.0.2.2", name, seen, err)
+		}
 	}
 }

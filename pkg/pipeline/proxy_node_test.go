@@ -1,15 +1,15 @@
 package pipeline
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 )
 
 // TestProxyFromGatewayFlows: with ProxyConfig.FromGateway the ServicePorts
-// gain, per ClusterIP frontend, one ServiceLB flow from the gateway
+// gain, per frontend, one ServiceLB flow from the gateway
 // (goldens proxy-services-fromgateway*.flows, reviewed line by line) and
-// nothing else: every flow of the pods' proxy is unchanged, the other
-// frontend kinds get none, and the base flows are those without it.
+// nothing else: every flow of the pods' proxy is unchanged, and the base flows are those without it.
 func TestProxyFromGatewayFlows(t *testing.T) {
 	for _, tc := range []struct {
 		name, golden string
@@ -25,7 +25,10 @@ func TestProxyFromGatewayFlows(t *testing.T) {
 				t.Fatal(err)
 			}
 			px := *cfg.Proxy
-			px.FromGateway = true
+			px.FromGateway, px.NodePortIP = true, netip.MustParseAddr("169.254.0.252")
+			if tc.dual {
+				px.NodePortIPv6 = netip.MustParseAddr("fc00::aabb:ccdd:eefe")
+			}
 			cfg.Proxy = &px
 			p, err := New(nil, cfg)
 			if err != nil {
@@ -50,12 +53,13 @@ func TestProxyFromGatewayFlows(t *testing.T) {
 					extra = append(extra, l)
 				}
 			}
-			// One per ClusterIP frontend with a group or a drop: web
-			// (TCP 80), dns (UDP 53), local (SCTP 443, drop); "empty"
-			// has no flow at all.
-			want := 3
+			// One per frontend with a group or a drop: web's ClusterIP,
+			// NodePort (at the virtual NodePort address), ExternalIP and
+			// LB IP (drop: it has source ranges), dns (UDP 53), local
+			// (SCTP 443, drop); "empty" has no flow at all.
+			want := 6
 			if tc.dual {
-				want = 6
+				want = 12
 			}
 			if len(extra) != want {
 				t.Errorf("%d flows added, want %d:\n%s", len(extra), want, strings.Join(extra, "\n"))
