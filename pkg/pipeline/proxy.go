@@ -205,8 +205,11 @@ type serviceState struct {
 	sp      ServicePort
 	cookie  openflow.Cookie
 	groupID uint32
-	fronts  []frontendKey
-	hairpin []netip.Addr // local endpoint addresses
+	// extGroupID is the group of ExternalEndpoints (FromGateway only),
+	// allocated when the ServicePort first has them and kept after.
+	extGroupID uint32
+	fronts     []frontendKey
+	hairpin    []netip.Addr // local endpoint addresses
 }
 
 // proxyState is what ApplyServices realized, guarded by proxyMu.
@@ -271,7 +274,7 @@ func (p *Pipeline) ApplyServices(ctx context.Context, upserts []ServicePort, del
 		old := st.services[sp.Key]
 		ns := &serviceState{sp: sp}
 		if old != nil {
-			ns.cookie, ns.groupID = old.cookie, old.groupID
+			ns.cookie, ns.groupID, ns.extGroupID = old.cookie, old.groupID, old.extGroupID
 		} else {
 			if serial >= maxGroupSerial {
 				return errors.New("pipeline: group IDs of this run exhausted (16M ServicePorts created)")
@@ -284,7 +287,14 @@ func (p *Pipeline) ApplyServices(ctx context.Context, upserts []ServicePort, del
 			}
 			ns.cookie = c
 		}
-		group, flows, fronts, err := p.servicePortFlows(sp, ns.cookie, ns.groupID)
+		if p.cfg.Proxy.FromGateway && sp.ExternalEndpoints != nil && ns.extGroupID == 0 {
+			if serial >= maxGroupSerial {
+				return errors.New("pipeline: group IDs of this run exhausted (16M ServicePorts created)")
+			}
+			serial++
+			ns.extGroupID = uint32(p.cfg.Round)<<groupRoundShift | serial
+		}
+		groups, flows, fronts, err := p.servicePortFlows(sp, ns.cookie, ns.groupID, ns.extGroupID)
 		if err != nil {
 			return err
 		}
@@ -299,10 +309,6 @@ func (p *Pipeline) ApplyServices(ctx context.Context, upserts []ServicePort, del
 		}
 		ns.fronts = fronts
 		ns.hairpin = localEndpoints(sp)
-		var groups []*openflow.Group
-		if group != nil {
-			groups = []*openflow.Group{group}
-		}
 		owners[serviceOwner(sp.Key)] = openflow.OwnerState{Groups: groups, Flows: flows}
 		next[sp.Key] = ns
 		if old != nil {
@@ -451,9 +457,15 @@ func (p *Pipeline) ServiceGroupID(key string) (uint32, bool) {
 // with group ID id: its select group (nil when it has no endpoints) and its
 // ServiceLB flows (for goldens and checks; the hairpin flows are
 // HairpinFlows').
+//
+// With FromGateway and ExternalEndpoints it fails: the second group needs
+// its own ID (ServicePortGroups).
 func (p *Pipeline) ServicePortFlows(sp ServicePort, cookie openflow.Cookie, id uint32) (*openflow.Group, []*openflow.Flow, error) {
-	g, f, _, err := p.servicePortFlows(sp, cookie, id)
-	return g, f, err
+	gs, f, _, err := p.servicePortFlows(sp, cookie, id, 0)
+	if err != nil || len(gs) == 0 {
+		return nil, f, err
+	}
+	return gs[0], f, nil
 }
 
 // servicePortFamily checks that every address of sp is of one family the
@@ -516,57 +528,93 @@ func familyName(v6 bool) string {
 	return "IPv4"
 }
 
-// servicePortFlows builds sp's group and ServiceLB flows and lists the
-// frontends they match.
-func (p *Pipeline) servicePortFlows(sp ServicePort, cookie openflow.Cookie, id uint32) (*openflow.Group, []*openflow.Flow, []frontendKey, error) {
+// servicePortFlows builds sp's groups (the ClusterEndpoints' with ID id
+// first, then the ExternalEndpoints' with extID: FromGateway only) and
+// ServiceLB flows and lists the frontends they match.
+func (p *Pipeline) servicePortFlows(sp ServicePort, cookie openflow.Cookie, id, extID uint32) ([]*openflow.Group, []*openflow.Flow, []frontendKey, error) {
 	v6, err := p.servicePortFamily(sp)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	var group *openflow.Group
-	if len(sp.ClusterEndpoints) > 0 {
-		// dp_hash with algorithm 0 (the upper 32 bits of the parameter):
-		// OVS's hash of the IP 5-tuple. OVS's default without a selection
-		// method is the symmetric L3/L4 hash, which leaves UDP ports out:
-		// every UDP flow of one client to one frontend would take the same
-		// endpoint (TestProxyClusterIP measured 30 of 30). With more
-		// buckets than OVS can map to hash values (256) it falls back to
-		// its default hash over the default fields.
-		gb := openflow.NewGroup(id, openflow.GroupSelect).DPHash(0)
-		if sp.AffinityTimeout > 0 {
-			// sessionAffinity ClientIP, partly: the bucket is chosen by a
-			// hash of the client's address only, so a client keeps its
-			// endpoint while the endpoint list is unchanged. The timeout
-			// is not honoured (a client never moves while its endpoint
-			// stays, and may move when the list changes): that needs
-			// learn() flows, which pkg/openflow lacks (docs/proxy.md).
-			src := openflow.FieldIPv4Src
-			if v6 {
-				src = openflow.FieldIPv6Src
-			}
-			gb = gb.Hash(0, src)
+	group, err := p.endpointGroup(sp, sp.ClusterEndpoints, id, v6)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var groups []*openflow.Group
+	if group != nil {
+		groups = append(groups, group)
+	}
+	var extGroup *openflow.Group
+	if p.cfg.Proxy.FromGateway && sp.ExternalEndpoints != nil {
+		if extID == 0 {
+			return nil, nil, nil, fmt.Errorf("pipeline: ServicePort %s: ExternalEndpoints need a group ID of their own", sp.Key)
 		}
-		t := HairpinSNAT
-		for _, e := range sp.ClusterEndpoints {
-			w := e.Weight
-			if w == 0 {
-				w = 1
-			}
-			ct := &openflow.CTAction{Commit: true, Zone: p.cfg.CTZone, Table: &t,
-				NAT: &openflow.NAT{Kind: openflow.NATDest, IPMin: net.IP(e.IP.AsSlice()), PortMin: e.Port}}
-			gb.Bucket(w, ct)
+		if extGroup, err = p.endpointGroup(sp, sp.ExternalEndpoints, extID, v6); err != nil {
+			return nil, nil, nil, err
 		}
-		group, err = gb.Done()
-		if err != nil {
-			return nil, nil, nil, fmt.Errorf("pipeline: ServicePort %s: %d endpoints in one group (the most that fit openflow.MaxGroupLen is about 999 IPv4 or 799 IPv6; larger Services are refused, not split): %w",
-				sp.Key, len(sp.ClusterEndpoints), err)
+		if extGroup != nil {
+			groups = append(groups, extGroup)
 		}
 	}
+	flows, fronts, err := p.frontendFlows(sp, cookie, v6, group, id, extGroup, extID)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return groups, flows, fronts, nil
+}
+
+// endpointGroup is the select group id over eps (nil without endpoints).
+func (p *Pipeline) endpointGroup(sp ServicePort, eps []ServiceEndpoint, id uint32, v6 bool) (*openflow.Group, error) {
+	if len(eps) == 0 {
+		return nil, nil
+	}
+	// dp_hash with algorithm 0 (the upper 32 bits of the parameter):
+	// OVS's hash of the IP 5-tuple. OVS's default without a selection
+	// method is the symmetric L3/L4 hash, which leaves UDP ports out:
+	// every UDP flow of one client to one frontend would take the same
+	// endpoint (TestProxyClusterIP measured 30 of 30). With more
+	// buckets than OVS can map to hash values (256) it falls back to
+	// its default hash over the default fields.
+	gb := openflow.NewGroup(id, openflow.GroupSelect).DPHash(0)
+	if sp.AffinityTimeout > 0 {
+		// sessionAffinity ClientIP, partly: the bucket is chosen by a
+		// hash of the client's address only, so a client keeps its
+		// endpoint while the endpoint list is unchanged. The timeout
+		// is not honoured (a client never moves while its endpoint
+		// stays, and may move when the list changes): that needs
+		// learn() flows, which pkg/openflow lacks (docs/proxy.md).
+		src := openflow.FieldIPv4Src
+		if v6 {
+			src = openflow.FieldIPv6Src
+		}
+		gb = gb.Hash(0, src)
+	}
+	t := HairpinSNAT
+	for _, e := range eps {
+		w := e.Weight
+		if w == 0 {
+			w = 1
+		}
+		ct := &openflow.CTAction{Commit: true, Zone: p.cfg.CTZone, Table: &t,
+			NAT: &openflow.NAT{Kind: openflow.NATDest, IPMin: net.IP(e.IP.AsSlice()), PortMin: e.Port}}
+		gb.Bucket(w, ct)
+	}
+	group, err := gb.Done()
+	if err != nil {
+		return nil, fmt.Errorf("pipeline: ServicePort %s: %d endpoints in one group (the most that fit openflow.MaxGroupLen is about 999 IPv4 or 799 IPv6; larger Services are refused, not split): %w",
+			sp.Key, len(eps), err)
+	}
+	return group, nil
+}
+
+// frontendFlows builds sp's ServiceLB flows to group id (nil: none) and,
+// from the gateway, to extGroup extID when sp has ExternalEndpoints.
+func (p *Pipeline) frontendFlows(sp ServicePort, cookie openflow.Cookie, v6 bool, group *openflow.Group, id uint32, extGroup *openflow.Group, extID uint32) ([]*openflow.Flow, []frontendKey, error) {
 	// With endpoints: to the group. Without, and none anywhere: no flow,
 	// the packet goes to the gateway (reject). Without here but some
 	// elsewhere (Local policy): drop.
 	if group == nil && !sp.HasEndpoints {
-		return nil, nil, nil, nil
+		return nil, nil, nil
 	}
 	c := uint64(cookie)
 	action := func(b *openflow.FlowBuilder) *openflow.FlowBuilder {
@@ -581,7 +629,7 @@ func (p *Pipeline) servicePortFlows(sp ServicePort, cookie openflow.Cookie, id u
 		ips := []netip.Addr{f.IP}
 		if !f.IP.IsValid() {
 			if f.Kind != KindNodePort {
-				return nil, nil, nil, fmt.Errorf("pipeline: ServicePort %s: %v frontend without an address", sp.Key, f.Kind)
+				return nil, nil, fmt.Errorf("pipeline: ServicePort %s: %v frontend without an address", sp.Key, f.Kind)
 			}
 			ips = nil
 			for _, a := range p.cfg.Proxy.NodeIPs {
@@ -619,18 +667,22 @@ func (p *Pipeline) servicePortFlows(sp ServicePort, cookie openflow.Cookie, id u
 			}
 		}
 		if f.Kind != KindClusterIP && p.cfg.Proxy.FromGateway {
-			ext, err := p.externalFrontendFlows(sp, c, f, v6, group, id)
+			eg, eid := group, id
+			if sp.ExternalEndpoints != nil {
+				eg, eid = extGroup, extID
+			}
+			ext, err := p.externalFrontendFlows(sp, c, f, v6, eg, eid)
 			if err != nil {
-				return nil, nil, nil, err
+				return nil, nil, err
 			}
 			bs = append(bs, ext...)
 		}
 	}
 	flows, err := buildAll(bs)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("ServicePort %s: %w", sp.Key, err)
+		return nil, nil, fmt.Errorf("ServicePort %s: %w", sp.Key, err)
 	}
-	return group, flows, fronts, nil
+	return flows, fronts, nil
 }
 
 // HairpinFlows returns the HairpinSNAT flows for the given local endpoint

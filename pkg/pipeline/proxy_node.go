@@ -92,9 +92,19 @@ func (p *Pipeline) gatewayFrontendFlow(cookie uint64, f ServiceFrontend, ip neti
 // address, → eth_dst := gateway MAC and the
 // ServicePort's group, or drop when the Service has endpoints elsewhere
 // only. An LB frontend with source ranges drops traffic from the gateway
-// (the ranges are not checked in the kernel yet). Not realized yet: ExternalEndpoints (an own list for external
-// traffic: eTP Local, or iTP Local with eTP Cluster), refused with
-// FromGateway; it needs a second group per ServicePort.
+// (the ranges are not checked in the kernel yet).
+//
+// A ServicePort with ExternalEndpoints (externalTrafficPolicy Local, or
+// internalTrafficPolicy Local with eTP Cluster) gets a second select
+// group over them, with an ID of its own from the run's counter, which
+// its external frontends from the gateway use; pods keep using
+// ClusterEndpoints for every frontend (kube-proxy's short circuit). With
+// eTP Local the kernel does not SNAT (nodenet.ExternalServiceRule.SNAT
+// false): the endpoints, all local, see the client and reply to it
+// through the gateway (ctMarkFromGateway). The node's own traffic to a
+// NodePort or external frontend (a host process connecting to its own
+// node IP) is not DNATed into the gateway: the nft table has no output
+// chain yet.
 
 func (c *Config) validateNodeProxy() error {
 	px := c.Proxy
@@ -125,11 +135,9 @@ func (c *Config) validateNodeProxy() error {
 }
 
 // externalFrontendFlows are the ServiceLB flows from the gateway of
-// NodePort, ExternalIP or LoadBalancer frontend f of sp (see above).
+// NodePort, ExternalIP or LoadBalancer frontend f of sp (see above), to
+// group id (the ExternalEndpoints' when sp has them; nil: none).
 func (p *Pipeline) externalFrontendFlows(sp ServicePort, cookie uint64, f ServiceFrontend, v6 bool, group *openflow.Group, id uint32) ([]*openflow.FlowBuilder, error) {
-	if sp.ExternalEndpoints != nil {
-		return nil, fmt.Errorf("pipeline: ServicePort %s: ExternalEndpoints (externalTrafficPolicy Local, or internalTrafficPolicy Local) are not realized for traffic from outside the node yet", sp.Key)
-	}
 	if group == nil && !sp.HasEndpoints {
 		return nil, nil
 	}
@@ -159,4 +167,24 @@ func (p *Pipeline) externalFrontendFlows(sp ServicePort, cookie uint64, f Servic
 		return []*openflow.FlowBuilder{match(prioServiceFrontend).Drop()}, nil
 	}
 	return []*openflow.FlowBuilder{action(match(prioServiceFrontend))}, nil
+}
+
+// ServicePortGroups is ServicePortFlows with the ID of the
+// ExternalEndpoints' group (FromGateway): sp's groups, the
+// ClusterEndpoints' first, and its ServiceLB flows.
+func (p *Pipeline) ServicePortGroups(sp ServicePort, cookie openflow.Cookie, id, extID uint32) ([]*openflow.Group, []*openflow.Flow, error) {
+	gs, f, _, err := p.servicePortFlows(sp, cookie, id, extID)
+	return gs, f, err
+}
+
+// ServiceExternalGroupID returns the ID of the ExternalEndpoints' group of
+// a realized ServicePort (FromGateway, once it had ExternalEndpoints).
+func (p *Pipeline) ServiceExternalGroupID(key string) (uint32, bool) {
+	p.proxyMu.Lock()
+	defer p.proxyMu.Unlock()
+	s, ok := p.svc.services[key]
+	if !ok || s.extGroupID == 0 {
+		return 0, false
+	}
+	return s.extGroupID, true
 }

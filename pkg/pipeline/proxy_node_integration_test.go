@@ -133,8 +133,9 @@ func TestProxyFromNode(t *testing.T) {
 // and a remote endpoint (behind the tunnel, on the client's own node),
 // which see the gateway IP; replies find their way back (the TCP
 // connection opens and answers), UDP answers come from the node IP. A
-// NodePort without SNAT (policy Local; its one endpoint local) keeps the
-// client's address.
+// NodePort with externalTrafficPolicy Local (no SNAT, its external group
+// over the local one of its two endpoints) always reaches the local
+// endpoint, which sees the client's own address.
 func TestProxyNodePortFromOutside(t *testing.T) {
 	_, cidr2, _ := net.ParseCIDR("10.10.1.0/24")
 	n1 := newNode(t, func(c *pipeline.Config) { c.TunnelOFPort = 1 }, withNodeProxy)
@@ -191,9 +192,12 @@ func TestProxyNodePortFromOutside(t *testing.T) {
 			nodePort(30080, pipeline.ProtocolTCP), nodePort(30053, pipeline.ProtocolUDP),
 			{Kind: pipeline.KindExternalIP, IP: netip.MustParseAddr(extIP), Port: 80, Protocol: pipeline.ProtocolTCP}},
 		ClusterEndpoints: []pipeline.ServiceEndpoint{endpoint(local.IP, 8080), {IP: netip.MustParseAddr(remote.IP), Port: 8080}}}
-	loc := pipeline.ServicePort{Key: "default/loc:http/IPv4", HasEndpoints: true,
-		Frontends:        []pipeline.ServiceFrontend{clusterIP("10.96.0.11", 80, pipeline.ProtocolTCP), nodePort(30081, pipeline.ProtocolTCP)},
-		ClusterEndpoints: []pipeline.ServiceEndpoint{endpoint(local.IP, 8080)}}
+	// externalTrafficPolicy Local: the external frontends use the local
+	// endpoint only (a group of their own), not SNATed by the kernel.
+	loc := pipeline.ServicePort{Key: "default/loc:http/IPv4", HasEndpoints: true, ExternalLocal: true,
+		Frontends:         []pipeline.ServiceFrontend{clusterIP("10.96.0.11", 80, pipeline.ProtocolTCP), nodePort(30081, pipeline.ProtocolTCP)},
+		ClusterEndpoints:  []pipeline.ServiceEndpoint{endpoint(local.IP, 8080), {IP: netip.MustParseAddr(remote.IP), Port: 8080}},
+		ExternalEndpoints: []pipeline.ServiceEndpoint{endpoint(local.IP, 8080)}}
 	n1.applyServices(t, []pipeline.ServicePort{web, loc})
 
 	for _, addr := range []string{"192.0.2.1:30080", extIP + ":80"} {
@@ -236,8 +240,11 @@ func TestProxyNodePortFromOutside(t *testing.T) {
 	if udp["pa"] == 0 || udp["pr"] == 0 {
 		t.Errorf("UDP queries not spread: %v", udp)
 	}
-	// Without SNAT the endpoint sees the client.
-	for i := range 5 {
+	// Policy Local: the local endpoint only, and it sees the client.
+	if _, ok := n1.pipe.ServiceExternalGroupID(loc.Key); !ok {
+		t.Errorf("%s has no external group", loc.Key)
+	}
+	for i := range 10 {
 		c, err := dialService(t, n2.ovs.NetNS, "192.0.2.1:30081")
 		if err != nil {
 			t.Fatalf("NodePort 30081: connection %d: %v", i, err)
