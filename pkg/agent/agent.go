@@ -322,10 +322,25 @@ func Run(ctx context.Context, cfg Config, log klog.Logger) error {
 		mon.SetPolicyController(polc)
 		if cfg.ProxyEnabled() {
 			// Coexistence: kube-proxy still serves the health check node
-			// ports (docs/proxy.md).
+			// ports (docs/proxy.md). Kube-proxy-free: the controller does,
+			// and the node's kernel hands the node's own and external
+			// Service traffic to the pipeline (proxyall.go).
+			var realizer pipeline.ServiceRealizer = pipe
+			if cfg.ProxyAllEnabled() {
+				nsn := newNodeServiceNet(cfg.GatewayName, gwMAC, gwIPv4, gwIPv6, svcCIDR, svcCIDRv6, log.WithName("proxy"))
+				if err := nsn.setup(ctx); err != nil {
+					return fmt.Errorf("kube-proxy-free mode: %w", err)
+				}
+				realizer = nsn.wrap(pipe)
+			}
 			if proxyc, err = proxy.NewController(proxy.ControllerConfig{Client: client, Informers: factory, NodeName: cfg.NodeName,
-				IPFamilies: cidrs.families(), Realizer: pipe, DisableHealthCheck: true, Logger: log.WithName("proxy")}); err != nil {
+				IPFamilies: cidrs.families(), Realizer: realizer, DisableHealthCheck: !cfg.ProxyAllEnabled(), Logger: log.WithName("proxy")}); err != nil {
 				return err
+			}
+		}
+		if !cfg.ProxyAllEnabled() {
+			if err := proxyAllCleanup(ctx, cfg.GatewayName); err != nil {
+				log.Error(err, "Removing the kube-proxy-free mode's routes and rules failed")
 			}
 		}
 		ifaces.WatchPods(func(r interfacestore.PodRef) { polc.PodPortChanged(r.Namespace, r.Name) })
@@ -572,12 +587,18 @@ func proxyConfig(cfg Config, cidrs PodCIDRs, nodeIPs []netip.Addr) *pipeline.Pro
 	if !cfg.ProxyEnabled() {
 		return nil
 	}
-	pc := &pipeline.ProxyConfig{NodeIPs: nodeIPs, SNATZone: cfg.CTZone + 1}
+	pc := &pipeline.ProxyConfig{NodeIPs: nodeIPs, SNATZone: cfg.CTZone + 1, FromGateway: cfg.ProxyAllEnabled()}
 	if cidrs.IPv4 != nil {
 		pc.HairpinIP = proxyHairpinIPv4
+		if pc.FromGateway {
+			pc.NodePortIP = nodenet.ServiceNextHopIPv4
+		}
 	}
 	if cidrs.IPv6 != nil {
 		pc.HairpinIPv6 = proxyHairpinIPv6
+		if pc.FromGateway {
+			pc.NodePortIPv6 = nodenet.ServiceNextHopIPv6
+		}
 	}
 	return pc
 }

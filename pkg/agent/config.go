@@ -110,10 +110,16 @@ type Config struct {
 const (
 	ProxyOff     = "off"
 	ProxyCoexist = "coexist"
+	// ProxyAll is the kube-proxy-free mode (docs/proxy.md): Weir also
+	// serves the node's own and external Service traffic.
+	ProxyAll = "all"
 )
 
 // ProxyEnabled reports whether Weir's own Service proxy runs.
-func (c Config) ProxyEnabled() bool { return c.ProxyMode == ProxyCoexist }
+func (c Config) ProxyEnabled() bool { return c.ProxyMode == ProxyCoexist || c.ProxyMode == ProxyAll }
+
+// ProxyAllEnabled reports whether Weir's proxy replaces kube-proxy.
+func (c Config) ProxyAllEnabled() bool { return c.ProxyMode == ProxyAll }
 
 // NodeNameEnv is the environment variable NodeName defaults to.
 const NodeNameEnv = "NODE_NAME"
@@ -208,7 +214,7 @@ func (c Config) Validate() error {
 		if !c.ClusterMode() {
 			errs = append(errs, fmt.Errorf("proxyMode %q needs nodeName (cluster mode): the proxy watches Services", c.ProxyMode))
 		}
-	case "all":
+	case ProxyAll:
 		errs = append(errs, fmt.Errorf("proxyMode %q: a kube-proxy-free cluster is not supported yet; use %q or %q", c.ProxyMode, ProxyCoexist, ProxyOff))
 	default:
 		errs = append(errs, fmt.Errorf("proxyMode %q: want %q or %q", c.ProxyMode, ProxyOff, ProxyCoexist))
