@@ -52,10 +52,13 @@ type ExternalServices struct {
 //     and port, is DNATed to the family's NodePortIP, its port kept. A
 //     packet for the node's own address is delivered locally otherwise; no
 //     route can send it to the gateway, a DNAT can.
+//   - output (dstnat): the node's own packets for a local, non-loopback
+//     address and a NodePort get the same DNAT.
 //   - postrouting (srcnat): a packet not from the gateway that leaves into
 //     the gateway for a frontend with SNAT (the NodePortIP and port, or
 //     the ExternalIP, protocol and port) is SNATed to the gateway address
-//     of its family.
+//     of its family; so is the node's own one for a NodePort without
+//     SNAT (policy Local) whose source is another local address.
 //
 // ExternalIPs and LB IPs are not local addresses: the node forwards their
 // packets, which EnsureServiceRoutes' routes (/32 or /128 per address)
@@ -109,7 +112,7 @@ func InstallExternalServices(ctx context.Context, es ExternalServices) error {
 		}
 	}
 	gwName := fmt.Sprintf("%q", es.GatewayName)
-	var pre, post strings.Builder
+	var pre, out, post strings.Builder
 	keys := make([]key, 0, len(nodePorts))
 	for k := range nodePorts {
 		keys = append(keys, k)
@@ -125,9 +128,20 @@ func InstallExternalServices(ctx context.Context, es ExternalServices) error {
 		ports := strings.Join(nodePorts[k], ", ")
 		fmt.Fprintf(&pre, "\t\tiifname != { %s, \"lo\" } meta nfproto %s fib daddr type local meta l4proto %s th dport { %s } dnat %s to %s\n",
 			gwName, nfproto(k.v6), k.proto, ports, fam, np)
+		// The node's own connections to its NodePorts: the same DNAT in
+		// output, and the SNAT below whatever the policy (the source the
+		// kernel chose for a local destination is that address, which a
+		// remote endpoint could not reply to). Not for loopback
+		// destinations: the kernel does not route 127.0.0.0/8 or ::1 out
+		// of the gateway.
+		fmt.Fprintf(&out, "\t\tmeta nfproto %s fib daddr type local %s daddr != %s meta l4proto %s th dport { %s } dnat %s to %s\n",
+			nfproto(k.v6), fam, loopback(k.v6), k.proto, ports, fam, np)
 		if k.snat {
 			fmt.Fprintf(&post, "\t\tiifname != %s oifname %s %s daddr %s meta l4proto %s th dport { %s } snat %s to %s\n",
 				gwName, gwName, fam, np, k.proto, ports, fam, gw)
+		} else if gw.IsValid() && gw.Is6() == k.v6 {
+			fmt.Fprintf(&post, "\t\toifname %s %s daddr %s fib saddr type local %s saddr != %s meta l4proto %s th dport { %s } snat %s to %s\n",
+				gwName, fam, np, fam, gw, k.proto, ports, fam, gw)
 		}
 	}
 	for i, elems := range extSNAT {
@@ -147,11 +161,14 @@ table inet %[1]s {
 	chain prerouting {
 		type nat hook prerouting priority dstnat; policy accept;
 %[2]s	}
+	chain output {
+		type nat hook output priority -100; policy accept;
+%[3]s	}
 	chain postrouting {
 		type nat hook postrouting priority srcnat; policy accept;
-%[3]s	}
+%[4]s	}
 }
-`, externalServicesTable, pre.String(), post.String())
+`, externalServicesTable, pre.String(), out.String(), post.String())
 	if err := runNft(ctx, ruleset); err != nil {
 		return fmt.Errorf("nodenet: installing the external Service rules: %w", err)
 	}
@@ -166,6 +183,13 @@ func RemoveExternalServices(ctx context.Context) error {
 		return fmt.Errorf("nodenet: removing the external Service rules: %w", err)
 	}
 	return nil
+}
+
+func loopback(v6 bool) string {
+	if v6 {
+		return "::1"
+	}
+	return "127.0.0.0/8"
 }
 
 func nfproto(v6 bool) string {

@@ -12,8 +12,10 @@ import (
 )
 
 // TestExternalServices: the nftables table of InstallExternalServices in a
-// real kernel (a netns): the NodePort DNATs per family and protocol, the
-// SNATs of the Cluster-policy frontends only, replaced as a whole on the
+// real kernel (a netns): the NodePort DNATs per family and protocol (in
+// prerouting and, for the node's own connections, output), the SNATs of
+// the Cluster-policy frontends (and of the node's own connections to
+// Local ones), replaced as a whole on the
 // next install, removed twice; refusals. (The packets' way through these
 // rules into OVS is pkg/pipeline's TestProxyNodePortFromOutside.)
 func TestExternalServices(t *testing.T) {
@@ -45,6 +47,9 @@ func TestExternalServices(t *testing.T) {
 		`iifname != { "lo", "gw0" } meta nfproto ipv4 fib daddr type local udp dport 30053 dnat ip to 169.254.0.252`,
 		`iifname != { "lo", "gw0" } meta nfproto ipv6 fib daddr type local tcp dport 30080 dnat ip6 to fc00::aabb:ccdd:eefe`,
 		`iifname != "gw0" oifname "gw0" ip daddr 169.254.0.252 tcp dport { 30080, 30082 } snat ip to 10.20.0.1`,
+		`fib daddr type local ip daddr != 127.0.0.0/8 tcp dport { 30080, 30082 } dnat ip to 169.254.0.252`,
+		`fib daddr type local ip6 daddr != ::1 tcp dport 30080 dnat ip6 to fc00::aabb:ccdd:eefe`,
+		`oifname "gw0" ip daddr 169.254.0.252 fib saddr type local ip saddr != 10.20.0.1 tcp dport 30081 snat ip to 10.20.0.1`,
 		`iifname != "gw0" oifname "gw0" ip daddr 169.254.0.252 udp dport 30053 snat ip to 10.20.0.1`,
 		`iifname != "gw0" oifname "gw0" ip6 daddr fc00::aabb:ccdd:eefe tcp dport 30080 snat ip6 to fd00:20::1`,
 		`iifname != "gw0" oifname "gw0" ip daddr . meta l4proto . th dport { 198.51.100.7 . tcp . 80 } snat ip to 10.20.0.1`,
@@ -54,12 +59,13 @@ func TestExternalServices(t *testing.T) {
 			t.Errorf("table lacks %q:\n%s", want, got)
 		}
 	}
-	// Policy Local: no SNAT (30081, 198.51.100.8).
-	if strings.Contains(got, "30081 snat") || strings.Contains(got, "198.51.100.8") {
+	// Policy Local: no SNAT of external clients (30081, 198.51.100.8),
+	// only of the node's own connections from another local address.
+	if strings.Contains(got, "iifname != \"gw0\" oifname \"gw0\" ip daddr 169.254.0.252 tcp dport 30081") || strings.Contains(got, "198.51.100.8") {
 		t.Errorf("a Local-policy frontend is SNATed:\n%s", got)
 	}
-	if n := strings.Count(got, "snat"); n != 5 {
-		t.Errorf("%d SNAT rules, want 5:\n%s", n, got)
+	if n := strings.Count(got, "snat"); n != 6 {
+		t.Errorf("%d SNAT rules, want 6:\n%s", n, got)
 	}
 	// The next install replaces everything.
 	es.Rules = es.Rules[:1]

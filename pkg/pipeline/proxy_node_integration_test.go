@@ -135,7 +135,9 @@ func TestProxyFromNode(t *testing.T) {
 // connection opens and answers), UDP answers come from the node IP. A
 // NodePort with externalTrafficPolicy Local (no SNAT, its external group
 // over the local one of its two endpoints) always reaches the local
-// endpoint, which sees the client's own address.
+// endpoint, which sees the client's own address. The node's own
+// connections to its NodePorts on its node IP work too (seen from the
+// gateway IP).
 func TestProxyNodePortFromOutside(t *testing.T) {
 	_, cidr2, _ := net.ParseCIDR("10.10.1.0/24")
 	n1 := newNode(t, func(c *pipeline.Config) { c.TunnelOFPort = 1 }, withNodeProxy)
@@ -240,6 +242,36 @@ func TestProxyNodePortFromOutside(t *testing.T) {
 	if udp["pa"] == 0 || udp["pr"] == 0 {
 		t.Errorf("UDP queries not spread: %v", udp)
 	}
+	// The node's own connections to its NodePorts on its node IP (the
+	// output chain's DNAT, SNAT to the gateway IP for both policies).
+	for _, np := range []struct {
+		addr string
+		want []string
+	}{{"192.0.2.1:30080", []string{"pa", "pr"}}, {"192.0.2.1:30081", []string{"pa"}}} {
+		got := map[string]int{}
+		for i := range 12 {
+			c, err := dialService(t, n1.ovs.NetNS, np.addr)
+			if err != nil {
+				t.Fatalf("node to its NodePort %s: connection %d: %v", np.addr, i, err)
+			}
+			name, seen, err := c.ask()
+			c.c.Close()
+			if err != nil || seen != gwIP.String() {
+				t.Fatalf("node to its NodePort %s: %s saw %s (%v), want the gateway IP", np.addr, name, seen, err)
+			}
+			got[name]++
+		}
+		t.Logf("node to its NodePort %s: %v", np.addr, got)
+		for _, w := range np.want {
+			if got[w] == 0 {
+				t.Errorf("node to its NodePort %s: none on %s: %v", np.addr, w, got)
+			}
+		}
+		if len(got) != len(np.want) {
+			t.Errorf("node to its NodePort %s: endpoints %v, want only %v", np.addr, got, np.want)
+		}
+	}
+
 	// Policy Local: the local endpoint only, and it sees the client.
 	if _, ok := n1.pipe.ServiceExternalGroupID(loc.Key); !ok {
 		t.Errorf("%s has no external group", loc.Key)
