@@ -10,6 +10,7 @@ import (
 
 	"github.com/weirnet/weir/pkg/nodenet"
 	"github.com/weirnet/weir/pkg/pipeline"
+	"github.com/weirnet/weir/test/ovstest"
 	"github.com/weirnet/weir/test/testctx"
 )
 
@@ -18,6 +19,9 @@ import (
 func withNodeProxy(c *pipeline.Config) {
 	withProxy(c)
 	c.Proxy.FromGateway, c.Proxy.NodePortIP = true, netip.MustParseAddr("169.254.0.252")
+	if c.GatewayIPv6 != nil {
+		c.Proxy.NodePortIPv6 = netip.MustParseAddr("fc00::aabb:ccdd:eefe")
+	}
 }
 
 // TestProxyFromNode: the node itself (a process in the node namespace,
@@ -285,6 +289,65 @@ func TestProxyNodePortFromOutside(t *testing.T) {
 		c.c.Close()
 		if err != nil || name != "pa" || seen != "192.0.2.2" {
 			t.Errorf("NodePort 30081: %s saw %s (%v), want pa seeing the client 192.0.2.2", name, seen, err)
+		}
+	}
+}
+
+// TestProxyFromNodeIPv6: on a dual-stack node, the node's own IPv6
+// connections to an IPv6 ClusterIP (routed into the gateway through the
+// pinned IPv6 next hop, source the gateway IPv6) are load-balanced over
+// two local endpoints, which see the gateway IPv6; UDP answers come from
+// the ClusterIP.
+func TestProxyFromNodeIPv6(t *testing.T) {
+	_, cidr6, _ := net.ParseCIDR("fd00:10:10::/64")
+	n := newNodeWith(t, []ovstest.Option{ovstest.WithPodIPv6()}, func(c *pipeline.Config) {
+		c.GatewayIPv6, c.PodCIDRv6 = net.ParseIP(gwIPv6), cidr6
+	}, withNodeProxy)
+	if out, err := n.ovs.Exec("", "ip", "-6", "addr", "add", gwIPv6+"/64", "dev", "gw0", "nodad"); err != nil {
+		t.Fatalf("gateway IPv6: %v: %s", err, out)
+	}
+	a := n.addDualStackPod(t, "pa", "10.10.0.3", "fd00:10:10::3", "02:00:0a:0a:00:03", 4)
+	b := n.addDualStackPod(t, "pb", "10.10.0.4", "fd00:10:10::4", "02:00:0a:0a:00:04", 5)
+	n.staticNeighbours(t, a, b)
+	nameServer(t, a.NetNS, "pa", a.IPv6, 8080)
+	nameServer(t, b.NetNS, "pb", b.IPv6, 8080)
+	mac, _ := net.ParseMAC(gwMAC)
+	if err := inNS(t, n.ovs.NetNS, func() error {
+		return nodenet.EnsureServiceRoutes("gw0", []nodenet.ServiceRoute{
+			{CIDR: netip.MustParsePrefix("fd00:96::/112"), Src: netip.MustParseAddr(gwIPv6)}}, mac)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	const vip = "fd00:96::10"
+	web := pipeline.ServicePort{Key: "default/web:http/IPv6", HasEndpoints: true,
+		Frontends:        []pipeline.ServiceFrontend{clusterIP(vip, 80, pipeline.ProtocolTCP), clusterIP(vip, 53, pipeline.ProtocolUDP)},
+		ClusterEndpoints: []pipeline.ServiceEndpoint{endpoint(a.IPv6, 8080), endpoint(b.IPv6, 8080)}}
+	n.applyServices(t, []pipeline.ServicePort{web})
+
+	count := map[string]int{}
+	for i := range 20 {
+		c, err := dialService(t, n.ovs.NetNS, net.JoinHostPort(vip, "80"))
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		name, seen, err := c.ask()
+		c.c.Close()
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		if seen != gwIPv6 {
+			t.Errorf("endpoint %s saw client %s, want the gateway IPv6 %s", name, seen, gwIPv6)
+		}
+		count[name]++
+	}
+	t.Logf("20 IPv6 connections from the node: %v", count)
+	if count["pa"] < 3 || count["pb"] < 3 {
+		t.Errorf("connections not spread: %v", count)
+	}
+	for i := range 10 {
+		name, from, err := askUDP(t, n.ovs.NetNS, net.JoinHostPort(vip, "53"))
+		if err != nil || from != net.JoinHostPort(vip, "53") {
+			t.Fatalf("UDP query %d: %q from %q (%v)", i, name, from, err)
 		}
 	}
 }
