@@ -89,7 +89,11 @@ type Config struct {
 	// node's kube-proxy through the gateway; "coexist": Weir's own proxy
 	// load-balances pods' Service traffic in OVS (select groups, ct(nat))
 	// and kube-proxy, still running, the node's and external traffic and
-	// the health check node ports. Needs cluster mode.
+	// the health check node ports. Needs cluster mode. "all": the
+	// kube-proxy-free mode: Weir also load-balances the node's own and
+	// external Service traffic (NodePorts, ExternalIPs, LB IPs) and serves
+	// the health check node ports; needs kubeAPIServerOverride (or a
+	// kubeconfig) and serviceCIDR.
 	ProxyMode string `json:"proxyMode"`
 	// MetricsAddress is where the agent serves Prometheus metrics (/metrics)
 	// and its health endpoints (/healthz, /readyz), e.g. ":9495"; empty
@@ -215,9 +219,21 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("proxyMode %q needs nodeName (cluster mode): the proxy watches Services", c.ProxyMode))
 		}
 	case ProxyAll:
-		errs = append(errs, fmt.Errorf("proxyMode %q: a kube-proxy-free cluster is not supported yet; use %q or %q", c.ProxyMode, ProxyCoexist, ProxyOff))
+		// Without kube-proxy nothing load-balances the kubernetes
+		// Service's ClusterIP before the agent has synced the Services, so
+		// the agent must reach the API server another way; and the node's
+		// routes and reject rule are per Service CIDR.
+		if !c.ClusterMode() {
+			errs = append(errs, fmt.Errorf("proxyMode %q needs nodeName (cluster mode): the proxy watches Services", c.ProxyMode))
+		}
+		if c.KubeAPIServerOverride == "" && c.Kubeconfig == "" {
+			errs = append(errs, fmt.Errorf("proxyMode %q needs kubeAPIServerOverride (or a kubeconfig): without kube-proxy the API server's ClusterIP is served only once the agent runs", c.ProxyMode))
+		}
+		if c.ServiceCIDR == "" {
+			errs = append(errs, fmt.Errorf("proxyMode %q needs serviceCIDR: the node routes it into OVS and rejects it without endpoints", c.ProxyMode))
+		}
 	default:
-		errs = append(errs, fmt.Errorf("proxyMode %q: want %q or %q", c.ProxyMode, ProxyOff, ProxyCoexist))
+		errs = append(errs, fmt.Errorf("proxyMode %q: want %q, %q or %q", c.ProxyMode, ProxyOff, ProxyCoexist, ProxyAll))
 	}
 	if c.MTU != 0 && (c.MTU < 576 || c.MTU > 9000) {
 		errs = append(errs, fmt.Errorf("mtu %d: must be 0 (auto) or between 576 and 9000", c.MTU))

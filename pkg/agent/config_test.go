@@ -83,8 +83,12 @@ func TestValidate(t *testing.T) {
 		{"two IPv4 service CIDRs", func(c *Config) { c.ServiceCIDR = "10.96.0.0/16,10.97.0.0/16" }, "one CIDR per family"},
 		{"bad second service CIDR", func(c *Config) { c.ServiceCIDR = "10.96.0.0/16,fd00::/129" }, "serviceCIDR"},
 		{"proxy without cluster mode", func(c *Config) { c.ProxyMode = ProxyCoexist }, "needs nodeName"},
-		{"proxy all", func(c *Config) { c.NodeName = "n"; c.ProxyMode = "all" }, "not supported yet"},
-		{"proxy typo", func(c *Config) { c.NodeName = "n"; c.ProxyMode = "on" }, `want "off" or "coexist"`},
+		{"proxy all without an API server address", func(c *Config) { c.NodeName = "n"; c.ProxyMode = ProxyAll }, "needs kubeAPIServerOverride"},
+		{"proxy all without a Service CIDR", func(c *Config) {
+			c.NodeName, c.ProxyMode, c.KubeAPIServerOverride, c.ServiceCIDR = "n", ProxyAll, "https://172.31.250.1:6443", ""
+		}, "needs serviceCIDR"},
+		{"proxy all without cluster mode", func(c *Config) { c.ProxyMode, c.KubeAPIServerOverride = ProxyAll, "https://172.31.250.1:6443" }, "needs nodeName"},
+		{"proxy typo", func(c *Config) { c.NodeName = "n"; c.ProxyMode = "on" }, `want "off", "coexist" or "all"`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -114,6 +118,9 @@ func TestValidateAccepts(t *testing.T) {
 		{"IPv6-only service CIDR", func(c *Config) { c.NodeName = "node-a"; c.ServiceCIDR = "fd00:10:96::/112" }},
 		{"proxy coexisting with kube-proxy", func(c *Config) { c.NodeName = "node-a"; c.ProxyMode = ProxyCoexist }},
 		{"proxy off", func(c *Config) { c.NodeName = "node-a"; c.ProxyMode = ProxyOff }},
+		{"kube-proxy-free", func(c *Config) {
+			c.NodeName, c.ProxyMode, c.KubeAPIServerOverride = "node-a", ProxyAll, "https://172.31.250.1:6443"
+		}},
 		{"IPv6-only static pod CIDR", func(c *Config) { c.PodCIDR = "fd00:10:244:1::/64"; c.ServiceCIDR = "fd00:10:96::/112" }},
 		{"dual-stack static pod CIDRs", func(c *Config) { c.PodCIDR = "10.244.1.0/24"; c.PodCIDRv6 = "fd00:10:244:1::/64" }},
 	}
