@@ -184,6 +184,10 @@ func (n *nodeServiceNet) compute() (nodenet.ExternalServices, []nodenet.ServiceR
 				// them).
 			default:
 				r.IP = f.IP
+				if f.Kind == pipeline.KindLoadBalancer && len(sp.LoadBalancerSourceRanges) > 0 {
+					es.SourceRanges = append(es.SourceRanges, nodenet.SourceRangeRule{IP: f.IP, Protocol: proto, Port: f.Port,
+						Allowed: sp.LoadBalancerSourceRanges})
+				}
 				if !seenRoute[f.IP] {
 					seenRoute[f.IP] = true
 					routes = append(routes, nodenet.ServiceRoute{CIDR: netip.PrefixFrom(f.IP, f.IP.BitLen()), Src: src(f.IP)})

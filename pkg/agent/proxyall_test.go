@@ -28,7 +28,8 @@ func TestNodeServiceNetCompute(t *testing.T) {
 		{Kind: pipeline.KindClusterIP, IP: a("10.96.0.10"), Port: 80, Protocol: pipeline.ProtocolTCP},
 		{Kind: pipeline.KindNodePort, Port: 30080, Protocol: pipeline.ProtocolTCP},
 		{Kind: pipeline.KindExternalIP, IP: a("198.51.100.7"), Port: 80, Protocol: pipeline.ProtocolTCP},
-		{Kind: pipeline.KindLoadBalancer, IP: a("203.0.113.9"), Port: 80, Protocol: pipeline.ProtocolTCP}}}
+		{Kind: pipeline.KindLoadBalancer, IP: a("203.0.113.9"), Port: 80, Protocol: pipeline.ProtocolTCP}},
+		LoadBalancerSourceRanges: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}
 	n.ports["default/web:http/IPv6"] = pipeline.ServicePort{Key: "default/web:http/IPv6", Frontends: []pipeline.ServiceFrontend{
 		{Kind: pipeline.KindNodePort, Port: 30080, Protocol: pipeline.ProtocolTCP}}}
 	n.ports["default/loc:dns/IPv4"] = pipeline.ServicePort{Key: "default/loc:dns/IPv4", ExternalLocal: true, Frontends: []pipeline.ServiceFrontend{
@@ -48,6 +49,10 @@ func TestNodeServiceNetCompute(t *testing.T) {
 	}
 	if !slices.Equal(es.Rules, wantRules) {
 		t.Errorf("rules\n got %+v\nwant %+v", es.Rules, wantRules)
+	}
+	if len(es.SourceRanges) != 1 || es.SourceRanges[0].IP != a("203.0.113.9") || es.SourceRanges[0].Port != 80 ||
+		len(es.SourceRanges[0].Allowed) != 1 || es.SourceRanges[0].Allowed[0] != netip.MustParsePrefix("192.0.2.0/24") {
+		t.Errorf("source ranges %+v, want the LB frontend's 192.0.2.0/24", es.SourceRanges)
 	}
 	gw4, gw6 := a("10.10.0.1"), a("fd00:10::1")
 	wantRoutes := []nodenet.ServiceRoute{

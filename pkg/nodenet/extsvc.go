@@ -40,6 +40,19 @@ type ExternalServices struct {
 	GatewayIP, GatewayIPv6   netip.Addr
 	NodePortIP, NodePortIPv6 netip.Addr
 	Rules                    []ExternalServiceRule
+	// SourceRanges restrict LoadBalancer frontends to client prefixes
+	// (spec.loadBalancerSourceRanges): their packets from other sources
+	// arriving from outside are dropped before any NAT.
+	SourceRanges []SourceRangeRule
+}
+
+// SourceRangeRule is one LoadBalancer frontend's allowed client prefixes
+// (of its family; none of it drops every external client).
+type SourceRangeRule struct {
+	IP       netip.Addr
+	Protocol string
+	Port     uint16
+	Allowed  []netip.Prefix
 }
 
 // InstallExternalServices makes the node's kernel hand the Service traffic
@@ -59,6 +72,11 @@ type ExternalServices struct {
 //     the ExternalIP, protocol and port) is SNATed to the gateway address
 //     of its family; so is the node's own one for a NodePort without
 //     SNAT (policy Local) whose source is another local address.
+//
+// Before both, a LoadBalancer frontend with source ranges drops the
+// packets of other clients arriving from outside (filter, priority -150,
+// ahead of the DNAT, so the client's own address is what is checked; OVS
+// sees the gateway IP after the SNAT).
 //
 // ExternalIPs and LB IPs are not local addresses: the node forwards their
 // packets, which EnsureServiceRoutes' routes (/32 or /128 per address)
@@ -155,9 +173,37 @@ func InstallExternalServices(ctx context.Context, es ExternalServices) error {
 		fmt.Fprintf(&post, "\t\tiifname != %s oifname %s %s daddr . meta l4proto . th dport { %s } snat %s to %s\n",
 			gwName, gwName, fam, strings.Join(elems, ", "), fam, gw)
 	}
+	var filter strings.Builder
+	for _, r := range es.SourceRanges {
+		if r.Protocol != "tcp" && r.Protocol != "udp" && r.Protocol != "sctp" {
+			return fmt.Errorf("nodenet: external services: source ranges of %v: protocol %q is not tcp, udp or sctp", r.IP, r.Protocol)
+		}
+		if !r.IP.IsValid() || r.IP.Is4In6() || r.Port == 0 {
+			return fmt.Errorf("nodenet: external services: source ranges need a plain address and a port, have %v port %d", r.IP, r.Port)
+		}
+		fam := "ip"
+		if r.IP.Is6() {
+			fam = "ip6"
+		}
+		var allowed []string
+		for _, a := range r.Allowed {
+			if a.IsValid() && a.Addr().Is6() == r.IP.Is6() && !a.Addr().Is4In6() {
+				allowed = append(allowed, a.Masked().String())
+			}
+		}
+		m := fmt.Sprintf("iifname != { %s, \"lo\" } %s daddr %s meta l4proto %s th dport %d", gwName, fam, r.IP, r.Protocol, r.Port)
+		if len(allowed) == 0 {
+			fmt.Fprintf(&filter, "\t\t%s drop\n", m)
+			continue
+		}
+		fmt.Fprintf(&filter, "\t\t%s %s saddr != { %s } drop\n", m, fam, strings.Join(allowed, ", "))
+	}
 	ruleset := fmt.Sprintf(`table inet %[1]s
 delete table inet %[1]s
 table inet %[1]s {
+	chain sourceranges {
+		type filter hook prerouting priority -150; policy accept;
+%[5]s	}
 	chain prerouting {
 		type nat hook prerouting priority dstnat; policy accept;
 %[2]s	}
@@ -168,7 +214,7 @@ table inet %[1]s {
 		type nat hook postrouting priority srcnat; policy accept;
 %[4]s	}
 }
-`, externalServicesTable, pre.String(), out.String(), post.String())
+`, externalServicesTable, pre.String(), out.String(), post.String(), filter.String())
 	if err := runNft(ctx, ruleset); err != nil {
 		return fmt.Errorf("nodenet: installing the external Service rules: %w", err)
 	}

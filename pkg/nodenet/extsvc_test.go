@@ -15,7 +15,8 @@ import (
 // real kernel (a netns): the NodePort DNATs per family and protocol (in
 // prerouting and, for the node's own connections, output), the SNATs of
 // the Cluster-policy frontends (and of the node's own connections to
-// Local ones), replaced as a whole on the
+// Local ones), the source ranges of LB frontends (masked, of the
+// frontend's family only; none left drops every external client), replaced as a whole on the
 // next install, removed twice; refusals. (The packets' way through these
 // rules into OVS is pkg/pipeline's TestProxyNodePortFromOutside.)
 func TestExternalServices(t *testing.T) {
@@ -32,6 +33,11 @@ func TestExternalServices(t *testing.T) {
 			{IP: netip.MustParseAddr("198.51.100.7"), Protocol: "tcp", Port: 80, SNAT: true},
 			{IP: netip.MustParseAddr("198.51.100.8"), Protocol: "tcp", Port: 80},
 			{IP: netip.MustParseAddr("2001:db8::7"), Protocol: "sctp", Port: 80, SNAT: true},
+		},
+		SourceRanges: []nodenet.SourceRangeRule{
+			{IP: netip.MustParseAddr("203.0.113.9"), Protocol: "tcp", Port: 80,
+				Allowed: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("198.18.0.1/16"), netip.MustParsePrefix("2001:db8::/32")}},
+			{IP: netip.MustParseAddr("203.0.113.10"), Protocol: "udp", Port: 53, Allowed: []netip.Prefix{netip.MustParsePrefix("2001:db8::/32")}},
 		}}
 	list := func() string {
 		out, _ := exec.Command("ip", "netns", "exec", ns, "nft", "list", "table", "inet", "weir_extsvc").CombinedOutput()
@@ -47,6 +53,9 @@ func TestExternalServices(t *testing.T) {
 		`iifname != { "lo", "gw0" } meta nfproto ipv4 fib daddr type local udp dport 30053 dnat ip to 169.254.0.252`,
 		`iifname != { "lo", "gw0" } meta nfproto ipv6 fib daddr type local tcp dport 30080 dnat ip6 to fc00::aabb:ccdd:eefe`,
 		`iifname != "gw0" oifname "gw0" ip daddr 169.254.0.252 tcp dport { 30080, 30082 } snat ip to 10.20.0.1`,
+		`type filter hook prerouting priority mangle; policy accept;`,
+		`iifname != { "lo", "gw0" } ip daddr 203.0.113.9 tcp dport 80 ip saddr != { 192.0.2.0/24, 198.18.0.0/16 } drop`,
+		`iifname != { "lo", "gw0" } ip daddr 203.0.113.10 udp dport 53 drop`,
 		`fib daddr type local ip daddr != 127.0.0.0/8 tcp dport { 30080, 30082 } dnat ip to 169.254.0.252`,
 		`fib daddr type local ip6 daddr != ::1 tcp dport 30080 dnat ip6 to fc00::aabb:ccdd:eefe`,
 		`oifname "gw0" ip daddr 169.254.0.252 fib saddr type local ip saddr != 10.20.0.1 tcp dport 30081 snat ip to 10.20.0.1`,
@@ -88,6 +97,8 @@ func TestExternalServices(t *testing.T) {
 		{"no gateway", nodenet.ExternalServices{}, "gateway name is required"},
 		{"protocol", nodenet.ExternalServices{GatewayName: "gw0", Rules: []nodenet.ExternalServiceRule{{Protocol: "icmp", Port: 1}}}, "not tcp, udp or sctp"},
 		{"no port", nodenet.ExternalServices{GatewayName: "gw0", Rules: []nodenet.ExternalServiceRule{{Protocol: "tcp"}}}, "without a port"},
+		{"source range protocol", nodenet.ExternalServices{GatewayName: "gw0", SourceRanges: []nodenet.SourceRangeRule{{IP: netip.MustParseAddr("203.0.113.9"), Protocol: "gre", Port: 1}}}, "not tcp, udp or sctp"},
+		{"source range port", nodenet.ExternalServices{GatewayName: "gw0", SourceRanges: []nodenet.SourceRangeRule{{IP: netip.MustParseAddr("203.0.113.9"), Protocol: "tcp"}}}, "need a plain address and a port"},
 		{"no SNAT source", nodenet.ExternalServices{GatewayName: "gw0", NodePortIP: nodenet.ServiceNextHopIPv4,
 			Rules: []nodenet.ExternalServiceRule{{Protocol: "tcp", Port: 30080, SNAT: true}}}, "needs the gateway's IPv4 address"},
 		{"no NodePort address", nodenet.ExternalServices{GatewayName: "gw0", GatewayIPv6: netip.MustParseAddr("fd00:20::1"),

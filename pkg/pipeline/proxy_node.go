@@ -91,8 +91,9 @@ func (p *Pipeline) gatewayFrontendFlow(cookie uint64, f ServiceFrontend, ip neti
 // NodePort address of the family, per ExternalIP and LB frontend: its
 // address, → eth_dst := gateway MAC and the
 // ServicePort's group, or drop when the Service has endpoints elsewhere
-// only. An LB frontend with source ranges drops traffic from the gateway
-// (the ranges are not checked in the kernel yet).
+// only. An LB frontend's source ranges are checked in the kernel, where
+// the client's address is still seen (OVS sees the gateway IP after the
+// SNAT); the node's own traffic to it is not restricted.
 //
 // A ServicePort with ExternalEndpoints (externalTrafficPolicy Local, or
 // internalTrafficPolicy Local with eTP Cluster) gets a second select
@@ -159,13 +160,9 @@ func (p *Pipeline) externalFrontendFlows(sp ServicePort, cookie uint64, f Servic
 		}
 		return b.SetEthDst(p.cfg.GatewayMAC).Group(id)
 	}
-	if f.Kind == KindLoadBalancer && len(sp.LoadBalancerSourceRanges) > 0 {
-		// Fail closed: the kernel has SNATed an external client to the
-		// gateway IP before OVS sees it (policy Cluster), so the client's
-		// prefix can only be checked in the kernel, which does not do it
-		// yet (docs/proxy.md).
-		return []*openflow.FlowBuilder{match(prioServiceFrontend).Drop()}, nil
-	}
+	// An LB frontend's source ranges are checked by the node's kernel,
+	// before its SNAT hides the client (nodenet.SourceRangeRule); what
+	// comes from the gateway passed them, or is the node's own traffic.
 	return []*openflow.FlowBuilder{action(match(prioServiceFrontend))}, nil
 }
 

@@ -130,7 +130,9 @@ func TestProxyFromNode(t *testing.T) {
 
 // TestProxyNodePortFromOutside: a client outside the node (the peer
 // node's own namespace, across the underlay) reaches a NodePort on the
-// node IP and an ExternalIP routed to the node. The node's kernel
+// node IP, and an ExternalIP and an LB IP (within its source ranges)
+// routed to the node; an LB IP whose ranges leave the client out times
+// out (dropped by the kernel before any NAT). The node's kernel
 // (nodenet.InstallExternalServices) DNATs the NodePort to the virtual
 // NodePort address and SNATs both to the gateway IP into the gateway
 // (externalTrafficPolicy Cluster); OVS load-balances them over a local
@@ -159,20 +161,24 @@ func TestProxyNodePortFromOutside(t *testing.T) {
 	nameServer(t, local.NetNS, "pa", local.IP, 8080)
 	nameServer(t, remote.NetNS, "pr", remote.IP, 8080)
 
-	const extIP = "198.51.100.7"
+	const extIP, lbIP, lbDenied = "198.51.100.7", "203.0.113.9", "203.0.113.10"
 	gwIP := netip.MustParseAddr("10.10.0.1")
 	mac, _ := net.ParseMAC(gwMAC)
 	if out, err := n1.ovs.Exec("", "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"); err != nil {
 		t.Fatalf("ip_forward: %v: %s", err, out)
 	}
-	if out, err := n2.ovs.Exec("", "ip", "route", "add", extIP, "via", "192.0.2.1"); err != nil {
-		t.Fatalf("client route to the ExternalIP: %v: %s", err, out)
+	for _, ip := range []string{extIP, lbIP, lbDenied} {
+		if out, err := n2.ovs.Exec("", "ip", "route", "add", ip, "via", "192.0.2.1"); err != nil {
+			t.Fatalf("client route to %s: %v: %s", ip, err, out)
+		}
 	}
 	if err := inNS(t, n1.ovs.NetNS, func() error {
 		if err := nodenet.EnsureServiceRoutes("gw0", []nodenet.ServiceRoute{
 			{CIDR: netip.MustParsePrefix("10.96.0.0/12"), Src: gwIP},
 			{CIDR: netip.PrefixFrom(nodenet.ServiceNextHopIPv4, 32), Src: gwIP},
-			{CIDR: netip.MustParsePrefix(extIP + "/32"), Src: gwIP}}, mac); err != nil {
+			{CIDR: netip.MustParsePrefix(extIP + "/32"), Src: gwIP},
+			{CIDR: netip.MustParsePrefix(lbIP + "/32"), Src: gwIP},
+			{CIDR: netip.MustParsePrefix(lbDenied + "/32"), Src: gwIP}}, mac); err != nil {
 			return err
 		}
 		return nodenet.InstallExternalServices(testctx.Timeout(t, time.Minute), nodenet.ExternalServices{
@@ -182,6 +188,12 @@ func TestProxyNodePortFromOutside(t *testing.T) {
 				{Protocol: "udp", Port: 30053, SNAT: true},
 				{IP: netip.MustParseAddr(extIP), Protocol: "tcp", Port: 80, SNAT: true},
 				{Protocol: "tcp", Port: 30081},
+				{IP: netip.MustParseAddr(lbIP), Protocol: "tcp", Port: 80, SNAT: true},
+				{IP: netip.MustParseAddr(lbDenied), Protocol: "tcp", Port: 80, SNAT: true},
+			},
+			SourceRanges: []nodenet.SourceRangeRule{
+				{IP: netip.MustParseAddr(lbIP), Protocol: "tcp", Port: 80, Allowed: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}},
+				{IP: netip.MustParseAddr(lbDenied), Protocol: "tcp", Port: 80, Allowed: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/16")}},
 			}})
 	}); err != nil {
 		t.Fatal(err)
@@ -196,8 +208,11 @@ func TestProxyNodePortFromOutside(t *testing.T) {
 	web := pipeline.ServicePort{Key: "default/web:http/IPv4", HasEndpoints: true,
 		Frontends: []pipeline.ServiceFrontend{clusterIP("10.96.0.10", 80, pipeline.ProtocolTCP),
 			nodePort(30080, pipeline.ProtocolTCP), nodePort(30053, pipeline.ProtocolUDP),
-			{Kind: pipeline.KindExternalIP, IP: netip.MustParseAddr(extIP), Port: 80, Protocol: pipeline.ProtocolTCP}},
-		ClusterEndpoints: []pipeline.ServiceEndpoint{endpoint(local.IP, 8080), {IP: netip.MustParseAddr(remote.IP), Port: 8080}}}
+			{Kind: pipeline.KindExternalIP, IP: netip.MustParseAddr(extIP), Port: 80, Protocol: pipeline.ProtocolTCP},
+			{Kind: pipeline.KindLoadBalancer, IP: netip.MustParseAddr(lbIP), Port: 80, Protocol: pipeline.ProtocolTCP},
+			{Kind: pipeline.KindLoadBalancer, IP: netip.MustParseAddr(lbDenied), Port: 80, Protocol: pipeline.ProtocolTCP}},
+		ClusterEndpoints:         []pipeline.ServiceEndpoint{endpoint(local.IP, 8080), {IP: netip.MustParseAddr(remote.IP), Port: 8080}},
+		LoadBalancerSourceRanges: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}
 	// externalTrafficPolicy Local: the external frontends use the local
 	// endpoint only (a group of their own), not SNATed by the kernel.
 	loc := pipeline.ServicePort{Key: "default/loc:http/IPv4", HasEndpoints: true, ExternalLocal: true,
@@ -206,7 +221,7 @@ func TestProxyNodePortFromOutside(t *testing.T) {
 		ExternalEndpoints: []pipeline.ServiceEndpoint{endpoint(local.IP, 8080)}}
 	n1.applyServices(t, []pipeline.ServicePort{web, loc})
 
-	for _, addr := range []string{"192.0.2.1:30080", extIP + ":80"} {
+	for _, addr := range []string{"192.0.2.1:30080", extIP + ":80", lbIP + ":80"} {
 		count := map[string]int{}
 		for i := range 20 {
 			c, err := dialService(t, n2.ovs.NetNS, addr)
@@ -246,6 +261,15 @@ func TestProxyNodePortFromOutside(t *testing.T) {
 	if udp["pa"] == 0 || udp["pr"] == 0 {
 		t.Errorf("UDP queries not spread: %v", udp)
 	}
+	// An LB IP whose source ranges leave the client out: dropped by the
+	// kernel before any NAT (timeout).
+	if c, err := dialService(t, n2.ovs.NetNS, lbDenied+":80"); err == nil {
+		c.c.Close()
+		t.Errorf("connected to %s from outside its source ranges", lbDenied)
+	} else if !isTimeout(err) {
+		t.Errorf("connection to %s from outside its source ranges: %v, want a timeout", lbDenied, err)
+	}
+
 	// The node's own connections to its NodePorts on its node IP (the
 	// output chain's DNAT, SNAT to the gateway IP for both policies).
 	for _, np := range []struct {

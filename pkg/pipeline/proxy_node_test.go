@@ -74,8 +74,9 @@ func TestProxyFromGatewayFlows(t *testing.T) {
 			}
 			// One per frontend with a group or a drop: web's ClusterIP,
 			// NodePort (at the virtual NodePort address), ExternalIP and
-			// LB IP (drop: it has source ranges), dns (UDP 53), local
-			// (SCTP 443, drop); "empty" has no flow at all.
+			// LB IP (to the group: its source ranges are the kernel's),
+			// dns (UDP 53), local (SCTP 443, drop); "empty" has no flow
+			// at all.
 			want := 6
 			if tc.dual {
 				want = 12
