@@ -1,6 +1,7 @@
 package nodenet
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -37,14 +38,36 @@ func EnsurePeerRouteV6(gw string, cidr *net.IPNet, gwIP net.IP, nextHopMAC net.H
 	r.Gw = gwIP.To16()
 	r.Flags = int(netlink.FLAG_ONLINK)
 	r.Protocol = RouteProtocolWeir
-	if err := netlink.RouteReplace(r); err != nil {
-		return fmt.Errorf("adding route %v via %v dev %s onlink proto %d: %w", cidr, gwIP, gw, RouteProtocolWeir, err)
+	// The route before the neighbour entry (the neighbour GC prunes
+	// entries without a route); neither is re-written when already as
+	// wanted (hasRoute says why).
+	if !hasRoute(netlink.FAMILY_V6, r) {
+		if err := netlink.RouteReplace(r); err != nil {
+			return fmt.Errorf("adding route %v via %v dev %s onlink proto %d: %w", cidr, gwIP, gw, RouteProtocolWeir, err)
+		}
 	}
-	if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: link.Attrs().Index, Family: netlink.FAMILY_V6,
-		State: netlink.NUD_PERMANENT, IP: gwIP, HardwareAddr: nextHopMAC}); err != nil {
-		return fmt.Errorf("neighbour %v lladdr %s dev %s permanent: %w", gwIP, nextHopMAC, gw, err)
+	if !hasPermanentNeigh(link.Attrs().Index, gwIP, nextHopMAC) {
+		if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: link.Attrs().Index, Family: netlink.FAMILY_V6,
+			State: netlink.NUD_PERMANENT, IP: gwIP, HardwareAddr: nextHopMAC}); err != nil {
+			return fmt.Errorf("neighbour %v lladdr %s dev %s permanent: %w", gwIP, nextHopMAC, gw, err)
+		}
 	}
 	return nil
+}
+
+// hasPermanentNeigh reports whether link holds a permanent neighbour
+// entry for ip with mac (false if it cannot be read).
+func hasPermanentNeigh(linkIndex int, ip net.IP, mac net.HardwareAddr) bool {
+	neighs, err := netlink.NeighList(linkIndex, netlink.FAMILY_V6)
+	if err != nil {
+		return false
+	}
+	for _, n := range neighs {
+		if n.IP.Equal(ip) && n.State&netlink.NUD_PERMANENT != 0 && bytes.Equal(n.HardwareAddr, mac) {
+			return true
+		}
+	}
+	return false
 }
 
 // DeletePeerRouteV6 removes the route to cidr and the neighbour entry of
