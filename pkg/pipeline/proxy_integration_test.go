@@ -126,6 +126,37 @@ func dialService(t *testing.T, netns, addr string) (*svcConn, error) {
 	return &svcConn{c, bufio.NewReader(c)}, nil
 }
 
+// stickyConnections opens n TCP connections from netns to addr and asks
+// each twice: a connection must stay with its endpoint, and the endpoint
+// must have seen wantSrc as the client. It returns the connections per
+// endpoint name.
+func stickyConnections(t *testing.T, netns, addr string, n int, wantSrc string) map[string]int {
+	t.Helper()
+	count := map[string]int{}
+	for i := range n {
+		c, err := dialService(t, netns, addr)
+		if err != nil {
+			t.Fatalf("%s: connection %d: %v", addr, i, err)
+		}
+		name, seen, err := c.ask()
+		if err == nil {
+			var again string
+			if again, _, err = c.ask(); err == nil && again != name {
+				err = fmt.Errorf("moved from %s to %s", name, again)
+			}
+		}
+		c.c.Close()
+		if err != nil {
+			t.Fatalf("%s: connection %d: %v", addr, i, err)
+		}
+		if seen != wantSrc {
+			t.Errorf("%s: endpoint %s saw client %s, want %s", addr, name, seen, wantSrc)
+		}
+		count[name]++
+	}
+	return count
+}
+
 // ask returns the endpoint's name and the client address it saw.
 func (s *svcConn) ask() (name, client string, err error) {
 	_ = s.c.SetDeadline(time.Now().Add(2 * time.Second))
@@ -608,28 +639,7 @@ func TestProxyIPv6ClusterIP(t *testing.T) {
 	n.applyServices(t, []pipeline.ServicePort{web})
 	addr := net.JoinHostPort(vip, "80")
 
-	count := map[string]int{}
-	for i := range 30 {
-		c, err := dialService(t, client.NetNS, addr)
-		if err != nil {
-			t.Fatalf("connection %d: %v", i, err)
-		}
-		name, seen, err := c.ask()
-		if err == nil {
-			var again string
-			if again, _, err = c.ask(); err == nil && again != name {
-				err = fmt.Errorf("moved from %s to %s", name, again)
-			}
-		}
-		c.c.Close()
-		if err != nil {
-			t.Fatalf("connection %d: %v", i, err)
-		}
-		if seen != client.IPv6 {
-			t.Errorf("endpoint saw client %s, want %s", seen, client.IPv6)
-		}
-		count[name]++
-	}
+	count := stickyConnections(t, client.NetNS, addr, 30, client.IPv6)
 	t.Logf("30 IPv6 connections: %v", count)
 	if count["pa"] < 4 || count["pb"] < 4 {
 		t.Errorf("IPv6 connections not spread: %v", count)

@@ -36,15 +36,7 @@ func withNodeProxy(c *pipeline.Config) {
 // node's packets (the ServiceLB flow from the gateway counts them), and
 // without FromGateway the pipeline has no flow for the node's packets.
 func TestProxyFromNode(t *testing.T) {
-	_, cidr2, _ := net.ParseCIDR("10.10.1.0/24")
-	n1 := newNode(t, func(c *pipeline.Config) { c.TunnelOFPort = 1 }, withNodeProxy)
-	n2 := newNode(t, func(c *pipeline.Config) {
-		c.TunnelOFPort, c.GatewayIP, c.PodCIDR = 1, net.ParseIP("10.10.1.1"), cidr2
-	})
-	_, cidr1, _ := net.ParseCIDR("10.10.0.0/24")
-	peer1 := pipeline.PeerNode{Name: "n1", NodeIP: net.ParseIP("192.0.2.1").To4(), PodCIDR: cidr1, GatewayIP: net.ParseIP("10.10.0.1").To4()}
-	peer2 := pipeline.PeerNode{Name: "n2", NodeIP: net.ParseIP("192.0.2.2").To4(), PodCIDR: cidr2, GatewayIP: net.ParseIP("10.10.1.1").To4()}
-	tunnelPair(t, n1, n2, peer1, peer2)
+	n1, n2 := proxyTunnelNodes(t, withNodeProxy)
 
 	local := n1.addRoutedPod(t, "pa", "10.10.0.3", "02:00:0a:0a:00:03", 4)
 	remote := n2.addPod(t, "pr", "10.10.1.5", "02:00:0a:0a:01:05", 3)
@@ -69,28 +61,7 @@ func TestProxyFromNode(t *testing.T) {
 		Frontends: []pipeline.ServiceFrontend{clusterIP(vipLocal, 80, pipeline.ProtocolTCP)}}
 	n1.applyServices(t, []pipeline.ServicePort{web, elsewhere})
 
-	count := map[string]int{}
-	for i := range 30 {
-		c, err := dialService(t, n1.ovs.NetNS, vip+":80")
-		if err != nil {
-			t.Fatalf("connection %d: %v", i, err)
-		}
-		name, seen, err := c.ask()
-		if err == nil {
-			var again string
-			if again, _, err = c.ask(); err == nil && again != name {
-				err = fmt.Errorf("moved from %s to %s", name, again)
-			}
-		}
-		c.c.Close()
-		if err != nil {
-			t.Fatalf("connection %d: %v", i, err)
-		}
-		if seen != "10.10.0.1" {
-			t.Errorf("endpoint %s saw client %s, want the gateway IP 10.10.0.1", name, seen)
-		}
-		count[name]++
-	}
+	count := stickyConnections(t, n1.ovs.NetNS, vip+":80", 30, "10.10.0.1") // the gateway IP
 	t.Logf("30 connections from the node: %v", count)
 	if count["pa"] < 4 || count["pr"] < 4 {
 		t.Errorf("connections not spread over the local and the remote endpoint: %v", count)
@@ -145,15 +116,7 @@ func TestProxyFromNode(t *testing.T) {
 // connections to its NodePorts on its node IP work too (seen from the
 // gateway IP).
 func TestProxyNodePortFromOutside(t *testing.T) {
-	_, cidr2, _ := net.ParseCIDR("10.10.1.0/24")
-	n1 := newNode(t, func(c *pipeline.Config) { c.TunnelOFPort = 1 }, withNodeProxy)
-	n2 := newNode(t, func(c *pipeline.Config) {
-		c.TunnelOFPort, c.GatewayIP, c.PodCIDR = 1, net.ParseIP("10.10.1.1"), cidr2
-	})
-	_, cidr1, _ := net.ParseCIDR("10.10.0.0/24")
-	peer1 := pipeline.PeerNode{Name: "n1", NodeIP: net.ParseIP("192.0.2.1").To4(), PodCIDR: cidr1, GatewayIP: net.ParseIP("10.10.0.1").To4()}
-	peer2 := pipeline.PeerNode{Name: "n2", NodeIP: net.ParseIP("192.0.2.2").To4(), PodCIDR: cidr2, GatewayIP: net.ParseIP("10.10.1.1").To4()}
-	tunnelPair(t, n1, n2, peer1, peer2)
+	n1, n2 := proxyTunnelNodes(t, withNodeProxy)
 
 	local := n1.addRoutedPod(t, "pa", "10.10.0.3", "02:00:0a:0a:00:03", 4)
 	remote := n2.addPod(t, "pr", "10.10.1.5", "02:00:0a:0a:01:05", 3)
@@ -222,28 +185,7 @@ func TestProxyNodePortFromOutside(t *testing.T) {
 	n1.applyServices(t, []pipeline.ServicePort{web, loc})
 
 	for _, addr := range []string{"192.0.2.1:30080", extIP + ":80", lbIP + ":80"} {
-		count := map[string]int{}
-		for i := range 20 {
-			c, err := dialService(t, n2.ovs.NetNS, addr)
-			if err != nil {
-				t.Fatalf("%s: connection %d: %v", addr, i, err)
-			}
-			name, seen, err := c.ask()
-			if err == nil {
-				var again string
-				if again, _, err = c.ask(); err == nil && again != name {
-					err = fmt.Errorf("moved from %s to %s", name, again)
-				}
-			}
-			c.c.Close()
-			if err != nil {
-				t.Fatalf("%s: connection %d: %v", addr, i, err)
-			}
-			if seen != gwIP.String() {
-				t.Errorf("%s: endpoint %s saw client %s, want the gateway IP (SNAT)", addr, name, seen)
-			}
-			count[name]++
-		}
+		count := stickyConnections(t, n2.ovs.NetNS, addr, 20, gwIP.String()) // SNAT to the gateway IP
 		t.Logf("%s: 20 connections from outside: %v", addr, count)
 		if count["pa"] < 3 || count["pr"] < 3 {
 			t.Errorf("%s: connections not spread over the local and the remote endpoint: %v", addr, count)

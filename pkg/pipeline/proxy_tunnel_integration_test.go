@@ -1,7 +1,6 @@
 package pipeline_test
 
 import (
-	"fmt"
 	"net"
 	"net/netip"
 	"testing"
@@ -63,21 +62,30 @@ func tunnelPair(t *testing.T, n1, n2 *node, peer1, peer2 pipeline.PeerNode) {
 	}
 }
 
+// proxyTunnelNodes returns node 1 (pod CIDR 10.10.0.0/24, node IP
+// 192.0.2.1, its proxy configured by proxy) and node 2 (10.10.1.0/24,
+// 192.0.2.2) joined by the Geneve tunnel (tunnelPair).
+func proxyTunnelNodes(t *testing.T, proxy func(*pipeline.Config)) (n1, n2 *node) {
+	t.Helper()
+	_, cidr1, _ := net.ParseCIDR("10.10.0.0/24")
+	_, cidr2, _ := net.ParseCIDR("10.10.1.0/24")
+	n1 = newNode(t, func(c *pipeline.Config) { c.TunnelOFPort = 1 }, proxy)
+	n2 = newNode(t, func(c *pipeline.Config) {
+		c.TunnelOFPort, c.GatewayIP, c.PodCIDR = 1, net.ParseIP("10.10.1.1"), cidr2
+	})
+	peer1 := pipeline.PeerNode{Name: "n1", NodeIP: net.ParseIP("192.0.2.1").To4(), PodCIDR: cidr1, GatewayIP: net.ParseIP("10.10.0.1").To4()}
+	peer2 := pipeline.PeerNode{Name: "n2", NodeIP: net.ParseIP("192.0.2.2").To4(), PodCIDR: cidr2, GatewayIP: net.ParseIP("10.10.1.1").To4()}
+	tunnelPair(t, n1, n2, peer1, peer2)
+	return n1, n2
+}
+
 // TestProxyRemoteEndpoint: a ClusterIP with one endpoint on this node and
 // one on a peer node reached through the Geneve tunnel: connections spread
 // over both, the remote endpoint sees the client pod's own address, replies
 // come back through the tunnel and are un-DNATed (the client connects to
 // and hears from the ClusterIP), UDP included.
 func TestProxyRemoteEndpoint(t *testing.T) {
-	_, cidr2, _ := net.ParseCIDR("10.10.1.0/24")
-	n1 := newNode(t, func(c *pipeline.Config) { c.TunnelOFPort = 1 }, withProxy)
-	n2 := newNode(t, func(c *pipeline.Config) {
-		c.TunnelOFPort, c.GatewayIP, c.PodCIDR = 1, net.ParseIP("10.10.1.1"), cidr2
-	})
-	_, cidr1, _ := net.ParseCIDR("10.10.0.0/24")
-	peer1 := pipeline.PeerNode{Name: "n1", NodeIP: net.ParseIP("192.0.2.1").To4(), PodCIDR: cidr1, GatewayIP: net.ParseIP("10.10.0.1").To4()}
-	peer2 := pipeline.PeerNode{Name: "n2", NodeIP: net.ParseIP("192.0.2.2").To4(), PodCIDR: cidr2, GatewayIP: net.ParseIP("10.10.1.1").To4()}
-	tunnelPair(t, n1, n2, peer1, peer2)
+	n1, n2 := proxyTunnelNodes(t, withProxy)
 
 	client := n1.addRoutedPod(t, "pc", "10.10.0.2", "02:00:0a:0a:00:02", 3)
 	local := n1.addRoutedPod(t, "pa", "10.10.0.3", "02:00:0a:0a:00:03", 4)
@@ -93,28 +101,7 @@ func TestProxyRemoteEndpoint(t *testing.T) {
 			{IP: netip.MustParseAddr(remote.IP), Port: 8080}}}
 	n1.applyServices(t, []pipeline.ServicePort{web})
 
-	count := map[string]int{}
-	for i := range 30 {
-		c, err := dialService(t, client.NetNS, vip+":80")
-		if err != nil {
-			t.Fatalf("connection %d: %v", i, err)
-		}
-		name, seen, err := c.ask()
-		if err == nil {
-			var again string
-			if again, _, err = c.ask(); err == nil && again != name {
-				err = fmt.Errorf("moved from %s to %s", name, again)
-			}
-		}
-		c.c.Close()
-		if err != nil {
-			t.Fatalf("connection %d: %v", i, err)
-		}
-		if seen != client.IP {
-			t.Errorf("endpoint %s saw client %s, want %s", name, seen, client.IP)
-		}
-		count[name]++
-	}
+	count := stickyConnections(t, client.NetNS, vip+":80", 30, client.IP)
 	t.Logf("30 connections: %v", count)
 	if count["pa"] < 4 || count["pr"] < 4 {
 		t.Errorf("connections not spread over the local and the remote endpoint: %v", count)
